@@ -1,0 +1,274 @@
+"""The ``runbook`` command line: thin click commands over the library beneath.
+
+Each command finds the home, calls one library function, and prints its result for a human (a
+table) or a script (``--json``). Errors a user can cause end as located one-line messages on
+stderr with a documented exit code, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from . import exitcodes
+from .home import Home, HomeError, find_home
+from .problems import InputError, Problem
+
+
+def _fail(problems: list[Problem] | str, code: int) -> NoReturn:
+    if isinstance(problems, str):
+        click.echo(f"error: {problems}", err=True)
+    else:
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+    sys.exit(code)
+
+
+def _home(ctx: click.Context) -> Home:
+    try:
+        return find_home(ctx.obj.get("home"))
+    except HomeError as exc:
+        _fail(str(exc), exitcodes.NO_HOME)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # On a terminal rich fits tables to the window; in a pipe, never wrap a row (scripts grep rows).
+    wide = None if sys.stdout.isatty() else 10_000
+    return Console(highlight=False, width=wide)
+
+
+@click.group(epilog=exitcodes.HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), envvar=None,
+              help="Runbook home (folder with cluster-config.yaml, clusters/, runbooks/). "
+                   "Default: $RUNBOOK_HOME, else the current folder or a parent.")
+@click.version_option(package_name="runbook", prog_name="runbook")
+@click.pass_context
+def main(ctx: click.Context, home: str | None) -> None:
+    """Run markdown runbooks against a Proxmox VE cluster."""
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def list_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List every runbook in runbooks/ with its parameters."""
+    from .parser import parse_runbook_file
+
+    home = _home(ctx)
+    runbooks, problems = [], []
+    for path in home.runbook_paths():
+        try:
+            runbooks.append(parse_runbook_file(path, home.shown(path)))
+        except InputError as exc:
+            problems.append((home.shown(path), len(exc.problems)))
+    if as_json:
+        _emit_json({"runbooks": [{"name": r.name, "description": r.description, "file": r.file,
+                                  "requires": list(r.requires), "parameters": [p.as_dict() for p in r.parameters]}
+                                 for r in runbooks],
+                    "invalid": [{"file": f, "problems": n} for f, n in problems]})
+    else:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("NAME", "DESCRIPTION", "PARAMETERS"):
+            table.add_column(column, overflow="fold")
+        for runbook in runbooks:
+            params = ", ".join(f"{p.name}*" if p.required else f"{p.name}={json.dumps(p.default)}"
+                               for p in runbook.parameters)
+            needs = "--profile; " if runbook.needs_profile else ""
+            table.add_row(runbook.name, runbook.description, (needs + params) or "-")
+        _console().print(table)
+        if runbooks:
+            click.echo("\n* required parameter (no default)")
+        for file, count in problems:
+            click.echo(f"error: {file}: {count} problem(s); run 'runbook validate {file}'", err=True)
+    if problems:
+        sys.exit(exitcodes.PROBLEMS)
+
+
+def _runbook_path(home: Home, name: str) -> Path:
+    """A runbook by name (``cluster-create``) or by path (``runbooks/cluster-create.md``)."""
+    as_path = Path(name)
+    if as_path.suffix == ".md" and as_path.is_file():
+        return as_path
+    path = home.runbooks_dir / f"{name}.md"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in home.runbook_paths() if not p.stem.startswith("_")) or "none"
+        _fail(f"no runbook named '{name}' in {home.shown(home.runbooks_dir)}/ (runbooks: {known})",
+              exitcodes.PROBLEMS)
+    return path
+
+
+@main.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show a parsed runbook: parameters, and each step with its source line."""
+    from .parser import parse_runbook_file
+
+    home = _home(ctx)
+    path = _runbook_path(home, name)
+    try:
+        runbook = parse_runbook_file(path, home.shown(path))
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    if as_json:
+        _emit_json(runbook.as_dict())
+        return
+    click.echo(f"{runbook.name}: {runbook.description}")
+    click.echo(f"file: {runbook.file}")
+    if runbook.needs_profile:
+        click.echo("requires: --profile NAME")
+    click.echo("\nparameters:" if runbook.parameters else "\nparameters: none")
+    for param in runbook.parameters:
+        default = "required" if param.required else f"default {json.dumps(param.default)}"
+        extra = {k: v for k, v in param.spec.items() if k not in ("type", "description", "default")}
+        constraints = " ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())
+        click.echo(f"  {param.name} ({param.type}, {default}{', ' + constraints if constraints else ''})"
+                   f"  [line {param.line}]\n      {param.description}")
+    click.echo(f"\nsteps ({len(runbook.steps)}):")
+    for number, step in enumerate(runbook.steps, 1):
+        attrs = {k: v for k, v in step.attrs.items() if k != "id"}
+        id_note = "" if step.id_given else " (id derived from heading)"
+        click.echo(f"\n  {number}. [{step.kind}] {step.id}{id_note}  line {step.line}")
+        if step.title:
+            click.echo(f"     title: {step.title}")
+        if attrs:
+            click.echo(f"     attributes: {json.dumps(attrs)}")
+        for body_line in step.body.rstrip("\n").splitlines():
+            click.echo(f"     | {body_line}")
+
+
+@main.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def validate_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> None:
+    """Check runbooks, cluster-config.yaml and profiles; report every problem.
+
+    With no PATHS, checks the whole home. PATHS may be runbook files, profile files,
+    the cluster config, or folders.
+    """
+    from .validate import validate_home
+
+    home = _home(ctx)
+    report = validate_home(home, list(paths) or None)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        for problem in report.problems:
+            click.echo(str(problem))
+        files = {p.file for p in report.problems}
+        if report.ok:
+            click.echo(f"ok: {len(report.checked)} files checked, no problems")
+        else:
+            click.echo(f"\n{len(report.problems)} problem(s) in {len(files)} file(s) "
+                       f"({len(report.checked)} files checked)", err=True)
+    sys.exit(exitcodes.OK if report.ok else exitcodes.PROBLEMS)
+
+
+@main.group("profiles", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the cluster profiles in clusters/ (see 'profiles show NAME')."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .profiles import load_profiles
+
+    home = _home(ctx)
+    config = _config_or_fail(home)
+    profiles, problems = load_profiles(home, config)
+    if as_json:
+        _emit_json({"profiles": [_profile_summary(p.data, p.file) for p in profiles],
+                    "problems": [p.as_dict() for p in problems]})
+    else:
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("NAME", "TYPE", "CONTROL PLANES", "WORKERS", "TEMPLATE", "TAGS"):
+            table.add_column(column, overflow="fold")
+        for profile in profiles:
+            row = _profile_summary(profile.data, profile.file)
+            table.add_row(row["name"], row["type"], str(row["controlplanes"]), str(row["workers"]),
+                          str(row["template"]), ", ".join(row["tags"]))
+        _console().print(table)
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(exitcodes.PROBLEMS)
+
+
+def _profile_summary(data: dict[str, Any], file: str) -> dict[str, Any]:
+    nodes = data["nodes"]
+    return {"name": data["name"], "type": data["type"], "file": file,
+            "controlplanes": nodes["controlplane"]["count"], "workers": (nodes.get("workers") or {}).get("count", 0),
+            "template": data["template"], "tags": list(data["tags"])}
+
+
+def _config_or_fail(home: Home) -> Any:
+    from .config import load_config
+
+    try:
+        return load_config(home)
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.NO_HOME)
+
+
+@profiles_cmd.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one profile and its computed plan (every VM: name, role, VMID, node, size, tags)."""
+    from .profiles import load_profile
+
+    home = _home(ctx)
+    config = _config_or_fail(home)
+    try:
+        profile = load_profile(home, name, config)
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    plan = profile.plan(config)
+    if as_json:
+        _emit_json({"profile": profile.data, "file": profile.file, "plan": plan.as_dict()})
+        return
+    data = profile.data
+    click.echo(f"{data['name']} ({data['type']}): {data.get('description', '').strip() or profile.file}")
+    click.echo(f"file: {profile.file}")
+    click.echo(f"template: VMID {data['template']}   tags: {', '.join(data['tags'])}")
+    net = data["network"]
+    click.echo(f"network: pods {net['pod_cidr']}, services {net['service_cidr']}"
+               + (f", API endpoint {net['api_endpoint']}" if net.get("api_endpoint") else ""))
+    if data.get("talos"):
+        talos = data["talos"]
+        click.echo(f"talos: {talos['version']}, kubernetes {talos['kubernetes_version']}, "
+                   f"VIP {talos['vip']['ip']} on {talos['vip']['interface']}, "
+                   f"schematic {talos['factory']['schematic_id'][:12]}...")
+    if data.get("flux"):
+        flux = data["flux"]
+        click.echo(f"flux: {flux['repo']} path {flux['path']} branch {flux.get('branch', 'main')}")
+    from rich.table import Table
+
+    table = Table(title="plan (without cluster state: VMIDs in use are rechecked at run time)",
+                  title_justify="left", box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "ROLE", "VMID", "NODE", "IP", "CORES", "MEMORY", "DISK", "TAGS"):
+        table.add_column(column, overflow="fold")
+    for vm in plan.vms:
+        table.add_row(vm.name, vm.role, str(vm.vmid), vm.node, vm.ip or "dhcp", str(vm.cores),
+                      f"{vm.memory} MB", vm.disk, ";".join(vm.tags))
+    click.echo()
+    _console().print(table)

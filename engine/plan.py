@@ -1,0 +1,198 @@
+"""The cluster plan: every VM a profile asks for, with its VMID, node and size.
+
+A pure function of the profile, the cluster config and (when known) the VMs already on the
+cluster, so it is tested without a cluster and a dry-run shows exactly what a run will do. A VM
+that already exists under its planned name with every profile tag keeps its VMID and node, which
+is what makes a second ``cluster-create`` on an existing cluster a no-op instead of a duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ROLES = (("controlplane", "controlplane"), ("workers", "worker"))
+
+
+class PlanError(Exception):
+    """The profile cannot be planned on this cluster; ``field`` names the profile field at fault."""
+
+    def __init__(self, field: tuple[str, ...], message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ExistingVm:
+    """A VM seen on the cluster (from /cluster/resources)."""
+
+    vmid: int
+    name: str
+    node: str
+    tags: tuple[str, ...] = ()
+    template: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedVm:
+    """One VM of the plan; ``existing`` is true when it is already on the cluster."""
+
+    name: str
+    role: str
+    group: str
+    index: int
+    vmid: int
+    node: str
+    ip: str | None
+    cores: int
+    memory: int
+    disk: str
+    tags: tuple[str, ...]
+    existing: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["tags"] = list(self.tags)
+        return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every VM of a profile, control planes first, in name order within each role."""
+
+    profile: str
+    vms: tuple[PlannedVm, ...]
+
+    @property
+    def controlplanes(self) -> tuple[PlannedVm, ...]:
+        return tuple(vm for vm in self.vms if vm.role == "controlplane")
+
+    @property
+    def workers(self) -> tuple[PlannedVm, ...]:
+        return tuple(vm for vm in self.vms if vm.role == "worker")
+
+    def by_node(self) -> dict[str, list[PlannedVm]]:
+        out: dict[str, list[PlannedVm]] = {}
+        for vm in self.vms:
+            out.setdefault(vm.node, []).append(vm)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile, "vms": [vm.as_dict() for vm in self.vms]}
+
+
+def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
+                 cluster_vms: Iterable[ExistingVm] = ()) -> Plan:
+    """Plan every VM of ``profile`` on the cluster of ``config``.
+
+    ``cluster_vms`` are the VMs already on the cluster: their VMIDs are never handed out again,
+    and those that already are this profile's VMs (same name, every profile tag) are kept as they are.
+    """
+    nodes = [str(n["name"]) for n in config["cluster"]["nodes"]]
+    capacity = {str(n["name"]): (n.get("cores"), n.get("memory")) for n in config["cluster"]["nodes"]}
+    low, high = int(config["vmid_ranges"]["vms"]["min"]), int(config["vmid_ranges"]["vms"]["max"])
+    profile_tags = tuple(str(t) for t in profile.get("tags", ()))
+    existing = list(cluster_vms)
+    used = {vm.vmid for vm in existing}
+    mine = {vm.name: vm for vm in existing if not vm.template and set(profile_tags) <= set(vm.tags)}
+
+    drafts = _drafts(profile)
+    # Fix what is already decided (existing VMs, explicit VMIDs) before handing out the rest.
+    taken: dict[int, str] = {}
+    for draft in drafts:
+        if draft["name"] in mine:
+            draft["vmid"], draft["node"], draft["existing"] = mine[draft["name"]].vmid, mine[draft["name"]].node, True
+        vmid = draft["vmid"]
+        if vmid is None:
+            continue
+        if vmid in taken:
+            raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} is given to both {taken[vmid]} and {draft['name']}")
+        if not draft["existing"] and not low <= vmid <= high:
+            raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} of {draft['name']} is outside vmid_ranges.vms "
+                                                        f"({low}-{high})")
+        if not draft["existing"] and vmid in used:
+            owner = next((vm.name for vm in existing if vm.vmid == vmid), "another VM")
+            raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} planned for {draft['name']} is already used "
+                                                        f"on the cluster by '{owner}'")
+        taken[vmid] = draft["name"]
+    for draft in drafts:
+        if draft["vmid"] is None:
+            candidate = max(draft["start_vmid"] or low, low)
+            while candidate in used or candidate in taken:
+                candidate += 1
+            if candidate > high:
+                raise PlanError(draft["group_field"] + ("start_vmid",),
+                                f"no free VMID left for {draft['name']} in vmid_ranges.vms ({low}-{high}) "
+                                f"from {draft['start_vmid'] or low} upward")
+            draft["vmid"] = candidate
+            taken[candidate] = draft["name"]
+    _place(drafts, nodes, capacity)
+    vms = tuple(PlannedVm(name=d["name"], role=d["role"], group=d["group"], index=d["index"], vmid=d["vmid"],
+                          node=d["node"], ip=d["ip"], cores=d["cores"], memory=d["memory"], disk=d["disk"],
+                          tags=profile_tags + (d["role"],), existing=d["existing"]) for d in drafts)
+    return Plan(profile=str(profile.get("name", "")), vms=vms)
+
+
+def _drafts(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
+    drafts = []
+    for group, role in ROLES:
+        spec = (profile.get("nodes") or {}).get(group)
+        if not spec:
+            continue
+        assignments = list(spec.get("assignments") or [])
+        for index in range(1, int(spec.get("count", 0)) + 1):
+            given = assignments[index - 1] if index <= len(assignments) else {}
+            drafts.append({
+                "name": given.get("name") or f"{spec['name_prefix']}{index:02d}",
+                "role": role, "group": group, "index": index,
+                "vmid": given.get("vmid"), "node": given.get("node"), "ip": given.get("ip"),
+                "cores": int(spec["cores"]), "memory": int(spec["memory"]), "disk": str(spec["disk"]),
+                "placement": spec.get("placement", "spread"), "start_vmid": spec.get("start_vmid"),
+                "field": ("nodes", group, "assignments", str(index - 1)) if given else ("nodes", group),
+                "group_field": ("nodes", group), "existing": False,
+            })
+    return drafts
+
+
+def _place(drafts: list[dict[str, Any]], nodes: list[str], capacity: Mapping[str, tuple[Any, Any]]) -> None:
+    """Give every unplaced VM a node: ``spread`` balances each role, then the total, across nodes;
+    ``pack`` fills nodes in config order up to their declared cores and memory."""
+    per_role = {(node, role): 0 for node in nodes for role in ("controlplane", "worker")}
+    total = {node: 0 for node in nodes}
+    cores = {node: 0 for node in nodes}
+    memory = {node: 0 for node in nodes}
+
+    def book(draft: dict[str, Any]) -> None:
+        node = draft["node"]
+        per_role[(node, draft["role"])] = per_role.get((node, draft["role"]), 0) + 1
+        total[node] = total.get(node, 0) + 1
+        cores[node] = cores.get(node, 0) + draft["cores"]
+        memory[node] = memory.get(node, 0) + draft["memory"]
+
+    for draft in drafts:
+        if draft["node"] is not None:
+            book(draft)
+    for draft in drafts:
+        if draft["node"] is not None:
+            continue
+        if draft["placement"] == "pack":
+            draft["node"] = next((n for n in nodes if _fits(n, draft, capacity, cores, memory)), None)
+            if draft["node"] is None:
+                raise PlanError(draft["group_field"] + ("placement",),
+                                f"placement: pack cannot fit {draft['name']} ({draft['cores']} cores, "
+                                f"{draft['memory']} MB) on any node's declared capacity")
+        else:
+            draft["node"] = min(nodes, key=lambda n: (per_role[(n, draft["role"])], total[n], nodes.index(n)))
+        book(draft)
+
+
+def _fits(node: str, draft: Mapping[str, Any], capacity: Mapping[str, tuple[Any, Any]],
+          cores: Mapping[str, int], memory: Mapping[str, int]) -> bool:
+    max_cores, max_memory = capacity.get(node, (None, None))
+    if max_cores is not None and cores[node] + draft["cores"] > max_cores:
+        return False
+    if max_memory is not None and memory[node] + draft["memory"] > max_memory:
+        return False
+    return True

@@ -1,0 +1,36 @@
+"""Problems found in user files, as data.
+
+Every check in the engine returns ``Problem`` values instead of raising at the first one, so that
+``runbook validate`` can report everything wrong with a tree in one run, each problem pointing at a
+file, a line and a field. ``InputError`` carries a batch of them across layers that must stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in one file: where it is and what to do about it."""
+
+    file: str
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+
+class InputError(Exception):
+    """A user file (or argument) is wrong; carries every problem found, never a traceback's worth."""
+
+    def __init__(self, problems: Iterable[Problem] | Problem):
+        self.problems: list[Problem] = [problems] if isinstance(problems, Problem) else list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))

@@ -1,0 +1,104 @@
+"""``runbook validate``: check a whole home (or chosen files) and collect every problem in one pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ClusterConfig, config_problems
+from .home import Home
+from .model import Runbook
+from .parser import parse_runbook_file
+from .problems import InputError, Problem
+from .profiles import load_profiles
+from .yamlsource import read_yaml_file
+
+
+@dataclass
+class Report:
+    """What was checked and what was wrong with it."""
+
+    problems: list[Problem] = field(default_factory=list)
+    runbooks: list[Runbook] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return {"ok": self.ok, "checked": self.checked, "problems": [p.as_dict() for p in self.problems]}
+
+
+def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
+    """Check the config, every profile and every runbook; with ``paths``, report only on those files.
+
+    The config and all profiles are always loaded, because a profile's rules depend on the config
+    and on every other profile; only the problems of the files asked about are reported.
+    """
+    report = Report()
+    config, config_report = _config(home)
+    profiles_problems = load_profiles(home, config)[1]
+    wanted = _wanted(home, paths, report)
+    if _selected(home.config_path, wanted):
+        report.checked.append(home.shown(home.config_path))
+        report.problems += config_report
+    elif config is None:
+        report.problems.append(Problem(home.shown(home.config_path), None, None,
+                                       "the cluster config has problems, so profiles cannot be fully checked; "
+                                       "run 'runbook validate' on it"))
+    for path in home.profile_paths():
+        if _selected(path, wanted):
+            report.checked.append(home.shown(path))
+            report.problems += [p for p in profiles_problems if p.file == home.shown(path)]
+    for path in _runbook_paths(home, wanted):
+        report.checked.append(home.shown(path))
+        try:
+            report.runbooks.append(parse_runbook_file(path, home.shown(path)))
+        except InputError as exc:
+            report.problems += exc.problems
+    report.problems.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
+    return report
+
+
+def _config(home: Home) -> tuple[ClusterConfig | None, list[Problem]]:
+    try:
+        doc = read_yaml_file(home.config_path, home.shown(home.config_path))
+    except InputError as exc:
+        return None, exc.problems
+    problems = config_problems(doc)
+    return (None if problems else ClusterConfig(doc.data, doc)), problems
+
+
+def _wanted(home: Home, paths: list[Path] | None, report: Report) -> set[Path] | None:
+    """Resolved files to report on (a folder stands for the home's files inside it), or None for all."""
+    if not paths:
+        return None
+    known = {p.resolve() for p in (home.config_path, *home.profile_paths(), *home.runbook_paths())}
+    wanted: set[Path] = set()
+    for given in paths:
+        path = given.resolve()
+        if path.is_dir():
+            wanted |= {p for p in known if path == p or path in p.parents}
+        elif not path.exists():
+            report.problems.append(Problem(str(given), None, None, "no such file or folder"))
+        elif path in known or path.suffix == ".md":
+            wanted.add(path)
+        else:
+            report.problems.append(Problem(str(given), None, None,
+                                           f"not a runbook (.md), a profile in {home.shown(home.clusters_dir)}/ "
+                                           f"or the {home.shown(home.config_path)} of the home {home.root}"))
+    return wanted
+
+
+def _selected(path: Path, wanted: set[Path] | None) -> bool:
+    return wanted is None or path.resolve() in wanted
+
+
+def _runbook_paths(home: Home, wanted: set[Path] | None) -> list[Path]:
+    """Runbooks of the home, plus any markdown file named explicitly (a runbook being written elsewhere)."""
+    found = [p for p in home.runbook_paths() if _selected(p, wanted)]
+    if wanted:
+        inside = {p.resolve() for p in home.runbook_paths()}
+        found += sorted(p for p in wanted if p.suffix == ".md" and p not in inside)
+    return found
