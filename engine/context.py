@@ -1,0 +1,124 @@
+"""What templates see: the cluster config, the profile and its plan, the parameters, step outputs.
+
+Never a secret: the API token and other credentials are resolved by executors at the moment of
+use and are not part of any context, so no template can print them into a command or a plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .config import ClusterConfig
+from .model import Runbook
+from .parser import parameter_value_errors
+from .plan import Plan
+from .problems import InputError, Problem
+from .profiles import Profile
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
+    """Typed, checked parameter values from ``--param k=v`` strings plus the runbook's defaults.
+
+    Every problem (unknown name, bad value, missing required parameter) is reported at once.
+    """
+    specs = {p.name: p for p in runbook.parameters}
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    for name, raw in given.items():
+        param = specs.get(name)
+        if param is None:
+            known = ", ".join(specs) or "none"
+            problems.append(Problem("--param", None, name, f"{runbook.name} has no parameter '{name}' (parameters: {known})"))
+            continue
+        try:
+            value = _typed(param.type, raw)
+        except ValueError as exc:
+            problems.append(Problem("--param", None, name, f"{exc} (given: {raw!r})"))
+            continue
+        errors = parameter_value_errors(param.spec, value)
+        if errors:
+            problems.extend(Problem("--param", None, name, message) for message in errors)
+            continue
+        values[name] = value
+    for param in runbook.parameters:
+        if param.name in values or param.name in given:
+            continue
+        if param.required:
+            problems.append(Problem("--param", None, param.name,
+                                    f"required parameter missing: add --param {param.name}=VALUE ({param.description})"))
+        else:
+            values[param.name] = param.default
+    if problems:
+        raise InputError(problems)
+    return values
+
+
+def _typed(kind: str, raw: str) -> Any:
+    text = raw.strip()
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if kind == "number":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if kind == "boolean":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError("must be true or false")
+    if kind == "array":
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not a JSON list ({exc.msg})") from None
+            if not isinstance(value, list):
+                raise ValueError("must be a list")
+            return value
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def template_context(config: ClusterConfig, profile: Profile | None, plan: Plan | None,
+                     params: Mapping[str, Any]) -> dict[str, Any]:
+    """The names every template of a run can use (``steps`` is added by the runner)."""
+    data = config.data
+    context: dict[str, Any] = {
+        "config": data,
+        "cluster": data["cluster"],
+        "nodes": data["cluster"]["nodes"],
+        "node_names": [n["name"] for n in data["cluster"]["nodes"]],
+        "defaults": data["defaults"],
+        "vmid_ranges": data["vmid_ranges"],
+        "credentials": {k: v for k, v in data["credentials"].items() if k in ("ssh_user", "pass_path", "token_env")},
+        "tags": data.get("tags", {}),
+        "cloudinit": data.get("cloudinit", {}),
+        "ansible": data.get("ansible", {}),
+        "params": dict(params),
+        **params,
+    }
+    if profile is not None:
+        context["profile"] = profile.data
+        context["talos"] = profile.data.get("talos")
+        context["flux"] = profile.data.get("flux")
+    if plan is not None:
+        vms = [vm.as_dict() for vm in plan.vms]
+        context["plan"] = {
+            "profile": plan.profile,
+            "vms": vms,
+            "controlplanes": [vm for vm in vms if vm["role"] == "controlplane"],
+            "workers": [vm for vm in vms if vm["role"] == "worker"],
+            "new_vms": [vm for vm in vms if not vm["existing"]],
+            "vmids": [vm["vmid"] for vm in vms],
+        }
+    return context

@@ -1,0 +1,52 @@
+"""The Proxmox VE API schema, as one module of ours over fakepve's copy of it.
+
+fakepve ships PVE's own API description and a validator that answers in PVE's own words; every
+rendered ``api`` step is checked against it before anything is sent, so a misspelt parameter or a
+bad property string (``net0=virtio,bridge=vmbr0``) fails at validate or dry-run time with the
+message PVE itself would give. Only this module imports ``fakepve.schema``: a change in fakepve
+touches one place. The fakepve version is pinned in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Any
+
+from fakepve import schema as _schema
+
+
+@lru_cache(maxsize=1)
+def _loaded() -> Any:
+    return _schema.load()
+
+
+def check_request(method: str, path: str, params: dict[str, Any]) -> list[str]:
+    """PVE's objections to ``method path`` with ``params`` (empty when PVE would accept it).
+
+    ``path`` is relative to /api2/json. Path parameters (``node``, ``vmid``) are taken from the path.
+    """
+    found = _loaded().match(path)
+    if found is None:
+        return [f"the Proxmox VE API has no path {path}{_closest(path)}"]
+    spec = found.methods.get(method)
+    if spec is None:
+        allowed = ", ".join(sorted(found.methods)) or "none"
+        return [f"{method} is not a method of {found.template} (it has: {allowed})"]
+    values = {**params, **found.params}
+    _, errors = _schema.validate(spec.get("parameters") or {}, values)
+    return [f"{name}: {str(message).strip()}" for name, message in sorted(errors.items())]
+
+
+def is_task(method: str, path: str) -> bool:
+    """Whether PVE answers this call with a task UPID (clone, start, migrate, ...)."""
+    found = _loaded().match(path)
+    spec = found.methods.get(method) if found else None
+    return bool(spec and _schema.is_task(method, spec))
+
+
+def _closest(path: str) -> str:
+    templates = list(_loaded().paths)
+    shape = "/".join("{x}" if part.isdigit() else part for part in path.split("/"))
+    guesses = difflib.get_close_matches(shape, templates, n=1, cutoff=0.6)
+    return f" (closest: {guesses[0]})" if guesses else ""

@@ -1,0 +1,277 @@
+"""Running a runbook: for each step, render -> check -> gate -> execute -> record.
+
+The same loop makes a dry-run plan and a real run, so the two cannot disagree. In a dry-run no
+mutating request or command leaves the machine: read-only steps (API GETs, steps marked
+``readonly``) may run against a reachable cluster so the plan shows real values, and with
+``offline`` nothing runs at all; values only a later step can produce stay visible unknowns.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import pveschema
+from .actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from .extract import apply_extract
+from .gates import gate_reasons
+from .model import Runbook, Step
+from .problems import InputError, Problem
+from .render import Renderer, StepOutputs
+from .unknown import UnknownValue, contains_unknown
+
+
+class Executor(Protocol):
+    def execute(self, action: Action, progress: Callable[[str], None]) -> Result: ...
+
+
+class Recorder(Protocol):
+    def record(self, kind: str, **fields: Any) -> None: ...
+
+
+class Approver(Protocol):
+    def approve(self, entry: "PlanEntry") -> bool:
+        """True to run the gated step; False stops the run before it."""
+
+
+@dataclass
+class PlanEntry:
+    """One step (or one loop item of a step) as planned or as run."""
+
+    step_id: str
+    kind: str
+    title: str | None
+    line: int
+    item_key: str | None = None
+    status: str = "pending"  # run | skipped | unknown | succeeded | failed | stopped_at_gate | would_run
+    reason: str = ""
+    action: dict[str, Any] | None = None
+    display: str = ""
+    gated: bool = False
+    gate_reasons: list[str] = field(default_factory=list)
+    output: Any = None
+    error: str | None = None
+    duration: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class GateStop(Exception):
+    """The run stopped before a gated step that was not approved."""
+
+    def __init__(self, entry: PlanEntry):
+        super().__init__(entry.step_id)
+        self.entry = entry
+
+
+class StepError(Exception):
+    """A step failed; the run stops here and can be resumed."""
+
+    def __init__(self, entry: PlanEntry, message: str):
+        super().__init__(message)
+        self.entry = entry
+        self.message = message
+
+
+def display(action: Action) -> str:
+    """A human-readable form of what would be sent or run."""
+    data = action_as_dict(action)
+    kind = data.pop("type")
+    if kind == "ApiRequest":
+        params = " ".join(f"{k}={v}" for k, v in action.params.items())  # type: ignore[union-attr]
+        return f"{data['method']} {data['path']}" + (f"  {params}" if params else "")
+    if kind == "ShellCommand":
+        where = f"on {data['node']}" if data["node"] else "locally"
+        return f"({where})\n{data['script'].rstrip()}"
+    if kind == "TalosctlCommand":
+        return "talosctl " + " ".join(json.dumps(a) if (" " in a or not a) else a for a in data["argv"])
+    return f"{data['method']} {data['url']}" + (f"\n{data['body'].rstrip()}" if data["body"] else "")
+
+
+def is_readonly(step: Step, action: Action) -> bool:
+    if step.attrs.get("readonly"):
+        return True
+    return isinstance(action, ApiRequest) and action.method == "GET"
+
+
+class Runner:
+    """Runs (or plans) one runbook with one context."""
+
+    def __init__(self, runbook: Runbook, context: dict[str, Any], *, executor: Executor | None,
+                 dry_run: bool, approver: Approver, recorder: Recorder | None = None,
+                 done: dict[tuple[str, str | None], Any] | None = None,
+                 on_event: Callable[[str, PlanEntry], None] | None = None,
+                 check_unfinished: frozenset[tuple[str, str | None]] = frozenset()):
+        self.runbook = runbook
+        self.dry_run = dry_run
+        self.executor = executor
+        self.approver = approver
+        self.recorder = recorder
+        self.done = dict(done or {})
+        self.check_unfinished = check_unfinished
+        self.on_event = on_event or (lambda event, entry: None)
+        self.outputs: dict[str, Any] = {}
+        pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
+        self.steps = StepOutputs(self.outputs, pending)
+        self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
+        self.talos = context.get("talos")
+        self.entries: list[PlanEntry] = []
+
+    def _record(self, kind: str, **fields: Any) -> None:
+        if self.recorder is not None and not self.dry_run:
+            self.recorder.record(kind, **fields)
+
+    def run(self) -> list[PlanEntry]:
+        """Run every step in order; raises GateStop or StepError to stop, InputError for a bad template."""
+        for step in self.runbook.steps:
+            self._step(step)
+        return self.entries
+
+    def _step(self, step: Step) -> None:
+        entry = PlanEntry(step.id, step.kind, step.title, step.line)
+        if "foreach" not in step.attrs:
+            output = self._item(step, None, {}, entry)
+            self._publish(step, output)
+            return
+        try:
+            items = self.renderer.items(step)
+        except UnknownValue as unknown:
+            entry.status, entry.reason = "unknown", f"loops over {unknown.unknown.source}, known only after run"
+            self._add(entry)
+            return
+        outputs = []
+        for index, item in enumerate(items):
+            key = _item_key(item, index)
+            item_entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key)
+            outputs.append(self._item(step, key, {step.loop_var: item, "loop_index": index}, item_entry))
+        self._publish(step, _NOTHING if any(o is _NOTHING for o in outputs) else outputs)
+
+    def _publish(self, step: Step, output: Any) -> None:
+        if output is _NOTHING:
+            return
+        self.outputs[step.id] = output
+        if step.attrs.get("register"):
+            self.renderer.context[str(step.attrs["register"])] = output
+
+    def _add(self, entry: PlanEntry) -> None:
+        self.entries.append(entry)
+        self.on_event("step", entry)
+
+    def _item(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
+        if (step.id, key) in self.done:
+            entry.status, entry.reason, entry.output = "succeeded", "finished in an earlier attempt", self.done[(step.id, key)]
+            self._add(entry)
+            return entry.output
+        try:
+            if "when" in step.attrs and not self.renderer.truth(step, "when", local):
+                entry.status, entry.reason = "skipped", "when is false"
+                self._add(entry)
+                self._record("step_skipped", step=step.id, item=key, reason=entry.reason)
+                return None
+            if "check" in step.attrs and self.renderer.truth(step, "check", local):
+                entry.status, entry.reason = "skipped", "check is true: already in place"
+                self._add(entry)
+                self._record("step_skipped", step=step.id, item=key, reason=entry.reason)
+                return None
+        except UnknownValue as unknown:
+            entry.status, entry.reason = "unknown", f"condition depends on {unknown.unknown.source}, known only after run"
+            if not self.dry_run:
+                raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
+                                         f"condition needs {unknown.unknown.source}, which no earlier step produced")) from None
+            self._add(entry)
+            return _NOTHING
+        if (step.id, key) in self.check_unfinished and "check" not in step.attrs:
+            entry.gate_reasons.append("started in an earlier attempt but never finished, and has no check to "
+                                      "tell whether it took effect")
+        action = self.renderer.action(step, local, self.talos)
+        entry.action = action_as_dict(action)
+        entry.display = display(action)
+        entry.gate_reasons += gate_reasons(step, action)
+        entry.gated = bool(entry.gate_reasons)
+        unknown = contains_unknown(entry.action)
+        if isinstance(action, ApiRequest) and not unknown:
+            objections = pveschema.check_request(action.method, action.path, action.params)
+            if objections:
+                raise InputError([Problem(self.runbook.file, step.body_line, f"step {step.id}", f"Proxmox API: {o}")
+                                  for o in objections])
+        if self.dry_run:
+            readonly = is_readonly(step, action)
+            if unknown:
+                entry.status, entry.reason = "unknown", "uses values known only after run"
+                self._add(entry)
+                return _NOTHING
+            if readonly and self.executor is not None:
+                return self._execute(step, key, action, entry)
+            entry.status = "would_run"
+            entry.reason = "gated: needs approval" if entry.gated else ("read-only" if readonly else "")
+            self._add(entry)
+            return _NOTHING
+        if entry.gated:
+            self._record("gate_waiting", step=step.id, item=key, reasons=entry.gate_reasons)
+            if not self.approver.approve(entry):
+                entry.status = "stopped_at_gate"
+                self._add(entry)
+                raise GateStop(entry)
+            self._record("gate_approved", step=step.id, item=key)
+        return self._execute(step, key, action, entry)
+
+    def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
+        assert self.executor is not None
+        self._record("step_started", step=step.id, item=key, action=entry.action)
+        self.on_event("start", entry)
+        retries = int(step.attrs.get("retries", 0))
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                result = self.executor.execute(action, lambda text: self.on_event("progress", _note(entry, text)))
+                break
+            except StepFailed as failure:
+                if attempt < retries and (failure.retryable or not action_is_mutating(action) or not failure.sent):
+                    attempt += 1
+                    time.sleep(min(2 ** attempt * 0.1, 5))
+                    continue
+                entry.status, entry.error, entry.duration = "failed", failure.message, time.monotonic() - started
+                self._record("step_failed", step=step.id, item=key, error=failure.message)
+                self._add(entry)
+                raise StepError(entry, failure.message) from None
+        output = result.data
+        if "extract" in step.attrs:
+            output = apply_extract(str(step.attrs["extract"]), output, self.renderer.context.get("params", {}),
+                                   self.runbook.file, step)
+        entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
+        entry.reason = result.summary
+        self._record("step_finished", step=step.id, item=key, output=output, duration=entry.duration)
+        self._add(entry)
+        return output
+
+
+def action_is_mutating(action: Action) -> bool:
+    return not (isinstance(action, ApiRequest) and action.method == "GET")
+
+
+def _note(entry: PlanEntry, text: str) -> PlanEntry:
+    entry.reason = text
+    return entry
+
+
+def _item_key(item: Any, index: int) -> str:
+    """A stable key for a loop item (checkpoints key on it): its name or vmid when it has one."""
+    if isinstance(item, dict):
+        for name in ("name", "vmid", "node", "id"):
+            if name in item:
+                return f"{name}={item[name]}"
+    if isinstance(item, (str, int)):
+        return str(item)
+    return f"#{index}"
+
+
+class _Nothing:
+    """Marker: the step produced no output in this (dry) run, so later templates see an Unknown."""
+
+
+_NOTHING = _Nothing()

@@ -1,0 +1,75 @@
+"""Values a dry-run cannot know yet, shown as such instead of guessed.
+
+In a dry-run, ``steps.clone.upid`` has no value: the clone has not happened. ``Unknown`` stands in
+for it: it renders as ``(known after run: steps.clone.upid)``, any attribute or item of it is
+another Unknown, comparisons and arithmetic give Unknown, and asking whether it is true (a
+``when`` or ``check`` that depends on it) raises ``UnknownValue`` so the plan can say "depends on
+run-time values" rather than crash or guess.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UnknownValue(Exception):
+    """A decision needed a value that only a later step can produce."""
+
+    def __init__(self, unknown: "Unknown"):
+        super().__init__(f"depends on a value known only after run: {unknown.source}")
+        self.unknown = unknown
+
+
+class Unknown:
+    """A placeholder for a value produced at run time; ``source`` says which."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __str__(self) -> str:
+        return f"(known after run: {self.source})"
+
+    __repr__ = __str__
+
+    def __getattr__(self, name: str) -> "Unknown":
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Unknown(f"{self.source}.{name}")
+
+    def __getitem__(self, key: Any) -> "Unknown":
+        return Unknown(f"{self.source}[{key!r}]")
+
+    def __bool__(self) -> bool:
+        raise UnknownValue(self)
+
+    def __iter__(self) -> Any:
+        raise UnknownValue(self)
+
+    def __len__(self) -> int:
+        raise UnknownValue(self)
+
+    def __contains__(self, item: Any) -> bool:
+        raise UnknownValue(self)
+
+    def _derived(self, *_: Any) -> "Unknown":
+        return self
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _derived  # type: ignore[assignment]
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _derived
+    __truediv__ = __floordiv__ = __mod__ = __rmod__ = _derived
+    __hash__ = object.__hash__
+
+
+def contains_unknown(value: Any) -> bool:
+    """Whether an Unknown (or the rendered text of one) hides anywhere inside ``value``."""
+    if isinstance(value, Unknown):
+        return True
+    if isinstance(value, str):
+        return "(known after run: " in value
+    if isinstance(value, dict):
+        return any(contains_unknown(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(contains_unknown(v) for v in value)
+    return False
