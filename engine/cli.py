@@ -99,16 +99,12 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 
 
 def _runbook_path(home: Home, name: str) -> Path:
-    """A runbook by name (``cluster-create``) or by path (``runbooks/cluster-create.md``)."""
-    as_path = Path(name)
-    if as_path.suffix == ".md" and as_path.is_file():
-        return as_path
-    path = home.runbooks_dir / f"{name}.md"
-    if not path.is_file():
-        known = ", ".join(p.stem for p in home.runbook_paths() if not p.stem.startswith("_")) or "none"
-        _fail(f"no runbook named '{name}' in {home.shown(home.runbooks_dir)}/ (runbooks: {known})",
-              exitcodes.PROBLEMS)
-    return path
+    from .session import runbook_path
+
+    try:
+        return runbook_path(home, name)
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
 
 
 @main.command("show")
@@ -272,3 +268,50 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
                       f"{vm.memory} MB", vm.disk, ";".join(vm.tags))
     click.echo()
     _console().print(table)
+
+
+class _NoApproval:
+    """Dry-runs never reach a gate's question."""
+
+    def approve(self, entry: Any) -> bool:
+        return False
+
+
+@main.command("run")
+@click.argument("name")
+@click.option("--profile", "profile_name", metavar="PROFILE", help="Cluster profile (clusters/PROFILE.yaml).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter; repeatable.")
+@click.option("--dry-run", is_flag=True, help="Show the plan: every step rendered; nothing is changed.")
+@click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_context
+def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
+            offline: bool, as_json: bool) -> None:
+    """Run runbook NAME (with --dry-run: show what it would do)."""
+    from .planview import plan_json, plan_text
+    from .runner import Runner
+    from .session import prepare
+
+    home = _home(ctx)
+    given: dict[str, str] = {}
+    for item in params:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--param {item!r}: write KEY=VALUE", exitcodes.USAGE)
+        given[key.strip()] = value
+    if not dry_run:
+        _fail("running for real needs the executors, which are not wired yet; use --dry-run --offline",
+              exitcodes.USAGE)
+    if not offline:
+        _fail("a dry-run that queries the cluster needs the API executor, which is not wired yet; add --offline",
+              exitcodes.USAGE)
+    try:
+        session = prepare(home, name, profile_name, given)
+        runner = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_NoApproval())
+        entries = runner.run()
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    if as_json:
+        _emit_json(plan_json(session, entries, offline=offline))
+    else:
+        click.echo(plan_text(session, entries, offline=offline))

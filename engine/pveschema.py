@@ -35,7 +35,7 @@ def check_request(method: str, path: str, params: dict[str, Any]) -> list[str]:
         return [f"{method} is not a method of {found.template} (it has: {allowed})"]
     values = {**params, **found.params}
     _, errors = _schema.validate(spec.get("parameters") or {}, values)
-    return [f"{name}: {str(message).strip()}" for name, message in sorted(errors.items())]
+    return [f"{name}: {'; '.join(str(message).strip().splitlines())}" for name, message in sorted(errors.items())]
 
 
 def is_task(method: str, path: str) -> bool:

@@ -166,6 +166,7 @@ class Runner:
             entry.status, entry.reason, entry.output = "succeeded", "finished in an earlier attempt", self.done[(step.id, key)]
             self._add(entry)
             return entry.output
+        pending_condition = ""
         try:
             if "when" in step.attrs and not self.renderer.truth(step, "when", local):
                 entry.status, entry.reason = "skipped", "when is false"
@@ -178,12 +179,10 @@ class Runner:
                 self._record("step_skipped", step=step.id, item=key, reason=entry.reason)
                 return None
         except UnknownValue as unknown:
-            entry.status, entry.reason = "unknown", f"condition depends on {unknown.unknown.source}, known only after run"
             if not self.dry_run:
                 raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
                                          f"condition needs {unknown.unknown.source}, which no earlier step produced")) from None
-            self._add(entry)
-            return _NOTHING
+            pending_condition = f"runs only if its condition holds, which depends on {unknown.unknown.source}"
         if (step.id, key) in self.check_unfinished and "check" not in step.attrs:
             entry.gate_reasons.append("started in an earlier attempt but never finished, and has no check to "
                                       "tell whether it took effect")
@@ -198,12 +197,13 @@ class Runner:
             if objections:
                 raise InputError([Problem(self.runbook.file, step.body_line, f"step {step.id}", f"Proxmox API: {o}")
                                   for o in objections])
+        if self.dry_run and (unknown or pending_condition):
+            entry.status = "unknown"
+            entry.reason = pending_condition or "uses values known only after run"
+            self._add(entry)
+            return _NOTHING
         if self.dry_run:
             readonly = is_readonly(step, action)
-            if unknown:
-                entry.status, entry.reason = "unknown", "uses values known only after run"
-                self._add(entry)
-                return _NOTHING
             if readonly and self.executor is not None:
                 return self._execute(step, key, action, entry)
             entry.status = "would_run"

@@ -1,0 +1,80 @@
+"""Everything a run needs, loaded and checked before the first step: the inputs of one invocation.
+
+``prepare`` reads the home's config, the runbook, the profile (when the runbook requires one) and
+the parameters, computes the plan, and builds the template context, reporting every problem with
+its file and line before anything touches a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ClusterConfig, load_config
+from .context import parse_params, template_context
+from .home import Home
+from .model import Runbook
+from .parser import parse_runbook_file
+from .plan import ExistingVm, Plan, PlanError
+from .problems import InputError, Problem
+from .profiles import Profile, load_profile
+
+
+@dataclass(frozen=True)
+class Session:
+    """The checked inputs of one run."""
+
+    home: Home
+    config: ClusterConfig
+    runbook: Runbook
+    runbook_path: Path
+    profile: Profile | None
+    params: dict[str, Any]
+    plan: Plan | None
+    context: dict[str, Any]
+
+    def hashes(self) -> dict[str, str]:
+        """SHA-256 of the runbook, profile and config files: a review and a resume must match them."""
+        files = {"runbook": self.runbook_path, "config": self.home.config_path}
+        if self.profile is not None:
+            files["profile"] = self.home.clusters_dir / f"{self.profile.name}.yaml"
+        return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+
+
+def runbook_path(home: Home, name: str) -> Path:
+    """A runbook by name (``cluster-create``) or path (``runbooks/cluster-create.md``)."""
+    as_path = Path(name)
+    if as_path.suffix == ".md" and as_path.is_file():
+        return as_path.resolve()
+    path = home.runbooks_dir / f"{name}.md"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in home.runbook_paths() if not p.stem.startswith("_")) or "none"
+        raise InputError(Problem(home.shown(path), None, None, f"no runbook named '{name}' (runbooks: {known})"))
+    return path
+
+
+def prepare(home: Home, name: str, profile_name: str | None, given: Mapping[str, str],
+            cluster_vms: Iterable[ExistingVm] = ()) -> Session:
+    """Load and check every input of a run; raises ``InputError`` with every problem found."""
+    config = load_config(home)
+    path = runbook_path(home, name)
+    runbook = parse_runbook_file(path, home.shown(path))
+    profile = None
+    if runbook.needs_profile and profile_name is None:
+        raise InputError(Problem(runbook.file, None, "requires",
+                                 f"{runbook.name} acts on a cluster profile: add --profile NAME "
+                                 f"(profiles: {', '.join(p.stem for p in home.profile_paths()) or 'none'})"))
+    if profile_name is not None:
+        profile = load_profile(home, profile_name, config)
+    params = parse_params(runbook, given)
+    plan = None
+    if profile is not None:
+        try:
+            plan = profile.plan(config, cluster_vms)
+        except PlanError as exc:
+            raise InputError(profile.doc.problem(exc.field, exc.message)) from None
+    context = template_context(config, profile, plan, params)
+    return Session(home, config, runbook, path, profile, params, plan, context)

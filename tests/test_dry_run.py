@@ -1,0 +1,65 @@
+"""Dry-run plans: every step rendered, gates shown, unknowns visible, nothing contacted offline."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import REPO
+
+
+def test_offline_dry_run_of_the_template_plans_every_step(cli) -> None:
+    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=1031",
+                 "--dry-run", "--offline", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert plan["offline"] is True and plan["profile"] == "talos-staging"
+    assert set(plan["hashes"]) == {"runbook", "config", "profile"}
+    steps = {s["step_id"]: s for s in plan["steps"]}
+    assert steps["version"]["status"] == "would_run" and steps["version"]["reason"] == "read-only"
+    stop = steps["stop"]
+    assert stop["status"] == "unknown" and "steps.where.status" in stop["reason"]
+    assert stop["gated"] and "marked destructive" in stop["gate_reasons"]
+    assert stop["display"] == "POST /nodes/(known after run: steps.where.node)/qemu/1031/status/shutdown"
+    assert plan["summary"] == {"steps": 4, "gated": 1, "would_run": 2, "unknown": 2}
+
+
+def test_dry_run_text_says_nothing_changes_and_marks_gates(cli) -> None:
+    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=1031",
+                 "--param", "mode=force", "--dry-run", "--offline")
+    assert result.exit_code == 0
+    assert result.stdout.startswith("DRY RUN of _template on profile talos-staging (cluster lab): nothing is changed")
+    assert "GATED: marked destructive; stops or restarts a VM" in result.stdout
+    assert "/qemu/1031/status/stop" in result.stdout
+
+
+def test_bad_parameters_are_all_reported(cli) -> None:
+    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=abc",
+                 "--param", "mode=gentle", "--param", "colour=red", "--dry-run", "--offline")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: --param: vmid: must be a whole number (given: 'abc')",
+        "error: --param: mode: must be one of: graceful, force (got 'gentle')",
+        "error: --param: colour: _template has no parameter 'colour' (parameters: vmid, mode)",
+    ]
+
+
+def test_missing_required_parameter_and_profile(cli) -> None:
+    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--dry-run", "--offline")
+    assert result.exit_code == 1
+    assert "required parameter missing: add --param vmid=VALUE (VMID of the VM to act on.)" in result.stderr
+    no_profile = cli("--home", str(REPO), "run", "_template", "--param", "vmid=1031", "--dry-run", "--offline")
+    assert "acts on a cluster profile: add --profile NAME" in no_profile.stderr
+
+
+def test_a_pve_schema_violation_fails_the_plan_with_pve_wording(cli, make_home) -> None:
+    home = make_home({"runbooks/bad-api.md": "---\nname: bad-api\ndescription: d\n---\n\n"
+                      "```api {id: cfg}\nPUT /nodes/pve01/qemu/1031/config\nnet0: \"virtio,bridge=vmbr0,tag=5000\"\n"
+                      "colour: red\n```\n"})
+    result = cli("--home", str(home.root), "run", "bad-api", "--dry-run", "--offline")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: runbooks/bad-api.md:7: step cfg: Proxmox API: colour: property is not defined in schema and the "
+        "schema does not allow additional properties",
+        "error: runbooks/bad-api.md:7: step cfg: Proxmox API: net0: invalid format - format error; "
+        "net0.tag: value must have a maximum value of 4094",
+    ]
