@@ -273,6 +273,8 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
 class _NoApproval:
     """Dry-runs never reach a gate's question."""
 
+    who = None
+
     def approve(self, entry: Any) -> bool:
         return False
 

@@ -29,10 +29,19 @@ class Executor(Protocol):
 
 
 class Recorder(Protocol):
-    def record(self, kind: str, **fields: Any) -> None: ...
+    """Where a real run writes its journal (``engine.journal.RunRecord``)."""
+
+    def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None: ...
+    def step_finished(self, step: str, item: str | None, outputs: Any, duration: float) -> None: ...
+    def step_skipped(self, step: str, item: str | None, reason: str) -> None: ...
+    def step_failed(self, step: str, item: str | None, error: str, duration: float) -> None: ...
+    def gate_waiting(self, step: str, item: str | None) -> None: ...
+    def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None: ...
 
 
 class Approver(Protocol):
+    who: str | None
+
     def approve(self, entry: "PlanEntry") -> bool:
         """True to run the gated step; False stops the run before it."""
 
@@ -121,9 +130,9 @@ class Runner:
         self.talos = context.get("talos")
         self.entries: list[PlanEntry] = []
 
-    def _record(self, kind: str, **fields: Any) -> None:
+    def _record(self, kind: str, *args: Any) -> None:
         if self.recorder is not None and not self.dry_run:
-            self.recorder.record(kind, **fields)
+            getattr(self.recorder, kind)(*args)
 
     def run(self) -> list[PlanEntry]:
         """Run every step in order; raises GateStop or StepError to stop, InputError for a bad template."""
@@ -171,12 +180,12 @@ class Runner:
             if "when" in step.attrs and not self.renderer.truth(step, "when", local):
                 entry.status, entry.reason = "skipped", "when is false"
                 self._add(entry)
-                self._record("step_skipped", step=step.id, item=key, reason=entry.reason)
+                self._record("step_skipped", step.id, key, "when_false")
                 return None
             if "check" in step.attrs and self.renderer.truth(step, "check", local):
                 entry.status, entry.reason = "skipped", "check is true: already in place"
                 self._add(entry)
-                self._record("step_skipped", step=step.id, item=key, reason=entry.reason)
+                self._record("step_skipped", step.id, key, "check_true")
                 return None
         except UnknownValue as unknown:
             if not self.dry_run:
@@ -211,17 +220,17 @@ class Runner:
             self._add(entry)
             return _NOTHING
         if entry.gated:
-            self._record("gate_waiting", step=step.id, item=key, reasons=entry.gate_reasons)
+            self._record("gate_waiting", step.id, key)
             if not self.approver.approve(entry):
                 entry.status = "stopped_at_gate"
                 self._add(entry)
                 raise GateStop(entry)
-            self._record("gate_approved", step=step.id, item=key)
+            self._record("gate_approved", step.id, key, self.approver.who)
         return self._execute(step, key, action, entry)
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None
-        self._record("step_started", step=step.id, item=key, action=entry.action)
+        self._record("step_started", step.id, key, entry.action)
         self.on_event("start", entry)
         retries = int(step.attrs.get("retries", 0))
         started = time.monotonic()
@@ -236,7 +245,7 @@ class Runner:
                     time.sleep(min(2 ** attempt * 0.1, 5))
                     continue
                 entry.status, entry.error, entry.duration = "failed", failure.message, time.monotonic() - started
-                self._record("step_failed", step=step.id, item=key, error=failure.message)
+                self._record("step_failed", step.id, key, failure.message, entry.duration)
                 self._add(entry)
                 raise StepError(entry, failure.message) from None
         output = result.data
@@ -245,7 +254,7 @@ class Runner:
                                    self.runbook.file, step)
         entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
         entry.reason = result.summary
-        self._record("step_finished", step=step.id, item=key, output=output, duration=entry.duration)
+        self._record("step_finished", step.id, key, output, entry.duration)
         self._add(entry)
         return output
 
