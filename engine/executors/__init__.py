@@ -1,0 +1,1 @@
+"""Executors: turn rendered actions into results, one module per kind of action."""

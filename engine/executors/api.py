@@ -1,0 +1,572 @@
+"""Run ``ApiRequest`` actions against the Proxmox VE REST API, with node failover and task polling.
+
+What decides the design is what an operator must be able to trust afterwards:
+
+- A request is repeated only when repeating it cannot do something twice. A connection that
+  never opened (refused, connect timeout, TLS handshake refused) provably sent nothing, so the
+  next node is tried. A request that may have reached PVE and got no answer is retried only when
+  the method is idempotent (GET, PUT, DELETE); a POST is never repeated blindly: the step fails
+  saying it may or may not have happened.
+- The node's certificate is checked before the token is ever sent: a CA (hostname checked), or a
+  pinned SHA-256 fingerprint compared before the first authenticated request, after which only
+  that exact certificate is trusted. ``tls.insecure`` works but warns on every run.
+- The API token is fetched once per call (never kept between calls), sent only in the
+  ``Authorization`` header, and scrubbed from every message and result as a last line of defence.
+- Tasks (a UPID answer) are waited for with adaptive polling, and a failed task's message holds
+  its exit status and the tail of its log, which is where PVE says what went wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+
+from engine.actions import ApiRequest, Result, StepFailed
+from engine.credentials import ApiToken, CredentialError, TokenSource
+from engine.secrets import Secret, scrub
+
+log = logging.getLogger("runbook.api")
+
+API_PREFIX = "/api2/json"
+DEFAULT_PORT = 8006
+IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+# PVE's words for a guest or cluster lock held by someone else: worth trying again later.
+LOCK_ERROR = re.compile(r"can't lock file .*got timeout|VM is locked|cfs-lock .*got lock request timeout")
+TASK_SUCCESS = re.compile(r"OK|WARNINGS: \d+")
+LOG_TAIL_LINES = 20
+LOG_PAGE = 500  # task log lines asked for per request
+BACKOFF_CAP = 10.0  # seconds: the longest pause between retries of an idempotent request
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to ask whether a task has ended.
+
+    Most tasks end within a second, so the first polls come quickly; the pause then grows by
+    ``factor`` up to ``cap``, so a 10-minute clone costs a request every ``cap`` seconds, not a
+    busy loop.
+    """
+
+    initial: float = 0.05
+    factor: float = 1.5
+    cap: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial
+        while True:
+            yield delay
+            delay = min(self.cap, delay * self.factor)
+
+
+@dataclass(frozen=True)
+class PinnedCert:
+    """Trust exactly the certificate whose SHA-256 is ``fingerprint`` (colon form, as PVE shows it)."""
+
+    fingerprint: str
+
+
+Verify = ssl.SSLContext | PinnedCert | Literal[False]
+"""How node certificates are checked: a context holding the CA, a pinned fingerprint, or False (insecure)."""
+
+
+class ApiSetupError(Exception):
+    """The cluster config cannot give a usable API client (a missing CA file...); says what to fix."""
+
+
+class _NotSent(Exception):
+    """No connection could be made to an endpoint, so nothing was sent to it."""
+
+
+class _MaybeSent(Exception):
+    """The request may have reached the node, but no (complete) answer came back."""
+
+    def __init__(self, node: str, reason: str):
+        super().__init__(reason)
+        self.node = node
+        self.reason = reason
+
+
+@dataclass
+class _Call:
+    """What one ``call()`` carries around: its token, request count and deadline."""
+
+    token: ApiToken
+    requests: int = 0
+    deadline: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class ApiExecutor:
+    """Sends ``ApiRequest``s to a PVE cluster, one keep-alive connection pool per node.
+
+    ``endpoints`` are ``(node name, base URL)`` pairs, e.g. ``("pve01", "https://pve01:8006")``,
+    tried in order. ``timeout`` bounds each HTTP request (``connect_timeout`` its connection);
+    ``retries`` is how many more times an idempotent request is sent after it got no answer, with
+    jittered exponential pauses starting at ``backoff`` seconds. ``warnings`` lists what the
+    operator must be told on every run (insecure TLS).
+    """
+
+    def __init__(self, endpoints: Sequence[tuple[str, str]], token_source: TokenSource, verify: Verify, *,
+                 timeout: float = 30.0, connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
+                 poll: PollPolicy = PollPolicy()):
+        if not endpoints:
+            raise ApiSetupError("no API endpoints: cluster.nodes in cluster-config.yaml lists no node")
+        self.endpoints = [(name, base.rstrip("/")) for name, base in endpoints]
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.poll = poll
+        self.warnings: list[str] = []
+        self._tokens = token_source
+        self._verify = verify
+        self._clients: dict[str, httpx.Client] = {}
+        self._last_good: str | None = None
+        self._down: set[str] = set()
+        self._random = random.Random()
+        if verify is False:
+            self._warn("TLS certificate verification is off (tls.insecure: true): anyone on the network path to "
+                       "the nodes can read the API token and change what runbook does. Set tls.ca_file to the "
+                       "cluster CA (/etc/pve/pve-root-ca.pem on any node) or tls.fingerprint instead.")
+
+    @classmethod
+    def from_config(cls, config_data: Mapping[str, Any], token_source: TokenSource, *,
+                    base_dir: Path | None = None, **options: Any) -> ApiExecutor:
+        """The executor for a validated cluster config: its nodes as endpoints, its ``tls`` as verification.
+
+        A relative ``tls.ca_file`` is taken from ``base_dir`` (the runbook home), else the current
+        folder. ``options`` are the constructor's keyword arguments.
+        """
+        endpoints = [(str(node["name"]), _base_url(str(node["host"]), int(node.get("port", DEFAULT_PORT))))
+                     for node in config_data["cluster"]["nodes"]]
+        tls = config_data["tls"]
+        notes: list[str] = []
+        verify: Verify
+        if tls.get("insecure"):
+            verify = False
+        elif tls.get("fingerprint"):
+            verify = PinnedCert(str(tls["fingerprint"]))
+            if tls.get("ca_file"):
+                notes.append("tls.ca_file is not used: tls.fingerprint pins the exact certificate, which is the "
+                             "stricter check. Remove one of them from cluster-config.yaml.")
+        elif tls.get("ca_file"):
+            verify = _ca_context(Path(str(tls["ca_file"])).expanduser(), base_dir)
+        else:
+            raise ApiSetupError("tls in cluster-config.yaml says neither ca_file nor fingerprint: set one so the "
+                                "nodes' certificate can be verified")
+        executor = cls(endpoints, token_source, verify, **options)
+        for note in notes:
+            executor._warn(note)
+        return executor
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> ApiExecutor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the call
+
+    def call(self, request: ApiRequest, progress: Progress | None = None) -> Result:
+        """Send ``request``; wait for its task when it starts one and ``request.poll``; raise ``StepFailed``.
+
+        ``request.timeout``, when given, bounds each HTTP request and the wait for the task.
+        """
+        try:
+            token = self._tokens.get()
+        except CredentialError as exc:
+            raise StepFailed(f"cannot get the Proxmox VE API token: {exc}", sent=False) from None
+        state = _Call(token)
+        if request.timeout is not None:
+            state.deadline = state.started + request.timeout
+        try:
+            result = self._call(request, state, progress)
+        except StepFailed as exc:
+            raise StepFailed(scrub(exc.message, token.secret), retryable=exc.retryable, sent=exc.sent,
+                             data=_scrub_data(exc.data, token.secret)) from None
+        except Exception as exc:  # noqa: BLE001 - last line of defence: a library error must not carry the token
+            raise StepFailed(scrub(f"{request.method} {request.path} failed: {type(exc).__name__}: {exc}",
+                                   token.secret)) from None
+        result.data = _scrub_data(result.data, token.secret)
+        result.summary = scrub(result.summary, token.secret)
+        return result
+
+    def _call(self, request: ApiRequest, state: _Call, progress: Progress | None) -> Result:
+        method = request.method.upper()
+        path = request.path if request.path.startswith("/") else "/" + request.path
+        timeout = min(self.timeout, request.timeout) if request.timeout is not None else self.timeout
+        params = encode_params(request.params)
+        node, response = self._send(method, path, params, state, prefer=request.node, timeout=timeout)
+        data = self._data(method, path, node, response, state)["data"]
+        if request.poll and isinstance(data, str) and data.startswith("UPID:"):
+            task, summary = self._wait_task(data, node, state, progress, timeout)
+            return Result(data=task, summary=summary, requests=state.requests)
+        return Result(data=data, summary=f"{method} {path}: {response.status_code} {response.reason_phrase}",
+                      requests=state.requests)
+
+    # ------------------------------------------------------------- sending
+
+    def _send(self, method: str, path: str, params: dict[str, str], state: _Call, *, prefer: str | None,
+              timeout: float) -> tuple[str, httpx.Response]:
+        """Send with failover; retry an unanswered idempotent request. Returns (node, response), any status."""
+        attempt = 0
+        while True:
+            try:
+                return self._send_once(method, path, params, state, prefer, timeout)
+            except _MaybeSent as exc:
+                if method not in IDEMPOTENT:
+                    raise StepFailed(
+                        f"{method} {path} was sent to {exc.node}, but no answer came back ({exc.reason}). It may "
+                        f"or may not have been carried out, so it is not sent again: check the cluster (the "
+                        f"node's task list, or the object the step changes) before running this step again.",
+                        sent=True) from None
+                if attempt >= self.retries:
+                    raise StepFailed(
+                        f"{method} {path}: no answer from {exc.node} after {attempt + 1} attempts (last: "
+                        f"{exc.reason}). Check the network to the nodes and that pveproxy is healthy "
+                        f"(systemctl status pveproxy).", retryable=True, sent=True) from None
+                pause = min(BACKOFF_CAP, self.backoff * 2 ** attempt) * self._random.uniform(0.5, 1.0)
+                log.warning("%s %s: no answer from %s (%s); trying again in %.2f s", method, path, exc.node,
+                            scrub(exc.reason, state.token.secret), pause)
+                time.sleep(pause)
+                attempt += 1
+                prefer = exc.node
+
+    def _send_once(self, method: str, path: str, params: dict[str, str], state: _Call, prefer: str | None,
+                   timeout: float) -> tuple[str, httpx.Response]:
+        """One try: the preferred node first, then the others, as long as nothing could have been sent."""
+        unreachable: list[tuple[str, str, str]] = []
+        for name, base in self._order(prefer):
+            try:
+                client = self._client(name, base)
+            except _NotSent as exc:
+                unreachable.append((name, base, str(exc)))
+                self._down.add(name)
+                continue
+            state.requests += 1
+            started = time.monotonic()
+            try:
+                response = client.request(
+                    method, base + API_PREFIX + path,
+                    params=params if method in ("GET", "DELETE") else None,
+                    data=params if method not in ("GET", "DELETE") else None,
+                    headers={"Authorization": state.token.authorization()},
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)))
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                unreachable.append((name, base, scrub(_describe(exc), state.token.secret)))
+                self._down.add(name)
+                continue
+            except httpx.TransportError as exc:  # read/write timeout, connection dropped: may have been sent
+                raise _MaybeSent(name, scrub(_describe(exc), state.token.secret)) from None
+            log.debug("%s %s%s on %s: %s in %.3f s", method, API_PREFIX, path, name, response.status_code,
+                      time.monotonic() - started)
+            self._last_good = name
+            self._down.discard(name)
+            return name, response
+        raise _all_unreachable(method, path, unreachable)
+
+    def _order(self, prefer: str | None) -> list[tuple[str, str]]:
+        """Endpoints to try: the request's node, else the last node that answered, then the rest in order.
+
+        Nodes that could not be reached earlier in the run go last, so a dead node costs its
+        connect timeout once per run, not once per call; they are still tried when all else fails.
+        """
+        first = prefer if any(name == prefer for name, _ in self.endpoints) else self._last_good
+        return sorted(self.endpoints, key=lambda endpoint: (endpoint[0] in self._down, endpoint[0] != first))
+
+    def _client(self, name: str, base: str) -> httpx.Client:
+        """The node's connection pool, made on first use; with pinning, only after the certificate matched."""
+        client = self._clients.get(name)
+        if client is None:
+            verify = self._verify
+            if isinstance(verify, PinnedCert):
+                verify = self._pin(name, base, verify)
+            # trust_env off: the endpoint and the trust are exactly what cluster-config.yaml says,
+            # never a proxy or CA bundle picked up from the environment.
+            client = httpx.Client(verify=verify, trust_env=False, follow_redirects=False)
+            self._clients[name] = client
+        return client
+
+    def _pin(self, name: str, base: str, pin: PinnedCert) -> ssl.SSLContext:
+        """Fetch the node's certificate (no token involved), compare it, and trust exactly it from then on."""
+        url = httpx.URL(base)
+        try:
+            pem = ssl.get_server_certificate((url.host, url.port or 443), timeout=self.connect_timeout)
+        except OSError as exc:  # refused, timed out, handshake failed: nothing was sent
+            raise _NotSent(f"could not fetch its certificate: {exc}") from None
+        der = ssl.PEM_cert_to_DER_cert(pem)
+        actual = colon_fingerprint(der)
+        if _hex(actual) != _hex(pin.fingerprint):
+            raise StepFailed(
+                f"the certificate of node {name} ({base}) has SHA-256 fingerprint {actual}, but tls.fingerprint in "
+                f"cluster-config.yaml is {pin.fingerprint.upper()}. Nothing was sent. Either the node's certificate "
+                f"changed (renewed, or another node answers at that address) or something is intercepting the "
+                f"connection. Compare with `pvenode cert info` on the node, and update tls.fingerprint only once "
+                f"you have confirmed the new value there.", sent=False)
+        return pinned_context(der)
+
+    # ------------------------------------------------------------ answers
+
+    def _data(self, method: str, path: str, node: str, response: httpx.Response, state: _Call) -> dict[str, Any]:
+        """PVE's JSON envelope of a 2xx answer; any other answer becomes a ``StepFailed`` in PVE's words."""
+        body = _json_object(response)
+        if response.is_success:
+            if body is None or "data" not in body:
+                raise StepFailed(f"{method} {path}: {node} answered HTTP {response.status_code} without PVE's JSON "
+                                 f"body; is the address a Proxmox VE node (port 8006)?")
+            return body
+        raise _http_failure(method, path, node, response, body, state.token)
+
+    def _get(self, path: str, params: Mapping[str, Any], state: _Call, node: str, timeout: float) -> Any:
+        """The data of a GET inside a call (task status, log): same failover and retries, endpoint ``node`` first."""
+        used, response = self._send("GET", path, encode_params(params), state, prefer=node, timeout=timeout)
+        return self._data("GET", path, used, response, state)["data"]
+
+    def _wait_task(self, upid: str, via: str, state: _Call, progress: Progress | None,
+                   timeout: float) -> tuple[dict[str, Any], str]:
+        """Poll the task until it stops; returns (Result.data, summary) or raises with its log's tail.
+
+        The polls go to ``via``, the node that answered the request: any node's pveproxy answers
+        for the task's node, and ``via`` is known to be reachable.
+        """
+        node, kind = parse_upid(upid)
+        for pause in self.poll.delays():
+            status = self._task_status(upid, node, kind, via, state, timeout)
+            if status.get("status") == "stopped":
+                break
+            elapsed = time.monotonic() - state.started
+            if progress is not None:
+                progress(f"waiting for task {kind} on {node}: running {elapsed:.1f} s")
+            if state.deadline is not None:
+                remaining = state.deadline - time.monotonic()
+                if remaining <= 0:
+                    raise StepFailed(
+                        f"task {kind} on {node} is still running after {elapsed:.1f} s, the step's timeout. It goes "
+                        f"on in PVE: follow it (GET /nodes/{node}/tasks/{upid}/status, or the task list) and stop "
+                        f"it there if needed before running this step again.", sent=True,
+                        data=_task_data(upid, node, None))
+                pause = min(pause, remaining)
+            time.sleep(pause)
+        exitstatus = str(status.get("exitstatus", ""))
+        data = _task_data(upid, node, exitstatus)
+        elapsed = time.monotonic() - state.started
+        if TASK_SUCCESS.fullmatch(exitstatus):
+            return data, f"task {kind} on {node}: {exitstatus} after {elapsed:.1f} s"
+        tail = self._log_tail(node, upid, via, state, timeout)
+        raise StepFailed(f"task {kind} on {node} failed: {exitstatus}\nlast lines of its log:\n{tail}\n"
+                         f"task: {upid}", retryable=bool(LOCK_ERROR.search(exitstatus)), sent=True, data=data)
+
+    def _task_status(self, upid: str, node: str, kind: str, via: str, state: _Call,
+                     timeout: float) -> dict[str, Any]:
+        """One status poll; a failure says the task was started, so nobody re-runs the step blindly."""
+        try:
+            return self._get(f"/nodes/{node}/tasks/{upid}/status", {}, state, via, timeout) or {}
+        except StepFailed as exc:
+            raise StepFailed(f"task {kind} on {node} was started, but following it failed: {exc.message}\n"
+                             f"Check the task ({upid}) before running this step again.", sent=True,
+                             data=_task_data(upid, node, None)) from None
+
+    def _log_tail(self, node: str, upid: str, via: str, state: _Call, timeout: float) -> str:
+        """The task log's last lines, indented; read in pages with start/limit, since a clone's log can be long."""
+        path = f"/nodes/{node}/tasks/{upid}/log"
+        lines: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        start = 0
+        try:
+            while True:
+                page = self._get(path, {"start": start, "limit": LOG_PAGE}, state, via, timeout) or []
+                lines.extend(str(entry.get("t", "")) for entry in page)
+                if len(page) < LOG_PAGE:
+                    break
+                start += len(page)
+        except StepFailed as exc:
+            lines.append(f"(the rest of the log could not be read: {exc.message})")
+        return "\n".join(f"  {line}" for line in lines) or "  (empty)"
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s", message)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Parameters as PVE's form and query strings: booleans 1/0, lists comma-joined, None left out.
+
+    Comma-joined is what PVE's list formats take (``delete=net1,scsi1``, ``tags``, VMID lists);
+    PVE has no null, so an unset optional parameter is simply not sent.
+    """
+    encoded: dict[str, str] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            encoded[name] = ",".join(_scalar(name, item) for item in value)
+        else:
+            encoded[name] = _scalar(name, value)
+    return encoded
+
+
+def _scalar(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise StepFailed(f"parameter '{name}' is a {type(value).__name__}; PVE takes text, numbers, booleans or lists "
+                     f"(write property strings as text, e.g. net0: 'virtio,bridge=vmbr0')", sent=False)
+
+
+def parse_upid(upid: str) -> tuple[str, str]:
+    """(node, task type) of ``UPID:node:pid:pstart:starttime:type:id:user:``."""
+    parts = upid.split(":")
+    if len(parts) < 8 or not parts[1]:
+        raise StepFailed(f"PVE answered with a malformed task id {upid!r}; check the task list on the cluster")
+    return parts[1], parts[5]
+
+
+def colon_fingerprint(der: bytes) -> str:
+    """SHA-256 of a DER certificate as PVE shows it: ``AB:CD:...``."""
+    return ":".join(f"{byte:02X}" for byte in hashlib.sha256(der).digest())
+
+
+def pinned_context(der: bytes) -> ssl.SSLContext:
+    """A client context that trusts this one certificate and nothing else.
+
+    VERIFY_X509_PARTIAL_CHAIN lets the leaf itself be the trust anchor (a PVE node certificate is
+    signed by the cluster CA, which is not loaded); the host name is not checked because the pin
+    is stronger than a name.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    context.load_verify_locations(cadata=der)
+    return context
+
+
+def _ca_context(path: Path, base_dir: Path | None) -> ssl.SSLContext:
+    """A verifying context (host name checked) trusting the CA in ``path``."""
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    if not path.is_file():
+        raise ApiSetupError(f"tls.ca_file {path} does not exist. Copy the cluster CA from a node, e.g. "
+                            f"`scp root@NODE:/etc/pve/pve-root-ca.pem {path}`, or set tls.fingerprint instead.")
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError as exc:
+        raise ApiSetupError(f"tls.ca_file {path} is not a PEM certificate ({exc.reason or exc}); it should be a "
+                            f"copy of /etc/pve/pve-root-ca.pem from a node") from None
+
+
+def _base_url(host: str, port: int) -> str:
+    return f"https://[{host}]:{port}" if ":" in host and not host.startswith("[") else f"https://{host}:{port}"
+
+
+def _hex(fingerprint: str) -> str:
+    return fingerprint.replace(":", "").lower()
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    """The body as a JSON object, or None (an HTML error page from a proxy, an empty body...)."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    """Why a connection failed, in a line: the TLS verification reason when that was it."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"TLS certificate does not verify: {cause.verify_message}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{type(exc).__name__} ({str(exc) or 'no answer in time'})"
+    return str(exc) or type(exc).__name__
+
+
+def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, str]]) -> StepFailed:
+    lines = "\n".join(f"  - {name} ({base}): {why}" for name, base, why in unreachable)
+    tls = any(why.startswith("TLS certificate does not verify") for _, _, why in unreachable)
+    advice = ("Check tls.ca_file / tls.fingerprint in cluster-config.yaml (the cluster CA is /etc/pve/pve-root-ca.pem "
+              "on any node) and that the node names in the certificate match the hosts configured."
+              if tls else
+              "Check that pveproxy runs on the nodes (systemctl status pveproxy) and that port 8006 is reachable "
+              "from here (firewall, VPN, host names in cluster-config.yaml).")
+    return StepFailed(f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}",
+                      retryable=not tls, sent=False)
+
+
+def _http_failure(method: str, path: str, node: str, response: httpx.Response, body: dict[str, Any] | None,
+                  token: ApiToken) -> StepFailed:
+    """PVE's refusal in its own words (JSON ``message``/``errors`` and the reason phrase) plus what to do."""
+    status = response.status_code
+    message = str((body or {}).get("message") or "").strip()
+    reason = response.reason_phrase.strip()
+    # Older PVE puts the text only in the reason phrase; newer repeats its first line there.
+    if not message:
+        text = reason or "(no message)"
+    else:
+        text = message if reason in message else f"{message} ({reason})"
+    errors = (body or {}).get("errors")
+    where = f"{method} {path} on {node}"
+    if status == 401:
+        return StepFailed(
+            f"{where}: the API rejected token {token.token_id} from {token.source} (401 {text}). Check that the "
+            f"token exists and has not expired (`pveum user token list USER@REALM` on a node) and that the stored "
+            f"secret is the one shown when the token was created; if it is lost, create a new token (the RBAC "
+            f"bootstrap) and store it again.")
+    if status == 403:
+        grant = re.search(r"\((/[^,]*), ([^)]+)\)", text)
+        how = (f"`pveum acl modify {grant[1]} --tokens '{token.token_id}' --roles ROLE` with a role holding "
+               f"{grant[2]}" if grant else f"an ACL for token {token.token_id} on the path")
+        return StepFailed(f"{where}: permission denied (403 {text}). Token {token.token_id} lacks that privilege; "
+                          f"grant it on a node: {how} (a token with privilege separation needs its own ACL entry, "
+                          f"not only its user's).")
+    if status == 400:
+        listed = "".join(f"\n  - {name}: {str(why).strip()}" for name, why in (errors or {}).items()) \
+            if isinstance(errors, dict) else ""
+        return StepFailed(f"{where}: PVE refused the parameters (400 {text}){listed}\nFix the step's parameters; "
+                          f"nothing was changed.")
+    if status in (595, 596):
+        return StepFailed(f"{where}: {status} {text}: {node} could not reach the node named in the path. Check that "
+                          f"node is up and in the cluster (`pvecm status`).", retryable=True)
+    locked = bool(LOCK_ERROR.search(text))
+    hint = " Another task holds the lock; wait for it to end, then run the step again." if locked else ""
+    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=locked)
+
+
+def _task_data(upid: str, node: str, exitstatus: str | None) -> dict[str, Any]:
+    return {"upid": upid, "node": node, "exitstatus": exitstatus, "data": upid}
+
+
+def _scrub_data(data: Any, secret: Secret) -> Any:
+    """``data`` with the secret masked in every string, however deep: results are journaled."""
+    if isinstance(data, str):
+        return scrub(data, secret)
+    if isinstance(data, list):
+        return [_scrub_data(item, secret) for item in data]
+    if isinstance(data, dict):
+        return {scrub(str(k), secret) if isinstance(k, str) else k: _scrub_data(v, secret) for k, v in data.items()}
+    return data

@@ -1,0 +1,466 @@
+"""The API executor over real HTTPS against fakepve, with the token read from a real ``pass`` store.
+
+Every test that makes a call fail also checks that neither the secret in use nor any other secret
+shows up in the failure's message, repr, traceback or data, nor in any log record (DEBUG included,
+so httpx's and httpcore's own logging is covered).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import ssl
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine.actions import ApiRequest, StepFailed
+from engine.credentials import DEFAULT_TOKEN_ENV, ApiToken, TokenSource
+from engine.executors.api import (ApiExecutor, ApiSetupError, PollPolicy, _http_failure, encode_params,
+                                  pinned_context)
+from engine.secrets import Secret
+from tests.support.fakepve_server import TOKEN_ID, FakePveServer, closed_port_url
+from tests.support.passstore import PassStore, create_pass_store
+
+SECRET = "sekret-5f1d2c7a-91e0-4c8b-a6d3-0e2f4b6c8d10"
+WRONG_SECRET = "sekret-wrong-0c1f9e27-b3a4-4d5e-8f60-718293a4b5c6"
+LIMITED_ID = "runbook@pve!ci"
+LIMITED_SECRET = "sekret-limited-77aa31d4-2b9c-4e01-9d3f-5a6b7c8d9e0f"
+ALL_SECRETS = (SECRET, WRONG_SECRET, LIMITED_SECRET)
+ENTRY = "proxmox/lab/runbook-token"
+WRONG_ENTRY = "proxmox/lab/wrong-secret"
+LIMITED_ENTRY = "proxmox/lab/limited"
+FAST = PollPolicy(initial=0.01, factor=1.5, cap=0.05)
+Logs = pytest.LogCaptureFixture
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
+    entries = {ENTRY: [TOKEN_ID, SECRET], WRONG_ENTRY: [TOKEN_ID, WRONG_SECRET],
+               LIMITED_ENTRY: [LIMITED_ID, LIMITED_SECRET]}
+    store = create_pass_store(tmp_path_factory.mktemp("pass"), entries=entries)
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def pass_env(store: PassStore) -> dict[str, str]:
+    env = store.full_env()
+    env.pop(DEFAULT_TOKEN_ENV, None)  # the developer's shell must not decide which token is used
+    return env
+
+
+def serve(tmp_path: Path, name: str = "pve", **options: Any) -> FakePveServer:
+    workdir = tmp_path / name
+    workdir.mkdir()
+    server = FakePveServer(workdir, SECRET, **options)
+    pve = server.pve
+    server.do(pve.apitokens.__setitem__, LIMITED_ID, LIMITED_SECRET)
+    server.do(pve.add_vm, 100, "tmpl-debian12", node="pve01", template=True,
+              config={"scsi0": "local-lvm:base-100-disk-0,size=8G", "memory": 2048, "cores": 2,
+                      "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0", "tags": "runbook;base"})
+    server.do(pve.add_vm, 200, "web-1", node="pve01",
+              config={"scsi0": "local-lvm:vm-200-disk-0,size=8G", "description": "old", "tags": "web"})
+    return server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[FakePveServer]:
+    with serve(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def all_logs(caplog: Logs) -> Logs:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def cluster_config(*ports: int, tls: dict[str, Any] | None = None, pass_path: str = ENTRY) -> dict[str, Any]:
+    return {"cluster": {"name": "lab", "nodes": [{"name": f"pve0{i}", "host": "127.0.0.1", "port": port}
+                                                 for i, port in enumerate(ports, 1)]},
+            "credentials": {"pass_path": pass_path, "token_env": DEFAULT_TOKEN_ENV, "ssh_user": "root"},
+            "tls": tls or {}}
+
+
+def tokens(pass_env: dict[str, str], entry: str = ENTRY) -> TokenSource:
+    return TokenSource(cluster_config(8006, pass_path=entry), pass_env)
+
+
+def ca(server: FakePveServer) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=server.certfile)
+
+
+def executor(server: FakePveServer, pass_env: dict[str, str], entry: str = ENTRY, **options: Any) -> ApiExecutor:
+    options.setdefault("poll", FAST)
+    options.setdefault("backoff", 0.01)
+    return ApiExecutor([("pve01", server.url)], tokens(pass_env, entry), ca(server), **options)
+
+
+def fails(api: ApiExecutor, request: ApiRequest, logs: Logs) -> StepFailed:
+    """Call, expect StepFailed, and check that no secret leaked anywhere."""
+    with pytest.raises(StepFailed) as info:
+        api.call(request)
+    exc = info.value
+    shown = "".join([exc.message, str(exc), repr(exc), repr(exc.data), logs.text,
+                     "".join(traceback.format_exception(exc))])
+    for secret in ALL_SECRETS:
+        assert secret not in shown
+    return exc
+
+
+def clone_requests(server: FakePveServer) -> list[tuple[str, str, bytes]]:
+    return [r for r in server.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]
+
+
+# ------------------------------------------------------------------ success
+
+
+def test_get_returns_data(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
+    with executor(server, pass_env) as api:
+        result = api.call(ApiRequest("GET", "/cluster/resources", {"type": "vm"}))
+    assert sorted(vm["vmid"] for vm in result.data) == [100, 200]
+    assert result.requests == 1
+    assert result.summary == "GET /cluster/resources: 200 OK"
+    assert SECRET not in all_logs.text and SECRET not in repr(result)
+
+
+def test_post_clone_waits_for_its_task(server: FakePveServer, pass_env: dict[str, str]) -> None:
+    with executor(server, pass_env) as api:
+        result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone",
+                                     {"newid": 1001, "name": "web-2", "full": True}, node="pve01"))
+    upid = result.data["upid"]
+    assert upid.startswith("UPID:pve01:") and ":qmclone:100:" in upid
+    assert result.data == {"upid": upid, "node": "pve01", "exitstatus": "OK", "data": upid}
+    assert result.requests == 2  # the POST and one status poll (time_scale 0: the task is already done)
+    assert result.summary.startswith("task qmclone on pve01: OK after ")
+    vm = server.pve.vm(1001)
+    assert vm is not None and vm.name == "web-2" and vm.node == "pve01"
+    assert clone_requests(server)[0][2] == b"newid=1001&name=web-2&full=1"
+
+
+def test_running_task_is_polled_with_growing_pauses_and_progress(tmp_path: Path, pass_env: dict[str, str]) -> None:
+    with serve(tmp_path, time_scale=0.01) as server:
+        server.do(setattr, server.pve.vm(200), "start_secs", 30)  # 0.3 s of wall time
+        seen: list[str] = []
+        with executor(server, pass_env, poll=PollPolicy(initial=0.02, factor=1.5, cap=0.1)) as api:
+            started = time.monotonic()
+            result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=seen.append)
+            elapsed = time.monotonic() - started
+        assert result.data["exitstatus"] == "OK" and server.pve.vm(200).status == "running"
+    assert seen and all(s.startswith("waiting for task qmstart on pve01: running ") and s.endswith(" s")
+                        for s in seen)
+    # Pauses 0.02, 0.03, 0.045, 0.0675 (0.16 s), then one per 0.1 s: a handful of polls, no busy loop.
+    assert 4 <= result.requests <= 1 + 4 + math.ceil(elapsed / 0.1) + 1
+
+
+def test_step_timeout_leaves_a_running_task_to_the_operator(tmp_path: Path, pass_env: dict[str, str],
+                                                            all_logs: Logs) -> None:
+    with serve(tmp_path, time_scale=0.01) as server:
+        server.do(setattr, server.pve.vm(200), "start_secs", 300)  # 3 s of wall time
+        with executor(server, pass_env) as api:
+            exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/start", timeout=0.2), all_logs)
+    assert "task qmstart on pve01 is still running after 0.2 s, the step's timeout" in exc.message
+    assert exc.sent and exc.data["exitstatus"] is None and exc.data["upid"] in exc.message
+
+
+def test_params_are_encoded_as_pve_takes_them(server: FakePveServer, pass_env: dict[str, str]) -> None:
+    with executor(server, pass_env) as api:
+        api.call(ApiRequest("PUT", "/nodes/pve01/qemu/200/config",
+                            {"onboot": True, "protection": False, "delete": ["description", "tags"], "cores": 4,
+                             "agent": None}))
+    config = server.pve.vm(200).config
+    assert (config["onboot"], config["protection"], config["cores"]) == ("1", "0", "4")
+    assert "description" not in config and "tags" not in config and "agent" not in config
+
+
+# ------------------------------------------------------------------ PVE says no
+
+
+def test_failed_task_shows_exit_status_and_log_tail(server: FakePveServer, pass_env: dict[str, str],
+                                                   all_logs: Logs) -> None:
+    server.do(setattr, server.pve.vm(200), "start_error", "start failed: QEMU exited with code 1")
+    with executor(server, pass_env) as api:
+        exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), all_logs)
+    assert "task qmstart on pve01 failed: start failed: QEMU exited with code 1" in exc.message
+    assert "last lines of its log:\n" in exc.message
+    assert "  TASK ERROR: start failed: QEMU exited with code 1" in exc.message
+    assert exc.data["exitstatus"] == "start failed: QEMU exited with code 1" and exc.sent and not exc.retryable
+    assert exc.data["upid"] in exc.message
+
+
+def test_long_task_log_is_read_in_pages_and_only_its_tail_shown(tmp_path: Path, pass_env: dict[str, str],
+                                                                all_logs: Logs) -> None:
+    with serve(tmp_path, time_scale=0.01) as server:
+        vm = server.pve.vm(200)
+        server.do(setattr, vm, "start_secs", 20)
+        server.do(setattr, vm, "start_error", "start failed: QEMU exited with code 1")
+
+        def grow_log(_: str) -> None:  # at the first poll, as a long clone's progress lines would
+            task = server.pve.tasklog[-1]
+            if len(task["log"]) < 1200:
+                server.do(task["log"].extend, [f"progress line {n}" for n in range(1, 1201)])
+        with executor(server, pass_env) as api:
+            with pytest.raises(StepFailed) as info:
+                api.call(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=grow_log)
+    message = info.value.message
+    # The last 20 lines: 18 progress lines, the error, TASK ERROR.
+    assert "log:\n  progress line 1183\n" in message and "progress line 1182\n" not in message
+    assert message.count("\n  ") == 20
+    assert "  TASK ERROR: start failed: QEMU exited with code 1\ntask: UPID:" in message
+    log_requests = [r for r in server.pve.requests if r[1].endswith("/log")]
+    assert len(log_requests) == 3  # 1202 lines in pages of 500
+
+
+def test_task_failing_on_a_lock_is_retryable(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
+    server.call(server.pve.hold_config_lock(200, None))
+    with executor(server, pass_env) as api:
+        exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), all_logs)
+    assert "can't lock file '/var/lock/qemu-server/lock-200.conf' - got timeout" in exc.message
+    assert exc.retryable
+
+
+def test_http_lock_error_is_retryable(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
+    server.do(server.pve.snapshot_lock, 200, "backup")
+    server.do(setattr, server.pve.vm(200), "status", "running")
+    with executor(server, pass_env) as api:
+        exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/shutdown"), all_logs)
+    assert "HTTP 500 VM is locked (backup)" in exc.message and "wait for it to end" in exc.message
+    assert exc.retryable
+
+
+def test_wrong_secret_is_401_naming_the_token_id(server: FakePveServer, pass_env: dict[str, str],
+                                                 all_logs: Logs) -> None:
+    with executor(server, pass_env, entry=WRONG_ENTRY) as api:
+        exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert f"the API rejected token {TOKEN_ID} from pass entry '{WRONG_ENTRY}' (401 authentication failure)" \
+        in exc.message
+    assert "pveum user token list" in exc.message and not exc.retryable
+
+
+def test_missing_privilege_is_403_with_how_to_grant_it(server: FakePveServer, pass_env: dict[str, str],
+                                                      all_logs: Logs) -> None:
+    server.do(server.pve.grant, "runbook@pve", "/vms/100", "VM.Audit")
+    with executor(server, pass_env, entry=LIMITED_ENTRY) as api:
+        exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}), all_logs)
+    assert "permission denied (403 Permission check failed (/vms/100, VM.Clone))" in exc.message
+    assert f"pveum acl modify /vms/100 --tokens '{LIMITED_ID}' --roles ROLE` with a role holding VM.Clone" \
+        in exc.message
+    assert server.pve.vm(1001) is None
+
+
+def test_unknown_parameter_is_400_listing_pve_errors(server: FakePveServer, pass_env: dict[str, str],
+                                                    all_logs: Logs) -> None:
+    with executor(server, pass_env) as api:
+        exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001, "bogus": 1}), all_logs)
+    assert "PVE refused the parameters (400 Parameter verification failed.)" in exc.message
+    assert ("  - bogus: property is not defined in schema and the schema does not allow additional properties"
+            in exc.message)
+    assert server.pve.vm(1001) is None
+
+
+def test_parameter_encoding() -> None:
+    assert encode_params({"full": True, "onboot": False, "delete": ["net1", "scsi1"], "cores": 2, "ratio": 0.5,
+                          "agent": None, "name": "web-1"}) == \
+        {"full": "1", "onboot": "0", "delete": "net1,scsi1", "cores": "2", "ratio": "0.5", "name": "web-1"}
+    with pytest.raises(StepFailed, match="parameter 'net0' is a dict") as info:
+        encode_params({"net0": {"model": "virtio"}})
+    assert not info.value.sent
+
+
+def test_reason_phrase_alone_is_used_as_older_pve_sends_it() -> None:
+    response = httpx.Response(500, json={"data": None}, extensions={"reason_phrase": b"unable to open file"})
+    token = ApiToken(TOKEN_ID, Secret(SECRET), "pass entry 'x'")
+    exc = _http_failure("GET", "/nodes/pve01/storage", "pve01", response, {"data": None}, token)
+    assert exc.message == "GET /nodes/pve01/storage on pve01: HTTP 500 unable to open file"
+
+
+# ------------------------------------------------------------------ nodes and the network
+
+
+def test_dead_first_node_fails_over_and_later_calls_start_at_the_live_one(server: FakePveServer,
+                                                                          pass_env: dict[str, str]) -> None:
+    endpoints = [("pve01", closed_port_url()), ("pve02", server.url)]
+    with ApiExecutor(endpoints, tokens(pass_env), ca(server), poll=FAST) as api:
+        clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
+        assert clone.data["exitstatus"] == "OK"
+        assert clone.requests == 3  # refused on pve01 (nothing sent), POST and status poll on pve02
+        assert len(clone_requests(server)) == 1 and server.pve.vm(1001) is not None
+        listing = api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01"))
+        assert listing.requests == 1  # pve01 is known to be down: asked last, so not at all
+
+
+def test_request_node_is_asked_first_then_the_last_node_that_answered(server: FakePveServer,
+                                                                      pass_env: dict[str, str],
+                                                                      all_logs: Logs) -> None:
+    second = server.add_listener()  # the same cluster behind another port: a second live node
+
+    def answered_by() -> str:
+        lines = [r.getMessage() for r in all_logs.records if r.name == "runbook.api"]
+        return lines[-1].split(" on ")[1].split(":")[0]
+    with ApiExecutor([("pve01", server.url), ("pve02", second)], tokens(pass_env), ca(server)) as api:
+        api.call(ApiRequest("GET", "/nodes"))
+        assert answered_by() == "pve01"
+        api.call(ApiRequest("GET", "/nodes/pve02/qemu", node="pve02"))
+        assert answered_by() == "pve02"
+        api.call(ApiRequest("GET", "/version"))
+        assert answered_by() == "pve02"
+
+
+def test_all_nodes_down_lists_each_node_and_why(server: FakePveServer, pass_env: dict[str, str],
+                                                all_logs: Logs) -> None:
+    dead1, dead2 = closed_port_url(), closed_port_url()
+    with ApiExecutor([("pve01", dead1), ("pve02", dead2)], tokens(pass_env), ca(server)) as api:
+        exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}), all_logs)
+    assert "no Proxmox VE node could be reached for POST /nodes/pve01/qemu/100/clone; nothing was sent" in exc.message
+    assert f"  - pve01 ({dead1}): " in exc.message and f"  - pve02 ({dead2}): " in exc.message
+    assert "Connection refused" in exc.message
+    assert "systemctl status pveproxy" in exc.message and "port 8006" in exc.message
+    assert not exc.sent and exc.retryable
+
+
+# Seeds of fakepve's network randomness: 16 drops the first two requests and then lets them through;
+# 9 drops the first request only.
+DROP_TWICE, DROP_ONCE = 16, 9
+
+
+def test_dropped_get_is_retried(tmp_path: Path, pass_env: dict[str, str], all_logs: Logs) -> None:
+    with serve(tmp_path, seed=DROP_TWICE) as server:
+        server.do(server.pve.flaky_network, drop_rate=0.5)
+        with executor(server, pass_env, retries=3) as api:
+            result = api.call(ApiRequest("GET", "/nodes"))
+    assert [n["node"] for n in result.data] == ["pve01", "pve02", "pve03"]
+    assert result.requests == 3
+    assert all_logs.text.count("no answer from pve01 (Server disconnected without sending a response.)") == 2
+    assert SECRET not in all_logs.text
+
+
+def test_dropped_post_is_not_sent_again(tmp_path: Path, pass_env: dict[str, str], all_logs: Logs) -> None:
+    with serve(tmp_path, seed=DROP_ONCE) as server:
+        server.do(server.pve.flaky_network, drop_rate=0.5)
+        request = ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001})
+        with executor(server, pass_env, retries=3) as api:
+            exc = fails(api, request, all_logs)
+            assert "may or may not have been carried out" in exc.message and "check the cluster" in exc.message
+            assert exc.sent and not exc.retryable
+            assert server.pve.vm(1001) is None
+            # A second send would have gone through: only the operator may decide to make it.
+            assert api.call(request).data["exitstatus"] == "OK"
+        assert len(clone_requests(server)) == 1
+
+
+def test_unanswered_post_is_not_sent_again_and_get_gives_up_after_retries(tmp_path: Path, pass_env: dict[str, str],
+                                                                         all_logs: Logs) -> None:
+    with serve(tmp_path) as server:
+        server.do(server.pve.flaky_network, hang_rate=1.0, hang_secs=2)
+        with executor(server, pass_env, timeout=0.2, retries=1) as api:
+            post = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}), all_logs)
+            get = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert "ReadTimeout" in post.message and "may or may not have been carried out" in post.message
+    assert "GET /nodes: no answer from pve01 after 2 attempts (last: ReadTimeout" in get.message
+    assert get.retryable and get.sent
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_fingerprint_pin_is_checked_then_trusted(server: FakePveServer, pass_env: dict[str, str]) -> None:
+    config = cluster_config(server.port, tls={"fingerprint": server.fingerprint.lower()})
+    with ApiExecutor.from_config(config, tokens(pass_env)) as api:
+        assert api.call(ApiRequest("GET", "/version")).data["release"]
+        assert api.warnings == []
+
+
+def test_fingerprint_mismatch_stops_before_anything_is_sent(tmp_path: Path, server: FakePveServer,
+                                                            pass_env: dict[str, str], all_logs: Logs) -> None:
+    with serve(tmp_path, "other") as other:
+        config = cluster_config(server.port, tls={"fingerprint": other.fingerprint})
+        with ApiExecutor.from_config(config, tokens(pass_env)) as api:
+            exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert f"has SHA-256 fingerprint {server.fingerprint}, but tls.fingerprint" in exc.message
+    assert f"cluster-config.yaml is {other.fingerprint}" in exc.message and "pvenode cert info" in exc.message
+    assert not exc.sent and server.pve.requests == []
+
+
+def test_pinned_context_trusts_no_other_certificate(tmp_path: Path, server: FakePveServer) -> None:
+    with serve(tmp_path, "other") as other:
+        pinned = pinned_context(server.der)
+        assert httpx.get(server.url + "/api2/json/version", verify=pinned).status_code == 401  # TLS passed
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(other.url + "/api2/json/version", verify=pinned)
+
+
+def test_wrong_ca_file_fails_verification_without_sending(tmp_path: Path, server: FakePveServer,
+                                                         pass_env: dict[str, str], all_logs: Logs) -> None:
+    with serve(tmp_path, "other") as other:
+        config = cluster_config(server.port, tls={"ca_file": other.certfile})
+        with ApiExecutor.from_config(config, tokens(pass_env)) as api:
+            exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert "TLS certificate does not verify: self-signed certificate" in exc.message
+    assert "tls.ca_file" in exc.message and "/etc/pve/pve-root-ca.pem" in exc.message
+    assert not exc.sent and not exc.retryable and server.pve.requests == []
+
+
+def test_relative_ca_file_is_found_in_the_home(server: FakePveServer, pass_env: dict[str, str]) -> None:
+    config = cluster_config(server.port, tls={"ca_file": Path(server.certfile).name})
+    with ApiExecutor.from_config(config, tokens(pass_env), base_dir=Path(server.certfile).parent) as api:
+        assert api.call(ApiRequest("GET", "/nodes")).requests == 1
+
+
+def test_missing_ca_file_is_a_setup_error(tmp_path: Path, pass_env: dict[str, str]) -> None:
+    with pytest.raises(ApiSetupError, match="does not exist. Copy the cluster CA from a node"):
+        ApiExecutor.from_config(cluster_config(8006, tls={"ca_file": str(tmp_path / "nope.pem")}), tokens(pass_env))
+
+
+def test_insecure_works_and_warns(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
+    with ApiExecutor.from_config(cluster_config(server.port, tls={"insecure": True}), tokens(pass_env)) as api:
+        assert api.call(ApiRequest("GET", "/nodes")).requests == 1
+    assert len(api.warnings) == 1 and "TLS certificate verification is off" in api.warnings[0]
+    assert any(r.levelno == logging.WARNING and "verification is off" in r.getMessage() for r in all_logs.records)
+
+
+# ------------------------------------------------------------------ where the token comes from
+
+
+def test_token_from_environment_variable(server: FakePveServer, pass_env: dict[str, str]) -> None:
+    env = dict(pass_env, PROXMOX_API_TOKEN=f"{LIMITED_ID}={LIMITED_SECRET}")
+    with ApiExecutor([("pve01", server.url)], tokens(env), ca(server), poll=FAST) as api:
+        result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}))
+    assert result.data["upid"].endswith(f":{LIMITED_ID}:")  # PVE names the token that started the task
+
+
+def test_malformed_environment_token_is_not_sent(server: FakePveServer, pass_env: dict[str, str],
+                                                 all_logs: Logs) -> None:
+    env = dict(pass_env, PROXMOX_API_TOKEN=SECRET)
+    with ApiExecutor([("pve01", server.url)], tokens(env), ca(server)) as api:
+        exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert "cannot get the Proxmox VE API token: environment variable PROXMOX_API_TOKEN has no '='" in exc.message
+    assert not exc.sent and server.pve.requests == []
+
+
+def test_missing_pass_entry_is_not_sent(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
+    with executor(server, pass_env, entry="proxmox/lab/absent") as api:
+        exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert "pass entry 'proxmox/lab/absent' does not exist" in exc.message
+    assert not exc.sent and server.pve.requests == []
+
+
+def test_token_is_fetched_at_each_call(store: PassStore, server: FakePveServer, pass_env: dict[str, str],
+                                       all_logs: Logs) -> None:
+    store.insert("proxmox/lab/rotating", [TOKEN_ID, SECRET])
+    with executor(server, pass_env, entry="proxmox/lab/rotating") as api:
+        api.call(ApiRequest("GET", "/nodes"))
+        store.insert("proxmox/lab/rotating", [TOKEN_ID, WRONG_SECRET])
+        exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
+    assert "(401 authentication failure)" in exc.message
+
