@@ -270,13 +270,51 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     _console().print(table)
 
 
-class _NoApproval:
-    """Dry-runs never reach a gate's question."""
+class _Approver:
+    """Approves gates from --yes/--approve, else asks on a terminal; never assumes yes without one."""
 
-    who = None
+    def __init__(self, yes: bool, approve: tuple[str, ...], interactive: bool):
+        self.yes = yes
+        self.ids = set(approve)
+        self.interactive = interactive
+        self.who: str | None = None
 
     def approve(self, entry: Any) -> bool:
-        return False
+        keys = {entry.step_id, f"{entry.step_id}[{entry.item_key}]"}
+        if self.yes or keys & self.ids:
+            self.who = "--yes" if self.yes else "--approve"
+            return True
+        if not self.interactive:
+            return False
+        click.echo(f"\nGATE: {entry.step_id}{f'[{entry.item_key}]' if entry.item_key else ''} "
+                   f"({'; '.join(entry.gate_reasons)})", err=True)
+        for line in entry.display.splitlines():
+            click.echo(f"    | {line}", err=True)
+        self.who = "terminal"
+        return click.confirm("Run this step?", default=False, err=True)
+
+
+def _params(items: tuple[str, ...]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _fail(f"--param {item!r}: write KEY=VALUE", exitcodes.USAGE)
+        given[key.strip()] = value
+    return given
+
+
+def _finish(outcome: Any, as_json: bool) -> None:
+    for warning in outcome.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        _emit_json({"status": outcome.status, "run_id": outcome.run_id, "message": outcome.message,
+                    "steps": [e.as_dict() for e in outcome.entries], "warnings": outcome.warnings})
+    elif outcome.status == "succeeded":
+        click.echo(outcome.message)
+    else:
+        click.echo(f"{'error' if outcome.exit_code else 'note'}: {outcome.message}", err=True)
+    sys.exit(outcome.exit_code)
 
 
 @main.command("run")
@@ -285,35 +323,142 @@ class _NoApproval:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Show the plan: every step rendered; nothing is changed.")
 @click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--yes", is_flag=True, help="Approve every gate (destructive steps run without asking).")
+@click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="JSON: the plan (dry-run), or events and a final report.")
 @click.pass_context
 def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
-            offline: bool, as_json: bool) -> None:
-    """Run runbook NAME (with --dry-run: show what it would do)."""
-    from .planview import plan_json, plan_text
-    from .runner import Runner
-    from .session import prepare
+            offline: bool, yes: bool, approve: tuple[str, ...], as_json: bool) -> None:
+    """Run runbook NAME against the cluster (with --dry-run: show what it would do).
 
+    Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
+    before the gate (exit 4) unless --yes or --approve STEP says otherwise.
+    """
+    from .dispatch import Dispatcher
+    from .execution import plan_run, start_run
+    from .progress import Progress
+
+    if offline and not dry_run:
+        _fail("--offline only makes sense with --dry-run", exitcodes.USAGE)
     home = _home(ctx)
-    given: dict[str, str] = {}
-    for item in params:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            _fail(f"--param {item!r}: write KEY=VALUE", exitcodes.USAGE)
-        given[key.strip()] = value
-    if not dry_run:
-        _fail("running for real needs the executors, which are not wired yet; use --dry-run --offline",
-              exitcodes.USAGE)
-    if not offline:
-        _fail("a dry-run that queries the cluster needs the API executor, which is not wired yet; add --offline",
-              exitcodes.USAGE)
+    given = _params(params)
+    config = _config_or_fail(home)
+    dispatcher = Dispatcher(config.data, home.root)
     try:
-        session = prepare(home, name, profile_name, given)
-        runner = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_NoApproval())
-        entries = runner.run()
+        if dry_run:
+            from .planview import plan_json, plan_text
+
+            outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
+            for warning in outcome.warnings:
+                click.echo(f"warning: {warning}", err=True)
+            if outcome.session is not None and outcome.status == "planned":
+                if as_json:
+                    _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
+                else:
+                    click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+                return
+            _finish(outcome, as_json)
+        progress = Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr)
+        approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+        _finish(start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
+                          on_event=progress), as_json)
     except InputError as exc:
         _fail(exc.problems, exitcodes.PROBLEMS)
+    finally:
+        dispatcher.close()
+
+
+@main.command("resume")
+@click.argument("run_id")
+@click.option("--force", is_flag=True, help="Resume even though the runbook, profile or config changed.")
+@click.option("--yes", is_flag=True, help="Approve every gate.")
+@click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="JSON events and a final report.")
+@click.pass_context
+def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve: tuple[str, ...],
+               as_json: bool) -> None:
+    """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
+    never finished is re-checked (its check guard, or a gate when it has none)."""
+    from .dispatch import Dispatcher
+    from .execution import resume_run
+    from .journal import JournalError
+    from .progress import Progress
+
+    home = _home(ctx)
+    config = _config_or_fail(home)
+    dispatcher = Dispatcher(config.data, home.root)
+    progress = Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr)
+    approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+    try:
+        _finish(resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,
+                           on_event=progress), as_json)
+    except JournalError as exc:
+        _fail(str(exc), exitcodes.PROBLEMS)
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    finally:
+        dispatcher.close()
+
+
+@main.group("runs", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def runs_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List runs, newest first, with their status (see 'runs show RUN_ID')."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .journal import list_runs
+
+    home = _home(ctx)
+    runs = list_runs(home.state_dir)
     if as_json:
-        _emit_json(plan_json(session, entries, offline=offline))
-    else:
-        click.echo(plan_text(session, entries, offline=offline))
+        _emit_json({"runs": [{**r.__dict__, "last_step": str(r.last_step) if r.last_step else None} for r in runs]})
+        return
+    if not runs:
+        click.echo(f"no runs yet in {home.shown(home.state_dir)}/runs")
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("RUN", "RUNBOOK", "PROFILE", "STATUS", "STARTED", "LAST STEP"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
+        table.add_row(run.run_id, run.runbook or "?", run.profile or "-", run.status, run.started or "?",
+                      str(run.last_step) if run.last_step else (run.problem or "-"))
+    _console().print(table)
+
+
+@runs_cmd.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
+    """Show one run: its inputs, and each step's outcome, duration and error."""
+    from .journal import JournalError, load_run
+
+    home = _home(ctx)
+    try:
+        run = load_run(home.state_dir, run_id)
+    except JournalError as exc:
+        _fail(str(exc), exitcodes.PROBLEMS)
+    state = run.state
+    if as_json:
+        _emit_json({"meta": run.meta.as_dict(), "status": state.status, "warnings": run.warnings,
+                    "steps": [{"step": k.step, "item": k.item, "status": s.status, "attempts": s.attempts,
+                               "duration": s.duration, "error": s.error, "reason": s.reason, "action": s.action,
+                               "outputs": s.outputs} for k, s in state.steps.items()]})
+        return
+    meta = run.meta
+    click.echo(f"run {meta.run_id}: {meta.runbook}" + (f" on profile {meta.profile}" if meta.profile else ""))
+    click.echo(f"status: {state.status}   started {meta.started_at} by {meta.who}   mode {meta.mode}"
+               + (f"   resumed {state.resumes}x" if state.resumes else ""))
+    if meta.parameters:
+        click.echo("parameters: " + ", ".join(f"{k}={v!r}" for k, v in meta.parameters.items()))
+    for warning in run.warnings:
+        click.echo(f"warning: {warning}")
+    for key, step in state.steps.items():
+        took = f" {step.duration:.1f}s" if step.duration is not None else ""
+        extra = f": {step.error}" if step.error else (f": {step.reason}" if step.reason else "")
+        click.echo(f"  {step.status:<9} {key}{took}{extra}")
+    if state.gate:
+        click.echo(f"waiting at gate: {state.gate}")
