@@ -9,6 +9,7 @@ schema. Nothing here renders templates: bodies are kept raw, with their line num
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from pathlib import Path
@@ -22,11 +23,31 @@ from markdown_it.token import Token
 from . import schemas
 from .model import STEP_KINDS, Parameter, Runbook, Step
 from .problems import InputError, Problem
-from .yamlsource import YamlDoc, load_yaml
+from .yamlsource import YamlDoc, load_yaml, read_text
 
 API_METHODS = ("GET", "POST", "PUT", "DELETE")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
-_KIND_GLUED = re.compile(rf"^({'|'.join(STEP_KINDS)})\{{")
+_INFO = re.compile(r"(?P<word>[^\s{]*)(?P<space>\s*)(?P<rest>.*)", re.S)
+_INNER_FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<word>[A-Za-z]+)")
+# What people write instead of a step kind, and the kind they most likely meant.
+_KIND_HINTS = {
+    "shell": "ssh (runs on a PVE node) or local (runs on this machine)",
+    "sh": "ssh (runs on a PVE node) or local (runs on this machine)",
+    "bash": "ssh (runs on a PVE node) or local (runs on this machine)",
+    "console": "ssh (runs on a PVE node) or local (runs on this machine)",
+    "pvesh": "api (a Proxmox REST call)",
+    "rest": "api (a Proxmox REST call)",
+    "curl": "http (a request to another service)",
+    "talos": "talosctl",
+}
+_EMPTY_BODY = {
+    "api": "has no request: write 'METHOD /path' on the line after the fence, e.g. 'GET /version'",
+    "http": "has no request: write 'METHOD URL' on the line after the fence, e.g. "
+            "'GET https://factory.talos.dev/versions'",
+    "ssh": "has no command: write the shell commands to run on the PVE node between the fences",
+    "local": "has no command: write the shell commands to run on this machine between the fences",
+    "talosctl": "has no arguments: write the talosctl arguments between the fences, e.g. 'health'",
+}
 _REQUEST_LINE = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<target>\S.*?)\s*$")
 _MARKDOWN = MarkdownIt("commonmark")
 _FRONTMATTER = frontmatter.YAMLHandler()
@@ -34,14 +55,7 @@ _FRONTMATTER = frontmatter.YAMLHandler()
 
 def parse_runbook_file(path: Path, shown_as: str) -> Runbook:
     """Read and parse a runbook file; its name must equal the file name without ``.md``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(Problem(shown_as, None, None, "file not found")) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(Problem(shown_as, None, None, f"not UTF-8 text (byte {exc.start})")) from None
-    except OSError as exc:
-        raise InputError(Problem(shown_as, None, None, f"cannot read: {exc.strerror}")) from None
+    text = read_text(path, shown_as)
     return parse_runbook(text, shown_as, expected_name=path.name.removesuffix(".md"))
 
 
@@ -51,7 +65,8 @@ def parse_runbook(text: str, file: str, expected_name: str | None = None) -> Run
     problems: list[Problem] = []
     meta, fm_doc, body, body_first_line = _split_frontmatter(text, file)
     problems += fm_doc.problems
-    problems += schemas.check(fm_doc, "runbook-frontmatter.schema.json")
+    if isinstance(fm_doc.data, dict):  # else the frontmatter problem is already in fm_doc.problems
+        problems += schemas.check(fm_doc, "runbook-frontmatter.schema.json")
     name = meta.get("name") if isinstance(meta.get("name"), str) else None
     if expected_name is not None and name is not None and name != expected_name:
         problems.append(fm_doc.problem(("name",), f"name '{name}' does not match the file name "
@@ -66,7 +81,11 @@ def parse_runbook(text: str, file: str, expected_name: str | None = None) -> Run
 
 
 def _split_frontmatter(text: str, file: str) -> tuple[dict[str, Any], YamlDoc, str, int]:
-    """Frontmatter mapping, its YamlDoc, the markdown body and the file line of the body's line 0."""
+    """Frontmatter mapping, its YamlDoc, the markdown body and the file line of the body's line 0.
+
+    Frontmatter that is not a YAML mapping gives an empty mapping and a YamlDoc (whose data is not
+    a dict) carrying the problem, so that the steps below it are still checked in the same run.
+    """
     opening = _FRONTMATTER.FM_BOUNDARY.match(text)
     if opening is None:
         raise InputError(Problem(file, 1, None, "no YAML frontmatter: a runbook starts with a line '---', "
@@ -77,11 +96,20 @@ def _split_frontmatter(text: str, file: str) -> tuple[dict[str, Any], YamlDoc, s
         raise InputError(Problem(file, 1, None, "the frontmatter is never closed: add a line '---' "
                                                 "after its last field")) from None
     fm_first_line = text[:opening.end()].count("\n") + 1
-    doc = load_yaml(fm_text, file, first_line=fm_first_line)
-    if not isinstance(doc.data, dict):
-        raise InputError(Problem(file, fm_first_line, None, "the frontmatter must be a YAML mapping "
-                                                            "(name: ..., description: ...)"))
     body_first_line = text[:len(text) - len(body)].count("\n") + 1
+    try:
+        doc = load_yaml(fm_text, file, first_line=fm_first_line)
+    except InputError as exc:
+        return {}, YamlDoc(None, file, problems=list(exc.problems)), body, body_first_line
+    if doc.data is None:
+        doc.problems.append(Problem(file, fm_first_line, None, "the frontmatter is empty: write name: and description: "
+                                                               "(and any parameters:) between the '---' lines"))
+        return {}, doc, body, body_first_line
+    if not isinstance(doc.data, dict):
+        doc.problems.append(Problem(file, fm_first_line, None, "the frontmatter must be a YAML mapping (name: ..., "
+                                                               f"description: ...), but it holds "
+                                                               f"{schemas.describe(doc.data)}"))
+        return {}, doc, body, body_first_line
     return doc.data, doc, body, body_first_line
 
 
@@ -94,12 +122,24 @@ def _parameters(meta: dict[str, Any], doc: YamlDoc, problems: list[Problem]) -> 
         if not isinstance(spec, dict):
             continue  # the schema check already reported it
         line = doc.line_of(("parameters", pname))
-        if "default" in spec and spec.get("type") in ("string", "integer", "number", "boolean", "array"):
+        if "default" in spec and spec.get("type") in ("string", "integer", "number", "boolean", "array") \
+                and _compiles(spec.get("pattern")):
             for message in parameter_value_errors(spec, spec["default"]):
                 problems.append(doc.problem(("parameters", pname, "default"), f"default {message}"))
         out.append(Parameter(name=str(pname), type=str(spec.get("type")), description=str(spec.get("description", "")),
                              spec=dict(spec), line=line))
     return tuple(out)
+
+
+def _compiles(pattern: Any) -> bool:
+    """Whether a parameter's pattern is usable (a broken one is reported once, by the frontmatter schema)."""
+    if not isinstance(pattern, str):
+        return True
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def parameter_value_errors(spec: dict[str, Any], value: Any) -> list[str]:
@@ -109,11 +149,12 @@ def parameter_value_errors(spec: dict[str, Any], value: Any) -> list[str]:
         check = Draft202012Validator(schema)
         return [schemas.explain(err, ())[1] for err in check.iter_errors(value)]
     except Exception as exc:  # a broken pattern in the spec is reported by the frontmatter schema
-        return [f"cannot be checked: {exc}"]
+        return [f"cannot be checked, because the parameter's spec is broken ({exc}): run 'runbook validate'"]
 
 
 def _steps(body: str, first_line: int, file: str, problems: list[Problem]) -> tuple[Step, ...]:
     tokens = _MARKDOWN.parse(body)
+    lines = body.splitlines()
     drafts: list[dict[str, Any]] = []
     heading: str | None = None
     for index, token in enumerate(tokens):
@@ -123,6 +164,7 @@ def _steps(body: str, first_line: int, file: str, problems: list[Problem]) -> tu
             draft = _fence_step(token, heading, first_line, file, problems)
             if draft is not None:
                 drafts.append(draft)
+                _check_fence_closed(token, draft, lines, first_line, file, problems)
     return _assign_ids(drafts, file, problems)
 
 
@@ -135,33 +177,97 @@ def _inline_text(token: Token) -> str:
 def _fence_step(token: Token, heading: str | None, first_line: int, file: str,
                 problems: list[Problem]) -> dict[str, Any] | None:
     line = first_line + (token.map[0] if token.map else 0)
-    info = token.info.strip()
-    word, _, rest = info.partition(" ")
-    rest = rest.strip()
-    if _KIND_GLUED.match(info):
-        problems.append(Problem(file, line, None, f"put a space between the step kind and its attributes: "
-                                                  f"'{word.split('{')[0]} {{...}}'"))
-        return None
-    if word not in STEP_KINDS:
-        if rest.startswith("{"):
-            problems.append(Problem(file, line, None, f"unknown step kind '{word}' (a step is a fence of kind "
-                                                      f"{', '.join(STEP_KINDS)}; any other fence is prose)"))
+    kind, rest = _fence_kind(token.info.strip(), line, file, problems)
+    if kind is None:
         return None
     attrs: dict[str, Any] = {}
     if rest:
-        attrs = _attributes(rest, word, line, file, problems)
+        attrs = _attributes(rest, kind, line, file, problems)
     body = token.content
-    _check_body(word, body, line + 1, file, problems)
-    return {"kind": word, "attrs": attrs, "body": body, "line": line, "title": heading}
+    _check_body(kind, body, line, file, problems)
+    return {"kind": kind, "attrs": attrs, "body": body, "line": line, "title": heading}
+
+
+def _fence_kind(info: str, line: int, file: str, problems: list[Problem]) -> tuple[str | None, str]:
+    """The step kind of a fence's info string and the attribute text after it; no kind for prose.
+
+    The kind is the word before the first whitespace (space or tab) or brace. A fence that carries
+    attributes is meant as a step, so an unknown kind there is an error, not prose; so is a step
+    kind in the wrong case, or a kind glued to its braces (markdown would read ``api{id:`` as the
+    language, so the step would silently not run).
+    """
+    match = _INFO.match(info)
+    assert match is not None
+    word, rest = match["word"], match["rest"].strip()
+    glued = not match["space"] and rest.startswith("{")
+    if word in STEP_KINDS:
+        if glued:
+            problems.append(Problem(file, line, None, f"put a space between the step kind and its attributes: "
+                                                      f"'{word} {rest}'"))
+            return None, ""
+        return word, rest
+    if word.lower() in STEP_KINDS:
+        problems.append(Problem(file, line, None, f"step kinds are lower case: did you mean '{word.lower()}'? "
+                                                  f"(got '{word}')"))
+        return None, ""
+    if rest.startswith("{"):
+        if not word:
+            problems.append(Problem(file, line, None, f"the step kind is missing before the attributes: write "
+                                                      f"one of {', '.join(STEP_KINDS)} first, e.g. 'api {rest}'"))
+            return None, ""
+        guess = _KIND_HINTS.get(word.lower()) or next(iter(difflib.get_close_matches(word.lower(), STEP_KINDS, 1)), None)
+        hint = f"did you mean {guess}? " if guess else ""
+        problems.append(Problem(file, line, None, f"unknown step kind '{word}': {hint}(a step is a fence of kind "
+                                                  f"{', '.join(STEP_KINDS)}; a fence of any other language is "
+                                                  "prose and takes no attributes)"))
+    return None, ""
+
+
+def _check_fence_closed(token: Token, draft: dict[str, Any], lines: list[str], first_line: int, file: str,
+                        problems: list[Problem]) -> None:
+    """A step fence left open runs on to the next closing fence, swallowing the steps in between."""
+    char, length = token.markup[0], len(token.markup)
+    what = f"step '{draft['attrs']['id']}'" if isinstance(draft["attrs"].get("id"), str) else f"the {draft['kind']} step"
+    for offset, text in enumerate(token.content.splitlines()):
+        inner = _INNER_FENCE.match(text)
+        if inner and inner["fence"][0] == char and len(inner["fence"]) >= length \
+                and inner["word"].lower() in STEP_KINDS:
+            problems.append(Problem(file, draft["line"] + 1 + offset, None,
+                                    f"this line looks like the start of a step inside the body of {what} "
+                                    f"(line {draft['line']}); is the closing {token.markup} of {what} missing "
+                                    f"before it? (to show a fence inside a body, open the step with a longer "
+                                    f"fence: {char * (len(inner['fence']) + 1)})"))
+            return
+    if token.map is None:
+        return
+    last = lines[token.map[1] - 1] if token.map[1] - 1 < len(lines) else ""
+    closing = re.sub(r"^[\s>]*", "", last).rstrip()
+    if token.map[1] - token.map[0] < 2 or not re.fullmatch(re.escape(char) + "{%d,}" % length, closing):
+        problems.append(Problem(file, draft["line"], None, f"{what} is never closed: add a line {token.markup} "
+                                                           "after its body"))
 
 
 def _attributes(text: str, kind: str, line: int, file: str, problems: list[Problem]) -> dict[str, Any]:
     if not text.startswith("{"):
-        problems.append(Problem(file, line, None, f"step attributes must be one YAML flow mapping in braces "
-                                                  f"after the kind, e.g. '{kind} {{id: clone}}' (got {text!r})"))
+        pairs = re.findall(r"(\w+)=(\S+)", text)
+        example = "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}" if pairs and \
+            re.fullmatch(r"(\s*\w+=\S+)+\s*", text) else "{id: clone}"
+        problems.append(Problem(file, line, "attributes", f"step attributes must be one YAML flow mapping in braces "
+                                                          f"after the kind, e.g. '{kind} {example}' (got {text!r})"))
+        return {}
+    end = _closing_brace(text)
+    if end is None:
+        problems.append(Problem(file, line, "attributes", "the '{' of the attributes is never closed: attributes "
+                                                          "fit on the fence line and end with '}', "
+                                                          f"e.g. '{kind} {{id: clone, retries: 3}}'"))
+        return {}
+    if text[end + 1:].strip():
+        problems.append(Problem(file, line, "attributes", f"text after the closing '}}' of the attributes: "
+                                                          f"{text[end + 1:].strip()!r}; move it inside the braces "
+                                                          "as a field, or remove it"))
         return {}
     try:
-        doc = load_yaml(text, file, first_line=line)
+        doc = load_yaml(text, file, first_line=line, within="the attributes")
     except InputError as exc:
         problems.extend(Problem(p.file, line, "attributes", p.message) for p in exc.problems)
         return {}
@@ -177,35 +283,76 @@ def _attributes(text: str, kind: str, line: int, file: str, problems: list[Probl
     return doc.data
 
 
-def _check_body(kind: str, body: str, line: int, file: str, problems: list[Problem]) -> None:
+def _closing_brace(text: str) -> int | None:
+    """Index of the '}' closing the flow mapping that ``text`` opens, skipping quoted text; None if unclosed."""
+    depth, quote, index = 0, "", 0
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\" and quote == '"':
+                index += 1
+            elif char == quote:
+                if quote == "'" and text[index + 1:index + 2] == "'":
+                    index += 1
+                else:
+                    quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+            if depth == 0:
+                return index
+        index += 1
+    return None
+
+
+def _check_body(kind: str, body: str, fence_line: int, file: str, problems: list[Problem]) -> None:
+    line = fence_line + 1
     lines = body.splitlines()
     first = next((i for i, text in enumerate(lines) if text.strip() and not text.lstrip().startswith("#")), None)
     if first is None:
-        problems.append(Problem(file, line, "body", f"the {kind} step is empty"))
+        comments = " (only comments)" if body.strip() else ""
+        problems.append(Problem(file, fence_line, "body", f"the {kind} step {_EMPTY_BODY[kind]}{comments}"))
         return
     if kind not in ("api", "http"):
         return
-    match = _REQUEST_LINE.match(lines[first].strip())
+    request = lines[first].strip()
+    match = _REQUEST_LINE.match(request)
     where = line + first
     methods = API_METHODS if kind == "api" else HTTP_METHODS
+    if kind == "api" and match and match["method"].upper() in HTTP_METHODS and match["method"].upper() not in methods:
+        problems.append(Problem(file, where, "body", f"the Proxmox API has no {match['method'].upper()}: use one of "
+                                                     f"{', '.join(methods)} (PUT changes a configuration)"))
+        return
     if not match or match["method"].upper() not in methods:
+        target = "/path" if kind == "api" else "URL"
+        if request.startswith("/") or request.startswith(("https://", "http://")):
+            problems.append(Problem(file, where, "body", f"the request line has no method: write "
+                                                         f"'METHOD {request}' with METHOD one of {', '.join(methods)}"))
+            return
         example = "POST /nodes/{{ node }}/qemu/{{ vmid }}/status/start" if kind == "api" else \
             "POST https://factory.talos.dev/schematics"
         problems.append(Problem(file, where, "body", f"the first line of an {kind} step must be "
-                                                     f"'METHOD {'/path' if kind == 'api' else 'URL'}' with METHOD one of "
+                                                     f"'METHOD {target}' with METHOD one of "
                                                      f"{', '.join(methods)}, e.g. '{example}'"))
         return
     if match["method"] != match["method"].upper():
         problems.append(Problem(file, where, "body", f"write the method in capitals: {match['method'].upper()}"))
     target = match["target"]
     if kind == "api":
+        prefixed = re.match(r"^/api2/(?P<format>[^/]*)(?P<rest>/.*)?$", target)
         if not target.startswith("/"):
-            problems.append(Problem(file, where, "body", f"the API path must start with '/' (got {target!r})"))
-        elif target.startswith("/api2/"):
-            problems.append(Problem(file, where, "body", "write the API path relative to /api2/json, "
-                                                         f"e.g. '{target.split('/api2/json', 1)[-1] or '/'}'"))
+            problems.append(Problem(file, where, "body", f"the API path must start with '/': write "
+                                                         f"'/{target}'"))
+        elif prefixed:
+            problems.append(Problem(file, where, "body", f"write the API path without '/api2/{prefixed['format']}' "
+                                                         "(runbook always calls /api2/json itself), e.g. "
+                                                         f"'{prefixed['rest'] or '/'}'"))
     elif not (target.startswith(("https://", "http://")) or target.startswith("{{")):
-        problems.append(Problem(file, where, "body", f"the http step needs an absolute URL (got {target!r})"))
+        problems.append(Problem(file, where, "body", f"the http step needs an absolute URL starting with https:// "
+                                                     f"(got {target!r})"))
 
 
 def _slug(title: str | None, kind: str) -> str:

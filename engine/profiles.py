@@ -19,7 +19,7 @@ from .config import ClusterConfig
 from .home import Home
 from .plan import Plan, PlanError, compute_plan
 from .problems import InputError, Problem
-from .yamlsource import YamlDoc, read_yaml_file
+from .yamlsource import YamlDoc, dotted, read_yaml_file
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,12 @@ def read_profile(path: Path, home: Home) -> YamlDoc:
 
 def profile_problems(doc: YamlDoc, expected_name: str, config: ClusterConfig | None) -> list[Problem]:
     """Problems of one profile on its own (and against the cluster config when it loaded)."""
+    fields = schemas.field_list(schemas.required_fields("cluster-profile.schema.json"))
+    if doc.data is None:
+        return [Problem(doc.file, 1, None, f"the file is empty; a profile needs {fields} (see docs/profiles.md)")]
     if not isinstance(doc.data, dict):
-        return [Problem(doc.file, doc.line_of(()), None, "a profile must be a YAML mapping (name:, type:, nodes:, ...)")]
+        return [Problem(doc.file, doc.line_of(()), None, f"a profile is a YAML mapping ({fields}), but this file "
+                                                         f"holds {schemas.describe(doc.data)}")]
     problems = list(doc.problems) + schemas.check(doc, "cluster-profile.schema.json")
     if problems:
         return problems
@@ -53,12 +57,12 @@ def profile_problems(doc: YamlDoc, expected_name: str, config: ClusterConfig | N
     if data["name"] != expected_name:
         problems.append(doc.problem(("name",), f"name '{data['name']}' does not match the file name "
                                                f"'{expected_name}.yaml'; rename one so they agree"))
-    problems += _assignment_counts(doc)
-    problems += _addresses(doc)
+    assignments = _assignment_counts(doc)
+    problems += assignments + _addresses(doc)
     if config is not None:
         problems += _nodes_known(doc, config)
         problems += _template_in_range(doc, config)
-        if not problems:
+        if not assignments:  # the plan would only repeat a duplicate name or VMID
             problems += _plannable(doc, config)
     return problems
 
@@ -72,7 +76,7 @@ def load_profile(home: Home, name: str, config: ClusterConfig) -> Profile:
     profiles, problems = load_profiles(home, config)
     mine = [p for p in problems if p.file == home.shown(path)]
     if mine:
-        raise InputError(mine)
+        raise InputError(sorted(mine, key=lambda p: (p.line or 0, p.field or "", p.message)))
     return next(p for p in profiles if p.name == name)
 
 
@@ -107,8 +111,11 @@ def _assignment_counts(doc: YamlDoc) -> list[Problem]:
             seen: dict[Any, int] = {}
             for index, item in enumerate(assignments):
                 if key in item and item[key] in seen:
+                    first = seen[item[key]]
                     problems.append(doc.problem(("nodes", group, "assignments", index, key),
-                                                f"{key} {item[key]} is already given to assignments[{seen[item[key]]}]"))
+                                                f"{key} {item[key]} is already given to assignments[{first}] "
+                                                f"(line {doc.line_of(('nodes', group, 'assignments', first))}); "
+                                                f"every VM needs its own {key}"))
                 elif key in item:
                     seen[item[key]] = index
     return problems
@@ -118,38 +125,69 @@ def _addresses(doc: YamlDoc) -> list[Problem]:
     """IPs parse, CIDRs parse, and a profile's pod and service networks are apart."""
     problems = []
     for path, value in _ip_fields(doc.data):
-        try:
-            ipaddress.ip_address(value)
-        except ValueError:
-            problems.append(doc.problem(path, f"'{value}' is not a valid IP address"))
+        if (reason := _bad_ip(value)) is not None:
+            problems.append(doc.problem(path, reason))
     endpoint = doc.data["network"].get("api_endpoint")
-    if endpoint is not None and _looks_numeric(endpoint):
-        try:
-            ipaddress.ip_address(endpoint)
-        except ValueError:
-            problems.append(doc.problem(("network", "api_endpoint"), f"'{endpoint}' is not a valid IP address"))
+    if endpoint is not None and _looks_numeric(endpoint) and (reason := _bad_ip(endpoint)) is not None:
+        problems.append(doc.problem(("network", "api_endpoint"), reason))
     nets = {}
     for key in ("pod_cidr", "service_cidr"):
+        value = str(doc.data["network"][key])
         try:
-            nets[key] = ipaddress.ip_network(doc.data["network"][key], strict=True)
+            nets[key] = ipaddress.ip_network(value, strict=True)
         except ValueError as exc:
-            problems.append(doc.problem(("network", key), f"'{doc.data['network'][key]}' is not a valid CIDR ({exc})"))
+            problems.append(doc.problem(("network", key), _bad_cidr(value, exc)))
     if len(nets) == 2 and nets["pod_cidr"].version == nets["service_cidr"].version \
             and nets["pod_cidr"].overlaps(nets["service_cidr"]):
         problems.append(doc.problem(("network", "service_cidr"),
-                                    f"service_cidr {nets['service_cidr']} overlaps pod_cidr {nets['pod_cidr']}"))
-    seen: dict[str, str] = {}
+                                    f"service_cidr {nets['service_cidr']} overlaps pod_cidr {nets['pod_cidr']} "
+                                    f"(line {doc.line_of(('network', 'pod_cidr'))}): pods and services need "
+                                    "separate networks"))
+    seen: dict[str, tuple[Any, ...]] = {}
     for path, value in _ip_fields(doc.data):
-        label = ".".join(str(p) for p in path)
         if value in seen:
-            problems.append(doc.problem(path, f"IP {value} is also used by {seen[value]}"))
+            other = seen[value]
+            why = "the VIP moves between control planes, so no VM may have its address" \
+                if path[:2] == ("talos", "vip") else "every VM needs its own address"
+            problems.append(doc.problem(path, f"IP {value} is also used by {dotted(other)} "
+                                              f"(line {doc.line_of(other)}); {why}"))
         else:
-            seen[value] = label
+            seen[value] = path
     return problems
 
 
+def _bad_ip(value: str) -> str | None:
+    """Why ``value`` is not an IP address, or None when it is one."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if "/" in value:
+            return f"'{value}' is a network, not an address: write the address without /{value.split('/', 1)[1]}"
+        parts = value.split(".")
+        if len(parts) == 4 and all(p.isdigit() for p in parts):
+            return f"'{value}' is not a valid IP address: each of the four numbers is 0 to 255"
+        return f"'{value}' is not a valid IP address (write it like 10.20.0.31)"
+    return None
+
+
+def _bad_cidr(value: str, exc: ValueError) -> str:
+    """Why ``value`` is not a network in CIDR form, with the fix when there is an obvious one."""
+    try:
+        loose = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        address, slash, prefix = value.partition("/")
+        if not slash:
+            return f"'{value}' has no prefix length: write the network with its size, like {value}/16"
+        try:
+            version = ipaddress.ip_address(address).version
+        except ValueError:
+            return f"'{value}' is not a network in CIDR form like 10.244.0.0/16 ({exc})"
+        return f"'{value}' has prefix length /{prefix}, but an IPv{version} prefix is 0 to {32 if version == 4 else 128}"
+    return f"'{value}' has host bits set: write the network address, {loose}"
+
+
 def _looks_numeric(value: str) -> bool:
-    return all(c.isdigit() or c in ".:" for c in value) or ":" in value
+    return all(c.isdigit() or c in ".:/" for c in value) or ":" in value
 
 
 def _ip_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
@@ -165,15 +203,29 @@ def _ip_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     return out
 
 
+def _address_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """Addresses that must not be shared with another profile: node IPs, the VIP and the API endpoint.
+
+    Inside one profile the API endpoint may be the VIP (that is what a VIP is for), so it is only
+    compared across profiles; host names compare without regard to case.
+    """
+    endpoint = data["network"].get("api_endpoint")
+    extra = [(("network", "api_endpoint"), str(endpoint).lower())] if endpoint else []
+    return _ip_fields(data) + extra
+
+
 def _nodes_known(doc: YamlDoc, config: ClusterConfig) -> list[Problem]:
     known = config.node_names
     problems = []
     for group, spec in doc.data["nodes"].items():
         for index, item in enumerate(spec.get("assignments") or []):
             if "node" in item and item["node"] not in known:
+                # Only a difference of case is a safe guess: pve09 is not a typo of pve03.
+                guess = [k for k in known if k.lower() == str(item["node"]).lower()]
                 problems.append(doc.problem(("nodes", group, "assignments", index, "node"),
-                                            f"node '{item['node']}' is not in {config.file} "
-                                            f"(nodes: {', '.join(known)})"))
+                                            f"node '{item['node']}' is not in {config.file}"
+                                            + (f": did you mean '{guess[0]}'?" if guess else "")
+                                            + f" (nodes: {', '.join(known)})"))
     return problems
 
 
@@ -182,7 +234,8 @@ def _template_in_range(doc: YamlDoc, config: ClusterConfig) -> list[Problem]:
     template = doc.data["template"]
     if not low <= template <= high:
         return [doc.problem(("template",), f"template VMID {template} is outside vmid_ranges.templates "
-                                           f"({low}-{high}) of {config.file}")]
+                                           f"({low}-{high}) of {config.file}; give the VMID of a template "
+                                           f"from {low} to {high}")]
     return []
 
 
@@ -196,12 +249,17 @@ def _plannable(doc: YamlDoc, config: ClusterConfig) -> list[Problem]:
 
 
 def cross_profile_problems(profiles: list[Profile], config: ClusterConfig) -> list[Problem]:
-    """Rules between profiles: VMIDs, identifying tags, Flux paths, networks and IPs never shared."""
+    """Rules between profiles: VMIDs, identifying tags, Flux paths, networks and IPs never shared.
+
+    A clash is reported on both profiles, each naming the other, so checking any one file (a new
+    profile, whatever its name sorts as) finds it.
+    """
     problems: list[Problem] = []
     plans = {p.name: compute_plan(p.data, config.data) for p in profiles}
-    for i, first in enumerate(profiles):
-        for second in profiles[i + 1:]:
-            problems += _pair(first, second, plans)
+    for mine in profiles:
+        for theirs in profiles:
+            if theirs is not mine:
+                problems += _clashes(mine, theirs, plans)
     for profile in profiles:
         others = set().union(*(set(p.data["tags"]) for p in profiles if p is not profile))
         if others and not set(profile.data["tags"]) - others:
@@ -211,35 +269,39 @@ def cross_profile_problems(profiles: list[Profile], config: ClusterConfig) -> li
     return problems
 
 
-def _pair(first: Profile, second: Profile, plans: dict[str, Plan]) -> list[Problem]:
-    """Problems between two profiles, reported on the second (the later file) naming the first."""
+def _clashes(mine: Profile, theirs: Profile, plans: dict[str, Plan]) -> list[Problem]:
+    """What ``mine`` shares with ``theirs`` and must not, reported on ``mine`` naming ``theirs``."""
     problems = []
-    where = f"profile '{first.name}' ({first.file})"
-    mine = {vm.vmid: vm for vm in plans[second.name].vms}
-    theirs = {vm.vmid: vm for vm in plans[first.name].vms}
-    shared = sorted(set(mine) & set(theirs))
+    where = f"profile '{theirs.name}' ({theirs.file})"
+    my_vms = {vm.vmid: vm for vm in plans[mine.name].vms}
+    their_vms = {vm.vmid: vm for vm in plans[theirs.name].vms}
+    shared = sorted(set(my_vms) & set(their_vms))
     if shared:
-        vm = mine[shared[0]]
-        field = _vm_field(second, vm.group, vm.index)
+        vm = my_vms[shared[0]]
         ids = ", ".join(str(v) for v in shared)
-        problems.append(second.doc.problem(field, f"VMID{'s' if len(shared) > 1 else ''} {ids} also planned by {where}"))
-    first_flux, second_flux = first.data.get("flux"), second.data.get("flux")
-    if first_flux and second_flux \
-            and _norm_path(first_flux["path"]) == _norm_path(second_flux["path"]):
-        problems.append(second.doc.problem(("flux", "path"), f"Flux path '{second_flux['path']}' is also used by {where}; "
-                                                             "two clusters reconciling one path fight over it"))
+        problems.append(mine.doc.problem(_vm_field(mine, vm.group, vm.index),
+                                         f"VMID{'s' if len(shared) > 1 else ''} {ids} also planned by {where}; "
+                                         "one of the two profiles must use other VMIDs"))
+    my_flux, their_flux = mine.data.get("flux"), theirs.data.get("flux")
+    if my_flux and their_flux and _norm_path(my_flux["path"]) == _norm_path(their_flux["path"]):
+        problems.append(mine.doc.problem(("flux", "path"), f"Flux path '{my_flux['path']}' is also used by {where}; "
+                                                           "two clusters reconciling one path fight over it"))
     for key in ("pod_cidr", "service_cidr"):
-        mine_net = ipaddress.ip_network(second.data["network"][key])
+        my_net = ipaddress.ip_network(mine.data["network"][key])
         for other_key in ("pod_cidr", "service_cidr"):
-            theirs_net = ipaddress.ip_network(first.data["network"][other_key])
-            if mine_net.version == theirs_net.version and mine_net.overlaps(theirs_net):
-                problems.append(second.doc.problem(("network", key), f"{key} {mine_net} overlaps {other_key} "
-                                                                     f"{theirs_net} of {where}"))
-    their_ips = {value: path for path, value in _ip_fields(first.data)}
-    for path, value in _ip_fields(second.data):
-        if value in their_ips:
-            problems.append(second.doc.problem(path, f"IP {value} is also used by {where} "
-                                                     f"at {'.'.join(str(p) for p in their_ips[value])}"))
+            their_net = ipaddress.ip_network(theirs.data["network"][other_key])
+            if my_net.version == their_net.version and my_net.overlaps(their_net):
+                problems.append(mine.doc.problem(("network", key), f"{key} {my_net} overlaps {other_key} "
+                                                                   f"{their_net} of {where}; one of the two "
+                                                                   "profiles must use another network"))
+    their_addresses: dict[str, tuple[Any, ...]] = {}
+    for path, value in _address_fields(theirs.data):
+        their_addresses.setdefault(value, path)
+    for path, value in _address_fields(mine.data):
+        if value in their_addresses:
+            problems.append(mine.doc.problem(path, f"{'IP' if _looks_numeric(value) else 'address'} {value} is also "
+                                                   f"used by {where} at {dotted(their_addresses[value])}; "
+                                                   "two clusters cannot share an address"))
     return problems
 
 

@@ -54,7 +54,7 @@ def test_show_json_has_the_parsed_steps(cli) -> None:
 def test_show_unknown_runbook_lists_the_known_ones(cli) -> None:
     result = cli("--home", str(REPO), "show", "nope")
     assert result.exit_code == 1
-    assert "error: no runbook named 'nope' in runbooks/" in result.stderr
+    assert "no runbook named 'nope'" in result.stderr
 
 
 def test_validate_whole_repository_is_clean(cli) -> None:
