@@ -88,7 +88,8 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
     """Plan every VM of ``profile`` on the cluster of ``config``.
 
     ``cluster_vms`` are the VMs already on the cluster: their VMIDs are never handed out again,
-    and those that already are this profile's VMs (same name, every profile tag) are kept as they are.
+    and those that already are this profile's VMs (same name, and every profile tag or only the
+    template's tags: see ``_belongs``) are kept as they are.
     """
     nodes = [str(n["name"]) for n in config["cluster"]["nodes"]]
     capacity = {str(n["name"]): (n.get("cores"), n.get("memory")) for n in config["cluster"]["nodes"]}
@@ -96,7 +97,8 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
     profile_tags = tuple(str(t) for t in profile.get("tags", ()))
     existing = list(cluster_vms)
     used = {vm.vmid for vm in existing}
-    mine = {vm.name: vm for vm in existing if not vm.template and set(profile_tags) <= set(vm.tags)}
+    template_tags = set((config.get("tags") or {}).get("templates") or ())
+    mine = {vm.name: vm for vm in existing if not vm.template and _belongs(vm, profile_tags, template_tags)}
 
     drafts = _drafts(profile)
     # Fix what is already decided (existing VMs, explicit VMIDs) before handing out the rest.
@@ -111,21 +113,30 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
             raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} is given to both {taken[vmid]} and {draft['name']}")
         if not draft["existing"] and not low <= vmid <= high:
             raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} of {draft['name']} is outside vmid_ranges.vms "
-                                                        f"({low}-{high})")
+                                                        f"({low}-{high}) of the cluster config; give a VMID from "
+                                                        f"{low} to {high}")
         if not draft["existing"] and vmid in used:
             owner = next((vm.name for vm in existing if vm.vmid == vmid), "another VM")
             raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} planned for {draft['name']} is already used "
                                                         f"on the cluster by '{owner}'")
         taken[vmid] = draft["name"]
     for draft in drafts:
+        start = draft["start_vmid"]
+        if start is not None and not low <= start <= high:
+            raise PlanError(draft["group_field"] + ("start_vmid",),
+                            f"start_vmid {start} is {'below' if start < low else 'above'} vmid_ranges.vms "
+                            f"({low}-{high}) of the cluster config; give a start_vmid from {low} to {high}")
+    for draft in drafts:
         if draft["vmid"] is None:
-            candidate = max(draft["start_vmid"] or low, low)
+            candidate = draft["start_vmid"] or low
             while candidate in used or candidate in taken:
                 candidate += 1
             if candidate > high:
+                group = sum(1 for d in drafts if d["group"] == draft["group"])
                 raise PlanError(draft["group_field"] + ("start_vmid",),
-                                f"no free VMID left for {draft['name']} in vmid_ranges.vms ({low}-{high}) "
-                                f"from {draft['start_vmid'] or low} upward")
+                                f"no free VMID left for {draft['name']}: counting up from "
+                                f"{draft['start_vmid'] or low}, past VMIDs already taken, runs past the end of "
+                                f"vmid_ranges.vms ({low}-{high}); lower start_vmid so the group's {group} VMs fit")
             draft["vmid"] = candidate
             taken[candidate] = draft["name"]
     _place(drafts, nodes, capacity)
@@ -133,6 +144,13 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
                           node=d["node"], ip=d["ip"], cores=d["cores"], memory=d["memory"], disk=d["disk"],
                           tags=profile_tags + (d["role"],), existing=d["existing"]) for d in drafts)
     return Plan(profile=str(profile.get("name", "")), vms=vms)
+
+
+def _belongs(vm: ExistingVm, profile_tags: tuple[str, ...], template_tags: set[str]) -> bool:
+    """Whether a VM with a planned name is this profile's own: it carries every profile tag, or it
+    is a clone not yet configured (it carries only the template's tags), which an interrupted
+    create leaves behind and a resume must adopt rather than clone a second time."""
+    return set(profile_tags) <= set(vm.tags) or (bool(vm.tags) and set(vm.tags) <= template_tags)
 
 
 def _drafts(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -180,12 +198,31 @@ def _place(drafts: list[dict[str, Any]], nodes: list[str], capacity: Mapping[str
         if draft["placement"] == "pack":
             draft["node"] = next((n for n in nodes if _fits(n, draft, capacity, cores, memory)), None)
             if draft["node"] is None:
-                raise PlanError(draft["group_field"] + ("placement",),
-                                f"placement: pack cannot fit {draft['name']} ({draft['cores']} cores, "
-                                f"{draft['memory']} MB) on any node's declared capacity")
+                raise PlanError(draft["group_field"] + ("placement",), _cannot_pack(draft, nodes, capacity, cores, memory))
         else:
             draft["node"] = min(nodes, key=lambda n: (per_role[(n, draft["role"])], total[n], nodes.index(n)))
         book(draft)
+
+
+def _cannot_pack(draft: Mapping[str, Any], nodes: list[str], capacity: Mapping[str, tuple[Any, Any]],
+                 cores: Mapping[str, int], memory: Mapping[str, int]) -> str:
+    """Why ``placement: pack`` found no node for a VM: the nodes' declared capacity and what is left of it."""
+    head = f"placement: pack cannot fit {draft['name']} ({draft['cores']} cores, {draft['memory']} MB) on any node"
+    most_cores = max((c for c, _ in (capacity[n] for n in nodes) if c is not None), default=None)
+    most_memory = max((m for _, m in (capacity[n] for n in nodes) if m is not None), default=None)
+    if most_cores is not None and draft["cores"] > most_cores:
+        return (f"{head}: no node declares that many cores (the most is {most_cores}, in the cluster config's "
+                "cluster.nodes); give the group fewer cores, or use placement: spread")
+    if most_memory is not None and draft["memory"] > most_memory:
+        return (f"{head}: no node declares that much memory (the most is {most_memory} MB, in the cluster config's "
+                "cluster.nodes); give the group less memory, or use placement: spread")
+    def free(declared: Any, used: int, unit: str) -> str:
+        return f"{unit} not declared" if declared is None else f"{declared - used} of {declared} {unit}"
+
+    left = "; ".join(f"{n} {free(capacity[n][0], cores[n], 'cores')} and {free(capacity[n][1], memory[n], 'MB')}"
+                     for n in nodes)
+    return (f"{head}: the VMs placed before it use up the nodes' declared capacity (left: {left}); make the VMs "
+            "smaller, or use placement: spread")
 
 
 def _fits(node: str, draft: Mapping[str, Any], capacity: Mapping[str, tuple[Any, Any]],

@@ -88,6 +88,15 @@ def test_running_out_of_range_names_the_field() -> None:
     assert "no free VMID left for cp03" in caught.value.message
 
 
+@pytest.mark.parametrize("start", [LOW - 1, 100, HIGH + 1])
+def test_start_vmid_outside_the_range_is_an_error_not_silently_moved(start: int) -> None:
+    with pytest.raises(PlanError) as caught:
+        compute_plan(profile(1, 0, cp_start=start), CONFIG)
+    assert caught.value.field == ("nodes", "controlplane", "start_vmid")
+    assert f"start_vmid {start} is {'below' if start < LOW else 'above'} vmid_ranges.vms ({LOW}-{HIGH})" \
+        in caught.value.message
+
+
 def test_pack_fills_the_first_node_up_to_its_capacity() -> None:
     plan = compute_plan(profile(1, 4, placement="pack"), config_with(3, capacity=(4, 65536)))
     assert Counter(vm.node for vm in plan.vms) == {"pve01": 2, "pve02": 2, "pve03": 1}
@@ -99,8 +108,17 @@ def test_pack_without_declared_capacity_uses_one_node() -> None:
 
 
 def test_pack_that_cannot_fit_is_an_error() -> None:
-    with pytest.raises(PlanError, match="cannot fit"):
+    with pytest.raises(PlanError, match="cannot fit cp01 .* no node declares that many cores "
+                                        r"\(the most is 1, in the cluster config's cluster.nodes\)"):
         compute_plan(profile(1, 0, placement="pack"), config_with(2, capacity=(1, 65536)))
+
+
+def test_pack_that_runs_out_says_what_is_left_of_each_node() -> None:
+    with pytest.raises(PlanError) as caught:
+        compute_plan(profile(1, 4, placement="pack"), config_with(2, capacity=(4, 65536)))
+    assert "cannot fit w04 (2 cores, 2048 MB)" in caught.value.message
+    assert "left: pve01 0 of 4 cores and 61440 of 65536 MB; pve02 0 of 4 cores and 61440 of 65536 MB" \
+        in caught.value.message
 
 
 @settings(max_examples=300, deadline=None)
@@ -139,3 +157,12 @@ def test_plan_is_deterministic_and_stable_on_rerun(cp: int, workers: int, nodes:
     again = compute_plan(spec, config, on_cluster)
     assert [(vm.name, vm.vmid, vm.node) for vm in again.vms] == [(vm.name, vm.vmid, vm.node) for vm in first.vms]
     assert all(vm.existing for vm in again.vms)
+
+
+def test_a_clone_not_yet_configured_is_adopted_but_an_untagged_namesake_is_not() -> None:
+    """An interrupted create leaves a clone with only the template's tags; resume must not clone again."""
+    half_made = [ExistingVm(1031, "cp01", "pve01", ("template", "talos"))]
+    assert compute_plan(profile(1, 0), config_with(3), half_made).vms[0].existing
+    stranger = [ExistingVm(1031, "cp01", "pve01", ())]
+    planned = compute_plan(profile(1, 0), config_with(3), stranger).vms[0]
+    assert (planned.existing, planned.vmid) == (False, 1032)
