@@ -308,8 +308,10 @@ def _finish(outcome: Any, as_json: bool) -> None:
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
-        _emit_json({"status": outcome.status, "run_id": outcome.run_id, "message": outcome.message,
-                    "steps": [e.as_dict() for e in outcome.entries], "warnings": outcome.warnings})
+        # The last line of the JSON-lines stream the progress events started.
+        click.echo(json.dumps({"event": "finished", "status": outcome.status, "run_id": outcome.run_id,
+                               "message": outcome.message, "steps": [e.as_dict() for e in outcome.entries],
+                               "warnings": outcome.warnings}, default=str))
     elif outcome.status == "succeeded":
         click.echo(outcome.message)
     else:
@@ -325,7 +327,8 @@ def _finish(outcome: Any, as_json: bool) -> None:
 @click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
 @click.option("--yes", is_flag=True, help="Approve every gate (destructive steps run without asking).")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="JSON: the plan (dry-run), or events and a final report.")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: the plan (dry-run); else JSON lines, one per event, the last one the report.")
 @click.pass_context
 def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
             offline: bool, yes: bool, approve: tuple[str, ...], as_json: bool) -> None:
@@ -373,7 +376,7 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
 @click.option("--force", is_flag=True, help="Resume even though the runbook, profile or config changed.")
 @click.option("--yes", is_flag=True, help="Approve every gate.")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
-@click.option("--json", "as_json", is_flag=True, help="JSON events and a final report.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one per event, the last one the report.")
 @click.pass_context
 def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve: tuple[str, ...],
                as_json: bool) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .config import ClusterConfig
@@ -90,8 +91,12 @@ def _typed(kind: str, raw: str) -> Any:
 
 
 def template_context(config: ClusterConfig, profile: Profile | None, plan: Plan | None,
-                     params: Mapping[str, Any]) -> dict[str, Any]:
-    """The names every template of a run can use (``steps`` is added by the runner)."""
+                     params: Mapping[str, Any], home_root: Path | None = None) -> dict[str, Any]:
+    """The names every template of a run can use (``steps`` is added by the runner).
+
+    ``talos_config_dir`` is the profile's ``talos.config_dir`` made absolute (``~`` expanded,
+    relative to the home), because talosctl runs there and finds its TALOSCONFIG there.
+    """
     data = config.data
     context: dict[str, Any] = {
         "config": data,
@@ -110,6 +115,11 @@ def template_context(config: ClusterConfig, profile: Profile | None, plan: Plan 
     if profile is not None:
         context["profile"] = profile.data
         context["talos"] = profile.data.get("talos")
+        if context["talos"]:
+            config_dir = Path(str(context["talos"]["config_dir"])).expanduser()
+            if not config_dir.is_absolute() and home_root is not None:
+                config_dir = home_root / config_dir
+            context["talos_config_dir"] = str(config_dir)
         context["flux"] = profile.data.get("flux")
     if plan is not None:
         vms = [vm.as_dict() for vm in plan.vms]

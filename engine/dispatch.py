@@ -73,6 +73,9 @@ class Dispatcher:
         if isinstance(action, ShellCommand):
             return self._get("ssh" if action.node else "local").run(action, progress)
         if isinstance(action, TalosctlCommand):
+            if action.cwd:
+                # The Talos config dir holds cluster secrets: create it private, as talosctl would.
+                Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
             return self._get("talosctl").run(action, progress)
         if isinstance(action, HttpRequest):
             return self._get("http").request(action, progress)

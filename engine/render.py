@@ -192,7 +192,7 @@ class Renderer:
         except (TemplateError, KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
             raise self._fail(step, exc, line + _template_line(sys.exc_info()[2]) - 1, field) from None
 
-    def action(self, step: Step, local: dict[str, Any], talos: dict[str, Any] | None = None) -> Action:
+    def action(self, step: Step, local: dict[str, Any]) -> Action:
         """The executable action of ``step`` for one loop item (``local`` holds the loop variable)."""
         timeout = step.attrs.get("timeout")
         node = self.text(step, str(step.attrs["node"]), local, shell=False, line=step.line,
@@ -226,10 +226,8 @@ class Renderer:
                                          f"talosctl arguments do not split into words: {exc}")) from None
             if argv and argv[0] == "talosctl":
                 argv = argv[1:]
-            talosconfig = cwd = None
-            if talos:
-                cwd = str(talos.get("config_dir"))
-                talosconfig = f"{cwd}/talosconfig"
+            cwd = self.context.get("talos_config_dir")
+            talosconfig = f"{cwd}/talosconfig" if cwd else None
             return TalosctlCommand(argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout)
         text = self.text(step, step.body, local, shell=False, line=step.body_line, field="body")
         return _http_request(text, step, self.file, timeout)

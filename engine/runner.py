@@ -20,7 +20,7 @@ from .extract import apply_extract
 from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
-from .render import Renderer, StepOutputs
+from .render import Renderer, StepOutputs, split_api_body
 from .unknown import UnknownValue, contains_unknown
 
 
@@ -101,6 +101,11 @@ def display(action: Action) -> str:
     return f"{data['method']} {data['url']}" + (f"\n{data['body'].rstrip()}" if data["body"] else "")
 
 
+def reads_only(step: Step) -> bool:
+    """Whether a step changes nothing, known before rendering: marked readonly, or an API GET."""
+    return bool(step.attrs.get("readonly")) or (step.kind == "api" and split_api_body(step).method == "GET")
+
+
 def is_readonly(step: Step, action: Action) -> bool:
     if step.attrs.get("readonly"):
         return True
@@ -123,11 +128,9 @@ class Runner:
         self.done = dict(done or {})
         self.check_unfinished = check_unfinished
         self.on_event = on_event or (lambda event, entry: None)
-        self.outputs: dict[str, Any] = {}
         pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
-        self.steps = StepOutputs(self.outputs, pending)
+        self.steps = StepOutputs({}, pending)
         self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
-        self.talos = context.get("talos")
         self.entries: list[PlanEntry] = []
 
     def _record(self, kind: str, *args: Any) -> None:
@@ -162,7 +165,7 @@ class Runner:
     def _publish(self, step: Step, output: Any) -> None:
         if output is _NOTHING:
             return
-        self.outputs[step.id] = output
+        self.steps[step.id] = output
         if step.attrs.get("register"):
             self.renderer.context[str(step.attrs["register"])] = output
 
@@ -171,7 +174,9 @@ class Runner:
         self.on_event("step", entry)
 
     def _item(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
-        if (step.id, key) in self.done:
+        # A read-only step runs again on resume, so the guards after it see the cluster as it is now,
+        # not as it was before the interruption.
+        if (step.id, key) in self.done and not reads_only(step):
             entry.status, entry.reason, entry.output = "succeeded", "finished in an earlier attempt", self.done[(step.id, key)]
             self._add(entry)
             return entry.output
@@ -195,7 +200,7 @@ class Runner:
         if (step.id, key) in self.check_unfinished and "check" not in step.attrs:
             entry.gate_reasons.append("started in an earlier attempt but never finished, and has no check to "
                                       "tell whether it took effect")
-        action = self.renderer.action(step, local, self.talos)
+        action = self.renderer.action(step, local)
         entry.action = action_as_dict(action)
         entry.display = display(action)
         entry.gate_reasons += gate_reasons(step, action)

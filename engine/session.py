@@ -76,5 +76,5 @@ def prepare(home: Home, name: str, profile_name: str | None, given: Mapping[str,
             plan = profile.plan(config, cluster_vms)
         except PlanError as exc:
             raise InputError(profile.doc.problem(exc.field, exc.message)) from None
-    context = template_context(config, profile, plan, params)
+    context = template_context(config, profile, plan, params, home.root)
     return Session(home, config, runbook, path, profile, params, plan, context)

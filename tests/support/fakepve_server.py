@@ -27,6 +27,8 @@ __all__ = ["HOST", "NODES", "TOKEN_ID", "FakePveServer", "closed_port_url", "col
 HOST = "127.0.0.1"
 TOKEN_ID = "root@pam!runbook"
 NODES = ("pve01", "pve02", "pve03")
+#: More loopback addresses the certificate covers (``add_listener(host)``), one per extra node.
+EXTRA_HOSTS = ("127.0.0.2", "127.0.0.3")
 #: Seconds to wait for anything run on the fake's loop.
 LOOP_TIMEOUT = 30.0
 
@@ -61,7 +63,8 @@ class FakePveServer:
 
     def __init__(self, workdir: Path | str, token_secret: str, *, token_id: str = TOKEN_ID,
                  nodes: Iterable[str] = NODES, time_scale: float = 0.0, seed: int | None = None):
-        self.certfile, self.keyfile, self.der = make_cert(str(workdir), hosts=(HOST,))
+        # Valid for three loopback addresses, so a test cluster can give each node its own host.
+        self.certfile, self.keyfile, self.der = make_cert(str(workdir), hosts=(HOST, *EXTRA_HOSTS))
         self.fingerprint = colon_fingerprint(self.der)
         pve = FakePve(host=HOST, port=0)
         pve.time_scale = time_scale
@@ -102,18 +105,18 @@ class FakePveServer:
             return fn(*args, **kwargs)
         return self.call(run())
 
-    def add_listener(self) -> str:
-        """Serve this same fake on one more free port; returns that endpoint's URL."""
+    def add_listener(self, host: str = HOST) -> str:
+        """Serve this same fake on one more free port of ``host``; returns that endpoint's URL."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.certfile, self.keyfile)
 
         async def listen() -> int:
             runner = self.pve.runner
             before = {tuple(a) for a in runner.addresses}
-            await web.TCPSite(runner, HOST, 0, ssl_context=context).start()
+            await web.TCPSite(runner, host, 0, ssl_context=context).start()
             (added,) = [a for a in runner.addresses if tuple(a) not in before]
             return int(added[1])
-        return f"https://{HOST}:{self.call(listen())}"
+        return f"https://{host}:{self.call(listen())}"
 
     def stop(self) -> None:
         """Stop serving, join the thread and close the loop; the ports are free afterwards.
