@@ -63,8 +63,16 @@ Action = ApiRequest | ShellCommand | TalosctlCommand | HttpRequest
 
 
 def action_as_dict(action: Action) -> dict[str, Any]:
-    """JSON-ready form of an action, tagged with its type, for plans and the journal."""
-    return {"type": type(action).__name__, **asdict(action)}
+    """JSON-ready form of an action (tuples as lists), tagged with its type, for plans and the journal."""
+    return {"type": type(action).__name__, **_json_ready(asdict(action))}
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 @dataclass

@@ -21,21 +21,25 @@ def _loaded() -> Any:
     return _schema.load()
 
 
-def check_request(method: str, path: str, params: dict[str, Any]) -> list[str]:
-    """PVE's objections to ``method path`` with ``params`` (empty when PVE would accept it).
+def check_request(method: str, path: str, params: dict[str, Any], unknown: str | None = None
+                  ) -> list[tuple[str | None, str]]:
+    """PVE's objections to ``method path`` with ``params``, as (parameter or None, message) pairs.
 
     ``path`` is relative to /api2/json. Path parameters (``node``, ``vmid``) are taken from the path.
+    A path segment or parameter whose value is exactly ``unknown`` (a value known only at run time)
+    is not judged.
     """
     found = _loaded().match(path)
     if found is None:
-        return [f"the Proxmox VE API has no path {path}{_closest(path)}"]
+        return [(None, f"the Proxmox VE API has no path {path}{_closest(path)}")]
     spec = found.methods.get(method)
     if spec is None:
         allowed = ", ".join(sorted(found.methods)) or "none"
-        return [f"{method} is not a method of {found.template} (it has: {allowed})"]
+        return [(None, f"{method} is not a method of {found.template} (it has: {allowed})")]
     values = {**params, **found.params}
     _, errors = _schema.validate(spec.get("parameters") or {}, values)
-    return [f"{name}: {'; '.join(str(message).strip().splitlines())}" for name, message in sorted(errors.items())]
+    return [(name, f"{name}: {'; '.join(str(message).strip().splitlines())}")
+            for name, message in sorted(errors.items()) if unknown is None or values.get(name) != unknown]
 
 
 def is_task(method: str, path: str) -> bool:

@@ -93,6 +93,7 @@ class ApiBody:
     method: str
     path: str
     params: dict[str, Any]
+    lines: dict[str, int]  # file line of each parameter, for messages about it
 
 
 def split_api_body(step: Step) -> ApiBody:
@@ -102,6 +103,7 @@ def split_api_body(step: Step) -> ApiBody:
     method, _, path = lines[first].strip().partition(" ")
     rest = "\n".join(lines[first + 1:])
     params: dict[str, Any] = {}
+    lines: dict[str, int] = {}
     if rest.strip():
         doc = load_yaml(rest, step_file(step), first_line=step.body_line + first + 1)
         if doc.problems:
@@ -117,7 +119,8 @@ def split_api_body(step: Step) -> ApiBody:
                 raise InputError(Problem(step_file(step), doc.line_of((key,)), f"step {step.id}: {key}",
                                          f"an API parameter value must be a single value{hint}"))
             params[str(key)] = value
-    return ApiBody(method.upper(), path.strip(), params)
+            lines[str(key)] = doc.line_of((key,)) or step.body_line
+    return ApiBody(method.upper(), path.strip(), params, lines)
 
 
 _FILES: dict[int, str] = {}

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import pveschema
 from .actions import Action, ApiRequest, Result, StepFailed, action_as_dict
 from .extract import apply_extract
 from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
+from .stepcheck import rendered_problems
 from .render import Renderer, StepOutputs, split_api_body
 from .unknown import UnknownValue, contains_unknown
 
@@ -119,7 +119,8 @@ class Runner:
                  dry_run: bool, approver: Approver, recorder: Recorder | None = None,
                  done: dict[tuple[str, str | None], Any] | None = None,
                  on_event: Callable[[str, PlanEntry], None] | None = None,
-                 check_unfinished: frozenset[tuple[str, str | None]] = frozenset()):
+                 check_unfinished: frozenset[tuple[str, str | None]] = frozenset(),
+                 collect: list[Problem] | None = None):
         self.runbook = runbook
         self.dry_run = dry_run
         self.executor = executor
@@ -127,6 +128,9 @@ class Runner:
         self.recorder = recorder
         self.done = dict(done or {})
         self.check_unfinished = check_unfinished
+        # With ``collect`` (validation), a step that cannot render is noted there and treated as
+        # unknown, so one broken step does not hide the problems of the steps after it.
+        self.collect = collect
         self.on_event = on_event or (lambda event, entry: None)
         pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
         self.steps = StepOutputs({}, pending)
@@ -144,6 +148,15 @@ class Runner:
         return self.entries
 
     def _step(self, step: Step) -> None:
+        if self.collect is None:
+            self._step_items(step)
+            return
+        try:
+            self._step_items(step)
+        except InputError as exc:
+            self.collect.extend(exc.problems)
+
+    def _step_items(self, step: Step) -> None:
         entry = PlanEntry(step.id, step.kind, step.title, step.line)
         if "foreach" not in step.attrs:
             output = self._item(step, None, {}, entry)
@@ -206,11 +219,9 @@ class Runner:
         entry.gate_reasons += gate_reasons(step, action)
         entry.gated = bool(entry.gate_reasons)
         unknown = contains_unknown(entry.action)
-        if isinstance(action, ApiRequest) and not unknown:
-            objections = pveschema.check_request(action.method, action.path, action.params)
-            if objections:
-                raise InputError([Problem(self.runbook.file, step.body_line, f"step {step.id}", f"Proxmox API: {o}")
-                                  for o in objections])
+        problems = rendered_problems(entry.action, step, self.runbook.file)
+        if problems:
+            raise InputError(problems)
         if self.dry_run and (unknown or pending_condition):
             entry.status = "unknown"
             entry.reason = pending_condition or "uses values known only after run"

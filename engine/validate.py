@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import ClusterConfig, config_problems
 from .home import Home
 from .model import Runbook
 from .parser import parse_runbook_file
 from .problems import InputError, Problem
-from .profiles import load_profiles
+from .context import template_context
+from .profiles import Profile, load_profiles
+from .render import syntax_problems
+from .runner import Runner
+from .unknown import Unknown
 from .yamlsource import read_yaml_file
 
 
@@ -51,14 +56,55 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
         if _selected(path, wanted):
             report.checked.append(home.shown(path))
             report.problems += [p for p in profiles_problems if p.file == home.shown(path)]
+    profiles = load_profiles(home, config)[0] if config is not None else []
     for path in _runbook_paths(home, wanted):
         report.checked.append(home.shown(path))
         try:
-            report.runbooks.append(parse_runbook_file(path, home.shown(path)))
+            runbook = parse_runbook_file(path, home.shown(path))
         except InputError as exc:
             report.problems += exc.problems
+            continue
+        report.runbooks.append(runbook)
+        syntax = [p for step in runbook.steps for p in syntax_problems(step, runbook.file)]
+        report.problems += syntax
+        if config is not None and not syntax:
+            report.problems += render_problems(runbook, config, profiles, home)
     report.problems.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
     return report
+
+
+def render_problems(runbook: Runbook, config: ClusterConfig, profiles: list[Profile], home: Home) -> list[Problem]:
+    """Render every step whose values are known without a cluster and check it (its kind's schema and
+    the Proxmox API schema), once per profile when the runbook needs one.
+
+    Required parameters stand for values given at run time; a problem that appears with only some
+    profiles names them.
+    """
+    targets: list[Profile | None] = list(profiles) if runbook.needs_profile else [None]
+    found: dict[Problem, list[str]] = {}
+    for profile in targets:
+        params: dict[str, Any] = {p.name: (Unknown(f"--param {p.name}") if p.required else p.default)
+                                  for p in runbook.parameters}
+        plan = profile.plan(config) if profile is not None else None
+        context = template_context(config, profile, plan, params, home.root)
+        collected: list[Problem] = []
+        Runner(runbook, context, executor=None, dry_run=True, approver=_Never(), collect=collected).run()
+        for problem in collected:
+            found.setdefault(problem, []).append(profile.name if profile else "")
+    out = []
+    for problem, names in found.items():
+        if runbook.needs_profile and len(names) < len(targets):
+            problem = Problem(problem.file, problem.line, problem.field,
+                              f"{problem.message} (with profile {', '.join(names)})")
+        out.append(problem)
+    return out
+
+
+class _Never:
+    who = None
+
+    def approve(self, entry: object) -> bool:
+        return False
 
 
 def _config(home: Home) -> tuple[ClusterConfig | None, list[Problem]]:

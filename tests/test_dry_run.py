@@ -58,8 +58,8 @@ def test_a_pve_schema_violation_fails_the_plan_with_pve_wording(cli, make_home) 
     result = cli("--home", str(home.root), "run", "bad-api", "--dry-run", "--offline")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        "error: runbooks/bad-api.md:7: step cfg: Proxmox API: colour: property is not defined in schema and the "
-        "schema does not allow additional properties",
-        "error: runbooks/bad-api.md:7: step cfg: Proxmox API: net0: invalid format - format error; "
+        "error: runbooks/bad-api.md:8: step cfg: Proxmox API: net0: invalid format - format error; "
         "net0.tag: value must have a maximum value of 4094",
+        "error: runbooks/bad-api.md:9: step cfg: Proxmox API: colour: property is not defined in schema and the "
+        "schema does not allow additional properties",
     ]
