@@ -361,10 +361,11 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
                     click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
                 return
             _finish(outcome, as_json)
-        progress = Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr)
         approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-        _finish(start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
-                          on_event=progress), as_json)
+        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+            outcome = start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
+                                on_event=progress)
+        _finish(outcome, as_json)
     except InputError as exc:
         _fail(exc.problems, exitcodes.PROBLEMS)
     finally:
@@ -390,11 +391,12 @@ def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve:
     home = _home(ctx)
     config = _config_or_fail(home)
     dispatcher = Dispatcher(config.data, home.root)
-    progress = Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr)
     approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     try:
-        _finish(resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,
-                           on_event=progress), as_json)
+        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+            outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,
+                                 on_event=progress)
+        _finish(outcome, as_json)
     except JournalError as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
     except InputError as exc:
