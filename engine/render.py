@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import sys
@@ -29,7 +30,7 @@ from .unknown import Unknown, UnknownValue
 from .yamlsource import load_yaml
 
 SHELL_KINDS = ("ssh", "local", "talosctl")
-EXPRESSION_ATTRS = ("when", "check", "foreach")
+EXPRESSION_ATTRS = ("when", "check", "foreach", "until")
 _SCALARS = (str, int, float, bool)
 
 
@@ -57,11 +58,20 @@ def _plain_value(value: Any) -> str:
     return str(value)
 
 
+def exists(path: str) -> bool:
+    """Template function: whether a file or folder exists on this machine (``~`` expanded).
+
+    For guards on local artefacts: ``check: "exists(talos_config_dir ~ '/secrets.yaml')"``.
+    """
+    return os.path.exists(os.path.expanduser(str(path)))
+
+
 def _environment(finalize: Any) -> SandboxedEnvironment:
     env = SandboxedEnvironment(undefined=StrictUndefined, finalize=finalize, keep_trailing_newline=True,
                                autoescape=False)
     env.filters["raw"] = lambda value: ShellRaw(_plain_value(value))
     env.filters["quote"] = lambda value: shlex.quote(_plain_value(value))
+    env.globals["exists"] = exists
     return env
 
 

@@ -248,7 +248,7 @@ class Runner:
         assert self.executor is not None
         self._record("step_started", step.id, key, entry.action)
         self.on_event("start", entry)
-        retries = int(step.attrs.get("retries", 0))
+        retries = 0 if "until" in step.attrs else int(step.attrs.get("retries", 0))
         started = time.monotonic()
         attempt = 0
         while True:
@@ -268,11 +268,39 @@ class Runner:
         if "extract" in step.attrs:
             output = apply_extract(str(step.attrs["extract"]), output, self.renderer.context.get("params", {}),
                                    self.runbook.file, step)
+        if "until" in step.attrs:
+            output = self._until(step, action, entry, output, started)
         entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
         entry.reason = result.summary
         self._record("step_finished", step.id, key, output, entry.duration)
         self._add(entry)
         return output
+
+
+    def _until(self, step: Step, action: Action, entry: PlanEntry, output: Any, started: float) -> Any:
+        """Repeat a read-only step until its ``until`` expression holds over ``result``."""
+        attempts = int(step.attrs.get("retries", 30))
+        delay = float(step.attrs.get("delay", 2))
+        local = {"result": output}
+        for attempt in range(attempts + 1):
+            local["result"] = output
+            if self.renderer.truth(step, "until", local):
+                return output
+            if attempt == attempts:
+                break
+            self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {attempt + 1})"))
+            time.sleep(delay)
+            result = self.executor.execute(action, lambda text: None)  # type: ignore[union-attr]
+            output = result.data
+            if "extract" in step.attrs:
+                output = apply_extract(str(step.attrs["extract"]), output, self.renderer.context.get("params", {}),
+                                       self.runbook.file, step)
+        message = (f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
+                   f"{step.attrs['until']} is still false (last result: {str(output)[:200]})")
+        entry.status, entry.error, entry.duration = "failed", message, time.monotonic() - started
+        self._record("step_failed", step.id, entry.item_key, message, entry.duration)
+        self._add(entry)
+        raise StepError(entry, message)
 
 
 def action_is_mutating(action: Action) -> bool:

@@ -111,3 +111,10 @@ def test_shlex_quote_is_what_the_shell_sees() -> None:
     value = "it's"
     step = step_of("```local\necho {{ v }}\n```\n")
     assert renderer(v=value).action(step, {}).script == f"echo {shlex.quote(value)}\n"
+
+
+def test_exists_checks_local_paths_for_guards(tmp_path) -> None:
+    (tmp_path / "secrets.yaml").write_text("x")
+    step = step_of("```local {check: \"exists(d ~ '/secrets.yaml')\"}\ntrue\n```\n")
+    assert renderer(d=str(tmp_path)).truth(step, "check", {})
+    assert not renderer(d=str(tmp_path / "nope")).truth(step, "check", {})
