@@ -193,6 +193,10 @@ class Runner:
             entry.status, entry.reason, entry.output = "succeeded", "finished in an earlier attempt", self.done[(step.id, key)]
             self._add(entry)
             return entry.output
+        if "until" in step.attrs and not reads_only(step):
+            raise InputError(Problem(self.runbook.file, step.line, "attributes.until",
+                                     "until repeats the step, so it is only for steps that change nothing: "
+                                     "an API GET, or a step marked readonly: true"))
         pending_condition = ""
         try:
             if "when" in step.attrs and not self.renderer.truth(step, "when", local):

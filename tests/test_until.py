@@ -49,3 +49,10 @@ def test_until_gives_up_with_the_last_result() -> None:
     with pytest.raises(StepError, match=r"gave up after 2 attempts .*still false \(last result: stopped\)"):
         run("```api {id: s, until: 'result == \"never\"', retries: 1, delay: 0.01, extract: '.status'}\n"
             "GET /nodes/pve01/qemu/100/status/current\n```\n", executor)
+
+
+def test_until_on_a_step_that_changes_things_is_refused() -> None:
+    from engine.problems import InputError
+
+    with pytest.raises(InputError, match="until repeats the step, so it is only for steps that change nothing"):
+        run("```api {id: s, until: 'result'}\nPOST /nodes/pve01/qemu/100/status/start\n```\n", Counting())
