@@ -35,6 +35,7 @@ class ShellCommand:
     node: str | None = None
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)  # never secrets; see Secret handling in executors
+    token_env: str | None = None  # hand the API token to the command in this variable, at the moment of use
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .actions import Action, ApiRequest, HttpRequest, Result, ShellCommand, StepFailed, TalosctlCommand
-from .credentials import TokenSource
+from .credentials import CredentialError, TokenSource
+from .secrets import Secret
 
 
 class Dispatcher:
@@ -23,6 +24,7 @@ class Dispatcher:
         self._home = home_root
         self._env = env
         self._api_factory = api_factory
+        self.token_source: Any = None  # set by simulation; else the config's pass entry or environment
         self._made: dict[str, Any] = {}
         self.warnings: list[str] = []
 
@@ -39,8 +41,7 @@ class Dispatcher:
                 from .executors.api import ApiExecutor, ApiSetupError
 
                 try:
-                    executor = ApiExecutor.from_config(self._config, TokenSource(dict(self._config), self._env),
-                                                       base_dir=self._home)
+                    executor = ApiExecutor.from_config(self._config, self._token_source(), base_dir=self._home)
                 except ApiSetupError as exc:
                     raise StepFailed(str(exc), sent=False) from None
             self.warnings.extend(executor.warnings)
@@ -71,6 +72,8 @@ class Dispatcher:
         if isinstance(action, ApiRequest):
             return self._get("api").call(action, progress)
         if isinstance(action, ShellCommand):
+            if action.token_env:
+                return self._get("local").run(action, progress, secret_env={action.token_env: self._token_value()})
             return self._get("ssh" if action.node else "local").run(action, progress)
         if isinstance(action, TalosctlCommand):
             if action.cwd:
@@ -80,6 +83,17 @@ class Dispatcher:
         if isinstance(action, HttpRequest):
             return self._get("http").request(action, progress)
         raise TypeError(f"no executor for {type(action).__name__}")
+
+    def _token_value(self) -> Secret:
+        """The API token as ``user@realm!tokenid=secret`` (the form Ansible's PROXMOX_API_TOKEN takes)."""
+        try:
+            token = self._token_source().get()
+        except CredentialError as exc:
+            raise StepFailed(f"cannot get the Proxmox VE API token for the command: {exc}", sent=False) from None
+        return Secret(f"{token.token_id}={token.secret.reveal()}")
+
+    def _token_source(self) -> Any:
+        return self.token_source or TokenSource(dict(self._config), self._env)
 
     def close(self) -> None:
         for executor in self._made.values():

@@ -229,7 +229,7 @@ class Renderer:
         if step.kind in ("ssh", "local"):
             script = self.text(step, step.body, local, shell=True, line=step.body_line, field="body")
             return ShellCommand(script, node=(node or self._first_node()) if step.kind == "ssh" else None,
-                                timeout=timeout)
+                                timeout=timeout, token_env=step.attrs.get("api_token_env"))
         if step.kind == "talosctl":
             text = self.text(step, step.body, local, shell=True, line=step.body_line, field="body")
             try:

@@ -196,3 +196,12 @@ def test_a_live_run_holds_the_profile_lock(cluster: LiveCluster) -> None:
     finally:
         first.kill()
         first.communicate()
+
+
+def test_a_local_command_gets_the_token_in_its_environment_only(cluster: LiveCluster) -> None:
+    import hashlib
+
+    result = cluster.run("run", "e2e-token-env", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    digest = report(result)["steps"][0]["output"]["stdout"].strip()
+    assert digest == hashlib.sha256(f"{TOKEN_ID}={SECRET}".encode()).hexdigest()
