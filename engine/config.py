@@ -1,7 +1,8 @@
 """``cluster-config.yaml``: the cluster, how to reach and trust it, and its conventions.
 
 Loading checks the file against its schema and then the rules a schema cannot state (unique node
-names, sane VMID ranges). The secret itself never lives here: only where to fetch it.
+names, sane VMID ranges, one way to trust every node's certificate). The secret itself never lives
+here: only where to fetch it.
 """
 
 from __future__ import annotations
@@ -85,12 +86,60 @@ def config_problems(doc: YamlDoc) -> list[Problem]:
         problems.append(doc.problem(("vmid_ranges", "vms"),
                                     f"the VM range {v['min']}-{v['max']} overlaps the template range "
                                     f"{t['min']}-{t['max']}; templates and VMs must never share VMIDs"))
-    tls = data["tls"]
-    if tls.get("insecure") is False and not (tls.get("ca_file") or tls.get("fingerprint")):
-        problems.append(doc.problem(("tls",), "insecure: false says to verify the nodes' certificate, but not how: "
-                                              "add ca_file (the cluster CA, /etc/pve/pve-root-ca.pem on a node) "
-                                              "or fingerprint (SHA-256 of the node certificate)"))
-    if tls.get("insecure") and (tls.get("ca_file") or tls.get("fingerprint")):
-        problems.append(doc.problem(("tls", "insecure"), "insecure: true together with ca_file/fingerprint is "
-                                                         "contradictory; remove insecure to verify the certificate"))
+    problems += _tls_problems(doc, data)
     return problems
+
+
+def _tls_problems(doc: YamlDoc, data: dict[str, Any]) -> list[Problem]:
+    """The ``tls`` section and the nodes' own fingerprints must say exactly one way to trust the nodes.
+
+    Pinning (``tls.fingerprint`` or a node's ``fingerprint``) covers every node or none: a node
+    left out would have nothing to check its certificate against. ``ca_file`` together with a
+    fingerprint is refused rather than one silently winning: whoever wrote both may believe both
+    are checked, and a refusal is the simpler rule to state and to trust.
+    """
+    tls = data["tls"]
+    nodes = data["cluster"]["nodes"]
+    own = [str(node["name"]) for node in nodes if node.get("fingerprint")]
+    pinned = bool(tls.get("fingerprint")) or bool(own)
+    pins = _pins_named(bool(tls.get("fingerprint")), own)
+    if tls.get("insecure") is True:
+        if not (tls.get("ca_file") or pinned):
+            return []
+        what = (f"ca_file and {pins}" if tls.get("ca_file") else pins) if own else "ca_file/fingerprint"
+        return [doc.problem(("tls", "insecure"), f"insecure: true together with {what} is contradictory; "
+                                                 "remove insecure to verify the certificate")]
+    if tls.get("ca_file") and pinned:
+        return [doc.problem(("tls", "ca_file"),
+                            f"ca_file and {pins} are both given, but a node's certificate is checked one way "
+                            "only: remove ca_file to pin every node by its fingerprint, or remove the "
+                            "fingerprint(s) to verify every node with the cluster CA")]
+    if pinned and not tls.get("fingerprint"):
+        pinned_by_own = f"node {own[0]} is pinned by its own" if len(own) == 1 else \
+            f"nodes {', '.join(own)} are pinned by their own"
+        return [doc.problem(("cluster", "nodes", index),
+                            f"node {node['name']} has no fingerprint, while {pinned_by_own}: when pinning, every "
+                            f"node needs one. Add fingerprint: to {node['name']} (on that node: 'openssl x509 "
+                            "-noout -fingerprint -sha256 -in /etc/pve/local/pve-ssl.pem'), or set tls.fingerprint "
+                            "for the nodes without one of their own")
+                for index, node in enumerate(nodes) if not node.get("fingerprint")]
+    if pinned or tls.get("ca_file"):
+        return []
+    if tls.get("insecure") is False:
+        return [doc.problem(("tls",), "insecure: false says to verify the nodes' certificate, but not how: "
+                                      "add ca_file (the cluster CA, /etc/pve/pve-root-ca.pem on a node) "
+                                      "or fingerprint (SHA-256 of the node certificate)")]
+    return [doc.problem(("tls",), "say how to verify the nodes' certificate: ca_file (the cluster CA, "
+                                  "/etc/pve/pve-root-ca.pem on a node), fingerprint (SHA-256 of the node "
+                                  "certificate), or insecure: true")]
+
+
+def _pins_named(cluster_wide: bool, own: list[str]) -> str:
+    """``tls.fingerprint`` and/or ``the fingerprint of node pve01`` / ``the fingerprints of nodes pve01, pve02``."""
+    named = []
+    if cluster_wide:
+        named.append("tls.fingerprint")
+    if own:
+        named.append(f"the fingerprint of node {own[0]}" if len(own) == 1 else
+                     f"the fingerprints of nodes {', '.join(own)}")
+    return " and ".join(named)

@@ -7,8 +7,10 @@ so httpx's and httpcore's own logging is covered).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import re
 import ssl
 import time
 import traceback
@@ -20,11 +22,15 @@ import httpx
 import pytest
 
 from engine.actions import ApiRequest, StepFailed
+from engine.config import config_problems
 from engine.credentials import DEFAULT_TOKEN_ENV, ApiToken, TokenSource
-from engine.executors.api import (ApiExecutor, ApiSetupError, PollPolicy, _http_failure, encode_params,
+from engine.executors.api import (ApiExecutor, ApiSetupError, PinnedCert, PollPolicy, _http_failure, encode_params,
                                   pinned_context)
 from engine.secrets import Secret
-from tests.support.fakepve_server import TOKEN_ID, FakePveServer, closed_port_url
+from engine.yamlsource import load_yaml
+from fakepve.certs import make_cert
+from tests.support.fakepve_server import (EXTRA_HOSTS, HOST, TOKEN_ID, FakePveServer, closed_port_url,
+                                         colon_fingerprint)
 from tests.support.passstore import PassStore, create_pass_store
 
 SECRET = "sekret-5f1d2c7a-91e0-4c8b-a6d3-0e2f4b6c8d10"
@@ -427,6 +433,198 @@ def test_insecure_works_and_warns(server: FakePveServer, pass_env: dict[str, str
         assert api.call(ApiRequest("GET", "/nodes")).requests == 1
     assert len(api.warnings) == 1 and "TLS certificate verification is off" in api.warnings[0]
     assert any(r.levelno == logging.WARNING and "verification is off" in r.getMessage() for r in all_logs.records)
+
+
+# ------------------------------------------------------------------ one certificate per node
+
+
+class OwnCertNode:
+    """The fake served on one more port with a certificate of its own, as each real PVE node has one.
+
+    All such nodes share the fake's cluster state (a clone made through one is seen through the
+    other) but each presents a different certificate, so each needs its own fingerprint. ``down()``
+    makes the node refuse new connections and drops its open ones, like a node that just died.
+    """
+
+    def __init__(self, server: FakePveServer, workdir: Path, host: str = HOST):
+        workdir.mkdir()
+        certfile, keyfile, der = make_cert(str(workdir), name="node", hosts=(host,))
+        self.fingerprint = colon_fingerprint(der)
+        self.host = host
+        self._server = server
+        self._handlers: list[Any] = []
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certfile, keyfile)
+
+        async def listen() -> asyncio.Server:
+            factory = server.pve.runner.server
+
+            def handler() -> Any:
+                made = factory()
+                self._handlers.append(made)
+                return made
+            return await asyncio.get_running_loop().create_server(handler, host, 0, ssl=context)
+        self._listener = server.call(listen())
+        self.port = int(self._listener.sockets[0].getsockname()[1])
+        self.url = f"https://{host}:{self.port}"
+
+    def down(self) -> None:
+        async def close() -> None:
+            self._listener.close()
+            for handler in self._handlers:
+                if handler.transport is not None:
+                    handler.transport.close()
+        self._server.call(close())
+
+    def __enter__(self) -> OwnCertNode:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.down()
+
+
+def node_config(*nodes: tuple[str, OwnCertNode | FakePveServer, str | None],
+                tls: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A cluster config whose nodes are ``(name, where it is served, its own fingerprint or None)``."""
+    config = cluster_config(8006, tls=tls)
+    config["cluster"]["nodes"] = [{"name": name, "host": where.host, "port": where.port,
+                                   **({"fingerprint": own} if own else {})} for name, where, own in nodes]
+    return config
+
+
+def answered_by(logs: Logs) -> str:
+    """The node that answered the last request, from the executor's own DEBUG line."""
+    lines = [r.getMessage() for r in logs.records if r.name == "runbook.api" and " in " in r.getMessage()]
+    return lines[-1].split(" on ")[1].split(":")[0]
+
+
+def test_each_node_is_pinned_by_its_own_fingerprint(tmp_path: Path, server: FakePveServer,
+                                                    pass_env: dict[str, str], all_logs: Logs) -> None:
+    with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
+        assert len({one.fingerprint, two.fingerprint, server.fingerprint}) == 3
+        config = node_config(("pve01", one, one.fingerprint), ("pve02", two, two.fingerprint.lower()))
+        with ApiExecutor.from_config(config, tokens(pass_env), poll=FAST) as api:
+            api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01"))
+            assert answered_by(all_logs) == "pve01"
+            clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve02"))
+            assert answered_by(all_logs) == "pve02"
+            assert clone.data["exitstatus"] == "OK" and server.pve.vm(1001) is not None
+            assert api.warnings == []
+
+
+def test_failover_goes_to_a_node_pinned_by_its_own_fingerprint(tmp_path: Path, server: FakePveServer,
+                                                               pass_env: dict[str, str], all_logs: Logs) -> None:
+    with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
+        config = node_config(("pve01", one, one.fingerprint), ("pve02", two, two.fingerprint))
+        with ApiExecutor.from_config(config, tokens(pass_env), poll=FAST) as api:
+            assert api.call(ApiRequest("GET", "/nodes")).requests == 1
+            assert answered_by(all_logs) == "pve01"  # pinned and in use: its connection is open
+            one.down()
+            clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
+            assert answered_by(all_logs) == "pve02"
+            assert clone.data["exitstatus"] == "OK" and clone.requests == 3  # refused on pve01, POST, poll
+            assert len(clone_requests(server)) == 1 and server.pve.vm(1001) is not None
+            # pve01 is known to be down now: the next call goes straight to pve02, on its pinned connection.
+            assert api.call(ApiRequest("GET", "/nodes/pve01/qemu/1001/config", node="pve01")).requests == 1
+            assert answered_by(all_logs) == "pve02"
+
+
+def test_node_whose_own_fingerprint_is_wrong_fails_naming_that_node(tmp_path: Path, server: FakePveServer,
+                                                                    pass_env: dict[str, str],
+                                                                    all_logs: Logs) -> None:
+    with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
+        # pve02 is given pve01's fingerprint, as a copy-paste slip would.
+        config = node_config(("pve01", one, one.fingerprint), ("pve02", two, one.fingerprint))
+        with ApiExecutor.from_config(config, tokens(pass_env)) as api:
+            api.call(ApiRequest("GET", "/nodes"))
+            before = len(server.pve.requests)
+            exc = fails(api, ApiRequest("GET", "/nodes/pve02/qemu", node="pve02"), all_logs)
+            assert len(server.pve.requests) == before  # the token never went to pve02
+            assert api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01")).requests == 1  # pve01 unaffected
+    assert exc.message.startswith(f"the certificate of node pve02 ({two.url}) has SHA-256 fingerprint "
+                                  f"{two.fingerprint}, but the fingerprint of node pve02 (cluster.nodes) in "
+                                  f"cluster-config.yaml is {one.fingerprint}. Nothing was sent.")
+    assert "`pvenode cert info` on pve02" in exc.message and not exc.sent and not exc.retryable
+
+
+def test_cluster_wide_fingerprint_pins_the_nodes_without_their_own(tmp_path: Path, server: FakePveServer,
+                                                                   pass_env: dict[str, str], all_logs: Logs) -> None:
+    with OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
+        # One tls.fingerprint for a cluster whose nodes have different certificates: pve02 is refused.
+        single = node_config(("pve01", server, None), ("pve02", two, None), tls={"fingerprint": server.fingerprint})
+        with ApiExecutor.from_config(single, tokens(pass_env)) as api:
+            api.call(ApiRequest("GET", "/nodes", node="pve01"))
+            exc = fails(api, ApiRequest("GET", "/nodes", node="pve02"), all_logs)
+        assert f"node pve02 ({two.url}) has SHA-256 fingerprint {two.fingerprint}, but tls.fingerprint in " \
+            f"cluster-config.yaml is {server.fingerprint}" in exc.message and not exc.sent
+        # pve02's own fingerprint fixes it; pve01 stays pinned by tls.fingerprint.
+        mixed = node_config(("pve01", server, None), ("pve02", two, two.fingerprint),
+                            tls={"fingerprint": server.fingerprint})
+        with ApiExecutor.from_config(mixed, tokens(pass_env)) as api:
+            api.call(ApiRequest("GET", "/nodes", node="pve01"))
+            assert answered_by(all_logs) == "pve01"
+            api.call(ApiRequest("GET", "/nodes", node="pve02"))
+            assert answered_by(all_logs) == "pve02"
+
+
+def test_config_with_a_fingerprint_per_node_validates_and_connects(tmp_path: Path, server: FakePveServer,
+                                                                   pass_env: dict[str, str],
+                                                                   all_logs: Logs) -> None:
+    """From cluster-config.yaml text: ``tls: {}`` is enough when every node has its own fingerprint."""
+    with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
+        text = f"""\
+cluster:
+  name: lab
+  nodes:
+    - {{name: pve01, host: {one.host}, port: {one.port}, fingerprint: "{one.fingerprint}"}}
+    - {{name: pve02, host: {two.host}, port: {two.port}, fingerprint: "{two.fingerprint}"}}
+credentials: {{pass_path: {ENTRY}, ssh_user: root}}
+tls: {{}}
+defaults: {{storage: local-lvm, bios: ovmf, cpu: host, network_bridge: vmbr0, scsi_controller: virtio-scsi-single,
+           guest_agent: true}}
+vmid_ranges: {{templates: {{min: 100, max: 199}}, vms: {{min: 1000, max: 1999}}}}
+"""
+        doc = load_yaml(text, "cluster-config.yaml")
+        assert config_problems(doc) == []
+        with ApiExecutor.from_config(doc.data, tokens(pass_env)) as api:
+            for node in ("pve01", "pve02"):
+                api.call(ApiRequest("GET", "/version", node=node))
+                assert answered_by(all_logs) == node
+        # Take pve02's fingerprint away: pinning covers every node or none, and the problem names pve02.
+        doc = load_yaml(text.replace(f', fingerprint: "{two.fingerprint}"', ""), "cluster-config.yaml")
+        assert [str(p) for p in config_problems(doc)] == [
+            "cluster-config.yaml:5: cluster.nodes[1]: node pve02 has no fingerprint, while node pve01 is pinned by "
+            "its own: when pinning, every node needs one. Add fingerprint: to pve02 (on that node: 'openssl x509 "
+            "-noout -fingerprint -sha256 -in /etc/pve/local/pve-ssl.pem'), or set tls.fingerprint for the nodes "
+            "without one of their own"]
+
+
+@pytest.mark.parametrize(("nodes", "tls", "message"), [
+    ([None, None], {"fingerprint": "AB:" * 31 + "AB", "ca_file": "ca.pem"},
+     "tls.ca_file and a fingerprint are both given in cluster-config.yaml, but a node's certificate is checked "
+     "one way only"),
+    (["AB:" * 31 + "AB", None], {"ca_file": "ca.pem"}, "tls.ca_file and a fingerprint are both given"),
+    (["AB:" * 31 + "AB", None], {}, "node pve02 has no fingerprint in cluster-config.yaml, while other nodes are "
+                                    "pinned by their own: add fingerprint: to pve02"),
+    (["AB:" * 31 + "AB", "CD:" * 31 + "CD"], {"insecure": True}, "tls.insecure: true together with ca_file or a "
+                                                                 "fingerprint in cluster-config.yaml is contradictory"),
+], ids=["ca-file-and-tls-fingerprint", "ca-file-and-node-fingerprint", "node-without-fingerprint",
+        "insecure-and-node-fingerprints"])
+def test_unclear_trust_is_a_setup_error(nodes: list[str | None], tls: dict[str, Any], message: str,
+                                        pass_env: dict[str, str]) -> None:
+    """What the config check refuses, the executor refuses too, should an unchecked config reach it."""
+    config = cluster_config(8006, 8007, tls=tls)
+    for node, own in zip(config["cluster"]["nodes"], nodes):
+        if own:
+            node["fingerprint"] = own
+    with pytest.raises(ApiSetupError, match=re.escape(message)):
+        ApiExecutor.from_config(config, tokens(pass_env))
+
+
+def test_per_node_verification_must_cover_every_endpoint(pass_env: dict[str, str]) -> None:
+    with pytest.raises(ApiSetupError, match="no way to check the certificate of node[(]s[)] pve02"):
+        ApiExecutor([("pve01", "https://127.0.0.1:8006"), ("pve02", "https://127.0.0.2:8006")], tokens(pass_env),
+                    {"pve01": PinnedCert("AB:" * 31 + "AB")})
 
 
 # ------------------------------------------------------------------ where the token comes from

@@ -9,7 +9,10 @@ What decides the design is what an operator must be able to trust afterwards:
   saying it may or may not have happened.
 - The node's certificate is checked before the token is ever sent: a CA (hostname checked), or a
   pinned SHA-256 fingerprint compared before the first authenticated request, after which only
-  that exact certificate is trusted. ``tls.insecure`` works but warns on every run.
+  that exact certificate is trusted. Each PVE node has its own certificate, so a node's own
+  ``fingerprint`` pins it, and ``tls.fingerprint`` pins the nodes without one. A CA and a pin are
+  never combined: the config refuses both at once rather than let one silently win.
+  ``tls.insecure`` works but warns on every run.
 - The API token is fetched once per call (never kept between calls), sent only in the
   ``Authorization`` header, and scrubbed from every message and result as a last line of defence.
 - Tasks (a UPID answer) are waited for with adaptive polling, and a failed task's message holds
@@ -74,9 +77,13 @@ class PollPolicy:
 
 @dataclass(frozen=True)
 class PinnedCert:
-    """Trust exactly the certificate whose SHA-256 is ``fingerprint`` (colon form, as PVE shows it)."""
+    """Trust exactly the certificate whose SHA-256 is ``fingerprint`` (colon form, as PVE shows it).
+
+    ``field`` says where cluster-config.yaml sets it, so a mismatch names what to check and update.
+    """
 
     fingerprint: str
+    field: str = "tls.fingerprint"
 
 
 Verify = ssl.SSLContext | PinnedCert | Literal[False]
@@ -114,13 +121,15 @@ class ApiExecutor:
     """Sends ``ApiRequest``s to a PVE cluster, one keep-alive connection pool per node.
 
     ``endpoints`` are ``(node name, base URL)`` pairs, e.g. ``("pve01", "https://pve01:8006")``,
-    tried in order. ``timeout`` bounds each HTTP request (``connect_timeout`` its connection);
+    tried in order. ``verify`` checks every node's certificate, or maps each node name to its own
+    check (a pin per node). ``timeout`` bounds each HTTP request (``connect_timeout`` its connection);
     ``retries`` is how many more times an idempotent request is sent after it got no answer, with
     jittered exponential pauses starting at ``backoff`` seconds. ``warnings`` lists what the
     operator must be told on every run (insecure TLS).
     """
 
-    def __init__(self, endpoints: Sequence[tuple[str, str]], token_source: TokenSource, verify: Verify, *,
+    def __init__(self, endpoints: Sequence[tuple[str, str]], token_source: TokenSource,
+                 verify: Verify | Mapping[str, Verify], *,
                  timeout: float = 30.0, connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
                  poll: PollPolicy = PollPolicy()):
         if not endpoints:
@@ -133,45 +142,67 @@ class ApiExecutor:
         self.poll = poll
         self.warnings: list[str] = []
         self._tokens = token_source
-        self._verify = verify
+        if isinstance(verify, Mapping):
+            unchecked = [name for name, _ in self.endpoints if name not in verify]
+            if unchecked:
+                raise ApiSetupError(f"no way to check the certificate of node(s) {', '.join(unchecked)}: give each "
+                                    f"node a fingerprint in cluster-config.yaml, or set tls.fingerprint")
+            self._verify: dict[str, Verify] = {name: verify[name] for name, _ in self.endpoints}
+        else:
+            self._verify = {name: verify for name, _ in self.endpoints}
         self._clients: dict[str, httpx.Client] = {}
         self._last_good: str | None = None
         self._down: set[str] = set()
         self._random = random.Random()
-        if verify is False:
+        if any(check is False for check in self._verify.values()):
             self._warn("TLS certificate verification is off (tls.insecure: true): anyone on the network path to "
                        "the nodes can read the API token and change what runbook does. Set tls.ca_file to the "
-                       "cluster CA (/etc/pve/pve-root-ca.pem on any node) or tls.fingerprint instead.")
+                       "cluster CA (/etc/pve/pve-root-ca.pem on any node), or give each node the fingerprint of its "
+                       "certificate, instead.")
 
     @classmethod
     def from_config(cls, config_data: Mapping[str, Any], token_source: TokenSource, *,
                     base_dir: Path | None = None, **options: Any) -> ApiExecutor:
         """The executor for a validated cluster config: its nodes as endpoints, its ``tls`` as verification.
 
-        A relative ``tls.ca_file`` is taken from ``base_dir`` (the runbook home), else the current
-        folder. ``options`` are the constructor's keyword arguments.
+        With pinning, each node is pinned by its own ``fingerprint`` when it has one, else by
+        ``tls.fingerprint``. A relative ``tls.ca_file`` is taken from ``base_dir`` (the runbook
+        home), else the current folder. ``options`` are the constructor's keyword arguments.
+        The combinations the config check refuses (see ``engine.config``) are refused here too.
         """
+        nodes = config_data["cluster"]["nodes"]
         endpoints = [(str(node["name"]), _base_url(str(node["host"]), int(node.get("port", DEFAULT_PORT))))
-                     for node in config_data["cluster"]["nodes"]]
+                     for node in nodes]
         tls = config_data["tls"]
-        notes: list[str] = []
-        verify: Verify
+        own = {str(node["name"]): str(node["fingerprint"]) for node in nodes if node.get("fingerprint")}
+        pinned = bool(tls.get("fingerprint") or own)
+        verify: Verify | dict[str, Verify]
         if tls.get("insecure"):
+            if pinned or tls.get("ca_file"):
+                raise ApiSetupError("tls.insecure: true together with ca_file or a fingerprint in cluster-config.yaml "
+                                    "is contradictory; remove insecure to verify the certificates")
             verify = False
-        elif tls.get("fingerprint"):
-            verify = PinnedCert(str(tls["fingerprint"]))
+        elif pinned:
             if tls.get("ca_file"):
-                notes.append("tls.ca_file is not used: tls.fingerprint pins the exact certificate, which is the "
-                             "stricter check. Remove one of them from cluster-config.yaml.")
+                raise ApiSetupError("tls.ca_file and a fingerprint are both given in cluster-config.yaml, but a "
+                                    "node's certificate is checked one way only: remove ca_file to pin every node "
+                                    "by its fingerprint, or remove the fingerprint(s) to verify with the cluster CA")
+            verify = {}
+            for name, _ in endpoints:
+                if name in own:
+                    verify[name] = PinnedCert(own[name], f"the fingerprint of node {name} (cluster.nodes)")
+                elif tls.get("fingerprint"):
+                    verify[name] = PinnedCert(str(tls["fingerprint"]))
+                else:
+                    raise ApiSetupError(f"node {name} has no fingerprint in cluster-config.yaml, while other nodes "
+                                        f"are pinned by their own: add fingerprint: to {name}, or set "
+                                        f"tls.fingerprint for the nodes without one of their own")
         elif tls.get("ca_file"):
             verify = _ca_context(Path(str(tls["ca_file"])).expanduser(), base_dir)
         else:
             raise ApiSetupError("tls in cluster-config.yaml says neither ca_file nor fingerprint: set one so the "
                                 "nodes' certificate can be verified")
-        executor = cls(endpoints, token_source, verify, **options)
-        for note in notes:
-            executor._warn(note)
-        return executor
+        return cls(endpoints, token_source, verify, **options)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -297,7 +328,7 @@ class ApiExecutor:
         """The node's connection pool, made on first use; with pinning, only after the certificate matched."""
         client = self._clients.get(name)
         if client is None:
-            verify = self._verify
+            verify = self._verify[name]
             if isinstance(verify, PinnedCert):
                 verify = self._pin(name, base, verify)
             # trust_env off: the endpoint and the trust are exactly what cluster-config.yaml says,
@@ -317,10 +348,10 @@ class ApiExecutor:
         actual = colon_fingerprint(der)
         if _hex(actual) != _hex(pin.fingerprint):
             raise StepFailed(
-                f"the certificate of node {name} ({base}) has SHA-256 fingerprint {actual}, but tls.fingerprint in "
+                f"the certificate of node {name} ({base}) has SHA-256 fingerprint {actual}, but {pin.field} in "
                 f"cluster-config.yaml is {pin.fingerprint.upper()}. Nothing was sent. Either the node's certificate "
                 f"changed (renewed, or another node answers at that address) or something is intercepting the "
-                f"connection. Compare with `pvenode cert info` on the node, and update tls.fingerprint only once "
+                f"connection. Compare with `pvenode cert info` on {name}, and update {pin.field} only once "
                 f"you have confirmed the new value there.", sent=False)
         return pinned_context(der)
 
@@ -509,8 +540,9 @@ def _describe(exc: httpx.TransportError) -> str:
 def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, str]]) -> StepFailed:
     lines = "\n".join(f"  - {name} ({base}): {why}" for name, base, why in unreachable)
     tls = any(why.startswith("TLS certificate does not verify") for _, _, why in unreachable)
-    advice = ("Check tls.ca_file / tls.fingerprint in cluster-config.yaml (the cluster CA is /etc/pve/pve-root-ca.pem "
-              "on any node) and that the node names in the certificate match the hosts configured."
+    advice = ("Check tls.ca_file / tls.fingerprint and the nodes' own fingerprints in cluster-config.yaml (the "
+              "cluster CA is /etc/pve/pve-root-ca.pem on any node) and that the node names in the certificate match "
+              "the hosts configured."
               if tls else
               "Check that pveproxy runs on the nodes (systemctl status pveproxy) and that port 8006 is reachable "
               "from here (firewall, VPN, host names in cluster-config.yaml).")
