@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -280,9 +281,11 @@ class _Approver:
         self.who: str | None = None
 
     def approve(self, entry: Any) -> bool:
+        from .journal import current_who
+
         keys = {entry.step_id, f"{entry.step_id}[{entry.item_key}]"}
         if self.yes or keys & self.ids:
-            self.who = "--yes" if self.yes else "--approve"
+            self.who = f"{current_who()} via {'--yes' if self.yes else '--approve'}"
             return True
         if not self.interactive:
             return False
@@ -290,8 +293,13 @@ class _Approver:
                    f"({'; '.join(entry.gate_reasons)})", err=True)
         for line in entry.display.splitlines():
             click.echo(f"    | {line}", err=True)
-        self.who = "terminal"
-        return click.confirm("Run this step?", default=False, err=True)
+        self.who = f"{current_who()} at the terminal"
+        try:
+            return click.confirm("Run this step?", default=False, err=True)
+        except (click.Abort, EOFError, KeyboardInterrupt):
+            # End of input or Ctrl-C at the question is a "no": stop before the gate, resumably.
+            click.echo("", err=True)
+            return False
 
 
 def _params(items: tuple[str, ...]) -> dict[str, str]:
@@ -329,9 +337,11 @@ def _finish(outcome: Any, as_json: bool) -> None:
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: the plan (dry-run); else JSON lines, one per event, the last one the report.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="With --dry-run: also write the plan as one self-contained HTML page for review.")
 @click.pass_context
 def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
-            offline: bool, yes: bool, approve: tuple[str, ...], as_json: bool) -> None:
+            offline: bool, yes: bool, approve: tuple[str, ...], as_json: bool, html_path: Path | None) -> None:
     """Run runbook NAME against the cluster (with --dry-run: show what it would do).
 
     Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
@@ -343,6 +353,9 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
 
     if offline and not dry_run:
         _fail("--offline only makes sense with --dry-run", exitcodes.USAGE)
+    if html_path and not dry_run:
+        _fail("--html only works with --dry-run; for a run, write its page afterwards: "
+              "runbook runs show RUN_ID --html PATH", exitcodes.USAGE)
     home = _home(ctx)
     given = _params(params)
     config = _config_or_fail(home)
@@ -354,6 +367,12 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
             outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
             for warning in outcome.warnings:
                 click.echo(f"warning: {warning}", err=True)
+            if html_path and outcome.session is not None:
+                from .htmlreport import plan_view
+
+                stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
+                _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline,
+                                                         outcome=stopped))
             if outcome.session is not None and outcome.status == "planned":
                 if as_json:
                     _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
@@ -370,6 +389,16 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
         _fail(exc.problems, exitcodes.PROBLEMS)
     finally:
         dispatcher.close()
+
+
+def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
+    from .htmlreport import write_html
+
+    try:
+        write_html(path, make_view())
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}", exitcodes.USAGE)
+    click.echo(f"wrote {path}", err=True)
 
 
 @main.command("resume")
@@ -436,8 +465,10 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
 @runs_cmd.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
+              help="Also write the run as one self-contained HTML page (steps in the runbook's prose).")
 @click.pass_context
-def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Path | None) -> None:
     """Show one run: its inputs, and each step's outcome, duration and error."""
     from .journal import JournalError, load_run
 
@@ -446,6 +477,10 @@ def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
         run = load_run(home.state_dir, run_id)
     except JournalError as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
+    if html_path:
+        from .htmlreport import run_view
+
+        _write_html(html_path, lambda: run_view(home, run))
     state = run.state
     if as_json:
         _emit_json({"meta": run.meta.as_dict(), "status": state.status, "warnings": run.warnings,

@@ -196,6 +196,11 @@ def test_a_live_run_holds_the_profile_lock(cluster: LiveCluster) -> None:
     finally:
         first.kill()
         first.communicate()
+        for call in cluster.talos.calls():  # the hung talosctl runs in its own process group
+            try:
+                os.killpg(call["pid"], signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def test_a_local_command_gets_the_token_in_its_environment_only(cluster: LiveCluster) -> None:
