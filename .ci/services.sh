@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real system tools the test-suite drives (OpenSSH server/client,
-# `pass`, GnuPG).  Idempotent: when everything is already present it only
+# `pass`, GnuPG, and headless Chromium with a font for the HTML report's
+# browser test).  Idempotent: when everything is already present it only
 # prints one line and exits, so CI can call it unconditionally.
 #
 # It deliberately does NOT start any service: tests start their own throw-away
@@ -8,7 +9,7 @@
 # (tests/support/passstore.py), so nothing global is left running.
 set -euo pipefail
 
-PACKAGES=(openssh-server openssh-client pass gnupg)
+PACKAGES=(openssh-server openssh-client pass gnupg chromium fonts-dejavu-core)
 
 if [[ "$(id -u)" -ne 0 ]]; then
     SUDO=(sudo)
@@ -61,7 +62,7 @@ echo "services.sh: installed: ${missing[*]}"
 "${SUDO[@]}" mkdir -p /run/sshd
 "${SUDO[@]}" chmod 755 /run/sshd
 
-for bin in sshd ssh ssh-keygen pass gpg gpgconf; do
+for bin in sshd ssh ssh-keygen pass gpg gpgconf chromium; do
     if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$bin" ]]; then
         echo "services.sh: ERROR: $bin still missing after install" >&2
         exit 1
