@@ -1,0 +1,1589 @@
+"""Simulated PVE nodes for ``ssh`` steps: a small shell interpreter over the simulated cluster.
+
+``SimShellExecutor`` takes the place of ``SshExecutor`` under ``--simulate``. It reads the script the
+way bash would under ``set -eu`` (the whole script is parsed before anything runs, so a command the
+simulation does not know fails the step before its first line, with nothing done), then runs it
+command by command against two small interfaces, so it can be wired to any simulated cluster:
+
+- ``VmOps`` (the PVE side): find a VM by vmid, list VMs, change a VM's config, make it a template,
+  and say which nodes and storages exist;
+- ``NodeFiles`` (files on the nodes): a JSON-able dict ``{node: {path: {"type", "size", ...}}}``,
+  the ``files`` section of the simulation state. Files have a size and a source, never content.
+
+What is simulated: ``qm set/template/config/list/status``, ``wget``, ``curl``, ``xz -d``/``unxz``,
+``test``/``[``, ``rm``, ``mkdir``, ``echo``, ``cd``, ``hostname``, ``true``/``false``/``:``, ``set``,
+``exit``, ``export``/``NAME=value``, and ``grep``/``head``/``tail`` as filters in a pipe. The
+shell part: ``;``, ``&&``, ``||``, ``|``, ``!``, comments, ``\\`` continuations, single and double quotes,
+``$VAR``/``${VAR}``/``${VAR:-default}`` (an unset variable is an error, as under ``set -u``), ``~``,
+``*`` globs over the node's files, and the redirections ``>``, ``>>``, ``2>``, ``2>&1``, ``>&2`` (to
+``/dev/null`` or a file). Anything else (``if``, loops, ``$(...)``, here-documents, other programs)
+fails clearly, saying what is simulated.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import posixpath
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from engine.actions import Result, ShellCommand, StepFailed
+from engine.executors.shell import Progress
+from engine.sim.http import Factory, image_sizes, is_factory_url, parse_image_url
+
+SIMULATED = "simulated: qm set/template/config/list/status, wget, curl, xz -d, test -f, rm -f, mkdir -p, echo"
+DEFAULT_DOWNLOAD_SIZE = 50 * 1024 * 1024  # size given to a non-factory download
+
+
+# ---------------------------------------------------------------- interfaces
+
+
+@dataclass
+class VmInfo:
+    """What the simulation needs to know of a PVE VM.
+
+    ``config`` is the VM's config as the API shows it (``{"scsi0": "local-lvm:vm-101-disk-0,size=1246M",
+    "name": ..., ...}``). ``uid`` is anything that changes when a VM is destroyed and created again
+    under the same vmid (``vmgenid``, a creation counter); None when unknown.
+    """
+
+    vmid: int
+    name: str
+    node: str
+    status: str = "stopped"
+    template: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    uid: str | None = None
+
+
+class VmOps(Protocol):
+    """The PVE side of the simulated cluster, as the simulated nodes see it."""
+
+    def get_vm(self, vmid: int) -> VmInfo | None:
+        """The VM with this vmid, wherever it is; None when there is none."""
+
+    def list_vms(self) -> list[VmInfo]:
+        """Every VM (templates included)."""
+
+    def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:
+        """Set config keys (a None value deletes the key)."""
+
+    def make_template(self, vmid: int) -> None:
+        """Mark the VM as a template (the disks were already renamed through ``set_config``)."""
+
+    def node_status(self, node: str) -> str | None:
+        """``"online"``, ``"offline"``, or None when the cluster has no such node."""
+
+    def storage_exists(self, node: str, storage: str) -> bool:
+        """Whether the storage is defined and enabled on that node."""
+
+
+STANDARD_DIRS = frozenset({
+    "/", "/root", "/tmp", "/var", "/var/tmp", "/var/lib", "/var/lib/vz", "/var/lib/vz/template",
+    "/var/lib/vz/template/iso", "/var/lib/vz/template/cache", "/var/lib/vz/images", "/var/lib/vz/dump",
+    "/var/lib/vz/snippets", "/var/lib/vz/import", "/etc", "/etc/pve", "/usr", "/usr/local", "/usr/local/bin",
+    "/opt", "/mnt", "/mnt/pve", "/dev", "/home", "/srv",
+})
+SPECIAL_FILES = frozenset({"/dev/null", "/dev/zero", "/dev/urandom"})
+
+
+class NodeFiles:
+    """Files and folders on the simulated nodes, in a JSON-able dict (kept by reference, mutated in place).
+
+    Layout: ``{node: {absolute path: {"type": "file", "size": int, "source": str, ...}}}``; folders a
+    script created are ``{"type": "dir"}``. The usual PVE folders (``STANDARD_DIRS``) exist on every
+    node without being listed, and so does every parent of a listed path.
+    """
+
+    def __init__(self, data: dict[str, dict[str, dict[str, Any]]] | None = None):
+        self.data = data if data is not None else {}
+
+    def _node(self, node: str) -> dict[str, dict[str, Any]]:
+        return self.data.setdefault(node, {})
+
+    def get(self, node: str, path: str) -> dict[str, Any] | None:
+        """The file's record, or None (also for folders)."""
+        entry = self.data.get(node, {}).get(path)
+        return entry if entry is not None and entry.get("type", "file") == "file" else None
+
+    def is_file(self, node: str, path: str) -> bool:
+        return path in SPECIAL_FILES or self.get(node, path) is not None
+
+    def is_dir(self, node: str, path: str) -> bool:
+        if path in STANDARD_DIRS:
+            return True
+        entries = self.data.get(node, {})
+        entry = entries.get(path)
+        if entry is not None:
+            return entry.get("type") == "dir"
+        prefix = path.rstrip("/") + "/"
+        return any(other.startswith(prefix) for other in entries)
+
+    def exists(self, node: str, path: str) -> bool:
+        return self.is_file(node, path) or self.is_dir(node, path)
+
+    def put(self, node: str, path: str, size: int, **meta: Any) -> dict[str, Any]:
+        """Record a file (replacing any file there) and return its record."""
+        record = {"type": "file", "size": int(size), **meta}
+        self._node(node)[path] = record
+        return record
+
+    def mkdir(self, node: str, path: str) -> None:
+        if not self.is_dir(node, path):
+            self._node(node)[path] = {"type": "dir"}
+
+    def remove(self, node: str, path: str) -> None:
+        """Remove a file, or a folder with everything under it."""
+        entries = self._node(node)
+        prefix = path.rstrip("/") + "/"
+        for other in [p for p in entries if p == path or p.startswith(prefix)]:
+            del entries[other]
+
+    def paths(self, node: str) -> list[str]:
+        return sorted(self.data.get(node, {}))
+
+
+# ---------------------------------------------------------------- the executor
+
+
+class SimShellExecutor:
+    """Runs ``ShellCommand`` scripts (``node`` set) on a simulated PVE node.
+
+    ``vms`` is the PVE side (``VmOps``); ``files`` the nodes' files; ``factory`` answers downloads
+    from factory.talos.dev (a fresh ``Factory`` when not given).
+    """
+
+    def __init__(self, vms: VmOps, files: NodeFiles, factory: Factory | None = None):
+        self.vms = vms
+        self.files = files
+        self.factory = factory if factory is not None else Factory()
+        self._lock = threading.Lock()
+
+    def run(self, command: ShellCommand, progress: Progress | None = None, *, secret_env: Mapping[str, Any] | None = None) -> Result:
+        node = command.node
+        if node is None:
+            raise StepFailed(
+                "simulation: the simulated nodes run ssh steps only; local steps run on this machine",
+                sent=False,
+            )
+        status = self.vms.node_status(node)
+        if status is None:
+            raise StepFailed(
+                f"ssh to node {node} failed: the host name does not resolve (simulation: the simulated "
+                "cluster has no such node).",
+                sent=False,
+            )
+        if status != "online":
+            raise StepFailed(
+                f"ssh to node {node} failed: the host is unreachable (simulation: node {node} is offline).",
+                retryable=True,
+                sent=False,
+            )
+        try:
+            program = parse(command.script)
+        except ShellSyntaxError as exc:
+            raise StepFailed(
+                f"script on node {node} (simulated) did not run: bash: line {exc.line}: {exc.message}",
+                sent=False,
+            ) from None
+        unsupported = _first_unsupported(program)
+        if unsupported is not None:
+            raise StepFailed(unsupported, sent=False, data={"stdout": "", "stderr": "", "exit_code": None})
+        env = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/bash",
+               "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": node}
+        env.update(command.env)
+        for name, value in (secret_env or {}).items():
+            env[name] = value.reveal() if hasattr(value, "reveal") else str(value)
+        with self._lock:
+            run = _Run(self, node, env, progress)
+            code = run.program(program)
+        data = {"stdout": run.stdout_text(), "stderr": run.stderr_text(), "exit_code": code}
+        if run.unsupported is not None:
+            raise StepFailed(run.unsupported, data=data)
+        if code != 0:
+            tail = data["stderr"].rstrip("\n").splitlines()[-20:]
+            shown = "\n".join("  " + line for line in tail) or "  (nothing on stderr)"
+            raise StepFailed(f"script on node {node} (simulated) exited with {code}; stderr:\n{shown}", data=data)
+        return Result(data=data, summary=f"{node}: done (simulated)")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+class ShellSyntaxError(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+# A word is a list of parts: (kind, text) with kind "lit" (unquoted), "q" (quoted literal),
+# "var" (unquoted $NAME), "qvar" (quoted $NAME); a var's text is "NAME" or "NAME\0default".
+Word = list[tuple[str, str]]
+
+
+@dataclass
+class Redirect:
+    fd: int
+    op: str  # ">", ">>", "<", ">&"
+    target: Word | None = None  # for ">&": None and ``dup`` set
+    dup: int | None = None
+
+
+@dataclass
+class SimpleCommand:
+    line: int
+    assigns: list[tuple[str, Word]] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
+    redirects: list[Redirect] = field(default_factory=list)
+    problem: str | None = None  # an unsupported construct, reported before anything runs
+
+
+@dataclass
+class Pipeline:
+    commands: list[SimpleCommand]
+    negated: bool = False
+
+
+@dataclass
+class AndOr:
+    items: list[tuple[str, Pipeline]]  # (connector before it: "", "&&", "||", pipeline)
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
+             "function", "select", "{", "}", "[[", "]]", "time", "coproc"}
+
+
+def parse(script: str) -> list[AndOr]:
+    """The script as and-or lists; ShellSyntaxError for what bash would refuse to parse."""
+    tokens = _Lexer(script).tokens()
+    program: list[AndOr] = []
+    i = 0
+    n = len(tokens)
+
+    def at(kind: str, value: str | None = None) -> bool:
+        return i < n and tokens[i][0] == kind and (value is None or tokens[i][1] == value)
+
+    while i < n:
+        if at("op", "\n") or at("op", ";"):
+            i += 1
+            continue
+        items: list[tuple[str, Pipeline]] = []
+        connector = ""
+        while True:
+            negated = False
+            while at("word") and tokens[i][1] == [("lit", "!")]:
+                negated = not negated
+                i += 1
+            commands: list[SimpleCommand] = []
+            while True:
+                command, i = _simple_command(tokens, i)
+                commands.append(command)
+                if at("op", "|"):
+                    i += 1
+                    while at("op", "\n"):
+                        i += 1
+                    continue
+                break
+            items.append((connector, Pipeline(commands, negated)))
+            if at("op", "&&") or at("op", "||"):
+                connector = tokens[i][1]
+                i += 1
+                while at("op", "\n"):
+                    i += 1
+                continue
+            break
+        program.append(AndOr(items))
+        if i < n and not (at("op", "\n") or at("op", ";")):
+            kind, value, line = tokens[i]
+            shown = value if kind == "op" else "word"
+            raise ShellSyntaxError(line, f"syntax error near unexpected token `{shown}'")
+    return program
+
+
+def _simple_command(tokens: list[tuple[str, Any, int]], i: int) -> tuple[SimpleCommand, int]:
+    n = len(tokens)
+    line = tokens[i][2] if i < n else (tokens[-1][2] if tokens else 1)
+    command = SimpleCommand(line=line)
+    while i < n:
+        kind, value, line = tokens[i]
+        if kind == "word":
+            if not command.words and _assignment(value):
+                name = value[0][1].partition("=")[0]
+                command.assigns.append((name, _after_equals(value)))
+            else:
+                command.words.append(value)
+            i += 1
+            continue
+        if kind == "redir":
+            fd, op = value
+            if op in ("&>", "&>>"):
+                i += 1
+                if i >= n or tokens[i][0] != "word":
+                    raise ShellSyntaxError(line, "syntax error near unexpected token `newline'")
+                command.redirects.append(Redirect(1, op[1:], target=tokens[i][1]))
+                command.redirects.append(Redirect(2, ">&", dup=1))
+                i += 1
+                continue
+            if op == "<<":
+                command.problem = "here-documents (<<) are not simulated"
+                i += 1
+                continue
+            if op in (">&", "<&"):
+                i += 1
+                if i < n and tokens[i][0] == "word" and (_literal(tokens[i][1]) or "").isdigit():
+                    command.redirects.append(Redirect(fd, ">&", dup=int(_literal(tokens[i][1]) or "1")))
+                    i += 1
+                    continue
+                raise ShellSyntaxError(line, f"syntax error near `{op}'")
+            i += 1
+            if i >= n or tokens[i][0] != "word":
+                raise ShellSyntaxError(line, "syntax error near unexpected token `newline'")
+            command.redirects.append(Redirect(fd, op, target=tokens[i][1]))
+            i += 1
+            continue
+        if value in ("(", ")"):
+            command.problem = "subshells and groups ( ... ) are not simulated"
+            i += 1
+            continue
+        if value == "&":
+            command.problem = "background jobs (&) are not simulated"
+            i += 1
+            continue
+        if value == ";;":
+            raise ShellSyntaxError(line, "syntax error near unexpected token `;;'")
+        break
+    if not command.words and not command.assigns and not command.redirects and command.problem is None:
+        kind, value, line = tokens[i] if i < n else ("op", "newline", line)
+        raise ShellSyntaxError(line, f"syntax error near unexpected token `{value if kind == 'op' else 'word'}'")
+    return command, i
+
+
+def _literal(word: Word) -> str | None:
+    """The word's text when it has no variable in it, else None."""
+    if any(kind in ("var", "qvar", "sub") for kind, _ in word):
+        return None
+    return "".join(text for _, text in word)
+
+
+def _assignment(word: Word) -> bool:
+    kind, text = word[0]
+    return kind == "lit" and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", text) is not None
+
+
+def _after_equals(word: Word) -> Word:
+    kind, text = word[0]
+    rest = text.partition("=")[2]
+    return ([(kind, rest)] if rest else []) + word[1:]
+
+
+class _Lexer:
+    """Tokens: ("word", Word, line), ("op", text, line), ("redir", (fd, op), line)."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.i = 0
+        self.line = 1
+        self.out: list[tuple[str, Any, int]] = []
+
+    def tokens(self) -> list[tuple[str, Any, int]]:
+        text = self.text
+        while self.i < len(text):
+            c = text[self.i]
+            if c in " \t\r":
+                self.i += 1
+            elif c == "\\" and text.startswith("\\\n", self.i):
+                self.i += 2
+                self.line += 1
+            elif c == "\n":
+                self.out.append(("op", "\n", self.line))
+                self.i += 1
+                self.line += 1
+            elif c == "#":
+                while self.i < len(text) and text[self.i] != "\n":
+                    self.i += 1
+            elif text.startswith(("&&", "||", ";;"), self.i):
+                self.out.append(("op", text[self.i:self.i + 2], self.line))
+                self.i += 2
+            elif text.startswith("&>", self.i):
+                self.i += 2
+                append = text.startswith(">", self.i)
+                self.i += append
+                self.out.append(("redir", (1, "&>>" if append else "&>"), self.line))
+            elif c in ";|&()":
+                self.out.append(("op", c, self.line))
+                self.i += 1
+            elif c in "<>":
+                self._redirect(1 if c == ">" else 0)
+            else:
+                self._word()
+        return self.out
+
+    def _redirect(self, fd: int) -> None:
+        text = self.text
+        for op in (">>", ">&", "<<", "<&", ">|", ">", "<"):
+            if text.startswith(op, self.i):
+                self.i += len(op)
+                self.out.append(("redir", (fd, ">" if op == ">|" else op), self.line))
+                return
+
+    def _word(self) -> None:
+        text = self.text
+        parts: Word = []
+        start_line = self.line
+        lit = ""
+
+        def flush(kind: str = "lit") -> None:
+            nonlocal lit
+            if lit:
+                parts.append((kind, lit))
+                lit = ""
+
+        while self.i < len(text):
+            c = text[self.i]
+            if c in " \t\r\n;|&()<>":
+                if c in "<>" and not parts and lit.isdigit():
+                    self._redirect(int(lit))
+                    return
+                break
+            if c == "~" and not parts and not lit and (self.i + 1 >= len(text) or text[self.i + 1] in "/ \t\n;|&"):
+                parts.append(("var", "HOME"))
+                self.i += 1
+            elif c == "'":
+                end = text.find("'", self.i + 1)
+                if end < 0:
+                    raise ShellSyntaxError(start_line, "unexpected EOF while looking for matching `''")
+                flush()
+                parts.append(("q", text[self.i + 1:end]))
+                self.line += text.count("\n", self.i, end)
+                self.i = end + 1
+            elif c == '"':
+                flush()
+                self._double_quoted(parts, start_line)
+            elif c == "\\":
+                flush()
+                if self.i + 1 < len(text):
+                    parts.append(("q", text[self.i + 1]))
+                self.i += 2
+            elif c == "`":
+                flush()
+                parts.append(("sub", "`...`"))
+                end = text.find("`", self.i + 1)
+                self.i = len(text) if end < 0 else end + 1
+            elif c == "$":
+                flush()
+                self._dollar(parts, quoted=False)
+            else:
+                lit += c
+                self.i += 1
+        flush()
+        if parts:
+            self.out.append(("word", parts, start_line))
+
+    def _double_quoted(self, parts: Word, start_line: int) -> None:
+        text = self.text
+        self.i += 1
+        lit = ""
+        while True:
+            if self.i >= len(text):
+                raise ShellSyntaxError(start_line, "unexpected EOF while looking for matching `\"'")
+            c = text[self.i]
+            if c == '"':
+                self.i += 1
+                break
+            if c == "\\" and self.i + 1 < len(text) and text[self.i + 1] in '$`"\\\n':
+                if text[self.i + 1] != "\n":
+                    lit += text[self.i + 1]
+                else:
+                    self.line += 1
+                self.i += 2
+            elif c == "$":
+                if lit:
+                    parts.append(("q", lit))
+                    lit = ""
+                self._dollar(parts, quoted=True)
+            elif c == "`":
+                parts.append(("sub", "`...`"))
+                end = text.find("`", self.i + 1)
+                self.i = len(text) if end < 0 else end + 1
+            else:
+                if c == "\n":
+                    self.line += 1
+                lit += c
+                self.i += 1
+        # "" is an empty word, not no word
+        parts.append(("q", lit))
+
+    def _dollar(self, parts: Word, quoted: bool) -> None:
+        text = self.text
+        kind = "qvar" if quoted else "var"
+        nxt = text[self.i + 1] if self.i + 1 < len(text) else ""
+        if nxt == "(":
+            depth = 0
+            j = self.i + 1
+            while j < len(text):
+                if text[j] == "(":
+                    depth += 1
+                elif text[j] == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            parts.append(("sub", text[self.i:j + 1]))
+            self.i = j + 1
+            return
+        if nxt == "{":
+            end = text.find("}", self.i + 2)
+            if end < 0:
+                raise ShellSyntaxError(self.line, "bad substitution")
+            inner = text[self.i + 2:end]
+            self.i = end + 1
+            match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?::?-(.*))?", inner, re.S)
+            if not match:
+                parts.append(("sub", "${" + inner + "}"))
+                return
+            name, default = match.group(1), match.group(2)
+            parts.append((kind, name if default is None else f"{name}\0{default}"))
+            return
+        match = _NAME.match(text, self.i + 1)
+        if match:
+            parts.append((kind, match.group(0)))
+            self.i = match.end()
+            return
+        if nxt and (nxt.isdigit() or nxt in "?#@*$!-"):
+            parts.append(("sub", "$" + nxt))
+            self.i += 2
+            return
+        parts.append(("q" if quoted else "lit", "$"))
+        self.i += 1
+
+
+# ---------------------------------------------------------------- what is supported
+
+_COMMANDS = {"qm", "wget", "curl", "xz", "unxz", "test", "[", "rm", "mkdir", "echo", "cd", "hostname", "true",
+             "false", ":", "set", "exit", "export", "grep", "head", "tail"}
+_QM = {"set", "template", "config", "list", "status"}
+
+
+def _not_simulated(name: str) -> str:
+    return f"simulation: '{name}' is not simulated on PVE nodes ({SIMULATED})"
+
+
+def _first_unsupported(program: list[AndOr]) -> str | None:
+    """The message for the first construct the simulation cannot run, checked before anything runs."""
+    for and_or in program:
+        for _, pipeline in and_or.items:
+            for command in pipeline.commands:
+                where = f" (script line {command.line})"
+                if command.problem:
+                    return f"simulation: {command.problem} on PVE nodes{where}"
+                for word in [w for _, w in command.assigns] + command.words + [
+                    r.target for r in command.redirects if r.target is not None
+                ]:
+                    for kind, text in word:
+                        if kind == "sub":
+                            what = "command substitution" if text.startswith(("$(", "`")) else f"the expansion {text}"
+                            return f"simulation: {what} is not simulated on PVE nodes{where}"
+                if not command.words:
+                    continue
+                name = _literal(command.words[0])
+                if name is None:
+                    continue  # a variable as command name: checked when it runs
+                if name in _KEYWORDS:
+                    return _not_simulated(name) + where
+                if name not in _COMMANDS:
+                    return _not_simulated(name) + where
+                if name == "qm":
+                    sub = _literal(command.words[1]) if len(command.words) > 1 else ""
+                    if sub is not None and sub not in _QM:
+                        return _not_simulated(f"qm {sub}".strip()) + where
+    return None
+
+
+# ---------------------------------------------------------------- running
+
+
+class _Exit(Exception):
+    def __init__(self, code: int):
+        self.code = code
+
+
+@dataclass
+class _Out:
+    status: int = 0
+    out: str = ""
+    err: str = ""
+
+
+class _Run:
+    """One script's run: variables, working folder, errexit and the collected output."""
+
+    def __init__(self, executor: SimShellExecutor, node: str, env: dict[str, str], progress: Progress | None):
+        self.x = executor
+        self.node = node
+        self.vars = dict(env)
+        self.cwd = "/root"
+        self.errexit = True
+        self.nounset = True
+        self.pipefail = False
+        self.progress = progress
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self.unsupported: str | None = None
+        self.line = 0
+
+    # -- output
+
+    def emit(self, out: str, err: str) -> None:
+        for text, sink in ((out, self._stdout), (err, self._stderr)):
+            if text:
+                sink.append(text)
+                if self.progress is not None:
+                    for line in text.rstrip("\n").split("\n"):
+                        self.progress(line)
+
+    def stdout_text(self) -> str:
+        return "".join(self._stdout)
+
+    def stderr_text(self) -> str:
+        return "".join(self._stderr)
+
+    # -- structure
+
+    def program(self, program: list[AndOr]) -> int:
+        status = 0
+        try:
+            for and_or in program:
+                status, last_is_final = self.and_or(and_or)
+                if status != 0 and self.errexit and last_is_final:
+                    return status
+        except _Exit as stop:
+            return stop.code
+        return status
+
+    def and_or(self, and_or: AndOr) -> tuple[int, bool]:
+        status = 0
+        ran_last = False
+        for index, (connector, pipeline) in enumerate(and_or.items):
+            if connector == "&&" and status != 0:
+                continue
+            if connector == "||" and status == 0:
+                continue
+            status = self.pipeline(pipeline)
+            ran_last = index == len(and_or.items) - 1 and not pipeline.negated
+        return status, ran_last
+
+    def pipeline(self, pipeline: Pipeline) -> int:
+        data = ""
+        statuses = []
+        for index, command in enumerate(pipeline.commands):
+            last = index == len(pipeline.commands) - 1
+            result = self.command(command, data)
+            statuses.append(result.status)
+            if last:
+                self.emit(result.out, result.err)
+            else:
+                self.emit("", result.err)
+                data = result.out
+        status = statuses[-1]
+        if self.pipefail:
+            status = next((s for s in reversed(statuses) if s != 0), 0)
+        if pipeline.negated:
+            status = 0 if status else 1
+        return status
+
+    def command(self, command: SimpleCommand, stdin: str) -> _Out:
+        self.line = command.line
+        try:
+            return self._command(command, stdin)
+        except _Unbound as exc:
+            # set -u: the shell itself stops, whatever && or || says
+            self.emit("", f"bash: line {command.line}: {exc.name}: unbound variable\n")
+            raise _Exit(1) from None
+
+    def _command(self, command: SimpleCommand, stdin: str) -> _Out:
+        assigns = [(name, self.expand_one(word)) for name, word in command.assigns]
+        args: list[str] = []
+        for word in command.words:
+            args += self.expand(word)
+        if not args:
+            for name, value in assigns:
+                self.vars[name] = value
+            return self.redirect(command, _Out())
+        name = args[0]
+        if name not in _COMMANDS or (name == "qm" and len(args) > 1 and args[1] not in _QM):
+            shown = f"qm {args[1]}" if name == "qm" and len(args) > 1 else name
+            self.unsupported = _not_simulated(shown) + f" (script line {command.line})"
+            raise _Exit(127)
+        saved = dict(self.vars)
+        self.vars.update(assigns)  # NAME=value before a command: for that command only
+        try:
+            result = _BUILTINS[name](self, args, stdin)
+        finally:
+            if assigns:
+                self.vars = saved
+        return self.redirect(command, result)
+
+    def redirect(self, command: SimpleCommand, result: _Out) -> _Out:
+        if not command.redirects:
+            return result
+        streams = {1: result.out, 2: result.err}
+        targets: dict[int, Any] = {1: "out", 2: "err"}
+        for redirect in command.redirects:
+            if redirect.op == "<":
+                continue  # input is never read by the simulated commands
+            if redirect.op == ">&":
+                targets[redirect.fd] = targets.get(redirect.dup or 1, "out")
+                continue
+            path = self.path(self.expand_one(redirect.target or []))
+            if path == "/dev/null":
+                targets[redirect.fd] = "null"
+            else:
+                targets[redirect.fd] = ("file", path, redirect.op == ">>")
+        routed = _Out(status=result.status)
+        written: dict[str, tuple[int, bool]] = {}
+        for fd in (1, 2):
+            target = targets.get(fd, "out")
+            text = streams[fd]
+            if target == "out":
+                routed.out += text
+            elif target == "err":
+                routed.err += text
+            elif isinstance(target, tuple):
+                _, path, append = target
+                size, app = written.get(path, (0, append))
+                written[path] = (size + len(text.encode()), app)
+        for path, (size, append) in written.items():
+            parent = posixpath.dirname(path)
+            if not self.x.files.is_dir(self.node, parent):
+                routed.err += f"bash: line {command.line}: {path}: No such file or directory\n"
+                routed.status = 1
+                continue
+            old = self.x.files.get(self.node, path)
+            base = int(old.get("size", 0)) if (old and append) else 0
+            self.x.files.put(self.node, path, base + size, source="shell redirection")
+        return routed
+
+    # -- words
+
+    def expand(self, word: Word) -> list[str]:
+        text = self.expand_one(word)
+        has_glob = any(kind == "lit" and any(ch in t for ch in "*?") for kind, t in word)
+        if not has_glob:
+            return [text]
+        pattern = self.path(text)
+        matches = [p for p in self.x.files.paths(self.node) if fnmatch.fnmatchcase(p, pattern)
+                   and posixpath.dirname(p) == posixpath.dirname(pattern)]
+        if not matches:
+            return [text]
+        if text.startswith("/"):
+            return matches
+        return [posixpath.relpath(p, self.cwd) for p in matches]
+
+    def expand_one(self, word: Word) -> str:
+        out = []
+        for kind, text in word:
+            if kind in ("var", "qvar"):
+                name, _, default = text.partition("\0")
+                if name in self.vars and (self.vars[name] != "" or "\0" not in text):
+                    out.append(self.vars[name])
+                elif "\0" in text:
+                    out.append(default)
+                elif name == "PWD":
+                    out.append(self.cwd)
+                elif self.nounset:
+                    raise _Unbound(name)
+            else:
+                out.append(text)
+        return "".join(out)
+
+    def path(self, text: str) -> str:
+        return posixpath.normpath(posixpath.join(self.cwd, text)) if text else self.cwd
+
+
+class _Unbound(Exception):
+    def __init__(self, name: str):
+        self.name = name
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _echo(run: _Run, args: list[str], stdin: str) -> _Out:
+    words = args[1:]
+    newline = True
+    while words and re.fullmatch(r"-[neE]+", words[0]):
+        if "n" in words[0]:
+            newline = False
+        words = words[1:]
+    return _Out(out=" ".join(words) + ("\n" if newline else ""))
+
+
+def _true(run: _Run, args: list[str], stdin: str) -> _Out:
+    return _Out()
+
+
+def _false(run: _Run, args: list[str], stdin: str) -> _Out:
+    return _Out(status=1)
+
+
+def _exit(run: _Run, args: list[str], stdin: str) -> _Out:
+    code = int(args[1]) if len(args) > 1 and args[1].lstrip("-").isdigit() else 0
+    raise _Exit(code & 255)
+
+
+def _export(run: _Run, args: list[str], stdin: str) -> _Out:
+    for arg in args[1:]:
+        if arg.startswith("-"):
+            continue
+        name, eq, value = arg.partition("=")
+        if not _NAME.fullmatch(name):
+            return _Out(status=1, err=f"bash: line {run.line}: export: `{arg}': not a valid identifier\n")
+        if eq:
+            run.vars[name] = value
+    return _Out()
+
+
+def _set(run: _Run, args: list[str], stdin: str) -> _Out:
+    rest = args[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-o", "+o"):
+            option = rest.pop(0) if rest else ""
+            on = arg == "-o"
+            if option == "pipefail":
+                run.pipefail = on
+            elif option == "errexit":
+                run.errexit = on
+            elif option == "nounset":
+                run.nounset = on
+            elif option not in ("xtrace", "verbose", "noclobber"):
+                return _Out(status=2, err=f"bash: line {run.line}: set: {option}: invalid option name\n")
+            continue
+        if arg[:1] not in ("-", "+"):
+            run.unsupported = f"simulation: 'set' with positional arguments is not simulated on PVE nodes (script line {run.line})"
+            raise _Exit(127)
+        on = arg[0] == "-"
+        for letter in arg[1:]:
+            if letter == "e":
+                run.errexit = on
+            elif letter == "u":
+                run.nounset = on
+            elif letter == "o":
+                option = rest.pop(0) if rest else ""
+                if option == "pipefail":
+                    run.pipefail = on
+            elif letter not in "xv":
+                return _Out(status=2, err=f"bash: line {run.line}: set: -{letter}: invalid option\n")
+    return _Out()
+
+
+def _cd(run: _Run, args: list[str], stdin: str) -> _Out:
+    target = run.path(args[1]) if len(args) > 1 else run.vars.get("HOME", "/root")
+    if not run.x.files.is_dir(run.node, target):
+        return _Out(status=1, err=f"bash: line {run.line}: cd: {args[1] if len(args) > 1 else target}: No such file or directory\n")
+    run.cwd = target
+    return _Out()
+
+
+def _hostname(run: _Run, args: list[str], stdin: str) -> _Out:
+    return _Out(out=run.node + "\n")
+
+
+def _test(run: _Run, args: list[str], stdin: str) -> _Out:
+    words = args[1:]
+    if args[0] == "[":
+        if not words or words[-1] != "]":
+            return _Out(status=2, err=f"bash: line {run.line}: [: missing `]'\n")
+        words = words[:-1]
+    negate = False
+    while words and words[0] == "!" and len(words) > 1:
+        negate = not negate
+        words = words[1:]
+    try:
+        result = _test_expr(run, words)
+    except ValueError as exc:
+        return _Out(status=2, err=f"bash: line {run.line}: {args[0]}: {exc}\n")
+    if negate:
+        result = not result
+    return _Out(status=0 if result else 1)
+
+
+def _test_expr(run: _Run, words: list[str]) -> bool:
+    files = run.x.files
+    if not words:
+        return False
+    if len(words) == 1:
+        return words[0] != ""
+    if len(words) == 2:
+        op, operand = words
+        if op in ("-n", "-z"):
+            return (operand != "") == (op == "-n")
+        path = run.path(operand)
+        if op == "-f":
+            return files.is_file(run.node, path)
+        if op == "-d":
+            return files.is_dir(run.node, path)
+        if op in ("-e", "-r", "-w", "-a"):
+            return files.exists(run.node, path)
+        if op == "-s":
+            record = files.get(run.node, path)
+            return bool(record and record.get("size", 0) > 0) or files.is_dir(run.node, path)
+        if op == "-x":
+            return files.is_dir(run.node, path)
+        raise ValueError(f"{op}: unary operator expected")
+    if len(words) == 3:
+        left, op, right = words
+        if op in ("=", "=="):
+            return left == right
+        if op == "!=":
+            return left != right
+        if op in ("-eq", "-ne", "-lt", "-le", "-gt", "-ge"):
+            try:
+                a, b = int(left), int(right)
+            except ValueError:
+                raise ValueError(f"{left if not left.lstrip('-').isdigit() else right}: integer expression expected") from None
+            return {"-eq": a == b, "-ne": a != b, "-lt": a < b, "-le": a <= b, "-gt": a > b, "-ge": a >= b}[op]
+        raise ValueError(f"{op}: binary operator expected")
+    raise ValueError("too many arguments")
+
+
+def _rm(run: _Run, args: list[str], stdin: str) -> _Out:
+    force = recursive = False
+    paths = []
+    options = True
+    for arg in args[1:]:
+        if options and arg == "--":
+            options = False
+        elif options and arg in ("--force",):
+            force = True
+        elif options and arg in ("--recursive",):
+            recursive = True
+        elif options and re.fullmatch(r"-[frRv]+", arg):
+            force = force or "f" in arg
+            recursive = recursive or "r" in arg or "R" in arg
+        elif options and arg.startswith("-") and arg != "-":
+            return _Out(status=1, err=f"rm: invalid option -- '{arg.lstrip('-')[:1]}'\n")
+        else:
+            paths.append(arg)
+    if not paths and not force:
+        return _Out(status=1, err="rm: missing operand\n")
+    result = _Out()
+    for arg in paths:
+        path = run.path(arg)
+        if path == "/" or path in STANDARD_DIRS and recursive:
+            result.status = 1
+            result.err += f"rm: refusing to remove '{arg}' (simulation: a system folder)\n"
+        elif run.x.files.is_file(run.node, path):
+            if path not in SPECIAL_FILES:
+                run.x.files.remove(run.node, path)
+        elif run.x.files.is_dir(run.node, path):
+            if not recursive:
+                result.status = 1
+                result.err += f"rm: cannot remove '{arg}': Is a directory\n"
+            else:
+                run.x.files.remove(run.node, path)
+        elif not force:
+            result.status = 1
+            result.err += f"rm: cannot remove '{arg}': No such file or directory\n"
+    return result
+
+
+def _mkdir(run: _Run, args: list[str], stdin: str) -> _Out:
+    parents = False
+    paths = []
+    rest = args[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-p", "--parents"):
+            parents = True
+        elif arg in ("-v", "--verbose"):
+            pass
+        elif arg == "-m" and rest:
+            rest.pop(0)
+        elif arg.startswith("--mode="):
+            pass
+        elif re.fullmatch(r"-[pv]+", arg):
+            parents = parents or "p" in arg
+        elif arg.startswith("-") and arg != "-":
+            return _Out(status=1, err=f"mkdir: invalid option -- '{arg.lstrip('-')[:1]}'\n")
+        else:
+            paths.append(arg)
+    if not paths:
+        return _Out(status=1, err="mkdir: missing operand\n")
+    result = _Out()
+    files = run.x.files
+    for arg in paths:
+        path = run.path(arg)
+        if files.is_file(run.node, path):
+            result.status = 1
+            result.err += f"mkdir: cannot create directory '{arg}': File exists\n"
+            continue
+        if files.is_dir(run.node, path):
+            if not parents:
+                result.status = 1
+                result.err += f"mkdir: cannot create directory '{arg}': File exists\n"
+            continue
+        if not parents and not files.is_dir(run.node, posixpath.dirname(path)):
+            result.status = 1
+            result.err += f"mkdir: cannot create directory '{arg}': No such file or directory\n"
+            continue
+        if parents:
+            missing = []
+            current = path
+            while not files.is_dir(run.node, current):
+                if files.is_file(run.node, current):
+                    result.status = 1
+                    result.err += f"mkdir: cannot create directory '{arg}': Not a directory\n"
+                    missing = []
+                    break
+                missing.append(current)
+                current = posixpath.dirname(current)
+            for folder in reversed(missing):
+                files.mkdir(run.node, folder)
+        else:
+            files.mkdir(run.node, path)
+    return result
+
+
+def _grep(run: _Run, args: list[str], stdin: str) -> _Out:
+    extended = fixed = quiet = invert = ignore = count = whole_line = False
+    pattern: str | None = None
+    rest = args[1:]
+    operands = []
+    while rest:
+        arg = rest.pop(0)
+        if arg == "-e" and rest:
+            pattern = rest.pop(0)
+        elif re.fullmatch(r"-[EFqvicx]+", arg):
+            extended |= "E" in arg
+            fixed |= "F" in arg
+            quiet |= "q" in arg
+            invert |= "v" in arg
+            ignore |= "i" in arg
+            count |= "c" in arg
+            whole_line |= "x" in arg
+        elif arg.startswith("-") and arg != "-":
+            run.unsupported = f"simulation: grep option {arg} is not simulated on PVE nodes (script line {run.line})"
+            raise _Exit(127)
+        else:
+            operands.append(arg)
+    if pattern is None:
+        if not operands:
+            return _Out(status=2, err="Usage: grep [OPTION]... PATTERNS [FILE]...\n")
+        pattern = operands.pop(0)
+    if operands:
+        run.unsupported = (f"simulation: grep reads only piped input on PVE nodes (files have no content in the "
+                           f"simulation; use test -f to check a file) (script line {run.line})")
+        raise _Exit(127)
+    if fixed:
+        regex = re.escape(pattern)
+    elif extended:
+        regex = pattern
+    else:  # basic regular expressions: \( \) \| \{ \} are the operators, bare ones are literal
+        regex = re.sub(r"\\([(){}|+?])|([(){}|+?])", lambda m: m.group(1) or "\\" + m.group(2), pattern)
+    try:
+        compiled = re.compile(f"(?:{regex})\\Z" if whole_line else regex, re.I if ignore else 0)
+    except re.error as exc:
+        return _Out(status=2, err=f"grep: {exc}\n")
+    lines = [line for line in stdin.splitlines() if bool(compiled.match(line) if whole_line else compiled.search(line)) != invert]
+    status = 0 if lines else 1
+    if quiet:
+        return _Out(status=status)
+    if count:
+        return _Out(status=status, out=f"{len(lines)}\n")
+    return _Out(status=status, out="".join(line + "\n" for line in lines))
+
+
+def _head_tail(run: _Run, args: list[str], stdin: str) -> _Out:
+    count = 10
+    rest = args[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg == "-n" and rest:
+            value = rest.pop(0)
+        elif arg.startswith("-n"):
+            value = arg[2:]
+        elif re.fullmatch(r"-\d+", arg):
+            value = arg[1:]
+        else:
+            run.unsupported = (f"simulation: {args[0]} {arg} is not simulated on PVE nodes; {args[0]} filters piped "
+                               f"input only (script line {run.line})")
+            raise _Exit(127)
+        if not value.lstrip("+-").isdigit():
+            return _Out(status=1, err=f"{args[0]}: invalid number of lines: '{value}'\n")
+        count = abs(int(value))
+    lines = stdin.splitlines()
+    chosen = lines[:count] if args[0] == "head" else (lines[-count:] if count else [])
+    return _Out(out="".join(line + "\n" for line in chosen))
+
+
+# ---- downloads
+
+
+def _download(run: _Run, tool: str, url: str, path: str, shown_path: str, quiet: bool, fail: bool) -> _Out:
+    """Fetch ``url`` into node file ``path`` (simulated): checks the URL and the folder, records the file."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        if tool == "wget":
+            return _Out(status=1, err=f"{url}: Unsupported scheme '{parts.scheme}'.\n" if parts.scheme
+                        else f"{url}: Scheme missing.\n")
+        return _Out(status=1 if parts.scheme else 3, err=f"curl: (1) Protocol \"{parts.scheme}\" not supported\n"
+                    if parts.scheme else f"curl: (3) URL rejected: No host part in the URL\n")
+    size: int
+    raw: int | None = None
+    content_type = "application/octet-stream"
+    if is_factory_url(url):
+        reply = run.x.factory.respond("GET", url)
+        if reply.status >= 400:
+            if tool == "wget":
+                return _Out(status=8, err=f"--  {url}\nHTTP request sent, awaiting response... {reply.status} {reply.reason}\n"
+                            f"ERROR {reply.status}: {reply.reason}.\n")
+            if fail:
+                return _Out(status=22, err=f"curl: (22) The requested URL returned error: {reply.status}\n")
+            size = len(reply.body.encode())
+        else:
+            content_type = reply.headers.get("content-type", content_type)
+            image = parse_image_url(url)
+            if image is not None:
+                size, raw = image_sizes(*image)
+            else:
+                size = len(reply.body.encode())
+    else:
+        size = DEFAULT_DOWNLOAD_SIZE
+    if path == "-":
+        return _Out(status=0, out="")
+    parent = posixpath.dirname(path)
+    if not run.x.files.is_dir(run.node, parent):
+        if tool == "wget":
+            return _Out(status=3, err=f"{shown_path}: No such file or directory\n")
+        return _Out(status=23, err=f"curl: (23) Failure writing output to destination\n")
+    if run.x.files.is_dir(run.node, path):
+        if tool == "wget":
+            return _Out(status=3, err=f"{shown_path}: Is a directory\n")
+        return _Out(status=23, err="curl: (23) Failure writing output to destination\n")
+    meta: dict[str, Any] = {"source": url}
+    if raw is not None:
+        meta["uncompressed_size"] = raw
+    run.x.files.put(run.node, path, size, **meta)
+    if quiet:
+        return _Out()
+    if tool == "wget":
+        return _Out(err=(
+            f"--  {url}\nResolving {parts.hostname} ({parts.hostname})... simulated\n"
+            f"HTTP request sent, awaiting response... 200 OK\n"
+            f"Length: {size} ({_human(size)}) [{content_type}]\nSaving to: '{shown_path}'\n\n"
+            f"'{shown_path}' saved [{size}/{size}]\n"
+        ))
+    return _Out(err=f"  % Total    % Received  Xferd\n100 {_human(size)}  100 {_human(size)}  (simulated)\n")
+
+
+def _wget(run: _Run, args: list[str], stdin: str) -> _Out:
+    quiet = False
+    output: str | None = None
+    prefix: str | None = None
+    urls = []
+    rest = args[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-q", "--quiet", "-nv", "--no-verbose", "-c", "--continue", "-N", "--timestamping",
+                   "--no-check-certificate", "--show-progress", "-nc", "--no-clobber"):
+            quiet = quiet or arg in ("-q", "--quiet")
+        elif arg.startswith("--progress=") or arg.startswith("--tries=") or arg.startswith("--timeout="):
+            pass
+        elif arg in ("-O", "--output-document", "-P", "--directory-prefix"):
+            if not rest:
+                return _Out(status=2, err=f"wget: option requires an argument -- '{arg.lstrip('-')[:1]}'\n")
+            value = rest.pop(0)
+            if arg in ("-O", "--output-document"):
+                output = value
+            else:
+                prefix = value
+        elif arg.startswith("--output-document="):
+            output = arg.split("=", 1)[1]
+        elif arg.startswith("--directory-prefix="):
+            prefix = arg.split("=", 1)[1]
+        elif arg.startswith("-O") and len(arg) > 2:
+            output = arg[2:]
+        elif re.fullmatch(r"-q[cN]*O", arg) or re.fullmatch(r"-[cN]*qO", arg):
+            quiet = True
+            if not rest:
+                return _Out(status=2, err="wget: option requires an argument -- 'O'\n")
+            output = rest.pop(0)
+        elif re.fullmatch(r"-[qcN]+", arg):
+            quiet = quiet or "q" in arg
+        elif arg.startswith("-"):
+            run.unsupported = f"simulation: wget option {arg} is not simulated on PVE nodes (script line {run.line})"
+            raise _Exit(127)
+        else:
+            urls.append(arg)
+    if not urls:
+        return _Out(status=1, err="wget: missing URL\nUsage: wget [OPTION]... [URL]...\n")
+    result = _Out()
+    for url in urls:
+        if output is not None:
+            shown = output
+        else:
+            name = posixpath.basename(urlsplit(url).path) or "index.html"
+            shown = posixpath.join(prefix, name) if prefix else name
+            base = run.path(shown)
+            number = 1
+            while run.x.files.exists(run.node, run.path(shown)):  # wget keeps the old file: name.1, name.2
+                shown = f"{base}.{number}" if prefix or shown.startswith("/") else f"{name}.{number}"
+                number += 1
+        one = _download(run, "wget", url, run.path(shown) if shown != "-" else "-", shown, quiet, True)
+        result.out += one.out
+        result.err += one.err
+        if one.status:
+            result.status = one.status
+            break
+    return result
+
+
+def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
+    fail = silent = show_error = remote_name = create_dirs = False
+    output: str | None = None
+    urls = []
+    rest = args[1:]
+    value_flags = {"--retry", "--retry-delay", "--retry-max-time", "--connect-timeout", "--max-time", "-m",
+                   "-C", "--continue-at"}
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-f", "--fail", "--fail-with-body"):
+            fail = True
+        elif arg in ("-s", "--silent"):
+            silent = True
+        elif arg in ("-S", "--show-error"):
+            show_error = True
+        elif arg in ("-L", "--location", "-k", "--insecure", "--progress-bar", "-#", "--compressed", "--retry-all-errors"):
+            pass
+        elif arg in ("-O", "--remote-name"):
+            remote_name = True
+        elif arg == "--create-dirs":
+            create_dirs = True
+        elif arg in ("-o", "--output"):
+            if not rest:
+                return _Out(status=2, err=f"curl: option {arg}: requires parameter\n")
+            output = rest.pop(0)
+        elif arg.startswith("--output="):
+            output = arg.split("=", 1)[1]
+        elif arg in value_flags:
+            if rest:
+                rest.pop(0)
+        elif any(arg.startswith(flag + "=") for flag in value_flags if flag.startswith("--")):
+            pass
+        elif re.fullmatch(r"-[fsSLkO#]*[o]?", arg) and len(arg) > 1:
+            letters = arg[1:]
+            fail |= "f" in letters
+            silent |= "s" in letters
+            show_error |= "S" in letters
+            remote_name |= "O" in letters
+            if letters.endswith("o"):
+                if not rest:
+                    return _Out(status=2, err="curl: option -o: requires parameter\n")
+                output = rest.pop(0)
+        elif re.fullmatch(r"-[fsSLkO#]*o.+", arg):
+            head, _, tail = arg[1:].partition("o")
+            fail |= "f" in head
+            silent |= "s" in head
+            show_error |= "S" in head
+            output = tail
+        elif arg.startswith("-"):
+            run.unsupported = f"simulation: curl option {arg} is not simulated on PVE nodes (script line {run.line})"
+            raise _Exit(127)
+        else:
+            urls.append(arg)
+    if not urls:
+        return _Out(status=2, err="curl: no URL specified!\n")
+    url = urls[0]
+    if output is None and remote_name:
+        output = posixpath.basename(urlsplit(url).path)
+    if output is None:
+        # to stdout: text answers (the factory's JSON) are printed; a binary image is not
+        if is_factory_url(url) and parse_image_url(url) is None:
+            reply = run.x.factory.respond("GET", url)
+            if reply.status >= 400 and fail:
+                return _Out(status=22, err=f"curl: (22) The requested URL returned error: {reply.status}\n"
+                            if (not silent or show_error) else "")
+            return _Out(out=reply.body)
+        one = _download(run, "curl", url, "-", "-", True, fail)
+        if one.status:
+            return one
+        return _Out(status=23, err="Warning: Binary output can mess up your terminal. Use \"--output -\" to tell\n"
+                    "Warning: curl to output it to your terminal anyway, or consider \"--output\n"
+                    "Warning: <FILE>\" to save to a file.\n")
+    path = run.path(output)
+    if create_dirs:
+        folder = posixpath.dirname(path)
+        while not run.x.files.is_dir(run.node, folder):
+            run.x.files.mkdir(run.node, folder)
+            folder = posixpath.dirname(folder)
+    one = _download(run, "curl", url, path, output, silent, fail)
+    if one.status and silent and not show_error:
+        one.err = ""
+    return one
+
+
+def _xz(run: _Run, args: list[str], stdin: str) -> _Out:
+    decompress = args[0] == "unxz"
+    force = keep = verbose = False
+    paths = []
+    rest = args[1:]
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("--decompress", "--uncompress"):
+            decompress = True
+        elif arg == "--force":
+            force = True
+        elif arg == "--keep":
+            keep = True
+        elif arg == "--verbose":
+            verbose = True
+        elif arg == "-T" and rest:
+            rest.pop(0)
+        elif arg.startswith("--threads=") or re.fullmatch(r"-T\d+", arg):
+            pass
+        elif re.fullmatch(r"-[dfkvqT0-9]+", arg):
+            decompress |= "d" in arg
+            force |= "f" in arg
+            keep |= "k" in arg
+            verbose |= "v" in arg
+        elif arg.startswith("-"):
+            run.unsupported = f"simulation: xz option {arg} is not simulated on PVE nodes (script line {run.line})"
+            raise _Exit(127)
+        else:
+            paths.append(arg)
+    if not decompress:
+        run.unsupported = f"simulation: xz compression is not simulated on PVE nodes, only xz -d (script line {run.line})"
+        raise _Exit(127)
+    if not paths:
+        run.unsupported = f"simulation: xz reading standard input is not simulated on PVE nodes (script line {run.line})"
+        raise _Exit(127)
+    result = _Out()
+    files = run.x.files
+    for arg in paths:
+        path = run.path(arg)
+        record = files.get(run.node, path)
+        if record is None:
+            result.status = 1
+            result.err += f"xz: {arg}: {'Is a directory, skipping' if files.is_dir(run.node, path) else 'No such file or directory'}\n"
+            continue
+        if not path.endswith((".xz", ".txz")):
+            result.status = 1
+            result.err += f"xz: {arg}: Filename has an unknown suffix, skipping\n"
+            continue
+        target = path[:-3] if path.endswith(".xz") else path[:-4] + ".tar"
+        if files.exists(run.node, target) and not force:
+            result.status = 1
+            result.err += f"xz: {target if arg.startswith('/') else arg[:-3]}: File exists\n"
+            continue
+        size = int(record.get("uncompressed_size") or record.get("size", 0) * 12)
+        files.put(run.node, target, size, source=record.get("source", ""), decompressed_from=path)
+        if not keep:
+            files.remove(run.node, path)
+        if verbose:
+            result.err += f"{arg} (1/1)\n  100 %   {_human(int(record.get('size', 0)))} / {_human(size)}\n"
+    return result
+
+
+# ---- qm
+
+_DISK_KEY = re.compile(r"(scsi|virtio|sata|ide)\d+\Z|efidisk0\Z|tpmstate0\Z")
+_KEY = re.compile(r"[a-z][a-z0-9_-]*\Z")
+
+
+def _qm(run: _Run, args: list[str], stdin: str) -> _Out:
+    if len(args) < 2:
+        return _Out(status=255, err="ERROR: no command specified\n")
+    sub = args[1]
+    if sub == "list":
+        return _qm_list(run, args[2:])
+    if len(args) < 3:
+        return _Out(status=255, err=f"400 not enough arguments\nqm {sub} <vmid>\n")
+    vmid_text = args[2]
+    if not vmid_text.isdigit():
+        return _Out(status=255, err=f"400 Parameter verification failed.\nvmid: type check ('integer') failed - got '{vmid_text}'\n")
+    vmid = int(vmid_text)
+    vm = run.x.vms.get_vm(vmid)
+    if vm is None or vm.node != run.node:
+        return _Out(status=2, err=f"Configuration file 'nodes/{run.node}/qemu-server/{vmid}.conf' does not exist\n")
+    if sub == "config":
+        return _Out(out="".join(f"{key}: {vm.config[key]}\n" for key in sorted(vm.config)))
+    if sub == "status":
+        return _Out(out=f"status: {vm.status}\n")
+    if sub == "template":
+        return _qm_template(run, vm, args[3:])
+    return _qm_set(run, vm, args[3:])
+
+
+def _qm_list(run: _Run, args: list[str]) -> _Out:
+    rows = [vm for vm in run.x.vms.list_vms() if vm.node == run.node]
+    lines = [f"{'VMID':>10} {'NAME':<20} {'STATUS':<10} {'MEM(MB)':>10} {'BOOTDISK(GB)':>12} {'PID':>10}"]
+    for vm in sorted(rows, key=lambda v: v.vmid):
+        memory = str(vm.config.get("memory", 2048))
+        disk = _disk_gb(vm.config)
+        pid = str(10000 + vm.vmid) if vm.status == "running" else "0"
+        lines.append(f"{vm.vmid:>10} {vm.name[:20]:<20} {vm.status:<10} {memory:>10} {disk:>12} {pid:>10}")
+    return _Out(out="\n".join(lines) + "\n")
+
+
+def _disk_gb(config: Mapping[str, Any]) -> str:
+    for key in ("scsi0", "virtio0", "sata0", "ide0"):
+        value = str(config.get(key, ""))
+        match = re.search(r"size=(\d+(?:\.\d+)?)([KMGT]?)", value)
+        if match:
+            number = float(match.group(1))
+            factor = {"K": 1 / 1024 / 1024, "M": 1 / 1024, "G": 1, "T": 1024, "": 1 / 1024 ** 3}[match.group(2)]
+            return f"{number * factor:.2f}"
+    return "0.00"
+
+
+def _qm_template(run: _Run, vm: VmInfo, extra: list[str]) -> _Out:
+    if extra and not (len(extra) == 2 and extra[0] == "--disk"):
+        return _Out(status=255, err=f"400 too many arguments\nqm template <vmid> [OPTIONS]\n")
+    if vm.template:
+        return _Out(status=255, err="you can't convert a template to a template\n")
+    if vm.status == "running":
+        return _Out(status=255, err="you can't convert a VM to template if VM is running\n")
+    changes: dict[str, str | None] = {}
+    err = ""
+    for key, value in vm.config.items():
+        if not (_DISK_KEY.match(key) and isinstance(value, str)):
+            continue
+        renamed = re.sub(rf"\bvm-{vm.vmid}-disk-(\d+)", rf"base-{vm.vmid}-disk-\1", value)
+        if renamed != value:
+            changes[key] = renamed
+            old = re.search(rf"vm-{vm.vmid}-disk-\d+", value)
+            assert old is not None
+            new = old.group(0).replace("vm-", "base-", 1)
+            err += f'  Renamed "{old.group(0)}" to "{new}" in volume group "pve"\n  Logical volume pve/{new} changed.\n'
+    if changes:
+        run.x.vms.set_config(vm.vmid, changes)
+    run.x.vms.make_template(vm.vmid)
+    return _Out(err=err)
+
+
+def _qm_set(run: _Run, vm: VmInfo, options: list[str]) -> _Out:
+    pairs: list[tuple[str, str]] = []
+    rest = list(options)
+    while rest:
+        arg = rest.pop(0)
+        if not arg.startswith("-"):
+            return _Out(status=255, err=f"400 too many arguments\nqm set <vmid> [OPTIONS]\n")
+        key, eq, value = arg.lstrip("-").partition("=")
+        if key == "skiplock":
+            continue
+        if not eq:
+            if not rest:
+                return _Out(status=255, err=f"400 Parameter verification failed.\n{key}: property is missing a value\n")
+            value = rest.pop(0)
+        if not _KEY.match(key):
+            return _Out(status=255, err=f"Unknown option: {key}\n400 unable to parse option\n")
+        pairs.append((key, value))
+    if not pairs:
+        return _Out(status=255, err="400 no options specified\n")
+    shown = " ".join(f"-{key} {value}" for key, value in pairs)
+    out = f"update VM {vm.vmid}: {shown}\n"
+    changes: dict[str, str | None] = {}
+    config = dict(vm.config)
+    for key, value in pairs:
+        if key == "delete":
+            for name in filter(None, re.split(r"[,;\s]+", value)):
+                changes[name] = None
+                config.pop(name, None)
+            continue
+        if key == "digest":
+            continue
+        if _DISK_KEY.match(key):
+            result = _allocate_disk(run, vm, key, value, config)
+            if isinstance(result, _Out):
+                result.out = out + result.out
+                return result
+            value, message = result
+            out += message
+        changes[key] = value
+        config[key] = value
+    run.x.vms.set_config(vm.vmid, changes)
+    return _Out(out=out)
+
+
+def _allocate_disk(run: _Run, vm: VmInfo, key: str, value: str, config: dict[str, Any]) -> tuple[str, str] | _Out:
+    """The config value for a disk option, allocating or importing a volume (STORAGE:SIZE, import-from=)."""
+    first, _, opts_text = value.partition(",")
+    options = [opt for opt in opts_text.split(",") if opt] if opts_text else []
+    match = re.fullmatch(r"([A-Za-z][A-Za-z0-9._-]*):(\d+(?:\.\d+)?|cloudinit)", first)
+    if not match:
+        return value, ""  # an existing volume, none, cdrom, an iso: set as given
+    storage, size_text = match.groups()
+    if not run.x.vms.storage_exists(run.node, storage):
+        return _Out(status=255, err=f"storage '{storage}' does not exist\n")
+    if size_text == "cloudinit":
+        return f"{storage}:vm-{vm.vmid}-cloudinit,media=cdrom", f"{key}: successfully created disk '{storage}:vm-{vm.vmid}-cloudinit,media=cdrom'\n"
+    kept = [opt for opt in options if not opt.startswith("import-from=")]
+    imports = [opt.split("=", 1)[1] for opt in options if opt.startswith("import-from=")]
+    volume = f"vm-{vm.vmid}-disk-{_next_disk(vm.vmid, config)}"
+    message = ""
+    if imports:
+        source = imports[0]
+        if not source.startswith("/"):
+            return _Out(status=255, err=f"400 Parameter verification failed.\n{key}: import-from: '{source}' is not an absolute path (simulation: only node paths are simulated)\n")
+        record = run.x.files.get(run.node, source)
+        if record is None:
+            return _Out(status=255, err=f"qemu-img: Could not open '{source}': Could not open '{source}': No such file or directory\n"
+                                        f"import-from: could not get file size of {source}\n")
+        if source.endswith((".xz", ".gz", ".zst", ".bz2")):
+            return _Out(status=255, err=f"import-from: '{source}' is compressed, which qemu-img cannot read: decompress it first (xz -d)\n")
+        size_bytes = int(record.get("size", 0))
+        size = _pve_size(size_bytes)
+        message = (f"importing disk '{source}' to VM {vm.vmid} ...\n"
+                   f"  Logical volume \"{volume}\" created.\n"
+                   f"transferred 0.0 B of {_human(size_bytes)} (0.00%)\n"
+                   f"transferred {_human(size_bytes)} of {_human(size_bytes)} (100.00%)\n")
+    elif key == "efidisk0" or key == "tpmstate0":
+        size = "4M"
+    else:
+        size = _pve_size(int(float(size_text) * 1024 ** 3))
+    result = ",".join([f"{storage}:{volume}", *kept, f"size={size}"])
+    message += f"{key}: successfully created disk '{result}'\n"
+    return result, message
+
+
+def _next_disk(vmid: int, config: Mapping[str, Any]) -> int:
+    used = set()
+    for value in config.values():
+        for match in re.finditer(rf"(?:vm|base)-{vmid}-disk-(\d+)", str(value)):
+            used.add(int(match.group(1)))
+    number = 0
+    while number in used:
+        number += 1
+    return number
+
+
+def _pve_size(size: int) -> str:
+    """A byte count as PVE writes disk sizes: whole G when exact, else M rounded up."""
+    if size > 0 and size % 1024 ** 3 == 0:
+        return f"{size // 1024 ** 3}G"
+    return f"{max(1, math.ceil(size / 1024 ** 2))}M"
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{int(value)} B"
+        value /= 1024
+    return f"{size} B"
+
+
+_BUILTINS: dict[str, Callable[[_Run, list[str], str], _Out]] = {
+    "echo": _echo, "true": _true, ":": _true, "false": _false, "exit": _exit, "export": _export, "set": _set,
+    "cd": _cd, "hostname": _hostname, "test": _test, "[": _test, "rm": _rm, "mkdir": _mkdir, "grep": _grep,
+    "head": _head_tail, "tail": _head_tail, "wget": _wget, "curl": _curl, "xz": _xz, "unxz": _xz, "qm": _qm,
+}
+
