@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -327,12 +328,47 @@ def _finish(outcome: Any, as_json: bool) -> None:
     sys.exit(outcome.exit_code)
 
 
+@contextmanager
+def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
+    """The dispatcher for this invocation: the real cluster's, or a simulated cluster's."""
+    from .dispatch import Dispatcher
+
+    if not simulate:
+        dispatcher = Dispatcher(config.data, home.root)
+        try:
+            yield dispatcher
+        finally:
+            dispatcher.close()
+        return
+    from .runlock import LockHeld
+    from .sim.state import SimStateError
+    from .sim.wiring import Simulation
+
+    try:
+        simulation = Simulation(home, config).__enter__()
+    except LockHeld as exc:
+        _fail(f"the simulated cluster is in use by another run: {exc}", exitcodes.LOCKED)
+    except SimStateError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    try:
+        click.echo(simulation.banner(), err=True)
+        dispatcher = simulation.dispatcher()
+        try:
+            yield dispatcher
+        finally:
+            dispatcher.close()
+    finally:
+        simulation.close()
+
+
 @main.command("run")
 @click.argument("name")
 @click.option("--profile", "profile_name", metavar="PROFILE", help="Cluster profile (clusters/PROFILE.yaml).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Show the plan: every step rendered; nothing is changed.")
 @click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
+@click.option("--simulate", is_flag=True,
+              help="Run against the embedded simulated cluster (kept in .runbook/sim/), not the real one.")
 @click.option("--yes", is_flag=True, help="Approve every gate (destructive steps run without asking).")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
 @click.option("--json", "as_json", is_flag=True,
@@ -341,14 +377,13 @@ def _finish(outcome: Any, as_json: bool) -> None:
               help="With --dry-run: also write the plan as one self-contained HTML page for review.")
 @click.pass_context
 def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
-            offline: bool, yes: bool, approve: tuple[str, ...], as_json: bool, html_path: Path | None) -> None:
+            offline: bool, simulate: bool, yes: bool, approve: tuple[str, ...], as_json: bool, html_path: Path | None) -> None:
     """Run runbook NAME against the cluster (with --dry-run: show what it would do).
 
     Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
     before the gate (exit 4) unless --yes or --approve STEP says otherwise.
     """
-    from .dispatch import Dispatcher
-    from .execution import plan_run, start_run
+    from .execution import start_run
     from .progress import Progress
 
     if offline and not dry_run:
@@ -359,36 +394,41 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
     home = _home(ctx)
     given = _params(params)
     config = _config_or_fail(home)
-    dispatcher = Dispatcher(config.data, home.root)
-    try:
-        if dry_run:
-            from .planview import plan_json, plan_text
-
-            outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
-            for warning in outcome.warnings:
-                click.echo(f"warning: {warning}", err=True)
-            if html_path and outcome.session is not None:
-                from .htmlreport import plan_view
-
-                stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
-                _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline,
-                                                         outcome=stopped))
-            if outcome.session is not None and outcome.status == "planned":
-                if as_json:
-                    _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
-                else:
-                    click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+    with _executors(home, config, simulate) as dispatcher:
+        try:
+            if dry_run:
+                _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
                 return
+            approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+            with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+                outcome = start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
+                                    mode="simulate" if simulate else "run", on_event=progress)
             _finish(outcome, as_json)
-        approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-            outcome = start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
-                                on_event=progress)
-        _finish(outcome, as_json)
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
-    finally:
-        dispatcher.close()
+        except InputError as exc:
+            _fail(exc.problems, exitcodes.PROBLEMS)
+
+
+def _dry_run(home: Home, name: str, profile_name: str | None, given: dict[str, str], offline: bool,
+             dispatcher: Any, html_path: Path | None, as_json: bool) -> None:
+    from .execution import plan_run
+    from .planview import plan_json, plan_text
+
+    outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
+    for warning in outcome.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if html_path and outcome.session is not None:
+        from .htmlreport import plan_view
+
+        stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
+        _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline,
+                                                 outcome=stopped))
+    if outcome.session is not None and outcome.status == "planned":
+        if as_json:
+            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
+        else:
+            click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+        return
+    _finish(outcome, as_json)
 
 
 def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
@@ -412,26 +452,28 @@ def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve:
                as_json: bool) -> None:
     """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
     never finished is re-checked (its check guard, or a gate when it has none)."""
-    from .dispatch import Dispatcher
     from .execution import resume_run
-    from .journal import JournalError
+    from .journal import JournalError, load_run
     from .progress import Progress
 
     home = _home(ctx)
     config = _config_or_fail(home)
-    dispatcher = Dispatcher(config.data, home.root)
-    approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     try:
-        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-            outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,
-                                 on_event=progress)
-        _finish(outcome, as_json)
+        # A simulated run resumes on the simulated cluster and a real one on the real cluster, always.
+        simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
     except JournalError as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
-    finally:
-        dispatcher.close()
+    approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+    with _executors(home, config, simulate) as dispatcher:
+        try:
+            with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+                outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,
+                                     on_event=progress)
+            _finish(outcome, as_json)
+        except JournalError as exc:
+            _fail(str(exc), exitcodes.PROBLEMS)
+        except InputError as exc:
+            _fail(exc.problems, exitcodes.PROBLEMS)
 
 
 @main.group("runs", invoke_without_command=True)
@@ -502,3 +544,207 @@ def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Pat
         click.echo(f"  {step.status:<9} {key}{took}{extra}")
     if state.gate:
         click.echo(f"waiting at gate: {state.gate}")
+
+
+@main.command("ingest")
+@click.argument("source")
+@click.option("--name", help="Runbook name (default: from the page's title).")
+@click.option("--yes", is_flag=True, help="Write the runbook without asking.")
+@click.option("--force", is_flag=True, help="Overwrite runbooks/NAME.md when it exists.")
+@click.pass_context
+def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, force: bool) -> None:
+    """Make a runbook from a procedure page: an http(s) URL or a markdown, HTML or text file.
+
+    Shows the proposed runbook, every adaptation to this cluster's conventions and every warning,
+    then asks before writing runbooks/NAME.md. The runbook can be dry-run at once; it runs for
+    real once reviewed: 'runbook trust NAME'.
+    """
+    from .ingest.fetch import FetchError, read_source
+    from .ingest.pipeline import IngestError, check_name, propose, write
+
+    home = _home(ctx)
+    config = _config_or_fail(home)
+    try:
+        if name is not None:
+            check_name(name)
+            if (home.runbooks_dir / f"{name}.md").exists() and not force:
+                raise IngestError(f"{home.shown(home.runbooks_dir / f'{name}.md')} already exists; use --force to "
+                                  "overwrite it, or --name to choose another name")
+        proposal = propose(home, config, read_source(source), name)
+        if proposal.path.exists() and not force:
+            raise IngestError(f"{home.shown(proposal.path)} already exists; use --force to overwrite it, or --name "
+                              "to choose another name")
+    except (FetchError, IngestError) as exc:
+        _fail(str(exc), exitcodes.PROBLEMS)
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    shown = home.shown(proposal.path)
+    click.echo(f"# proposed {shown} ({proposal.steps} steps)\n")
+    click.echo(proposal.text)
+    click.echo(f"adaptations ({len(proposal.changes)}):")
+    for change in proposal.changes:
+        click.echo(f"  - {change}")
+    for warning in proposal.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(f"nothing written: confirm on a terminal, or pass --yes to write {shown}", exitcodes.GATE)
+        if not click.confirm(f"Write {shown}?", default=False, err=True):
+            click.echo("nothing written", err=True)
+            sys.exit(exitcodes.GATE)
+    try:
+        write(proposal, force)
+    except IngestError as exc:
+        _fail(str(exc), exitcodes.PROBLEMS)
+    review = f" (steps marked review: {', '.join(proposal.review_steps)})" if proposal.review_steps else ""
+    click.echo(f"wrote {shown}. Try it: runbook run {proposal.name} --dry-run. It runs for real once you have "
+               f"reviewed it{review}: runbook trust {proposal.name}")
+
+
+@main.command("trust")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Record the review without asking.")
+@click.pass_context
+def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
+    """Record that you reviewed ingested runbook NAME as it is now; any later edit needs a new review."""
+    from .ingest.trust import TrustError, content_hash, needs_review, record, review_of
+    from .parser import parse_runbook_file
+    from .validate import validate_home
+
+    home = _home(ctx)
+    path = _runbook_path(home, name)
+    try:
+        runbook = parse_runbook_file(path, home.shown(path))
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    if not needs_review(runbook):
+        click.echo(f"{runbook.name} has no origin (it was not ingested): it runs without a review record")
+        return
+    report = validate_home(home, [path])
+    if not report.ok:
+        _fail([*report.problems, Problem(runbook.file, None, None, "fix these before trusting it")],
+              exitcodes.PROBLEMS)
+    digest = content_hash(path)
+    try:
+        review = review_of(home, runbook.name)
+    except TrustError as exc:
+        _fail(str(exc), exitcodes.PROBLEMS)
+    if review is not None and review.sha256 == digest:
+        click.echo(f"{runbook.name} is already trusted as it is (reviewed by {review.by}, {review.at})")
+        return
+    origin = runbook.frontmatter["origin"]
+    click.echo(f"{runbook.name}: {runbook.description}\nfrom {origin.get('source')} (fetched {origin.get('fetched')})"
+               f"\nsha256 {digest}")
+    if review is not None:
+        click.echo(f"changed since {review.by} reviewed it ({review.at})")
+    flagged = [s.id for s in runbook.steps if s.attrs.get("review")]
+    click.echo(f"{len(runbook.steps)} steps" + (f"; marked review (still gated at every run): {', '.join(flagged)}"
+                                                if flagged else ""))
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail(f"not recorded: confirm on a terminal, or pass --yes after reading {runbook.file}", exitcodes.GATE)
+        if not click.confirm("Have you read every step, and may it run for real?", default=False, err=True):
+            click.echo("not recorded", err=True)
+            sys.exit(exitcodes.GATE)
+    try:
+        done = record(home, runbook, path)
+    except TrustError as exc:
+        _fail(str(exc), exitcodes.PROBLEMS)
+    click.echo(f"trusted {runbook.name} (sha256 {done.sha256[:16]}..., by {done.by}): real runs are allowed until "
+               "the file changes")
+
+
+@main.group("sim")
+def sim_cmd() -> None:
+    """The embedded simulated cluster that --simulate runs against (kept in .runbook/sim/)."""
+
+
+@sim_cmd.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """Show the simulated cluster: nodes, VMs and their state, and simulated Talos nodes."""
+    from .sim.server import state_path
+    from .sim.state import load
+    from .sim.shell import VmInfo
+    from .sim.talos import TalosWorld
+
+    home = _home(ctx)
+    try:
+        state = load(state_path(home))
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+    if state is None:
+        message = ("no simulated cluster yet: the first 'runbook run ... --simulate' creates one from "
+                   "cluster-config.yaml and the profiles")
+        if as_json:
+            _emit_json({"exists": False, "message": message})
+        else:
+            click.echo(message)
+        return
+    by_name = {vm.name: vm for vm in state.vms if not vm.template}
+    ips = {}
+    config = _config_or_fail(home)
+    from .profiles import load_profiles
+
+    for profile in load_profiles(home, config)[0]:
+        for planned in profile.plan(config).vms:
+            if planned.ip:
+                ips[planned.ip] = planned.name
+
+    def lookup(ip: str) -> Any:
+        vm = by_name.get(ips.get(ip, ""))
+        return VmInfo(vm.vmid, vm.name, vm.node, vm.status, vm.template, dict(vm.config)) if vm else None
+
+    talos = TalosWorld(dict(state.talos)).rows(lookup)
+    vms = [{"vmid": vm.vmid, "name": vm.name, "node": vm.node, "status": vm.status, "template": vm.template,
+            "tags": str(vm.config.get("tags", "")), "cores": vm.config.get("cores"), "memory": vm.config.get("memory")}
+           for vm in sorted(state.vms, key=lambda v: v.vmid)]
+    if as_json:
+        _emit_json({"exists": True, "nodes": [n.__dict__ for n in state.nodes], "vms": vms, "talos": talos})
+        return
+    click.echo(f"SIMULATED cluster ({home.shown(state_path(home))})")
+    click.echo("nodes: " + ", ".join(f"{n.name} ({'online' if n.online else 'offline'})" for n in state.nodes))
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS"):
+        table.add_column(column, overflow="fold")
+    for vm in vms:
+        status = "template" if vm["template"] else vm["status"]
+        table.add_row(str(vm["vmid"]), vm["name"], vm["node"], status, str(vm["cores"] or "-"),
+                      f"{vm['memory']} MB" if vm["memory"] else "-", vm["tags"])
+    _console().print(table)
+    if talos:
+        click.echo("\nTalos:")
+        for row in talos:
+            click.echo(f"  {row['ip']:<15} {row.get('hostname') or '-':<12} {row.get('role') or '-':<13} "
+                       f"{row['state']:<12} talos {row.get('talos_version') or '-'}  "
+                       f"kubernetes {row.get('kubernetes_version') or '-'}")
+
+
+@sim_cmd.command("reset")
+@click.pass_context
+def sim_reset_cmd(ctx: click.Context) -> None:
+    """Forget the simulated cluster; the next --simulate run starts from a fresh one."""
+    import shutil
+
+    from .runlock import LockHeld, ProfileLock
+    from .sim.server import sim_dir
+    from .sim.wiring import LOCK_NAME
+
+    home = _home(ctx)
+    folder = sim_dir(home)
+    lock = ProfileLock(home.state_dir, LOCK_NAME, "sim-reset")
+    try:
+        lock.acquire()
+    except LockHeld as exc:
+        _fail(f"the simulated cluster is in use by a run; not reset: {exc}", exitcodes.LOCKED)
+    try:
+        existed = folder.exists()
+        if existed:
+            shutil.rmtree(folder)
+    finally:
+        lock.release()
+    click.echo(f"simulated cluster reset ({home.shown(folder)} removed)" if existed
+               else "no simulated cluster to reset")

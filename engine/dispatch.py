@@ -19,13 +19,13 @@ class Dispatcher:
     """One executor per kind, shared by every step of a run."""
 
     def __init__(self, config_data: Mapping[str, Any], home_root: Path, env: Mapping[str, str] | None = None,
-                 *, api_factory: Callable[[], Any] | None = None):
+                 *, api_factory: Callable[[], Any] | None = None, overrides: Mapping[str, Any] | None = None):
         self._config = config_data
         self._home = home_root
         self._env = env
         self._api_factory = api_factory
         self.token_source: Any = None  # set by simulation; else the config's pass entry or environment
-        self._made: dict[str, Any] = {}
+        self._made: dict[str, Any] = dict(overrides or {})  # executors given ready-made (simulation)
         self.warnings: list[str] = []
 
     def _get(self, kind: str) -> Any:
@@ -83,6 +83,9 @@ class Dispatcher:
         if isinstance(action, HttpRequest):
             return self._get("http").request(action, progress)
         raise TypeError(f"no executor for {type(action).__name__}")
+
+    def adjust_context(self, context: dict[str, Any]) -> None:
+        """Change what templates see for this cluster; the real cluster needs no change."""
 
     def _token_value(self) -> Secret:
         """The API token as ``user@realm!tokenid=secret`` (the form Ansible's PROXMOX_API_TOKEN takes)."""

@@ -50,13 +50,15 @@ def cluster_vms(dispatcher: Dispatcher) -> list[ExistingVm]:
     return vms
 
 
-def _prepare(home: Home, name: str, profile: str | None, given: Mapping[str, str], dispatcher: Dispatcher | None
-             ) -> Session:
-    """The session, planned against the live cluster when a dispatcher is given and a profile is used."""
+def _prepare(home: Home, name: str, profile: str | None, given: Mapping[str, str], dispatcher: Dispatcher | None,
+             *, live: bool = True) -> Session:
+    """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used."""
     session = prepare(home, name, profile, given)
-    if dispatcher is None or session.profile is None:
-        return session
-    return prepare(home, name, profile, given, cluster_vms(dispatcher))
+    if dispatcher is not None and live and session.profile is not None:
+        session = prepare(home, name, profile, given, cluster_vms(dispatcher))
+    if dispatcher is not None:
+        dispatcher.adjust_context(session.context)
+    return session
 
 
 def plan_run(home: Home, name: str, profile: str | None, given: Mapping[str, str], *, offline: bool,
@@ -64,7 +66,7 @@ def plan_run(home: Home, name: str, profile: str | None, given: Mapping[str, str
     """A dry-run: the plan of every step; read-only steps may query the cluster unless ``offline``."""
     live = None if offline else dispatcher
     try:
-        session = _prepare(home, name, profile, given, live)
+        session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
     runner = Runner(session.runbook, session.context, executor=live, dry_run=True, approver=_Never(),
@@ -107,6 +109,9 @@ def start_run(home: Home, name: str, profile: str | None, given: Mapping[str, st
         session = _prepare(home, name, profile, given, dispatcher)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    refused = _untrusted(home, session)
+    if refused is not None:
+        return refused
     run_id = new_run_id(session.runbook.name, datetime.now(timezone.utc))
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
@@ -139,6 +144,9 @@ def resume_run(home: Home, run_id: str, *, dispatcher: Dispatcher, approver: App
         session = _prepare(home, str(path), meta.profile, given, dispatcher)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    refused = _untrusted(home, session, run_id)
+    if refused is not None:
+        return refused
     changed = [name for name, (then, now) in {
         "runbook": (meta.runbook_sha256, session.hashes()["runbook"]),
         "profile": (meta.profile_sha256, session.hashes().get("profile")),
@@ -169,6 +177,14 @@ def resume_run(home: Home, run_id: str, *, dispatcher: Dispatcher, approver: App
     if changed:
         outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
     return outcome
+
+
+def _untrusted(home: Home, session: Session, run_id: str | None = None) -> Outcome | None:
+    """An ingested runbook (one with an ``origin``) runs for real only as reviewed: ``runbook trust``."""
+    from .ingest.trust import untrusted_reason
+
+    reason = untrusted_reason(home, session.runbook, session.runbook_path)
+    return None if reason is None else Outcome("refused", exitcodes.REFUSED, reason, session, run_id)
 
 
 def _as_param(value: Any) -> str:

@@ -1,0 +1,225 @@
+"""``--simulate``: the simulated cluster started for one invocation, and executors pointed at it.
+
+Only the far ends are simulated: the API executor is the real one (talking HTTPS to the in-process
+fakepve with its fresh certificate and token), the runner, gates and journal are the real ones.
+``ssh``, ``talosctl`` and ``http`` steps go to the simulated node shell, Talos and Image Factory;
+``local`` steps run for real with simulated ``ansible-playbook``, ``flux`` and ``kubectl`` first
+on PATH. The state is saved after every step, so a run that dies leaves the cluster as it was at
+its last step, like a real one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..actions import Action, Result, ShellCommand
+from ..config import ClusterConfig
+from ..credentials import ApiToken
+from ..dispatch import Dispatcher
+from ..executors.api import ApiExecutor
+from ..executors.shell import LocalExecutor
+from ..home import Home
+from ..profiles import Profile, load_profiles
+from ..runlock import ProfileLock
+from ..secrets import Secret
+from .http import Factory, SimHttpExecutor
+from .server import SimCluster, sim_dir
+from .shell import NodeFiles, SimShellExecutor, VmInfo
+from .shims import write_shims
+from .talos import SimTalosctlExecutor, TalosWorld
+
+LOCK_NAME = "simulated-cluster"
+
+
+class ClusterVms:
+    """The simulated nodes' view of the PVE side (``VmOps``), read and changed on the fake's loop."""
+
+    def __init__(self, cluster: SimCluster):
+        self.cluster = cluster
+
+    def _info(self, vm: Any) -> VmInfo:
+        return VmInfo(vmid=vm.vmid, name=vm.name, node=vm.node, status=vm.status, template=bool(vm.template),
+                      config=dict(vm.config), uid=str(vm.config.get("smbios1") or vm.config.get("vmgenid") or "") or None)
+
+    def get_vm(self, vmid: int) -> VmInfo | None:
+        return self.cluster.do(lambda: next((self._info(v) for v in self.cluster.fake.vms if v.vmid == vmid), None))
+
+    def list_vms(self) -> list[VmInfo]:
+        return self.cluster.do(lambda: [self._info(v) for v in self.cluster.fake.vms])
+
+    def by_name(self, name: str) -> VmInfo | None:
+        return self.cluster.do(lambda: next((self._info(v) for v in self.cluster.fake.vms
+                                             if v.name == name and not v.template), None))
+
+    def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:
+        def change() -> None:
+            vm = next(v for v in self.cluster.fake.vms if v.vmid == vmid)
+            for key, value in changes.items():
+                if value is None:
+                    vm.config.pop(key, None)
+                else:
+                    vm.config[key] = value
+        self.cluster.do(change)
+
+    def make_template(self, vmid: int) -> None:
+        def convert() -> None:
+            vm = next(v for v in self.cluster.fake.vms if v.vmid == vmid)
+            vm.template = True
+            vm.config["template"] = 1
+        self.cluster.do(convert)
+
+    def node_status(self, node: str) -> str | None:
+        def status() -> str | None:
+            found = self.cluster.fake.nodes.get(node)
+            if found is None:
+                return None
+            return "online" if found.get("online", True) else "offline"
+        return self.cluster.do(status)
+
+    def storage_exists(self, node: str, storage: str) -> bool:
+        def exists() -> bool:
+            config = self.cluster.fake.storages.get(storage)
+            if not config or config.get("disable"):
+                return False
+            nodes = config.get("nodes")
+            return not nodes or node in (nodes.split(",") if isinstance(nodes, str) else nodes)
+        return self.cluster.do(exists)
+
+
+class _Tokens:
+    """The simulated cluster's token, as the API executor and ``api_token_env`` ask for it."""
+
+    def __init__(self, cluster: SimCluster):
+        self.cluster = cluster
+
+    def get(self) -> ApiToken:
+        return self.cluster.token()
+
+
+class _PathLocal:
+    """Local steps run for real, with the simulated tools first on PATH."""
+
+    def __init__(self, bin_dir: Path):
+        self.bin_dir = bin_dir
+        self.local = LocalExecutor()
+
+    def run(self, command: ShellCommand, progress: Any = None, *, secret_env: Mapping[str, Secret] | None = None
+            ) -> Result:
+        env = {**command.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
+        return self.local.run(dataclasses.replace(command, env=env), progress, secret_env=secret_env)
+
+
+class Simulation:
+    """The simulated cluster for one invocation: ``with Simulation(home, config) as sim: sim.dispatcher()``."""
+
+    def __init__(self, home: Home, config: ClusterConfig, run_id: str = "simulation"):
+        self.home = home
+        self.config = config
+        self.lock = ProfileLock(home.state_dir, LOCK_NAME, run_id)
+        self.cluster: SimCluster | None = None
+
+    def __enter__(self) -> Simulation:
+        self.lock.acquire()
+        try:
+            profiles = load_profiles(self.home, self.config)[0]
+            self.cluster = SimCluster.start(self.home, self.config, profiles)
+            self._wire(profiles)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _wire(self, profiles: list[Profile]) -> None:
+        cluster = self.cluster
+        assert cluster is not None
+        self.vms = ClusterVms(cluster)
+        self.world = TalosWorld(cluster.section("talos"))
+        self.files = NodeFiles(cluster.section("files"))
+        names_by_ip: dict[str, str] = {}
+        planned: dict[str, dict[str, list[str]]] = {}
+        for profile in profiles:
+            roles: dict[str, list[str]] = {"controlplane": [], "worker": []}
+            for vm in profile.plan(self.config).vms:
+                if vm.ip:
+                    names_by_ip[vm.ip] = vm.name
+                    roles[vm.role].append(vm.ip)
+            planned[profile.name] = roles
+
+        def vm_lookup(ip: str) -> VmInfo | None:
+            name = names_by_ip.get(ip)
+            return self.vms.by_name(name) if name else None
+
+        factory = Factory()
+        bin_dir = sim_dir(self.home) / "bin"
+        write_shims(bin_dir, cluster.state_file)
+        self.executors = {
+            "ssh": SimShellExecutor(self.vms, self.files, factory),
+            "talosctl": SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
+            "http": SimHttpExecutor(factory),
+            "local": _PathLocal(bin_dir),
+        }
+
+    def dispatcher(self) -> Dispatcher:
+        cluster = self.cluster
+        assert cluster is not None
+        dispatcher = _SavingDispatcher(self, self.config.data, self.home.root,
+                                       api_factory=lambda: ApiExecutor(cluster.endpoints(), _Tokens(cluster),
+                                                                       cluster.verify()),
+                                       overrides=self.executors)
+        dispatcher.token_source = _Tokens(cluster)
+        return dispatcher
+
+    def banner(self) -> str:
+        assert self.cluster is not None
+        return (f"SIMULATED cluster: fakepve at {self.cluster.url}, state in "
+                f"{self.home.shown(self.cluster.state_file)}; no real node is contacted")
+
+    def save(self) -> None:
+        if self.cluster is not None:
+            self.cluster.set_section("talos", self.world.data)
+            self.cluster.set_section("files", self.files.data)
+            self.cluster.save()
+
+    def close(self) -> None:
+        try:
+            if self.cluster is not None:
+                self.save()
+                self.cluster.stop()
+        finally:
+            self.cluster = None
+            if self.lock.held:
+                self.lock.release()
+
+
+class _SavingDispatcher(Dispatcher):
+    """Saves the simulated cluster after every step, whatever its outcome."""
+
+    def __init__(self, simulation: Simulation, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.simulation = simulation
+
+    def execute(self, action: Action, progress: Callable[[str], None]) -> Result:
+        try:
+            return super().execute(action, progress)
+        finally:
+            self.simulation.save()
+
+    def adjust_context(self, context: dict[str, Any]) -> None:
+        """Keep a simulated cluster's Talos files (secrets, configs, kubeconfig) inside the simulation's
+        folder: a simulated run must never overwrite a real cluster's secrets in ``talos.config_dir``."""
+        profile = context.get("profile")
+        if profile and context.get("talos_config_dir"):
+            context["talos_config_dir"] = str(sim_dir(self.simulation.home) / "talos" / str(profile["name"]))
+
+    def close(self) -> None:
+        """The simulated executors belong to the simulation; only the API client is closed here."""
+        api = self._made.get("api")
+        if api is not None:
+            api.close()
