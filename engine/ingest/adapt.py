@@ -1,0 +1,783 @@
+"""A page's values to this cluster's conventions, every change listed with its reason.
+
+- Placeholders (``<NODE_HOST>``, ``<VMID>``, ``YOUR_STORAGE``) and shell variables the page never
+  sets (``$VMID``) become context values when cluster-config.yaml holds the answer
+  (``<CLUSTER_DOMAIN>`` -> ``cluster.domain``, ``<STORAGE>`` -> ``defaults.storage``) and runbook
+  parameters otherwise. A variable the page sets to a literal (``VMID=9000``) becomes a parameter
+  with that default.
+- Literal conventions become the config's: disk storage, bridges, BIOS, CPU type, SCSI controller
+  and machine type read from ``defaults``.
+- Literal VMIDs become integer parameters whose default lies inside ``vmid_ranges`` (templates
+  for a VMID the page makes a template of, or clones from; VMs otherwise).
+- Node and host names become a node parameter restricted to the cluster's nodes, defaulting to
+  the cluster node the foreign name was mapped to (in order of appearance).
+- ``for`` loops over VMIDs or nodes become ``foreach`` over a list parameter or ``node_names``.
+
+Output is text for the composer: step bodies with ``{{ ... }}`` where values were adapted and
+with the page's own ``{{``/``{%`` protected by ``{% raw %}``. In shell bodies a template is left
+bare inside a word (``vm-{{ vmid }}-disk-0``): the engine shell-quotes the value, and the shell
+joins the pieces back into one word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import jq
+
+from .classify import CLOSE, OPEN, Classifier, Draft, shown
+from .commands import Simple, Word
+
+_TOKEN = re.compile(rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b)")
+_SHELL_VARS = frozenset({"HOME", "PATH", "USER", "PWD", "OLDPWD", "SHELL", "TMPDIR", "RANDOM", "HOSTNAME", "IFS",
+                         "UID", "EUID", "LANG", "TERM", "SECONDS", "LINENO", "BASH_SOURCE", "PPID"})
+_CONTEXT = {
+    "PASS_PATH": ("credentials.pass_path", "credentials.pass_path"),
+    "SSH_USER": ("credentials.ssh_user", "credentials.ssh_user"),
+    "CLUSTER_DOMAIN": ("cluster.domain", "cluster.domain"), "DOMAIN": ("cluster.domain", "cluster.domain"),
+    "CLUSTER_NAME": ("cluster.name", "cluster.name"),
+    "STORAGE": ("defaults.storage", "defaults.storage"), "STORAGE_NAME": ("defaults.storage", "defaults.storage"),
+    "DISK_STORAGE": ("defaults.storage", "defaults.storage"), "VM_STORAGE": ("defaults.storage", "defaults.storage"),
+    "TARGET_STORAGE": ("defaults.storage", "defaults.storage"), "STORAGE_POOL": ("defaults.storage", "defaults.storage"),
+    "BRIDGE": ("defaults.network_bridge", "defaults.network_bridge"),
+    "NETWORK_BRIDGE": ("defaults.network_bridge", "defaults.network_bridge"),
+    "BIOS": ("defaults.bios", "defaults.bios"), "CPU_TYPE": ("defaults.cpu", "defaults.cpu"),
+    "SCSIHW": ("defaults.scsi_controller", "defaults.scsi_controller"),
+    "SCSI_CONTROLLER": ("defaults.scsi_controller", "defaults.scsi_controller"),
+    "MACHINE": ("defaults.machine", "defaults.machine"), "MACHINE_TYPE": ("defaults.machine", "defaults.machine"),
+    "CI_USER": ("cloudinit.default_user", "cloudinit.default_user"),
+    "CLOUDINIT_USER": ("cloudinit.default_user", "cloudinit.default_user"),
+    "SSH_KEYS_FILE": ("cloudinit.ssh_keys_file", "cloudinit.ssh_keys_file"),
+    "FLEET_INFRA_PATH": ("ansible.fleet_infra_path", "ansible.fleet_infra_path"),
+    "INVENTORY": ("ansible.inventory", "ansible.inventory"),
+    "PLAYBOOKS_DIR": ("ansible.playbooks_dir", "ansible.playbooks_dir"),
+}
+_HOST_NAMES = frozenset({"NODE_HOST", "HOST", "PVE_HOST", "PROXMOX_HOST"})
+_NODE_NAMES = {"NODE": "node", "NODE_HOST": "node", "NODE_NAME": "node", "HOST": "node", "PVE_NODE": "node",
+               "PVE_HOST": "node", "PROXMOX_HOST": "node", "PROXMOX_NODE": "node", "SOURCE_NODE": "node",
+               "NODENAME": "node", "PVE": "node", "SERVER": "node",
+               "TARGET_NODE": "target_node", "TARGET": "target_node", "DEST_NODE": "target_node",
+               "TEMPLATE_NODE": "template_node"}
+_VMID = re.compile(r"^(?:(NEW|TEMPLATE|TEMPLATE_VM|TARGET|SOURCE|CLONE|BASE)_?)?(?:VM_?ID|VMID|ID)(\d*)$")
+_INTEGER_NAME = re.compile(r"(^|_)(CORES|SOCKETS|MEMORY|MEM|MEM_MB|PORT|COUNT|\w*_MB|\w*_GB|SIZE_GB|VLAN|TAG_ID|"
+                           r"VCPUS|NUM\w*)$")
+_RESERVED = frozenset({"config", "cluster", "nodes", "node_names", "defaults", "vmid_ranges", "tags", "cloudinit",
+                       "ansible", "credentials", "profile", "talos", "flux", "plan", "params", "steps", "loop_index",
+                       "item", "result", "talos_config_dir", "raw", "quote", "exists", "range", "loop", "true",
+                       "false", "none", "true", "in", "not", "and", "or", "is", "if", "else"})
+_DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate|rootfs|mp|unused)\d*$")
+_DISK_VALUE = re.compile(r"^(?P<store>[A-Za-z][\w.-]*):(?P<rest>(\d+(\.\d+)?|0,|vm-|base-|cloudinit|subvol-).*)$")
+_VOLUME_VMID = re.compile(r"\b(vm|base|subvol)-(\d+)-(disk|cloudinit)")
+_TEMPLATE_ROLES = {"bios": "defaults.bios", "scsihw": "defaults.scsi_controller", "machine": "defaults.machine"}
+_QM_NO_VMID = frozenset({"list", "help", "mtunnel", "nbdstop", "importovf", "cleanup"})
+
+
+@dataclass(frozen=True)
+class Tmpl:
+    """A Jinja expression to place where a value of the page was."""
+
+    expr: str
+
+
+Chunk = str | Tmpl
+
+
+@dataclass
+class Scope:
+    """What a value is read in: its step's kind, loop variable, and the variables its body sets."""
+
+    kind: str
+    loop_var: str | None = None
+    loop_as: str | None = None
+    defined: frozenset[str] = frozenset()
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Adapted:
+    """A step ready to be written."""
+
+    kind: str
+    attrs: dict[str, Any]
+    body: str
+    draft: Draft
+
+
+def jinja_text(text: str) -> str:
+    """Literal text made safe inside a Jinja template: the page's own ``{{``, ``{%``, ``{#`` stay literal."""
+    if re.search(r"\{[{%#]|[}%#]\}", text):
+        return "{% raw %}" + text.replace("{% endraw %}", "{% endraw %}{{ '{% endraw %}' }}{% raw %}") + "{% endraw %}"
+    return text
+
+
+def serialize(chunks: list[Chunk]) -> str:
+    return "".join(f"{{{{ {c.expr} }}}}" if isinstance(c, Tmpl) else jinja_text(c) for c in chunks)
+
+
+class Adapter:
+    """Adapts the drafts of one page to one cluster config; collects parameters and changes."""
+
+    def __init__(self, config: dict[str, Any], classifier: Classifier):
+        self.config = config
+        self.classifier = classifier
+        self.nodes = [str(n["name"]) for n in config["cluster"]["nodes"]]
+        self.hosts = {str(n["host"]): str(n["name"]) for n in config["cluster"]["nodes"]}
+        self.params: dict[str, dict[str, Any]] = {}
+        self.identities: dict[tuple[str, str], str] = {}
+        self.changes: list[str] = []
+        self.warnings: list[str] = []
+        self.node_map: dict[str, str] = {}
+        self.template_vmids: set[int] = set()
+        self.step_ids: dict[str, str] = {}  # captured shell variable -> step id
+
+    # ---------------------------------------------------------------- bookkeeping
+
+    def change(self, text: str) -> None:
+        if text not in self.changes:
+            self.changes.append(text)
+
+    def _param(self, identity: tuple[str, str], name: str, spec: dict[str, Any], why: str) -> str:
+        if identity in self.identities:
+            return self.identities[identity]
+        name = _param_name(name)
+        base, number = name, 2
+        while name in self.params:
+            name, number = f"{base}_{number}", number + 1
+        self.params[name] = spec
+        self.identities[identity] = name
+        default = f", default {json.dumps(spec['default'])}" if "default" in spec else ", required"
+        self.change(f"{why} -> parameter {name} ({spec['type']}{default})")
+        return name
+
+    def _range(self, kind: str) -> tuple[int, int]:
+        span = self.config["vmid_ranges"][kind]
+        return int(span["min"]), int(span["max"])
+
+    # ---------------------------------------------------------------- values
+
+    def vmid(self, value: int, role: str, raw: str) -> Tmpl:
+        template = value in self.template_vmids or role == "template_vmid"
+        kind = "templates" if template else "vms"
+        low, high = self._range(kind)
+        default = value if low <= value <= high else low + value % (high - low + 1)
+        moved = "" if default == value else f", moved into vmid_ranges.{kind} {low}-{high}"
+        base = "template_vmid" if template else ("new_vmid" if role == "newid" else "vmid")
+        spec = {"type": "integer", "description": f"VMID of the {'template' if template else 'VM'} "
+                                                  f"(vmid_ranges.{kind}: {low}-{high}); the source used {value}.",
+                "minimum": low, "maximum": high, "default": default}
+        return Tmpl(self._param(("vmid", str(value)), base, spec, f"VMID {raw}{moved}"))
+
+    def node(self, value: str, role: str = "node") -> Tmpl:
+        """A literal node or host name of the page as a node parameter defaulting to a cluster node."""
+        name = self.hosts.get(value) or (value if value in self.nodes else None)
+        short = value if re.fullmatch(r"[\d.]+|[0-9a-fA-F:]+", value) else value.split(".")[0]
+        name = name or (short if short in self.nodes else None)
+        if name is None:
+            if short not in self.node_map:
+                used = set(self.node_map.values())
+                free = [n for n in self.nodes if n not in used] or self.nodes
+                number = re.search(r"(\d+)$", short)
+                same = [n for n in free if number and re.search(r"(\d+)$", n)
+                        and int(re.search(r"(\d+)$", n)[1]) == int(number[1])]  # pve3 -> pve03
+                self.node_map[short] = (same or free)[0]
+                self.change(f"host/node '{value}' of the source is this cluster's node {self.node_map[short]}")
+            name = self.node_map[short]
+        base = "target_node" if role == "target_node" else "node"
+        identity = ("node-literal", name)  # one cluster node, one parameter, whatever role it is seen in first
+        if identity not in self.identities and ("node", base) in self.identities \
+                and self.params[self.identities[("node", base)]].get("default") == name:
+            self.identities[identity] = self.identities[("node", base)]
+        spec = {"type": "string", "description": "The cluster node to act on.", "enum": list(self.nodes),
+                "default": name}
+        param = self._param(identity, base, spec, f"node '{value}'")
+        self.identities.setdefault(("node", base), param)
+        return Tmpl(param)
+
+    def placeholder(self, raw_name: str, scope: Scope, shown_as: str) -> Tmpl:
+        norm = re.sub(r"[^A-Z0-9]+", "_", raw_name.upper()).strip("_")
+        norm = norm.removeprefix("YOUR_") or norm
+        if scope.kind == "talosctl" and (norm in _NODE_NAMES or norm.endswith("_IP") or norm == "IP"):
+            base = "talos_node" if norm in _NODE_NAMES else norm.lower()
+            spec = {"type": "string", "description": f"Talos node address (the source wrote {shown_as})."}
+            return Tmpl(self._param(("talos", base), base, spec, f"placeholder {shown_as}"))
+        if norm in _CONTEXT:
+            expr, where = _CONTEXT[norm]
+            self.change(f"placeholder {shown_as} -> {{{{ {expr} }}}} from cluster-config.yaml ({where})")
+            return Tmpl(expr)
+        if norm in _NODE_NAMES:
+            base = _NODE_NAMES[norm]
+            default = self.nodes[1] if base == "target_node" and len(self.nodes) > 1 else self.nodes[0]
+            spec = {"type": "string", "description": "The cluster node to act on." if base == "node" else
+                    f"The cluster node ({base.replace('_', ' ')}).", "enum": list(self.nodes), "default": default}
+            param = self._param(("node", base), base, spec, f"placeholder {shown_as}")
+            if norm in _HOST_NAMES and scope.kind in ("ssh", "local"):
+                self.change(f"placeholder {shown_as} in a command -> the host of node {param} (cluster.nodes[].host)")
+                return Tmpl(f"(nodes | selectattr('name', 'equalto', {param}) | first).host")
+            return Tmpl(param)
+        vmid = _VMID.match(norm)
+        if vmid:
+            template = (vmid[1] or "").startswith(("TEMPLATE", "BASE", "SOURCE", "CLONE"))
+            kind = "templates" if template else "vms"
+            low, high = self._range(kind)
+            base = ("template_vmid" if template else "new_vmid" if vmid[1] in ("NEW", "TARGET") else "vmid") + \
+                (vmid[2] or "")
+            spec = {"type": "integer", "description": f"VMID of the {'template' if template else 'VM'} "
+                                                      f"(vmid_ranges.{kind}: {low}-{high}).",
+                    "minimum": low, "maximum": high}
+            return Tmpl(self._param(("placeholder", norm), base, spec, f"placeholder {shown_as}"))
+        kind = "integer" if _INTEGER_NAME.search(norm) else "string"
+        spec = {"type": kind, "description": f"Value for {shown_as} in the source."}
+        return Tmpl(self._param(("placeholder", norm), norm.lower(), spec, f"placeholder {shown_as}"))
+
+    def variable(self, name: str, scope: Scope, raw: str) -> Chunk:
+        """``$name`` of the page: a loop variable, a step output, a parameter, or a shell variable kept."""
+        if name == scope.loop_var and scope.loop_as:
+            return Tmpl(scope.loop_as)
+        if name in scope.defined or name in _SHELL_VARS or not re.match(r"[A-Za-z_]", name):
+            if scope.kind in ("api", "attr"):
+                scope.problems.append(f"uses the shell variable ${name}, which an api step cannot see")
+            return _Raw(raw)
+        if name in self.step_ids:
+            self.change(f"${name} (set from an API call on the page) -> steps.{self.step_ids[name]}")
+            return Tmpl(f"steps.{self.step_ids[name]}")
+        if name in self.classifier.page_vars:
+            return self._page_value(name, self.classifier.page_vars[name], scope)
+        return self.placeholder(name, scope, raw)
+
+    def _page_value(self, name: str, value: str, scope: Scope) -> Tmpl:
+        norm = re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")
+        shown_as = f"${name} (set to {shown(value)!r} on the page)"
+        if OPEN in value or value.startswith("YOUR_"):
+            inner = value.strip(OPEN + CLOSE)
+            return self.placeholder(inner, scope, f"{shown_as}")
+        if norm in _CONTEXT:
+            expr = _CONTEXT[norm][0]
+            self.change(f"{shown_as} -> {{{{ {expr} }}}} from cluster-config.yaml")
+            return Tmpl(expr)
+        if norm in _NODE_NAMES:
+            return self.node(value, _NODE_NAMES[norm])
+        if _VMID.match(norm) and value.isdigit():
+            # $VMID set on the page, <VMID> and the literal itself are one parameter.
+            chunk = self.vmid(int(value), "template_vmid" if norm.startswith("TEMPLATE") else "vmid", shown_as)
+            self.identities.setdefault(("placeholder", norm), chunk.expr)
+            return chunk
+        kind = "integer" if re.fullmatch(r"-?\d+", value) else "string"
+        spec: dict[str, Any] = {"type": kind, "description": f"Set to {shown(value)!r} on the source page.",
+                                "default": int(value) if kind == "integer" else shown(value)}
+        return Tmpl(self._param(("var", name), name.lower(), spec, shown_as))
+
+    # ---------------------------------------------------------------- text and roles
+
+    def text(self, value: str, scope: Scope, role: str | None = None) -> list[Chunk]:
+        """A value of the page (placeholders and ``$vars`` as written) as chunks, adapted by its role."""
+        chunks = self.role(value, role) if role else [value]
+        out: list[Chunk] = []
+        for chunk in chunks:
+            if isinstance(chunk, Tmpl):
+                out.append(chunk)
+                continue
+            for index, piece in enumerate(_TOKEN.split(chunk)):
+                if not piece:
+                    continue
+                if index % 2 == 0:
+                    out.append(piece)
+                elif piece.startswith(OPEN):
+                    out.append(self.placeholder(piece[1:-1], scope, shown(piece)))
+                elif piece.startswith("$"):
+                    out.append(self.variable(piece.strip("${}"), scope, piece))
+                else:
+                    out.append(self.placeholder(piece, scope, piece))
+        return _merge(out)
+
+    def role(self, value: str, role: str) -> list[Chunk]:
+        """Literal conventions inside one value: ``local-zfs:32`` -> ``{{ defaults.storage }}:32``."""
+        literal = not _TOKEN.search(value)
+        defaults = self.config["defaults"]
+        if role in ("vmid", "newid", "template_vmid"):
+            return [self.vmid(int(value), role, value)] if literal and value.isdigit() else [value]
+        if role in ("node", "target_node"):
+            return [self.node(value, role)] if literal and re.fullmatch(r"[\w.-]+", value) else [value]
+        if role == "storage" and literal and re.fullmatch(r"[A-Za-z][\w.-]*", value):
+            return [self._default("storage", "storage", value)]
+        if role == "disk":
+            match = _DISK_VALUE.match(value)
+            if match and not _TOKEN.search(match["store"]) and match["store"] != "none":
+                return [self._default("storage", "storage", match["store"]), ":", *self._volumes(match["rest"])]
+            return self._volumes(value)
+        if role == "net":
+            match = re.search(r"(?<![\w-])bridge=([\w.-]+)", value)
+            if match and not _TOKEN.search(match[1]):
+                return [value[:match.start(1)], self._default("network_bridge", "bridge", match[1]),
+                        value[match.end(1):]]
+            return [value]
+        if role == "cpu" and literal:
+            head, sep, rest = value.partition(",")
+            return [self._default("cpu", "CPU type", head), sep + rest] if re.fullmatch(r"[\w.-]+", head) else [value]
+        if role in _TEMPLATE_ROLES and literal and re.fullmatch(r"[\w.-]+", value):
+            key = _TEMPLATE_ROLES[role].split(".")[1]
+            return [self._default(key, {"bios": "BIOS", "scsihw": "SCSI controller", "machine": "machine type"}[role],
+                                  value)]
+        return [value]
+
+    def _default(self, key: str, what: str, value: str) -> Tmpl:
+        configured = self.config["defaults"].get(key)
+        same = " (the same value)" if str(configured) == value else f" ({configured})"
+        self.change(f"{what} '{value}' -> {{{{ defaults.{key} }}}}{same}: the cluster's default from cluster-config.yaml")
+        if key == "bios" and str(configured) == "ovmf" and value != "ovmf":
+            self.warnings.append("the BIOS became ovmf (the cluster's default): an OVMF VM needs an efidisk0; check "
+                                 "the steps that create the VM")
+        return Tmpl(f"defaults.{key}")
+
+    def _volumes(self, text: str) -> list[Chunk]:
+        """``vm-100-disk-0`` -> ``vm-{{ vmid }}-disk-0`` for VMIDs already made parameters."""
+        out: list[Chunk] = []
+        last = 0
+        for match in _VOLUME_VMID.finditer(text):
+            identity = ("vmid", match[2])
+            if identity not in self.identities:
+                continue
+            out += [text[last:match.start(2)], Tmpl(self.identities[identity])]
+            last = match.end(2)
+        return out + [text[last:]] if last < len(text) or not out else out
+
+    # ---------------------------------------------------------------- steps
+
+    def scan_templates(self, drafts: list[Draft]) -> None:
+        """VMIDs the page makes templates of or clones from: their parameters take the templates range."""
+        for draft in drafts:
+            if draft.kind == "api":
+                match = re.search(r"/(?:qemu|lxc)/(\d+)/(?:template|clone)$", draft.path)
+                if match:
+                    self.template_vmids.add(int(match[1]))
+            for command in draft.commands:
+                words = [w.literal or "" for w in command.words]
+                if len(words) > 2 and words[0] in ("qm", "pct") and words[1] in ("template", "clone") \
+                        and words[2].isdigit():
+                    self.template_vmids.add(int(words[2]))
+
+    def adapt(self, draft: Draft, step_id: str) -> Adapted:
+        scope = Scope(draft.kind, defined=frozenset(draft.defined))
+        attrs: dict[str, Any] = {"id": step_id}
+        if draft.loop_var is not None and draft.loop_items is not None:
+            self._loop(draft, scope, attrs)
+        if draft.kind == "api":
+            body = self._api_body(draft, scope, attrs)
+        else:
+            body = self._shell_body(draft, scope)
+            if draft.kind == "ssh":
+                attrs["node"] = self._node_attr(draft, scope)
+            if draft.kind == "local" and "Authorization: [redacted]" in body:
+                env = str(draft.attrs.get("api_token_env") or "PVE_API_TOKEN")
+                body = body.replace("Authorization: [redacted]", f"Authorization: PVEAPIToken=${{{env}}}")
+                attrs["api_token_env"] = env
+                self.change(f"step {step_id}: its curl reads the API token from ${env} (api_token_env: the engine "
+                            "puts the token there at run time, never on the command line or in the runbook)")
+        for key, value in draft.attrs.items():
+            attrs.setdefault(key, value)
+        if draft.kind in ("talosctl",) and draft.extract:
+            self._extract(draft, scope, attrs)
+        if scope.problems:
+            raise Unadaptable("; ".join(dict.fromkeys(scope.problems)))
+        return Adapted(draft.kind, attrs, body, draft)
+
+    def _loop(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
+        var = draft.loop_var or "item"
+        name = var.lower() if re.fullmatch(r"[a-z_][a-z0-9_]*", var.lower()) else "item"
+        if name in _RESERVED and name != "item":
+            name = f"{name}_item"
+        scope.loop_var, scope.loop_as = var, name
+        items = draft.loop_items or []
+        hosts = all(i in self.nodes or i in self.hosts or i.split(".")[0] in self.nodes
+                    or re.fullmatch(r"[a-z][\w-]*\d+(\.[\w.-]+)?", i) for i in items)
+        shown_items = " ".join(shown(i) for i in items)
+        if re.search(r"node|host|server|pve", var, re.I) and hosts and items:
+            attrs["foreach"] = "node_names"
+            self.change(f"the loop over {shown_items} runs over the cluster's nodes (foreach: node_names)")
+        elif items and all(i.isdigit() for i in items):
+            low, high = self._range("vms")
+            values = [int(i) if low <= int(i) <= high else low + int(i) % (high - low + 1) for i in items]
+            spec = {"type": "array", "description": f"VMIDs to loop over (vmid_ranges.vms: {low}-{high}); the "
+                                                    f"source used {shown_items}.", "default": values}
+            attrs["foreach"] = self._param(("loop", var + shown_items), f"{name}s", spec, f"the loop list {shown_items}")
+        else:
+            placeholders = [i for i in items if i.startswith(OPEN) or i.startswith("$")]
+            spec = {"type": "array", "description": f"Items to loop over; the source used {shown_items}."}
+            if not placeholders:
+                spec["default"] = [shown(i) for i in items]
+            attrs["foreach"] = self._param(("loop", var + shown_items), f"{name}s", spec,
+                                           f"the loop list {shown_items}")
+        attrs["as"] = name
+        self.change(f"'for {var} in ...; do ...; done' -> foreach with as: {name}")
+
+    def _api_body(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> str:
+        scope.kind = "api"
+        segments = draft.path.split("/")
+        chunks: list[Chunk] = []
+        for index, segment in enumerate(segments):
+            before = segments[index - 1] if index else ""
+            role = "node" if before == "nodes" else "vmid" if before in ("qemu", "lxc") else None
+            if index:
+                chunks.append("/")
+            chunks += self.text(segment, scope, role)
+        path = serialize(_merge(chunks))
+        lines = [f"# {jinja_text(c)}" for c in draft.comment]
+        lines.append(f"{draft.method} {path}")
+        seen: dict[str, int] = {}
+        params: list[tuple[str, str]] = []
+        for key, value in draft.params:
+            if not key:
+                continue
+            if "$(" in value or "`" in value:
+                spec = {"type": "string", "description": f"Value of {key}; the source computed it with a command."}
+                name = self._param(("computed", key), key.replace("-", "_"), spec,
+                                   f"{key}=<computed by a command on the page>")
+                rendered = f"{{{{ {name} }}}}"
+            else:
+                rendered = serialize(self.text(value, scope, _api_role(draft, key, value)))
+            if key in seen:
+                self.warnings.append(f"step {attrs['id']}: {key} is given twice on the page; the last value is kept")
+                params[seen[key]] = (key, rendered)
+                continue
+            seen[key] = len(params)
+            params.append((key, rendered))
+        for key, rendered in params:
+            shown_key = key if re.fullmatch(r"[A-Za-z][\w-]*", key) else json.dumps(key)
+            lines.append(f"{shown_key}: {_yaml_scalar(rendered)}")
+        if draft.extract:
+            self._extract(draft, scope, attrs)
+        return "\n".join(lines) + "\n"
+
+    def _extract(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
+        """The page's jq filter as the step's extract: shell variables and placeholders become jq
+        variables of the runbook's parameters (extract receives them as $name)."""
+        word = draft.extract
+        assert word is not None
+        inner = Scope("attr", scope.loop_var, scope.loop_as, scope.defined)
+        pieces: list[str] = []
+        for part in word.parts:
+            if part.kind == "lit":
+                pieces.append(self._jq_placeholders(part.text, inner))
+            elif part.kind == "var":
+                value = self.variable(part.text, inner, part.raw)
+                if not (isinstance(value, Tmpl) and value.expr in self.params):
+                    self.warnings.append(f"step {attrs['id']}: the jq filter uses {part.raw}, which only the loop or "
+                                         "the shell knows; the extract was left out")
+                    return
+                pieces.append(f"${value.expr}")
+            else:
+                self.warnings.append(f"step {attrs['id']}: the jq filter computes part of itself with {part.raw}; "
+                                     "the extract was left out")
+                return
+        expression = "".join(pieces)
+        if draft.extract_wraps_data:
+            if not re.search(r"(?<![\w\])?\"])\.data\b", expression):
+                self.warnings.append(f"step {attrs['id']}: the jq filter does not read .data; the step's result is "
+                                     "what PVE returns inside data, so check the extract")
+            expression = re.sub(r"(?<![\w\])?\"])\.data(?=\.)", "", expression)
+            expression = re.sub(r"(?<![\w\])?\"])\.data(?!\w)", ".", expression)
+            expression = re.sub(r"^\s*\.\s*\|\s*", "", expression) or "."
+            self.change(f"step {attrs['id']}: '| jq' became extract; .data was dropped from the filter, because the "
+                        "api step's result is already PVE's data")
+        for arg, value_word in draft.extract_args:
+            resolved = self.text(value_word.text, inner)
+            if len(resolved) == 1 and isinstance(resolved[0], Tmpl) and resolved[0].expr in self.params:
+                expression = re.sub(rf"\${re.escape(arg)}\b", f"${resolved[0].expr}", expression)
+            elif all(type(c) is str for c in resolved):
+                expression = re.sub(rf"\${re.escape(arg)}\b", json.dumps("".join(map(str, resolved))), expression)
+            else:
+                self.warnings.append(f"step {attrs['id']}: jq --arg {arg} needs a value known only in the loop or the "
+                                     "shell; the extract was left out")
+                return
+        try:
+            jq.compile(expression, args={name: None for name in self.params})
+        except ValueError as exc:
+            self.warnings.append(f"step {attrs['id']}: the jq filter was left out, it does not compile as an extract "
+                                 f"({str(exc).splitlines()[0]})")
+            return
+        attrs["extract"] = expression
+
+    def _jq_placeholders(self, text: str, scope: Scope) -> str:
+        """``<NAME>`` inside a jq filter -> the parameter as a jq variable (``\\($name)`` inside a string)."""
+        out, in_string, index = [], False, 0
+        while index < len(text):
+            char = text[index]
+            if char == "\\" and in_string:
+                out.append(text[index:index + 2])
+                index += 2
+                continue
+            if char == '"':
+                in_string = not in_string
+            if char == OPEN:
+                end = text.find(CLOSE, index)
+                if end > 0:
+                    name = text[index + 1:end]
+                    value = self.placeholder(name, scope, f"<{name}>")
+                    jq_value = f"${value.expr}" if value.expr in self.params else \
+                        json.dumps(str(_lookup(self.config, value.expr)))
+                    out.append(f"\\({jq_value})" if in_string else jq_value)
+                    index = end + 1
+                    continue
+            out.append(char)
+            index += 1
+        return "".join(out)
+
+    def _node_attr(self, draft: Draft, scope: Scope) -> str:
+        host = draft.host
+        if draft.user and draft.user != str(self.config["credentials"]["ssh_user"]) and OPEN not in draft.user \
+                and "$" not in draft.user:
+            self.change(f"ssh as '{draft.user}' -> as credentials.ssh_user "
+                        f"({self.config['credentials']['ssh_user']})")
+        if host is None:
+            spec = {"type": "string", "description": "The cluster node to act on.", "enum": list(self.nodes),
+                    "default": self.nodes[0]}
+            name = self._param(("node", "node"), "node", spec, "commands that run on a Proxmox VE node")
+            self.identities.setdefault(("node", "node"), name)
+            return f"{{{{ {name} }}}}"
+        first = re.split(r"\.(?![^{]*\})", host, maxsplit=1)[0] if _TOKEN.match(host) else host
+        head = _TOKEN.match(first)
+        if head and head.end() == len(first):
+            chunks = self.text(first, Scope("attr", scope.loop_var, scope.loop_as, frozenset()))
+        else:
+            chunks = [self.node(shown(host))]
+        if len(chunks) == 1 and isinstance(chunks[0], Tmpl):
+            return f"{{{{ {chunks[0].expr} }}}}"
+        raise Unadaptable(f"the ssh host {shown(host)} is not a node name or placeholder")
+
+    def _shell_body(self, draft: Draft, scope: Scope) -> str:
+        source, (start, end) = draft.source, draft.span
+        roles = {}
+        for command in draft.commands:
+            roles.update(_shell_roles(command))
+        words = sorted({id(w): w for c in draft.commands for w in (*c.assigns, *c.words,
+                                                                     *[t for _, t in c.redirects if t])}.values(),
+                       key=lambda w: w.start)
+        chunks: list[Chunk] = []
+        cursor = start
+        cuts = sorted(draft.cuts)
+        for word in words:
+            if word.start < cursor or word.end > end or any(a <= word.start < b for a, b in cuts):
+                continue
+            chunks += self._between(source, cursor, word.start, cuts, scope)
+            chunks += self._word(word, roles.get(word.start), scope)
+            cursor = word.end
+        chunks += self._between(source, cursor, end, cuts, scope)
+        text = serialize(_merge(chunks)).rstrip()
+        head = [f"# {jinja_text(c)}" for c in draft.comment]
+        return "\n".join(head + [text]) + "\n"
+
+    def _between(self, source: str, start: int, end: int, cuts: list[tuple[int, int]], scope: Scope) -> list[Chunk]:
+        text = "".join(source[i] for i in range(start, end) if not any(a <= i < b for a, b in cuts))
+        return self.requote(text, scope)
+
+    def requote(self, text: str, scope: Scope) -> list[Chunk]:
+        """Shell text the word parser did not split (between words, inside ``$(...)``) with each
+        ``<NAME>`` placeholder replaced by its template, the surrounding quotes closed around it
+        (``"https://<HOST>:8006"`` -> ``"https://"{{ ... }}":8006"``), so the quoted value joins the
+        word as the shell reads it. Comments only get the page's ``<NAME>`` back."""
+        if OPEN not in text:
+            return [text]
+        out: list[Chunk] = []
+        stack = [""]  # quote state per $( level: "", "'" or '"'
+        buffer: list[str] = []
+        index = 0
+        while index < len(text):
+            char, quote = text[index], stack[-1]
+            if quote == "" and char == "#" and (index == 0 or text[index - 1] in " \t\n;("):
+                end = text.find("\n", index)
+                end = len(text) if end < 0 else end
+                buffer.append(shown(text[index:end]))
+                index = end
+                continue
+            if char == "\\" and quote != "'":
+                buffer.append(text[index:index + 2])
+                index += 2
+                continue
+            if char == OPEN and (end := text.find(CLOSE, index)) > 0:
+                name = text[index + 1:end]
+                chunk = self.placeholder(name, scope, f"<{name}>")
+                if quote:
+                    buffer.append(quote)
+                out += ["".join(buffer), chunk]
+                buffer = [quote] if quote else []
+                index = end + 1
+                continue
+            if quote == "'" and char == "'":
+                stack[-1] = ""
+            elif quote == '"' and char == '"':
+                stack[-1] = ""
+            elif quote == "" and char in "'\"":
+                stack[-1] = char
+            elif quote != "'" and text.startswith("$(", index):
+                stack.append("")
+                buffer.append("$(")
+                index += 2
+                continue
+            elif quote == "" and char == ")" and len(stack) > 1:
+                stack.pop()
+            buffer.append(char)
+            index += 1
+        out.append("".join(buffer))
+        return _merge([c for c in out if c != ""])
+
+    def _word(self, word: Word, role: str | None, scope: Scope) -> list[Chunk]:
+        """One shell word, adapted; unchanged words keep the page's own spelling."""
+        literal = word.literal
+        role_chunks: list[Chunk] | None = None
+        if role and literal is not None:
+            if role.startswith("opt:"):
+                option, sep, value = literal.partition("=")
+                role_chunks = [option + sep, *self.role(value, role[4:])] if sep else None
+            else:
+                role_chunks = self.role(literal, role)
+        pieces: list[tuple[Chunk, str]] = []  # (chunk, the quote it stood in)
+        if role_chunks is not None and any(isinstance(c, Tmpl) for c in role_chunks):
+            quote = word.parts[0].quote if word.parts else ""
+            for chunk in role_chunks:
+                if isinstance(chunk, Tmpl):
+                    pieces.append((chunk, ""))
+                else:
+                    pieces += [(c, quote if isinstance(c, str) else "")
+                               for c in self.text(chunk, scope)]
+        else:
+            for part in word.parts:
+                if part.kind == "lit":
+                    pieces += [(c, part.quote if isinstance(c, str) else "") for c in self.text(part.text, scope)]
+                elif part.kind == "var":
+                    chunk = self.variable(part.text, scope, part.raw)
+                    pieces.append((chunk, part.quote) if isinstance(chunk, str) else (chunk, ""))
+                else:
+                    inner = self.requote(part.raw, scope)
+                    pieces += [(c if isinstance(c, Tmpl) else _Raw(c), part.quote if not isinstance(c, Tmpl) else "")
+                               for c in inner]
+        if not any(isinstance(c, Tmpl) for c, _ in pieces):
+            return [word.raw]
+        out: list[Chunk] = []
+        for chunk, quote in pieces:
+            if isinstance(chunk, Tmpl):
+                out.append(chunk)
+            elif isinstance(chunk, _Raw):
+                out.append(f'"{chunk}"' if quote == '"' else str(chunk))
+            else:
+                out.append(_sh_quote(chunk, quote))
+        return out
+
+
+def _lookup(config: dict[str, Any], expr: str) -> Any:
+    value: Any = config
+    for key in expr.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+class Unadaptable(Exception):
+    """A draft that cannot be written as its kind of step (the reason is the message)."""
+
+
+class _Raw(str):
+    """A shell expansion kept as the page wrote it."""
+
+
+def _yaml_scalar(text: str) -> str:
+    """A parameter value as YAML that reads back as the same text (integers stay integers)."""
+    if re.fullmatch(r"-?[0-9]+", text) or (re.fullmatch(r"[A-Za-z][\w.-]*", text) and text.lower() not in
+                                           ("true", "false", "yes", "no", "on", "off", "null", "y", "n")):
+        return text
+    return json.dumps(text)
+
+
+def _sh_quote(text: str, quote: str) -> str:
+    if not text:
+        return ""
+    if re.fullmatch(r"[\w@%+=:,./-]+", text):
+        return text
+    if quote == '"':
+        return '"' + re.sub(r'(["\\$`])', r"\\\1", text) + '"'
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _merge(chunks: list[Chunk]) -> list[Chunk]:
+    out: list[Chunk] = []
+    for chunk in chunks:
+        if type(chunk) is str and out and type(out[-1]) is str:
+            out[-1] = out[-1] + chunk
+        elif chunk != "":
+            out.append(chunk)
+    return out
+
+
+def _param_name(name: str) -> str:
+    name = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "value"
+    if name[0].isdigit():
+        name = f"p_{name}"
+    if name in _RESERVED:
+        name = f"{name}_value"
+    return name
+
+
+def _api_role(draft: Draft, key: str, value: str) -> str | None:
+    path = draft.path
+    if key in ("vmid",) and value.isdigit():
+        return "vmid"
+    if key == "newid":
+        return "newid"
+    if key in ("target", "node", "target-node"):
+        return "target_node" if key != "node" else "node"
+    if key in ("storage", "targetstorage", "target-storage") and re.search(r"/(clone|qemu|lxc|move_disk|move-disk|"
+                                                                            r"move_volume|migrate)$", path):
+        return "storage"
+    if _DISK_KEY.match(key):
+        return "disk"
+    if re.fullmatch(r"net\d+", key):
+        return "net"
+    if key in ("bios", "scsihw", "machine", "cpu"):
+        return key
+    return None
+
+
+_OPTION_ROLES = {"--storage": "storage", "--bios": "bios", "--cpu": "cpu", "--scsihw": "scsihw",
+                 "--machine": "machine", "--target": "target_node", "--node": "node", "--rootfs": "disk"}
+
+
+def _shell_roles(command: Simple) -> dict[int, str]:
+    """Which words of a node command carry a convention (keyed by the word's offset)."""
+    words = command.words
+    literal = [w.literal or "" for w in words]
+    roles: dict[int, str] = {}
+    if not literal or literal[0] not in ("qm", "pct", "vzdump", "qmrestore"):
+        return roles
+    tool = literal[0]
+    if tool in ("qm", "pct") and len(words) > 2 and literal[1] not in _QM_NO_VMID:
+        roles[words[2].start] = "vmid"
+        if literal[1] == "clone" and len(words) > 3:
+            roles[words[3].start] = "newid"
+        if literal[1] == "importdisk" and len(words) > 4:
+            roles[words[4].start] = "storage"
+        if literal[1] == "migrate" and len(words) > 3:
+            roles[words[3].start] = "target_node"
+    if tool in ("qm",) and literal[1:3] == ["disk", "import"] and len(words) > 5:
+        roles[words[3].start] = "vmid"
+        roles[words[5].start] = "storage"
+        roles.pop(words[2].start, None)
+    if tool == "vzdump" and len(words) > 1:
+        roles[words[1].start] = "vmid"
+    if tool == "qmrestore" and len(words) > 2:
+        roles[words[2].start] = "vmid"
+    for index, text in enumerate(literal):
+        if tool == "vzdump" and text.startswith("--storage"):
+            continue  # backup storage, not the VM disk storage
+        option, sep, _ = text.partition("=")
+        role = _OPTION_ROLES.get(option) or ("disk" if re.fullmatch(r"--(scsi|virtio|sata|ide|efidisk|tpmstate|mp)\d+",
+                                                                    option) else
+                                             "net" if re.fullmatch(r"--net\d+", option) else None)
+        if role is None:
+            continue
+        if sep:
+            roles[words[index].start] = f"opt:{role}"
+        elif index + 1 < len(words):
+            roles[words[index + 1].start] = role
+    return roles
+
+

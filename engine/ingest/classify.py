@@ -1,0 +1,758 @@
+"""Commands to step drafts: which kind of step each command becomes, and what it says.
+
+- ``curl`` to ``.../api2/json/...`` -> ``api``: method from ``-X`` (else POST with data, GET
+  without), parameters from ``-d``/``--data*`` and the query string, ``| jq FILTER`` -> ``extract``.
+  Headers, ``-u``, cookies and TLS options are dropped: the engine authenticates and verifies TLS
+  from cluster-config.yaml.
+- ``pvesh get|ls|create|set|delete PATH --k v`` -> ``api`` (also when run over ssh).
+- ``ssh user@host 'cmd'`` and node commands (``qm``, ``pct``, ``pveum``, ``pvesm``, ...) -> ``ssh``.
+- ``talosctl ...`` -> ``talosctl`` (``-o json | jq F`` -> ``json`` and ``extract``).
+- ``for X in a b c; do ONE COMMAND; done`` -> that command's step with ``foreach``.
+- anything else -> ``local`` with ``review: true`` (gated until reviewed), the reason recorded.
+
+Values stay as the page wrote them (``$VMID``, ``<NODE_HOST>``, ``local-zfs``) for ``adapt``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from .commands import (NODE_COMMANDS, AndOr, Compound, Pipeline, Script, ShellSyntax, Simple, Word, assignment,
+                       iter_simple, parse)
+from .extract import Code
+
+PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
+OPEN, CLOSE = "\u27e8", "\u27e9"  # placeholders are protected as ⟨NAME⟩ so '<' is not read as a redirection
+_CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|credential)")
+_STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias", "read", "shift", "trap", "umask"})
+_NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
+_PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
+_CURL_VALUE_OPTS = frozenset({"-X", "--request", "-d", "--data", "--data-raw", "--data-binary", "--data-ascii",
+                              "--data-urlencode", "-H", "--header", "-o", "--output", "-w", "--write-out", "-u",
+                              "--user", "-b", "--cookie", "-c", "--cookie-jar", "--cacert", "--capath", "--cert",
+                              "--key", "-m", "--max-time", "--connect-timeout", "--retry", "--retry-delay",
+                              "--retry-max-time", "-e", "--referer", "-A", "--user-agent", "-F", "--form", "-T",
+                              "--upload-file", "--resolve", "--url", "-x", "--proxy", "--limit-rate", "-K",
+                              "--config", "--pinnedpubkey", "--interface", "-r", "--range", "-E"})
+_CURL_SHORT_VALUE = frozenset("XdHowubcmeAFTxKrE")
+_SSH_VALUE_OPTS = frozenset("bcDEeFIiJLlmOopQRSWw")
+_JQ_VALUE_OPTS = frozenset({"--arg", "--argjson", "--slurpfile", "--rawfile", "--indent", "-L", "-f", "--from-file"})
+
+
+@dataclass
+class Draft:
+    """One step to be: its kind, what it does, and how it came from the page."""
+
+    kind: str  # api | ssh | talosctl | local
+    line: int  # line of the code block in the page
+    heading: str | None
+    comment: list[str] = field(default_factory=list)
+    hint: str = ""  # words for an id when there is no comment or heading
+    attrs: dict[str, object] = field(default_factory=dict)
+    # api
+    method: str = ""
+    path: str = ""
+    params: list[tuple[str, str]] = field(default_factory=list)
+    extract: Word | None = None
+    extract_args: list[tuple[str, Word]] = field(default_factory=list)
+    extract_wraps_data: bool = True  # curl answers {"data": ...}; the api executor gives what is inside
+    register_var: str | None = None  # VAR in VAR=$(curl ...)
+    # ssh | talosctl | local: a span of ``source`` with its words, some spans cut out
+    source: str = ""
+    span: tuple[int, int] = (0, 0)
+    cuts: list[tuple[int, int]] = field(default_factory=list)
+    commands: list[Simple] = field(default_factory=list)
+    defined: set[str] = field(default_factory=set)  # shell variables the body sets itself
+    host: str | None = None  # ssh: the host as written (user@ stripped)
+    user: str | None = None
+    # foreach
+    loop_var: str | None = None
+    loop_items: list[str] | None = None
+    # what the reader must know
+    notes: list[str] = field(default_factory=list)  # changes made while classifying
+    warnings: list[str] = field(default_factory=list)
+    excerpt: str = ""
+    original: str = ""  # the command as the page wrote it (placeholders restored)
+
+
+@dataclass
+class Skipped:
+    """A command that becomes no step (credential handling, a value that became a parameter)."""
+
+    line: int
+    what: str
+
+
+def protect(text: str) -> str:
+    """``<NAME>`` placeholders as ``⟨NAME⟩``, so that shell parsing does not read them as redirections."""
+    return PLACEHOLDER.sub(lambda m: f"{OPEN}{m[1]}{CLOSE}", text)
+
+
+def shown(text: str) -> str:
+    """Text with protected placeholders back in the page's form, for messages."""
+    return text.replace(OPEN, "<").replace(CLOSE, ">")
+
+
+def _excerpt(text: str) -> str:
+    line = " ".join(shown(text).replace("\\\n", " ").split())
+    return line if len(line) <= 90 else line[:87] + "..."
+
+
+class Classifier:
+    """Classifies the code blocks of one page; remembers literal variables set on the page."""
+
+    def __init__(self) -> None:
+        self.page_vars: dict[str, str] = {}  # NAME=literal set on the page (become parameters)
+        self.captured: dict[str, str] = {}  # NAME=$(curl ...) -> the api draft's variable
+        self.skipped: list[Skipped] = []
+
+    def block(self, code: Code) -> list[Draft]:
+        drafts = self._block(code)
+        for draft in drafts:  # a shell command kept with a warning is gated until someone has read it
+            if draft.kind in ("ssh", "local") and draft.warnings:
+                draft.attrs["review"] = True
+        return drafts
+
+    def _block(self, code: Code) -> list[Draft]:
+        text = protect(code.text)
+        try:
+            script = parse(text)
+        except ShellSyntax as exc:
+            draft = self._shell(code, text, (0, len(text.rstrip("\n"))), [], "local")
+            draft.warnings.append(f"kept as one shell script: it could not be parsed ({exc})")
+            draft.original = shown(text)
+            return [draft]
+        if not script.units:
+            return []
+        state = _shared_state(script)
+        if state:
+            simple = iter_simple(script.units)
+            node = _node_side(simple)
+            draft = self._shell(code, text, (script.units[0].start, script.units[-1].end), simple,
+                                "ssh" if node else "local", comments=_comments_before(script, script.units[0].start, 0))
+            draft.defined = _defined(simple, script)
+            draft.warnings.append(f"kept as one shell script because its commands share shell state ({state})")
+            draft.original = shown(text)
+            return [draft]
+        node_block = _node_side(iter_simple(script.units))
+        drafts: list[Draft] = []
+        previous_end = 0
+        for unit in script.units:
+            comments = _comments_before(script, unit.start, previous_end)
+            previous_end = unit.end
+            made = self._unit(code, script, unit, node_block)
+            if made:
+                made[0].comment = comments + made[0].comment
+            for draft in made:
+                draft.original = draft.original or shown(text[unit.start:unit.end])
+            drafts += made
+        return drafts
+
+    # -- one line of a script
+
+    def _unit(self, code: Code, script: Script, unit: AndOr, node_block: bool) -> list[Draft]:
+        text = script.source
+        if unit.background:
+            return [self._flagged(code, text, unit, node_block, "runs in the background (&)")]
+        if "||" in unit.ops:
+            return [self._flagged(code, text, unit, node_block, "uses || (a fallback when a command fails)")]
+        drafts = []
+        for pipeline in unit.pipelines:  # a && b: run a, then b; a failed step stops the run the same way
+            drafts += self._pipeline(code, text, pipeline, node_block)
+        return drafts
+
+    def _flagged(self, code: Code, text: str, unit: AndOr, node_block: bool, why: str) -> Draft:
+        simple = iter_simple([unit])
+        kind = "ssh" if node_block and _node_side(simple) else "local"
+        draft = self._shell(code, text, (unit.start, unit.end), simple, kind)
+        draft.defined = _defined(simple, None)
+        draft.warnings.append(f"kept as a shell command: it {why}")
+        return draft
+
+    def _pipeline(self, code: Code, text: str, pipeline: Pipeline, node_block: bool) -> list[Draft]:
+        first = pipeline.commands[0]
+        if isinstance(first, Compound):
+            if first.kind == "for" and len(pipeline.commands) == 1:
+                return [self._for(code, text, first, node_block)]
+            simple = iter_simple([AndOr([pipeline], [], pipeline.start, pipeline.end)])
+            draft = self._shell(code, text, (pipeline.start, pipeline.end), simple,
+                                "ssh" if node_block and _node_side(simple) else "local")
+            draft.defined = _defined(simple, None)
+            draft.warnings.append(f"kept as a shell script: a '{first.kind}' "
+                                  f"{'loop' if first.kind in ('for', 'while', 'until', 'select') else 'block'} "
+                                  "runs several commands, so it cannot be one step per command")
+            return [draft]
+        if first.heredoc or any(isinstance(c, Compound) for c in pipeline.commands):
+            return [self._flagged(code, text, AndOr([pipeline], [], pipeline.start, pipeline.end), node_block,
+                                  "feeds a here-document or a loop")]
+        if not first.words:
+            return self._assignments(code, text, first, pipeline)
+        return [self._command(code, text, pipeline, node_block)]
+
+    def _assignments(self, code: Code, text: str, command: Simple, pipeline: Pipeline) -> list[Draft]:
+        drafts = []
+        for word in command.assigns:
+            name, value = assignment(word)
+            if _CREDENTIAL_NAME.search(name) or "[redacted]" in value.text:
+                self.skipped.append(Skipped(code.line, f"{name}=... holds a credential; not copied (the engine "
+                                                       "fetches the API token itself)"))
+                continue
+            if value.literal is not None:
+                self.page_vars[name] = value.literal
+                self.skipped.append(Skipped(code.line, f"{name}={_excerpt(value.literal)} is not a step: where the "
+                                                       f"page uses ${name}, the runbook uses a parameter (default "
+                                                       "from this value) or the config's value"))
+                continue
+            substitutions = value.substitutions
+            if len(value.parts) == 1 and len(substitutions) == 1 and substitutions[0].startswith("$("):
+                inner = substitutions[0][2:-1]
+                try:
+                    script = parse(inner)
+                except ShellSyntax:
+                    script = None
+                if script and len(script.units) == 1 and len(script.units[0].pipelines) == 1:
+                    made = self._pipeline(code, inner, script.units[0].pipelines[0], False)
+                    if len(made) == 1 and made[0].kind == "api":
+                        made[0].register_var = name
+                        self.captured[name] = name
+                        drafts += made
+                        continue
+            draft = self._shell(code, text, (pipeline.start, pipeline.end), [command], "local")
+            draft.warnings.append(f"kept as a shell command: {name} is set from a command whose output later "
+                                  "steps cannot see this way")
+            drafts.append(draft)
+        return drafts
+
+    def _command(self, code: Code, text: str, pipeline: Pipeline, node_block: bool) -> Draft:
+        commands = [c for c in pipeline.commands if isinstance(c, Simple)]
+        first = commands[0]
+        words = first.words
+        notes = []
+        if first.name == "sudo" and len(words) > 1:
+            words = words[1:]
+            notes.append("dropped sudo: ssh steps run as credentials.ssh_user")
+        name = words[0].literal or ""
+        if name == "curl" and any("/api2/json" in w.text for w in words):
+            draft = self._curl(code, text, pipeline, words)
+        elif name == "pvesh":
+            draft = self._pvesh(code, text, pipeline, words)
+        elif name == "ssh":
+            draft = self._ssh(code, text, pipeline, words)
+        elif name == "talosctl":
+            draft = self._talosctl(code, text, pipeline, first, words)
+        elif name == "pass":
+            self.skipped.append(Skipped(code.line, "a 'pass' command (credential handling) was left out: the "
+                                                   "engine fetches the API token itself"))
+            return _nothing(code)
+        elif name in NODE_COMMANDS or (name in ("wget", "curl") and _writes_node_storage(words)):
+            draft = self._shell(code, text, (pipeline.start, pipeline.end), commands, "ssh")
+        else:
+            draft = self._local(code, text, pipeline, commands, node_block)
+        draft.notes[:0] = notes
+        return draft
+
+    def _local(self, code: Code, text: str, pipeline: Pipeline, commands: list[Simple], node_block: bool) -> Draft:
+        first = commands[0]
+        cuts = []
+        token_env = None
+        for word in first.assigns:
+            name, value = assignment(word)
+            if _CREDENTIAL_NAME.search(name) or "[redacted]" in value.text:
+                token_env = name
+                cuts.append((word.start, _after_space(text, word.end)))
+        if node_block and not token_env:
+            draft = self._shell(code, text, (pipeline.start, pipeline.end), commands, "ssh")
+            draft.attrs["review"] = True
+            draft.warnings.append(f"'{first.name}' is not a Proxmox command, but the commands around it run on the "
+                                  "node, so it runs there too: check that it should")
+            return draft
+        draft = self._shell(code, text, (pipeline.start, pipeline.end), commands, "local")
+        draft.cuts += cuts
+        if token_env and re.fullmatch(r"[A-Z_][A-Z0-9_]*", token_env):
+            draft.attrs["api_token_env"] = token_env
+            draft.notes.append(f"the API token reaches the command as ${token_env} (api_token_env), fetched at run "
+                               "time; the page's way of reading it was not copied")
+        elif token_env:
+            draft.warnings.append(f"a credential in {token_env} was removed; the command needs it from elsewhere")
+        return draft
+
+    # -- kinds
+
+    def _shell(self, code: Code, text: str, span: tuple[int, int], commands: list[Simple], kind: str,
+               comments: list[str] | None = None) -> Draft:
+        draft = Draft(kind, code.line, code.heading, comment=comments or [], source=text, span=span,
+                      commands=commands, excerpt=_excerpt(text[span[0]:span[1]]))
+        draft.hint = " ".join((commands[0].words[0].literal or "", *[w.literal or "" for w in commands[0].words[1:2]])) \
+            if commands and commands[0].words else kind
+        if kind == "local":
+            draft.attrs["review"] = True
+        return draft
+
+    def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+        draft = Draft("api", code.line, code.heading, excerpt=_excerpt(text[pipeline.start:pipeline.end]))
+        method, url, data, query_data = None, None, [], False
+        dropped: set[str] = set()
+        index = 1
+        options: list[tuple[str, str | None]] = []
+        while index < len(words):
+            word = words[index].text
+            option, value, index = _option(words, index, _CURL_VALUE_OPTS, _CURL_SHORT_VALUE)
+            if option is None:
+                if url is not None:
+                    return self._review(code, text, pipeline, "calls more than one URL")
+                url = word
+                continue
+            if re.fullmatch(r"-[A-Za-z0-9#]{2,}", option) and value is None:
+                options += [(f"-{letter}", None) for letter in option[1:]]
+            else:
+                options.append((option, value))
+        for option, value in options:
+            if option in ("-X", "--request"):
+                method = (value or "").upper()
+            elif option in ("-d", "--data", "--data-raw", "--data-binary", "--data-ascii"):
+                if (value or "").startswith("@"):
+                    return self._review(code, text, pipeline, "sends data from a file (@file)")
+                data += [(unquote(k), unquote(v)) for k, v in _pairs(value or "")]  # '+10G' means +10G
+            elif option == "--data-urlencode":
+                key, sep, val = (value or "").partition("=")
+                if not sep or "@" in key:
+                    return self._review(code, text, pipeline, "sends url-encoded data from a file or without a name")
+                data.append((key, val))
+            elif option in ("-G", "--get"):
+                query_data = True
+            elif option in ("-H", "--header"):
+                header = (value or "").split(":", 1)[0].strip().lower()
+                if header in ("authorization", "cookie", "csrfpreventiontoken") or "[redacted]" in (value or ""):
+                    dropped.add("the Authorization header (the engine sends the API token itself)")
+                elif header not in ("content-type", "accept"):
+                    draft.warnings.append(f"curl header '{header}' was not kept (api steps send PVE's own headers)")
+            elif option in ("-u", "--user", "-b", "--cookie", "-c", "--cookie-jar"):
+                dropped.add("credentials given to curl (-u/--cookie); the engine authenticates with the API token")
+            elif option in ("-k", "--insecure", "--cacert", "--capath", "--cert", "--key", "--pinnedpubkey"):
+                dropped.add("curl's TLS options (-k/--cacert): TLS is verified as cluster-config.yaml's tls says")
+            elif option in ("-m", "--max-time"):
+                if value and re.fullmatch(r"\d+(\.\d+)?", value):
+                    draft.attrs["timeout"] = float(value) if "." in value else int(value)
+            elif option == "--retry":
+                if value and value.isdigit():
+                    draft.attrs["retries"] = min(int(value), 20)
+            elif option in ("-o", "--output"):
+                if value != "/dev/null":
+                    draft.warnings.append(f"curl wrote its answer to {value}; the step keeps it as its output instead")
+            elif option in ("-w", "--write-out"):
+                dropped.add("curl's -w output format (the step reports the answer itself)")
+            elif option in ("-s", "--silent", "-S", "--show-error", "-f", "--fail", "-L", "--location", "-v",
+                            "--verbose", "--compressed", "-i", "--include", "--connect-timeout", "--retry-delay",
+                            "--retry-max-time", "-A", "--user-agent", "-4", "-6", "--http1.1", "--http2", "-#",
+                            "--progress-bar", "-N", "--no-buffer"):
+                pass
+            else:
+                draft.warnings.append(f"curl option {option} has no equivalent in an api step and was left out")
+        if url is None:
+            return self._review(code, text, pipeline, "has no URL")
+        split = urlsplit(url)
+        path = split.path
+        if "/api2/json" not in path:
+            return self._review(code, text, pipeline, "calls a URL outside /api2/json")
+        path = path.split("/api2/json", 1)[1] or "/"
+        query = [(unquote(k), unquote(v)) for k, v in (_pair(q) for q in split.query.split("&") if q)]
+        method = method or ("POST" if data and not query_data else "GET")
+        if method not in ("GET", "POST", "PUT", "DELETE"):
+            return self._review(code, text, pipeline, f"uses the method {method}, which the PVE API does not have")
+        if re.match(r"^/access/(ticket|password)\b", path):
+            self.skipped.append(Skipped(code.line, f"the call to {path} logs in or sets a password; left out: the engine "
+                                                   "authenticates with the API token"))
+            return _nothing(code)
+        params = []
+        for key, value in query + data:
+            if "[redacted]" in value or _CREDENTIAL_NAME.search(key):
+                draft.warnings.append(f"the parameter {key} carried a credential and was left out; give it by hand "
+                                      "if the call needs it")
+            else:
+                params.append((key, value))
+        draft.method, draft.path, draft.params = method, unquote(path), params
+        draft.hint = _api_hint(method, path)
+        draft.notes += sorted(f"dropped {what}" for what in dropped)
+        host = split.hostname or split.netloc
+        if host:
+            draft.notes.append(f"the host {shown(split.netloc)} was dropped: api steps call the cluster's nodes "
+                               "from cluster-config.yaml")
+        return self._after(code, text, pipeline, draft, wraps_data=True)
+
+    def _pvesh(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+        verb = words[1].literal if len(words) > 1 else None
+        if verb not in _PVESH_METHODS or len(words) < 3:
+            return self._review(code, text, pipeline, f"is 'pvesh {verb or ''}', which is not a call of the API")
+        draft = Draft("api", code.line, code.heading, method=_PVESH_METHODS[verb], path=words[2].text,
+                      excerpt=_excerpt(text[pipeline.start:pipeline.end]))
+        index = 3
+        while index < len(words):
+            word = words[index].text
+            if not word.startswith("--"):
+                return self._review(code, text, pipeline, f"has an argument pvesh does not take here ({word})")
+            key, sep, value = word[2:].partition("=")
+            if not sep:
+                following = words[index + 1].text if index + 1 < len(words) else None
+                if following is not None and not following.startswith("--"):
+                    value, index = following, index + 1
+                else:
+                    value = "1"
+            index += 1
+            if key in ("output-format", "noproxy", "quiet", "human-readable"):
+                continue
+            draft.params.append((key, value))
+        draft.hint = _api_hint(draft.method, draft.path)
+        if not draft.path.startswith("/"):
+            draft.path = "/" + draft.path
+        draft.notes.append(f"'pvesh {verb}' became an API {draft.method} (pvesh is a client of the same API)")
+        return self._after(code, text, pipeline, draft, wraps_data=False)
+
+    def _after(self, code: Code, text: str, pipeline: Pipeline, draft: Draft, *, wraps_data: bool) -> Draft:
+        """The pipeline after an API call: ``| jq FILTER`` becomes the extract; anything else is dropped."""
+        rest = [c for c in pipeline.commands[1:]]
+        if not rest:
+            return draft
+        jq = rest[0]
+        if isinstance(jq, Simple) and jq.name == "jq":
+            filter_word, args, problem = _jq(jq.words)
+            if problem:
+                draft.warnings.append(f"the jq after this call was left out: {problem}")
+            elif filter_word is not None:
+                draft.extract, draft.extract_args, draft.extract_wraps_data = filter_word, args, wraps_data
+            rest = rest[1:]
+        if rest:
+            tail = text[rest[0].start:pipeline.end]
+            draft.warnings.append(f"'| {_excerpt(tail)}' after the call was left out: a step's output is its "
+                                  "(extracted) answer")
+        return draft
+
+    def _ssh(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+        index, host, user = 1, None, None
+        while index < len(words):
+            word = words[index].text
+            if word.startswith("-") and len(word) > 1:
+                if word[-1] in _SSH_VALUE_OPTS and len(word) == 2:
+                    if word == "-l" and index + 1 < len(words):
+                        user = words[index + 1].text
+                    index += 2
+                else:
+                    index += 1
+                continue
+            host = word
+            index += 1
+            break
+        remote_words = words[index:]
+        if host is None:
+            return self._review(code, text, pipeline, "is an ssh without a host")
+        if "@" in host:
+            user, host = host.split("@", 1)
+        if not remote_words:
+            return self._review(code, text, pipeline, "opens an interactive ssh session")
+        if len(pipeline.commands) > 1:
+            return self._review(code, text, pipeline, "pipes the node's output into commands on this machine")
+        remote = " ".join(w.text for w in remote_words) if len(remote_words) > 1 else remote_words[0].text
+        try:
+            script = parse(remote)
+        except ShellSyntax as exc:
+            draft = Draft("ssh", code.line, code.heading, source=remote, span=(0, len(remote)), host=host, user=user,
+                          excerpt=_excerpt(remote))
+            draft.warnings.append(f"the command sent over ssh could not be parsed ({exc}); kept as written")
+            draft.attrs["review"] = True
+            return draft
+        units = script.units
+        if len(units) == 1 and len(units[0].pipelines) == 1 and not units[0].ops:
+            only = units[0].pipelines[0].commands[0]
+            if isinstance(only, Simple) and only.name == "pvesh":
+                draft = self._pvesh(code, remote, units[0].pipelines[0], only.words)
+                draft.notes.append("the ssh around pvesh was dropped: the API is called directly")
+                return draft
+        simple = iter_simple(units)
+        draft = Draft("ssh", code.line, code.heading, source=remote, span=(units[0].start, units[-1].end) if units
+                      else (0, len(remote)), commands=simple, host=host, user=user, excerpt=_excerpt(remote),
+                      defined=_defined(simple, script))
+        draft.hint = " ".join(w.literal or "" for w in simple[0].words[:2]) if simple and simple[0].words else "ssh"
+        draft.notes.append("'ssh HOST' became an ssh step on the node; the engine connects as credentials.ssh_user")
+        return draft
+
+    def _talosctl(self, code: Code, text: str, pipeline: Pipeline, command: Simple, words: list[Word]) -> Draft:
+        for word in words:
+            if word.substitutions:
+                return self._review(code, text, pipeline, "computes an argument with $(...) or `...`, and talosctl "
+                                                          "steps run without a shell")
+        if command.redirects:
+            return self._review(code, text, pipeline, "redirects talosctl's output, and talosctl steps run without "
+                                                      "a shell")
+        draft = Draft("talosctl", code.line, code.heading, source=text, span=(words[0].start, command.end),
+                      commands=[command], excerpt=_excerpt(text[pipeline.start:pipeline.end]))
+        draft.hint = " ".join(["talosctl", *_talos_subcommand(words)])
+        for index, word in enumerate(words):
+            if word.text == "--talosconfig" and index + 1 < len(words):
+                draft.cuts.append((word.start, _after_space(text, words[index + 1].end)))
+                draft.notes.append("dropped --talosconfig: talosctl steps use the profile's talos.config_dir")
+            elif word.text.startswith("--talosconfig="):
+                draft.cuts.append((word.start, _after_space(text, word.end)))
+                draft.notes.append("dropped --talosconfig: talosctl steps use the profile's talos.config_dir")
+        for word in command.assigns:
+            draft.notes.append(f"dropped {assignment(word)[0]}=...: talosctl steps run with the profile's TALOSCONFIG")
+        rest = pipeline.commands[1:]
+        if rest:
+            jq = rest[0]
+            if len(rest) == 1 and isinstance(jq, Simple) and jq.name == "jq":
+                filter_word, args, problem = _jq(jq.words)
+                if problem or filter_word is None:
+                    return self._review(code, text, pipeline, f"pipes talosctl into jq in a way a step cannot "
+                                                              f"({problem or 'no filter'})")
+                draft.attrs["json"] = True
+                draft.extract, draft.extract_args, draft.extract_wraps_data = filter_word, args, False
+                draft.notes.append("'| jq' became the step's extract (json: true parses talosctl's output)")
+            else:
+                return self._review(code, text, pipeline, "pipes talosctl's output into other commands")
+        return draft
+
+    def _review(self, code: Code, text: str, pipeline: Pipeline, why: str) -> Draft:
+        simple = [c for c in pipeline.commands if isinstance(c, Simple)]
+        draft = self._shell(code, text, (pipeline.start, pipeline.end), simple, "local")
+        draft.warnings.append(f"kept as a local shell command: it {why}")
+        return draft
+
+    def _for(self, code: Code, text: str, loop: Compound, node_block: bool) -> Draft:
+        body = loop.body
+        single = (len(body) == 1 and len(body[0].pipelines) == 1 and not body[0].ops and not body[0].background
+                  and isinstance(body[0].pipelines[0].commands[0], Simple) and body[0].pipelines[0].commands[0].words)
+        items = loop.items
+        if single and items and loop.var:
+            made = self._pipeline(code, text, body[0].pipelines[0], node_block)
+            literal_items = _loop_items(items)
+            if len(made) == 1 and literal_items is not None:
+                draft = made[0]
+                draft.loop_var, draft.loop_items = loop.var, literal_items
+                draft.excerpt = _excerpt(text[loop.start:loop.end])
+                return draft
+        simple = iter_simple(body)
+        kind = "ssh" if node_block and _node_side(simple) else "local"
+        draft = self._shell(code, text, (loop.start, loop.end), simple, kind)
+        draft.defined = _defined(simple, None) | {loop.var or ""}
+        draft.attrs["review"] = True
+        why = "its body has several commands" if not single else "its list is computed at run time"
+        draft.warnings.append(f"this 'for' loop stays a shell loop, because {why}: check it")
+        return draft
+
+
+def _nothing(code: Code) -> Draft:
+    return Draft("none", code.line, code.heading)
+
+
+def _loop_items(words: list[Word]) -> list[str] | None:
+    """The items of a for loop, when written out (or as {a..b} / $(seq a b)); None when computed."""
+    out: list[str] = []
+    for word in words:
+        text = word.text
+        brace = re.fullmatch(r"\{(\d+)\.\.(\d+)\}", text)
+        seq = re.fullmatch(r"\$\(seq (\d+) (\d+)\)", text)
+        match = brace or seq
+        if match:
+            low, high = int(match[1]), int(match[2])
+            if high - low > 200:
+                return None
+            out += [str(n) for n in range(low, high + 1)]
+        elif word.substitutions:
+            return None
+        else:
+            out.append(text)
+    return out
+
+
+def _option(words: list[Word], index: int, long_values: frozenset[str], short_values: frozenset[str]
+            ) -> tuple[str | None, str | None, int]:
+    """(option, its value, next index) at ``index``; option None for a positional word."""
+    word = words[index].text
+    if word.startswith("--"):
+        name, sep, value = word.partition("=")
+        if sep:
+            return name, value, index + 1
+        if name in long_values and index + 1 < len(words):
+            return name, words[index + 1].text, index + 2
+        return name, None, index + 1
+    if word.startswith("-") and len(word) > 1 and not word[1].isdigit():
+        letters = word[1:]
+        for position, letter in enumerate(letters):
+            if letter in short_values:
+                rest = letters[position + 1:]
+                if rest:
+                    return f"-{letter}", rest, index + 1
+                if index + 1 < len(words):
+                    return f"-{letter}", words[index + 1].text, index + 2
+                return f"-{letter}", None, index + 1
+        return f"-{letters[-1]}" if len(letters) == 1 else f"-{letters}", None, index + 1
+    return None, None, index + 1
+
+
+def _pair(item: str) -> tuple[str, str]:
+    key, _, value = item.partition("=")
+    return key, value
+
+
+def _pairs(data: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in data.split("&"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def _jq(words: list[Word]) -> tuple[Word | None, list[tuple[str, Word]], str | None]:
+    """(filter, --arg pairs, problem) of a jq command; the filter keeps its parts (shell variables)."""
+    filter_word: Word | None = None
+    args: list[tuple[str, Word]] = []
+    index = 1
+    while index < len(words):
+        word = words[index].text
+        if word in ("--arg", "--argjson") and index + 2 < len(words):
+            args.append((words[index + 1].text, words[index + 2]))
+            index += 3
+            continue
+        if word in _JQ_VALUE_OPTS:
+            return None, [], f"jq {word} reads files"
+        if word in ("-s", "--slurp", "-n", "--null-input"):
+            return None, [], f"jq {word} changes what the filter reads"
+        if word.startswith("-") and len(word) > 1:
+            index += 1
+            continue
+        if filter_word is None:
+            filter_word = words[index]
+        else:
+            return None, [], "jq reads a file"
+        index += 1
+    return filter_word, args, None
+
+
+def _writes_node_storage(words: list[Word]) -> bool:
+    for index, word in enumerate(words):
+        text = word.text
+        if text in ("-O", "-o", "-P", "--output", "--output-document", "--directory-prefix") and index + 1 < len(words):
+            if _NODE_PATHS.match(words[index + 1].text):
+                return True
+        if re.match(r"^(-[OoP]|--output(-document)?=|--directory-prefix=)/", text) and \
+                _NODE_PATHS.match(re.sub(r"^(-[OoP]|--[\w-]+=)", "", text)):
+            return True
+    return False
+
+
+def _node_side(commands: list[Simple]) -> bool:
+    return any((c.name in NODE_COMMANDS) or (c.name in ("wget", "curl") and _writes_node_storage(c.words))
+               for c in commands)
+
+
+def _shared_state(script: Script) -> str:
+    """Why the commands of a block depend on each other's shell state ('' when they do not)."""
+    simple = iter_simple(script.units)
+    for command in simple:
+        if command.name in _STATE_COMMANDS or (command.name == "export" and any(
+                assignment(w)[1].literal is None for w in command.words[1:] if "=" in w.text)):
+            return f"'{command.name}'"
+    for unit in script.units:
+        for pipeline in unit.pipelines:
+            for command in pipeline.commands:
+                if isinstance(command, Compound) and command.kind == "function":
+                    return "a shell function"
+    # A variable set from a command's output, used by a later command (not an API call's capture).
+    computed = set()
+    for unit in script.units:
+        for pipeline in unit.pipelines:
+            command = pipeline.commands[0]
+            if isinstance(command, Simple) and not command.words:
+                for word in command.assigns:
+                    name, value = assignment(word)
+                    if value.literal is None and not _is_api_capture(value):
+                        computed.add(name)
+    if computed:
+        for command in simple:
+            for word in command.words:
+                used = set(word.variables) & computed
+                if used:
+                    return f"${sorted(used)[0]} is set by an earlier command"
+    return ""
+
+
+def _is_api_capture(value: Word) -> bool:
+    subs = value.substitutions
+    return len(value.parts) == 1 and len(subs) == 1 and "/api2/json" in subs[0] and subs[0].startswith("$(")
+
+
+def _defined(commands: list[Simple], script: Script | None) -> set[str]:
+    """Shell variables a body sets itself (assignments, read, for), which stay shell variables."""
+    names: set[str] = set()
+    for command in commands:
+        for word in command.assigns:
+            names.add(assignment(word)[0])
+        if command.name == "read":
+            names |= {w.text for w in command.words[1:] if not w.text.startswith("-")}
+        if command.name == "export":
+            names |= {w.text.split("=")[0] for w in command.words[1:]}
+    if script is not None:
+        def loops(units: list[AndOr]) -> None:
+            for unit in units:
+                for pipeline in unit.pipelines:
+                    for command in pipeline.commands:
+                        if isinstance(command, Compound):
+                            if command.var:
+                                names.add(command.var)
+                            loops(command.body)
+        loops(script.units)
+    return names
+
+
+def _comments_before(script: Script, start: int, after: int) -> list[str]:
+    return [re.sub(r"^#+\s?", "", text).strip() for offset, text in script.comments if after <= offset < start
+            and re.sub(r"^#+\s?", "", text).strip()]
+
+
+def _after_space(text: str, end: int) -> int:
+    while end < len(text) and text[end] in " \t":
+        end += 1
+    if text.startswith("\\\n", end):
+        end += 2
+        while end < len(text) and text[end] in " \t":
+            end += 1
+    return end
+
+
+_TALOS_VALUE_OPTS = frozenset({"-n", "--nodes", "-e", "--endpoints", "--talosconfig", "--context", "-o", "--output",
+                               "--cluster", "-f", "--file", "--image", "--to", "-i", "--insecure-image"})
+
+
+def _talos_subcommand(words: list[Word]) -> list[str]:
+    """The subcommand words of a talosctl command (``get members``), skipping options and their values."""
+    out: list[str] = []
+    index = 1
+    while index < len(words) and len(out) < 2:
+        text = words[index].literal or ""
+        if text in _TALOS_VALUE_OPTS:
+            index += 2
+            continue
+        if not text.startswith("-") and re.fullmatch(r"[a-z][a-z-]*", text):
+            out.append(text)
+        elif out:
+            break
+        index += 1
+    return out
+
+
+def _api_hint(method: str, path: str) -> str:
+    """Words for an API step's id: the method and the path's fixed words (``post qemu status start``)."""
+    segments = [seg for seg in path.split("/") if seg]
+    words, skip = [], False
+    for segment in segments:
+        if skip or not re.fullmatch(r"[a-z][a-z_-]*", segment):
+            skip = False
+            continue
+        if segment == "nodes":
+            skip = True
+            continue
+        words.append(segment)
+        skip = segment in ("qemu", "lxc", "storage", "tasks", "snapshot", "users", "groups", "roles", "pools")
+    return " ".join([method.lower(), *words])
