@@ -7,6 +7,14 @@ from typing import Any
 
 STEP_KINDS = ("api", "ssh", "talosctl", "http", "local")
 
+#: Names templates already see (engine.context, the runner, template globals); a parameter of the
+#: same name would silently hide them, so it is refused.
+RESERVED_NAMES = frozenset({
+    "config", "cluster", "nodes", "node_names", "defaults", "vmid_ranges", "credentials", "tags", "cloudinit",
+    "ansible", "params", "profile", "talos", "talos_config_dir", "flux", "plan", "steps", "loop_index",
+    "result", "exists", "item",
+})
+
 
 @dataclass(frozen=True)
 class Parameter:

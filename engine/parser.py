@@ -21,7 +21,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from . import schemas
-from .model import STEP_KINDS, Parameter, Runbook, Step
+from .model import RESERVED_NAMES, STEP_KINDS, Parameter, Runbook, Step
 from .problems import InputError, Problem
 from .yamlsource import YamlDoc, load_yaml, read_text
 
@@ -122,6 +122,10 @@ def _parameters(meta: dict[str, Any], doc: YamlDoc, problems: list[Problem]) -> 
         if not isinstance(spec, dict):
             continue  # the schema check already reported it
         line = doc.line_of(("parameters", pname))
+        if pname in RESERVED_NAMES:
+            problems.append(doc.problem(("parameters", pname),
+                                        f"'{pname}' is a name templates already use for the engine's own value, so "
+                                        f"this parameter would hide it; name it differently (e.g. '{pname}_value')"))
         if "default" in spec and spec.get("type") in ("string", "integer", "number", "boolean", "array") \
                 and _compiles(spec.get("pattern")):
             for message in parameter_value_errors(spec, spec["default"]):

@@ -4,6 +4,8 @@ A pure function of the profile, the cluster config and (when known) the VMs alre
 cluster, so it is tested without a cluster and a dry-run shows exactly what a run will do. A VM
 that already exists under its planned name with every profile tag keeps its VMID and node, which
 is what makes a second ``cluster-create`` on an existing cluster a no-op instead of a duplicate.
+Where a VM belongs is decided the same way whether it exists or not, so planning again gives the
+same nodes; an existing VM's present node is kept apart as ``current_node``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ class ExistingVm:
 
 @dataclass(frozen=True)
 class PlannedVm:
-    """One VM of the plan; ``existing`` is true when it is already on the cluster."""
+    """One VM of the plan; ``existing`` is true when it is already on the cluster.
+
+    ``node`` is where the VM belongs; ``current_node`` is where an existing VM is now (None for a
+    new one). They differ when a create was interrupted between clone and migrate, or when the VM
+    was moved by hand: a create then moves it back to where the profile puts it.
+    """
 
     name: str
     role: str
@@ -51,6 +58,7 @@ class PlannedVm:
     disk: str
     tags: tuple[str, ...]
     existing: bool = False
+    current_node: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -89,7 +97,7 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
 
     ``cluster_vms`` are the VMs already on the cluster: their VMIDs are never handed out again,
     and those that already are this profile's VMs (same name, and every profile tag or only the
-    template's tags: see ``_belongs``) are kept as they are.
+    template's tags: see ``_belongs``) keep their VMID.
     """
     nodes = [str(n["name"]) for n in config["cluster"]["nodes"]]
     capacity = {str(n["name"]): (n.get("cores"), n.get("memory")) for n in config["cluster"]["nodes"]}
@@ -105,7 +113,7 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
     taken: dict[int, str] = {}
     for draft in drafts:
         if draft["name"] in mine:
-            draft["vmid"], draft["node"], draft["existing"] = mine[draft["name"]].vmid, mine[draft["name"]].node, True
+            draft["vmid"], draft["current_node"], draft["existing"] = mine[draft["name"]].vmid, mine[draft["name"]].node, True
         vmid = draft["vmid"]
         if vmid is None:
             continue
@@ -142,7 +150,8 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
     _place(drafts, nodes, capacity)
     vms = tuple(PlannedVm(name=d["name"], role=d["role"], group=d["group"], index=d["index"], vmid=d["vmid"],
                           node=d["node"], ip=d["ip"], cores=d["cores"], memory=d["memory"], disk=d["disk"],
-                          tags=profile_tags + (d["role"],), existing=d["existing"]) for d in drafts)
+                          tags=profile_tags + (d["role"],), existing=d["existing"],
+                          current_node=d["current_node"]) for d in drafts)
     return Plan(profile=str(profile.get("name", "")), vms=vms)
 
 
@@ -169,7 +178,7 @@ def _drafts(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "cores": int(spec["cores"]), "memory": int(spec["memory"]), "disk": str(spec["disk"]),
                 "placement": spec.get("placement", "spread"), "start_vmid": spec.get("start_vmid"),
                 "field": ("nodes", group, "assignments", str(index - 1)) if given else ("nodes", group),
-                "group_field": ("nodes", group), "existing": False,
+                "group_field": ("nodes", group), "existing": False, "current_node": None,
             })
     return drafts
 

@@ -70,6 +70,8 @@ class Progress:
             self._note(label, entry.reason)
         elif event == "step" and self._shows(entry):
             self._line(f"   [{_MARK.get(entry.status, entry.status)}] {label}{_took(entry)}{_why(entry)}")
+            for line in shown_output(entry):
+                self._line(line)
 
     def _shows(self, entry: PlanEntry) -> bool:
         return not (self.quiet_plan and entry.status in ("would_run", "unknown"))
@@ -101,6 +103,8 @@ class Progress:
                 self._stop_live()
             if self._shows(entry):
                 self._print_finished(entry, label)
+                for line in shown_output(entry):
+                    self._plain_on_console(line)
 
     def _print_finished(self, entry: PlanEntry, label: str, status: str | None = None, why: str | None = None) -> None:
         from rich.text import Text
@@ -114,6 +118,11 @@ class Progress:
         reason = _why(entry) if why is None else why
         line.append(reason, style="red" if status == "failed" else "")
         self._rich().print(line, soft_wrap=True)
+
+    def _plain_on_console(self, text: str) -> None:
+        from rich.text import Text
+
+        self._rich().print(Text(text), soft_wrap=True)
 
     def _rich(self) -> Any:
         if self._console is None:
@@ -258,3 +267,13 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+def shown_output(entry: PlanEntry) -> list[str]:
+    """The output of a step marked ``show``, as indented YAML lines (empty for other steps)."""
+    if not entry.show or entry.status != "succeeded" or entry.output is None:
+        return []
+    import yaml
+
+    text = yaml.safe_dump(entry.output, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
+    return ["      " + line for line in text.rstrip("\n").splitlines()]

@@ -31,6 +31,8 @@ def check_request(method: str, path: str, params: dict[str, Any], unknown: str |
     """
     found = _loaded().match(path)
     if found is None:
+        if unknown is not None and unknown in path.split("/"):
+            return []  # a segment known only at run time (``/status/{{ action }}``): judged when it is known
         return [(None, f"the Proxmox VE API has no path {path}{_closest(path)}")]
     spec = found.methods.get(method)
     if spec is None:

@@ -12,10 +12,11 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from .actions import Action, ApiRequest, Result, StepFailed, action_as_dict
-from .extract import apply_extract
+from .executors.shell import parse_json_output
+from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
@@ -64,6 +65,7 @@ class PlanEntry:
     output: Any = None
     error: str | None = None
     duration: float | None = None
+    show: bool = False  # the operator came for this step's output: print it with the progress
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -136,6 +138,9 @@ class Runner:
         self.steps = StepOutputs({}, pending)
         self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
         self.entries: list[PlanEntry] = []
+        # In a dry-run, read-only steps query the cluster only until a step would change it: after
+        # that, what they would read is not what the run would read.
+        self.plan_changes = False
 
     def _record(self, kind: str, *args: Any) -> None:
         if self.recorder is not None and not self.dry_run:
@@ -157,7 +162,7 @@ class Runner:
             self.collect.extend(exc.problems)
 
     def _step_items(self, step: Step) -> None:
-        entry = PlanEntry(step.id, step.kind, step.title, step.line)
+        entry = PlanEntry(step.id, step.kind, step.title, step.line, show=bool(step.attrs.get("show")))
         if "foreach" not in step.attrs:
             output = self._item(step, None, {}, entry)
             self._publish(step, output)
@@ -165,13 +170,14 @@ class Runner:
         try:
             items = self.renderer.items(step)
         except UnknownValue as unknown:
-            entry.status, entry.reason = "unknown", f"loops over {unknown.unknown.source}, known only after run"
+            entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
             self._add(entry)
             return
         outputs = []
         for index, item in enumerate(items):
             key = _item_key(item, index)
-            item_entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key)
+            item_entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key,
+                                   show=bool(step.attrs.get("show")))
             outputs.append(self._item(step, key, {step.loop_var: item, "loop_index": index}, item_entry))
         self._publish(step, _NOTHING if any(o is _NOTHING for o in outputs) else outputs)
 
@@ -212,12 +218,21 @@ class Runner:
         except UnknownValue as unknown:
             if not self.dry_run:
                 raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
-                                         f"condition needs {unknown.unknown.source}, which no earlier step produced")) from None
-            pending_condition = f"runs only if its condition holds, which depends on {unknown.unknown.source}"
+                                         f"condition needs {unknown.source}, which no earlier step produced")) from None
+            pending_condition = f"runs only if its condition holds, which depends on {unknown.source}"
         if (step.id, key) in self.check_unfinished and "check" not in step.attrs:
             entry.gate_reasons.append("started in an earlier attempt but never finished, and has no check to "
                                       "tell whether it took effect")
-        action = self.renderer.action(step, local)
+        try:
+            action = self.renderer.action(step, local)
+        except UnknownValue as unknown:
+            if not self.dry_run:
+                raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
+                                         f"needs {unknown.source}, which no earlier step produced")) from None
+            entry.status = "unknown"
+            entry.reason = f"what it sends depends on {unknown.source}, known only after run"
+            self._add(entry)
+            return _NOTHING
         entry.action = action_as_dict(action)
         entry.display = display(action)
         entry.gate_reasons += gate_reasons(step, action)
@@ -233,10 +248,16 @@ class Runner:
             return _NOTHING
         if self.dry_run:
             readonly = is_readonly(step, action)
-            if readonly and self.executor is not None:
+            if readonly and self.executor is not None and not self.plan_changes:
                 return self._execute(step, key, action, entry)
             entry.status = "would_run"
-            entry.reason = "gated: needs approval" if entry.gated else ("read-only" if readonly else "")
+            if entry.gated:
+                entry.reason = "gated: needs approval"
+            elif readonly:
+                entry.reason = ("read-only; not run while planning, because an earlier step would change the cluster "
+                                "first" if self.plan_changes and self.executor is not None else "read-only")
+            else:
+                self.plan_changes = True
             self._add(entry)
             return _NOTHING
         if entry.gated:
@@ -252,63 +273,79 @@ class Runner:
         assert self.executor is not None
         self._record("step_started", step.id, key, entry.action)
         self.on_event("start", entry)
-        retries = 0 if "until" in step.attrs else int(step.attrs.get("retries", 0))
         started = time.monotonic()
-        attempt = 0
-        while True:
-            try:
-                result = self.executor.execute(action, lambda text: self.on_event("progress", _note(entry, text)))
-                break
-            except StepFailed as failure:
-                if attempt < retries and (failure.retryable or not action_is_mutating(action) or not failure.sent):
-                    attempt += 1
-                    time.sleep(min(2 ** attempt * 0.1, 5))
-                    continue
-                entry.status, entry.error, entry.duration = "failed", failure.message, time.monotonic() - started
-                self._record("step_failed", step.id, key, failure.message, entry.duration)
-                self._add(entry)
-                raise StepError(entry, failure.message) from None
-        output = result.data
-        if "extract" in step.attrs:
-            output = apply_extract(str(step.attrs["extract"]), output, self.renderer.context.get("params", {}),
-                                   self.runbook.file, step)
-        if "until" in step.attrs:
-            output = self._until(step, action, entry, output, started)
+        if "until" in step.attrs and not self.dry_run:
+            output, summary = self._until(step, action, entry, started)
+        else:
+            output, summary = self._attempts(step, action, entry, started)
         entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
-        entry.reason = result.summary
+        entry.reason = summary
         self._record("step_finished", step.id, key, output, entry.duration)
         self._add(entry)
         return output
 
+    def _once(self, step: Step, action: Action, entry: PlanEntry) -> tuple[Any, str]:
+        """Execute once; the output after ``json`` parsing and ``extract`` (``ExtractRefused`` on refusal)."""
+        assert self.executor is not None
+        result = self.executor.execute(action, lambda text: self.on_event("progress", _note(entry, text)))
+        data = result.data
+        if step.attrs.get("json") and isinstance(data, dict) and "stdout" in data:
+            data = {**data, "json": parse_json_output(str(data["stdout"]))}
+        return self._extract(step, data), result.summary
 
-    def _until(self, step: Step, action: Action, entry: PlanEntry, output: Any, started: float) -> Any:
-        """Repeat a read-only step until its ``until`` expression holds over ``result``."""
+    def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
+        """Execute with ``retries``: a failure is retried when it is safe (read-only step, nothing sent,
+        or a failure PVE marks as transient such as a held lock)."""
+        retries = int(step.attrs.get("retries", 0))
+        attempt = 0
+        while True:
+            try:
+                return self._once(step, action, entry)
+            except ExtractRefused as refusal:
+                self._fail_step(step, entry, f"refused: {refusal}", started)
+            except StepFailed as failure:
+                if attempt < retries and (failure.retryable or reads_only(step) or not failure.sent):
+                    attempt += 1
+                    time.sleep(min(2 ** attempt * 0.1, 5))
+                    continue
+                self._fail_step(step, entry, failure.message, started)
+
+    def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
+        """Repeat a read-only step until its ``until`` expression holds over ``result``; a failed attempt
+        (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
         delay = float(step.attrs.get("delay", 2))
-        local = {"result": output}
+        last = "no answer yet"
         for attempt in range(attempts + 1):
-            local["result"] = output
-            if self.renderer.truth(step, "until", local):
-                return output
-            if attempt == attempts:
-                break
-            self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {attempt + 1})"))
-            time.sleep(delay)
-            result = self.executor.execute(action, lambda text: None)  # type: ignore[union-attr]
-            output = result.data
-            if "extract" in step.attrs:
-                output = apply_extract(str(step.attrs["extract"]), output, self.renderer.context.get("params", {}),
-                                       self.runbook.file, step)
-        message = (f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
-                   f"{step.attrs['until']} is still false (last result: {str(output)[:200]})")
+            try:
+                output, summary = self._once(step, action, entry)
+            except ExtractRefused as refusal:
+                self._fail_step(step, entry, f"refused: {refusal}", started)
+            except StepFailed as failure:
+                last = f"failed: {failure.message}"
+            else:
+                if self.renderer.truth(step, "until", {"result": output}):
+                    return output, summary
+                last = f"last result: {str(output)[:200]}"
+            if attempt < attempts:
+                self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {attempt + 1})"))
+                time.sleep(delay)
+        self._fail_step(step, entry, f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
+                                     f"{step.attrs['until']} is still false ({last})", started)
+
+    def _extract(self, step: Step, data: Any) -> Any:
+        if "extract" not in step.attrs:
+            return data
+        context = self.renderer.context
+        variables = {"config": context.get("config"), "profile": context.get("profile"),
+                     "plan": context.get("plan"), **context.get("params", {})}
+        return apply_extract(str(step.attrs["extract"]), data, variables, self.runbook.file, step)
+
+    def _fail_step(self, step: Step, entry: PlanEntry, message: str, started: float) -> NoReturn:
         entry.status, entry.error, entry.duration = "failed", message, time.monotonic() - started
         self._record("step_failed", step.id, entry.item_key, message, entry.duration)
         self._add(entry)
         raise StepError(entry, message)
-
-
-def action_is_mutating(action: Action) -> bool:
-    return not (isinstance(action, ApiRequest) and action.method == "GET")
 
 
 def _note(entry: PlanEntry, text: str) -> PlanEntry:

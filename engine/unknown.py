@@ -13,33 +13,36 @@ from typing import Any
 
 
 class UnknownValue(Exception):
-    """A decision needed a value that only a later step can produce."""
+    """A decision needed a value that only a later step can produce; ``source`` names it."""
 
     def __init__(self, unknown: "Unknown"):
-        super().__init__(f"depends on a value known only after run: {unknown.source}")
-        self.unknown = unknown
+        self.source = describe(unknown)
+        super().__init__(f"depends on a value known only after run: {self.source}")
 
 
 class Unknown:
     """A placeholder for a value produced at run time; ``source`` says which."""
 
-    __slots__ = ("source",)
+    # A private slot: any public name (``source``, ``name``...) must stay free to be a field of the
+    # unknown value itself, e.g. ``steps.where.source``.
+    __slots__ = ("_origin",)
 
-    def __init__(self, source: str):
-        self.source = source
+    def __init__(self, origin: str):
+        object.__setattr__(self, "_origin", origin)
 
     def __str__(self) -> str:
-        return f"(known after run: {self.source})"
+        return f"(known after run: {self._origin})"
 
     __repr__ = __str__
 
     def __getattr__(self, name: str) -> "Unknown":
         if name.startswith("__"):
             raise AttributeError(name)
-        return Unknown(f"{self.source}.{name}")
+        return Unknown(f"{self._origin}.{name}")
 
     def __getitem__(self, key: Any) -> "Unknown":
-        return Unknown(f"{self.source}[{key!r}]")
+        shown = f'"{key}"' if isinstance(key, str) else str(key)  # double quotes: they sit well in shell quoting
+        return Unknown(f"{self._origin}[{shown}]")
 
     def __bool__(self) -> bool:
         raise UnknownValue(self)
@@ -60,6 +63,11 @@ class Unknown:
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _derived
     __truediv__ = __floordiv__ = __mod__ = __rmod__ = _derived
     __hash__ = object.__hash__
+
+
+def describe(unknown: Unknown) -> str:
+    """Which run-time value an Unknown stands for (``steps.clone.upid``)."""
+    return str(object.__getattribute__(unknown, "_origin"))
 
 
 def contains_unknown(value: Any) -> bool:

@@ -60,13 +60,14 @@ def test_used_vmids_are_skipped() -> None:
     assert [vm.vmid for vm in plan.vms] == [1032, 1034, 1035]
 
 
-def test_existing_vms_of_the_profile_keep_their_vmid_and_node() -> None:
-    """A re-run must plan the VMs that already exist, not new ones beside them."""
+def test_existing_vms_of_the_profile_keep_their_vmid_and_are_placed_as_planned() -> None:
+    """A re-run must plan the VMs that already exist, not new ones beside them; one left on the
+    wrong node (an interrupted create) is planned back onto its own node."""
     existing = [ExistingVm(1031, "cp01", "pve03", ("p", "controlplane"))]
     plan = compute_plan(profile(2, 0), config_with(3), existing)
     first, second = plan.vms
-    assert (first.vmid, first.node, first.existing) == (1031, "pve03", True)
-    assert (second.vmid, second.existing) == (1032, False)
+    assert (first.vmid, first.node, first.current_node, first.existing) == (1031, "pve01", "pve03", True)
+    assert (second.vmid, second.node, second.current_node, second.existing) == (1032, "pve02", None, False)
 
 
 def test_a_same_named_vm_without_the_profile_tags_is_not_taken_over() -> None:

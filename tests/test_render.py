@@ -95,7 +95,7 @@ def test_unknown_values_render_visibly_and_conditions_on_them_raise() -> None:
     typo = step_of("```api\nGET /nodes/{{ steps.clnoe.upid }}\n```\n")
     with pytest.raises(InputError, match="no step 'clnoe' in this runbook"):
         r.action(typo, {})
-    assert str(Unknown("steps.x").a["b"]) == "(known after run: steps.x.a['b'])"
+    assert str(Unknown("steps.x").a["b"]) == '(known after run: steps.x.a["b"])'
 
 
 def test_http_requests_have_headers_and_body() -> None:

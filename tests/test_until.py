@@ -56,3 +56,29 @@ def test_until_on_a_step_that_changes_things_is_refused() -> None:
 
     with pytest.raises(InputError, match="until repeats the step, so it is only for steps that change nothing"):
         run("```api {id: s, until: 'result'}\nPOST /nodes/pve01/qemu/100/status/start\n```\n", Counting())
+
+
+def test_a_jq_error_refuses_the_step_with_its_message() -> None:
+    with pytest.raises(StepError, match=r"refused: VM 42 is not here"):
+        run("```api {id: s, extract: 'if .status == \"x\" then . else error(\"VM 42 is not here\") end'}\n"
+            "GET /nodes/pve01/qemu/100/status/current\n```\n", Counting())
+
+
+def test_jq_sees_the_config_and_plan_as_variables() -> None:
+    runbook = parse_runbook(HEAD + "```api {id: s, extract: '$config.cluster.name + \"/\" + .status'}\n"
+                                   "GET /version\n```\n", "runbooks/t.md", "t")
+    entries = Runner(runbook, {"nodes": [], "config": {"cluster": {"name": "lab"}}}, executor=Counting(),
+                     dry_run=False, approver=Yes()).run()
+    assert entries[0].output == "lab/stopped"
+
+
+def test_a_body_that_branches_on_a_run_time_value_is_unknown_in_a_dry_run() -> None:
+    from engine.render import StepOutputs  # noqa: F401  (the runner builds it)
+
+    runbook = parse_runbook(HEAD + "```api {id: where}\nGET /cluster/resources\n```\n\n"
+                                   "```api {id: move}\nPOST /nodes/pve01/qemu/100/migrate\ntarget: pve02\n"
+                                   "online: \"{{ 1 if steps.where.status == 'running' else 0 }}\"\n```\n",
+                            "runbooks/t.md", "t")
+    entries = Runner(runbook, {"nodes": []}, executor=None, dry_run=True, approver=Yes()).run()
+    assert entries[-1].status == "unknown"
+    assert "steps.where.status" in entries[-1].reason
