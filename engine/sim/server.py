@@ -78,7 +78,30 @@ class SimPve(FakePve):
     migrate_secs = 20.0
 
     def _routes_runbook_sim(self) -> list[tuple[str, str, Callable[[dict[str, Any], str], Awaitable[Any]]]]:
-        return [("POST", "/nodes/{node}/qemu/{vmid}/migrate", self._sim_migrate)]
+        return [("POST", "/nodes/{node}/qemu/{vmid}/migrate", self._sim_migrate),
+                ("PUT", "/nodes/{node}/qemu/{vmid}/resize", self._sim_resize)]
+
+    async def _sim_resize(self, values: dict[str, Any], user: str) -> str:
+        """Grow a disk as PVE does: ``+N`` adds, ``N`` sets; shrinking is refused; the disk's
+        ``size=`` in the config changes when the ``resize`` task ends (fakepve's own route changes nothing)."""
+        vm = self.find(values["node"], values["vmid"])
+        self._check_lock(vm)
+        disk = str(values["disk"])
+        entry = str(vm.config.get(disk, ""))
+        if not entry:
+            raise PveError(500, f"disk '{disk}' does not exist")
+        current = _bytes(re.search(r"size=([0-9.]+[KMGT]?)", entry).group(1)) if "size=" in entry else 0
+        text = str(values["size"])
+        wanted = current + _bytes(text[1:]) if text.startswith("+") else _bytes(text)
+        if wanted < current:
+            raise PveError(500, f"shrinking disks is not supported")
+        new_entry = re.sub(r"size=[0-9.]+[KMGT]?", f"size={_human(wanted)}", entry) if "size=" in entry \
+            else f"{entry},size={_human(wanted)}"
+
+        async def body() -> None:
+            vm.config[disk] = new_entry
+
+        return await self.task(vm.node, "resize", vm.vmid, user, body, vm=vm)
 
     async def _sim_migrate(self, values: dict[str, Any], user: str) -> str:
         node, target = values["node"], values["target"]
@@ -96,6 +119,25 @@ class SimPve(FakePve):
         if vm.status == "running" and not values.get("online"):
             raise PveError(500, "can't migrate running VM without --online")
         return await self.migrate(vm.vmid, target, secs=self.migrate_secs, user=user)
+
+
+_UNITS = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+def _bytes(text: str) -> int:
+    """``100G`` / ``512M`` / ``1.5T`` (no unit: bytes) in bytes."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([KMGT]?)", text.strip())
+    if not match:
+        raise PveError(400, "Parameter verification failed.", {"size": f"unable to parse size '{text}'"})
+    return int(float(match.group(1)) * _UNITS.get(match.group(2), 1))
+
+
+def _human(size: int) -> str:
+    """Bytes as PVE writes a disk size (the largest unit that divides it)."""
+    for unit in ("T", "G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
 
 
 class SimCluster:
