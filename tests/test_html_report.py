@@ -29,7 +29,6 @@ from engine.secrets import Secret
 from engine.session import prepare
 from tests.conftest import REPO
 from tests.support.cluster import SECRET, LiveCluster
-from tests.test_run_e2e import cluster, services  # noqa: F401  (the live-cluster fixtures)
 
 NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=timezone.utc)
 ARTIFACTS = REPO / "test-artifacts"

@@ -20,46 +20,15 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.support.cluster import PASS_PATH, RUNBOOK, SECRET, TOKEN_ID, LiveCluster, seed_cluster, write_home
-from tests.support.fake_talosctl import install
-from tests.support.fakepve_server import FakePveServer
-from tests.support.passstore import create_pass_store
-from tests.support.sshd import start_sshd
+from tests.support.cluster import RUNBOOK, LiveCluster
 
 STAGING = ("stg-cp01", "stg-cp02", "stg-cp03")
 PROFILE = ("--profile", "talos-staging")
 CLI_TIMEOUT = 60  # seconds any one CLI invocation may take before the test fails (and kills it)
-
-
-# -- fixtures (copied from test_run_e2e.py, so each module owns its services) ------------------------
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    sshd = start_sshd(tmp_path_factory.mktemp("sshd"), aliases=("127.0.0.1", "127.0.0.2", "127.0.0.3"))
-    store = create_pass_store(tmp_path_factory.mktemp("pass"), entries={PASS_PATH: [TOKEN_ID, SECRET]})
-    try:
-        yield sshd, store
-    finally:
-        sshd.stop()
-        store.stop()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path, services: tuple) -> Iterator[LiveCluster]:
-    sshd, store = services
-    (tmp_path / "pve").mkdir()
-    with FakePveServer(tmp_path / "pve", SECRET) as pve:
-        seed_cluster(pve)
-        home = write_home(tmp_path / "home", pve, sshd)
-        test = LiveCluster(home, pve, sshd, store, install(tmp_path / "talos"))
-        yield test
-        assert SECRET not in test.every_byte(), "the API token leaked into an output or a journal"
 
 
 # -- helpers ----------------------------------------------------------------------------------------
