@@ -109,20 +109,24 @@ def _runbook_path(home: Home, name: str) -> Path:
         _fail(exc.problems, exitcodes.PROBLEMS)
 
 
+def _load_runbook(home: Home, name: str) -> tuple[Path, Any]:
+    """A runbook by name or path, parsed; every problem printed and exit 1 when it is broken."""
+    from .parser import parse_runbook_file
+
+    path = _runbook_path(home, name)
+    try:
+        return path, parse_runbook_file(path, home.shown(path))
+    except InputError as exc:
+        _fail(exc.problems, exitcodes.PROBLEMS)
+
+
 @main.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show a parsed runbook: parameters, and each step with its source line."""
-    from .parser import parse_runbook_file
-
-    home = _home(ctx)
-    path = _runbook_path(home, name)
-    try:
-        runbook = parse_runbook_file(path, home.shown(path))
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+    _, runbook = _load_runbook(_home(ctx), name)
     if as_json:
         _emit_json(runbook.as_dict())
         return
@@ -608,15 +612,10 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
 def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
     """Record that you reviewed ingested runbook NAME as it is now; any later edit needs a new review."""
     from .ingest.trust import TrustError, content_hash, needs_review, record, review_of
-    from .parser import parse_runbook_file
     from .validate import validate_home
 
     home = _home(ctx)
-    path = _runbook_path(home, name)
-    try:
-        runbook = parse_runbook_file(path, home.shown(path))
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+    path, runbook = _load_runbook(home, name)
     if not needs_review(runbook):
         click.echo(f"{runbook.name} has no origin (it was not ingested): it runs without a review record")
         return
