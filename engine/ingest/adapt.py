@@ -295,7 +295,6 @@ class Adapter:
     def role(self, value: str, role: str) -> list[Chunk]:
         """Literal conventions inside one value: ``local-zfs:32`` -> ``{{ defaults.storage }}:32``."""
         literal = not _TOKEN.search(value)
-        defaults = self.config["defaults"]
         if role in ("vmid", "newid", "template_vmid"):
             return [self.vmid(int(value), role, value)] if literal and value.isdigit() else [value]
         if role in ("node", "target_node"):

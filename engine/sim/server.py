@@ -94,7 +94,7 @@ class SimPve(FakePve):
         text = str(values["size"])
         wanted = current + _bytes(text[1:]) if text.startswith("+") else _bytes(text)
         if wanted < current:
-            raise PveError(500, f"shrinking disks is not supported")
+            raise PveError(500, "shrinking disks is not supported")
         new_entry = re.sub(r"size=[0-9.]+[KMGT]?", f"size={_human(wanted)}", entry) if "size=" in entry \
             else f"{entry},size={_human(wanted)}"
 
