@@ -30,6 +30,9 @@ from .unknown import Unknown, UnknownValue
 from .yamlsource import load_yaml
 
 SHELL_KINDS = ("ssh", "local", "talosctl")
+#: What evaluating an untrusted template may raise; each becomes a located problem, never a traceback.
+_TEMPLATE_FAILURES = (TemplateError, KeyError, TypeError, ValueError, AttributeError, ArithmeticError,
+                      IndexError, AssertionError, RecursionError, MemoryError)
 EXPRESSION_ATTRS = ("when", "check", "foreach", "until")
 _SCALARS = (str, int, float, bool)
 
@@ -72,6 +75,8 @@ def _environment(finalize: Any) -> SandboxedEnvironment:
     env.filters["raw"] = lambda value: ShellRaw(_plain_value(value))
     env.filters["quote"] = lambda value: shlex.quote(_plain_value(value))
     env.globals["exists"] = exists
+    # lipsum(10**8) would keep a validate busy for hours from one line of an ingested page.
+    env.globals.pop("lipsum", None)
     return env
 
 
@@ -106,7 +111,7 @@ class ApiBody:
     lines: dict[str, int]  # file line of each parameter, for messages about it
 
 
-def split_api_body(step: Step) -> ApiBody:
+def split_api_body(step: Step, file: str = "runbook") -> ApiBody:
     """Request line and parameter mapping of an ``api`` step; each value stays a template."""
     lines = step.body.splitlines()
     first = next(i for i, text in enumerate(lines) if text.strip() and not text.lstrip().startswith("#"))
@@ -115,35 +120,22 @@ def split_api_body(step: Step) -> ApiBody:
     params: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if rest.strip():
-        doc = load_yaml(rest, step_file(step), first_line=step.body_line + first + 1)
+        doc = load_yaml(rest, file, first_line=step.body_line + first + 1)
         if doc.problems:
             raise InputError(doc.problems)
         if not isinstance(doc.data, dict):
-            raise InputError(Problem(step_file(step), step.body_line + first + 1, f"step {step.id}",
+            raise InputError(Problem(file, step.body_line + first + 1, f"step {step.id}",
                                      "after the request line, an api body is a YAML mapping of parameters "
                                      "(name: value, one per line)"))
         for key, value in doc.data.items():
             if not isinstance(value, _SCALARS) and value is not None:
                 hint = (" (a templated value must be quoted: name: \"{{ vm.name }}\")"
                         if isinstance(value, dict) else "")
-                raise InputError(Problem(step_file(step), doc.line_of((key,)), f"step {step.id}: {key}",
+                raise InputError(Problem(file, doc.line_of((key,)), f"step {step.id}: {key}",
                                          f"an API parameter value must be a single value{hint}"))
             params[str(key)] = value
             lines[str(key)] = doc.line_of((key,)) or step.body_line
     return ApiBody(method.upper(), path.strip(), params, lines)
-
-
-_FILES: dict[int, str] = {}
-
-
-def step_file(step: Step) -> str:
-    return _FILES.get(id(step), "runbook")
-
-
-def bind_file(steps: tuple[Step, ...], file: str) -> None:
-    """Remember which runbook file the steps came from, for located errors."""
-    for step in steps:
-        _FILES[id(step)] = file
 
 
 class Renderer:
@@ -173,7 +165,7 @@ class Renderer:
             return compiled(**self._scope(step, local))
         except UnknownValue:
             raise
-        except (TemplateError, KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        except _TEMPLATE_FAILURES as exc:
             raise self._fail(step, exc, step.line, f"attributes.{attr}") from None
 
     def truth(self, step: Step, attr: str, local: dict[str, Any]) -> bool:
@@ -202,7 +194,7 @@ class Renderer:
             return env.from_string(source).render(self._scope(step, local))
         except UnknownValue:
             raise
-        except (TemplateError, KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        except _TEMPLATE_FAILURES as exc:
             raise self._fail(step, exc, line + _template_line(sys.exc_info()[2]) - 1, field) from None
 
     def action(self, step: Step, local: dict[str, Any]) -> Action:
@@ -211,7 +203,7 @@ class Renderer:
         node = self.text(step, str(step.attrs["node"]), local, shell=False, line=step.line,
                          field="attributes.node").strip() if "node" in step.attrs else None
         if step.kind == "api":
-            body = split_api_body(step)
+            body = split_api_body(step, self.file)
             path = self.text(step, body.path, local, shell=False, line=step.body_line, field="path").strip()
             params: dict[str, Any] = {}
             for key, value in body.params.items():
@@ -287,10 +279,12 @@ def syntax_problems(step: Step, file: str) -> list[Problem]:
                 PLAIN_ENV.compile_expression(source)
             except TemplateSyntaxError as exc:
                 problems.append(Problem(file, step.line, f"attributes.{attr}", f"bad expression: {exc.message}"))
+            except _TEMPLATE_FAILURES as exc:  # Jinja folds constants while compiling, under the sandbox
+                problems.append(Problem(file, step.line, f"attributes.{attr}", f"bad expression: {exc}"))
     sources = [(step.body, step.body_line, "body")]
     if step.kind == "api":
         try:
-            body = split_api_body(step)
+            body = split_api_body(step, file)
         except InputError as exc:
             return problems + exc.problems
         sources = [(body.path, step.body_line, "path")] + [
@@ -300,4 +294,6 @@ def syntax_problems(step: Step, file: str) -> list[Problem]:
             PLAIN_ENV.parse(source)
         except TemplateSyntaxError as exc:
             problems.append(Problem(file, line + (exc.lineno or 1) - 1, field, f"template syntax: {exc.message}"))
+        except _TEMPLATE_FAILURES as exc:  # e.g. RecursionError: Jinja's parser recurses per nesting level
+            problems.append(Problem(file, line, field, f"template cannot be read: {type(exc).__name__}"))
     return problems

@@ -27,7 +27,7 @@ def rendered_problems(action: dict[str, Any], step: Step, file: str) -> list[Pro
     if problems or action["type"] != "ApiRequest":
         return problems
     shown = _placeholders(action)
-    lines = split_api_body(step).lines
+    lines = split_api_body(step, file).lines
     for name, objection in pveschema.check_request(shown["method"], shown["path"], shown["params"],
                                                    unknown=_PLACEHOLDER if contains_unknown(action) else None):
         problems.append(Problem(file, lines.get(name or "", step.body_line), f"step {step.id}",

@@ -73,8 +73,10 @@ def fail_run(cluster: LiveCluster) -> str:
 
 
 def run_folders(cluster: LiveCluster) -> list[str]:
+    """Run ids, oldest first by when their folder was made (ids started in one second sort by their
+    random suffix, so the name alone does not say which came last)."""
     runs = cluster.home / ".runbook" / "runs"
-    return sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
+    return [p.name for p in sorted(runs.iterdir(), key=lambda p: p.stat().st_mtime_ns)] if runs.is_dir() else []
 
 
 def journal(cluster: LiveCluster, run_id: str) -> list[dict]:
