@@ -19,6 +19,11 @@ import yaml
 from .problems import InputError, Problem
 
 Path = tuple[str, ...]
+#: Deepest nesting accepted. Real files nest a few levels; every reader after the loader (the line
+#: map, the schema checks, the templates) recurses per level, so this stays far from Python's limit.
+MAX_DEPTH = 32
+#: Most values a document may expand to through aliases (a shipped profile has a few hundred).
+MAX_VALUES = 100_000
 
 
 @dataclass
@@ -70,7 +75,13 @@ def load_yaml(text: str, file: str, first_line: int = 1, within: str | None = No
     try:
         loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
+        if node is not None:
+            _check_shape(node, file, first_line)
         data = loader.construct_document(node) if node is not None else None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise InputError(Problem(file, first_line, None, f"the YAML is nested far more than {MAX_DEPTH} levels "
+                                                         "deep; no runbook, profile or config needs that: flatten "
+                                                         "it")) from None
     except yaml.MarkedYAMLError as exc:
         line, advice = yaml_error_advice(exc, text, first_line)
         raise InputError(Problem(file, line, None, f"invalid YAML: {advice}")) from None
@@ -88,6 +99,55 @@ def load_yaml(text: str, file: str, first_line: int = 1, within: str | None = No
     if node is not None:
         _walk(node, (), doc, first_line, within)
     return doc
+
+
+def _check_shape(root: yaml.Node, file: str, first_line: int) -> None:
+    """Refuse a document every later reader would choke on, before its data is built: nesting deeper
+    than MAX_DEPTH, an alias inside the value it refers to (endless data), or aliases of aliases that
+    expand to more than MAX_VALUES values (a "billion laughs": tiny text, exponential work).
+
+    Iterative, and each node is measured once however many aliases refer to it, so the check itself
+    is linear in the text.
+    """
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values when expanded, height)
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, measured = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if measured:
+            on_path.discard(key)
+            size = 1 + sum(sizes[id(child)][0] for child in children)
+            height = 1 + max((sizes[id(child)][1] for child in children), default=0)
+            sizes[key] = (size, height)
+            line = node.start_mark.line + first_line
+            if height > MAX_DEPTH:
+                raise InputError(Problem(file, line, None, f"the YAML is nested more than {MAX_DEPTH} levels deep "
+                                                           "here; no runbook, profile or config needs that: "
+                                                           "flatten it"))
+            if size > MAX_VALUES:
+                raise InputError(Problem(file, line, None, f"through its aliases (*name) the YAML here expands to "
+                                                           f"more than {MAX_VALUES} values: write the values out "
+                                                           "instead of nesting aliases of aliases"))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise InputError(Problem(file, node.start_mark.line + first_line, None,
+                                     "an alias (*name) here refers to a value that contains it, so the value "
+                                     "would never end: remove the alias"))
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def yaml_error_advice(exc: yaml.MarkedYAMLError, text: str, first_line: int = 1) -> tuple[int, str]:

@@ -3,10 +3,11 @@
 What decides the design is what an operator must be able to trust afterwards:
 
 - A request is repeated only when repeating it cannot do something twice. A connection that
-  never opened (refused, connect timeout, TLS handshake refused) provably sent nothing, so the
-  next node is tried. A request that may have reached PVE and got no answer is retried only when
-  the method is idempotent (GET, PUT, DELETE); a POST is never repeated blindly: the step fails
-  saying it may or may not have happened.
+  never opened (refused, connect timeout) provably sent nothing, so the next node is tried. A
+  certificate that does not verify stops the step instead: nothing was sent either, but failing
+  over would hide a renewed certificate or an interception. A request that may have reached PVE
+  and got no answer is retried only when the method is idempotent (GET, PUT, DELETE); a POST is
+  never repeated blindly: the step fails saying it may or may not have happened.
 - The node's certificate is checked before the token is ever sent: a CA (hostname checked), or a
   pinned SHA-256 fingerprint compared before the first authenticated request, after which only
   that exact certificate is trusted. Each PVE node has its own certificate, so a node's own
@@ -27,6 +28,7 @@ import logging
 import random
 import re
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -57,22 +59,93 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """How often to ask whether a task has ended.
+    """How often to ask whether a task has ended: one status request per poll, never a busy loop.
 
-    Most tasks end within a second, so the first polls come quickly; the pause then grows by
-    ``factor`` up to ``cap``, so a 10-minute clone costs a request every ``cap`` seconds, not a
-    busy loop.
+    A task of a type not seen before is asked about at once (at ``time_scale`` 0, or for a quick
+    task, it has ended), then after pauses growing from ``initial`` by ``factor`` up to ``cap``.
+    A task of a type whose duration is known (``TaskTimes``: earlier tasks of this executor, or
+    the journals of earlier runs) is asked about first when it is expected to have ended, that
+    expectation times ``1 + margin``; if it still runs, the pauses start at ``settle`` of the
+    expectation, so a late task costs a few more polls, not many.
     """
 
     initial: float = 0.05
     factor: float = 1.5
     cap: float = 2.0
+    margin: float = 0.02
+    settle: float = 0.05
 
     def delays(self) -> Iterator[float]:
         delay = self.initial
         while True:
             yield delay
             delay = min(self.cap, delay * self.factor)
+
+    def schedule(self, expected: float | None = None) -> Iterator[float]:
+        """Pauses before each poll of one task: the first is 0 when nothing is expected."""
+        if expected is None:
+            yield 0.0
+            yield from self.delays()
+            return
+        yield expected * (1 + self.margin)
+        delay = max(self.initial, min(self.cap, expected * self.settle))
+        while True:
+            yield delay
+            delay = min(self.cap, delay * self.factor)
+
+
+class TaskTimes:
+    """How long tasks of each type (``qmclone``, ``qmstart``...) take, learnt from the polls themselves.
+
+    The expectation for a type is set by what the polls of its tasks saw:
+
+    - a task seen running, then stopped: the middle of the two polls (a tight bracket);
+    - a task already stopped at its first poll: only that it took less. The expectation is lowered
+      a little (1%), and faster each time in a row this happens (2%, 4%, 8%...), so a figure that
+      is too high (a slow earlier run, a busy cluster) comes down within a few tasks, while one
+      that is right costs a second poll now and then, not the polling delay on every task.
+
+    Tasks started together with the same expectation lower it once, not once each. A type not
+    polled yet starts from ``hint`` (the shortest such task in the journals of earlier runs); the
+    first task of that type probes a little before it (``EARLY``), so what this run learns is a
+    bracket around the true duration rather than one more upper bound, and the figure cannot creep
+    up from run to run by the polling delay. Thread-safe: the items of a parallel step share one
+    executor.
+    """
+
+    PROBE = 0.99
+    EARLY = 0.9
+
+    def __init__(self) -> None:
+        self._expected: dict[str, float] = {}
+        self._early: dict[str, int] = {}  # first polls in a row that found the task already stopped
+        self._probed: set[str] = set()
+        self._lock = threading.Lock()
+
+    def expect(self, kind: str, hint: float | None = None) -> tuple[float | None, bool]:
+        """(the expected duration or None, whether it comes from this executor's own polls)."""
+        with self._lock:
+            if kind in self._expected:
+                return self._expected[kind], True
+            if not hint:
+                return None, False
+            if kind not in self._probed:
+                self._probed.add(kind)
+                return hint * self.EARLY, False
+            return hint, False
+
+    def observe(self, kind: str, expected: float | None, running_until: float, stopped_at: float) -> None:
+        """A task of ``kind``, polled first at the ``expected`` time (None: at once), was last seen
+        running ``running_until`` s after it started (0: never) and seen stopped at ``stopped_at`` s."""
+        with self._lock:
+            current = self._expected.get(kind, expected)
+            if running_until > 0 or expected is None:
+                self._expected[kind] = (running_until + stopped_at) / 2 if running_until > 0 else stopped_at
+                self._early[kind] = 0
+            elif current == expected:
+                early = self._early.get(kind, 0) + 1
+                self._early[kind] = early
+                self._expected[kind] = min(expected, stopped_at) * self.PROBE ** (2 ** min(early - 1, 6))
 
 
 @dataclass(frozen=True)
@@ -131,7 +204,7 @@ class ApiExecutor:
     def __init__(self, endpoints: Sequence[tuple[str, str]], token_source: TokenSource,
                  verify: Verify | Mapping[str, Verify], *,
                  timeout: float = 30.0, connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
-                 poll: PollPolicy = PollPolicy()):
+                 poll: PollPolicy = PollPolicy(), task_times: TaskTimes | None = None):
         if not endpoints:
             raise ApiSetupError("no API endpoints: cluster.nodes in cluster-config.yaml lists no node")
         self.endpoints = [(name, base.rstrip("/")) for name, base in endpoints]
@@ -140,6 +213,7 @@ class ApiExecutor:
         self.retries = retries
         self.backoff = backoff
         self.poll = poll
+        self.task_times = task_times or TaskTimes()
         self.warnings: list[str] = []
         self._tokens = token_source
         if isinstance(verify, Mapping):
@@ -303,7 +377,12 @@ class ApiExecutor:
                     headers={"Authorization": state.token.authorization()},
                     timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)))
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                unreachable.append((name, base, scrub(_describe(exc), state.token.secret)))
+                why = scrub(_describe(exc), state.token.secret)
+                if why.startswith(_TLS_FAILED):
+                    # Not a dead node: something answers there with a certificate that is not trusted.
+                    # Failing over would hide it, so the step stops (the handshake failed: nothing was sent).
+                    raise _untrusted(method, path, name, base, why, self._verify[name]) from None
+                unreachable.append((name, base, why))
                 self._down.add(name)
                 continue
             except httpx.TransportError as exc:  # read/write timeout, connection dropped: may have been sent
@@ -380,31 +459,46 @@ class ApiExecutor:
         for the task's node, and ``via`` is known to be reachable.
         """
         node, kind = parse_upid(upid)
-        for pause in self.poll.delays():
+        # The caller may know from earlier runs how long such tasks take (the runner hands the
+        # journals' figures over as ``progress.task_estimates``).
+        hints = getattr(progress, "task_estimates", None) or {}
+        expected, learnt = self.task_times.expect(kind, hints.get(kind))
+        if expected is not None and expected < self.poll.initial:
+            # A quick task: ask at once when this executor saw it end that fast; when only earlier
+            # runs say so, give it ``initial`` (a busy cluster, or a run of many items, is slower).
+            expected = None if learnt else self.poll.initial
+        pauses = self.poll.schedule(expected)
+        began = time.monotonic()  # the task started about when its request was answered
+        running_until = 0.0
+        while True:
+            pause = next(pauses)
+            if state.deadline is not None:
+                pause = min(pause, max(0.0, state.deadline - time.monotonic()))
+            if pause > 0:
+                time.sleep(pause)
             status = self._task_status(upid, node, kind, via, state, timeout)
             if status.get("status") == "stopped":
                 break
+            running_until = time.monotonic() - began
             elapsed = time.monotonic() - state.started
             if progress is not None:
                 progress(f"waiting for task {kind} on {node}: running {elapsed:.1f} s")
-            if state.deadline is not None:
-                remaining = state.deadline - time.monotonic()
-                if remaining <= 0:
-                    raise StepFailed(
-                        f"task {kind} on {node} is still running after {elapsed:.1f} s, the step's timeout. It goes "
-                        f"on in PVE: follow it (GET /nodes/{node}/tasks/{upid}/status, or the task list) and stop "
-                        f"it there if needed before running this step again.", sent=True,
-                        data=_task_data(upid, node, None))
-                pause = min(pause, remaining)
-            time.sleep(pause)
+            if state.deadline is not None and state.deadline - time.monotonic() <= 0:
+                raise StepFailed(
+                    f"task {kind} on {node} is still running after {elapsed:.1f} s, the step's timeout. It goes "
+                    f"on in PVE: follow it (GET /nodes/{node}/tasks/{upid}/status, or the task list) and stop "
+                    f"it there if needed before running this step again.", sent=True,
+                    data=_task_data(upid, node, None))
         exitstatus = str(status.get("exitstatus", ""))
         data = _task_data(upid, node, exitstatus)
         elapsed = time.monotonic() - state.started
         if TASK_SUCCESS.fullmatch(exitstatus):
+            self.task_times.observe(kind, expected, running_until, time.monotonic() - began)
             return data, f"task {kind} on {node}: {exitstatus} after {elapsed:.1f} s"
         tail = self._log_tail(node, upid, via, state, timeout)
-        raise StepFailed(f"task {kind} on {node} failed: {exitstatus}\nlast lines of its log:\n{tail}\n"
-                         f"task: {upid}", retryable=bool(LOCK_ERROR.search(exitstatus)), sent=True, data=data)
+        hint, transient = _advice(exitstatus, upid.split(":")[6] if upid.count(":") >= 7 else "VMID")
+        raise StepFailed(f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\n"
+                         f"task: {upid}", retryable=transient, sent=True, data=data)
 
     def _task_status(self, upid: str, node: str, kind: str, via: str, state: _Call,
                      timeout: float) -> dict[str, Any]:
@@ -537,6 +631,23 @@ def _describe(exc: httpx.TransportError) -> str:
     return str(exc) or type(exc).__name__
 
 
+_TLS_FAILED = "TLS certificate does not verify"
+
+
+def _untrusted(method: str, path: str, name: str, base: str, why: str, verify: Verify) -> StepFailed:
+    """A node whose certificate does not verify: stop, name it and the setting to check; never fail over."""
+    if isinstance(verify, PinnedCert):
+        check = (f"Compare with `pvenode cert info` on {name}, and update {verify.field} in cluster-config.yaml "
+                 f"only once you have confirmed the new value there.")
+    else:
+        check = ("Check tls.ca_file in cluster-config.yaml (the cluster CA is /etc/pve/pve-root-ca.pem on any node) "
+                 "and that the node names in the certificate match the hosts configured.")
+    return StepFailed(f"{method} {path}: the certificate of node {name} ({base}) does not verify ({why}). Nothing "
+                      f"was sent, and no other node was tried in its place: the node's certificate may have been "
+                      f"renewed, another machine may answer at that address, or something may be intercepting the "
+                      f"connection. {check}", retryable=False, sent=False)
+
+
 def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, str]]) -> StepFailed:
     lines = "\n".join(f"  - {name} ({base}): {why}" for name, base, why in unreachable)
     tls = any(why.startswith("TLS certificate does not verify") for _, _, why in unreachable)
@@ -584,9 +695,32 @@ def _http_failure(method: str, path: str, node: str, response: httpx.Response, b
     if status in (595, 596):
         return StepFailed(f"{where}: {status} {text}: {node} could not reach the node named in the path. Check that "
                           f"node is up and in the cluster (`pvecm status`).", retryable=True)
-    locked = bool(LOCK_ERROR.search(text))
-    hint = " Another task holds the lock; wait for it to end, then run the step again." if locked else ""
-    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=locked)
+    vmid = re.search(r"/(?:qemu|lxc)/(\d+)", path)
+    hint, transient = _advice(text, vmid[1] if vmid else "VMID")
+    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=transient)
+
+
+def _advice(text: str, vmid: str) -> tuple[str, bool]:
+    """What to do about a refusal or a failed task in PVE's words ``text``, and whether it may pass by itself
+    (a held lock, lost quorum: a step with ``retries`` tries again; resume works once it has passed)."""
+    held = re.search(r"VM is locked \((\w+)\)", text)
+    if held and held[1] == "backup":
+        return (f" A backup (vzdump) of VM {vmid} holds its lock: wait for it to end (the node's task list shows "
+                f"it), then resume. If no backup runs any more, the lock is stale: clear it with `qm unlock "
+                f"{vmid}` on the node.", True)
+    if held:
+        return (f" Another task holds VM {vmid}'s lock ({held[1]}); wait for it to end (the node's task list), then "
+                f"resume. If no task holds it any more, the lock is stale: clear it with `qm unlock {vmid}` on the "
+                f"node.", True)
+    if LOCK_ERROR.search(text):
+        return " Another task holds the lock; wait for it to end, then run the step again.", True
+    if "no quorum" in text:
+        return (" The cluster has lost quorum: /etc/pve is read-only until a majority of the nodes is back, so "
+                "nothing was changed. Check `pvecm status` on a node, and resume once it shows Quorate: Yes.", True)
+    if "No space left on device" in text:
+        return (" The storage is full: free space on it (unused disks, old backups or ISO images) or choose "
+                "another storage (defaults.storage in cluster-config.yaml), then resume.", False)
+    return "", False
 
 
 def _task_data(upid: str, node: str, exitstatus: str | None) -> dict[str, Any]:

@@ -22,11 +22,12 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from engine.actions import Result, ShellCommand, StepFailed
+from engine.credentials import ENV_TOKEN_RE
 from engine.secrets import Secret, scrub
 
 Progress = Callable[[str], None]
@@ -233,6 +234,20 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def masks(secrets: Iterable[Secret]) -> list[Secret]:
+    """Every value to mask in a command's output for ``secrets``: each one whole, and for an API token
+    handed over as ``user@realm!tokenid=secret`` its secret part alone too, since commands split it
+    (Ansible's proxmox modules do, and so does ``${TOKEN#*=}``). The whole value comes first, so it
+    is masked as one."""
+    out: list[Secret] = []
+    for secret in secrets:
+        out.append(secret)
+        token = ENV_TOKEN_RE.fullmatch(secret.reveal())
+        if token:
+            out.append(Secret(token["secret"]))
+    return out
+
+
 def _check_env(env: Mapping[str, object]) -> None:
     """Refuse names that are not shell identifiers and values with NUL, before anything starts.
 
@@ -310,7 +325,7 @@ class LocalExecutor:
                 stdin_data=_script_payload(command.script),
                 env=env,
                 progress=progress,
-                secrets=list(secret_env.values()),
+                secrets=masks(secret_env.values()),
             )
         except OSError as exc:
             raise StepFailed(f"could not start bash for a local script: {exc}", sent=False) from None
@@ -413,7 +428,7 @@ class SshExecutor:
                 timeout=timeout,
                 stdin_data=_script_payload(command.script, exports),
                 progress=progress,
-                secrets=list(secret_env.values()),
+                secrets=masks(secret_env.values()),
             )
         except OSError as exc:
             raise StepFailed(
