@@ -379,9 +379,13 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
               help="JSON: the plan (dry-run); else JSON lines, one per event, the last one the report.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="With --dry-run: also write the plan as one self-contained HTML page for review.")
+@click.option("--concurrency", type=click.IntRange(1, 64), metavar="N",
+              help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
+                   "Default: 16, and never more than a step's own parallel.")
 @click.pass_context
 def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
-            offline: bool, simulate: bool, yes: bool, approve: tuple[str, ...], as_json: bool, html_path: Path | None) -> None:
+            offline: bool, simulate: bool, yes: bool, approve: tuple[str, ...], as_json: bool, html_path: Path | None,
+            concurrency: int | None) -> None:
     """Run runbook NAME against the cluster (with --dry-run: show what it would do).
 
     Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
@@ -404,6 +408,7 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
                 _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
                 return
             approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+            dispatcher.concurrency = concurrency  # the runner's run-level bound travels with the executors
             with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
                 outcome = start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
                                     mode="simulate" if simulate else "run", on_event=progress)
@@ -451,9 +456,12 @@ def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
 @click.option("--yes", is_flag=True, help="Approve every gate.")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one per event, the last one the report.")
+@click.option("--concurrency", type=click.IntRange(1, 64), metavar="N",
+              help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
+                   "Default: 16, and never more than a step's own parallel.")
 @click.pass_context
 def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve: tuple[str, ...],
-               as_json: bool) -> None:
+               as_json: bool, concurrency: int | None) -> None:
     """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
     never finished is re-checked (its check guard, or a gate when it has none)."""
     from .execution import resume_run
@@ -469,6 +477,7 @@ def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve:
         _fail(str(exc), exitcodes.PROBLEMS)
     approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     with _executors(home, config, simulate) as dispatcher:
+        dispatcher.concurrency = concurrency
         try:
             with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
                 outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,

@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -290,13 +291,16 @@ def _parse_record(raw: bytes, seq: int) -> Record:
 
 
 class RunRecord:
-    """An open run folder that journal records are appended to; one writer at a time (the profile lock)."""
+    """An open run folder that journal records are appended to; one writer process at a time (the
+    profile lock). Within it, threads may append at once (items of a parallel step): each record
+    gets the next ``seq`` and is written whole, in ``seq`` order."""
 
     def __init__(self, folder: Path, meta: RunMeta, fd: int, next_seq: int):
         self.folder = folder
         self.meta = meta
         self._fd: int | None = fd
         self._seq = next_seq
+        self._lock = threading.Lock()
 
     @property
     def run_id(self) -> str:
@@ -381,6 +385,10 @@ class RunRecord:
         self._append("run_finished", status=status)
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -393,19 +401,26 @@ class RunRecord:
         self.close()
 
     def _append(self, kind: str, **fields: Any) -> None:
-        """Check, serialise, write in one ``os.write``, fsync: once this returns, the record survives power loss."""
-        if self._fd is None:
-            raise JournalError(f"{self.folder / JOURNAL_FILE} is closed; no more records can be written")
-        record = {"seq": self._seq, "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                  "type": kind, **fields}
-        line = _serialise(record, kind).encode("utf-8") + b"\n"
-        try:
-            _write_all_once(self._fd, line, self.folder / JOURNAL_FILE)
-        except BaseException:
-            self.close()  # the file may now end in a torn record; only a resume can repair it
-            raise
-        os.fsync(self._fd)
-        self._seq += 1
+        """Check, serialise, write in one ``os.write``, fsync: once this returns, the record survives power loss.
+
+        ``seq`` is taken and the line written under a lock, so records from several threads are
+        whole lines in ``seq`` order with no gap; the fsync is outside it, so threads share the
+        disk flush instead of queueing for it (a writer's fsync also covers the lines before its own).
+        """
+        with self._lock:
+            if self._fd is None:
+                raise JournalError(f"{self.folder / JOURNAL_FILE} is closed; no more records can be written")
+            record = {"seq": self._seq, "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                      "type": kind, **fields}
+            line = _serialise(record, kind).encode("utf-8") + b"\n"
+            try:
+                _write_all_once(self._fd, line, self.folder / JOURNAL_FILE)
+            except BaseException:
+                self._close()  # the file may now end in a torn record; only a resume can repair it
+                raise
+            self._seq += 1
+            fd = self._fd
+        os.fsync(fd)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import atexit
 import dataclasses
 import json
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -51,10 +52,17 @@ class Progress:
         self._current: _Current | None = None
         self._numbers: dict[str, int] = {}
         self._closed = False
+        # Events come from the runner's worker threads when items run at once: one event at a time,
+        # so lines never interleave and the live line's state stays whole.
+        self._lock = threading.RLock()
 
     # -- events ------------------------------------------------------------------------------
 
     def __call__(self, event: str, entry: PlanEntry) -> None:
+        with self._lock:
+            self._event(event, entry)
+
+    def _event(self, event: str, entry: PlanEntry) -> None:
         if self.as_json:
             self._json(event, entry)
             return
@@ -175,6 +183,10 @@ class Progress:
 
     def close(self) -> None:
         """Stop the live line (a step still running is printed as interrupted). Safe to call twice."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

@@ -4,17 +4,41 @@ The same loop makes a dry-run plan and a real run, so the two cannot disagree. I
 mutating request or command leaves the machine: read-only steps (API GETs, steps marked
 ``readonly``) may run against a reachable cluster so the plan shows real values, and with
 ``offline`` nothing runs at all; values only a later step can produce stay visible unknowns.
+
+Concurrency (real runs only; a plan is always made one item at a time, step by step):
+
+- A ``foreach`` step with ``parallel: N`` runs up to N items at once. Its items are rendered,
+  checked and gated one after the other, in order, before any of them runs, so gate questions
+  never interleave and a declined gate leaves the items before it to run, as a sequential run
+  would. Then the items run on worker threads.
+- Consecutive ``foreach`` steps with the same ``pipeline: NAME`` (and the same ``foreach``) run
+  as a pipeline: each item goes through the steps in order, items run at once up to the first
+  step's ``parallel``. Each step of each item still renders just before it runs, with the
+  outputs of the steps before it. Gated steps are refused in a pipeline, and every step of a
+  pipeline that changes something needs a ``check`` (see ``pipeline_problems``).
+- ``concurrency`` (``runbook run --concurrency``) bounds every one of these for the whole run.
+- The first failure stops new work: no item starts and no item begins its next step; the steps
+  already running finish and are journaled, then the run stops with that failure.
+- Clones are limited per template and per storage (``limits`` in cluster-config.yaml), and a
+  failure PVE gives because a lock is held is retried with jittered exponential backoff, up to
+  ``limits.lock_retries`` times in concurrent steps (``retries`` on any step).
 """
 
 from __future__ import annotations
 
 import json
+import random
+import re
+import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from .actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
 from .executors.shell import parse_json_output
 from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
@@ -22,7 +46,20 @@ from .model import Runbook, Step
 from .problems import InputError, Problem
 from .stepcheck import rendered_problems
 from .render import Renderer, StepOutputs, split_api_body
-from .unknown import UnknownValue, contains_unknown
+from .unknown import Unknown, UnknownValue, contains_unknown
+
+#: The run-level bound on items running at once when the operator gives no --concurrency.
+DEFAULT_CONCURRENCY = 16
+#: Lock failures retried in concurrent steps when cluster-config.yaml says nothing (limits.lock_retries).
+DEFAULT_LOCK_RETRIES = 5
+#: First pause before retrying a lock failure (seconds), doubled each time up to LOCK_BACKOFF_CAP, jittered.
+LOCK_BACKOFF = 1.0
+LOCK_BACKOFF_CAP = 30.0
+#: How many earlier runs' journals are read to learn how long tasks of each kind take.
+HISTORY_RUNS = 20
+HISTORY_SAMPLES = 32
+_CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
+_TASK_OUTPUT = {"upid", "node", "exitstatus", "data"}
 
 
 class Executor(Protocol):
@@ -30,7 +67,8 @@ class Executor(Protocol):
 
 
 class Recorder(Protocol):
-    """Where a real run writes its journal (``engine.journal.RunRecord``)."""
+    """Where a real run writes its journal (``engine.journal.RunRecord``); called from several threads
+    when steps run concurrently, so it must append one whole record at a time."""
 
     def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None: ...
     def step_finished(self, step: str, item: str | None, outputs: Any, duration: float) -> None: ...
@@ -114,15 +152,227 @@ def is_readonly(step: Step, action: Action) -> bool:
     return isinstance(action, ApiRequest) and action.method == "GET"
 
 
+def static_gate_reasons(step: Step) -> list[str]:
+    """Why ``step`` is gated, judged from its attributes and unrendered body (before any rendering).
+
+    Templated parts stay as written, so a body that ends ``/status/stop`` or runs ``qm destroy``
+    is recognised; a destructive action hidden entirely in a template value is only found when
+    the step renders (``gate_reasons``), and is then still asked before it runs.
+    """
+    action: Action | None = None
+    if step.kind == "api":
+        body = split_api_body(step)
+        action = ApiRequest(body.method, body.path)
+    elif step.kind in ("ssh", "local"):
+        action = ShellCommand(step.body)
+    elif step.kind == "talosctl":
+        action = TalosctlCommand(tuple(step.body.split()))
+    return gate_reasons(step, action)
+
+
+@dataclass(frozen=True)
+class Section:
+    """Steps that run together: one step, or the steps of one pipeline (``name`` set)."""
+
+    steps: tuple[Step, ...]
+    name: str | None = None
+
+
+def sections(runbook: Runbook) -> tuple[list[Section], list[Problem]]:
+    """The runbook's steps grouped into sections, and the problems of its pipelines.
+
+    A pipeline with problems comes back as one section per step (so a validation goes on checking
+    each step); a run refuses to start with any of them.
+    """
+    out: list[Section] = []
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    steps = runbook.steps
+    index = 0
+    while index < len(steps):
+        name = steps[index].attrs.get("pipeline")
+        if name is None:
+            out.append(Section((steps[index],)))
+            index += 1
+            continue
+        end = index
+        while end < len(steps) and steps[end].attrs.get("pipeline") == name:
+            end += 1
+        members = tuple(steps[index:end])
+        found = pipeline_problems(members, str(name), runbook.file)
+        if name in seen:
+            found.insert(0, Problem(runbook.file, members[0].line, "attributes.pipeline",
+                                    f"pipeline '{name}' already ended at line {seen[name]}: the steps of a pipeline "
+                                    "are consecutive; give this group another name or move its steps together"))
+        seen[str(name)] = members[-1].line
+        problems += found
+        out += [Section((step,)) for step in members] if found else [Section(members, str(name))]
+        index = end
+    return out, problems
+
+
+def pipeline_problems(members: Sequence[Step], name: str, file: str) -> list[Problem]:
+    """What keeps these consecutive steps from running as pipeline ``name``."""
+    problems: list[Problem] = []
+    first = members[0]
+    for step in members:
+        where = f"step {step.id} (pipeline {name})"
+        if "foreach" not in step.attrs:
+            problems.append(Problem(file, step.line, "attributes.pipeline",
+                                    f"{where} has no foreach: a pipeline runs each item of a list through its steps"))
+        elif step is not first and (step.attrs["foreach"], step.loop_var) != (first.attrs["foreach"], first.loop_var):
+            problems.append(Problem(file, step.line, "attributes.foreach",
+                                    f"{where} must loop over the same items, with the same 'as', as its first step "
+                                    f"{first.id} (line {first.line}): foreach: {first.attrs['foreach']}, "
+                                    f"as: {first.loop_var}"))
+        if step is not first and "parallel" in step.attrs:
+            problems.append(Problem(file, step.line, "attributes.parallel",
+                                    f"{where}: a pipeline has one width, given by parallel on its first step "
+                                    f"{first.id} (line {first.line}); remove it here"))
+        try:
+            reasons, reading = static_gate_reasons(step), reads_only(step)
+        except InputError as exc:  # an api body that is not a mapping: reported as it is
+            problems += exc.problems
+            continue
+        if reasons:
+            problems.append(Problem(file, step.line, "attributes.pipeline",
+                                    f"{where} is gated ({'; '.join(reasons)}), but a pipeline never stops to ask in "
+                                    "the middle of its items: make it a step of its own after the pipeline "
+                                    "(with parallel, its gates are asked for every item before any runs)"))
+        elif not reading and "check" not in step.attrs:
+            problems.append(Problem(file, step.line, "attributes.check",
+                                    f"{where} changes something but has no check: after an interruption several "
+                                    "items may be half-way through the pipeline, and resume redoes a step only "
+                                    "when its check says its effect is not in place. Add a check"))
+    return problems
+
+
+class _Stop(Exception):
+    """Raised inside a worker when new work must not start (an earlier failure)."""
+
+
+class _OtherItem(ValueError):
+    """A template inside a pipeline read another item's output, which may not exist yet."""
+
+
+class _OwnItemOutputs(list):  # type: ignore[type-arg]
+    """``steps.<id>`` of an earlier step of the same pipeline, as one item sees it while it runs.
+
+    Items run at the same time, so only this item's own entry (``steps.<id>[loop_index]``) is
+    known; reading another entry, or iterating, is an error naming the way out, never a value
+    that depends on timing. After the pipeline, ``steps.<id>`` is the usual list.
+    """
+
+    def __init__(self, step_id: str, pipeline: str, size: int, index: int, value: Any):
+        super().__init__([None] * size)
+        self._step_id, self._pipeline, self._index, self._value = step_id, pipeline, index, value
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise _OtherItem(f"{what} reads other items of pipeline '{self._pipeline}', which run at the same time as "
+                         f"this one: inside the pipeline only this item's output is known, as "
+                         f"steps.{self._step_id}[loop_index]; read the whole list after the pipeline")
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int) and key in (self._index, self._index - len(self)):
+            return self._value
+        self._refuse(f"steps.{self._step_id}[{key}]")
+
+    def __iter__(self) -> Iterator[Any]:
+        self._refuse(f"going through steps.{self._step_id}")
+
+    def __contains__(self, item: object) -> bool:
+        self._refuse(f"looking into steps.{self._step_id}")
+
+
+_PENDING = object()  # a pipeline step that has not run for an item yet
+
+
+class _Limits:
+    """How many clones may run at once per template and per storage (cluster-config.yaml ``limits``).
+
+    A clone takes a slot of its template and of its target storage, both at once or neither (so two
+    clones never hold one slot each while waiting for the other's); slots are released when the
+    clone's task has ended. Nothing else is limited here: PVE itself serialises the rest.
+    """
+
+    def __init__(self, per_template: int | None, per_storage: int | None):
+        self.per_template = per_template
+        self.per_storage = per_storage
+        self._held: Counter[tuple[str, str]] = Counter()
+        self._changed = threading.Condition()
+
+    def _slots(self, action: Action) -> list[tuple[tuple[str, str], int]]:
+        if not isinstance(action, ApiRequest) or action.method != "POST":
+            return []
+        match = _CLONE.match(action.path)
+        if match is None:
+            return []
+        slots = []
+        if self.per_template:
+            slots.append((("template", match[1]), int(self.per_template)))
+        if self.per_storage:
+            # Without ``storage`` PVE clones onto the template's own storage: count it as the template's.
+            storage = str(action.params.get("storage") or f"storage of VM {match[1]}")
+            slots.append((("storage", storage), int(self.per_storage)))
+        return slots
+
+    @contextmanager
+    def hold(self, action: Action, waiting: Callable[[str], None]) -> Iterator[None]:
+        slots = self._slots(action)
+        if not slots:
+            yield
+            return
+        with self._changed:
+            told = False
+            while any(self._held[key] >= limit for key, limit in slots):
+                if not told:
+                    full = next(key for key, limit in slots if self._held[key] >= limit)
+                    waiting(f"waiting for a clone slot: {self._held[full]} clone(s) of {full[0]} {full[1]} are "
+                            f"running (limits.clones_per_{full[0]})")
+                    told = True
+                self._changed.wait()
+            for key, _ in slots:
+                self._held[key] += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                for key, _ in slots:
+                    self._held[key] -= 1
+                self._changed.notify_all()
+
+
+class _ItemProgress:
+    """The progress callback handed to an executor for one step item.
+
+    ``task_estimates`` maps a PVE task type (``qmclone``) to how long such tasks took in earlier
+    runs, from their journals; the API executor polls a task first when it is likely to have ended.
+    """
+
+    def __init__(self, runner: "Runner", entry: PlanEntry):
+        self._runner = runner
+        self._entry = entry
+        self.task_estimates = runner.task_estimates
+
+    def __call__(self, text: str) -> None:
+        self._runner.on_event("progress", _note(self._entry, text))
+
+
 class Runner:
-    """Runs (or plans) one runbook with one context."""
+    """Runs (or plans) one runbook with one context.
+
+    ``concurrency`` bounds how many items run at once anywhere in the run (default: the
+    executor's ``concurrency`` attribute if it has one, else ``DEFAULT_CONCURRENCY``);
+    ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
+    """
 
     def __init__(self, runbook: Runbook, context: dict[str, Any], *, executor: Executor | None,
                  dry_run: bool, approver: Approver, recorder: Recorder | None = None,
                  done: dict[tuple[str, str | None], Any] | None = None,
                  on_event: Callable[[str, PlanEntry], None] | None = None,
                  check_unfinished: frozenset[tuple[str, str | None]] = frozenset(),
-                 collect: list[Problem] | None = None):
+                 collect: list[Problem] | None = None, concurrency: int | None = None,
+                 lock_backoff: float = LOCK_BACKOFF):
         self.runbook = runbook
         self.dry_run = dry_run
         self.executor = executor
@@ -141,6 +391,17 @@ class Runner:
         # In a dry-run, read-only steps query the cluster only until a step would change it: after
         # that, what they would read is not what the run would read.
         self.plan_changes = False
+        given = concurrency if concurrency is not None else getattr(executor, "concurrency", None)
+        self.concurrency = max(1, given if isinstance(given, int) else DEFAULT_CONCURRENCY)
+        config = context.get("config") if isinstance(context.get("config"), dict) else {}
+        limits = config.get("limits") or {}
+        self.limits = _Limits(limits.get("clones_per_template"), limits.get("clones_per_storage"))
+        self.lock_retries = int(limits.get("lock_retries", DEFAULT_LOCK_RETRIES))
+        self.lock_backoff = lock_backoff
+        self.task_estimates: dict[str, float] = {}
+        self._lock = threading.Lock()  # the entries list
+        self._gate_lock = threading.Lock()  # one gate question at a time
+        self._random = random.Random()
 
     def _record(self, kind: str, *args: Any) -> None:
         if self.recorder is not None and not self.dry_run:
@@ -148,18 +409,36 @@ class Runner:
 
     def run(self) -> list[PlanEntry]:
         """Run every step in order; raises GateStop or StepError to stop, InputError for a bad template."""
-        for step in self.runbook.steps:
-            self._step(step)
+        groups, problems = sections(self.runbook)
+        if problems:
+            if self.collect is None:
+                raise InputError(problems)
+            self.collect.extend(problems)
+        if not self.dry_run and self.recorder is not None:
+            self.task_estimates = task_history(getattr(self.recorder, "folder", None))
+        for section in groups:
+            if section.name is None:
+                self._guarded(self._step_items, section.steps[0])
+            else:
+                self._guarded(self._pipeline, section)
         return self.entries
 
-    def _step(self, step: Step) -> None:
+    def _guarded(self, run: Callable[[Any], None], what: Any) -> None:
         if self.collect is None:
-            self._step_items(step)
+            run(what)
             return
         try:
-            self._step_items(step)
+            run(what)
         except InputError as exc:
             self.collect.extend(exc.problems)
+
+    def _width(self, step: Step) -> int:
+        """How many items of this step (or of the pipeline it starts) may run at once."""
+        if self.dry_run:
+            return 1
+        return max(1, min(int(step.attrs.get("parallel", 1)), self.concurrency))
+
+    # ------------------------------------------------------------------ one step
 
     def _step_items(self, step: Step) -> None:
         entry = PlanEntry(step.id, step.kind, step.title, step.line, show=bool(step.attrs.get("show")))
@@ -173,13 +452,163 @@ class Runner:
             entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
             self._add(entry)
             return
-        outputs = []
+        width = self._width(step)
+        if width > 1 and len(items) > 1:
+            outputs = self._parallel_items(step, items, width)
+        else:
+            outputs = []
+            for index, item in enumerate(items):
+                key = _item_key(item, index)
+                item_entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key,
+                                       show=bool(step.attrs.get("show")))
+                outputs.append(self._item(step, key, {step.loop_var: item, "loop_index": index}, item_entry))
+        self._publish(step, _NOTHING if any(o is _NOTHING for o in outputs) else outputs)
+
+    def _parallel_items(self, step: Step, items: list[Any], width: int) -> list[Any]:
+        """Render, check and gate every item in order (one question at a time), then run the ready
+        ones on up to ``width`` threads. A refusal (gate, template) stops the preparing; the items
+        before it still run, as they would have in a sequential run."""
+        outputs: list[Any] = [None] * len(items)
+        jobs: list[Callable[[threading.Event], None]] = []
+        stopped: BaseException | None = None
+        mark = len(self.entries)
         for index, item in enumerate(items):
             key = _item_key(item, index)
-            item_entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key,
-                                   show=bool(step.attrs.get("show")))
-            outputs.append(self._item(step, key, {step.loop_var: item, "loop_index": index}, item_entry))
-        self._publish(step, _NOTHING if any(o is _NOTHING for o in outputs) else outputs)
+            entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show")))
+            try:
+                ready = self._prepare(step, key, {step.loop_var: item, "loop_index": index}, entry)
+            except (GateStop, InputError, StepError) as exc:
+                stopped = exc
+                break
+            if isinstance(ready, _Ready):
+                def job(stop: threading.Event, index: int = index, key: str = key, ready: _Ready = ready,
+                        entry: PlanEntry = entry) -> None:
+                    outputs[index] = self._execute(step, key, ready.action, entry)
+                jobs.append(job)
+            else:
+                outputs[index] = ready
+        try:
+            self._run_jobs(jobs, width)
+        finally:
+            self._order_entries(mark, {step.id: 0}, items)
+        if stopped is not None:
+            raise stopped
+        return outputs
+
+    # ------------------------------------------------------------------ pipelines
+
+    def _pipeline(self, section: Section) -> None:
+        steps = section.steps
+        first = steps[0]
+        try:
+            items = self.renderer.items(first)
+        except UnknownValue as unknown:
+            for step in steps:
+                entry = PlanEntry(step.id, step.kind, step.title, step.line, show=bool(step.attrs.get("show")))
+                entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
+                self._add(entry)
+            return
+        outputs: dict[str, list[Any]] = {step.id: [_PENDING] * len(items) for step in steps}
+        keys = [_item_key(item, index) for index, item in enumerate(items)]
+        name = str(section.name)
+
+        def one(step: Step, index: int) -> None:
+            entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=keys[index],
+                              show=bool(step.attrs.get("show")))
+            local = {step.loop_var: items[index], "loop_index": index,
+                     "steps": self._item_view(outputs, name, index)}
+            outputs[step.id][index] = self._item(step, keys[index], local, entry)
+
+        width = self._width(first)
+        mark = len(self.entries)
+        try:
+            if self.dry_run:
+                # A plan lists the steps one after the other, as the run journals each (step, item).
+                for step in steps:
+                    for index in range(len(items)):
+                        one(step, index)
+            elif width == 1:
+                for index in range(len(items)):
+                    for step in steps:
+                        one(step, index)
+            else:
+                def chain(index: int) -> Callable[[threading.Event], None]:
+                    def run_chain(stop: threading.Event) -> None:
+                        for number, step in enumerate(steps):
+                            if number and stop.is_set():
+                                return  # another item failed: this one begins no further step
+                            one(step, index)
+                    return run_chain
+                self._run_jobs([chain(index) for index in range(len(items))], width)
+        finally:
+            self._order_entries(mark, {step.id: number for number, step in enumerate(steps)}, items)
+        for step in steps:
+            values = outputs[step.id]
+            self._publish(step, _NOTHING if any(v is _NOTHING or v is _PENDING for v in values) else values)
+
+    def _item_view(self, outputs: dict[str, list[Any]], pipeline: str, index: int) -> StepOutputs:
+        """``steps`` for one item inside a pipeline: earlier steps of the pipeline show only this item's output."""
+        view = StepOutputs(dict(self.steps), self.steps.pending_ids)
+        for step_id, values in outputs.items():
+            value = values[index]
+            if value is _PENDING:
+                continue  # not run for this item yet: the usual "has not run yet"
+            if value is _NOTHING:
+                view[step_id] = Unknown(f"steps.{step_id}")
+            else:
+                view[step_id] = _OwnItemOutputs(step_id, pipeline, len(values), index, value)
+        return view
+
+    # ------------------------------------------------------------------ workers
+
+    def _run_jobs(self, jobs: list[Callable[[threading.Event], None]], width: int) -> None:
+        """Run ``jobs`` in order on up to ``width`` threads; the first failure stops new jobs and is raised
+        once the running ones have ended (their records and entries are kept). Each job is handed the
+        stop event, set once anything failed."""
+        if not jobs:
+            return
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        queue = list(reversed(jobs))
+        take = threading.Lock()
+
+        def worker() -> None:
+            while True:
+                with take:
+                    if stop.is_set() or not queue:
+                        return
+                    job = queue.pop()
+                try:
+                    job(stop)
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+                    with take:
+                        errors.append(exc)
+                    stop.set()
+
+        # Daemon threads: a Ctrl-C stops the run at once; steps in flight are left in doubt in the
+        # journal, which is what resume is for.
+        threads = [threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True)
+                   for n in range(min(width, len(jobs)))]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except BaseException:
+            stop.set()
+            raise
+        if errors:
+            raise errors[0]
+
+    def _order_entries(self, mark: int, step_order: dict[str, int], items: Sequence[Any]) -> None:
+        """Entries of a concurrent section in plan order (step, then item), whatever order they ended in."""
+        keys = {_item_key(item, index): index for index, item in enumerate(items)}
+        with self._lock:
+            self.entries[mark:] = sorted(self.entries[mark:], key=lambda e: (step_order.get(e.step_id, 0),
+                                                                              keys.get(e.item_key or "", 0)))
+
+    # ------------------------------------------------------------------ one item
 
     def _publish(self, step: Step, output: Any) -> None:
         if output is _NOTHING:
@@ -189,10 +618,22 @@ class Runner:
             self.renderer.context[str(step.attrs["register"])] = output
 
     def _add(self, entry: PlanEntry) -> None:
-        self.entries.append(entry)
+        with self._lock:
+            self.entries.append(entry)
         self.on_event("step", entry)
 
     def _item(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
+        ready = self._prepare(step, key, local, entry)
+        if isinstance(ready, _Ready):
+            return self._execute(step, key, ready.action, entry)
+        return ready
+
+    def _prepare(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
+        """Everything before executing: done before? conditions, render, checks, dry-run, gate.
+
+        Returns ``_Ready(action)`` when the item is to run, else its output (None when skipped,
+        ``_NOTHING`` when a plan cannot know it).
+        """
         # A read-only step runs again on resume, so the guards after it see the cluster as it is now,
         # not as it was before the interruption.
         if (step.id, key) in self.done and not reads_only(step):
@@ -220,7 +661,8 @@ class Runner:
                 raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
                                          f"condition needs {unknown.source}, which no earlier step produced")) from None
             pending_condition = f"runs only if its condition holds, which depends on {unknown.source}"
-        if (step.id, key) in self.check_unfinished and "check" not in step.attrs:
+        if (step.id, key) in self.check_unfinished and "check" not in step.attrs and not reads_only(step):
+            # A step that only reads is simply run again, like every read-only step on resume.
             entry.gate_reasons.append("started in an earlier attempt but never finished, and has no check to "
                                       "tell whether it took effect")
         try:
@@ -249,7 +691,7 @@ class Runner:
         if self.dry_run:
             readonly = is_readonly(step, action)
             if readonly and self.executor is not None and not self.plan_changes:
-                return self._execute(step, key, action, entry)
+                return _Ready(action)
             entry.status = "would_run"
             if entry.gated:
                 entry.reason = "gated: needs approval"
@@ -261,13 +703,16 @@ class Runner:
             self._add(entry)
             return _NOTHING
         if entry.gated:
-            self._record("gate_waiting", step.id, key)
-            if not self.approver.approve(entry):
-                entry.status = "stopped_at_gate"
-                self._add(entry)
-                raise GateStop(entry)
-            self._record("gate_approved", step.id, key, self.approver.who)
-        return self._execute(step, key, action, entry)
+            # One question at a time, even from the items of a pipeline (whose gates can only come
+            # from a rendered value: gated steps are refused there).
+            with self._gate_lock:
+                self._record("gate_waiting", step.id, key)
+                if not self.approver.approve(entry):
+                    entry.status = "stopped_at_gate"
+                    self._add(entry)
+                    raise GateStop(entry)
+                self._record("gate_approved", step.id, key, self.approver.who)
+        return _Ready(action)
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None
@@ -287,7 +732,9 @@ class Runner:
     def _once(self, step: Step, action: Action, entry: PlanEntry) -> tuple[Any, str]:
         """Execute once; the output after ``json`` parsing and ``extract`` (``ExtractRefused`` on refusal)."""
         assert self.executor is not None
-        result = self.executor.execute(action, lambda text: self.on_event("progress", _note(entry, text)))
+        progress = _ItemProgress(self, entry)
+        with self.limits.hold(action, progress):
+            result = self.executor.execute(action, progress)
         data = result.data
         if step.attrs.get("json") and isinstance(data, dict) and "stdout" in data:
             data = {**data, "json": parse_json_output(str(data["stdout"]))}
@@ -295,18 +742,30 @@ class Runner:
 
     def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
         """Execute with ``retries``: a failure is retried when it is safe (read-only step, nothing sent,
-        or a failure PVE marks as transient such as a held lock)."""
+        or a failure PVE marks as transient such as a held lock). A held lock is waited out with
+        jittered exponential backoff, also without ``retries`` in a concurrent step, where the run's
+        own items may be what holds it."""
         retries = int(step.attrs.get("retries", 0))
-        attempt = 0
+        concurrent = "parallel" in step.attrs or "pipeline" in step.attrs
+        lock_retries = max(retries, self.lock_retries if concurrent else 0)
+        attempt = locked = 0
         while True:
             try:
                 return self._once(step, action, entry)
             except ExtractRefused as refusal:
                 self._fail_step(step, entry, f"refused: {refusal}", started)
             except StepFailed as failure:
+                if failure.retryable and locked < lock_retries and _lock_error(failure.message):
+                    locked += 1
+                    pause = min(LOCK_BACKOFF_CAP, self.lock_backoff * 2 ** (locked - 1)) * self._random.uniform(0.5, 1)
+                    reason = failure.message.strip().splitlines()[0][:160]
+                    self.on_event("progress", _note(entry, f"a lock is held ({reason}); trying again in {pause:.1f} s "
+                                                           f"({locked} of {lock_retries})"))
+                    time.sleep(pause)
+                    continue
                 if attempt < retries and (failure.retryable or reads_only(step) or not failure.sent):
                     attempt += 1
-                    time.sleep(min(2 ** attempt * 0.1, 5))
+                    time.sleep(min(2 ** attempt * 0.1, 5) * self._random.uniform(0.5, 1))
                     continue
                 self._fail_step(step, entry, failure.message, started)
 
@@ -346,6 +805,67 @@ class Runner:
         self._record("step_failed", step.id, entry.item_key, message, entry.duration)
         self._add(entry)
         raise StepError(entry, message)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """An item rendered, checked and approved: what to execute."""
+
+    action: Action
+
+
+def _lock_error(message: str) -> bool:
+    """Whether PVE refused because a lock is held ("can't lock file", "VM is locked", "cfs-lock")."""
+    from .executors.api import LOCK_ERROR  # only when a step failed: the API executor is loaded by then
+
+    return bool(LOCK_ERROR.search(message))
+
+
+def task_history(run_folder: Any, runs: int = HISTORY_RUNS) -> dict[str, float]:
+    """How long PVE tasks of each type took in the most recent runs of this home, from their journals.
+
+    Every ``step_finished`` record whose output is a task the API executor waited for (``upid``,
+    ``exitstatus`` OK) is a sample of its task type (``qmclone``, ``qmstart``...): the step's
+    duration, which is the task's plus its requests (and any wait for a clone slot). The estimate
+    is the shortest of the latest samples; the API executor polls a task of that type first when
+    it is likely to have ended, and refines the figure from its own polls. Unreadable journals are
+    skipped.
+    """
+    if run_folder is None:
+        return {}
+    runs_dir = Path(run_folder).parent
+    try:
+        folders = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+    except OSError:
+        return {}
+    samples: dict[str, list[float]] = {}
+    for folder in folders[:runs]:
+        try:
+            data = (folder / "journal.jsonl").read_bytes()
+        except OSError:
+            continue
+        for line in data.splitlines():
+            if b'"step_finished"' not in line or b'"upid":"UPID:' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            outputs, duration = record.get("outputs"), record.get("duration")
+            # Only what the API executor answers for a task it waited for, not a step that read a task's status.
+            if not (isinstance(outputs, dict) and set(outputs) == _TASK_OUTPUT and isinstance(duration, (int, float))
+                    and duration > 0):
+                continue
+            upid, status = str(outputs.get("upid", "")), str(outputs.get("exitstatus", ""))
+            parts = upid.split(":")
+            if len(parts) > 5 and (status == "OK" or status.startswith("WARNINGS")):
+                kind = samples.setdefault(parts[5], [])
+                if len(kind) < HISTORY_SAMPLES:
+                    kind.append(float(duration))
+    # The shortest: a step's duration also holds its requests and, in a busy run, waiting for a
+    # clone slot or for the interpreter; a task cannot take less than its shortest step did, and an
+    # expectation a little short costs one more poll, where one too long costs time on every task.
+    return {kind: min(values) for kind, values in samples.items() if values}
 
 
 def _note(entry: PlanEntry, text: str) -> PlanEntry:
