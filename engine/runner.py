@@ -734,10 +734,15 @@ class Runner:
         assert self.executor is not None
         progress = _ItemProgress(self, entry)
         with self.limits.hold(action, progress):
-            result = self.executor.execute(action, progress)
+            try:
+                result = self.executor.execute(action, progress)
+            except StepFailed as failure:
+                result = _accepted(step, failure)
         data = result.data
         if step.attrs.get("json") and isinstance(data, dict) and "stdout" in data:
-            data = {**data, "json": parse_json_output(str(data["stdout"]))}
+            # An accepted failure that printed nothing has no document: ``json`` is then null.
+            silent = data.get("exit_code") != 0 and not str(data["stdout"]).strip()
+            data = {**data, "json": None if silent else parse_json_output(str(data["stdout"]))}
         return self._extract(step, data), result.summary
 
     def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
@@ -812,6 +817,20 @@ class _Ready:
     """An item rendered, checked and approved: what to execute."""
 
     action: Action
+
+
+def _accepted(step: Step, failure: StepFailed) -> Result:
+    """A failure the step declares an answer is its result: a command ending with one of its
+    ``accept_exit`` codes (``exit_code`` in the output tells later steps which), or, with
+    ``accept_task_error``, a PVE task that ended in error (``exitstatus`` tells how). A held lock
+    (retryable) and a timeout are never answers; anything else is raised again."""
+    data = failure.data if isinstance(failure.data, dict) else {}
+    code = data.get("exit_code")
+    if isinstance(code, int) and not isinstance(code, bool) and code in (step.attrs.get("accept_exit") or ()):
+        return Result(data=data, summary=f"exited with {code} (accepted)")
+    if step.attrs.get("accept_task_error") and data.get("upid") and data.get("exitstatus") and not failure.retryable:
+        return Result(data=data, summary=f"task ended: {data['exitstatus']} (accepted)")
+    raise failure
 
 
 def _lock_error(message: str) -> bool:
