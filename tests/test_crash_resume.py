@@ -116,14 +116,22 @@ with open(state_path + ".lock", "w") as lock:
                             "directory is not empty\n")
         else:
             state["bootstrapped"].append(node)
+    elif argv[:1] == ["version"]:  # authenticated: only a node that has the cluster's config answers
+        if opt("--nodes") not in state["applied"]:
+            code, err = 1, ("error getting version: rpc error: code = Unavailable desc = connection error: desc = "
+                            "\"transport: authentication handshake failed: x509: certificate signed by unknown "
+                            "authority\"\n")
+    elif argv[:2] == ["etcd", "members"]:
+        if opt("--nodes") not in state["bootstrapped"]:
+            code, err = 1, "error getting etcd members: rpc error: code = Unavailable desc = etcd is not running\n"
     elif argv[:1] == ["kubeconfig"]:
         open(argv[1], "w").write("kubeconfig: fake\n")
     tmp = state_path + ".tmp"
     json.dump(state, open(tmp, "w")); os.replace(tmp, state_path)
     with open(log_path, "a") as log:
         log.write(json.dumps({{"argv": argv, "key": key, "exit": code}}) + "\n")
-if argv[:1] == ["apply-config"] and code == 0:
-    time.sleep(float(os.environ.get("CRASH_TALOS_SLOW_APPLY", "0")))  # the node has its config; talosctl lingers
+if argv[:1] in (["apply-config"], ["bootstrap"]) and code == 0:  # done on the node; talosctl lingers
+    time.sleep(float(os.environ.get("CRASH_TALOS_SLOW_" + argv[0].split("-")[0].upper(), "0")))
 sys.stderr.write(err)
 sys.exit(code)
 '''
@@ -309,7 +317,6 @@ class Sequence:
     reclaimed: int = 0
     transient: list[str] = field(default_factory=list)
     approvals: list[str] = field(default_factory=list)
-    recoveries: list[str] = field(default_factory=list)
     fresh_runs: int = 0  # `run` invocations: 1, plus one per kill that came before the run record
     finished_before_kill: int = 0
     flux_repeats: int = 0
@@ -446,37 +453,11 @@ class _Operator:
             self.report.transient.append(re.search(r"step '([^']+)' failed", text)[1])  # type: ignore[index]
             assert self.rig.fake.settle(30), "the cluster's tasks did not end"
             return
-        marker = _talos_marker_for(self.rig, text)
-        if marker is not None:
-            self.report.recoveries.append(marker.name)
-            return
         pytest.fail(f"resume failed for a reason the harness does not expect:\n{text}")
 
 
 def _succeeded(rig: Rig, run_id: str) -> bool:
     return load_run(rig.home / ".runbook", run_id).state.status == "succeeded"
-
-
-def _talos_marker_for(rig: Rig, text: str) -> Path | None:
-    """The documented recovery for an apply or bootstrap that was carried out by a killed run but never
-    marked: check the node (here: the fake's state), write the marker the next step would have written."""
-    failed = re.search(r"step '(talos_apply|talos_bootstrap)(?:\[name=([a-z0-9-]+)\])?' failed", text)
-    if failed is None or not ("tls: certificate required" in text or "AlreadyExists" in text):
-        return None
-    state = json.loads((rig.root / "talos-state.json").read_text())
-    vms = {vm["name"]: vm for vm in rig.fake.state()["vms"]}
-    profile = yaml.safe_load((rig.home / "clusters" / f"{rig.profile}.yaml").read_text())
-    ips = {a["name"]: a["ip"] for a in profile["nodes"]["controlplane"]["assignments"]}
-    if failed[1] == "talos_apply":
-        name, kind = failed[2], "applied"
-        assert ips[name] in state["applied"], "the node refused an apply it never got"
-    else:
-        name, kind = sorted(ips)[0], "bootstrapped"
-        assert state["bootstrapped"], "bootstrap refused though it never happened"
-    uuid = re.search(r"uuid=([0-9a-f-]+)", vms[name]["config"]["smbios1"])[1]  # type: ignore[index]
-    marker = rig.talos_dir / "state" / f"{kind}-{name}-{uuid}"
-    marker.write_text("written by hand after checking the node\n")
-    return marker
 
 
 def check_journal(rig: Rig, run_id: str) -> None:
@@ -666,26 +647,31 @@ def test_a_read_only_step_killed_in_flight_runs_again_on_resume_without_a_gate(r
     assert resumed.returncode == 0, resumed.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runbooks/cluster-create.md: talos_apply's check is only its marker, written by the next step "
-    "(talos_applied_marker). A run killed after the node accepted its config but before the marker "
-    "was written re-applies on resume, the node (out of maintenance mode) refuses the --insecure apply, and the "
-    "run stops until the operator writes the marker by hand (the runbook documents that recovery, and the "
-    "crash harness performs it). A fix belongs in the runbook: ask the node whether it is still in maintenance "
-    "mode (a read-only talosctl step before the apply) and make the check use that"))
-def test_a_run_killed_between_a_talos_apply_and_its_marker_resumes_without_help(rig_for: Any) -> None:
+@pytest.mark.parametrize("what", ["apply", "bootstrap"])
+def test_a_run_killed_between_a_talos_change_and_its_marker_resumes_without_help(rig_for: Any, what: str) -> None:
+    """The node took its config (or etcd was bootstrapped), the run died before the marker: resume
+    asks the node (talos_configured, talos_etcd_running), does not send it again, writes the marker."""
     rig = rig_for("talos-staging")
-    rig.env["CRASH_TALOS_SLOW_APPLY"] = "3"
+    rig.env[f"CRASH_TALOS_SLOW_{what.upper()}"] = "3"
     state = rig.root / "talos-state.json"
+    done_key = "applied" if what == "apply" else "bootstrapped"
     process = rig.start("run", "cluster-create", "--profile", "talos-staging", "--approve", "flux_bootstrap")
     try:
-        _wait_for(lambda: state.exists() and json.loads(state.read_text())["applied"], 60, "the first apply")
+        _wait_for(lambda: state.exists() and json.loads(state.read_text())[done_key], 60, f"the first {what}")
         os.kill(process.pid, signal.SIGKILL)
     finally:
         if process.poll() is None:
             process.kill()
         rig.outputs += list(process.communicate())
-    rig.env["CRASH_TALOS_SLOW_APPLY"] = "0"
+    rig.env[f"CRASH_TALOS_SLOW_{what.upper()}"] = "0"
     time.sleep(3.5)  # the talosctl the killed run started has finished
+    markers = rig.talos_dir / "state"
+    assert not list(markers.glob(f"{done_key}-*")), "the kill came after the marker: nothing to prove"
     resumed = rig.cli("resume", latest_run(rig, set()), "--approve", "flux_bootstrap")
     assert resumed.returncode == 0, resumed.stderr
+    sent = [call for call in rig.talos_calls() if call["key"] and call["key"][0] == what]
+    assert [call["exit"] for call in sent] == [0] * len(sent), sent  # never sent again to a node that had it
+    final = json.loads(state.read_text())
+    assert len(final["applied"]) == len(set(final["applied"])) == 3 and len(final["bootstrapped"]) == 1
+    assert len(list(markers.glob("applied-*"))) == 3 and len(list(markers.glob("bootstrapped-*"))) == 1
+    assert SECRET not in rig.every_byte()

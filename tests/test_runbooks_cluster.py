@@ -103,7 +103,7 @@ def test_the_talos_steps_of_create_and_bootstrap_are_the_same() -> None:
     bootstrap = {s.id: s for s in parse_runbook_file(REPO / "runbooks" / "talos-cluster-bootstrap.md", "b").steps}
     shared = [i for i in create if i.startswith("talos_")] + [
         "kubernetes_nodes", "flux_bootstrap"]
-    assert len(shared) == 14
+    assert len(shared) == 16
     for step_id in shared:
         a, b = create[step_id], bootstrap[step_id]
         assert (a.kind, a.body) == (b.kind, b.body), step_id

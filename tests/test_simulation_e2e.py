@@ -86,7 +86,8 @@ def _changes_cluster(entry: dict[str, Any]) -> bool:
     if action.get("type") == "ApiRequest":
         return action["method"] != "GET"
     if action.get("type") == "TalosctlCommand":
-        return action["argv"][0] not in ("kubeconfig", "health", "version", "get")
+        return action["argv"][0] not in ("kubeconfig", "health", "version", "get") and \
+            list(action["argv"][:2]) != ["etcd", "members"]
     if action.get("type") == "ShellCommand":
         return bool(action.get("node"))  # a command on a PVE node; local files are not the cluster
     return False
