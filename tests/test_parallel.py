@@ -524,3 +524,67 @@ def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(c
         assert vms == {"six-cp01": ("pve02", "running"), **{f"six-w0{n}": ("pve03" if n % 2 else "pve02", "running")
                                                            for n in range(1, 6)}}
     assert took["1"] > 2 * took["6"], took
+
+
+# ---------------------------------------------------------------- polling
+
+
+def test_polling_asks_a_known_kind_of_task_when_it_is_likely_to_have_ended(tmp_path: Path) -> None:
+    import ssl
+
+    from engine.credentials import TokenSource
+    from engine.executors.api import ApiExecutor
+    from tests.support.fakepve_server import TOKEN_ID, FakePveServer
+
+    with FakePveServer(tmp_path, "s3cret", time_scale=0.01) as server:
+        for vmid in (201, 202, 203, 204):
+            server.do(server.pve.add_vm, vmid, f"vm{vmid}", node="pve01")
+            server.do(setattr, server.pve.vm(vmid), "start_secs", 40)  # 0.4 s
+        tokens = TokenSource({"credentials": {"token_env": "PROXMOX_API_TOKEN", "pass_path": "unused"}},
+                             {"PROXMOX_API_TOKEN": f"{TOKEN_ID}=s3cret"})
+
+        def start(api: ApiExecutor, vmid: int, progress: Any = None) -> Result:
+            return api.call(ApiRequest("POST", f"/nodes/pve01/qemu/{vmid}/status/start"), progress)
+
+        with ApiExecutor([("pve01", server.url)], tokens, ssl.create_default_context(cafile=server.certfile)) as api:
+            first = start(api, 201)
+            second = start(api, 202)
+        # Never seen: asked at once, then after 50 ms growing by half (about 7 polls in 0.4 s).
+        assert first.requests >= 5
+        # Seen: the first poll comes when the task is likely to have ended; one status request, or two.
+        assert second.requests <= 3
+
+        class Hinted:
+            task_estimates = {"qmstart": 0.4}  # what the journals of earlier runs said
+
+            def __call__(self, text: str) -> None:
+                pass
+
+        with ApiExecutor([("pve01", server.url)], tokens, ssl.create_default_context(cafile=server.certfile)) as api:
+            probe = start(api, 203, Hinted())  # the first of its kind in this run asks 10% early
+            hinted = start(api, 204, Hinted())
+        assert probe.requests <= 4 and hinted.requests <= 3
+
+
+def test_task_times_come_down_quickly_from_a_figure_that_is_too_high() -> None:
+    from engine.executors.api import TaskTimes
+
+    times = TaskTimes()
+    expected, learnt = times.expect("qmclone", hint=10.0)
+    assert (expected, learnt) == (9.0, "probe")  # the run's first task probes early
+    assert times.expect("qmclone", hint=10.0) == (10.0, "hint")  # the others go by the hint
+    times.observe("qmclone", expected, 0.0, 9.2)  # already stopped at its first poll
+    seen = []
+    for _ in range(6):  # every task ends at 5 s, but is asked about at the expected time
+        expected, source = times.expect("qmclone")
+        assert source == "learnt"
+        seen.append(expected)
+        times.observe("qmclone", expected, 0.0, expected * 1.02)
+    assert seen[-1] < 6.0, seen  # from 9 s down towards 5 s within a few tasks: 1%, 2%, 4%, 8%...
+    times.observe("qmclone", seen[-1] * 0.9, 4.9, 5.3)  # caught running: the bracket wins
+    assert times.expect("qmclone") == (pytest.approx(5.2), "learnt")
+    # Tasks started together with one expectation lower it once, not once each.
+    before = times.expect("qmclone")[0]
+    for _ in range(10):
+        times.observe("qmclone", before, 0.0, before)
+    assert times.expect("qmclone")[0] == pytest.approx(before * 0.99)

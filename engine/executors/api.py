@@ -99,7 +99,7 @@ class TaskTimes:
 
     The expectation for a type is set by what the polls of its tasks saw:
 
-    - a task seen running, then stopped: the middle of the two polls (a tight bracket);
+    - a task seen running, then stopped: three quarters of the way between the two polls;
     - a task already stopped at its first poll: only that it took less. The expectation is lowered
       a little (1%), and faster each time in a row this happens (2%, 4%, 8%...), so a figure that
       is too high (a slow earlier run, a busy cluster) comes down within a few tasks, while one
@@ -115,6 +115,7 @@ class TaskTimes:
 
     PROBE = 0.99
     EARLY = 0.9
+    BRACKET = 0.75
 
     def __init__(self) -> None:
         self._expected: dict[str, float] = {}
@@ -122,17 +123,24 @@ class TaskTimes:
         self._probed: set[str] = set()
         self._lock = threading.Lock()
 
-    def expect(self, kind: str, hint: float | None = None) -> tuple[float | None, bool]:
-        """(the expected duration or None, whether it comes from this executor's own polls)."""
+    def expect(self, kind: str, hint: float | None = None) -> tuple[float | None, str | None]:
+        """The expected duration, and where it comes from: ``learnt`` (this executor's own polls),
+        ``probe`` (the run's first task of the type, asking early) or ``hint``; (None, None) when
+        nothing is known."""
         with self._lock:
             if kind in self._expected:
-                return self._expected[kind], True
+                return self._expected[kind], "learnt"
             if not hint:
-                return None, False
+                return None, None
             if kind not in self._probed:
                 self._probed.add(kind)
-                return hint * self.EARLY, False
-            return hint, False
+                return hint * self.EARLY, "probe"
+            return hint, "hint"
+
+    def learnt(self, kind: str) -> float | None:
+        """The expectation this executor's own polls give, if any (without probing)."""
+        with self._lock:
+            return self._expected.get(kind)
 
     def observe(self, kind: str, expected: float | None, running_until: float, stopped_at: float) -> None:
         """A task of ``kind``, polled first at the ``expected`` time (None: at once), was last seen
@@ -140,7 +148,10 @@ class TaskTimes:
         with self._lock:
             current = self._expected.get(kind, expected)
             if running_until > 0 or expected is None:
-                self._expected[kind] = (running_until + stopped_at) / 2 if running_until > 0 else stopped_at
+                # Towards the later poll: after growing pauses the bracket can be wide, and a figure
+                # a little long costs a little time once, where one too short costs several polls.
+                self._expected[kind] = (running_until + (stopped_at - running_until) * self.BRACKET
+                                        if running_until > 0 else stopped_at)
                 self._early[kind] = 0
             elif current == expected:
                 early = self._early.get(kind, 0) + 1
@@ -462,16 +473,24 @@ class ApiExecutor:
         # The caller may know from earlier runs how long such tasks take (the runner hands the
         # journals' figures over as ``progress.task_estimates``).
         hints = getattr(progress, "task_estimates", None) or {}
-        expected, learnt = self.task_times.expect(kind, hints.get(kind))
+        expected, source = self.task_times.expect(kind, hints.get(kind))
         if expected is not None and expected < self.poll.initial:
             # A quick task: ask at once when this executor saw it end that fast; when only earlier
             # runs say so, give it ``initial`` (a busy cluster, or a run of many items, is slower).
-            expected = None if learnt else self.poll.initial
-        pauses = self.poll.schedule(expected)
+            expected = None if source == "learnt" else self.poll.initial
         began = time.monotonic()  # the task started about when its request was answered
+        if source == "hint" and expected is not None:
+            # Tasks started together with the run's probe: when the probe (or any task of the
+            # kind) has told this executor more than the earlier runs did, ask when that says.
+            expected = self._until_expected(kind, expected, began, state)
+        pauses = self.poll.schedule(expected)
         running_until = 0.0
+        first = True
         while True:
             pause = next(pauses)
+            if first and source == "hint" and expected is not None:
+                pause = max(0.0, began + expected * (1 + self.poll.margin) - time.monotonic())
+            first = False
             if state.deadline is not None:
                 pause = min(pause, max(0.0, state.deadline - time.monotonic()))
             if pause > 0:
@@ -499,6 +518,21 @@ class ApiExecutor:
         hint, transient = _advice(exitstatus, upid.split(":")[6] if upid.count(":") >= 7 else "VMID")
         raise StepFailed(f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\n"
                          f"task: {upid}", retryable=transient, sent=True, data=data)
+
+    def _until_expected(self, kind: str, expected: float, began: float, state: _Call) -> float:
+        """Wait until a task started at ``began`` is expected to have ended, following what this
+        executor learns meanwhile (no request is made); returns the expectation it went by."""
+        step = max(self.poll.initial, expected * self.poll.margin)
+        while True:
+            learnt = self.task_times.learnt(kind)
+            if learnt is not None:
+                expected = learnt
+            remaining = began + expected * (1 + self.poll.margin) - time.monotonic()
+            if state.deadline is not None:
+                remaining = min(remaining, state.deadline - time.monotonic())
+            if remaining <= 0:
+                return expected
+            time.sleep(min(remaining, step))
 
     def _task_status(self, upid: str, node: str, kind: str, via: str, state: _Call,
                      timeout: float) -> dict[str, Any]:
