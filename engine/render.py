@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import re
 import shlex
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
+from jinja2.environment import TemplateExpression
 from jinja2.sandbox import SandboxedEnvironment
 
 from .actions import Action, ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
@@ -35,6 +38,15 @@ _TEMPLATE_FAILURES = (TemplateError, KeyError, TypeError, ValueError, AttributeE
                       IndexError, AssertionError, RecursionError, MemoryError)
 EXPRESSION_ATTRS = ("when", "check", "foreach", "until")
 _SCALARS = (str, int, float, bool)
+#: The most items one ``foreach`` may give. ``runbook validate`` renders every item of every step
+#: once per profile, and ``runbook run`` journals and plans each, so a runbook (which may come from
+#: a web page) looping over ``range(100000)`` would keep either busy for a long time. What the
+#: shipped runbooks loop over is far smaller: a profile's VMs (at most 2 roles x 100, the profile
+#: schema's limit), twice that for talos-upgrade's rolling range (400, the largest), the tagged VMs
+#: of one cluster, the guests on one node (node-evacuate); a VM's snapshots would be fewer still.
+#: 2000 leaves five times the largest, and validating 2000 items of a step takes a fraction of a
+#: second. A longer list is a located problem (``Renderer.items``), never built in full.
+MAX_FOREACH_ITEMS = 2000
 
 
 class ShellRaw(str):
@@ -82,6 +94,21 @@ def _environment(finalize: Any) -> SandboxedEnvironment:
 
 SHELL_ENV = _environment(_shell_value)
 PLAIN_ENV = _environment(_plain_value)
+#: Compiled templates kept. A runbook renders the same body and expressions for every item, every
+#: profile and every run of a validate; compiling is most of what rendering costs.
+COMPILED_KEPT = 2048
+
+
+@functools.lru_cache(maxsize=COMPILED_KEPT)
+def compiled_template(source: str, shell: bool) -> Template:
+    """``source`` compiled for a shell body (values quoted) or for plain text; raises on bad syntax."""
+    return (SHELL_ENV if shell else PLAIN_ENV).from_string(source)
+
+
+@functools.lru_cache(maxsize=COMPILED_KEPT)
+def compiled_expression(source: str) -> TemplateExpression:
+    """A ``when``/``check``/``foreach``/``until`` expression compiled; raises on bad syntax."""
+    return PLAIN_ENV.compile_expression(source, undefined_to_none=False)
 
 
 class StepOutputs(dict):  # type: ignore[type-arg]
@@ -161,8 +188,7 @@ class Renderer:
         if source.startswith("{{") and source.endswith("}}"):
             source = source[2:-2].strip()
         try:
-            compiled = PLAIN_ENV.compile_expression(source, undefined_to_none=False)
-            return compiled(**self._scope(step, local))
+            return compiled_expression(source)(**self._scope(step, local))
         except UnknownValue:
             raise
         except _TEMPLATE_FAILURES as exc:
@@ -177,21 +203,32 @@ class Renderer:
             raise self._fail(step, exc, step.line, f"attributes.{attr}") from None
 
     def items(self, step: Step) -> list[Any]:
-        """The loop items of a ``foreach`` step (raises ``UnknownValue`` when not known yet)."""
+        """The loop items of a ``foreach`` step (raises ``UnknownValue`` when not known yet).
+
+        At most ``MAX_FOREACH_ITEMS``; a longer list is a located problem, for ``runbook validate``
+        and ``runbook run`` alike, and is never built in full.
+        """
         value = self.expression(step, "foreach", {})
         if isinstance(value, Unknown):
             raise UnknownValue(value)
-        if isinstance(value, dict):
-            return list(value.items())
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise InputError(Problem(self.file, step.line, "attributes.foreach",
                                      f"foreach must give a list (got {type(value).__name__})"))
-        return list(value)
+        items = list(itertools.islice(value.items() if isinstance(value, dict) else value, MAX_FOREACH_ITEMS + 1))
+        if len(items) > MAX_FOREACH_ITEMS:
+            try:
+                count = f"{len(value)} items"
+            except TypeError:  # an iterator: it was not run to its end
+                count = f"more than {MAX_FOREACH_ITEMS} items"
+            raise InputError(Problem(self.file, step.line, "attributes.foreach",
+                                     f"foreach gave {count}, more than the {MAX_FOREACH_ITEMS} one step may loop "
+                                     "over; loop over a shorter list (filter it, e.g. with selectattr, or take a "
+                                     "slice such as [:100]) or split the work into several steps or runs"))
+        return items
 
     def text(self, step: Step, source: str, local: dict[str, Any], *, shell: bool, line: int, field: str) -> str:
-        env = SHELL_ENV if shell else PLAIN_ENV
         try:
-            return env.from_string(source).render(self._scope(step, local))
+            return compiled_template(source, shell).render(self._scope(step, local))
         except UnknownValue:
             raise
         except _TEMPLATE_FAILURES as exc:
@@ -276,12 +313,13 @@ def syntax_problems(step: Step, file: str) -> list[Problem]:
             if source.startswith("{{") and source.endswith("}}"):
                 source = source[2:-2]
             try:
-                PLAIN_ENV.compile_expression(source)
+                compiled_expression(source.strip())
             except TemplateSyntaxError as exc:
                 problems.append(Problem(file, step.line, f"attributes.{attr}", f"bad expression: {exc.message}"))
             except _TEMPLATE_FAILURES as exc:  # Jinja folds constants while compiling, under the sandbox
                 problems.append(Problem(file, step.line, f"attributes.{attr}", f"bad expression: {exc}"))
     sources = [(step.body, step.body_line, "body")]
+    shell = step.kind in SHELL_KINDS
     if step.kind == "api":
         try:
             body = split_api_body(step, file)
@@ -291,7 +329,7 @@ def syntax_problems(step: Step, file: str) -> list[Problem]:
             (str(v), step.body_line, k) for k, v in body.params.items() if isinstance(v, str)]
     for source, line, field in sources:
         try:
-            PLAIN_ENV.parse(source)
+            compiled_template(source, shell)  # compiled now, as it will be rendered: kept for then
         except TemplateSyntaxError as exc:
             problems.append(Problem(file, line + (exc.lineno or 1) - 1, field, f"template syntax: {exc.message}"))
         except _TEMPLATE_FAILURES as exc:  # e.g. RecursionError: Jinja's parser recurses per nesting level

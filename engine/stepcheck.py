@@ -20,7 +20,7 @@ _SCHEMAS = {"ApiRequest": "rendered/api.schema.json", "ShellCommand": "rendered/
 def rendered_problems(action: dict[str, Any], step: Step, file: str) -> list[Problem]:
     """Every reason the rendered ``action`` (``action_as_dict`` form) must not be sent."""
     problems = []
-    for error in schemas.validator(_SCHEMAS[action["type"]]).iter_errors(_placeholders(action)):
+    for error in schemas.errors(_SCHEMAS[action["type"]], _placeholders(action)):
         for field, message in schemas.explain_all(error, tuple(str(p) for p in error.absolute_path)):
             where = f"step {step.id}" + (f" (rendered {dotted(field)})" if field else " (rendered)")
             problems.append(Problem(file, step.line, where, message))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,6 @@ class Report:
     """What was checked and what was wrong with it."""
 
     problems: list[Problem] = field(default_factory=list)
-    runbooks: list[Runbook] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
 
     @property
@@ -57,20 +60,55 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
             report.checked.append(home.shown(path))
             report.problems += [p for p in profiles_problems if p.file == home.shown(path)]
     profiles = load_profiles(home, config)[0] if config is not None else []
-    for path in _runbook_paths(home, wanted):
-        report.checked.append(home.shown(path))
-        try:
-            runbook = parse_runbook_file(path, home.shown(path))
-        except InputError as exc:
-            report.problems += exc.problems
-            continue
-        report.runbooks.append(runbook)
-        syntax = [p for step in runbook.steps for p in syntax_problems(step, runbook.file)]
-        report.problems += syntax
-        if config is not None and not syntax:
-            report.problems += render_problems(runbook, config, profiles, home)
+    paths_to_check = _runbook_paths(home, wanted)
+    report.checked += [home.shown(path) for path in paths_to_check]
+    for problems in _each_runbook(home, config, profiles, paths_to_check):
+        report.problems += problems
     report.problems.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
     return report
+
+
+#: Runbooks per worker process below which checking them in one process is quicker (a worker costs
+#: a fork and a few milliseconds; a runbook about five).
+RUNBOOKS_PER_WORKER = 24
+_SHARED: tuple[Home, ClusterConfig | None, list[Profile]] | None = None  # what forked workers inherit
+
+
+def _each_runbook(home: Home, config: ClusterConfig | None, profiles: list[Profile],
+                  paths: list[Path]) -> list[list[Problem]]:
+    """The problems of each runbook, in the order given. A home of many runbooks is checked by
+    several processes (one per CPU, forked, so they inherit the loaded config, profiles and
+    compiled schemas): each runbook is independent of the others, and compiling its templates is
+    CPU work the GIL would serialise in threads."""
+    workers = min(os.cpu_count() or 1, len(paths) // RUNBOOKS_PER_WORKER)
+    # Forking is safe only without other threads (one might hold a lock the child then waits on).
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods() or threading.active_count() > 1:
+        return [runbook_problems(home, config, profiles, path) for path in paths]
+    global _SHARED
+    _SHARED = (home, config, profiles)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_shared_runbook_problems, paths, chunksize=max(1, len(paths) // (workers * 4))))
+    finally:
+        _SHARED = None
+
+
+def _shared_runbook_problems(path: Path) -> list[Problem]:
+    assert _SHARED is not None
+    return runbook_problems(*_SHARED, path)
+
+
+def runbook_problems(home: Home, config: ClusterConfig | None, profiles: list[Profile], path: Path) -> list[Problem]:
+    """Everything wrong with one runbook: its parse, its templates' syntax, and (with a usable config)
+    every step rendered against each profile."""
+    try:
+        runbook = parse_runbook_file(path, home.shown(path))
+    except InputError as exc:
+        return exc.problems
+    syntax = [p for step in runbook.steps for p in syntax_problems(step, runbook.file)]
+    if syntax or config is None:
+        return syntax
+    return render_problems(runbook, config, profiles, home)
 
 
 def render_problems(runbook: Runbook, config: ClusterConfig, profiles: list[Profile], home: Home) -> list[Problem]:

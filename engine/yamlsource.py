@@ -73,8 +73,7 @@ def load_yaml(text: str, file: str, first_line: int = 1, within: str | None = No
     """
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
+        loader, node = _compose(text)
         if node is not None:
             _check_shape(node, file, first_line)
         data = loader.construct_document(node) if node is not None else None
@@ -99,6 +98,24 @@ def load_yaml(text: str, file: str, first_line: int = 1, within: str | None = No
     if node is not None:
         _walk(node, (), doc, first_line, within)
     return doc
+
+
+def _compose(text: str) -> tuple[Any, yaml.Node | None]:
+    """(loader, node tree) of ``text``: through libyaml when PyYAML has it, about ten times faster
+    (``runbook validate`` reads every step's attributes as YAML). Text libyaml refuses is read again
+    by the pure-Python loader, whose error marks and wording ``yaml_error_advice`` is written for.
+    libyaml bounds nesting itself (1000 levels), so it cannot overflow the stack on hostile input."""
+    if _FAST_LOADER is not None:
+        fast = _FAST_LOADER(text)
+        try:
+            return fast, fast.get_single_node()
+        except yaml.YAMLError:
+            fast.dispose()
+    loader = yaml.SafeLoader(text)
+    return loader, loader.get_single_node()
+
+
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
 
 
 def _check_shape(root: yaml.Node, file: str, first_line: int) -> None:

@@ -51,3 +51,31 @@ def test_required_parameters_stay_unknown_and_do_not_fail_validation(cli, make_h
     home = make_home(runbook("ok", "```api {id: s}\nPOST /nodes/pve01/qemu/{{ vmid }}/status/start\n```\n"))
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "ok.md"))
     assert result.exit_code == 0, result.stdout
+
+
+def test_a_large_home_is_checked_by_several_processes_with_the_same_result(make_home, monkeypatch) -> None:
+    """Each runbook is independent: forked workers must report exactly what one process does."""
+    import engine.validate as validate
+
+    files: dict[str, str] = {}
+    for n in range(30):
+        files.update(runbook(f"ok{n:02d}", "```ssh {id: a}\nqm config {{ vmid }}\n```\n"))
+        files.update(runbook(f"bad{n:02d}", f"```ssh {{id: a}}\nqm config {{{{ vmid{n} }}}}\n```\n"))
+    files["runbooks/broken.md"] = "---\nname: broken\n---\n"
+    home = make_home(files, runbooks=False)
+    one_process = validate.validate_home(home)
+    pools: list[int] = []
+
+    class Counted(validate.ProcessPoolExecutor):
+        def __init__(self, workers: int, **kwargs) -> None:
+            pools.append(workers)
+            super().__init__(workers, **kwargs)
+
+    monkeypatch.setattr(validate, "ProcessPoolExecutor", Counted)
+    monkeypatch.setattr(validate.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(validate.threading, "active_count", lambda: 1)  # pytest may run helper threads
+    several = validate.validate_home(home)
+    assert pools == [2]  # 61 runbooks, 24 or more per worker
+    assert several.problems == one_process.problems and several.checked == one_process.checked
+    assert len(one_process.problems) == 31
+    assert str(one_process.problems[0]) == "runbooks/bad00.md:10: body: template error: 'vmid0' is undefined"
