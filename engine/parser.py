@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import frontmatter
-from jsonschema import Draft202012Validator
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from . import schemas
+from . import patterns, schemas
 from .model import RESERVED_NAMES, STEP_KINDS, Parameter, Runbook, Step
 from .problems import InputError, Problem
-from .yamlsource import YamlDoc, load_yaml, read_text
+from .yamlsource import YamlDoc, dotted, load_yaml, read_text
 
 API_METHODS = ("GET", "POST", "PUT", "DELETE")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -49,7 +48,10 @@ _EMPTY_BODY = {
     "talosctl": "has no arguments: write the talosctl arguments between the fences, e.g. 'health'",
 }
 _REQUEST_LINE = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<target>\S.*?)\s*$")
-_MARKDOWN = MarkdownIt("commonmark")
+# Steps are fences and ids come from headings: inline markup (about 40% of markdown-it's time) is
+# parsed for heading text alone, by a second parser.
+_MARKDOWN = MarkdownIt("commonmark").disable("inline")
+_INLINE = MarkdownIt("commonmark")
 _FRONTMATTER = frontmatter.YAMLHandler()
 
 
@@ -126,32 +128,58 @@ def _parameters(meta: dict[str, Any], doc: YamlDoc, problems: list[Problem]) -> 
             problems.append(doc.problem(("parameters", pname),
                                         f"'{pname}' is a name templates already use for the engine's own value, so "
                                         f"this parameter would hide it; name it differently (e.g. '{pname}_value')"))
-        if "default" in spec and spec.get("type") in ("string", "integer", "number", "boolean", "array") \
-                and _compiles(spec.get("pattern")):
-            for message in parameter_value_errors(spec, spec["default"]):
-                problems.append(doc.problem(("parameters", pname, "default"), f"default {message}"))
+        for where in patterns.unbounded_keywords(spec):
+            problems.append(doc.problem(("parameters", pname, *where),
+                                        "patternProperties is not supported in a parameter's spec: its regular "
+                                        "expressions would be matched without a time bound; check the values "
+                                        "with pattern instead"))
+        usable = _patterns_usable(spec, ("parameters", pname), doc, problems)
+        if "default" in spec and spec.get("type") in ("string", "integer", "number", "boolean", "array") and usable:
+            try:
+                for message in parameter_value_errors(spec, spec["default"]):
+                    problems.append(doc.problem(("parameters", pname, "default"), f"default {message}"))
+            except patterns.PatternTooSlow as slow:
+                what = f"the default {patterns.short(slow.text)}" if slow.text == spec["default"] else \
+                    f"{patterns.short(slow.text)}, an item of the default"
+                field = dotted(("parameters", pname, *patterns.path_of(spec, slow.pattern)))
+                problems.append(Problem(doc.file, line, field, slow.message(str(pname), what)))
         out.append(Parameter(name=str(pname), type=str(spec.get("type")), description=str(spec.get("description", "")),
                              spec=dict(spec), line=line))
     return tuple(out)
 
 
-def _compiles(pattern: Any) -> bool:
-    """Whether a parameter's pattern is usable (a broken one is reported once, by the frontmatter schema)."""
-    if not isinstance(pattern, str):
-        return True
-    try:
-        re.compile(pattern)
-    except re.error:
-        return False
-    return True
+def _patterns_usable(spec: dict[str, Any], where: tuple[str, ...], doc: YamlDoc, problems: list[Problem]) -> bool:
+    """Whether every pattern of a parameter spec compiles, so values can be checked against it.
+
+    A broken top-level ``pattern`` is reported once, by the frontmatter schema (``format: regex``);
+    a broken nested one (``items.pattern``) is reported here, in the same words.
+    """
+    usable = True
+    for path, pattern in patterns.pattern_paths(spec):
+        error = patterns.regex_error(pattern) if isinstance(pattern, str) else None
+        if error is None:
+            continue
+        usable = False
+        if path != ("pattern",):
+            problems.append(doc.problem(where + path, f"pattern {patterns.short(pattern)} is not a valid regular "
+                                                      f"expression ({error})"))
+    return usable
 
 
 def parameter_value_errors(spec: dict[str, Any], value: Any) -> list[str]:
-    """Why ``value`` does not satisfy a parameter spec (empty when it does)."""
+    """Why ``value`` does not satisfy a parameter spec (empty when it does).
+
+    The spec's patterns are matched within one time bound for the whole value (its items and the
+    messages' rewrites included): a pattern that backtracks catastrophically raises
+    ``patterns.PatternTooSlow``, which the caller reports where it knows the runbook's file.
+    """
     schema = {k: v for k, v in spec.items() if k not in ("description", "default")}
     try:
-        check = Draft202012Validator(schema)
-        return [schemas.explain(err, ())[1] for err in check.iter_errors(value)]
+        check = patterns.BoundedValidator(schema)
+        with patterns.budget():
+            return [schemas.explain(err, ())[1] for err in check.iter_errors(value)]
+    except patterns.PatternTooSlow:
+        raise
     except Exception as exc:  # a broken pattern in the spec is reported by the frontmatter schema
         return [f"cannot be checked, because the parameter's spec is broken ({exc}): run 'runbook validate'"]
 
@@ -173,9 +201,9 @@ def _steps(body: str, first_line: int, file: str, problems: list[Problem]) -> tu
 
 
 def _inline_text(token: Token) -> str:
-    if token.children:
-        return "".join(child.content for child in token.children if child.type in ("text", "code_inline"))
-    return token.content
+    """A heading's text without its markup (``## Clone **each** VM`` -> ``Clone each VM``)."""
+    children = _INLINE.parseInline(token.content)[0].children or []
+    return "".join(child.content for child in children if child.type in ("text", "code_inline"))
 
 
 def _fence_step(token: Token, heading: str | None, first_line: int, file: str,
