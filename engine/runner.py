@@ -827,9 +827,10 @@ def _accepted(step: Step, failure: StepFailed) -> Result:
     data = failure.data if isinstance(failure.data, dict) else {}
     code = data.get("exit_code")
     if isinstance(code, int) and not isinstance(code, bool) and code in (step.attrs.get("accept_exit") or ()):
-        return Result(data=data, summary=f"exited with {code} (accepted)")
+        return Result(data=data, summary=f"exited with {code}, an answer this step accepts (accept_exit)")
     if step.attrs.get("accept_task_error") and data.get("upid") and data.get("exitstatus") and not failure.retryable:
-        return Result(data=data, summary=f"task ended: {data['exitstatus']} (accepted)")
+        return Result(data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts "
+                                        "(accept_task_error)")
     raise failure
 
 

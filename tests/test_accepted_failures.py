@@ -54,7 +54,7 @@ def test_an_accepted_exit_code_is_an_answer_later_steps_read() -> None:
     probe = entries[0]
     assert probe.status == "succeeded" and probe.output["exit_code"] == 1
     assert probe.output["stdout"] == "looked\n"
-    assert probe.reason == "exited with 1 (accepted)"
+    assert probe.reason == "exited with 1, an answer this step accepts (accept_exit)"
     assert [e.step_id for e in entries if e.status == "succeeded"] == ["probe", "when_absent"]
     assert executor.scripts[-1].strip().endswith("echo absent")
 
@@ -117,7 +117,8 @@ def test_a_task_ending_in_error_is_an_answer_with_accept_task_error() -> None:
     entries = Runner(runbook, {"nodes": [{"name": "pve01"}]}, executor=executor, dry_run=False, approver=Yes()).run()
     assert entries[0].status == "succeeded" and executor.calls == 1
     assert entries[0].output["exitstatus"] == "VM quit/powerdown failed - got timeout"
-    assert entries[0].reason == "task ended: VM quit/powerdown failed - got timeout (accepted)"
+    assert entries[0].reason == ("task ended: VM quit/powerdown failed - got timeout, an answer this step accepts "
+                                 "(accept_task_error)")
 
 
 def test_a_held_lock_is_not_an_answer() -> None:
