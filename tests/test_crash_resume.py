@@ -480,25 +480,32 @@ _SUMMARY: list[dict[str, Any]] = []
 def reference(profile: str, tmp_path_factory: pytest.TempPathFactory
               ) -> tuple[dict[str, Any], Counter, tuple[float, float]]:
     """A clean run's cluster, effects, and (seconds until its first journal record, seconds in all);
-    made once per profile per session."""
+    made once per profile per session. Two clean runs: they must give the same cluster and effects,
+    and the quicker one's timing is kept, so a busy moment during one does not push the kills of
+    every sequence past the end of their runs."""
     if profile not in _REFERENCE:
-        rig = make_rig(tmp_path_factory.mktemp(f"clean-{profile}"), profile)
-        try:
-            started, wall = time.monotonic(), time.time()
-            result = rig.cli("run", "cluster-create", "--profile", profile, "--approve", "flux_bootstrap")
-            took = time.monotonic() - started
-            assert result.returncode == 0, result.stdout + result.stderr
-            (run_id,) = rig.run_folders()
-            first = read_journal(rig.journal(run_id))[0][0]
-            startup = datetime.fromisoformat(first["ts"]).timestamp() - wall
-            clean = snapshot(rig)
-            done, failed = effects(rig)
-            assert not failed, failed
-            assert set(done.values()) == {1}, done
-            assert SECRET not in rig.every_byte()
-        finally:
-            rig.stop()
-        _REFERENCE[profile] = (clean, done, (startup, took))
+        made = []
+        for attempt in range(2):
+            rig = make_rig(tmp_path_factory.mktemp(f"clean-{profile}-{attempt}"), profile)
+            try:
+                started, wall = time.monotonic(), time.time()
+                result = rig.cli("run", "cluster-create", "--profile", profile, "--approve", "flux_bootstrap")
+                took = time.monotonic() - started
+                assert result.returncode == 0, result.stdout + result.stderr
+                (run_id,) = rig.run_folders()
+                first = read_journal(rig.journal(run_id))[0][0]
+                startup = datetime.fromisoformat(first["ts"]).timestamp() - wall
+                clean = snapshot(rig)
+                done, failed = effects(rig)
+                assert not failed, failed
+                assert set(done.values()) == {1}, done
+                assert SECRET not in rig.every_byte()
+            finally:
+                rig.stop()
+            made.append((clean, done, (startup, took)))
+        (clean, done, timing), (again, done_again, other) = made
+        assert again == clean and done_again == done, "two clean runs of the same profile differ"
+        _REFERENCE[profile] = (clean, done, min(timing, other, key=lambda t: t[1]))
     return _REFERENCE[profile]
 
 
