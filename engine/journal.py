@@ -473,7 +473,11 @@ class RunSummary:
 
 
 def list_runs(state_dir: Path) -> list[RunSummary]:
-    """Every run folder, newest first (ids start with their UTC start time); a damaged one is listed, never fatal."""
+    """Every run folder, newest first; a damaged one is listed, never fatal.
+
+    Ordered by ``run.json``'s full start time: ids start with the second only, so two runs started
+    in the same second would otherwise be ordered by runbook name and chance. A folder without a
+    readable start time goes by its id's second."""
     summaries = []
     for run_id in sorted(_run_folders(state_dir / "runs"), reverse=True):
         try:
@@ -488,7 +492,19 @@ def list_runs(state_dir: Path) -> list[RunSummary]:
             status = {True: "running", False: "interrupted", None: "unknown"}[alive]
         summaries.append(RunSummary(run_id, run.meta.runbook, run.meta.profile, run.meta.mode, status,
                                     run.meta.started_at, state.finished, state.last_step))
-    return summaries
+    return sorted(summaries, key=_started, reverse=True)
+
+
+def _started(summary: RunSummary) -> tuple[datetime, str]:
+    """When a listed run started: ``run.json``'s time, else its id's second (UTC); then its id."""
+    for parse in (lambda: datetime.fromisoformat(summary.started or ""),
+                  lambda: datetime.strptime(summary.run_id[:15], "%Y%m%d-%H%M%S")):
+        try:
+            moment = parse()
+        except ValueError:
+            continue
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), summary.run_id
+    return datetime.min.replace(tzinfo=timezone.utc), summary.run_id
 
 
 def _run_folders(runs: Path) -> list[str]:

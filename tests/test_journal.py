@@ -31,6 +31,7 @@ def meta(run_id: str, **changes: Any) -> RunMeta:
 
 
 def start(state: Path, when: datetime = NOW, **changes: Any) -> RunRecord:
+    changes.setdefault("started_at", when.isoformat())
     return RunRecord.create(state, meta(new_run_id(changes.pop("runbook", "cluster-create"), when), **changes))
 
 
@@ -254,3 +255,14 @@ def test_bad_values_for_enumerated_fields_are_refused(tmp_path: Path) -> None:
             record.run_finished("ok")
     with pytest.raises(JournalError, match="closed"):
         record.run_finished("failed")
+
+
+def test_runs_started_in_the_same_second_are_listed_by_their_full_start_time(tmp_path: Path) -> None:
+    """Ids carry the second only; a later run whose id sorts first must still be listed first."""
+    later = NOW + timedelta(microseconds=900_000)
+    first = start(tmp_path, NOW, runbook="zz-last-by-name")
+    second = start(tmp_path, later, runbook="aa-first-by-name")
+    first.close()
+    second.close()
+    assert first.run_id[:15] == second.run_id[:15] and first.run_id > second.run_id
+    assert [s.run_id for s in list_runs(tmp_path)] == [second.run_id, first.run_id]
