@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.actions import Action, ApiRequest, Result, ShellCommand, StepFailed
+from engine.actions import Action, ApiRequest, Result, StepFailed
 from engine.journal import RunMeta, RunRecord, load_run, new_run_id, read_journal
 from engine.parser import parse_runbook
 from engine.problems import InputError
@@ -350,7 +350,7 @@ def test_an_item_in_doubt_is_rechecked_not_redone_when_its_check_holds(tmp_path:
 def test_the_gates_of_a_parallel_step_are_asked_in_order_before_any_item_runs(tmp_path: Path) -> None:
     fake = Fake()
     approver = Yes({"s[3]": False})
-    body = f"```local {{id: s, foreach: '[1, 2, 3, 4]', parallel: 4, confirm: true}}\necho {{{{ item }}}}\n```\n"
+    body = "```local {id: s, foreach: '[1, 2, 3, 4]', parallel: 4, confirm: true}\necho {{ item }}\n```\n"
     journal = record(tmp_path)
     with journal:
         with pytest.raises(GateStop) as caught:

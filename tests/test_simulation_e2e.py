@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 
 import engine.sim.wiring as wiring
 from engine.home import Home

@@ -1135,7 +1135,7 @@ def _download(run: _Run, tool: str, url: str, path: str, shown_path: str, quiet:
             return _Out(status=1, err=f"{url}: Unsupported scheme '{parts.scheme}'.\n" if parts.scheme
                         else f"{url}: Scheme missing.\n")
         return _Out(status=1 if parts.scheme else 3, err=f"curl: (1) Protocol \"{parts.scheme}\" not supported\n"
-                    if parts.scheme else f"curl: (3) URL rejected: No host part in the URL\n")
+                    if parts.scheme else "curl: (3) URL rejected: No host part in the URL\n")
     size: int
     raw: int | None = None
     content_type = "application/octet-stream"
@@ -1163,7 +1163,7 @@ def _download(run: _Run, tool: str, url: str, path: str, shown_path: str, quiet:
     if not run.x.files.is_dir(run.node, parent):
         if tool == "wget":
             return _Out(status=3, err=f"{shown_path}: No such file or directory\n")
-        return _Out(status=23, err=f"curl: (23) Failure writing output to destination\n")
+        return _Out(status=23, err="curl: (23) Failure writing output to destination\n")
     if run.x.files.is_dir(run.node, path):
         if tool == "wget":
             return _Out(status=3, err=f"{shown_path}: Is a directory\n")
@@ -1446,7 +1446,7 @@ def _disk_gb(config: Mapping[str, Any]) -> str:
 
 def _qm_template(run: _Run, vm: VmInfo, extra: list[str]) -> _Out:
     if extra and not (len(extra) == 2 and extra[0] == "--disk"):
-        return _Out(status=255, err=f"400 too many arguments\nqm template <vmid> [OPTIONS]\n")
+        return _Out(status=255, err="400 too many arguments\nqm template <vmid> [OPTIONS]\n")
     if vm.template:
         return _Out(status=255, err="you can't convert a template to a template\n")
     if vm.status == "running":
@@ -1475,7 +1475,7 @@ def _qm_set(run: _Run, vm: VmInfo, options: list[str]) -> _Out:
     while rest:
         arg = rest.pop(0)
         if not arg.startswith("-"):
-            return _Out(status=255, err=f"400 too many arguments\nqm set <vmid> [OPTIONS]\n")
+            return _Out(status=255, err="400 too many arguments\nqm set <vmid> [OPTIONS]\n")
         key, eq, value = arg.lstrip("-").partition("=")
         if key == "skiplock":
             continue
