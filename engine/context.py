@@ -14,11 +14,10 @@ from typing import Any
 from .config import ClusterConfig
 from .model import Runbook
 from .parser import parameter_value_errors
-from .patterns import PatternTooSlow, path_of, short
+from .patterns import PatternTooSlow, short
 from .plan import Plan
 from .problems import InputError, Problem
 from .profiles import Profile
-from .yamlsource import dotted
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -48,9 +47,7 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
         except PatternTooSlow as slow:  # the runbook's fault, not the value's: point at its frontmatter
             what = f"the value {short(raw)} given with --param {name}" if slow.text == value else \
                 f"{short(slow.text)}, an item of the value given with --param {name}"
-            problems.append(Problem(runbook.file, param.line,
-                                    dotted(("parameters", name, *path_of(param.spec, slow.pattern))),
-                                    slow.message(name, what)))
+            problems.append(slow.problem(runbook.file, param.line, name, param.spec, what))
             continue
         if errors:
             problems.extend(Problem("--param", None, name, message) for message in errors)

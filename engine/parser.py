@@ -22,7 +22,7 @@ from markdown_it.token import Token
 from . import patterns, schemas
 from .model import RESERVED_NAMES, STEP_KINDS, Parameter, Runbook, Step
 from .problems import InputError, Problem
-from .yamlsource import YamlDoc, dotted, load_yaml, read_text
+from .yamlsource import YamlDoc, load_yaml, read_text
 
 API_METHODS = ("GET", "POST", "PUT", "DELETE")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -141,8 +141,7 @@ def _parameters(meta: dict[str, Any], doc: YamlDoc, problems: list[Problem]) -> 
             except patterns.PatternTooSlow as slow:
                 what = f"the default {patterns.short(slow.text)}" if slow.text == spec["default"] else \
                     f"{patterns.short(slow.text)}, an item of the default"
-                field = dotted(("parameters", pname, *patterns.path_of(spec, slow.pattern)))
-                problems.append(Problem(doc.file, line, field, slow.message(str(pname), what)))
+                problems.append(slow.problem(doc.file, line, str(pname), spec, what))
         out.append(Parameter(name=str(pname), type=str(spec.get("type")), description=str(spec.get("description", "")),
                              spec=dict(spec), line=line))
     return tuple(out)

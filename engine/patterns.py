@@ -30,6 +30,9 @@ from typing import Any
 import regex
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
+from .problems import Problem
+from .yamlsource import dotted
+
 #: How long one match of a runbook's pattern may take. A sane pattern matches a parameter value in
 #: microseconds; only catastrophic backtracking comes near this, even on a loaded machine.
 MATCH_SECONDS = 0.1
@@ -45,12 +48,15 @@ class PatternTooSlow(Exception):
         self.pattern = pattern
         self.text = text
 
-    def message(self, name: str, what: str) -> str:
-        """Operator wording for parameter ``name``; ``what`` names the value matched ("the default 'x'")."""
-        return (f"the pattern {short(self.pattern)} of parameter '{name}' takes too long to match {what} "
-                f"(gave up after {MATCH_SECONDS} s): it backtracks catastrophically; rewrite it without nested "
-                "quantifiers, i.e. without a repeated group whose contents can match the same text in more "
-                "than one way, such as (a+)+ or (a|aa)* (write a+ instead)")
+    def problem(self, file: str, line: int | None, name: str, spec: Any, what: str) -> Problem:
+        """The runbook's fault, not the value's: a problem on parameter ``name``'s pattern in ``spec``
+        (declared on ``line`` of ``file``); ``what`` names the value matched ("the default 'x'")."""
+        field = dotted(("parameters", name, *path_of(spec, self.pattern)))
+        return Problem(file, line, field,
+                       f"the pattern {short(self.pattern)} of parameter '{name}' takes too long to match {what} "
+                       f"(gave up after {MATCH_SECONDS} s): it backtracks catastrophically; rewrite it without "
+                       "nested quantifiers, i.e. without a repeated group whose contents can match the same text "
+                       "in more than one way, such as (a+)+ or (a|aa)* (write a+ instead)")
 
 
 @contextlib.contextmanager

@@ -62,15 +62,8 @@ def _quick(schema_id: str) -> Any:
     """jsonschema-rs's validator for the same schema, with the same ``regex`` format (Python's ``re``)."""
     resources = [(resource.contents["$id"], resource.contents) for resource in _schema_resources()]
     return jsonschema_rs.Draft202012Validator({"$ref": schema_id}, registry=jsonschema_rs.Registry(resources),
-                                              validate_formats=True, formats={"regex": _python_regex})
-
-
-def _python_regex(text: str) -> bool:
-    try:
-        re.compile(text)
-    except (re.error, RecursionError, OverflowError):
-        return False
-    return True
+                                              validate_formats=True,
+                                              formats={"regex": lambda text: regex_error(text) is None})
 
 
 def errors(schema_id: str, instance: Any) -> list[ValidationError]:
@@ -209,8 +202,8 @@ def _generic(error: ValidationError, schema: dict[str, Any], path: tuple[str, ..
         return f"must be {_article(limit)}{unit and f' of{unit}'} (got {_describe(value)})"
     if kind == "pattern":
         return f"{_short(value)} does not match the pattern {limit}"
-    if kind == "format" and limit == "regex" and regex_error(str(value)) is not None:
-        return f"pattern {_short(value)} is not a valid regular expression ({regex_error(str(value))})"
+    if kind == "format" and limit == "regex" and (why := regex_error(str(value))) is not None:
+        return f"pattern {_short(value)} is not a valid regular expression ({why})"
     if kind == "format":
         return f"{_short(value)} is not a valid {limit}"
     if kind == "minLength":

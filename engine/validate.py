@@ -46,7 +46,7 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
     """
     report = Report()
     config, config_report = _config(home)
-    profiles_problems = load_profiles(home, config)[1]
+    loaded, profiles_problems = load_profiles(home, config)
     wanted = _wanted(home, paths, report)
     if _selected(home.config_path, wanted):
         report.checked.append(home.shown(home.config_path))
@@ -59,7 +59,7 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
         if _selected(path, wanted):
             report.checked.append(home.shown(path))
             report.problems += [p for p in profiles_problems if p.file == home.shown(path)]
-    profiles = load_profiles(home, config)[0] if config is not None else []
+    profiles = loaded if config is not None else []
     paths_to_check = _runbook_paths(home, wanted)
     report.checked += [home.shown(path) for path in paths_to_check]
     for problems in _each_runbook(home, config, profiles, paths_to_check):

@@ -23,6 +23,7 @@ What decides the design is what an operator must be able to trust afterwards:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
@@ -482,15 +483,14 @@ class ApiExecutor:
         if source == "hint" and expected is not None:
             # Tasks started together with the run's probe: when the probe (or any task of the
             # kind) has told this executor more than the earlier runs did, ask when that says.
+            # That wait is the schedule's first pause, so the first poll comes at once after it.
             expected = self._until_expected(kind, expected, began, state)
-        pauses = self.poll.schedule(expected)
+            pauses = itertools.chain([0.0], itertools.islice(self.poll.schedule(expected), 1, None))
+        else:
+            pauses = self.poll.schedule(expected)
         running_until = 0.0
-        first = True
         while True:
             pause = next(pauses)
-            if first and source == "hint" and expected is not None:
-                pause = max(0.0, began + expected * (1 + self.poll.margin) - time.monotonic())
-            first = False
             if state.deadline is not None:
                 pause = min(pause, max(0.0, state.deadline - time.monotonic()))
             if pause > 0:

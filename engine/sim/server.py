@@ -664,22 +664,23 @@ class SimPve(FakePve):
             raise die(f"role '{roleid}' does not exist")
         return dict.fromkeys(sorted(self._roles()[roleid]), 1)
 
-    async def _sim_role_update(self, values: dict[str, Any], user: str) -> None:
-        roleid, failed = str(values["roleid"]), "update role failed: "
+    def _own_role(self, roleid: str, failed: str, done: str) -> None:
+        """Refuse, in PVE's words, to change a built-in role or one that does not exist."""
         if roleid in shapes.ROLES:
-            raise die(f"{failed}auto-generated role '{roleid}' cannot be modified")
+            raise die(f"{failed}auto-generated role '{roleid}' cannot be {done}")
         if roleid not in self.access["roles"]:
             raise die(f"{failed}role '{roleid}' does not exist")
+
+    async def _sim_role_update(self, values: dict[str, Any], user: str) -> None:
+        roleid, failed = str(values["roleid"]), "update role failed: "
+        self._own_role(roleid, failed, "modified")
         privs = self._privileges(values.get("privs"), failed)
         kept = set(self.access["roles"][roleid]) if _flag(values.get("append")) else set()
         self.access["roles"][roleid] = sorted(kept | privs)
 
     async def _sim_role_delete(self, values: dict[str, Any], user: str) -> None:
         roleid, failed = str(values["roleid"]), "delete role failed: "
-        if roleid in shapes.ROLES:
-            raise die(f"{failed}auto-generated role '{roleid}' cannot be deleted")
-        if roleid not in self.access["roles"]:
-            raise die(f"{failed}role '{roleid}' does not exist")
+        self._own_role(roleid, failed, "deleted")
         del self.access["roles"][roleid]
         self.access["acl"] = [e for e in self.access["acl"] if e["roleid"] != roleid]
 
