@@ -52,6 +52,7 @@ import yaml
 
 from engine.journal import load_run, read_journal
 from tests.support.pve_process import PveProcess
+from tests.support.waiting import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOK = Path(sys.executable).parent / "runbook"
@@ -616,16 +617,6 @@ def test_a_live_run_blocks_a_second_run_on_its_profile_naming_the_holder(rig_for
     assert SECRET not in rig.every_byte()
 
 
-def _wait_for(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def _last_record(rig: Rig) -> dict[str, Any] | None:
     run_id = latest_run(rig, set())
     if run_id is None or not rig.journal(run_id).exists():
@@ -640,7 +631,7 @@ def test_a_read_only_step_killed_in_flight_runs_again_on_resume_without_a_gate(r
     rig.fake.call("set_time_scale", 1.0)  # every answer takes a second
     process = rig.start("run", "cluster-create", "--profile", "dev-generic")
     try:
-        record = _wait_for(lambda: (r := _last_record(rig)) and r["type"] == "step_started" and r, 30,
+        record = wait_for(lambda: (r := _last_record(rig)) and r["type"] == "step_started" and r, 30,
                            "the first step to start")
         assert record["step"] == "api_version"  # GET /version, in flight
         os.kill(process.pid, signal.SIGKILL)
@@ -664,7 +655,7 @@ def test_a_run_killed_between_a_talos_change_and_its_marker_resumes_without_help
     done_key = "applied" if what == "apply" else "bootstrapped"
     process = rig.start("run", "cluster-create", "--profile", "talos-staging", "--approve", "flux_bootstrap")
     try:
-        _wait_for(lambda: state.exists() and json.loads(state.read_text())[done_key], 60, f"the first {what}")
+        wait_for(lambda: state.exists() and json.loads(state.read_text())[done_key], 60, f"the first {what}")
         os.kill(process.pid, signal.SIGKILL)
     finally:
         if process.poll() is None:

@@ -30,8 +30,6 @@ import yaml
 from tests.support.cluster import PASS_PATH, SECRET, TOKEN_ID, LiveCluster, seed_cluster, write_home
 from tests.support.fake_talosctl import install
 from tests.support.fakepve_server import EXTRA_HOSTS, HOST, FakePveServer, closed_port_url
-from tests.support.passstore import create_pass_store
-from tests.support.sshd import start_sshd
 
 STAGING = ("stg-cp01", "stg-cp02", "stg-cp03")
 PROFILE = ("--profile", "talos-staging")
@@ -203,15 +201,7 @@ class Relay:
 
 # ------------------------------------------------------------------ fixtures
 
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    sshd = start_sshd(tmp_path_factory.mktemp("sshd"), aliases=(HOST, *EXTRA_HOSTS))
-    store = create_pass_store(tmp_path_factory.mktemp("pass"), entries={PASS_PATH: [TOKEN_ID, SECRET]})
-    try:
-        yield sshd, store
-    finally:
-        sshd.stop()
-        store.stop()
+# ``services`` (a real sshd for the three nodes' hosts, a real pass store) comes from conftest.py.
 
 
 class Faulty(LiveCluster):

@@ -20,11 +20,11 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.support.cluster import RUNBOOK, LiveCluster
+from tests.support.waiting import wait_for
 
 STAGING = ("stg-cp01", "stg-cp02", "stg-cp03")
 PROFILE = ("--profile", "talos-staging")
@@ -82,16 +82,6 @@ def run_folders(cluster: LiveCluster) -> list[str]:
 def journal(cluster: LiveCluster, run_id: str) -> list[dict]:
     path = cluster.home / ".runbook" / "runs" / run_id / "journal.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def gone(pid: int) -> bool:

@@ -47,9 +47,12 @@ def talos_dir(home: Home) -> str:
     return str(home.root.parent / "talos" / "staging")
 
 
-def plan(cli: Callable[..., Any], home: Home, name: str, *args: str, profile: str | None = "talos-staging") -> dict:
+def plan(cli: Callable[..., Any], home: Home, name: str, *args: str, profile: str | None = "talos-staging",
+         env: dict[str, str] | None = None) -> dict:
+    """The dry-run plan as JSON: offline, or against a cluster when ``env`` holds its token."""
     profile_args = ("--profile", profile) if profile else ()
-    result = cli("--home", str(home.root), "run", name, *profile_args, *args, "--dry-run", "--offline", "--json")
+    offline = () if env else ("--offline",)
+    result = cli("--home", str(home.root), "run", name, *profile_args, *args, "--dry-run", *offline, "--json", env=env)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -438,10 +441,7 @@ def fake_cluster(make_home: Callable[..., Home], tmp_path: Path) -> Iterator[tup
 
 def test_teardown_dry_run_shows_each_member_and_gates_each_destruction(cli, fake_cluster) -> None:
     home, _pve, env = fake_cluster
-    result = cli("--home", str(home.root), "run", "cluster-teardown", "--profile", "talos-staging", "--dry-run",
-                 "--json", env=env)
-    assert result.exit_code == 0, result.output
-    planned = json.loads(result.stdout)
+    planned = plan(cli, home, "cluster-teardown", env=env)
     members = entries(planned, "members")
     assert [m["item_key"] for m in members] == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
     assert all(m["status"] == "succeeded" for m in members)  # read for real: the operator sees the disks
@@ -463,10 +463,7 @@ def test_teardown_dry_run_shows_each_member_and_gates_each_destruction(cli, fake
 
 def test_create_dry_run_on_an_existing_cluster_changes_nothing(cli, fake_cluster) -> None:
     home, _pve, env = fake_cluster
-    result = cli("--home", str(home.root), "run", "cluster-create", "--profile", "talos-staging", "--dry-run",
-                 "--json", env=env)
-    assert result.exit_code == 0, result.output
-    planned = json.loads(result.stdout)
+    planned = plan(cli, home, "cluster-create", env=env)
     assert all(vm["existing"] for vm in planned["plan"]["vms"])
     for step_id in ("template_missing", "vmid_taken", "clone", "migrate", "configure", "start"):
         assert all(s["status"] == "skipped" for s in entries(planned, step_id)), step_id
