@@ -30,35 +30,147 @@ def _fail(problems: list[Problem] | str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+HOME_KEY = "runbook.home"
+EXAMPLE_NOTE = ("note: no runbook home here (no --home, no $RUNBOOK_HOME, no cluster-config.yaml in this folder or "
+                "its parents): using the example home that ships with runbook. Its cluster is fictional, so it "
+                "only runs with --simulate; point --home at your own home to act on your cluster.")
+
+
 def _home(ctx: click.Context) -> Home:
     try:
-        return find_home(ctx.obj.get("home"))
+        home = find_home(ctx.find_root().meta.get(HOME_KEY))
     except HomeError as exc:
         _fail(str(exc), exitcodes.NO_HOME)
+    if home.example:
+        click.echo(EXAMPLE_NOTE, err=True)
+    return home
+
+
+def _own_home(ctx: click.Context, doing: str) -> Home:
+    """The home, refusing the example one: ``doing`` would contact a real cluster or write into the home."""
+    return _not_example(_home(ctx), doing)
+
+
+def _not_example(home: Home, doing: str) -> Home:
+    if home.example:
+        _fail(f"{doing} needs your own runbook home, not the example: pass --home DIR, set RUNBOOK_HOME, or run "
+              "from inside a folder holding cluster-config.yaml, clusters/ and runbooks/", exitcodes.NO_HOME)
+    return home
+
+
+def _remember_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_root().meta[HOME_KEY] = value
+
+
+def _home_option() -> click.Option:
+    return click.Option(["--home"], type=click.Path(file_okay=False), expose_value=False, callback=_remember_home,
+                        help="Runbook home (folder with cluster-config.yaml, clusters/, runbooks/). "
+                             "Default: $RUNBOOK_HOME, else the current folder or a parent.")
+
+
+def _completion_home(ctx: click.Context) -> Home | None:
+    try:
+        return find_home(ctx.find_root().meta.get(HOME_KEY))
+    except (HomeError, RuntimeError):
+        return None
+
+
+def _complete_runbooks(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    home = _completion_home(ctx)
+    return [p.stem for p in home.runbook_paths() if p.stem.startswith(incomplete)] if home else []
+
+
+def _complete_profiles(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    home = _completion_home(ctx)
+    return [p.stem for p in home.profile_paths() if p.stem.startswith(incomplete)] if home else []
+
+
+def _complete_runs(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    home = _completion_home(ctx)
+    runs = home.state_dir / "runs" if home else None
+    return sorted(p.name for p in runs.iterdir() if p.name.startswith(incomplete)) if runs and runs.is_dir() else []
+
+
+class _Group(click.Group):
+    """A command group whose commands all take the global options, before or after their own name.
+
+    ``runbook --home X list`` and ``runbook list --home X`` mean the same; subgroups are of this
+    class too (``group_class = type``), so ``runbook runs show ID --home X`` works as well.
+    """
+
+    group_class = type
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(param.name == "home" for param in cmd.params):
+            cmd.params.append(_home_option())
+        super().add_command(cmd, name)
 
 
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def _console() -> Any:
+def _console(width: int | None = None) -> Any:
     from rich.console import Console
 
-    # On a terminal rich fits tables to the window; in a pipe, never wrap a row (scripts grep rows).
-    wide = None if sys.stdout.isatty() else 10_000
-    return Console(highlight=False, width=wide)
+    return Console(highlight=False, width=width)
 
 
-@click.group(epilog=exitcodes.HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(file_okay=False), envvar=None,
-              help="Runbook home (folder with cluster-config.yaml, clusters/, runbooks/). "
-                   "Default: $RUNBOOK_HOME, else the current folder or a parent.")
+def _pipe_width() -> int:
+    """The width a pipe's reader sees: $COLUMNS, else the terminal on stderr (``runbook list | less``), else 80."""
+    import os
+
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError):
+        return 80
+
+
+class _Table:
+    """A plain table. Its first ``keep`` columns (names, ids, states) are never cut. The others fold
+    onto more lines on a terminal; in a pipe each row stays one line, the long cells cut with an
+    ellipsis to fit the reader's width (see ``_pipe_width``), so ``grep`` finds whole rows. ``--json``
+    has every value in full."""
+
+    def __init__(self, *columns: str, keep: int = 1, title: str | None = None):
+        from rich.table import Table
+
+        self.keep = keep
+        self.pipe = not sys.stdout.isatty()
+        self.widths = [len(column) for column in columns[:keep]]
+        self.table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
+        for number, column in enumerate(columns):
+            self.table.add_column(column, no_wrap=number < keep, overflow="fold")
+
+    def add_row(self, *cells: str) -> None:
+        from rich.text import Text
+
+        self.widths = [max(width, len(cell)) for width, cell in zip(self.widths, cells)]
+        self.table.add_row(*(Text(cell, no_wrap=True, overflow="ellipsis") if self.pipe and number >= self.keep
+                             else cell for number, cell in enumerate(cells)))
+
+    def print(self) -> None:
+        if not self.pipe:
+            _console().print(self.table)
+            return
+        # The kept columns at full width (one space between columns), and at least 12 for each other.
+        others = len(self.table.columns) - self.keep
+        needed = sum(self.widths) + len(self.table.columns) - 1 + 12 * others
+        _console(max(_pipe_width(), needed)).print(self.table)
+
+
+@click.group(cls=_Group, epilog=exitcodes.HELP, context_settings={"help_option_names": ["-h", "--help"]},
+             params=[_home_option()])
 @click.version_option(package_name="runbook", prog_name="runbook")
-@click.pass_context
-def main(ctx: click.Context, home: str | None) -> None:
-    """Run markdown runbooks against a Proxmox VE cluster."""
-    ctx.ensure_object(dict)
-    ctx.obj["home"] = home
+def main() -> None:
+    """Run markdown runbooks against a Proxmox VE cluster.
+
+    Without a home of your own, the example home that ships with runbook serves the library and
+    --simulate runs. Shell completion: 'runbook completion bash|zsh|fish'.
+    """
 
 
 @main.command("list")
@@ -81,17 +193,13 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
                                  for r in runbooks],
                     "invalid": [{"file": f, "problems": n} for f, n in problems]})
     else:
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("NAME", "DESCRIPTION", "PARAMETERS"):
-            table.add_column(column, overflow="fold")
+        table = _Table("NAME", "DESCRIPTION", "PARAMETERS")
         for runbook in runbooks:
             params = ", ".join(f"{p.name}*" if p.required else f"{p.name}={json.dumps(p.default)}"
                                for p in runbook.parameters)
-            needs = "--profile; " if runbook.needs_profile else ""
-            table.add_row(runbook.name, runbook.description, (needs + params) or "-")
-        _console().print(table)
+            needs = ["--profile"] if runbook.needs_profile else []
+            table.add_row(runbook.name, runbook.description, "; ".join([*needs, *filter(None, [params])]) or "-")
+        table.print()
         if runbooks:
             click.echo("\n* required parameter (no default)")
         for file, count in problems:
@@ -121,7 +229,7 @@ def _load_runbook(home: Home, name: str) -> tuple[Path, Any]:
 
 
 @main.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_runbooks)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
@@ -198,16 +306,12 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
         _emit_json({"profiles": [_profile_summary(p.data, p.file) for p in profiles],
                     "problems": [p.as_dict() for p in problems]})
     else:
-        from rich.table import Table
-
-        table = Table(box=None, pad_edge=False, header_style="bold")
-        for column in ("NAME", "TYPE", "CONTROL PLANES", "WORKERS", "TEMPLATE", "TAGS"):
-            table.add_column(column, overflow="fold")
+        table = _Table("NAME", "TYPE", "CONTROL PLANES", "WORKERS", "TEMPLATE", "TAGS", keep=5)
         for profile in profiles:
             row = _profile_summary(profile.data, profile.file)
             table.add_row(row["name"], row["type"], str(row["controlplanes"]), str(row["workers"]),
                           str(row["template"]), ", ".join(row["tags"]))
-        _console().print(table)
+        table.print()
         for problem in problems:
             click.echo(f"error: {problem}", err=True)
     if problems:
@@ -231,7 +335,7 @@ def _config_or_fail(home: Home) -> Any:
 
 
 @profiles_cmd.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_profiles)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
 def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
@@ -263,17 +367,13 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     if data.get("flux"):
         flux = data["flux"]
         click.echo(f"flux: {flux['repo']} path {flux['path']} branch {flux.get('branch', 'main')}")
-    from rich.table import Table
-
-    table = Table(title="plan (without cluster state: VMIDs in use are rechecked at run time)",
-                  title_justify="left", box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "ROLE", "VMID", "NODE", "IP", "CORES", "MEMORY", "DISK", "TAGS"):
-        table.add_column(column, overflow="fold")
+    table = _Table("NAME", "ROLE", "VMID", "NODE", "IP", "CORES", "MEMORY", "DISK", "TAGS", keep=8,
+                   title="plan (without cluster state: VMIDs in use are rechecked at run time)")
     for vm in plan.vms:
         table.add_row(vm.name, vm.role, str(vm.vmid), vm.node, vm.ip or "dhcp", str(vm.cores),
                       f"{vm.memory} MB", vm.disk, ";".join(vm.tags))
     click.echo()
-    _console().print(table)
+    table.print()
 
 
 class _Approver:
@@ -366,8 +466,8 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
 
 
 @main.command("run")
-@click.argument("name")
-@click.option("--profile", "profile_name", metavar="PROFILE", help="Cluster profile (clusters/PROFILE.yaml).")
+@click.argument("name", shell_complete=_complete_runbooks)
+@click.option("--profile", "profile_name", metavar="PROFILE", shell_complete=_complete_profiles, help="Cluster profile (clusters/PROFILE.yaml).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Show the plan: every step rendered; nothing is changed.")
 @click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
@@ -399,7 +499,7 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
     if html_path and not dry_run:
         _fail("--html only works with --dry-run; for a run, write its page afterwards: "
               "runbook runs show RUN_ID --html PATH", exitcodes.USAGE)
-    home = _home(ctx)
+    home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
     given = _params(params)
     config = _config_or_fail(home)
     with _executors(home, config, simulate) as dispatcher:
@@ -451,7 +551,7 @@ def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
 
 
 @main.command("resume")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete_runs)
 @click.option("--force", is_flag=True, help="Resume even though the runbook, profile or config changed.")
 @click.option("--yes", is_flag=True, help="Approve every gate.")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
@@ -475,6 +575,8 @@ def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve:
         simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
     except JournalError as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
+    if not simulate:
+        _not_example(home, "resuming a run against a real cluster")
     approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     with _executors(home, config, simulate) as dispatcher:
         dispatcher.concurrency = concurrency
@@ -506,19 +608,15 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
     if not runs:
         click.echo(f"no runs yet in {home.shown(home.state_dir)}/runs")
         return
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("RUN", "RUNBOOK", "PROFILE", "STATUS", "STARTED", "LAST STEP"):
-        table.add_column(column, overflow="fold")
+    table = _Table("RUN", "RUNBOOK", "PROFILE", "STATUS", "STARTED", "LAST STEP", keep=4)
     for run in runs:
         table.add_row(run.run_id, run.runbook or "?", run.profile or "-", run.status, run.started or "?",
                       str(run.last_step) if run.last_step else (run.problem or "-"))
-    _console().print(table)
+    table.print()
 
 
 @runs_cmd.command("show")
-@click.argument("run_id")
+@click.argument("run_id", shell_complete=_complete_runs)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
               help="Also write the run as one self-contained HTML page (steps in the runbook's prose).")
@@ -575,7 +673,7 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
     from .ingest.fetch import FetchError, read_source
     from .ingest.pipeline import IngestError, check_name, propose, write
 
-    home = _home(ctx)
+    home = _own_home(ctx, "ingest (it writes into runbooks/)")
     config = _config_or_fail(home)
     try:
         if name is not None:
@@ -615,7 +713,7 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
 
 
 @main.command("trust")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_runbooks)
 @click.option("--yes", is_flag=True, help="Record the review without asking.")
 @click.pass_context
 def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
@@ -623,7 +721,7 @@ def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
     from .ingest.trust import TrustError, content_hash, needs_review, record, review_of
     from .validate import validate_home
 
-    home = _home(ctx)
+    home = _own_home(ctx, "trust (it records a review in the home)")
     path, runbook = _load_runbook(home, name)
     if not needs_review(runbook):
         click.echo(f"{runbook.name} has no origin (it was not ingested): it runs without a review record")
@@ -713,16 +811,12 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"SIMULATED cluster ({home.shown(state_path(home))})")
     click.echo("nodes: " + ", ".join(f"{n.name} ({'online' if n.online else 'offline'})" for n in state.nodes))
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS"):
-        table.add_column(column, overflow="fold")
+    table = _Table("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS", keep=6)
     for vm in vms:
         status = "template" if vm["template"] else vm["status"]
         table.add_row(str(vm["vmid"]), vm["name"], vm["node"], status, str(vm["cores"] or "-"),
                       f"{vm['memory']} MB" if vm["memory"] else "-", vm["tags"])
-    _console().print(table)
+    table.print()
     if talos:
         click.echo("\nTalos:")
         for row in talos:
@@ -756,3 +850,20 @@ def sim_reset_cmd(ctx: click.Context) -> None:
         lock.release()
     click.echo(f"simulated cluster reset ({home.shown(folder)} removed)" if existed
                else "no simulated cluster to reset")
+
+
+@main.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_cmd(shell: str) -> None:
+    """Print the shell completion script for SHELL (commands, options, runbook, profile and run names).
+
+    \b
+    bash: add   eval "$(runbook completion bash)"   to ~/.bashrc
+    zsh:  add   eval "$(runbook completion zsh)"    to ~/.zshrc
+    fish: run   runbook completion fish > ~/.config/fish/completions/runbook.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    completion = get_completion_class(shell)
+    assert completion is not None  # click ships all three
+    click.echo(completion(main, {}, "runbook", "_RUNBOOK_COMPLETE").source())

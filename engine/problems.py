@@ -34,3 +34,22 @@ class InputError(Exception):
     def __init__(self, problems: Iterable[Problem] | Problem):
         self.problems: list[Problem] = [problems] if isinstance(problems, Problem) else list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def no_such(kind: str, name: str, known: Iterable[str], listing: str) -> str:
+    """The message for a name that names nothing: the near misses, or the command that lists them all.
+
+    ``no_such("runbook", "cluster-creat", names, "runbook list")`` says "did you mean
+    'cluster-create'?" rather than reciting the whole library at an operator who made a typo.
+    """
+    import difflib
+
+    names = sorted(set(known))
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.8)
+    if close:
+        return f"no {kind} named '{name}'; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    if not names:
+        return f"no {kind} named '{name}', and there are none here"
+    if len(names) <= 5:
+        return f"no {kind} named '{name}' ({kind}s: {', '.join(names)})"
+    return f"no {kind} named '{name}' ('{listing}' shows the {len(names)} there are)"

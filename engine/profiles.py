@@ -18,7 +18,7 @@ from . import schemas
 from .config import ClusterConfig
 from .home import Home
 from .plan import Plan, PlanError, compute_plan
-from .problems import InputError, Problem
+from .problems import InputError, Problem, no_such
 from .yamlsource import YamlDoc, dotted, read_yaml_file
 
 
@@ -71,8 +71,8 @@ def load_profile(home: Home, name: str, config: ClusterConfig) -> Profile:
     """Load one profile by name, checked on its own and against the other profiles."""
     path = home.clusters_dir / f"{name}.yaml"
     if not path.is_file():
-        known = ", ".join(p.stem for p in home.profile_paths()) or "none"
-        raise InputError(Problem(home.shown(path), None, None, f"no profile named '{name}' (profiles: {known})"))
+        known = [p.stem for p in home.profile_paths()]
+        raise InputError(Problem(home.shown(path), None, None, no_such("profile", name, known, "runbook profiles")))
     profiles, problems = load_profiles(home, config)
     mine = [p for p in problems if p.file == home.shown(path)]
     if mine:

@@ -26,17 +26,8 @@ from referencing import Registry, Resource
 from .patterns import FORMAT_CHECKER, BoundedValidator, PatternTooSlow, regex_error
 from .patterns import search as bounded_search
 from .problems import Problem
+from .resources import schema_dir
 from .yamlsource import YamlDoc, dotted
-
-
-def schema_dir() -> Path:
-    """Where the schema files are: inside the package when installed from a wheel, else the source tree."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "schemas", here.parent / "schemas"):
-        if (candidate / "cluster-config.schema.json").is_file():
-            return candidate
-    raise RuntimeError(f"runbook is installed without its schemas (looked in {here / 'schemas'} and "
-                       f"{here.parent / 'schemas'}); reinstall the package")
 
 
 @lru_cache(maxsize=None)

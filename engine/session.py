@@ -19,7 +19,7 @@ from .home import Home
 from .model import Runbook
 from .parser import parse_runbook_file
 from .plan import ExistingVm, Plan, PlanError
-from .problems import InputError, Problem
+from .problems import InputError, Problem, no_such
 from .profiles import Profile, load_profile
 
 
@@ -51,8 +51,8 @@ def runbook_path(home: Home, name: str) -> Path:
         return as_path.resolve()
     path = home.runbooks_dir / f"{name}.md"
     if not path.is_file():
-        known = ", ".join(p.stem for p in home.runbook_paths() if not p.stem.startswith("_")) or "none"
-        raise InputError(Problem(home.shown(path), None, None, f"no runbook named '{name}' (runbooks: {known})"))
+        known = [p.stem for p in home.runbook_paths() if not p.stem.startswith("_")]
+        raise InputError(Problem(home.shown(path), None, None, no_such("runbook", name, known, "runbook list")))
     return path
 
 

@@ -57,7 +57,9 @@ def cli() -> Callable[..., Result]:
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
-        return runner.invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+        # Tables in a pipe fit $COLUMNS; wide enough here that assertions see whole cells.
+        return runner.invoke(main, list(args), input=input, env={"COLUMNS": "400", **(env or {})},
+                             catch_exceptions=False)
 
     return run
 

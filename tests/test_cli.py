@@ -143,14 +143,83 @@ def test_home_resolution_order(tmp_path: Path, make_home) -> None:
         find_home(str(tmp_path / "nothere"), {}, tmp_path)
 
 
-def test_missing_home_is_a_clear_error_with_exit_3(tmp_path: Path) -> None:
+def test_without_a_home_the_example_serves_reads_and_simulation_but_never_a_real_cluster(tmp_path: Path) -> None:
     """Run the installed command from a folder that is no home, as a user would."""
     env = {k: v for k, v in os.environ.items() if k != "RUNBOOK_HOME"}
+    env["XDG_STATE_HOME"] = str(tmp_path / "state")
     runbook = Path(sys.executable).parent / "runbook"
-    result = subprocess.run([str(runbook), "list"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 3
-    assert result.stderr.startswith("error: no runbook home found: neither ")
-    assert "Traceback" not in result.stderr
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(runbook), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+
+    listed = run("list")
+    assert listed.returncode == 0 and "cluster-create" in listed.stdout
+    assert listed.stderr.startswith("note: no runbook home here (no --home, no $RUNBOOK_HOME, no cluster-config.yaml")
+    for args, doing in ((("run", "cluster-status", "--profile", "talos-staging"), "a run against a real cluster"),
+                        (("run", "cluster-status", "--profile", "talos-staging", "--dry-run"),
+                         "a run against a real cluster"),
+                        (("ingest", "page.md"), "ingest (it writes into runbooks/)"),
+                        (("trust", "cluster-create"), "trust (it records a review in the home)")):
+        refused = run(*args)
+        assert refused.returncode == 3, (args, refused.stderr)
+        assert f"error: {doing} needs your own runbook home, not the example: pass --home DIR" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    offline = run("run", "cluster-status", "--profile", "talos-staging", "--dry-run", "--offline")
+    assert offline.returncode == 0, offline.stderr
+    assert not (tmp_path / "state" / "runbook" / "example" / "runs").exists()
+    with pytest.raises(HomeError, match="no runbook home found: neither .* nor any folder above it"):
+        find_home(None, {}, tmp_path, fallback=False)
+
+
+def test_global_options_work_after_the_subcommand_too(cli, make_home) -> None:
+    home = make_home()
+    before = cli("--home", str(home.root), "list", "--json")
+    after = cli("list", "--json", "--home", str(home.root))
+    assert before.exit_code == after.exit_code == 0 and before.stdout == after.stdout
+    nested = cli("profiles", "show", "talos-staging", "--home", str(home.root))
+    assert nested.exit_code == 0 and "stg-cp01" in nested.stdout
+    missing = cli("runs", "show", "nope", "--home", str(home.root / "nothere"))
+    assert missing.exit_code == 3 and "nothere, which is not a folder" in missing.stderr
+
+
+def test_a_misspelt_runbook_or_profile_gets_a_suggestion_not_a_list(cli) -> None:
+    result = cli("--home", str(REPO), "show", "cluster-creat")
+    assert result.exit_code == 1
+    assert "no runbook named 'cluster-creat'; did you mean 'cluster-create'?" in result.stderr
+    assert "vm-resize" not in result.stderr
+    far = cli("--home", str(REPO), "show", "zzz")
+    assert f"no runbook named 'zzz' ('runbook list' shows the {len(list((REPO / 'runbooks').glob('[!_]*.md')))} " \
+           "there are)" in far.stderr
+    profile = cli("--home", str(REPO), "run", "cluster-status", "--profile", "talos-stagin", "--dry-run", "--offline")
+    assert profile.exit_code == 1
+    assert "no profile named 'talos-stagin'; did you mean 'talos-staging'?" in profile.stderr
+
+
+def test_list_in_a_pipe_keeps_each_runbook_on_one_line_within_the_width(cli) -> None:
+    result = cli("--home", str(REPO), "list", env={"COLUMNS": "80"})
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    names = [p.stem for p in sorted((REPO / "runbooks").glob("*.md"))]
+    rows = [line for line in lines if line.split(" ", 1)[0] in names]
+    assert [row.split()[0] for row in rows] == names, "one row per runbook, its name never cut"
+    assert any(row.rstrip().endswith("…") for row in rows), "long descriptions are cut, with an ellipsis"
+
+
+def test_completion_prints_a_script_for_each_shell_and_completes_names(tmp_path: Path) -> None:
+    runbook = Path(sys.executable).parent / "runbook"
+    for shell, marker in (("bash", "complete -o nosort -F _runbook_completion runbook"),
+                          ("zsh", "#compdef runbook"), ("fish", "complete --no-files --command runbook")):
+        script = subprocess.run([str(runbook), "completion", shell], capture_output=True, text=True)
+        assert script.returncode == 0 and marker in script.stdout, (shell, script.stdout[:200])
+    env = {**os.environ, "_RUNBOOK_COMPLETE": "bash_complete", "COMP_WORDS": "runbook run cluster-c",
+           "COMP_CWORD": "2"}
+    env.pop("RUNBOOK_HOME", None)
+    names = subprocess.run([str(runbook), "--home", str(REPO)], env=env, capture_output=True, text=True).stdout
+    assert names.split() == ["plain,cluster-create"]
+    env.update(COMP_WORDS=f"runbook --home {REPO} run cluster-create --profile talos", COMP_CWORD="6")
+    profiles = subprocess.run([str(runbook)], env=env, capture_output=True, text=True, cwd=tmp_path).stdout
+    assert profiles.split() == ["plain,talos-staging"]
 
 
 def test_help_lists_exit_codes(cli) -> None:

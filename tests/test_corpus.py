@@ -176,7 +176,7 @@ def test_every_schema_pattern_has_operator_wording() -> None:
     import json
     import re
 
-    from engine.schemas import schema_dir
+    from engine.resources import schema_dir
 
     def walk(node: object, where: str, names: bool = False) -> list[str]:
         """``names``: ``node`` maps field names to schemas (``properties``), so its keys are not keywords."""

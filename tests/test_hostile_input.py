@@ -241,7 +241,7 @@ def test_the_bound_is_far_above_what_the_shipped_runbooks_loop_over() -> None:
     """The largest shipped loop is talos-upgrade's range(2 * VMs), over at most 2 x 100 VMs (the profile schema)."""
     import json
 
-    from engine.schemas import schema_dir
+    from engine.resources import schema_dir
 
     profile = json.loads((schema_dir() / "cluster-profile.schema.json").read_text(encoding="utf-8"))
     roles = profile["properties"]["nodes"]["properties"]

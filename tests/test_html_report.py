@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from engine.secrets import Secret
 from engine.session import prepare
 from tests.conftest import REPO
 from tests.support.cluster import SECRET, LiveCluster
+from tests.support.tools import find_tool
 
 NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=timezone.utc)
 ARTIFACTS = REPO / "test-artifacts"
@@ -378,11 +378,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.fixture
 def chromium(tmp_path: Path):
     """Run Debian's headless Chromium on a local file, each time with a new empty profile."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed, and CI must run the browser test: .ci/services.sh installs it")
-        pytest.skip("chromium is not installed (bash .ci/services.sh installs Debian's chromium)")
+    binary = find_tool("chromium")
     runs = iter(range(1000))
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,13 +3,14 @@
 If these fail, every engine test that talks to "pve01" or reads a token from
 ``pass`` would fail in confusing ways; these tests pin the failure to the
 environment (missing packages, sshd refusing root, gpg-agent socket paths...)
-instead.  Run ``bash .ci/services.sh`` first to install the system packages.
+instead.  ``bash tests/run.sh`` installs the system packages first.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import time
@@ -292,3 +293,38 @@ def test_stop_kills_agent_and_long_workdir_uses_short_gnupghome(
 
 def test_pass_startup_time_is_reasonable(password_store: PassStore) -> None:
     assert 0 < password_store.startup_seconds < 30
+
+
+def test_a_missing_tool_skips_outside_ci_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.tools import find_tool
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-such-tool is not installed .*bash tests/run.sh"):
+        find_tool("no-such-tool")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run every test"):
+        find_tool("no-such-tool")
+
+
+def test_install_tools_says_what_to_install_where_it_cannot(tmp_path: Path) -> None:
+    """On a machine without apt-get (or rights), the script names the command; CI=true makes it fail."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "id", "grep", "sed", "cat"):  # what the script itself uses; no apt-get, no chromium
+        found = shutil.which(tool)
+        assert found
+        (bin_dir / tool).symlink_to(found)
+    script = Path(__file__).resolve().parent / "install-tools.sh"
+
+    def run(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(bin_dir / "bash"), str(script)], env={"PATH": str(bin_dir), **env},
+                              capture_output=True, text=True)
+
+    local = run()
+    assert local.returncode == 0, local.stderr
+    assert "cannot install the test tools here (no apt-get on this machine)" in local.stderr
+    assert "chromium (Debian package chromium)" in local.stderr
+    assert "sudo apt-get update && sudo apt-get install -y --no-install-recommends openssh-server" in local.stderr
+    assert "will be skipped" in local.stderr
+    ci = run(CI="true")
+    assert ci.returncode == 1 and "CI=true, so a missing tool is a failure, not a skip" in ci.stderr

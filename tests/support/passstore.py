@@ -31,6 +31,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.tools import find_tool
+
 __all__ = [
     "DEFAULT_UID",
     "PassStore",
@@ -264,10 +266,7 @@ def create_pass_store(
     ``workdir`` is too deep for gpg-agent's socket paths.
     """
     for tool in ("gpg", "gpgconf", "pass"):
-        if shutil.which(tool) is None:
-            raise PassStoreError(
-                f"{tool} not found; run .ci/services.sh (installs pass gnupg)"
-            )
+        find_tool(tool)
     t0 = time.monotonic()
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.tools import find_tool
+
 __all__ = [
     "DEFAULT_ALIASES",
     "SshServer",
@@ -63,12 +65,9 @@ def find_sshd() -> str:
     sshd re-executes itself per connection and therefore insists on being
     started via an absolute path; /usr/sbin is often not on a non-root PATH.
     """
-    found = shutil.which("sshd") or shutil.which(
-        "sshd", path="/usr/sbin:/usr/local/sbin:/sbin"
-    )
-    if not found:
-        raise SshdError("sshd not found; run .ci/services.sh (installs openssh-server)")
-    return os.path.abspath(found)
+    for tool in ("ssh", "ssh-keygen"):
+        find_tool(tool)
+    return find_tool("sshd")
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
