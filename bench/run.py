@@ -39,8 +39,9 @@ FIRST_VMID = 1300
 # ---------------------------------------------------------------- the lower bound
 
 
-def critical_path(kind: str, vms: int, storage: str, per_template: int | None, per_storage: int | None,
-                  concurrency: int) -> float:
+def critical_path(
+    kind: str, vms: int, storage: str, per_template: int | None, per_storage: int | None, concurrency: int
+) -> float:
     """The shortest wall time any engine could take, in PVE seconds, from the durations and the lock rules.
 
     create: a VM's chain is clone (30), then migrate (20, only without shared storage), then start
@@ -78,13 +79,32 @@ def make_home(root: Path, vms: int, storage: str, limits: dict[str, int]) -> Pat
         config["limits"] = limits
     (home / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     profile = {
-        "name": "bench", "description": "benchmark cluster", "type": "generic",
+        "name": "bench",
+        "description": "benchmark cluster",
+        "type": "generic",
         "network": {"pod_cidr": "10.248.0.0/16", "service_cidr": "10.112.0.0/12"},
-        "nodes": {"controlplane": {"count": 1, "name_prefix": "bench-cp", "cores": 2, "memory": 2048, "disk": "32G",
-                                   "start_vmid": FIRST_VMID, "placement": "spread"},
-                  "workers": {"count": vms - 1, "name_prefix": "bench-w", "cores": 2, "memory": 2048, "disk": "32G",
-                              "start_vmid": FIRST_VMID + 100, "placement": "spread"}},
-        "template": TEMPLATE, "tags": ["bench", "kubernetes"],
+        "nodes": {
+            "controlplane": {
+                "count": 1,
+                "name_prefix": "bench-cp",
+                "cores": 2,
+                "memory": 2048,
+                "disk": "32G",
+                "start_vmid": FIRST_VMID,
+                "placement": "spread",
+            },
+            "workers": {
+                "count": vms - 1,
+                "name_prefix": "bench-w",
+                "cores": 2,
+                "memory": 2048,
+                "disk": "32G",
+                "start_vmid": FIRST_VMID + 100,
+                "placement": "spread",
+            },
+        },
+        "template": TEMPLATE,
+        "tags": ["bench", "kubernetes"],
     }
     (home / "clusters" / "bench.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return home
@@ -128,6 +148,7 @@ def serve(options: dict[str, Any]) -> None:
             async def timed():  # the task's work happens after its duration, as a disk copy or a boot ends
                 await self.pause(secs)
                 return await body()
+
             return await super().task(node, ttype, tid, user, timed if secs else body, vm=vm, lock=lock, log=log)
 
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)
@@ -136,7 +157,7 @@ def serve(options: dict[str, Any]) -> None:
     certfile, keyfile, _der = make_cert(options["workdir"], name="pve-ssl", hosts=HOSTS)
     pve = BenchPve(host=HOSTS[0], port=0)
     pve.time_scale = options["scale"]
-    pve.max_requests = 10 ** 7
+    pve.max_requests = 10**7
     secret = secrets.token_hex(16)
     pve.apitokens[TOKEN_ID] = secret
     _seed(pve, config, load_profiles(home, config)[0])
@@ -171,8 +192,12 @@ class Cluster:
 
     def __init__(self, home: Path, workdir: Path, scale: float):
         options = {"home": str(home), "workdir": str(workdir), "scale": scale}
-        self.process = subprocess.Popen([sys.executable, __file__, "--serve", json.dumps(options)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.process.stdout is not None
         self.info = json.loads(self.process.stdout.readline())
 
@@ -223,10 +248,18 @@ def one_run(home: Path, cluster: Cluster, runbook: str, concurrency: int) -> dic
     after = cluster.counts()
     if outcome.status != "succeeded":
         raise SystemExit(f"{runbook} did not succeed: {outcome.message}")
-    executed = [e for e in outcome.entries if e.status == "succeeded" and e.duration is not None
-                and e.reason != "finished in an earlier attempt"]
-    return {"wall": wall, "requests": after["requests"] - before["requests"], "tasks": after["tasks"] - before["tasks"],
-            "cpu": cpu, "steps": len(executed)}
+    executed = [
+        e
+        for e in outcome.entries
+        if e.status == "succeeded" and e.duration is not None and e.reason != "finished in an earlier attempt"
+    ]
+    return {
+        "wall": wall,
+        "requests": after["requests"] - before["requests"],
+        "tasks": after["tasks"] - before["tasks"],
+        "cpu": cpu,
+        "steps": len(executed),
+    }
 
 
 def scenario(options: dict[str, Any]) -> dict[str, Any]:
@@ -251,8 +284,12 @@ def scenario(options: dict[str, Any]) -> dict[str, Any]:
     result["concurrency"] = concurrency
     result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for name in ("create", "teardown"):
-        bound = critical_path(name, vms, storage, limits.get("clones_per_template"), limits.get("clones_per_storage"),
-                              concurrency) * scale
+        bound = (
+            critical_path(
+                name, vms, storage, limits.get("clones_per_template"), limits.get("clones_per_storage"), concurrency
+            )
+            * scale
+        )
         result[name]["bound"] = bound
     return result
 
@@ -305,25 +342,53 @@ def _timed(argv: list[str]) -> float:
 
 def child(options: dict[str, Any]) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNBOOK_", "PROXMOX_"))}
-    done = subprocess.run([sys.executable, __file__, "--one", json.dumps(options)], capture_output=True, text=True,
-                          env=env)
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(options)], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         raise SystemExit(f"scenario {options} failed:\n{done.stdout}\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def table(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
-    head = ("VMs", "scale", "storage", "conc", "run", "wall s", "bound s", "wall/bound", "conc=1 s", "speed-up",
-            "req/task", "req/VM", "CPU ms/step", "peak MB")
+    head = (
+        "VMs",
+        "scale",
+        "storage",
+        "conc",
+        "run",
+        "wall s",
+        "bound s",
+        "wall/bound",
+        "conc=1 s",
+        "speed-up",
+        "req/task",
+        "req/VM",
+        "CPU ms/step",
+        "peak MB",
+    )
     lines = [head]
     for options, result in rows:
         for name in ("create", "teardown"):
             r = result[name]
-            lines.append((str(options["vms"]), f"{options['scale']:g}", options["storage"], str(result["concurrency"]),
-                          name, f"{r['wall']:.2f}", f"{r['bound']:.2f}", f"{r['wall'] / r['bound']:.2f}",
-                          f"{r['sequential']:.2f}", f"{r['sequential'] / r['wall']:.1f}x",
-                          f"{r['requests'] / max(1, r['tasks']):.2f}", f"{r['requests'] / options['vms']:.2f}",
-                          f"{r['cpu'] * 1000 / max(1, r['steps']):.1f}", f"{result['peak_mb']:.0f}"))
+            lines.append(
+                (
+                    str(options["vms"]),
+                    f"{options['scale']:g}",
+                    options["storage"],
+                    str(result["concurrency"]),
+                    name,
+                    f"{r['wall']:.2f}",
+                    f"{r['bound']:.2f}",
+                    f"{r['wall'] / r['bound']:.2f}",
+                    f"{r['sequential']:.2f}",
+                    f"{r['sequential'] / r['wall']:.1f}x",
+                    f"{r['requests'] / max(1, r['tasks']):.2f}",
+                    f"{r['requests'] / options['vms']:.2f}",
+                    f"{r['cpu'] * 1000 / max(1, r['steps']):.1f}",
+                    f"{result['peak_mb']:.0f}",
+                )
+            )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(cell.rjust(width) for cell, width in zip(line, widths)) for line in lines]
     out.insert(1, "  ".join("-" * width for width in widths))
@@ -336,8 +401,12 @@ def main() -> None:
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default="3,12,48", help="VM counts (default 3,12,48)")
     parser.add_argument("--scale", type=float, default=0.02, help="real seconds per PVE second (default 0.02)")
-    parser.add_argument("--storage", choices=("shared", "local"), default="shared",
-                        help="shared: clone straight onto the VM's node; local: clone, then migrate (default shared)")
+    parser.add_argument(
+        "--storage",
+        choices=("shared", "local"),
+        default="shared",
+        help="shared: clone straight onto the VM's node; local: clone, then migrate (default shared)",
+    )
     parser.add_argument("--clone-limit", type=int, help="limits.clones_per_template and clones_per_storage")
     parser.add_argument("--quick", action="store_true", help="skip the real-time (time_scale 1) row")
     parser.add_argument("--no-startup", action="store_true", help="skip the --help and validate timings")
@@ -348,25 +417,35 @@ def main() -> None:
     if args.one:
         print(json.dumps(scenario(json.loads(args.one))))
         return
-    limits = {"clones_per_template": args.clone_limit, "clones_per_storage": args.clone_limit} if args.clone_limit else {}
-    plans = [{"vms": int(n), "scale": args.scale, "storage": args.storage, "limits": limits}
-             for n in args.sizes.split(",")]
+    limits = (
+        {"clones_per_template": args.clone_limit, "clones_per_storage": args.clone_limit} if args.clone_limit else {}
+    )
+    plans = [
+        {"vms": int(n), "scale": args.scale, "storage": args.storage, "limits": limits} for n in args.sizes.split(",")
+    ]
     if not args.quick:
         plans.append({"vms": 3, "scale": 1.0, "storage": args.storage, "limits": limits})
     rows = []
     for options in plans:
-        print(f"running {options['vms']} VMs at time_scale {options['scale']:g} ({options['storage']} storage)...",
-              file=sys.stderr, flush=True)
+        print(
+            f"running {options['vms']} VMs at time_scale {options['scale']:g} ({options['storage']} storage)...",
+            file=sys.stderr,
+            flush=True,
+        )
         rows.append((options, child(options)))
     print(table(rows))
     durations = ", ".join(f"{k} {v:g} s" for k, v in DURATIONS.items())
-    print(f"\ntask durations (PVE s): {durations}, qmigrate {MIGRATE:g} s; others 0."
-          f" limits: {limits or 'none'}; req = API requests (POST/PUT/GET, polls included)")
+    print(
+        f"\ntask durations (PVE s): {durations}, qmigrate {MIGRATE:g} s; others 0."
+        f" limits: {limits or 'none'}; req = API requests (POST/PUT/GET, polls included)"
+    )
     if not args.no_startup:
         print(f"runbook --help: {startup() * 1000:.0f} ms (median of 15)")
         per, empty = validation()
-        print(f"runbook validate: {per:.1f} ms per runbook over 200 generated runbooks "
-              f"(the same home without them: {empty:.0f} ms)")
+        print(
+            f"runbook validate: {per:.1f} ms per runbook over 200 generated runbooks "
+            f"(the same home without them: {empty:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":

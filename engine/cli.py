@@ -31,9 +31,11 @@ def _fail(problems: list[Problem] | str, code: int) -> NoReturn:
 
 
 HOME_KEY = "runbook.home"
-EXAMPLE_NOTE = ("note: no runbook home here (no --home, no $RUNBOOK_HOME, no cluster-config.yaml in this folder or "
-                "its parents): using the example home that ships with runbook. Its cluster is fictional, so it "
-                "only runs with --simulate; point --home at your own home to act on your cluster.")
+EXAMPLE_NOTE = (
+    "note: no runbook home here (no --home, no $RUNBOOK_HOME, no cluster-config.yaml in this folder or "
+    "its parents): using the example home that ships with runbook. Its cluster is fictional, so it "
+    "only runs with --simulate; point --home at your own home to act on your cluster."
+)
 
 
 def _home(ctx: click.Context) -> Home:
@@ -53,8 +55,11 @@ def _own_home(ctx: click.Context, doing: str) -> Home:
 
 def _not_example(home: Home, doing: str) -> Home:
     if home.example:
-        _fail(f"{doing} needs your own runbook home, not the example: pass --home DIR, set RUNBOOK_HOME, or run "
-              "from inside a folder holding cluster-config.yaml, clusters/ and runbooks/", exitcodes.NO_HOME)
+        _fail(
+            f"{doing} needs your own runbook home, not the example: pass --home DIR, set RUNBOOK_HOME, or run "
+            "from inside a folder holding cluster-config.yaml, clusters/ and runbooks/",
+            exitcodes.NO_HOME,
+        )
     return home
 
 
@@ -64,9 +69,14 @@ def _remember_home(ctx: click.Context, _param: click.Parameter, value: str | Non
 
 
 def _home_option() -> click.Option:
-    return click.Option(["--home"], type=click.Path(file_okay=False), expose_value=False, callback=_remember_home,
-                        help="Runbook home (folder with cluster-config.yaml, clusters/, runbooks/). "
-                             "Default: $RUNBOOK_HOME, else the current folder or a parent.")
+    return click.Option(
+        ["--home"],
+        type=click.Path(file_okay=False),
+        expose_value=False,
+        callback=_remember_home,
+        help="Runbook home (folder with cluster-config.yaml, clusters/, runbooks/). "
+        "Default: $RUNBOOK_HOME, else the current folder or a parent.",
+    )
 
 
 def _completion_home(ctx: click.Context) -> Home | None:
@@ -149,8 +159,12 @@ class _Table:
         from rich.text import Text
 
         self.widths = [max(width, len(cell)) for width, cell in zip(self.widths, cells)]
-        self.table.add_row(*(Text(cell, no_wrap=True, overflow="ellipsis") if self.pipe and number >= self.keep
-                             else cell for number, cell in enumerate(cells)))
+        self.table.add_row(
+            *(
+                Text(cell, no_wrap=True, overflow="ellipsis") if self.pipe and number >= self.keep else cell
+                for number, cell in enumerate(cells)
+            )
+        )
 
     def print(self) -> None:
         if not self.pipe:
@@ -162,8 +176,9 @@ class _Table:
         _console(max(_pipe_width(), needed)).print(self.table)
 
 
-@click.group(cls=_Group, epilog=exitcodes.HELP, context_settings={"help_option_names": ["-h", "--help"]},
-             params=[_home_option()])
+@click.group(
+    cls=_Group, epilog=exitcodes.HELP, context_settings={"help_option_names": ["-h", "--help"]}, params=[_home_option()]
+)
 @click.version_option(package_name="runbook", prog_name="runbook")
 def main() -> None:
     """Run markdown runbooks against a Proxmox VE cluster.
@@ -188,15 +203,27 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
         except InputError as exc:
             problems.append((home.shown(path), len(exc.problems)))
     if as_json:
-        _emit_json({"runbooks": [{"name": r.name, "description": r.description, "file": r.file,
-                                  "requires": list(r.requires), "parameters": [p.as_dict() for p in r.parameters]}
-                                 for r in runbooks],
-                    "invalid": [{"file": f, "problems": n} for f, n in problems]})
+        _emit_json(
+            {
+                "runbooks": [
+                    {
+                        "name": r.name,
+                        "description": r.description,
+                        "file": r.file,
+                        "requires": list(r.requires),
+                        "parameters": [p.as_dict() for p in r.parameters],
+                    }
+                    for r in runbooks
+                ],
+                "invalid": [{"file": f, "problems": n} for f, n in problems],
+            }
+        )
     else:
         table = _Table("NAME", "DESCRIPTION", "PARAMETERS")
         for runbook in runbooks:
-            params = ", ".join(f"{p.name}*" if p.required else f"{p.name}={json.dumps(p.default)}"
-                               for p in runbook.parameters)
+            params = ", ".join(
+                f"{p.name}*" if p.required else f"{p.name}={json.dumps(p.default)}" for p in runbook.parameters
+            )
             needs = ["--profile"] if runbook.needs_profile else []
             table.add_row(runbook.name, runbook.description, "; ".join([*needs, *filter(None, [params])]) or "-")
         table.print()
@@ -247,8 +274,10 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
         default = "required" if param.required else f"default {json.dumps(param.default)}"
         extra = {k: v for k, v in param.spec.items() if k not in ("type", "description", "default")}
         constraints = " ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())
-        click.echo(f"  {param.name} ({param.type}, {default}{', ' + constraints if constraints else ''})"
-                   f"  [line {param.line}]\n      {param.description}")
+        click.echo(
+            f"  {param.name} ({param.type}, {default}{', ' + constraints if constraints else ''})"
+            f"  [line {param.line}]\n      {param.description}"
+        )
     click.echo(f"\nsteps ({len(runbook.steps)}):")
     for number, step in enumerate(runbook.steps, 1):
         attrs = {k: v for k, v in step.attrs.items() if k != "id"}
@@ -285,8 +314,10 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> 
         if report.ok:
             click.echo(f"ok: {len(report.checked)} files checked, no problems")
         else:
-            click.echo(f"\n{len(report.problems)} problem(s) in {len(files)} file(s) "
-                       f"({len(report.checked)} files checked)", err=True)
+            click.echo(
+                f"\n{len(report.problems)} problem(s) in {len(files)} file(s) ({len(report.checked)} files checked)",
+                err=True,
+            )
     sys.exit(exitcodes.OK if report.ok else exitcodes.PROBLEMS)
 
 
@@ -303,14 +334,24 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
     config = _config_or_fail(home)
     profiles, problems = load_profiles(home, config)
     if as_json:
-        _emit_json({"profiles": [_profile_summary(p.data, p.file) for p in profiles],
-                    "problems": [p.as_dict() for p in problems]})
+        _emit_json(
+            {
+                "profiles": [_profile_summary(p.data, p.file) for p in profiles],
+                "problems": [p.as_dict() for p in problems],
+            }
+        )
     else:
         table = _Table("NAME", "TYPE", "CONTROL PLANES", "WORKERS", "TEMPLATE", "TAGS", keep=5)
         for profile in profiles:
             row = _profile_summary(profile.data, profile.file)
-            table.add_row(row["name"], row["type"], str(row["controlplanes"]), str(row["workers"]),
-                          str(row["template"]), ", ".join(row["tags"]))
+            table.add_row(
+                row["name"],
+                row["type"],
+                str(row["controlplanes"]),
+                str(row["workers"]),
+                str(row["template"]),
+                ", ".join(row["tags"]),
+            )
         table.print()
         for problem in problems:
             click.echo(f"error: {problem}", err=True)
@@ -320,9 +361,15 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
 
 def _profile_summary(data: dict[str, Any], file: str) -> dict[str, Any]:
     nodes = data["nodes"]
-    return {"name": data["name"], "type": data["type"], "file": file,
-            "controlplanes": nodes["controlplane"]["count"], "workers": (nodes.get("workers") or {}).get("count", 0),
-            "template": data["template"], "tags": list(data["tags"])}
+    return {
+        "name": data["name"],
+        "type": data["type"],
+        "file": file,
+        "controlplanes": nodes["controlplane"]["count"],
+        "workers": (nodes.get("workers") or {}).get("count", 0),
+        "template": data["template"],
+        "tags": list(data["tags"]),
+    }
 
 
 def _config_or_fail(home: Home) -> Any:
@@ -357,21 +404,45 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     click.echo(f"file: {profile.file}")
     click.echo(f"template: VMID {data['template']}   tags: {', '.join(data['tags'])}")
     net = data["network"]
-    click.echo(f"network: pods {net['pod_cidr']}, services {net['service_cidr']}"
-               + (f", API endpoint {net['api_endpoint']}" if net.get("api_endpoint") else ""))
+    click.echo(
+        f"network: pods {net['pod_cidr']}, services {net['service_cidr']}"
+        + (f", API endpoint {net['api_endpoint']}" if net.get("api_endpoint") else "")
+    )
     if data.get("talos"):
         talos = data["talos"]
-        click.echo(f"talos: {talos['version']}, kubernetes {talos['kubernetes_version']}, "
-                   f"VIP {talos['vip']['ip']} on {talos['vip']['interface']}, "
-                   f"schematic {talos['factory']['schematic_id'][:12]}...")
+        click.echo(
+            f"talos: {talos['version']}, kubernetes {talos['kubernetes_version']}, "
+            f"VIP {talos['vip']['ip']} on {talos['vip']['interface']}, "
+            f"schematic {talos['factory']['schematic_id'][:12]}..."
+        )
     if data.get("flux"):
         flux = data["flux"]
         click.echo(f"flux: {flux['repo']} path {flux['path']} branch {flux.get('branch', 'main')}")
-    table = _Table("NAME", "ROLE", "VMID", "NODE", "IP", "CORES", "MEMORY", "DISK", "TAGS", keep=8,
-                   title="plan (without cluster state: VMIDs in use are rechecked at run time)")
+    table = _Table(
+        "NAME",
+        "ROLE",
+        "VMID",
+        "NODE",
+        "IP",
+        "CORES",
+        "MEMORY",
+        "DISK",
+        "TAGS",
+        keep=8,
+        title="plan (without cluster state: VMIDs in use are rechecked at run time)",
+    )
     for vm in plan.vms:
-        table.add_row(vm.name, vm.role, str(vm.vmid), vm.node, vm.ip or "dhcp", str(vm.cores),
-                      f"{vm.memory} MB", vm.disk, ";".join(vm.tags))
+        table.add_row(
+            vm.name,
+            vm.role,
+            str(vm.vmid),
+            vm.node,
+            vm.ip or "dhcp",
+            str(vm.cores),
+            f"{vm.memory} MB",
+            vm.disk,
+            ";".join(vm.tags),
+        )
     click.echo()
     table.print()
 
@@ -394,8 +465,11 @@ class _Approver:
             return True
         if not self.interactive:
             return False
-        click.echo(f"\nGATE: {entry.step_id}{f'[{entry.item_key}]' if entry.item_key else ''} "
-                   f"({'; '.join(entry.gate_reasons)})", err=True)
+        click.echo(
+            f"\nGATE: {entry.step_id}{f'[{entry.item_key}]' if entry.item_key else ''} "
+            f"({'; '.join(entry.gate_reasons)})",
+            err=True,
+        )
         for line in entry.display.splitlines():
             click.echo(f"    | {line}", err=True)
         self.who = f"{current_who()} at the terminal"
@@ -422,9 +496,19 @@ def _finish(outcome: Any, as_json: bool) -> None:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
         # The last line of the JSON-lines stream the progress events started.
-        click.echo(json.dumps({"event": "finished", "status": outcome.status, "run_id": outcome.run_id,
-                               "message": outcome.message, "steps": [e.as_dict() for e in outcome.entries],
-                               "warnings": outcome.warnings}, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    "event": "finished",
+                    "status": outcome.status,
+                    "run_id": outcome.run_id,
+                    "message": outcome.message,
+                    "steps": [e.as_dict() for e in outcome.entries],
+                    "warnings": outcome.warnings,
+                },
+                default=str,
+            )
+        )
     elif outcome.status == "succeeded":
         click.echo(outcome.message)
     else:
@@ -467,25 +551,58 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
 
 @main.command("run")
 @click.argument("name", shell_complete=_complete_runbooks)
-@click.option("--profile", "profile_name", metavar="PROFILE", shell_complete=_complete_profiles, help="Cluster profile (clusters/PROFILE.yaml).")
+@click.option(
+    "--profile",
+    "profile_name",
+    metavar="PROFILE",
+    shell_complete=_complete_profiles,
+    help="Cluster profile (clusters/PROFILE.yaml).",
+)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter; repeatable.")
 @click.option("--dry-run", is_flag=True, help="Show the plan: every step rendered; nothing is changed.")
 @click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
-@click.option("--simulate", is_flag=True,
-              help="Run against the embedded simulated cluster (kept in .runbook/sim/), not the real one.")
+@click.option(
+    "--simulate",
+    is_flag=True,
+    help="Run against the embedded simulated cluster (kept in .runbook/sim/), not the real one.",
+)
 @click.option("--yes", is_flag=True, help="Approve every gate (destructive steps run without asking).")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON: the plan (dry-run); else JSON lines, one per event, the last one the report.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="With --dry-run: also write the plan as one self-contained HTML page for review.")
-@click.option("--concurrency", type=click.IntRange(1, 64), metavar="N",
-              help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
-                   "Default: 16, and never more than a step's own parallel.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON: the plan (dry-run); else JSON lines, one per event, the last one the report.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="With --dry-run: also write the plan as one self-contained HTML page for review.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
+    "Default: 16, and never more than a step's own parallel.",
+)
 @click.pass_context
-def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tuple[str, ...], dry_run: bool,
-            offline: bool, simulate: bool, yes: bool, approve: tuple[str, ...], as_json: bool, html_path: Path | None,
-            concurrency: int | None) -> None:
+def run_cmd(
+    ctx: click.Context,
+    name: str,
+    profile_name: str | None,
+    params: tuple[str, ...],
+    dry_run: bool,
+    offline: bool,
+    simulate: bool,
+    yes: bool,
+    approve: tuple[str, ...],
+    as_json: bool,
+    html_path: Path | None,
+    concurrency: int | None,
+) -> None:
     """Run runbook NAME against the cluster (with --dry-run: show what it would do).
 
     Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
@@ -497,8 +614,11 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
     if offline and not dry_run:
         _fail("--offline only makes sense with --dry-run", exitcodes.USAGE)
     if html_path and not dry_run:
-        _fail("--html only works with --dry-run; for a run, write its page afterwards: "
-              "runbook runs show RUN_ID --html PATH", exitcodes.USAGE)
+        _fail(
+            "--html only works with --dry-run; for a run, write its page afterwards: "
+            "runbook runs show RUN_ID --html PATH",
+            exitcodes.USAGE,
+        )
     home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
     given = _params(params)
     config = _config_or_fail(home)
@@ -510,15 +630,31 @@ def run_cmd(ctx: click.Context, name: str, profile_name: str | None, params: tup
             approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
             dispatcher.concurrency = concurrency  # the runner's run-level bound travels with the executors
             with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-                outcome = start_run(home, name, profile_name, given, dispatcher=dispatcher, approver=approver,
-                                    mode="simulate" if simulate else "run", on_event=progress)
+                outcome = start_run(
+                    home,
+                    name,
+                    profile_name,
+                    given,
+                    dispatcher=dispatcher,
+                    approver=approver,
+                    mode="simulate" if simulate else "run",
+                    on_event=progress,
+                )
             _finish(outcome, as_json)
         except InputError as exc:
             _fail(exc.problems, exitcodes.PROBLEMS)
 
 
-def _dry_run(home: Home, name: str, profile_name: str | None, given: dict[str, str], offline: bool,
-             dispatcher: Any, html_path: Path | None, as_json: bool) -> None:
+def _dry_run(
+    home: Home,
+    name: str,
+    profile_name: str | None,
+    given: dict[str, str],
+    offline: bool,
+    dispatcher: Any,
+    html_path: Path | None,
+    as_json: bool,
+) -> None:
     from .execution import plan_run
     from .planview import plan_json, plan_text
 
@@ -529,8 +665,7 @@ def _dry_run(home: Home, name: str, profile_name: str | None, given: dict[str, s
         from .htmlreport import plan_view
 
         stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
-        _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline,
-                                                 outcome=stopped))
+        _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline, outcome=stopped))
     if outcome.session is not None and outcome.status == "planned":
         if as_json:
             _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
@@ -556,12 +691,23 @@ def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
 @click.option("--yes", is_flag=True, help="Approve every gate.")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one per event, the last one the report.")
-@click.option("--concurrency", type=click.IntRange(1, 64), metavar="N",
-              help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
-                   "Default: 16, and never more than a step's own parallel.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
+    "Default: 16, and never more than a step's own parallel.",
+)
 @click.pass_context
-def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve: tuple[str, ...],
-               as_json: bool, concurrency: int | None) -> None:
+def resume_cmd(
+    ctx: click.Context,
+    run_id: str,
+    force: bool,
+    yes: bool,
+    approve: tuple[str, ...],
+    as_json: bool,
+    concurrency: int | None,
+) -> None:
     """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
     never finished is re-checked (its check guard, or a gate when it has none)."""
     from .execution import resume_run
@@ -582,8 +728,9 @@ def resume_cmd(ctx: click.Context, run_id: str, force: bool, yes: bool, approve:
         dispatcher.concurrency = concurrency
         try:
             with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-                outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force,
-                                     on_event=progress)
+                outcome = resume_run(
+                    home, run_id, dispatcher=dispatcher, approver=approver, force=force, on_event=progress
+                )
             _finish(outcome, as_json)
         except JournalError as exc:
             _fail(str(exc), exitcodes.PROBLEMS)
@@ -610,16 +757,27 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
         return
     table = _Table("RUN", "RUNBOOK", "PROFILE", "STATUS", "STARTED", "LAST STEP", keep=4)
     for run in runs:
-        table.add_row(run.run_id, run.runbook or "?", run.profile or "-", run.status, run.started or "?",
-                      str(run.last_step) if run.last_step else (run.problem or "-"))
+        table.add_row(
+            run.run_id,
+            run.runbook or "?",
+            run.profile or "-",
+            run.status,
+            run.started or "?",
+            str(run.last_step) if run.last_step else (run.problem or "-"),
+        )
     table.print()
 
 
 @runs_cmd.command("show")
 @click.argument("run_id", shell_complete=_complete_runs)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), metavar="PATH",
-              help="Also write the run as one self-contained HTML page (steps in the runbook's prose).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write the run as one self-contained HTML page (steps in the runbook's prose).",
+)
 @click.pass_context
 def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Path | None) -> None:
     """Show one run: its inputs, and each step's outcome, duration and error."""
@@ -636,15 +794,34 @@ def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Pat
         _write_html(html_path, lambda: run_view(home, run))
     state = run.state
     if as_json:
-        _emit_json({"meta": run.meta.as_dict(), "status": state.status, "warnings": run.warnings,
-                    "steps": [{"step": k.step, "item": k.item, "status": s.status, "attempts": s.attempts,
-                               "duration": s.duration, "error": s.error, "reason": s.reason, "action": s.action,
-                               "outputs": s.outputs} for k, s in state.steps.items()]})
+        _emit_json(
+            {
+                "meta": run.meta.as_dict(),
+                "status": state.status,
+                "warnings": run.warnings,
+                "steps": [
+                    {
+                        "step": k.step,
+                        "item": k.item,
+                        "status": s.status,
+                        "attempts": s.attempts,
+                        "duration": s.duration,
+                        "error": s.error,
+                        "reason": s.reason,
+                        "action": s.action,
+                        "outputs": s.outputs,
+                    }
+                    for k, s in state.steps.items()
+                ],
+            }
+        )
         return
     meta = run.meta
     click.echo(f"run {meta.run_id}: {meta.runbook}" + (f" on profile {meta.profile}" if meta.profile else ""))
-    click.echo(f"status: {state.status}   started {meta.started_at} by {meta.who}   mode {meta.mode}"
-               + (f"   resumed {state.resumes}x" if state.resumes else ""))
+    click.echo(
+        f"status: {state.status}   started {meta.started_at} by {meta.who}   mode {meta.mode}"
+        + (f"   resumed {state.resumes}x" if state.resumes else "")
+    )
     if meta.parameters:
         click.echo("parameters: " + ", ".join(f"{k}={v!r}" for k, v in meta.parameters.items()))
     for warning in run.warnings:
@@ -679,12 +856,16 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
         if name is not None:
             check_name(name)
             if (home.runbooks_dir / f"{name}.md").exists() and not force:
-                raise IngestError(f"{home.shown(home.runbooks_dir / f'{name}.md')} already exists; use --force to "
-                                  "overwrite it, or --name to choose another name")
+                raise IngestError(
+                    f"{home.shown(home.runbooks_dir / f'{name}.md')} already exists; use --force to "
+                    "overwrite it, or --name to choose another name"
+                )
         proposal = propose(home, config, read_source(source), name)
         if proposal.path.exists() and not force:
-            raise IngestError(f"{home.shown(proposal.path)} already exists; use --force to overwrite it, or --name "
-                              "to choose another name")
+            raise IngestError(
+                f"{home.shown(proposal.path)} already exists; use --force to overwrite it, or --name "
+                "to choose another name"
+            )
     except (FetchError, IngestError) as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
     except InputError as exc:
@@ -708,8 +889,10 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
     except IngestError as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
     review = f" (steps marked review: {', '.join(proposal.review_steps)})" if proposal.review_steps else ""
-    click.echo(f"wrote {shown}. Try it: runbook run {proposal.name} --dry-run. It runs for real once you have "
-               f"reviewed it{review}: runbook trust {proposal.name}")
+    click.echo(
+        f"wrote {shown}. Try it: runbook run {proposal.name} --dry-run. It runs for real once you have "
+        f"reviewed it{review}: runbook trust {proposal.name}"
+    )
 
 
 @main.command("trust")
@@ -728,8 +911,7 @@ def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
         return
     report = validate_home(home, [path])
     if not report.ok:
-        _fail([*report.problems, Problem(runbook.file, None, None, "fix these before trusting it")],
-              exitcodes.PROBLEMS)
+        _fail([*report.problems, Problem(runbook.file, None, None, "fix these before trusting it")], exitcodes.PROBLEMS)
     digest = content_hash(path)
     try:
         review = review_of(home, runbook.name)
@@ -739,13 +921,17 @@ def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
         click.echo(f"{runbook.name} is already trusted as it is (reviewed by {review.by}, {review.at})")
         return
     origin = runbook.frontmatter["origin"]
-    click.echo(f"{runbook.name}: {runbook.description}\nfrom {origin.get('source')} (fetched {origin.get('fetched')})"
-               f"\nsha256 {digest}")
+    click.echo(
+        f"{runbook.name}: {runbook.description}\nfrom {origin.get('source')} (fetched {origin.get('fetched')})"
+        f"\nsha256 {digest}"
+    )
     if review is not None:
         click.echo(f"changed since {review.by} reviewed it ({review.at})")
     flagged = [s.id for s in runbook.steps if s.attrs.get("review")]
-    click.echo(f"{len(runbook.steps)} steps" + (f"; marked review (still gated at every run): {', '.join(flagged)}"
-                                                if flagged else ""))
+    click.echo(
+        f"{len(runbook.steps)} steps"
+        + (f"; marked review (still gated at every run): {', '.join(flagged)}" if flagged else "")
+    )
     if not yes:
         if not sys.stdin.isatty():
             _fail(f"not recorded: confirm on a terminal, or pass --yes after reading {runbook.file}", exitcodes.GATE)
@@ -756,8 +942,10 @@ def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
         done = record(home, runbook, path)
     except TrustError as exc:
         _fail(str(exc), exitcodes.PROBLEMS)
-    click.echo(f"trusted {runbook.name} (sha256 {done.sha256[:16]}..., by {done.by}): real runs are allowed until "
-               "the file changes")
+    click.echo(
+        f"trusted {runbook.name} (sha256 {done.sha256[:16]}..., by {done.by}): real runs are allowed until "
+        "the file changes"
+    )
 
 
 @main.group("sim")
@@ -771,8 +959,8 @@ def sim_cmd() -> None:
 def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the simulated cluster: nodes, VMs and their state, and simulated Talos nodes."""
     from .sim.server import state_path
-    from .sim.state import load
     from .sim.shell import VmInfo
+    from .sim.state import load
     from .sim.talos import TalosWorld
 
     home = _home(ctx)
@@ -781,8 +969,10 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
     except InputError as exc:
         _fail(exc.problems, exitcodes.PROBLEMS)
     if state is None:
-        message = ("no simulated cluster yet: the first 'runbook run ... --simulate' creates one from "
-                   "cluster-config.yaml and the profiles")
+        message = (
+            "no simulated cluster yet: the first 'runbook run ... --simulate' creates one from "
+            "cluster-config.yaml and the profiles"
+        )
         if as_json:
             _emit_json({"exists": False, "message": message})
         else:
@@ -803,9 +993,19 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
         return VmInfo(vm.vmid, vm.name, vm.node, vm.status, vm.template, dict(vm.config)) if vm else None
 
     talos = TalosWorld(dict(state.talos)).rows(lookup)
-    vms = [{"vmid": vm.vmid, "name": vm.name, "node": vm.node, "status": vm.status, "template": vm.template,
-            "tags": str(vm.config.get("tags", "")), "cores": vm.config.get("cores"), "memory": vm.config.get("memory")}
-           for vm in sorted(state.vms, key=lambda v: v.vmid)]
+    vms = [
+        {
+            "vmid": vm.vmid,
+            "name": vm.name,
+            "node": vm.node,
+            "status": vm.status,
+            "template": vm.template,
+            "tags": str(vm.config.get("tags", "")),
+            "cores": vm.config.get("cores"),
+            "memory": vm.config.get("memory"),
+        }
+        for vm in sorted(state.vms, key=lambda v: v.vmid)
+    ]
     if as_json:
         _emit_json({"exists": True, "nodes": [n.__dict__ for n in state.nodes], "vms": vms, "talos": talos})
         return
@@ -814,15 +1014,24 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
     table = _Table("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS", keep=6)
     for vm in vms:
         status = "template" if vm["template"] else vm["status"]
-        table.add_row(str(vm["vmid"]), vm["name"], vm["node"], status, str(vm["cores"] or "-"),
-                      f"{vm['memory']} MB" if vm["memory"] else "-", vm["tags"])
+        table.add_row(
+            str(vm["vmid"]),
+            vm["name"],
+            vm["node"],
+            status,
+            str(vm["cores"] or "-"),
+            f"{vm['memory']} MB" if vm["memory"] else "-",
+            vm["tags"],
+        )
     table.print()
     if talos:
         click.echo("\nTalos:")
         for row in talos:
-            click.echo(f"  {row['ip']:<15} {row.get('hostname') or '-':<12} {row.get('role') or '-':<13} "
-                       f"{row['state']:<12} talos {row.get('talos_version') or '-'}  "
-                       f"kubernetes {row.get('kubernetes_version') or '-'}")
+            click.echo(
+                f"  {row['ip']:<15} {row.get('hostname') or '-':<12} {row.get('role') or '-':<13} "
+                f"{row['state']:<12} talos {row.get('talos_version') or '-'}  "
+                f"kubernetes {row.get('kubernetes_version') or '-'}"
+            )
 
 
 @sim_cmd.command("reset")
@@ -848,8 +1057,9 @@ def sim_reset_cmd(ctx: click.Context) -> None:
             shutil.rmtree(folder)
     finally:
         lock.release()
-    click.echo(f"simulated cluster reset ({home.shown(folder)} removed)" if existed
-               else "no simulated cluster to reset")
+    click.echo(
+        f"simulated cluster reset ({home.shown(folder)} removed)" if existed else "no simulated cluster to reset"
+    )
 
 
 @main.command("completion")

@@ -53,11 +53,18 @@ def config_problems(doc: YamlDoc) -> list[Problem]:
     """Every problem in a loaded config document: YAML structure, schema, then cross-field rules."""
     fields = schemas.field_list(schemas.required_fields("cluster-config.schema.json"))
     if doc.data is None:
-        return [Problem(doc.file, 1, None, f"the file is empty; the cluster config needs {fields} "
-                                           "(see docs/profiles.md)")]
+        return [
+            Problem(doc.file, 1, None, f"the file is empty; the cluster config needs {fields} (see docs/profiles.md)")
+        ]
     if not isinstance(doc.data, dict):
-        return [Problem(doc.file, doc.line_of(()), None, f"the cluster config is a YAML mapping ({fields}), "
-                                                         f"but this file holds {schemas.describe(doc.data)}")]
+        return [
+            Problem(
+                doc.file,
+                doc.line_of(()),
+                None,
+                f"the cluster config is a YAML mapping ({fields}), but this file holds {schemas.describe(doc.data)}",
+            )
+        ]
     problems = list(doc.problems) + schemas.check(doc, "cluster-config.schema.json")
     if problems:
         return problems
@@ -70,22 +77,34 @@ def config_problems(doc: YamlDoc) -> list[Problem]:
             value = str(node[key])
             if value in seen:
                 first = ("cluster", "nodes", seen[value])
-                problems.append(doc.problem(("cluster", "nodes", index, key),
-                                            f"node {key} '{value}' is used twice (also nodes[{seen[value]}] on line "
-                                            f"{doc.line_of(first)}); every node needs its own {key}"))
+                problems.append(
+                    doc.problem(
+                        ("cluster", "nodes", index, key),
+                        f"node {key} '{value}' is used twice (also nodes[{seen[value]}] on line "
+                        f"{doc.line_of(first)}); every node needs its own {key}",
+                    )
+                )
             else:
                 seen[value] = index
     ranges = data["vmid_ranges"]
     for kind in ("templates", "vms"):
         if ranges[kind]["min"] > ranges[kind]["max"]:
-            problems.append(doc.problem(("vmid_ranges", kind, "min"),
-                                        f"min {ranges[kind]['min']} is above max {ranges[kind]['max']}; "
-                                        "swap them or correct the one that is wrong"))
+            problems.append(
+                doc.problem(
+                    ("vmid_ranges", kind, "min"),
+                    f"min {ranges[kind]['min']} is above max {ranges[kind]['max']}; "
+                    "swap them or correct the one that is wrong",
+                )
+            )
     t, v = ranges["templates"], ranges["vms"]
     if t["min"] <= v["max"] and v["min"] <= t["max"]:
-        problems.append(doc.problem(("vmid_ranges", "vms"),
-                                    f"the VM range {v['min']}-{v['max']} overlaps the template range "
-                                    f"{t['min']}-{t['max']}; templates and VMs must never share VMIDs"))
+        problems.append(
+            doc.problem(
+                ("vmid_ranges", "vms"),
+                f"the VM range {v['min']}-{v['max']} overlaps the template range "
+                f"{t['min']}-{t['max']}; templates and VMs must never share VMIDs",
+            )
+        )
     problems += _tls_problems(doc, data)
     return problems
 
@@ -107,31 +126,57 @@ def _tls_problems(doc: YamlDoc, data: dict[str, Any]) -> list[Problem]:
         if not (tls.get("ca_file") or pinned):
             return []
         what = (f"ca_file and {pins}" if tls.get("ca_file") else pins) if own else "ca_file/fingerprint"
-        return [doc.problem(("tls", "insecure"), f"insecure: true together with {what} is contradictory; "
-                                                 "remove insecure to verify the certificate")]
+        return [
+            doc.problem(
+                ("tls", "insecure"),
+                f"insecure: true together with {what} is contradictory; remove insecure to verify the certificate",
+            )
+        ]
     if tls.get("ca_file") and pinned:
-        return [doc.problem(("tls", "ca_file"),
-                            f"ca_file and {pins} are both given, but a node's certificate is checked one way "
-                            "only: remove ca_file to pin every node by its fingerprint, or remove the "
-                            "fingerprint(s) to verify every node with the cluster CA")]
+        return [
+            doc.problem(
+                ("tls", "ca_file"),
+                f"ca_file and {pins} are both given, but a node's certificate is checked one way "
+                "only: remove ca_file to pin every node by its fingerprint, or remove the "
+                "fingerprint(s) to verify every node with the cluster CA",
+            )
+        ]
     if pinned and not tls.get("fingerprint"):
-        pinned_by_own = f"node {own[0]} is pinned by its own" if len(own) == 1 else \
-            f"nodes {', '.join(own)} are pinned by their own"
-        return [doc.problem(("cluster", "nodes", index),
-                            f"node {node['name']} has no fingerprint, while {pinned_by_own}: when pinning, every "
-                            f"node needs one. Add fingerprint: to {node['name']} (on that node: 'openssl x509 "
-                            "-noout -fingerprint -sha256 -in /etc/pve/local/pve-ssl.pem'), or set tls.fingerprint "
-                            "for the nodes without one of their own")
-                for index, node in enumerate(nodes) if not node.get("fingerprint")]
+        pinned_by_own = (
+            f"node {own[0]} is pinned by its own"
+            if len(own) == 1
+            else f"nodes {', '.join(own)} are pinned by their own"
+        )
+        return [
+            doc.problem(
+                ("cluster", "nodes", index),
+                f"node {node['name']} has no fingerprint, while {pinned_by_own}: when pinning, every "
+                f"node needs one. Add fingerprint: to {node['name']} (on that node: 'openssl x509 "
+                "-noout -fingerprint -sha256 -in /etc/pve/local/pve-ssl.pem'), or set tls.fingerprint "
+                "for the nodes without one of their own",
+            )
+            for index, node in enumerate(nodes)
+            if not node.get("fingerprint")
+        ]
     if pinned or tls.get("ca_file"):
         return []
     if tls.get("insecure") is False:
-        return [doc.problem(("tls",), "insecure: false says to verify the nodes' certificate, but not how: "
-                                      "add ca_file (the cluster CA, /etc/pve/pve-root-ca.pem on a node) "
-                                      "or fingerprint (SHA-256 of the node certificate)")]
-    return [doc.problem(("tls",), "say how to verify the nodes' certificate: ca_file (the cluster CA, "
-                                  "/etc/pve/pve-root-ca.pem on a node), fingerprint (SHA-256 of the node "
-                                  "certificate), or insecure: true")]
+        return [
+            doc.problem(
+                ("tls",),
+                "insecure: false says to verify the nodes' certificate, but not how: "
+                "add ca_file (the cluster CA, /etc/pve/pve-root-ca.pem on a node) "
+                "or fingerprint (SHA-256 of the node certificate)",
+            )
+        ]
+    return [
+        doc.problem(
+            ("tls",),
+            "say how to verify the nodes' certificate: ca_file (the cluster CA, "
+            "/etc/pve/pve-root-ca.pem on a node), fingerprint (SHA-256 of the node "
+            "certificate), or insecure: true",
+        )
+    ]
 
 
 def _pins_named(cluster_wide: bool, own: list[str]) -> str:
@@ -140,6 +185,7 @@ def _pins_named(cluster_wide: bool, own: list[str]) -> str:
     if cluster_wide:
         named.append("tls.fingerprint")
     if own:
-        named.append(f"the fingerprint of node {own[0]}" if len(own) == 1 else
-                     f"the fingerprints of nodes {', '.join(own)}")
+        named.append(
+            f"the fingerprint of node {own[0]}" if len(own) == 1 else f"the fingerprints of nodes {', '.join(own)}"
+        )
     return " and ".join(named)

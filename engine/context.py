@@ -35,7 +35,9 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
         param = specs.get(name)
         if param is None:
             known = ", ".join(specs) or "none"
-            problems.append(Problem("--param", None, name, f"{runbook.name} has no parameter '{name}' (parameters: {known})"))
+            problems.append(
+                Problem("--param", None, name, f"{runbook.name} has no parameter '{name}' (parameters: {known})")
+            )
             continue
         try:
             value = _typed(param.type, raw)
@@ -45,8 +47,11 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
         try:
             errors = parameter_value_errors(param.spec, value)
         except PatternTooSlow as slow:  # the runbook's fault, not the value's: point at its frontmatter
-            what = f"the value {short(raw)} given with --param {name}" if slow.text == value else \
-                f"{short(slow.text)}, an item of the value given with --param {name}"
+            what = (
+                f"the value {short(raw)} given with --param {name}"
+                if slow.text == value
+                else f"{short(slow.text)}, an item of the value given with --param {name}"
+            )
             problems.append(slow.problem(runbook.file, param.line, name, param.spec, what))
             continue
         if errors:
@@ -57,8 +62,14 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
         if param.name in values or param.name in given:
             continue
         if param.required:
-            problems.append(Problem("--param", None, param.name,
-                                    f"required parameter missing: add --param {param.name}=VALUE ({param.description})"))
+            problems.append(
+                Problem(
+                    "--param",
+                    None,
+                    param.name,
+                    f"required parameter missing: add --param {param.name}=VALUE ({param.description})",
+                )
+            )
         else:
             values[param.name] = param.default
     if problems:
@@ -97,8 +108,13 @@ def _typed(kind: str, raw: str) -> Any:
     return raw
 
 
-def template_context(config: ClusterConfig, profile: Profile | None, plan: Plan | None,
-                     params: Mapping[str, Any], home_root: Path | None = None) -> dict[str, Any]:
+def template_context(
+    config: ClusterConfig,
+    profile: Profile | None,
+    plan: Plan | None,
+    params: Mapping[str, Any],
+    home_root: Path | None = None,
+) -> dict[str, Any]:
     """The names every template of a run can use (``steps`` is added by the runner).
 
     ``talos_config_dir`` is the profile's ``talos.config_dir`` made absolute (``~`` expanded,

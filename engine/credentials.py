@@ -32,8 +32,9 @@ TOKEN_ID_RE = re.compile(_TOKEN_ID)
 ENV_TOKEN_RE = re.compile(rf"(?P<id>{_TOKEN_ID})=(?P<secret>\S+)")
 
 _ENTRY_FORMAT = "line 1 the token id (user@realm!tokenid), line 2 the secret"
-_BOOTSTRAP = ("the RBAC bootstrap creates the token on a node (`pveum user token add USER@REALM TOKENID` prints "
-              "the secret once)")
+_BOOTSTRAP = (
+    "the RBAC bootstrap creates the token on a node (`pveum user token add USER@REALM TOKENID` prints the secret once)"
+)
 
 
 class CredentialError(Exception):
@@ -82,9 +83,11 @@ def parse_env_token(value: str, var: str, pass_path: str) -> ApiToken:
         problem = "has nothing after the '='"
     else:
         problem = "has whitespace in the secret"
-    raise CredentialError(f"environment variable {var} {problem} (its value is not shown). Set it to "
-                          f"user@realm!tokenid=secret, e.g. runbook@pve!ci=<secret>, or unset it to read the "
-                          f"token from pass entry '{pass_path}'.")
+    raise CredentialError(
+        f"environment variable {var} {problem} (its value is not shown). Set it to "
+        f"user@realm!tokenid=secret, e.g. runbook@pve!ci=<secret>, or unset it to read the "
+        f"token from pass entry '{pass_path}'."
+    )
 
 
 def read_pass_token(pass_path: str, env: Mapping[str, str], *, timeout: float = PASS_TIMEOUT) -> ApiToken:
@@ -92,24 +95,32 @@ def read_pass_token(pass_path: str, env: Mapping[str, str], *, timeout: float = 
     try:
         returncode, stdout, stderr = _run_pass(pass_path, env, timeout)
     except FileNotFoundError:
-        raise CredentialError(f"pass is not installed (or not on PATH), so the API token in pass entry "
-                              f"'{pass_path}' cannot be read. Install it (Debian: apt install pass gnupg), or set "
-                              f"{DEFAULT_TOKEN_ENV}=user@realm!tokenid=secret.") from None
+        raise CredentialError(
+            f"pass is not installed (or not on PATH), so the API token in pass entry "
+            f"'{pass_path}' cannot be read. Install it (Debian: apt install pass gnupg), or set "
+            f"{DEFAULT_TOKEN_ENV}=user@realm!tokenid=secret."
+        ) from None
     except subprocess.TimeoutExpired:
-        raise CredentialError(f"`pass show {pass_path}` did not finish within {timeout:g} s; gpg is probably "
-                              f"waiting for the key's passphrase on a pinentry it cannot show. Unlock the key first "
-                              f"(run `pass show {pass_path}` in a terminal), then run again.") from None
+        raise CredentialError(
+            f"`pass show {pass_path}` did not finish within {timeout:g} s; gpg is probably "
+            f"waiting for the key's passphrase on a pinentry it cannot show. Unlock the key first "
+            f"(run `pass show {pass_path}` in a terminal), then run again."
+        ) from None
     if returncode != 0:
         # Whatever pass printed on stdout before failing must not leak through its stderr.
         stderr = scrub(stderr, *(Secret(line) for line in stdout.splitlines() if line.strip())).strip()
         if "is not in the password store" in stderr:
-            raise CredentialError(f"pass entry '{pass_path}' does not exist. Store the API token there: "
-                                  f"{_BOOTSTRAP}; then `pass insert -m {pass_path}` with {_ENTRY_FORMAT}.")
+            raise CredentialError(
+                f"pass entry '{pass_path}' does not exist. Store the API token there: "
+                f"{_BOOTSTRAP}; then `pass insert -m {pass_path}` with {_ENTRY_FORMAT}."
+            )
         if "gpg:" in stderr:
-            raise CredentialError(f"gpg could not decrypt pass entry '{pass_path}': {stderr}. Check that the "
-                                  f"secret key the store is encrypted to is in this keyring (`gpg "
-                                  f"--list-secret-keys`; GNUPGHOME selects the keyring) and that gpg-agent can ask "
-                                  f"for its passphrase.")
+            raise CredentialError(
+                f"gpg could not decrypt pass entry '{pass_path}': {stderr}. Check that the "
+                f"secret key the store is encrypted to is in this keyring (`gpg "
+                f"--list-secret-keys`; GNUPGHOME selects the keyring) and that gpg-agent can ask "
+                f"for its passphrase."
+            )
         raise CredentialError(f"`pass show {pass_path}` failed (exit {returncode}): {stderr or 'no message'}")
     return _token_from_entry(stdout, pass_path)
 
@@ -121,9 +132,15 @@ def _run_pass(pass_path: str, env: Mapping[str, str], timeout: float) -> tuple[i
     reading them would then wait as long as gpg does. The partial output of a killed run is
     dropped unread: it may hold the secret.
     """
-    with subprocess.Popen(["pass", "show", pass_path], env=dict(env), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        ["pass", "show", pass_path],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -143,8 +160,10 @@ def _token_from_entry(text: str, pass_path: str) -> ApiToken:
         raise CredentialError(f"pass entry '{pass_path}' has {len(lines)} line(s); it must have exactly 2. {fix}")
     token_id, secret = lines
     if not TOKEN_ID_RE.fullmatch(token_id):
-        raise CredentialError(f"line 1 of pass entry '{pass_path}' is not a token id of the form "
-                              f"user@realm!tokenid (if '{pass_path}' is a folder, pass printed its listing). {fix}")
+        raise CredentialError(
+            f"line 1 of pass entry '{pass_path}' is not a token id of the form "
+            f"user@realm!tokenid (if '{pass_path}' is a folder, pass printed its listing). {fix}"
+        )
     if not secret:
         raise CredentialError(f"pass entry '{pass_path}' has an empty secret on line 2. {fix}")
     if re.search(r"\s", secret):
@@ -158,8 +177,9 @@ class TokenSource:
     ``env`` None means the process environment as it is at each ``get()``.
     """
 
-    def __init__(self, config_data: dict[str, Any], env: Mapping[str, str] | None = None, *,
-                 timeout: float = PASS_TIMEOUT):
+    def __init__(
+        self, config_data: dict[str, Any], env: Mapping[str, str] | None = None, *, timeout: float = PASS_TIMEOUT
+    ):
         self._config = config_data
         self._env = env
         self._timeout = timeout

@@ -18,8 +18,15 @@ from .secrets import Secret
 class Dispatcher:
     """One executor per kind, shared by every step of a run."""
 
-    def __init__(self, config_data: Mapping[str, Any], home_root: Path, env: Mapping[str, str] | None = None,
-                 *, api_factory: Callable[[], Any] | None = None, overrides: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        config_data: Mapping[str, Any],
+        home_root: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        api_factory: Callable[[], Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ):
         self._config = config_data
         self._home = home_root
         self._env = env

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import exitcodes
@@ -45,13 +45,27 @@ def cluster_vms(dispatcher: Dispatcher) -> list[ExistingVm]:
         if item.get("type", "qemu") not in ("qemu", "lxc") or "vmid" not in item:
             continue
         tags = tuple(t for t in str(item.get("tags") or "").replace(",", ";").replace(" ", ";").split(";") if t)
-        vms.append(ExistingVm(int(item["vmid"]), str(item.get("name", "")), str(item.get("node", "")), tags,
-                              bool(item.get("template"))))
+        vms.append(
+            ExistingVm(
+                int(item["vmid"]),
+                str(item.get("name", "")),
+                str(item.get("node", "")),
+                tags,
+                bool(item.get("template")),
+            )
+        )
     return vms
 
 
-def _prepare(home: Home, name: str, profile: str | None, given: Mapping[str, str], dispatcher: Dispatcher | None,
-             *, live: bool = True) -> Session:
+def _prepare(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    dispatcher: Dispatcher | None,
+    *,
+    live: bool = True,
+) -> Session:
     """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used."""
     session = prepare(home, name, profile, given)
     if dispatcher is not None and live and session.profile is not None:
@@ -61,23 +75,41 @@ def _prepare(home: Home, name: str, profile: str | None, given: Mapping[str, str
     return session
 
 
-def plan_run(home: Home, name: str, profile: str | None, given: Mapping[str, str], *, offline: bool,
-             dispatcher: Dispatcher | None, on_event: Callable[[str, PlanEntry], None] | None = None) -> Outcome:
+def plan_run(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    *,
+    offline: bool,
+    dispatcher: Dispatcher | None,
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+) -> Outcome:
     """A dry-run: the plan of every step; read-only steps may query the cluster unless ``offline``."""
     live = None if offline else dispatcher
     try:
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
-    runner = Runner(session.runbook, session.context, executor=live, dry_run=True, approver=_Never(),
-                    on_event=on_event)
+    runner = Runner(session.runbook, session.context, executor=live, dry_run=True, approver=_Never(), on_event=on_event)
     try:
         entries = runner.run()
     except StepError as exc:
-        return Outcome("failed", exitcodes.FAILED, f"a read-only step failed while planning: {exc.message}",
-                       session, entries=runner.entries)
-    return Outcome("planned", exitcodes.OK, "dry-run: nothing was changed", session, entries=entries,
-                   warnings=list(dispatcher.warnings) if live else [])
+        return Outcome(
+            "failed",
+            exitcodes.FAILED,
+            f"a read-only step failed while planning: {exc.message}",
+            session,
+            entries=runner.entries,
+        )
+    return Outcome(
+        "planned",
+        exitcodes.OK,
+        "dry-run: nothing was changed",
+        session,
+        entries=entries,
+        warnings=list(dispatcher.warnings) if live else [],
+    )
 
 
 class _Never:
@@ -90,20 +122,36 @@ class _Never:
 def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
     hashes = session.hashes()
     profile = session.profile
-    return RunMeta(run_id=run_id, runbook=session.runbook.name, runbook_file=session.runbook.file,
-                   runbook_sha256=hashes["runbook"], profile=profile.name if profile else None,
-                   profile_file=profile.file if profile else None, profile_sha256=hashes.get("profile"),
-                   cluster_config_sha256=hashes["config"], parameters=session.params, mode=mode,
-                   started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return RunMeta(
+        run_id=run_id,
+        runbook=session.runbook.name,
+        runbook_file=session.runbook.file,
+        runbook_sha256=hashes["runbook"],
+        profile=profile.name if profile else None,
+        profile_file=profile.file if profile else None,
+        profile_sha256=hashes.get("profile"),
+        cluster_config_sha256=hashes["config"],
+        parameters=session.params,
+        mode=mode,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
 
 
 def _lock_name(session: Session) -> str:
     return session.profile.name if session.profile else f"runbook-{session.runbook.name.lstrip('_')}"
 
 
-def start_run(home: Home, name: str, profile: str | None, given: Mapping[str, str], *, dispatcher: Dispatcher,
-              approver: Approver, mode: str = "run", on_event: Callable[[str, PlanEntry], None] | None = None
-              ) -> Outcome:
+def start_run(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    *,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    mode: str = "run",
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+) -> Outcome:
     """Run a runbook for real, journaled, under its profile's lock."""
     try:
         session = _prepare(home, name, profile, given, dispatcher)
@@ -112,7 +160,7 @@ def start_run(home: Home, name: str, profile: str | None, given: Mapping[str, st
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
-    run_id = new_run_id(session.runbook.name, datetime.now(timezone.utc))
+    run_id = new_run_id(session.runbook.name, datetime.now(UTC))
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
         note = lock.acquire()
@@ -120,8 +168,15 @@ def start_run(home: Home, name: str, profile: str | None, given: Mapping[str, st
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
-            runner = Runner(session.runbook, session.context, executor=dispatcher, dry_run=False,
-                            approver=approver, recorder=record, on_event=on_event)
+            runner = Runner(
+                session.runbook,
+                session.context,
+                executor=dispatcher,
+                dry_run=False,
+                approver=approver,
+                recorder=record,
+                on_event=on_event,
+            )
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
@@ -131,8 +186,15 @@ def start_run(home: Home, name: str, profile: str | None, given: Mapping[str, st
     return outcome
 
 
-def resume_run(home: Home, run_id: str, *, dispatcher: Dispatcher, approver: Approver, force: bool,
-               on_event: Callable[[str, PlanEntry], None] | None = None) -> Outcome:
+def resume_run(
+    home: Home,
+    run_id: str,
+    *,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    force: bool,
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+) -> Outcome:
     """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked."""
     loaded = load_run(home.state_dir, run_id)
     meta = loaded.meta
@@ -147,15 +209,25 @@ def resume_run(home: Home, run_id: str, *, dispatcher: Dispatcher, approver: App
     refused = _untrusted(home, session, run_id)
     if refused is not None:
         return refused
-    changed = [name for name, (then, now) in {
-        "runbook": (meta.runbook_sha256, session.hashes()["runbook"]),
-        "profile": (meta.profile_sha256, session.hashes().get("profile")),
-        "cluster-config.yaml": (meta.cluster_config_sha256, session.hashes()["config"])}.items() if then != now]
+    changed = [
+        name
+        for name, (then, now) in {
+            "runbook": (meta.runbook_sha256, session.hashes()["runbook"]),
+            "profile": (meta.profile_sha256, session.hashes().get("profile")),
+            "cluster-config.yaml": (meta.cluster_config_sha256, session.hashes()["config"]),
+        }.items()
+        if then != now
+    ]
     if changed and not force:
-        return Outcome("refused", exitcodes.REFUSED,
-                       f"refusing to resume {run_id}: {', '.join(changed)} changed since the run started, so the "
-                       "remaining steps would not be the ones that were reviewed. Review the change, then resume "
-                       "with --force, or start a new run", session, run_id)
+        return Outcome(
+            "refused",
+            exitcodes.REFUSED,
+            f"refusing to resume {run_id}: {', '.join(changed)} changed since the run started, so the "
+            "remaining steps would not be the ones that were reviewed. Review the change, then resume "
+            "with --force, or start a new run",
+            session,
+            run_id,
+        )
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
         note = lock.acquire()
@@ -167,9 +239,17 @@ def resume_run(home: Home, run_id: str, *, dispatcher: Dispatcher, approver: App
             steps = before.state.steps
             done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
             doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)
-            runner = Runner(session.runbook, session.context, executor=dispatcher, dry_run=False,
-                            approver=approver, recorder=record, done=done, check_unfinished=doubt,
-                            on_event=on_event)
+            runner = Runner(
+                session.runbook,
+                session.context,
+                executor=dispatcher,
+                dry_run=False,
+                approver=approver,
+                recorder=record,
+                done=done,
+                check_unfinished=doubt,
+                on_event=on_event,
+            )
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
@@ -205,21 +285,38 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
         record.run_finished("stopped_at_gate")
         entry = stop.entry
         which = f"{entry.step_id}[{entry.item_key}]" if entry.item_key else entry.step_id
-        return Outcome("stopped_at_gate", exitcodes.GATE,
-                       f"stopped before gated step '{which}' ({'; '.join(entry.gate_reasons)}); nothing of it ran. "
-                       f"Review it (runbook runs show {run_id}), then approve and continue: "
-                       f"runbook resume {run_id} --approve {entry.step_id}   (or --yes to approve every gate)",
-                       session, run_id, runner.entries)
+        return Outcome(
+            "stopped_at_gate",
+            exitcodes.GATE,
+            f"stopped before gated step '{which}' ({'; '.join(entry.gate_reasons)}); nothing of it ran. "
+            f"Review it (runbook runs show {run_id}), then approve and continue: "
+            f"runbook resume {run_id} --approve {entry.step_id}   (or --yes to approve every gate)",
+            session,
+            run_id,
+            runner.entries,
+        )
     except StepError as exc:
         record.run_finished("failed")
         which = f"{exc.entry.step_id}[{exc.entry.item_key}]" if exc.entry.item_key else exc.entry.step_id
-        return Outcome("failed", exitcodes.FAILED,
-                       f"step '{which}' failed: {exc.message}\nFix the cause, then continue where it stopped: "
-                       f"runbook resume {run_id}", session, run_id, runner.entries)
+        return Outcome(
+            "failed",
+            exitcodes.FAILED,
+            f"step '{which}' failed: {exc.message}\nFix the cause, then continue where it stopped: "
+            f"runbook resume {run_id}",
+            session,
+            run_id,
+            runner.entries,
+        )
     except InputError as exc:
         record.run_finished("failed")
-        return Outcome("failed", exitcodes.PROBLEMS,
-                       "\n".join(str(p) for p in exc.problems) + f"\nFix the runbook, then: runbook resume {run_id} "
-                       "--force (the runbook changed, so resume needs --force)", session, run_id, runner.entries)
+        return Outcome(
+            "failed",
+            exitcodes.PROBLEMS,
+            "\n".join(str(p) for p in exc.problems) + f"\nFix the runbook, then: runbook resume {run_id} "
+            "--force (the runbook changed, so resume needs --force)",
+            session,
+            run_id,
+            runner.entries,
+        )
     record.run_finished("succeeded")
     return Outcome("succeeded", exitcodes.OK, f"run {run_id} succeeded", session, run_id, entries)

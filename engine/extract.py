@@ -42,5 +42,5 @@ def _jq_message(text: str) -> str:
     """jq's error text without its wrapping (``jq: error (at <unknown>): VM 1042 ...``)."""
     for prefix in ("jq: error (at <unknown>): ", "jq: error: "):
         if text.startswith(prefix):
-            return text[len(prefix):]
+            return text[len(prefix) :]
     return text

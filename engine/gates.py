@@ -24,9 +24,13 @@ _SHELL_DESTRUCTIVE = (
     (re.compile(r"\brm\s+-[a-zA-Z]*[rf]"), "rm -r/-f"),
     (re.compile(r"\b(shutdown|reboot|poweroff)\b"), "powers off or reboots a machine"),
 )
-_TALOS_DESTRUCTIVE = {"reset": "wipes a Talos node", "upgrade": "upgrades and reboots a Talos node",
-                      "reboot": "reboots a Talos node", "shutdown": "shuts down a Talos node",
-                      "upgrade-k8s": "upgrades Kubernetes across the cluster"}
+_TALOS_DESTRUCTIVE = {
+    "reset": "wipes a Talos node",
+    "upgrade": "upgrades and reboots a Talos node",
+    "reboot": "reboots a Talos node",
+    "shutdown": "shuts down a Talos node",
+    "upgrade-k8s": "upgrades Kubernetes across the cluster",
+}
 
 
 def gate_reasons(step: Step, action: Action | None) -> list[str]:

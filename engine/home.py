@@ -79,8 +79,9 @@ def example_home(env: Mapping[str, str] = os.environ) -> Home:
     return Home(data_path(), state_root=state)
 
 
-def find_home(explicit: str | None, env: Mapping[str, str] = os.environ, cwd: Path | None = None,
-              fallback: bool = True) -> Home:
+def find_home(
+    explicit: str | None, env: Mapping[str, str] = os.environ, cwd: Path | None = None, fallback: bool = True
+) -> Home:
     """Locate the home from ``--home``, ``RUNBOOK_HOME`` or the current folder upward.
 
     With none of them, the example home when ``fallback`` (a home named explicitly that is not one
@@ -92,8 +93,10 @@ def find_home(explicit: str | None, env: Mapping[str, str] = os.environ, cwd: Pa
             if not root.is_dir():
                 raise HomeError(f"{source} points at {root}, which is not a folder")
             if not (root / CONFIG_NAME).is_file():
-                raise HomeError(f"{source} points at {root}, which is not a runbook home: it has no {CONFIG_NAME}. "
-                                f"A home holds {CONFIG_NAME}, clusters/ and runbooks/")
+                raise HomeError(
+                    f"{source} points at {root}, which is not a runbook home: it has no {CONFIG_NAME}. "
+                    f"A home holds {CONFIG_NAME}, clusters/ and runbooks/"
+                )
             return Home(root.resolve())
     start = (cwd or Path.cwd()).resolve()
     for folder in (start, *start.parents):
@@ -101,5 +104,7 @@ def find_home(explicit: str | None, env: Mapping[str, str] = os.environ, cwd: Pa
             return Home(folder)
     if fallback:
         return example_home(env)
-    raise HomeError(f"no runbook home found: neither {start} nor any folder above it has a {CONFIG_NAME}. "
-                    "Run from inside a home, pass --home DIR, or set RUNBOOK_HOME")
+    raise HomeError(
+        f"no runbook home found: neither {start} nor any folder above it has a {CONFIG_NAME}. "
+        "Run from inside a home, pass --home DIR, or set RUNBOOK_HOME"
+    )

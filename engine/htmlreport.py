@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,51 +39,81 @@ from .session import Session
 #: What each status means to a reader: in a plan, the terminal plan's own words; in a run, the journal's.
 PLAN_LABELS = {**_STATUS, "not_reached": "not planned (planning stopped before it)"}
 RUN_LABELS = {
-    "succeeded": "succeeded", "skipped": "skipped", "failed": "FAILED",
+    "succeeded": "succeeded",
+    "skipped": "skipped",
+    "failed": "FAILED",
     "in_doubt": "started, outcome unknown (the run was interrupted)",
     "stopped_at_gate": "stopped at its gate: not approved, nothing of it ran",
     "not_reached": "not reached",
 }
 #: Where a status sits on the page: the CSS class of its badge.
 STATUS_TONE = {
-    "would_run": "run", "succeeded": "ok", "skipped": "skip", "unknown": "unknown", "failed": "bad",
-    "in_doubt": "bad", "stopped_at_gate": "gate", "not_reached": "skip",
+    "would_run": "run",
+    "succeeded": "ok",
+    "skipped": "skip",
+    "unknown": "unknown",
+    "failed": "bad",
+    "in_doubt": "bad",
+    "stopped_at_gate": "gate",
+    "not_reached": "skip",
 }
 _SKIP_REASONS = {"when_false": "when is false", "check_true": "check is true: already in place"}
-_ACTIONS = {"ApiRequest": ApiRequest, "ShellCommand": ShellCommand, "TalosctlCommand": TalosctlCommand,
-            "HttpRequest": HttpRequest}
+_ACTIONS = {
+    "ApiRequest": ApiRequest,
+    "ShellCommand": ShellCommand,
+    "TalosctlCommand": TalosctlCommand,
+    "HttpRequest": HttpRequest,
+}
 _STEP_MARK = "\x00step:{}\x00"  # markdown-it turns NUL in its input into U+FFFD, so no runbook can forge it
 
 
 # ---------------------------------------------------------------- view model: dry-run
 
 
-def plan_view(session: Session, entries: list[PlanEntry], *, offline: bool, who: str | None = None,
-              now: datetime | None = None, outcome: tuple[str, str] | None = None) -> dict[str, Any]:
+def plan_view(
+    session: Session,
+    entries: list[PlanEntry],
+    *,
+    offline: bool,
+    who: str | None = None,
+    now: datetime | None = None,
+    outcome: tuple[str, str] | None = None,
+) -> dict[str, Any]:
     """The view model of a dry-run plan, from the very data ``plan --json`` prints.
 
     ``outcome`` is (status, message) when planning stopped early (a read-only step failed).
     """
     data = _checked(plan_json(session, entries, offline=offline))
-    when = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat(timespec="seconds")
+    when = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
     hashes = [{"name": name, "sha256": digest, "note": ""} for name, digest in data["hashes"].items()]
     view = _common(data["runbook"], session.runbook, data["steps"], PLAN_LABELS)
-    view.update({
-        "kind": "plan",
-        "heading": f"Dry-run plan of {data['runbook']}",
-        "file": data["file"], "profile": data["profile"], "cluster": data["cluster"],
-        "parameters": _parameters(data["parameters"]), "offline": data["offline"],
-        "who": who or current_who(), "when": when, "when_text": _time_text(when), "generated": _time_text(when),
-        "hashes": hashes,
-        "mode_note": ("nothing is changed and nothing is contacted (--offline)" if offline else
-                      "nothing is changed; read-only steps queried the cluster to make this plan"),
-        "summary": _summary_view(data["summary"], PLAN_LABELS),
-        "nodes": _nodes(session.config.data, data["plan"]),
-        "plan_note": "" if offline or data["plan"] is None else "planned against the VMs on the cluster now",
-        "legend": ["new VM, created by this run", "already on the cluster, kept as it is"],
-        "run": None,
-        "outcome": {"status": outcome[0], "message": outcome[1]} if outcome else None,
-    })
+    view.update(
+        {
+            "kind": "plan",
+            "heading": f"Dry-run plan of {data['runbook']}",
+            "file": data["file"],
+            "profile": data["profile"],
+            "cluster": data["cluster"],
+            "parameters": _parameters(data["parameters"]),
+            "offline": data["offline"],
+            "who": who or current_who(),
+            "when": when,
+            "when_text": _time_text(when),
+            "generated": _time_text(when),
+            "hashes": hashes,
+            "mode_note": (
+                "nothing is changed and nothing is contacted (--offline)"
+                if offline
+                else "nothing is changed; read-only steps queried the cluster to make this plan"
+            ),
+            "summary": _summary_view(data["summary"], PLAN_LABELS),
+            "nodes": _nodes(session.config.data, data["plan"]),
+            "plan_note": "" if offline or data["plan"] is None else "planned against the VMs on the cluster now",
+            "legend": ["new VM, created by this run", "already on the cluster, kept as it is"],
+            "run": None,
+            "outcome": {"status": outcome[0], "message": outcome[1]} if outcome else None,
+        }
+    )
     return _checked(view)
 
 
@@ -113,11 +143,15 @@ def run_view(home: Home, loaded: LoadedRun, *, now: datetime | None = None) -> d
         try:
             runbook = parse_runbook_file(path, home.shown(path))
         except InputError as exc:
-            notes.append(f"the runbook {home.shown(path)} no longer parses ({len(exc.problems)} problem(s)), so the "
-                         "steps are listed without its prose")
+            notes.append(
+                f"the runbook {home.shown(path)} no longer parses ({len(exc.problems)} problem(s)), so the "
+                "steps are listed without its prose"
+            )
         if runbook_now != meta.runbook_sha256:
-            notes.append(f"the runbook {home.shown(path)} changed since this run started: the prose and the places "
-                         "of the steps below are from the file as it is now, not the one that ran")
+            notes.append(
+                f"the runbook {home.shown(path)} changed since this run started: the prose and the places "
+                "of the steps below are from the file as it is now, not the one that ran"
+            )
     config, cluster, plan, profile_now = None, None, None, None
     try:
         config = load_config(home)
@@ -132,35 +166,52 @@ def run_view(home: Home, loaded: LoadedRun, *, now: datetime | None = None) -> d
         except Exception as exc:  # a profile that no longer loads or plans: the run record still shows
             notes.append(f"the profile {meta.profile} cannot be planned now ({exc}), so its VMs are not shown")
     config_now = _sha256(home.config_path) if home.config_path.is_file() else None
-    hashes = [_hash_row("runbook", meta.runbook_sha256, runbook_now),
-              _hash_row("config", meta.cluster_config_sha256, config_now)]
+    hashes = [
+        _hash_row("runbook", meta.runbook_sha256, runbook_now),
+        _hash_row("config", meta.cluster_config_sha256, config_now),
+    ]
     if meta.profile:
         hashes.insert(1, _hash_row("profile", meta.profile_sha256, profile_now))
 
     steps = run_steps(loaded, runbook)
     view = _common(meta.runbook, runbook, steps, RUN_LABELS)
     failed = [s for s in steps if s["status"] == "failed"]
-    resumed = [{"who": r.get("who", "?"), "when": _time_text(r.get("ts", "?"))} for r in loaded.records
-               if r["type"] == "run_resumed"]
-    view.update({
-        "kind": "run",
-        "heading": f"Run {meta.run_id}",
-        "file": meta.runbook_file, "profile": meta.profile, "cluster": cluster,
-        "parameters": _parameters(meta.parameters or {}), "offline": False,
-        "who": meta.who, "when": meta.started_at, "when_text": _time_text(meta.started_at), "hashes": hashes,
-        "generated": _time_text((now or datetime.now(timezone.utc)).isoformat(timespec="seconds")),
-        "mode_note": f"mode {meta.mode}, engine {meta.engine_version}",
-        "summary": _summary_view(_run_summary(steps), RUN_LABELS),
-        "nodes": _nodes(config.data, plan) if config is not None else None,
-        "plan_note": "computed from the profile as it is now, without the cluster's state" if plan else "",
-        "legend": ["a VM of the profile's plan", "a VM already on the cluster"],
-        "run": {"id": meta.run_id, "status": state.status, "status_label": _run_status(state.status),
-                "finished": _time_text(state.finished) if state.finished else None, "resumed": resumed,
+    resumed = [
+        {"who": r.get("who", "?"), "when": _time_text(r.get("ts", "?"))}
+        for r in loaded.records
+        if r["type"] == "run_resumed"
+    ]
+    view.update(
+        {
+            "kind": "run",
+            "heading": f"Run {meta.run_id}",
+            "file": meta.runbook_file,
+            "profile": meta.profile,
+            "cluster": cluster,
+            "parameters": _parameters(meta.parameters or {}),
+            "offline": False,
+            "who": meta.who,
+            "when": meta.started_at,
+            "when_text": _time_text(meta.started_at),
+            "hashes": hashes,
+            "generated": _time_text((now or datetime.now(UTC)).isoformat(timespec="seconds")),
+            "mode_note": f"mode {meta.mode}, engine {meta.engine_version}",
+            "summary": _summary_view(_run_summary(steps), RUN_LABELS),
+            "nodes": _nodes(config.data, plan) if config is not None else None,
+            "plan_note": "computed from the profile as it is now, without the cluster's state" if plan else "",
+            "legend": ["a VM of the profile's plan", "a VM already on the cluster"],
+            "run": {
+                "id": meta.run_id,
+                "status": state.status,
+                "status_label": _run_status(state.status),
+                "finished": _time_text(state.finished) if state.finished else None,
+                "resumed": resumed,
                 "gate": str(state.gate) if state.gate else None,
-                "failed": [{"anchor": _anchor(s["step_id"]), "which": _which(s), "error": s["error"]}
-                           for s in failed]},
-        "outcome": None,
-    })
+                "failed": [{"anchor": _anchor(s["step_id"]), "which": _which(s), "error": s["error"]} for s in failed],
+            },
+            "outcome": None,
+        }
+    )
     view["notes"] = notes + view["notes"]
     return _checked(view)
 
@@ -195,18 +246,29 @@ def run_steps(loaded: LoadedRun, runbook: Runbook | None) -> list[dict[str, Any]
         for key in by_step[step_id]:
             step = state.steps.get(key)
             gate = gates.get(key)
-            status = "stopped_at_gate" if state.gate == key else _RUN_STATUS.get(step.status if step else "", "not_reached")
+            status = (
+                "stopped_at_gate" if state.gate == key else _RUN_STATUS.get(step.status if step else "", "not_reached")
+            )
             action = step.action if step else None
             entry = _entry_dict(step_id, kind, title, line, key.item, status)
-            entry.update({
-                "action": action, "display": _display(action),
-                "reason": _SKIP_REASONS.get(step.reason or "", step.reason or "") if step else "",
-                "error": step.error if step else None, "duration": step.duration if step else None,
-                "gated": gate is not None,
-                "gate_reasons": ([f"approved by {gate['approved_by']}"] if gate and gate["approved_by"] else
-                                 ["waiting for approval"] if gate else []),
-                "attempts": step.attempts if step else 0,
-            })
+            entry.update(
+                {
+                    "action": action,
+                    "display": _display(action),
+                    "reason": _SKIP_REASONS.get(step.reason or "", step.reason or "") if step else "",
+                    "error": step.error if step else None,
+                    "duration": step.duration if step else None,
+                    "gated": gate is not None,
+                    "gate_reasons": (
+                        [f"approved by {gate['approved_by']}"]
+                        if gate and gate["approved_by"]
+                        else ["waiting for approval"]
+                        if gate
+                        else []
+                    ),
+                    "attempts": step.attempts if step else 0,
+                }
+            )
             out.append(entry)
     return out
 
@@ -214,8 +276,7 @@ def run_steps(loaded: LoadedRun, runbook: Runbook | None) -> list[dict[str, Any]
 _RUN_STATUS = {"finished": "succeeded", "skipped": "skipped", "failed": "failed", "in_doubt": "in_doubt"}
 
 
-def _entry_dict(step_id: str, kind: str, title: str | None, line: int, item: str | None, status: str
-                ) -> dict[str, Any]:
+def _entry_dict(step_id: str, kind: str, title: str | None, line: int, item: str | None, status: str) -> dict[str, Any]:
     return PlanEntry(step_id, kind, title, line, item_key=item, status=status).as_dict()
 
 
@@ -227,8 +288,12 @@ def _run_summary(steps: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _run_status(status: str) -> str:
-    return {"succeeded": "succeeded", "failed": "FAILED", "stopped_at_gate": "stopped at a gate",
-            "unfinished": "unfinished: still running, or interrupted (resume it)"}.get(status, status)
+    return {
+        "succeeded": "succeeded",
+        "failed": "FAILED",
+        "stopped_at_gate": "stopped at a gate",
+        "unfinished": "unfinished: still running, or interrupted (resume it)",
+    }.get(status, status)
 
 
 def _display(action: dict[str, Any] | None) -> str:
@@ -283,25 +348,39 @@ def _hash_row(name: str, then: str | None, now: str | None) -> dict[str, Any]:
 # ---------------------------------------------------------------- parts shared by both views
 
 
-def _common(name: str, runbook: Runbook | None, steps: list[dict[str, Any]], labels: Mapping[str, str]
-            ) -> dict[str, Any]:
+def _common(
+    name: str, runbook: Runbook | None, steps: list[dict[str, Any]], labels: Mapping[str, str]
+) -> dict[str, Any]:
     """Title, description, prose with each step's block in place, and the step blocks themselves."""
     blocks = _step_blocks(runbook, steps, labels)
     title, prose, placed = _prose(runbook, blocks) if runbook else (None, [], set())
     unplaced = [block for block in blocks if block["id"] not in placed]
     return {
-        "title": title or name, "name": name,
+        "title": title or name,
+        "name": name,
         "description": runbook.description if runbook else "",
-        "prose": prose, "unplaced": unplaced,
-        "index": [{"anchor": b["anchor"], "id": b["id"], "kind": b["kind"], "title": b["title"],
-                   "tone": b["tone"], "label": next(e["label"] for e in b["entries"] if e["tone"] == b["tone"]),
-                   "gated": b["gated"]} for b in blocks],
-        "notes": [], "version": __version__,
+        "prose": prose,
+        "unplaced": unplaced,
+        "index": [
+            {
+                "anchor": b["anchor"],
+                "id": b["id"],
+                "kind": b["kind"],
+                "title": b["title"],
+                "tone": b["tone"],
+                "label": next(e["label"] for e in b["entries"] if e["tone"] == b["tone"]),
+                "gated": b["gated"],
+            }
+            for b in blocks
+        ],
+        "notes": [],
+        "version": __version__,
     }
 
 
-def _step_blocks(runbook: Runbook | None, steps: list[dict[str, Any]], labels: Mapping[str, str]
-                 ) -> list[dict[str, Any]]:
+def _step_blocks(
+    runbook: Runbook | None, steps: list[dict[str, Any]], labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
     """One block per step (its entries: one, or one per loop item), in runbook order then plan order."""
     sources = {s.id: s for s in runbook.steps} if runbook else {}
     blocks: dict[str, dict[str, Any]] = {}
@@ -310,14 +389,21 @@ def _step_blocks(runbook: Runbook | None, steps: list[dict[str, Any]], labels: M
     for entry in steps:
         block = blocks.get(entry["step_id"])
         if block is None:
-            block = blocks[entry["step_id"]] = _block(entry["step_id"], entry["kind"], entry["title"],
-                                                      entry["line"], {}, "")
+            block = blocks[entry["step_id"]] = _block(
+                entry["step_id"], entry["kind"], entry["title"], entry["line"], {}, ""
+            )
         block["entries"].append(_entry_view(entry, labels))
     for block in blocks.values():
         block["gated"] = any(e["gated"] for e in block["entries"])
         if not block["entries"]:
-            block["entries"].append(_entry_view(PlanEntry(block["id"], block["kind"], block["title"], block["line"],
-                                                          status="not_reached").as_dict(), labels))
+            block["entries"].append(
+                _entry_view(
+                    PlanEntry(
+                        block["id"], block["kind"], block["title"], block["line"], status="not_reached"
+                    ).as_dict(),
+                    labels,
+                )
+            )
         block["tone"] = min((e["tone"] for e in block["entries"]), key=_TONE_ORDER.index)
     return list(blocks.values())
 
@@ -326,24 +412,41 @@ def _step_blocks(runbook: Runbook | None, steps: list[dict[str, Any]], labels: M
 _TONE_ORDER = ["bad", "gate", "unknown", "run", "ok", "skip"]
 
 
-def _block(step_id: str, kind: str, title: str | None, line: int, attrs: Mapping[str, Any], body: str
-           ) -> dict[str, Any]:
-    guards = [{"name": name, "value": _text(attrs[name])} for name in ("foreach", "when", "check", "until")
-              if name in attrs]
+def _block(
+    step_id: str, kind: str, title: str | None, line: int, attrs: Mapping[str, Any], body: str
+) -> dict[str, Any]:
+    guards = [
+        {"name": name, "value": _text(attrs[name])} for name in ("foreach", "when", "check", "until") if name in attrs
+    ]
     flags = [name for name in ("destructive", "confirm", "readonly") if attrs.get(name)]
-    return {"id": step_id, "anchor": _anchor(step_id), "kind": kind, "title": title, "line": line,
-            "guards": guards, "flags": flags, "source": body, "entries": [], "gated": False}
+    return {
+        "id": step_id,
+        "anchor": _anchor(step_id),
+        "kind": kind,
+        "title": title,
+        "line": line,
+        "guards": guards,
+        "flags": flags,
+        "source": body,
+        "entries": [],
+        "gated": False,
+    }
 
 
 def _entry_view(entry: Mapping[str, Any], labels: Mapping[str, str]) -> dict[str, Any]:
     status = str(entry["status"])
     duration = entry.get("duration")
     return {
-        "item": entry.get("item_key"), "status": status, "label": labels.get(status, status),
-        "tone": STATUS_TONE.get(status, "unknown"), "reason": entry.get("reason") or "",
-        "display": entry.get("display") or "", "gated": bool(entry.get("gated")),
+        "item": entry.get("item_key"),
+        "status": status,
+        "label": labels.get(status, status),
+        "tone": STATUS_TONE.get(status, "unknown"),
+        "reason": entry.get("reason") or "",
+        "display": entry.get("display") or "",
+        "gated": bool(entry.get("gated")),
         "gate_reasons": [str(r) for r in entry.get("gate_reasons") or []],
-        "error": entry.get("error"), "duration": f"{duration:.1f} s" if isinstance(duration, (int, float)) else None,
+        "error": entry.get("error"),
+        "duration": f"{duration:.1f} s" if isinstance(duration, (int, float)) else None,
     }
 
 
@@ -368,11 +471,24 @@ def _parameters(params: Mapping[str, Any]) -> list[dict[str, str]]:
 
 
 def _summary_view(counts: Mapping[str, int], labels: Mapping[str, str]) -> dict[str, Any]:
-    parts = [(counts.get(status, 0), labels.get(status, status), STATUS_TONE.get(status, "unknown"))
-             for status in ("would_run", "succeeded", "unknown", "skipped", "failed", "in_doubt", "stopped_at_gate",
-                            "not_reached")]
-    return {"steps": counts.get("steps", 0), "gated": counts.get("gated", 0),
-            "parts": [{"count": n, "label": label, "tone": tone} for n, label, tone in parts if n]}
+    parts = [
+        (counts.get(status, 0), labels.get(status, status), STATUS_TONE.get(status, "unknown"))
+        for status in (
+            "would_run",
+            "succeeded",
+            "unknown",
+            "skipped",
+            "failed",
+            "in_doubt",
+            "stopped_at_gate",
+            "not_reached",
+        )
+    ]
+    return {
+        "steps": counts.get("steps", 0),
+        "gated": counts.get("gated", 0),
+        "parts": [{"count": n, "label": label, "tone": tone} for n, label, tone in parts if n],
+    }
 
 
 def _nodes(config: Mapping[str, Any], plan: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
@@ -388,21 +504,33 @@ def _nodes(config: Mapping[str, Any], plan: Mapping[str, Any] | None) -> list[di
         node = declared.get(name, {})
         cores = sum(vm["cores"] for vm in mine if not vm["existing"])
         memory = sum(vm["memory"] for vm in mine if not vm["existing"])
-        nodes.append({
-            "name": name, "anchor": "node-" + _slug(name), "known": name in declared,
-            "host": str(node.get("host", "")),
-            "capacity": _capacity(node.get("cores"), node.get("memory")),
-            "adds": f"adds {cores} cores, {_mib(memory)}" if cores or memory else "adds nothing",
-            "new": [vm for vm in mine if not vm["existing"]],
-            "existing": [vm for vm in mine if vm["existing"]],
-        })
+        nodes.append(
+            {
+                "name": name,
+                "anchor": "node-" + _slug(name),
+                "known": name in declared,
+                "host": str(node.get("host", "")),
+                "capacity": _capacity(node.get("cores"), node.get("memory")),
+                "adds": f"adds {cores} cores, {_mib(memory)}" if cores or memory else "adds nothing",
+                "new": [vm for vm in mine if not vm["existing"]],
+                "existing": [vm for vm in mine if vm["existing"]],
+            }
+        )
     return nodes
 
 
 def _vm_view(vm: Mapping[str, Any]) -> dict[str, Any]:
-    return {"name": str(vm["name"]), "vmid": int(vm["vmid"]), "role": str(vm["role"]), "cores": int(vm["cores"]),
-            "memory": int(vm["memory"]), "memory_text": _mib(int(vm["memory"])), "disk": str(vm.get("disk", "")),
-            "ip": vm.get("ip") or "dhcp", "existing": bool(vm.get("existing"))}
+    return {
+        "name": str(vm["name"]),
+        "vmid": int(vm["vmid"]),
+        "role": str(vm["role"]),
+        "cores": int(vm["cores"]),
+        "memory": int(vm["memory"]),
+        "memory_text": _mib(int(vm["memory"])),
+        "disk": str(vm.get("disk", "")),
+        "ip": vm.get("ip") or "dhcp",
+        "existing": bool(vm.get("existing")),
+    }
 
 
 def _capacity(cores: Any, memory: Any) -> str:
@@ -435,9 +563,12 @@ def _prose(runbook: Runbook, blocks: list[dict[str, Any]]) -> tuple[str | None, 
     first = next((i for i, t in enumerate(tokens) if t.type != "hr"), None)
     if first is not None and tokens[first].type == "heading_open" and tokens[first].tag == "h1":
         inline = tokens[first + 1]
-        title = "".join(c.content for c in inline.children or [] if c.type in ("text", "code_inline")).strip() \
-            or inline.content.strip() or None
-        del tokens[first:first + 3]
+        title = (
+            "".join(c.content for c in inline.children or [] if c.type in ("text", "code_inline")).strip()
+            or inline.content.strip()
+            or None
+        )
+        del tokens[first : first + 3]
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
             token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
@@ -476,8 +607,13 @@ def _checked(view: dict[str, Any]) -> dict[str, Any]:
 
 def environment() -> Environment:
     """Jinja for the page: autoescape on for everything (runbook text is untrusted), strict about names."""
-    return Environment(loader=PackageLoader("engine", "templates"), autoescape=True, undefined=StrictUndefined,
-                       trim_blocks=True, lstrip_blocks=True)
+    return Environment(
+        loader=PackageLoader("engine", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
 
 
 def render_html(view: Mapping[str, Any]) -> str:

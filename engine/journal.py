@@ -38,7 +38,7 @@ import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -94,7 +94,7 @@ def new_run_id(runbook_name: str, now: datetime) -> str:
     collision is an error to retry, never an overwrite.
     """
     slug = re.sub(r"[^a-z0-9]+", "-", runbook_name.lower()).strip("-")[:_SLUG_MAX].strip("-") or "run"
-    return f"{now.astimezone(timezone.utc):%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
+    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
 
 
 def current_who() -> str:
@@ -135,11 +135,22 @@ class RunMeta:
     engine_version: str = __version__
 
     def as_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "run_id": self.run_id, "runbook": self.runbook, "runbook_file": self.runbook_file,
-                "runbook_sha256": self.runbook_sha256, "profile": self.profile, "profile_file": self.profile_file,
-                "profile_sha256": self.profile_sha256, "cluster_config_sha256": self.cluster_config_sha256,
-                "parameters": self.parameters, "mode": self.mode, "started_at": self.started_at, "who": self.who,
-                "engine_version": self.engine_version}
+        return {
+            "format": FORMAT,
+            "run_id": self.run_id,
+            "runbook": self.runbook,
+            "runbook_file": self.runbook_file,
+            "runbook_sha256": self.runbook_sha256,
+            "profile": self.profile,
+            "profile_file": self.profile_file,
+            "profile_sha256": self.profile_sha256,
+            "cluster_config_sha256": self.cluster_config_sha256,
+            "parameters": self.parameters,
+            "mode": self.mode,
+            "started_at": self.started_at,
+            "who": self.who,
+            "engine_version": self.engine_version,
+        }
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> RunMeta:
@@ -226,13 +237,20 @@ class RunState:
             if kind == "step_started":
                 now = StepState(key, "in_doubt", before.attempts + 1, record["action"])
             elif kind == "step_finished":
-                now = StepState(key, "finished", before.attempts, before.action, outputs=record["outputs"],
-                                duration=record["duration"])
+                now = StepState(
+                    key,
+                    "finished",
+                    before.attempts,
+                    before.action,
+                    outputs=record["outputs"],
+                    duration=record["duration"],
+                )
             elif kind == "step_skipped":
                 now = StepState(key, "skipped", before.attempts, before.action, reason=record["reason"])
             else:
-                now = StepState(key, "failed", before.attempts, before.action, error=record["error"],
-                                duration=record["duration"])
+                now = StepState(
+                    key, "failed", before.attempts, before.action, error=record["error"], duration=record["duration"]
+                )
             self.steps[key] = now
             self.last_step = key
 
@@ -257,11 +275,19 @@ def _parse_journal(data: bytes, path: Path) -> tuple[list[Record], list[str], in
         except ValueError as exc:
             if last:
                 excerpt = raw[:_EXCERPT].decode("utf-8", "replace")
-                return records, [f"{path}:{number}: skipped a torn last record, left by a run killed while writing "
-                                 f"it ({exc}): {excerpt!r}"], good_end
-            raise JournalError(f"{path}:{number}: damaged record in the middle of the journal ({exc}). A kill can "
-                               f"only tear the last line, so the file was edited or corrupted; the run cannot be "
-                               f"read or resumed as it is") from None
+                return (
+                    records,
+                    [
+                        f"{path}:{number}: skipped a torn last record, left by a run killed while writing "
+                        f"it ({exc}): {excerpt!r}"
+                    ],
+                    good_end,
+                )
+            raise JournalError(
+                f"{path}:{number}: damaged record in the middle of the journal ({exc}). A kill can "
+                f"only tear the last line, so the file was edited or corrupted; the run cannot be "
+                f"read or resumed as it is"
+            ) from None
         records.append(record)
         offset += len(raw) + 1
         good_end = min(offset, len(data))
@@ -348,15 +374,20 @@ class RunRecord:
             if good_end < len(data):
                 os.ftruncate(fd, good_end)
                 repaired["repaired"] = f"cut a torn last record of {len(data) - good_end} bytes"
-            if good_end and data[good_end - 1:good_end] != b"\n":
+            if good_end and data[good_end - 1 : good_end] != b"\n":
                 _write_all_once(fd, b"\n", path)  # the last record was whole but its newline never landed
             os.fsync(fd)
         except BaseException:
             os.close(fd)
             raise
         record = cls(run.folder, run.meta, fd, len(run.records) + 1)
-        record._append("run_resumed", who=who or current_who(), engine_version=__version__,
-                       process=ProcessIdentity.current().as_dict(), **repaired)
+        record._append(
+            "run_resumed",
+            who=who or current_who(),
+            engine_version=__version__,
+            process=ProcessIdentity.current().as_dict(),
+            **repaired,
+        )
         return record, run
 
     def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None:
@@ -396,8 +427,9 @@ class RunRecord:
     def __enter__(self) -> RunRecord:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _append(self, kind: str, **fields: Any) -> None:
@@ -410,8 +442,12 @@ class RunRecord:
         with self._lock:
             if self._fd is None:
                 raise JournalError(f"{self.folder / JOURNAL_FILE} is closed; no more records can be written")
-            record = {"seq": self._seq, "ts": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-                      "type": kind, **fields}
+            record = {
+                "seq": self._seq,
+                "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "type": kind,
+                **fields,
+            }
             line = _serialise(record, kind).encode("utf-8") + b"\n"
             try:
                 _write_all_once(self._fd, line, self.folder / JOURNAL_FILE)
@@ -490,21 +526,33 @@ def list_runs(state_dir: Path) -> list[RunSummary]:
         if status == "unfinished":
             alive = state.process.liveness().alive if state.process else False
             status = {True: "running", False: "interrupted", None: "unknown"}[alive]
-        summaries.append(RunSummary(run_id, run.meta.runbook, run.meta.profile, run.meta.mode, status,
-                                    run.meta.started_at, state.finished, state.last_step))
+        summaries.append(
+            RunSummary(
+                run_id,
+                run.meta.runbook,
+                run.meta.profile,
+                run.meta.mode,
+                status,
+                run.meta.started_at,
+                state.finished,
+                state.last_step,
+            )
+        )
     return sorted(summaries, key=_started, reverse=True)
 
 
 def _started(summary: RunSummary) -> tuple[datetime, str]:
     """When a listed run started: ``run.json``'s time, else its id's second (UTC); then its id."""
-    for parse in (lambda: datetime.fromisoformat(summary.started or ""),
-                  lambda: datetime.strptime(summary.run_id[:15], "%Y%m%d-%H%M%S")):
+    for parse in (
+        lambda: datetime.fromisoformat(summary.started or ""),
+        lambda: datetime.strptime(summary.run_id[:15], "%Y%m%d-%H%M%S"),
+    ):
         try:
             moment = parse()
         except ValueError:
             continue
-        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), summary.run_id
-    return datetime.min.replace(tzinfo=timezone.utc), summary.run_id
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)), summary.run_id
+    return datetime.min.replace(tzinfo=UTC), summary.run_id
 
 
 def _run_folders(runs: Path) -> list[str]:
@@ -527,8 +575,9 @@ def _read_meta(folder: Path) -> RunMeta:
 def _serialise(value: dict[str, Any], where: str, indent: int | None = None) -> str:
     """JSON text of ``value``, after checking every part is plain JSON data and none is a Secret."""
     _check_value(value, where)
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent,
-                      separators=None if indent else (",", ":"))
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, indent=indent, separators=None if indent else (",", ":")
+    )
 
 
 def _check_value(value: Any, where: str) -> None:
@@ -553,8 +602,10 @@ def _write_all_once(fd: int, data: bytes, path: Path) -> None:
     """One ``os.write`` of the whole record: a short write (a full disk) is an error, not a silent tear."""
     written = os.write(fd, data)
     if written != len(data):
-        raise JournalError(f"{path}: wrote {written} of {len(data)} bytes (is the disk full?); "
-                           "the record is torn and the run must be resumed")
+        raise JournalError(
+            f"{path}: wrote {written} of {len(data)} bytes (is the disk full?); "
+            "the record is torn and the run must be resumed"
+        )
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -9,11 +9,31 @@ STEP_KINDS = ("api", "ssh", "talosctl", "http", "local")
 
 #: Names templates already see (engine.context, the runner, template globals); a parameter of the
 #: same name would silently hide them, so it is refused.
-RESERVED_NAMES = frozenset({
-    "config", "cluster", "nodes", "node_names", "defaults", "vmid_ranges", "credentials", "tags", "cloudinit",
-    "ansible", "params", "profile", "talos", "talos_config_dir", "flux", "plan", "steps", "loop_index",
-    "result", "exists", "item",
-})
+RESERVED_NAMES = frozenset(
+    {
+        "config",
+        "cluster",
+        "nodes",
+        "node_names",
+        "defaults",
+        "vmid_ranges",
+        "credentials",
+        "tags",
+        "cloudinit",
+        "ansible",
+        "params",
+        "profile",
+        "talos",
+        "talos_config_dir",
+        "flux",
+        "plan",
+        "steps",
+        "loop_index",
+        "result",
+        "exists",
+        "item",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -35,8 +55,12 @@ class Parameter:
         return self.spec.get("default")
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "type": self.type, "description": self.description,
-                               "required": self.required}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "required": self.required,
+        }
         if not self.required:
             out["default"] = self.default
         out.update({k: v for k, v in self.spec.items() if k not in ("type", "description", "default")})
@@ -61,9 +85,16 @@ class Step:
         return str(self.attrs.get("as", "item"))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "kind": self.kind, "title": self.title, "line": self.line,
-                "body_line": self.body_line, "id_given": self.id_given, "attributes": dict(self.attrs),
-                "body": self.body}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "line": self.line,
+            "body_line": self.body_line,
+            "id_given": self.id_given,
+            "attributes": dict(self.attrs),
+            "body": self.body,
+        }
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,12 @@ class Runbook:
         raise KeyError(step_id)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "file": self.file,
-                "requires": list(self.requires), "parameters": [p.as_dict() for p in self.parameters],
-                "steps": [s.as_dict() for s in self.steps], "origin": self.frontmatter.get("origin")}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "file": self.file,
+            "requires": list(self.requires),
+            "parameters": [p.as_dict() for p in self.parameters],
+            "steps": [s.as_dict() for s in self.steps],
+            "origin": self.frontmatter.get("origin"),
+        }

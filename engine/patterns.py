@@ -52,11 +52,15 @@ class PatternTooSlow(Exception):
         """The runbook's fault, not the value's: a problem on parameter ``name``'s pattern in ``spec``
         (declared on ``line`` of ``file``); ``what`` names the value matched ("the default 'x'")."""
         field = dotted(("parameters", name, *path_of(spec, self.pattern)))
-        return Problem(file, line, field,
-                       f"the pattern {short(self.pattern)} of parameter '{name}' takes too long to match {what} "
-                       f"(gave up after {MATCH_SECONDS} s): it backtracks catastrophically; rewrite it without "
-                       "nested quantifiers, i.e. without a repeated group whose contents can match the same text "
-                       "in more than one way, such as (a+)+ or (a|aa)* (write a+ instead)")
+        return Problem(
+            file,
+            line,
+            field,
+            f"the pattern {short(self.pattern)} of parameter '{name}' takes too long to match {what} "
+            f"(gave up after {MATCH_SECONDS} s): it backtracks catastrophically; rewrite it without "
+            "nested quantifiers, i.e. without a repeated group whose contents can match the same text "
+            "in more than one way, such as (a+)+ or (a|aa)* (write a+ instead)",
+        )
 
 
 @contextlib.contextmanager

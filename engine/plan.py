@@ -91,8 +91,7 @@ class Plan:
         return {"profile": self.profile, "vms": [vm.as_dict() for vm in self.vms]}
 
 
-def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
-                 cluster_vms: Iterable[ExistingVm] = ()) -> Plan:
+def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any], cluster_vms: Iterable[ExistingVm] = ()) -> Plan:
     """Plan every VM of ``profile`` on the cluster of ``config``.
 
     ``cluster_vms`` are the VMs already on the cluster: their VMIDs are never handed out again,
@@ -113,27 +112,40 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
     taken: dict[int, str] = {}
     for draft in drafts:
         if draft["name"] in mine:
-            draft["vmid"], draft["current_node"], draft["existing"] = mine[draft["name"]].vmid, mine[draft["name"]].node, True
+            draft["vmid"], draft["current_node"], draft["existing"] = (
+                mine[draft["name"]].vmid,
+                mine[draft["name"]].node,
+                True,
+            )
         vmid = draft["vmid"]
         if vmid is None:
             continue
         if vmid in taken:
-            raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} is given to both {taken[vmid]} and {draft['name']}")
+            raise PlanError(
+                draft["field"] + ("vmid",), f"VMID {vmid} is given to both {taken[vmid]} and {draft['name']}"
+            )
         if not draft["existing"] and not low <= vmid <= high:
-            raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} of {draft['name']} is outside vmid_ranges.vms "
-                                                        f"({low}-{high}) of the cluster config; give a VMID from "
-                                                        f"{low} to {high}")
+            raise PlanError(
+                draft["field"] + ("vmid",),
+                f"VMID {vmid} of {draft['name']} is outside vmid_ranges.vms "
+                f"({low}-{high}) of the cluster config; give a VMID from "
+                f"{low} to {high}",
+            )
         if not draft["existing"] and vmid in used:
             owner = next((vm.name for vm in existing if vm.vmid == vmid), "another VM")
-            raise PlanError(draft["field"] + ("vmid",), f"VMID {vmid} planned for {draft['name']} is already used "
-                                                        f"on the cluster by '{owner}'")
+            raise PlanError(
+                draft["field"] + ("vmid",),
+                f"VMID {vmid} planned for {draft['name']} is already used on the cluster by '{owner}'",
+            )
         taken[vmid] = draft["name"]
     for draft in drafts:
         start = draft["start_vmid"]
         if start is not None and not low <= start <= high:
-            raise PlanError(draft["group_field"] + ("start_vmid",),
-                            f"start_vmid {start} is {'below' if start < low else 'above'} vmid_ranges.vms "
-                            f"({low}-{high}) of the cluster config; give a start_vmid from {low} to {high}")
+            raise PlanError(
+                draft["group_field"] + ("start_vmid",),
+                f"start_vmid {start} is {'below' if start < low else 'above'} vmid_ranges.vms "
+                f"({low}-{high}) of the cluster config; give a start_vmid from {low} to {high}",
+            )
     for draft in drafts:
         if draft["vmid"] is None:
             candidate = draft["start_vmid"] or low
@@ -141,17 +153,33 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any],
                 candidate += 1
             if candidate > high:
                 group = sum(1 for d in drafts if d["group"] == draft["group"])
-                raise PlanError(draft["group_field"] + ("start_vmid",),
-                                f"no free VMID left for {draft['name']}: counting up from "
-                                f"{draft['start_vmid'] or low}, past VMIDs already taken, runs past the end of "
-                                f"vmid_ranges.vms ({low}-{high}); lower start_vmid so the group's {group} VMs fit")
+                raise PlanError(
+                    draft["group_field"] + ("start_vmid",),
+                    f"no free VMID left for {draft['name']}: counting up from "
+                    f"{draft['start_vmid'] or low}, past VMIDs already taken, runs past the end of "
+                    f"vmid_ranges.vms ({low}-{high}); lower start_vmid so the group's {group} VMs fit",
+                )
             draft["vmid"] = candidate
             taken[candidate] = draft["name"]
     _place(drafts, nodes, capacity)
-    vms = tuple(PlannedVm(name=d["name"], role=d["role"], group=d["group"], index=d["index"], vmid=d["vmid"],
-                          node=d["node"], ip=d["ip"], cores=d["cores"], memory=d["memory"], disk=d["disk"],
-                          tags=profile_tags + (d["role"],), existing=d["existing"],
-                          current_node=d["current_node"]) for d in drafts)
+    vms = tuple(
+        PlannedVm(
+            name=d["name"],
+            role=d["role"],
+            group=d["group"],
+            index=d["index"],
+            vmid=d["vmid"],
+            node=d["node"],
+            ip=d["ip"],
+            cores=d["cores"],
+            memory=d["memory"],
+            disk=d["disk"],
+            tags=profile_tags + (d["role"],),
+            existing=d["existing"],
+            current_node=d["current_node"],
+        )
+        for d in drafts
+    )
     return Plan(profile=str(profile.get("name", "")), vms=vms)
 
 
@@ -171,15 +199,26 @@ def _drafts(profile: Mapping[str, Any]) -> list[dict[str, Any]]:
         assignments = list(spec.get("assignments") or [])
         for index in range(1, int(spec.get("count", 0)) + 1):
             given = assignments[index - 1] if index <= len(assignments) else {}
-            drafts.append({
-                "name": given.get("name") or f"{spec['name_prefix']}{index:02d}",
-                "role": role, "group": group, "index": index,
-                "vmid": given.get("vmid"), "node": given.get("node"), "ip": given.get("ip"),
-                "cores": int(spec["cores"]), "memory": int(spec["memory"]), "disk": str(spec["disk"]),
-                "placement": spec.get("placement", "spread"), "start_vmid": spec.get("start_vmid"),
-                "field": ("nodes", group, "assignments", str(index - 1)) if given else ("nodes", group),
-                "group_field": ("nodes", group), "existing": False, "current_node": None,
-            })
+            drafts.append(
+                {
+                    "name": given.get("name") or f"{spec['name_prefix']}{index:02d}",
+                    "role": role,
+                    "group": group,
+                    "index": index,
+                    "vmid": given.get("vmid"),
+                    "node": given.get("node"),
+                    "ip": given.get("ip"),
+                    "cores": int(spec["cores"]),
+                    "memory": int(spec["memory"]),
+                    "disk": str(spec["disk"]),
+                    "placement": spec.get("placement", "spread"),
+                    "start_vmid": spec.get("start_vmid"),
+                    "field": ("nodes", group, "assignments", str(index - 1)) if given else ("nodes", group),
+                    "group_field": ("nodes", group),
+                    "existing": False,
+                    "current_node": None,
+                }
+            )
     return drafts
 
 
@@ -207,35 +246,55 @@ def _place(drafts: list[dict[str, Any]], nodes: list[str], capacity: Mapping[str
         if draft["placement"] == "pack":
             draft["node"] = next((n for n in nodes if _fits(n, draft, capacity, cores, memory)), None)
             if draft["node"] is None:
-                raise PlanError(draft["group_field"] + ("placement",), _cannot_pack(draft, nodes, capacity, cores, memory))
+                raise PlanError(
+                    draft["group_field"] + ("placement",), _cannot_pack(draft, nodes, capacity, cores, memory)
+                )
         else:
             draft["node"] = min(nodes, key=lambda n: (per_role[(n, draft["role"])], total[n], nodes.index(n)))
         book(draft)
 
 
-def _cannot_pack(draft: Mapping[str, Any], nodes: list[str], capacity: Mapping[str, tuple[Any, Any]],
-                 cores: Mapping[str, int], memory: Mapping[str, int]) -> str:
+def _cannot_pack(
+    draft: Mapping[str, Any],
+    nodes: list[str],
+    capacity: Mapping[str, tuple[Any, Any]],
+    cores: Mapping[str, int],
+    memory: Mapping[str, int],
+) -> str:
     """Why ``placement: pack`` found no node for a VM: the nodes' declared capacity and what is left of it."""
     head = f"placement: pack cannot fit {draft['name']} ({draft['cores']} cores, {draft['memory']} MB) on any node"
     most_cores = max((c for c, _ in (capacity[n] for n in nodes) if c is not None), default=None)
     most_memory = max((m for _, m in (capacity[n] for n in nodes) if m is not None), default=None)
     if most_cores is not None and draft["cores"] > most_cores:
-        return (f"{head}: no node declares that many cores (the most is {most_cores}, in the cluster config's "
-                "cluster.nodes); give the group fewer cores, or use placement: spread")
+        return (
+            f"{head}: no node declares that many cores (the most is {most_cores}, in the cluster config's "
+            "cluster.nodes); give the group fewer cores, or use placement: spread"
+        )
     if most_memory is not None and draft["memory"] > most_memory:
-        return (f"{head}: no node declares that much memory (the most is {most_memory} MB, in the cluster config's "
-                "cluster.nodes); give the group less memory, or use placement: spread")
+        return (
+            f"{head}: no node declares that much memory (the most is {most_memory} MB, in the cluster config's "
+            "cluster.nodes); give the group less memory, or use placement: spread"
+        )
+
     def free(declared: Any, used: int, unit: str) -> str:
         return f"{unit} not declared" if declared is None else f"{declared - used} of {declared} {unit}"
 
-    left = "; ".join(f"{n} {free(capacity[n][0], cores[n], 'cores')} and {free(capacity[n][1], memory[n], 'MB')}"
-                     for n in nodes)
-    return (f"{head}: the VMs placed before it use up the nodes' declared capacity (left: {left}); make the VMs "
-            "smaller, or use placement: spread")
+    left = "; ".join(
+        f"{n} {free(capacity[n][0], cores[n], 'cores')} and {free(capacity[n][1], memory[n], 'MB')}" for n in nodes
+    )
+    return (
+        f"{head}: the VMs placed before it use up the nodes' declared capacity (left: {left}); make the VMs "
+        "smaller, or use placement: spread"
+    )
 
 
-def _fits(node: str, draft: Mapping[str, Any], capacity: Mapping[str, tuple[Any, Any]],
-          cores: Mapping[str, int], memory: Mapping[str, int]) -> bool:
+def _fits(
+    node: str,
+    draft: Mapping[str, Any],
+    capacity: Mapping[str, tuple[Any, Any]],
+    cores: Mapping[str, int],
+    memory: Mapping[str, int],
+) -> bool:
     max_cores, max_memory = capacity.get(node, (None, None))
     if max_cores is not None and cores[node] + draft["cores"] > max_cores:
         return False

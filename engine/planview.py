@@ -18,10 +18,13 @@ _STATUS = {
 
 def plan_json(session: Session, entries: list[PlanEntry], *, offline: bool) -> dict[str, Any]:
     return {
-        "runbook": session.runbook.name, "file": session.runbook.file,
+        "runbook": session.runbook.name,
+        "file": session.runbook.file,
         "profile": session.profile.name if session.profile else None,
-        "cluster": session.config.data["cluster"]["name"], "parameters": session.params,
-        "offline": offline, "hashes": session.hashes(),
+        "cluster": session.config.data["cluster"]["name"],
+        "parameters": session.params,
+        "offline": offline,
+        "hashes": session.hashes(),
         "plan": session.plan.as_dict() if session.plan else None,
         "steps": [entry.as_dict() for entry in entries],
         "summary": summary(entries),
@@ -38,9 +41,11 @@ def summary(entries: list[PlanEntry]) -> dict[str, int]:
 def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> str:
     out = []
     target = f" on profile {session.profile.name}" if session.profile else ""
-    out.append(f"DRY RUN of {session.runbook.name}{target} (cluster {session.config.data['cluster']['name']}): "
-               "nothing is changed" + (", nothing is contacted (--offline)" if offline else
-                                       "; read-only steps query the cluster"))
+    out.append(
+        f"DRY RUN of {session.runbook.name}{target} (cluster {session.config.data['cluster']['name']}): "
+        "nothing is changed"
+        + (", nothing is contacted (--offline)" if offline else "; read-only steps query the cluster")
+    )
     if session.params:
         out.append("parameters: " + ", ".join(f"{k}={v!r}" for k, v in session.params.items()))
     for name, digest in session.hashes().items():
@@ -50,8 +55,10 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> s
         out.append("VMs:")
         for vm in session.plan.vms:
             state = "exists" if vm.existing else "new"
-            out.append(f"  {vm.name:<14} {vm.role:<12} vmid {vm.vmid:<6} on {vm.node:<8} "
-                       f"{vm.cores} cores {vm.memory} MB {vm.disk}  ({state})")
+            out.append(
+                f"  {vm.name:<14} {vm.role:<12} vmid {vm.vmid:<6} on {vm.node:<8} "
+                f"{vm.cores} cores {vm.memory} MB {vm.disk}  ({state})"
+            )
     out.append("")
     for number, entry in enumerate(entries, 1):
         item = f" [{entry.item_key}]" if entry.item_key else ""
@@ -64,6 +71,8 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> s
             out.append(f"       | {line}")
     counts = summary(entries)
     out.append("")
-    out.append(f"{counts['steps']} steps: {counts.get('would_run', 0)} would run, {counts['gated']} gated, "
-               f"{counts.get('unknown', 0)} depend on run-time values, {counts.get('skipped', 0)} skipped")
+    out.append(
+        f"{counts['steps']} steps: {counts.get('would_run', 0)} would run, {counts['gated']} gated, "
+        f"{counts.get('unknown', 0)} depend on run-time values, {counts.get('skipped', 0)} skipped"
+    )
     return "\n".join(out)

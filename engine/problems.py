@@ -7,8 +7,8 @@ file, a line and a field. ``InputError`` carries a batch of them across layers t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 @dataclass(frozen=True, order=True)

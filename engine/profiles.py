@@ -48,15 +48,25 @@ def profile_problems(doc: YamlDoc, expected_name: str, config: ClusterConfig | N
     if doc.data is None:
         return [Problem(doc.file, 1, None, f"the file is empty; a profile needs {fields} (see docs/profiles.md)")]
     if not isinstance(doc.data, dict):
-        return [Problem(doc.file, doc.line_of(()), None, f"a profile is a YAML mapping ({fields}), but this file "
-                                                         f"holds {schemas.describe(doc.data)}")]
+        return [
+            Problem(
+                doc.file,
+                doc.line_of(()),
+                None,
+                f"a profile is a YAML mapping ({fields}), but this file holds {schemas.describe(doc.data)}",
+            )
+        ]
     problems = list(doc.problems) + schemas.check(doc, "cluster-profile.schema.json")
     if problems:
         return problems
     data = doc.data
     if data["name"] != expected_name:
-        problems.append(doc.problem(("name",), f"name '{data['name']}' does not match the file name "
-                                               f"'{expected_name}.yaml'; rename one so they agree"))
+        problems.append(
+            doc.problem(
+                ("name",),
+                f"name '{data['name']}' does not match the file name '{expected_name}.yaml'; rename one so they agree",
+            )
+        )
     assignments = _assignment_counts(doc)
     problems += assignments + _addresses(doc)
     if config is not None:
@@ -104,18 +114,26 @@ def _assignment_counts(doc: YamlDoc) -> list[Problem]:
     for group, spec in doc.data["nodes"].items():
         assignments = spec.get("assignments") or []
         if assignments and len(assignments) != spec["count"]:
-            problems.append(doc.problem(("nodes", group, "count"),
-                                        f"count is {spec['count']} but {len(assignments)} assignments are given; "
-                                        "give one assignment per VM, or none"))
+            problems.append(
+                doc.problem(
+                    ("nodes", group, "count"),
+                    f"count is {spec['count']} but {len(assignments)} assignments are given; "
+                    "give one assignment per VM, or none",
+                )
+            )
         for key in ("name", "vmid"):
             seen: dict[Any, int] = {}
             for index, item in enumerate(assignments):
                 if key in item and item[key] in seen:
                     first = seen[item[key]]
-                    problems.append(doc.problem(("nodes", group, "assignments", index, key),
-                                                f"{key} {item[key]} is already given to assignments[{first}] "
-                                                f"(line {doc.line_of(('nodes', group, 'assignments', first))}); "
-                                                f"every VM needs its own {key}"))
+                    problems.append(
+                        doc.problem(
+                            ("nodes", group, "assignments", index, key),
+                            f"{key} {item[key]} is already given to assignments[{first}] "
+                            f"(line {doc.line_of(('nodes', group, 'assignments', first))}); "
+                            f"every VM needs its own {key}",
+                        )
+                    )
                 elif key in item:
                     seen[item[key]] = index
     return problems
@@ -137,20 +155,31 @@ def _addresses(doc: YamlDoc) -> list[Problem]:
             nets[key] = ipaddress.ip_network(value, strict=True)
         except ValueError as exc:
             problems.append(doc.problem(("network", key), _bad_cidr(value, exc)))
-    if len(nets) == 2 and nets["pod_cidr"].version == nets["service_cidr"].version \
-            and nets["pod_cidr"].overlaps(nets["service_cidr"]):
-        problems.append(doc.problem(("network", "service_cidr"),
-                                    f"service_cidr {nets['service_cidr']} overlaps pod_cidr {nets['pod_cidr']} "
-                                    f"(line {doc.line_of(('network', 'pod_cidr'))}): pods and services need "
-                                    "separate networks"))
+    if (
+        len(nets) == 2
+        and nets["pod_cidr"].version == nets["service_cidr"].version
+        and nets["pod_cidr"].overlaps(nets["service_cidr"])
+    ):
+        problems.append(
+            doc.problem(
+                ("network", "service_cidr"),
+                f"service_cidr {nets['service_cidr']} overlaps pod_cidr {nets['pod_cidr']} "
+                f"(line {doc.line_of(('network', 'pod_cidr'))}): pods and services need "
+                "separate networks",
+            )
+        )
     seen: dict[str, tuple[Any, ...]] = {}
     for path, value in _ip_fields(doc.data):
         if value in seen:
             other = seen[value]
-            why = "the VIP moves between control planes, so no VM may have its address" \
-                if path[:2] == ("talos", "vip") else "every VM needs its own address"
-            problems.append(doc.problem(path, f"IP {value} is also used by {dotted(other)} "
-                                              f"(line {doc.line_of(other)}); {why}"))
+            why = (
+                "the VIP moves between control planes, so no VM may have its address"
+                if path[:2] == ("talos", "vip")
+                else "every VM needs its own address"
+            )
+            problems.append(
+                doc.problem(path, f"IP {value} is also used by {dotted(other)} (line {doc.line_of(other)}); {why}")
+            )
         else:
             seen[value] = path
     return problems
@@ -182,7 +211,9 @@ def _bad_cidr(value: str, exc: ValueError) -> str:
             version = ipaddress.ip_address(address).version
         except ValueError:
             return f"'{value}' is not a network in CIDR form like 10.244.0.0/16 ({exc})"
-        return f"'{value}' has prefix length /{prefix}, but an IPv{version} prefix is 0 to {32 if version == 4 else 128}"
+        return (
+            f"'{value}' has prefix length /{prefix}, but an IPv{version} prefix is 0 to {32 if version == 4 else 128}"
+        )
     return f"'{value}' has host bits set: write the network address, {loose}"
 
 
@@ -222,10 +253,14 @@ def _nodes_known(doc: YamlDoc, config: ClusterConfig) -> list[Problem]:
             if "node" in item and item["node"] not in known:
                 # Only a difference of case is a safe guess: pve09 is not a typo of pve03.
                 guess = [k for k in known if k.lower() == str(item["node"]).lower()]
-                problems.append(doc.problem(("nodes", group, "assignments", index, "node"),
-                                            f"node '{item['node']}' is not in {config.file}"
-                                            + (f": did you mean '{guess[0]}'?" if guess else "")
-                                            + f" (nodes: {', '.join(known)})"))
+                problems.append(
+                    doc.problem(
+                        ("nodes", group, "assignments", index, "node"),
+                        f"node '{item['node']}' is not in {config.file}"
+                        + (f": did you mean '{guess[0]}'?" if guess else "")
+                        + f" (nodes: {', '.join(known)})",
+                    )
+                )
     return problems
 
 
@@ -233,9 +268,14 @@ def _template_in_range(doc: YamlDoc, config: ClusterConfig) -> list[Problem]:
     low, high = config.vmid_range("templates")
     template = doc.data["template"]
     if not low <= template <= high:
-        return [doc.problem(("template",), f"template VMID {template} is outside vmid_ranges.templates "
-                                           f"({low}-{high}) of {config.file}; give the VMID of a template "
-                                           f"from {low} to {high}")]
+        return [
+            doc.problem(
+                ("template",),
+                f"template VMID {template} is outside vmid_ranges.templates "
+                f"({low}-{high}) of {config.file}; give the VMID of a template "
+                f"from {low} to {high}",
+            )
+        ]
     return []
 
 
@@ -263,9 +303,14 @@ def cross_profile_problems(profiles: list[Profile], config: ClusterConfig) -> li
     for profile in profiles:
         others = set().union(*(set(p.data["tags"]) for p in profiles if p is not profile))
         if others and not set(profile.data["tags"]) - others:
-            problems.append(profile.doc.problem(("tags",), "every tag here is also used by another profile, so its VMs "
-                                                           "cannot be told apart (teardown selects VMs by tag); add a tag "
-                                                           "only this profile has, such as its name"))
+            problems.append(
+                profile.doc.problem(
+                    ("tags",),
+                    "every tag here is also used by another profile, so its VMs "
+                    "cannot be told apart (teardown selects VMs by tag); add a tag "
+                    "only this profile has, such as its name",
+                )
+            )
     return problems
 
 
@@ -279,29 +324,48 @@ def _clashes(mine: Profile, theirs: Profile, plans: dict[str, Plan]) -> list[Pro
     if shared:
         vm = my_vms[shared[0]]
         ids = ", ".join(str(v) for v in shared)
-        problems.append(mine.doc.problem(_vm_field(mine, vm.group, vm.index),
-                                         f"VMID{'s' if len(shared) > 1 else ''} {ids} also planned by {where}; "
-                                         "one of the two profiles must use other VMIDs"))
+        problems.append(
+            mine.doc.problem(
+                _vm_field(mine, vm.group, vm.index),
+                f"VMID{'s' if len(shared) > 1 else ''} {ids} also planned by {where}; "
+                "one of the two profiles must use other VMIDs",
+            )
+        )
     my_flux, their_flux = mine.data.get("flux"), theirs.data.get("flux")
     if my_flux and their_flux and _norm_path(my_flux["path"]) == _norm_path(their_flux["path"]):
-        problems.append(mine.doc.problem(("flux", "path"), f"Flux path '{my_flux['path']}' is also used by {where}; "
-                                                           "two clusters reconciling one path fight over it"))
+        problems.append(
+            mine.doc.problem(
+                ("flux", "path"),
+                f"Flux path '{my_flux['path']}' is also used by {where}; "
+                "two clusters reconciling one path fight over it",
+            )
+        )
     for key in ("pod_cidr", "service_cidr"):
         my_net = ipaddress.ip_network(mine.data["network"][key])
         for other_key in ("pod_cidr", "service_cidr"):
             their_net = ipaddress.ip_network(theirs.data["network"][other_key])
             if my_net.version == their_net.version and my_net.overlaps(their_net):
-                problems.append(mine.doc.problem(("network", key), f"{key} {my_net} overlaps {other_key} "
-                                                                   f"{their_net} of {where}; one of the two "
-                                                                   "profiles must use another network"))
+                problems.append(
+                    mine.doc.problem(
+                        ("network", key),
+                        f"{key} {my_net} overlaps {other_key} "
+                        f"{their_net} of {where}; one of the two "
+                        "profiles must use another network",
+                    )
+                )
     their_addresses: dict[str, tuple[Any, ...]] = {}
     for path, value in _address_fields(theirs.data):
         their_addresses.setdefault(value, path)
     for path, value in _address_fields(mine.data):
         if value in their_addresses:
-            problems.append(mine.doc.problem(path, f"{'IP' if _looks_numeric(value) else 'address'} {value} is also "
-                                                   f"used by {where} at {dotted(their_addresses[value])}; "
-                                                   "two clusters cannot share an address"))
+            problems.append(
+                mine.doc.problem(
+                    path,
+                    f"{'IP' if _looks_numeric(value) else 'address'} {value} is also "
+                    f"used by {where} at {dotted(their_addresses[value])}; "
+                    "two clusters cannot share an address",
+                )
+            )
     return problems
 
 

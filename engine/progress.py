@@ -24,10 +24,22 @@ from typing import Any, TextIO
 
 from .runner import PlanEntry
 
-_MARK = {"succeeded": "ok", "skipped": "skip", "failed": "FAIL", "stopped_at_gate": "GATE", "would_run": "plan",
-         "unknown": "plan"}
-_STYLE = {"succeeded": "green", "skipped": "dim", "failed": "bold red", "stopped_at_gate": "bold yellow",
-          "would_run": "cyan", "unknown": "cyan"}
+_MARK = {
+    "succeeded": "ok",
+    "skipped": "skip",
+    "failed": "FAIL",
+    "stopped_at_gate": "GATE",
+    "would_run": "plan",
+    "unknown": "plan",
+}
+_STYLE = {
+    "succeeded": "green",
+    "skipped": "dim",
+    "failed": "bold red",
+    "stopped_at_gate": "bold yellow",
+    "would_run": "cyan",
+    "unknown": "cyan",
+}
 _REFRESH_PER_SECOND = 4
 
 
@@ -39,8 +51,15 @@ class Progress:
     terminal mode). Call ``close()`` (or use it as a context manager) to stop the live line.
     """
 
-    def __init__(self, stream: TextIO | None = None, *, as_json: bool = False, quiet_plan: bool = False,
-                 total: int | None = None, console: Any = None):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        as_json: bool = False,
+        quiet_plan: bool = False,
+        total: int | None = None,
+        console: Any = None,
+    ):
         self.stream = stream or sys.stderr
         self.as_json = as_json
         self.quiet_plan = quiet_plan
@@ -148,8 +167,14 @@ class Progress:
         console = self._rich()
         spinner = Spinner("dots" if console.encoding.lower().startswith("utf") else "line", style="cyan")
         redirect = self.stream is sys.stderr or self.stream is sys.__stderr__
-        live = Live(_StatusLine(self, spinner), console=console, refresh_per_second=_REFRESH_PER_SECOND,
-                    transient=True, redirect_stdout=False, redirect_stderr=redirect)
+        live = Live(
+            _StatusLine(self, spinner),
+            console=console,
+            refresh_per_second=_REFRESH_PER_SECOND,
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=redirect,
+        )
         live.start(refresh=True)
         self._live = live
         atexit.register(self.close)
@@ -212,8 +237,13 @@ class Progress:
     # -- machines ----------------------------------------------------------------------------
 
     def _json(self, event: str, entry: PlanEntry) -> None:
-        record: dict[str, Any] = {"event": event, "step": entry.step_id, "item": entry.item_key,
-                                  "status": entry.status, "ts": round(time.time(), 3)}
+        record: dict[str, Any] = {
+            "event": event,
+            "step": entry.step_id,
+            "item": entry.item_key,
+            "status": entry.status,
+            "ts": round(time.time(), 3),
+        }
         if event == "progress":
             record["note"] = entry.reason
         elif event == "step":

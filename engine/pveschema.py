@@ -21,8 +21,9 @@ def _loaded() -> Any:
     return _schema.load()
 
 
-def check_request(method: str, path: str, params: dict[str, Any], unknown: str | None = None
-                  ) -> list[tuple[str | None, str]]:
+def check_request(
+    method: str, path: str, params: dict[str, Any], unknown: str | None = None
+) -> list[tuple[str | None, str]]:
     """PVE's objections to ``method path`` with ``params``, as (parameter or None, message) pairs.
 
     ``path`` is relative to /api2/json. Path parameters (``node``, ``vmid``) are taken from the path.
@@ -40,8 +41,11 @@ def check_request(method: str, path: str, params: dict[str, Any], unknown: str |
         return [(None, f"{method} is not a method of {found.template} (it has: {allowed})")]
     values = {**params, **found.params}
     _, errors = _schema.validate(spec.get("parameters") or {}, values)
-    return [(name, f"{name}: {'; '.join(str(message).strip().splitlines())}")
-            for name, message in sorted(errors.items()) if unknown is None or values.get(name) != unknown]
+    return [
+        (name, f"{name}: {'; '.join(str(message).strip().splitlines())}")
+        for name, message in sorted(errors.items())
+        if unknown is None or values.get(name) != unknown
+    ]
 
 
 def is_task(method: str, path: str) -> bool:

@@ -34,8 +34,18 @@ from .yamlsource import load_yaml
 
 SHELL_KINDS = ("ssh", "local", "talosctl")
 #: What evaluating an untrusted template may raise; each becomes a located problem, never a traceback.
-_TEMPLATE_FAILURES = (TemplateError, KeyError, TypeError, ValueError, AttributeError, ArithmeticError,
-                      IndexError, AssertionError, RecursionError, MemoryError)
+_TEMPLATE_FAILURES = (
+    TemplateError,
+    KeyError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    ArithmeticError,
+    IndexError,
+    AssertionError,
+    RecursionError,
+    MemoryError,
+)
 EXPRESSION_ATTRS = ("when", "check", "foreach", "until")
 _SCALARS = (str, int, float, bool)
 #: The most items one ``foreach`` may give. ``runbook validate`` renders every item of every step
@@ -82,8 +92,9 @@ def exists(path: str) -> bool:
 
 
 def _environment(finalize: Any) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=StrictUndefined, finalize=finalize, keep_trailing_newline=True,
-                               autoescape=False)
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined, finalize=finalize, keep_trailing_newline=True, autoescape=False
+    )
     env.filters["raw"] = lambda value: ShellRaw(_plain_value(value))
     env.filters["quote"] = lambda value: shlex.quote(_plain_value(value))
     env.globals["exists"] = exists
@@ -143,7 +154,7 @@ def split_api_body(step: Step, file: str = "runbook") -> ApiBody:
     lines = step.body.splitlines()
     first = next(i for i, text in enumerate(lines) if text.strip() and not text.lstrip().startswith("#"))
     method, _, path = lines[first].strip().partition(" ")
-    rest = "\n".join(lines[first + 1:])
+    rest = "\n".join(lines[first + 1 :])
     params: dict[str, Any] = {}
     lines: dict[str, int] = {}
     if rest.strip():
@@ -151,15 +162,25 @@ def split_api_body(step: Step, file: str = "runbook") -> ApiBody:
         if doc.problems:
             raise InputError(doc.problems)
         if not isinstance(doc.data, dict):
-            raise InputError(Problem(file, step.body_line + first + 1, f"step {step.id}",
-                                     "after the request line, an api body is a YAML mapping of parameters "
-                                     "(name: value, one per line)"))
+            raise InputError(
+                Problem(
+                    file,
+                    step.body_line + first + 1,
+                    f"step {step.id}",
+                    "after the request line, an api body is a YAML mapping of parameters (name: value, one per line)",
+                )
+            )
         for key, value in doc.data.items():
             if not isinstance(value, _SCALARS) and value is not None:
-                hint = (" (a templated value must be quoted: name: \"{{ vm.name }}\")"
-                        if isinstance(value, dict) else "")
-                raise InputError(Problem(file, doc.line_of((key,)), f"step {step.id}: {key}",
-                                         f"an API parameter value must be a single value{hint}"))
+                hint = ' (a templated value must be quoted: name: "{{ vm.name }}")' if isinstance(value, dict) else ""
+                raise InputError(
+                    Problem(
+                        file,
+                        doc.line_of((key,)),
+                        f"step {step.id}: {key}",
+                        f"an API parameter value must be a single value{hint}",
+                    )
+                )
             params[str(key)] = value
             lines[str(key)] = doc.line_of((key,)) or step.body_line
     return ApiBody(method.upper(), path.strip(), params, lines)
@@ -212,18 +233,27 @@ class Renderer:
         if isinstance(value, Unknown):
             raise UnknownValue(value)
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise InputError(Problem(self.file, step.line, "attributes.foreach",
-                                     f"foreach must give a list (got {type(value).__name__})"))
+            raise InputError(
+                Problem(
+                    self.file, step.line, "attributes.foreach", f"foreach must give a list (got {type(value).__name__})"
+                )
+            )
         items = list(itertools.islice(value.items() if isinstance(value, dict) else value, MAX_FOREACH_ITEMS + 1))
         if len(items) > MAX_FOREACH_ITEMS:
             try:
                 count = f"{len(value)} items"
             except TypeError:  # an iterator: it was not run to its end
                 count = f"more than {MAX_FOREACH_ITEMS} items"
-            raise InputError(Problem(self.file, step.line, "attributes.foreach",
-                                     f"foreach gave {count}, more than the {MAX_FOREACH_ITEMS} one step may loop "
-                                     "over; loop over a shorter list (filter it, e.g. with selectattr, or take a "
-                                     "slice such as [:100]) or split the work into several steps or runs"))
+            raise InputError(
+                Problem(
+                    self.file,
+                    step.line,
+                    "attributes.foreach",
+                    f"foreach gave {count}, more than the {MAX_FOREACH_ITEMS} one step may loop "
+                    "over; loop over a shorter list (filter it, e.g. with selectattr, or take a "
+                    "slice such as [:100]) or split the work into several steps or runs",
+                )
+            )
         return items
 
     def text(self, step: Step, source: str, local: dict[str, Any], *, shell: bool, line: int, field: str) -> str:
@@ -237,8 +267,13 @@ class Renderer:
     def action(self, step: Step, local: dict[str, Any]) -> Action:
         """The executable action of ``step`` for one loop item (``local`` holds the loop variable)."""
         timeout = step.attrs.get("timeout")
-        node = self.text(step, str(step.attrs["node"]), local, shell=False, line=step.line,
-                         field="attributes.node").strip() if "node" in step.attrs else None
+        node = (
+            self.text(
+                step, str(step.attrs["node"]), local, shell=False, line=step.line, field="attributes.node"
+            ).strip()
+            if "node" in step.attrs
+            else None
+        )
         if step.kind == "api":
             body = split_api_body(step, self.file)
             path = self.text(step, body.path, local, shell=False, line=step.body_line, field="path").strip()
@@ -253,19 +288,25 @@ class Renderer:
                 elif value is None:
                     continue
                 params[key] = value
-            return ApiRequest(body.method, path, params, node=node or None, poll=bool(step.attrs.get("poll", True)),
-                              timeout=timeout)
+            return ApiRequest(
+                body.method, path, params, node=node or None, poll=bool(step.attrs.get("poll", True)), timeout=timeout
+            )
         if step.kind in ("ssh", "local"):
             script = self.text(step, step.body, local, shell=True, line=step.body_line, field="body")
-            return ShellCommand(script, node=(node or self._first_node()) if step.kind == "ssh" else None,
-                                timeout=timeout, token_env=step.attrs.get("api_token_env"))
+            return ShellCommand(
+                script,
+                node=(node or self._first_node()) if step.kind == "ssh" else None,
+                timeout=timeout,
+                token_env=step.attrs.get("api_token_env"),
+            )
         if step.kind == "talosctl":
             text = self.text(step, step.body, local, shell=True, line=step.body_line, field="body")
             try:
                 argv = tuple(shlex.split(text.replace("\\\n", " "), comments=True))
             except ValueError as exc:
-                raise InputError(Problem(self.file, step.body_line, "body",
-                                         f"talosctl arguments do not split into words: {exc}")) from None
+                raise InputError(
+                    Problem(self.file, step.body_line, "body", f"talosctl arguments do not split into words: {exc}")
+                ) from None
             if argv and argv[0] == "talosctl":
                 argv = argv[1:]
             cwd = self.context.get("talos_config_dir")
@@ -287,8 +328,14 @@ def _http_request(text: str, step: Step, file: str, timeout: float | None) -> Ht
     for offset, line in enumerate(lines[1:], 1):
         name, sep, value = line.partition(":")
         if not sep or not re.fullmatch(r"[A-Za-z0-9-]+", name.strip()):
-            raise InputError(Problem(file, step.body_line + offset, "body",
-                                     f"expected a header line 'Name: value' (or a blank line before the body), got {line!r}"))
+            raise InputError(
+                Problem(
+                    file,
+                    step.body_line + offset,
+                    "body",
+                    f"expected a header line 'Name: value' (or a blank line before the body), got {line!r}",
+                )
+            )
         headers[name.strip()] = value.strip()
     expect = tuple(step.attrs.get("expect") or ())
     return HttpRequest(method.upper(), url.strip(), headers, body if body.strip() else None, expect, timeout)
@@ -326,7 +373,8 @@ def syntax_problems(step: Step, file: str) -> list[Problem]:
         except InputError as exc:
             return problems + exc.problems
         sources = [(body.path, step.body_line, "path")] + [
-            (str(v), step.body_line, k) for k, v in body.params.items() if isinstance(v, str)]
+            (str(v), step.body_line, k) for k, v in body.params.items() if isinstance(v, str)
+        ]
     for source, line, field in sources:
         try:
             compiled_template(source, shell)  # compiled now, as it will be rendered: kept for then

@@ -31,7 +31,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -77,8 +77,12 @@ class ProcessIdentity:
         if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not isinstance(data.get("host"), str):
             raise ValueError("not a process identity (needs an integer pid and a host)")
         start, boot = data.get("process_start"), data.get("boot_id")
-        return cls(data["pid"], data["host"], start if isinstance(start, int) else None,
-                   boot if isinstance(boot, str) else None)
+        return cls(
+            data["pid"],
+            data["host"],
+            start if isinstance(start, int) else None,
+            boot if isinstance(boot, str) else None,
+        )
 
     def liveness(self) -> Liveness:
         """Is this very process still running? Decided from this host's /proc, never from the pid alone."""
@@ -88,8 +92,11 @@ class ProcessIdentity:
         if self.boot_id and boot and self.boot_id != boot:
             return Liveness(False, f"this machine has restarted since pid {self.pid} started")
         if not _PROC.joinpath("self", "stat").exists():
-            return (Liveness(True, f"pid {self.pid} is still running") if _pid_exists(self.pid)
-                    else Liveness(False, f"pid {self.pid} is no longer running"))
+            return (
+                Liveness(True, f"pid {self.pid} is still running")
+                if _pid_exists(self.pid)
+                else Liveness(False, f"pid {self.pid} is no longer running")
+            )
         stat = _proc_stat(self.pid)
         if stat is None:
             return Liveness(False, f"pid {self.pid} is no longer running")
@@ -110,8 +117,10 @@ class LockInfo:
     process: ProcessIdentity
 
     def as_json(self) -> bytes:
-        return json.dumps({"run_id": self.run_id, "started": self.started, **self.process.as_dict()},
-                          indent=2).encode() + b"\n"
+        return (
+            json.dumps({"run_id": self.run_id, "started": self.started, **self.process.as_dict()}, indent=2).encode()
+            + b"\n"
+        )
 
     @classmethod
     def parse(cls, data: bytes) -> LockInfo:
@@ -120,14 +129,16 @@ class LockInfo:
             doc = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not JSON: {exc}") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("run_id"), str) \
-                or not isinstance(doc.get("started"), str):
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("run_id"), str)
+            or not isinstance(doc.get("started"), str)
+        ):
             raise ValueError("not a lock record (needs run_id and started)")
         return cls(doc["run_id"], doc["started"], ProcessIdentity.from_dict(doc))
 
     def describe(self) -> str:
-        return (f"run {self.run_id} (pid {self.process.pid} on {self.process.host}, "
-                f"since {self.started})")
+        return f"run {self.run_id} (pid {self.process.pid} on {self.process.host}, since {self.started})"
 
 
 class LockHeld(Exception):
@@ -211,8 +222,9 @@ class ProfileLock:
         self.acquire()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
     def _judge_previous(self, fd: int) -> str | None:
@@ -230,32 +242,46 @@ class ProfileLock:
             return f"replaced an unreadable lock file {self.path} ({exc}); its holder had died while writing it"
         alive, reason = previous.process.liveness()
         if alive is False:
-            return (f"reclaimed the lock of profile '{self.profile}' from {previous.describe()}: {reason}, "
-                    f"so that run was interrupted; see `runbook runs show {previous.run_id}`")
+            return (
+                f"reclaimed the lock of profile '{self.profile}' from {previous.describe()}: {reason}, "
+                f"so that run was interrupted; see `runbook runs show {previous.run_id}`"
+            )
         if self.force:
-            return (f"forced: took over the lock of profile '{self.profile}' from {previous.describe()}, "
-                    f"whose liveness could not be checked ({reason})")
+            return (
+                f"forced: took over the lock of profile '{self.profile}' from {previous.describe()}, "
+                f"whose liveness could not be checked ({reason})"
+            )
         if alive is None:
-            message = (f"profile '{self.profile}' is locked by {previous.describe()}. This host cannot check "
-                       f"whether it is still alive: {reason}. If that run is gone, take the lock over with "
-                       f"force (--force); otherwise wait for it, or see `runbook runs show {previous.run_id}`")
+            message = (
+                f"profile '{self.profile}' is locked by {previous.describe()}. This host cannot check "
+                f"whether it is still alive: {reason}. If that run is gone, take the lock over with "
+                f"force (--force); otherwise wait for it, or see `runbook runs show {previous.run_id}`"
+            )
         else:
-            message = (f"profile '{self.profile}' is claimed by {previous.describe()}: {reason}, but it does not "
-                       f"hold the lock (was {self.path} replaced, or is the state dir on a filesystem without "
-                       f"flock?). If pid {previous.process.pid} is not that run, take the lock over with "
-                       f"force (--force); otherwise wait, or see `runbook runs show {previous.run_id}`")
+            message = (
+                f"profile '{self.profile}' is claimed by {previous.describe()}: {reason}, but it does not "
+                f"hold the lock (was {self.path} replaced, or is the state dir on a filesystem without "
+                f"flock?). If pid {previous.process.pid} is not that run, take the lock over with "
+                f"force (--force); otherwise wait, or see `runbook runs show {previous.run_id}`"
+            )
         raise LockUnverifiable(message, previous, self.path)
 
     def _held_message(self, holder: LockInfo | None) -> str:
         if holder is None:
-            return (f"profile '{self.profile}' is locked by a process that has not written its details yet "
-                    f"({self.path}); try again in a moment, or list runs with `runbook runs`")
-        message = (f"profile '{self.profile}' is locked by {holder.describe()}; only one run per profile at a "
-                   f"time. Wait for it to finish, or see what it is doing with `runbook runs show {holder.run_id}`")
+            return (
+                f"profile '{self.profile}' is locked by a process that has not written its details yet "
+                f"({self.path}); try again in a moment, or list runs with `runbook runs`"
+            )
+        message = (
+            f"profile '{self.profile}' is locked by {holder.describe()}; only one run per profile at a "
+            f"time. Wait for it to finish, or see what it is doing with `runbook runs show {holder.run_id}`"
+        )
         alive, reason = holder.process.liveness()
         if alive is False:
-            message += (f". Its recorded process is gone ({reason}), yet the lock is still held, so a process it "
-                        f"started may hold it; find it with `fuser -v {self.path}`")
+            message += (
+                f". Its recorded process is gone ({reason}), yet the lock is still held, so a process it "
+                f"started may hold it; find it with `fuser -v {self.path}`"
+            )
         return message
 
 
@@ -305,7 +331,7 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
         text = (_PROC / str(pid) / "stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], int(fields[19])  # fields 3 and 22 of the full line
 
 
@@ -327,4 +353,4 @@ def _pid_exists(pid: int) -> bool:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

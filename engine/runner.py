@@ -44,8 +44,8 @@ from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
-from .stepcheck import rendered_problems
 from .render import Renderer, StepOutputs, split_api_body
+from .stepcheck import rendered_problems
 from .unknown import Unknown, UnknownValue, contains_unknown
 
 #: The run-level bound on items running at once when the operator gives no --concurrency.
@@ -81,7 +81,7 @@ class Recorder(Protocol):
 class Approver(Protocol):
     who: str | None
 
-    def approve(self, entry: "PlanEntry") -> bool:
+    def approve(self, entry: PlanEntry) -> bool:
         """True to run the gated step; False stops the run before it."""
 
 
@@ -201,9 +201,16 @@ def sections(runbook: Runbook) -> tuple[list[Section], list[Problem]]:
         members = tuple(steps[index:end])
         found = pipeline_problems(members, str(name), runbook.file)
         if name in seen:
-            found.insert(0, Problem(runbook.file, members[0].line, "attributes.pipeline",
-                                    f"pipeline '{name}' already ended at line {seen[name]}: the steps of a pipeline "
-                                    "are consecutive; give this group another name or move its steps together"))
+            found.insert(
+                0,
+                Problem(
+                    runbook.file,
+                    members[0].line,
+                    "attributes.pipeline",
+                    f"pipeline '{name}' already ended at line {seen[name]}: the steps of a pipeline "
+                    "are consecutive; give this group another name or move its steps together",
+                ),
+            )
         seen[str(name)] = members[-1].line
         problems += found
         out += [Section((step,)) for step in members] if found else [Section(members, str(name))]
@@ -218,32 +225,62 @@ def pipeline_problems(members: Sequence[Step], name: str, file: str) -> list[Pro
     for step in members:
         where = f"step {step.id} (pipeline {name})"
         if "foreach" not in step.attrs:
-            problems.append(Problem(file, step.line, "attributes.pipeline",
-                                    f"{where} has no foreach: a pipeline runs each item of a list through its steps"))
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    "attributes.pipeline",
+                    f"{where} has no foreach: a pipeline runs each item of a list through its steps",
+                )
+            )
         elif step is not first and (step.attrs["foreach"], step.loop_var) != (first.attrs["foreach"], first.loop_var):
-            problems.append(Problem(file, step.line, "attributes.foreach",
-                                    f"{where} must loop over the same items, with the same 'as', as its first step "
-                                    f"{first.id} (line {first.line}): foreach: {first.attrs['foreach']}, "
-                                    f"as: {first.loop_var}"))
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    "attributes.foreach",
+                    f"{where} must loop over the same items, with the same 'as', as its first step "
+                    f"{first.id} (line {first.line}): foreach: {first.attrs['foreach']}, "
+                    f"as: {first.loop_var}",
+                )
+            )
         if step is not first and "parallel" in step.attrs:
-            problems.append(Problem(file, step.line, "attributes.parallel",
-                                    f"{where}: a pipeline has one width, given by parallel on its first step "
-                                    f"{first.id} (line {first.line}); remove it here"))
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    "attributes.parallel",
+                    f"{where}: a pipeline has one width, given by parallel on its first step "
+                    f"{first.id} (line {first.line}); remove it here",
+                )
+            )
         try:
             reasons, reading = static_gate_reasons(step), reads_only(step)
         except InputError as exc:  # an api body that is not a mapping: reported as it is
             problems += exc.problems
             continue
         if reasons:
-            problems.append(Problem(file, step.line, "attributes.pipeline",
-                                    f"{where} is gated ({'; '.join(reasons)}), but a pipeline never stops to ask in "
-                                    "the middle of its items: make it a step of its own after the pipeline "
-                                    "(with parallel, its gates are asked for every item before any runs)"))
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    "attributes.pipeline",
+                    f"{where} is gated ({'; '.join(reasons)}), but a pipeline never stops to ask in "
+                    "the middle of its items: make it a step of its own after the pipeline "
+                    "(with parallel, its gates are asked for every item before any runs)",
+                )
+            )
         elif not reading and "check" not in step.attrs:
-            problems.append(Problem(file, step.line, "attributes.check",
-                                    f"{where} changes something but has no check: after an interruption several "
-                                    "items may be half-way through the pipeline, and resume redoes a step only "
-                                    "when its check says its effect is not in place. Add a check"))
+            problems.append(
+                Problem(
+                    file,
+                    step.line,
+                    "attributes.check",
+                    f"{where} changes something but has no check: after an interruption several "
+                    "items may be half-way through the pipeline, and resume redoes a step only "
+                    "when its check says its effect is not in place. Add a check",
+                )
+            )
     return problems
 
 
@@ -268,9 +305,11 @@ class _OwnItemOutputs(list):  # type: ignore[type-arg]
         self._step_id, self._pipeline, self._index, self._value = step_id, pipeline, index, value
 
     def _refuse(self, what: str) -> NoReturn:
-        raise _OtherItem(f"{what} reads other items of pipeline '{self._pipeline}', which run at the same time as "
-                         f"this one: inside the pipeline only this item's output is known, as "
-                         f"steps.{self._step_id}[loop_index]; read the whole list after the pipeline")
+        raise _OtherItem(
+            f"{what} reads other items of pipeline '{self._pipeline}', which run at the same time as "
+            f"this one: inside the pipeline only this item's output is known, as "
+            f"steps.{self._step_id}[loop_index]; read the whole list after the pipeline"
+        )
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, int) and key in (self._index, self._index - len(self)):
@@ -327,8 +366,10 @@ class _Limits:
             while any(self._held[key] >= limit for key, limit in slots):
                 if not told:
                     full = next(key for key, limit in slots if self._held[key] >= limit)
-                    waiting(f"waiting for a clone slot: {self._held[full]} clone(s) of {full[0]} {full[1]} are "
-                            f"running (limits.clones_per_{full[0]})")
+                    waiting(
+                        f"waiting for a clone slot: {self._held[full]} clone(s) of {full[0]} {full[1]} are "
+                        f"running (limits.clones_per_{full[0]})"
+                    )
                     told = True
                 self._changed.wait()
             for key, _ in slots:
@@ -349,7 +390,7 @@ class _ItemProgress:
     runs, from their journals; the API executor polls a task first when it is likely to have ended.
     """
 
-    def __init__(self, runner: "Runner", entry: PlanEntry):
+    def __init__(self, runner: Runner, entry: PlanEntry):
         self._runner = runner
         self._entry = entry
         self.task_estimates = runner.task_estimates
@@ -366,13 +407,22 @@ class Runner:
     ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
     """
 
-    def __init__(self, runbook: Runbook, context: dict[str, Any], *, executor: Executor | None,
-                 dry_run: bool, approver: Approver, recorder: Recorder | None = None,
-                 done: dict[tuple[str, str | None], Any] | None = None,
-                 on_event: Callable[[str, PlanEntry], None] | None = None,
-                 check_unfinished: frozenset[tuple[str, str | None]] = frozenset(),
-                 collect: list[Problem] | None = None, concurrency: int | None = None,
-                 lock_backoff: float = LOCK_BACKOFF):
+    def __init__(
+        self,
+        runbook: Runbook,
+        context: dict[str, Any],
+        *,
+        executor: Executor | None,
+        dry_run: bool,
+        approver: Approver,
+        recorder: Recorder | None = None,
+        done: dict[tuple[str, str | None], Any] | None = None,
+        on_event: Callable[[str, PlanEntry], None] | None = None,
+        check_unfinished: frozenset[tuple[str, str | None]] = frozenset(),
+        collect: list[Problem] | None = None,
+        concurrency: int | None = None,
+        lock_backoff: float = LOCK_BACKOFF,
+    ):
         self.runbook = runbook
         self.dry_run = dry_run
         self.executor = executor
@@ -459,8 +509,9 @@ class Runner:
             outputs = []
             for index, item in enumerate(items):
                 key = _item_key(item, index)
-                item_entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key,
-                                       show=bool(step.attrs.get("show")))
+                item_entry = PlanEntry(
+                    step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
+                )
                 outputs.append(self._item(step, key, {step.loop_var: item, "loop_index": index}, item_entry))
         self._publish(step, _NOTHING if any(o is _NOTHING for o in outputs) else outputs)
 
@@ -474,16 +525,25 @@ class Runner:
         mark = len(self.entries)
         for index, item in enumerate(items):
             key = _item_key(item, index)
-            entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show")))
+            entry = PlanEntry(
+                step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
+            )
             try:
                 ready = self._prepare(step, key, {step.loop_var: item, "loop_index": index}, entry)
             except (GateStop, InputError, StepError) as exc:
                 stopped = exc
                 break
             if isinstance(ready, _Ready):
-                def job(stop: threading.Event, index: int = index, key: str = key, ready: _Ready = ready,
-                        entry: PlanEntry = entry) -> None:
+
+                def job(
+                    stop: threading.Event,
+                    index: int = index,
+                    key: str = key,
+                    ready: _Ready = ready,
+                    entry: PlanEntry = entry,
+                ) -> None:
                     outputs[index] = self._execute(step, key, ready.action, entry)
+
                 jobs.append(job)
             else:
                 outputs[index] = ready
@@ -513,10 +573,10 @@ class Runner:
         name = str(section.name)
 
         def one(step: Step, index: int) -> None:
-            entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=keys[index],
-                              show=bool(step.attrs.get("show")))
-            local = {step.loop_var: items[index], "loop_index": index,
-                     "steps": self._item_view(outputs, name, index)}
+            entry = PlanEntry(
+                step.id, step.kind, step.title, step.line, item_key=keys[index], show=bool(step.attrs.get("show"))
+            )
+            local = {step.loop_var: items[index], "loop_index": index, "steps": self._item_view(outputs, name, index)}
             outputs[step.id][index] = self._item(step, keys[index], local, entry)
 
         width = self._width(first)
@@ -532,13 +592,16 @@ class Runner:
                     for step in steps:
                         one(step, index)
             else:
+
                 def chain(index: int) -> Callable[[threading.Event], None]:
                     def run_chain(stop: threading.Event) -> None:
                         for number, step in enumerate(steps):
                             if number and stop.is_set():
                                 return  # another item failed: this one begins no further step
                             one(step, index)
+
                     return run_chain
+
                 self._run_jobs([chain(index) for index in range(len(items))], width)
         finally:
             self._order_entries(mark, {step.id: number for number, step in enumerate(steps)}, items)
@@ -587,8 +650,9 @@ class Runner:
 
         # Daemon threads: a Ctrl-C stops the run at once; steps in flight are left in doubt in the
         # journal, which is what resume is for.
-        threads = [threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True)
-                   for n in range(min(width, len(jobs)))]
+        threads = [
+            threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True) for n in range(min(width, len(jobs)))
+        ]
         for thread in threads:
             thread.start()
         try:
@@ -605,8 +669,9 @@ class Runner:
         """Entries of a concurrent section in plan order (step, then item), whatever order they ended in."""
         keys = {_item_key(item, index): index for index, item in enumerate(items)}
         with self._lock:
-            self.entries[mark:] = sorted(self.entries[mark:], key=lambda e: (step_order.get(e.step_id, 0),
-                                                                              keys.get(e.item_key or "", 0)))
+            self.entries[mark:] = sorted(
+                self.entries[mark:], key=lambda e: (step_order.get(e.step_id, 0), keys.get(e.item_key or "", 0))
+            )
 
     # ------------------------------------------------------------------ one item
 
@@ -637,13 +702,23 @@ class Runner:
         # A read-only step runs again on resume, so the guards after it see the cluster as it is now,
         # not as it was before the interruption.
         if (step.id, key) in self.done and not reads_only(step):
-            entry.status, entry.reason, entry.output = "succeeded", "finished in an earlier attempt", self.done[(step.id, key)]
+            entry.status, entry.reason, entry.output = (
+                "succeeded",
+                "finished in an earlier attempt",
+                self.done[(step.id, key)],
+            )
             self._add(entry)
             return entry.output
         if "until" in step.attrs and not reads_only(step):
-            raise InputError(Problem(self.runbook.file, step.line, "attributes.until",
-                                     "until repeats the step, so it is only for steps that change nothing: "
-                                     "an API GET, or a step marked readonly: true"))
+            raise InputError(
+                Problem(
+                    self.runbook.file,
+                    step.line,
+                    "attributes.until",
+                    "until repeats the step, so it is only for steps that change nothing: "
+                    "an API GET, or a step marked readonly: true",
+                )
+            )
         pending_condition = ""
         try:
             if "when" in step.attrs and not self.renderer.truth(step, "when", local):
@@ -658,19 +733,32 @@ class Runner:
                 return None
         except UnknownValue as unknown:
             if not self.dry_run:
-                raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
-                                         f"condition needs {unknown.source}, which no earlier step produced")) from None
+                raise InputError(
+                    Problem(
+                        self.runbook.file,
+                        step.line,
+                        f"step {step.id}",
+                        f"condition needs {unknown.source}, which no earlier step produced",
+                    )
+                ) from None
             pending_condition = f"runs only if its condition holds, which depends on {unknown.source}"
         if (step.id, key) in self.check_unfinished and "check" not in step.attrs and not reads_only(step):
             # A step that only reads is simply run again, like every read-only step on resume.
-            entry.gate_reasons.append("started in an earlier attempt but never finished, and has no check to "
-                                      "tell whether it took effect")
+            entry.gate_reasons.append(
+                "started in an earlier attempt but never finished, and has no check to tell whether it took effect"
+            )
         try:
             action = self.renderer.action(step, local)
         except UnknownValue as unknown:
             if not self.dry_run:
-                raise InputError(Problem(self.runbook.file, step.line, f"step {step.id}",
-                                         f"needs {unknown.source}, which no earlier step produced")) from None
+                raise InputError(
+                    Problem(
+                        self.runbook.file,
+                        step.line,
+                        f"step {step.id}",
+                        f"needs {unknown.source}, which no earlier step produced",
+                    )
+                ) from None
             entry.status = "unknown"
             entry.reason = f"what it sends depends on {unknown.source}, known only after run"
             self._add(entry)
@@ -696,8 +784,11 @@ class Runner:
             if entry.gated:
                 entry.reason = "gated: needs approval"
             elif readonly:
-                entry.reason = ("read-only; not run while planning, because an earlier step would change the cluster "
-                                "first" if self.plan_changes and self.executor is not None else "read-only")
+                entry.reason = (
+                    "read-only; not run while planning, because an earlier step would change the cluster first"
+                    if self.plan_changes and self.executor is not None
+                    else "read-only"
+                )
             else:
                 self.plan_changes = True
             self._add(entry)
@@ -764,13 +855,18 @@ class Runner:
                     locked += 1
                     pause = min(LOCK_BACKOFF_CAP, self.lock_backoff * 2 ** (locked - 1)) * self._random.uniform(0.5, 1)
                     reason = failure.message.strip().splitlines()[0][:160]
-                    self.on_event("progress", _note(entry, f"a lock is held ({reason}); trying again in {pause:.1f} s "
-                                                           f"({locked} of {lock_retries})"))
+                    self.on_event(
+                        "progress",
+                        _note(
+                            entry,
+                            f"a lock is held ({reason}); trying again in {pause:.1f} s ({locked} of {lock_retries})",
+                        ),
+                    )
                     time.sleep(pause)
                     continue
                 if attempt < retries and (failure.retryable or reads_only(step) or not failure.sent):
                     attempt += 1
-                    time.sleep(min(2 ** attempt * 0.1, 5) * self._random.uniform(0.5, 1))
+                    time.sleep(min(2**attempt * 0.1, 5) * self._random.uniform(0.5, 1))
                     continue
                 self._fail_step(step, entry, failure.message, started)
 
@@ -794,15 +890,24 @@ class Runner:
             if attempt < attempts:
                 self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {attempt + 1})"))
                 time.sleep(delay)
-        self._fail_step(step, entry, f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
-                                     f"{step.attrs['until']} is still false ({last})", started)
+        self._fail_step(
+            step,
+            entry,
+            f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
+            f"{step.attrs['until']} is still false ({last})",
+            started,
+        )
 
     def _extract(self, step: Step, data: Any) -> Any:
         if "extract" not in step.attrs:
             return data
         context = self.renderer.context
-        variables = {"config": context.get("config"), "profile": context.get("profile"),
-                     "plan": context.get("plan"), **context.get("params", {})}
+        variables = {
+            "config": context.get("config"),
+            "profile": context.get("profile"),
+            "plan": context.get("plan"),
+            **context.get("params", {}),
+        }
         return apply_extract(str(step.attrs["extract"]), data, variables, self.runbook.file, step)
 
     def _fail_step(self, step: Step, entry: PlanEntry, message: str, started: float) -> NoReturn:
@@ -829,8 +934,9 @@ def _accepted(step: Step, failure: StepFailed) -> Result:
     if isinstance(code, int) and not isinstance(code, bool) and code in (step.attrs.get("accept_exit") or ()):
         return Result(data=data, summary=f"exited with {code}, an answer this step accepts (accept_exit)")
     if step.attrs.get("accept_task_error") and data.get("upid") and data.get("exitstatus") and not failure.retryable:
-        return Result(data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts "
-                                        "(accept_task_error)")
+        return Result(
+            data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts (accept_task_error)"
+        )
     raise failure
 
 
@@ -873,8 +979,12 @@ def task_history(run_folder: Any, runs: int = HISTORY_RUNS) -> dict[str, float]:
                 continue
             outputs, duration = record.get("outputs"), record.get("duration")
             # Only what the API executor answers for a task it waited for, not a step that read a task's status.
-            if not (isinstance(outputs, dict) and set(outputs) == _TASK_OUTPUT and isinstance(duration, (int, float))
-                    and duration > 0):
+            if not (
+                isinstance(outputs, dict)
+                and set(outputs) == _TASK_OUTPUT
+                and isinstance(duration, (int, float))
+                and duration > 0
+            ):
                 continue
             upid, status = str(outputs.get("upid", "")), str(outputs.get("exitstatus", ""))
             parts = upid.split(":")

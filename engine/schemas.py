@@ -15,8 +15,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from functools import lru_cache
-from pathlib import Path
+from functools import cache
 from typing import Any
 
 import jsonschema_rs
@@ -30,31 +29,36 @@ from .resources import schema_dir
 from .yamlsource import YamlDoc, dotted
 
 
-@lru_cache(maxsize=None)
+@cache
 def _schema_resources() -> tuple[Resource, ...]:
-    return tuple(Resource.from_contents(json.loads(path.read_text(encoding="utf-8")))
-                 for path in sorted(schema_dir().rglob("*.schema.json")))
+    return tuple(
+        Resource.from_contents(json.loads(path.read_text(encoding="utf-8")))
+        for path in sorted(schema_dir().rglob("*.schema.json"))
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _registry() -> Registry:
     return Registry().with_resources((resource.contents["$id"], resource) for resource in _schema_resources())
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(schema_id: str) -> Draft202012Validator:
     """A validator for the schema whose ``$id`` is ``schema_id`` (e.g. ``steps/api.schema.json``)."""
     schema = _registry()[schema_id].contents
     return Draft202012Validator(schema, registry=_registry(), format_checker=FORMAT_CHECKER)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _quick(schema_id: str) -> Any:
     """jsonschema-rs's validator for the same schema, with the same ``regex`` format (Python's ``re``)."""
     resources = [(resource.contents["$id"], resource.contents) for resource in _schema_resources()]
-    return jsonschema_rs.Draft202012Validator({"$ref": schema_id}, registry=jsonschema_rs.Registry(resources),
-                                              validate_formats=True,
-                                              formats={"regex": lambda text: regex_error(text) is None})
+    return jsonschema_rs.Draft202012Validator(
+        {"$ref": schema_id},
+        registry=jsonschema_rs.Registry(resources),
+        validate_formats=True,
+        formats={"regex": lambda text: regex_error(text) is None},
+    )
 
 
 def errors(schema_id: str, instance: Any) -> list[ValidationError]:
@@ -127,8 +131,10 @@ def explain_all(error: ValidationError, path: tuple[str, ...]) -> list[tuple[tup
         for name, needs in error.validator_value.items():
             missing = [n for n in needs if name in value and n not in value]
             for need in missing:
-                text = _custom(error, schema, name, name=name) or \
-                    f"{name} needs {need}, which is not given: add {need} or remove {name}"
+                text = (
+                    _custom(error, schema, name, name=name)
+                    or f"{name} needs {need}, which is not given: add {need} or remove {name}"
+                )
                 out.append((path + (name,), text))
         return out
     if len(error.relative_schema_path) >= 2 and list(error.relative_schema_path)[-2] == "propertyNames":
@@ -139,8 +145,9 @@ def explain_all(error: ValidationError, path: tuple[str, ...]) -> list[tuple[tup
     if kind == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         field = path + (missing,)
-        text = _custom(error, schema, value, name=missing) or \
-            "missing: this field is required" + _misspelt(missing, value, schema)
+        text = _custom(error, schema, value, name=missing) or "missing: this field is required" + _misspelt(
+            missing, value, schema
+        )
     else:
         text = _custom(error, schema, value, name=path[-1] if path else "") or _generic(error, schema, path)
         if kind == "pattern":
@@ -162,13 +169,20 @@ def _custom(error: ValidationError, schema: dict[str, Any], subject: Any, name: 
     elif error.validator not in _FORM:
         spec = None
     if isinstance(spec, list):
-        spec = next((case["message"] for case in spec
-                     if "if" not in case or BoundedValidator(case["if"]).is_valid(subject)), None)
+        spec = next(
+            (case["message"] for case in spec if "if" not in case or BoundedValidator(case["if"]).is_valid(subject)),
+            None,
+        )
     if not isinstance(spec, str):
         return None
     value = error.instance
-    fills = {"got": _short(value), "length": str(len(value)) if isinstance(value, (str, list, dict)) else "",
-             "limit": str(error.validator_value), "name": name, "unit": str(schema.get("x-unit", ""))}
+    fills = {
+        "got": _short(value),
+        "length": str(len(value)) if isinstance(value, (str, list, dict)) else "",
+        "limit": str(error.validator_value),
+        "name": name,
+        "unit": str(schema.get("x-unit", "")),
+    }
     return _PLACEHOLDER.sub(lambda m: fills[m.group(1)], spec)
 
 
@@ -202,8 +216,11 @@ def _generic(error: ValidationError, schema: dict[str, Any], path: tuple[str, ..
     if kind == "maxLength":
         return f"must be at most {limit} characters (got {len(value)})"
     if kind == "minItems":
-        return "is an empty list: give at least one item" if limit == 1 else \
-            f"needs at least {limit} items (got {len(value)})"
+        return (
+            "is an empty list: give at least one item"
+            if limit == 1
+            else f"needs at least {limit} items (got {len(value)})"
+        )
     if kind == "maxItems":
         return f"may hold at most {limit} items (got {len(value)})"
     if kind == "minProperties":
@@ -226,8 +243,9 @@ def _generic(error: ValidationError, schema: dict[str, Any], path: tuple[str, ..
     return error.message
 
 
-def _unknown_fields(error: ValidationError, path: tuple[str, ...],
-                    schema: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+def _unknown_fields(
+    error: ValidationError, path: tuple[str, ...], schema: dict[str, Any]
+) -> list[tuple[tuple[str, ...], str]]:
     """One problem per field the schema does not know, with a guess at what was meant.
 
     ``unevaluatedProperties`` also fires for known fields whenever a sibling rule failed (their
@@ -321,8 +339,15 @@ def _resolved(error: ValidationError, sub: dict[str, Any]) -> dict[str, Any]:
 def _article(kind: object) -> str:
     if isinstance(kind, list):
         return " or ".join(_article(k) for k in kind)
-    return {"integer": "an integer", "object": "a mapping", "array": "a list", "string": "a string",
-            "boolean": "true or false", "number": "a number", "null": "empty"}.get(str(kind), str(kind))
+    return {
+        "integer": "an integer",
+        "object": "a mapping",
+        "array": "a list",
+        "string": "a string",
+        "boolean": "true or false",
+        "number": "a number",
+        "null": "empty",
+    }.get(str(kind), str(kind))
 
 
 def _describe(value: object) -> str:

@@ -56,17 +56,24 @@ def runbook_path(home: Home, name: str) -> Path:
     return path
 
 
-def prepare(home: Home, name: str, profile_name: str | None, given: Mapping[str, str],
-            cluster_vms: Iterable[ExistingVm] = ()) -> Session:
+def prepare(
+    home: Home, name: str, profile_name: str | None, given: Mapping[str, str], cluster_vms: Iterable[ExistingVm] = ()
+) -> Session:
     """Load and check every input of a run; raises ``InputError`` with every problem found."""
     config = load_config(home)
     path = runbook_path(home, name)
     runbook = parse_runbook_file(path, home.shown(path))
     profile = None
     if runbook.needs_profile and profile_name is None:
-        raise InputError(Problem(runbook.file, None, "requires",
-                                 f"{runbook.name} acts on a cluster profile: add --profile NAME "
-                                 f"(profiles: {', '.join(p.stem for p in home.profile_paths()) or 'none'})"))
+        raise InputError(
+            Problem(
+                runbook.file,
+                None,
+                "requires",
+                f"{runbook.name} acts on a cluster profile: add --profile NAME "
+                f"(profiles: {', '.join(p.stem for p in home.profile_paths()) or 'none'})",
+            )
+        )
     if profile_name is not None:
         profile = load_profile(home, profile_name, config)
     params = parse_params(runbook, given)

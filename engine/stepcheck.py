@@ -13,8 +13,12 @@ from .render import split_api_body
 from .unknown import contains_unknown
 from .yamlsource import dotted
 
-_SCHEMAS = {"ApiRequest": "rendered/api.schema.json", "ShellCommand": "rendered/shell.schema.json",
-            "TalosctlCommand": "rendered/talosctl.schema.json", "HttpRequest": "rendered/http.schema.json"}
+_SCHEMAS = {
+    "ApiRequest": "rendered/api.schema.json",
+    "ShellCommand": "rendered/shell.schema.json",
+    "TalosctlCommand": "rendered/talosctl.schema.json",
+    "HttpRequest": "rendered/http.schema.json",
+}
 
 
 def rendered_problems(action: dict[str, Any], step: Step, file: str) -> list[Problem]:
@@ -28,10 +32,12 @@ def rendered_problems(action: dict[str, Any], step: Step, file: str) -> list[Pro
         return problems
     shown = _placeholders(action)
     lines = split_api_body(step, file).lines
-    for name, objection in pveschema.check_request(shown["method"], shown["path"], shown["params"],
-                                                   unknown=_PLACEHOLDER if contains_unknown(action) else None):
-        problems.append(Problem(file, lines.get(name or "", step.body_line), f"step {step.id}",
-                                f"Proxmox API: {objection}"))
+    for name, objection in pveschema.check_request(
+        shown["method"], shown["path"], shown["params"], unknown=_PLACEHOLDER if contains_unknown(action) else None
+    ):
+        problems.append(
+            Problem(file, lines.get(name or "", step.body_line), f"step {step.id}", f"Proxmox API: {objection}")
+        )
     return sorted(problems, key=lambda p: (p.line or 0, p.message))
 
 

@@ -15,7 +15,7 @@ from typing import Any
 class UnknownValue(Exception):
     """A decision needed a value that only a later step can produce; ``source`` names it."""
 
-    def __init__(self, unknown: "Unknown"):
+    def __init__(self, unknown: Unknown):
         self.source = describe(unknown)
         super().__init__(f"depends on a value known only after run: {self.source}")
 
@@ -35,12 +35,12 @@ class Unknown:
 
     __repr__ = __str__
 
-    def __getattr__(self, name: str) -> "Unknown":
+    def __getattr__(self, name: str) -> Unknown:
         if name.startswith("__"):
             raise AttributeError(name)
         return Unknown(f"{self._origin}.{name}")
 
-    def __getitem__(self, key: Any) -> "Unknown":
+    def __getitem__(self, key: Any) -> Unknown:
         shown = f'"{key}"' if isinstance(key, str) else str(key)  # double quotes: they sit well in shell quoting
         return Unknown(f"{self._origin}[{shown}]")
 
@@ -56,7 +56,7 @@ class Unknown:
     def __contains__(self, item: Any) -> bool:
         raise UnknownValue(self)
 
-    def _derived(self, *_: Any) -> "Unknown":
+    def _derived(self, *_: Any) -> Unknown:
         return self
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _derived  # type: ignore[assignment]

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import ClusterConfig, config_problems
+from .context import template_context
 from .home import Home
 from .model import Runbook
 from .parser import parse_runbook_file
 from .problems import InputError, Problem
-from .context import template_context
 from .profiles import Profile, load_profiles
 from .render import syntax_problems
 from .runner import Runner
@@ -52,9 +52,14 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
         report.checked.append(home.shown(home.config_path))
         report.problems += config_report
     elif config is None:
-        report.problems.append(Problem(home.shown(home.config_path), None, None,
-                                       "the cluster config has problems, so profiles cannot be fully checked; "
-                                       "run 'runbook validate' on it"))
+        report.problems.append(
+            Problem(
+                home.shown(home.config_path),
+                None,
+                None,
+                "the cluster config has problems, so profiles cannot be fully checked; run 'runbook validate' on it",
+            )
+        )
     for path in home.profile_paths():
         if _selected(path, wanted):
             report.checked.append(home.shown(path))
@@ -74,8 +79,9 @@ RUNBOOKS_PER_WORKER = 24
 _SHARED: tuple[Home, ClusterConfig | None, list[Profile]] | None = None  # what forked workers inherit
 
 
-def _each_runbook(home: Home, config: ClusterConfig | None, profiles: list[Profile],
-                  paths: list[Path]) -> list[list[Problem]]:
+def _each_runbook(
+    home: Home, config: ClusterConfig | None, profiles: list[Profile], paths: list[Path]
+) -> list[list[Problem]]:
     """The problems of each runbook, in the order given. A home of many runbooks is checked by
     several processes (one per CPU, forked, so they inherit the loaded config, profiles and
     compiled schemas): each runbook is independent of the others, and compiling its templates is
@@ -121,8 +127,9 @@ def render_problems(runbook: Runbook, config: ClusterConfig, profiles: list[Prof
     targets: list[Profile | None] = list(profiles) if runbook.needs_profile else [None]
     found: dict[Problem, list[str]] = {}
     for profile in targets:
-        params: dict[str, Any] = {p.name: (Unknown(f"--param {p.name}") if p.required else p.default)
-                                  for p in runbook.parameters}
+        params: dict[str, Any] = {
+            p.name: (Unknown(f"--param {p.name}") if p.required else p.default) for p in runbook.parameters
+        }
         plan = profile.plan(config) if profile is not None else None
         context = template_context(config, profile, plan, params, home.root)
         collected: list[Problem] = []
@@ -132,8 +139,9 @@ def render_problems(runbook: Runbook, config: ClusterConfig, profiles: list[Prof
     out = []
     for problem, names in found.items():
         if runbook.needs_profile and len(names) < len(targets):
-            problem = Problem(problem.file, problem.line, problem.field,
-                              f"{problem.message} (with profile {', '.join(names)})")
+            problem = Problem(
+                problem.file, problem.line, problem.field, f"{problem.message} (with profile {', '.join(names)})"
+            )
         out.append(problem)
     return out
 
@@ -169,9 +177,15 @@ def _wanted(home: Home, paths: list[Path] | None, report: Report) -> set[Path] |
         elif path in known or path.suffix == ".md":
             wanted.add(path)
         else:
-            report.problems.append(Problem(str(given), None, None,
-                                           f"not a runbook (.md), a profile in {home.shown(home.clusters_dir)}/ "
-                                           f"or the {home.shown(home.config_path)} of the home {home.root}"))
+            report.problems.append(
+                Problem(
+                    str(given),
+                    None,
+                    None,
+                    f"not a runbook (.md), a profile in {home.shown(home.clusters_dir)}/ "
+                    f"or the {home.shown(home.config_path)} of the home {home.root}",
+                )
+            )
     return wanted
 
 

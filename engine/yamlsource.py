@@ -50,7 +50,6 @@ class YamlDoc:
         return Problem(self.file, self.line_of(parts), dotted(parts) or None, message)
 
 
-
 def dotted(path: Iterable[object]) -> str:
     """``('nodes', 'controlplane', 'assignments', '0', 'vmid')`` -> ``nodes.controlplane.assignments[0].vmid``."""
     out = ""
@@ -78,16 +77,24 @@ def load_yaml(text: str, file: str, first_line: int = 1, within: str | None = No
             _check_shape(node, file, first_line)
         data = loader.construct_document(node) if node is not None else None
     except RecursionError:  # PyYAML composes nested collections recursively
-        raise InputError(Problem(file, first_line, None, f"the YAML is nested far more than {MAX_DEPTH} levels "
-                                                         "deep; no runbook, profile or config needs that: flatten "
-                                                         "it")) from None
+        raise InputError(
+            Problem(
+                file,
+                first_line,
+                None,
+                f"the YAML is nested far more than {MAX_DEPTH} levels "
+                "deep; no runbook, profile or config needs that: flatten "
+                "it",
+            )
+        ) from None
     except yaml.MarkedYAMLError as exc:
         line, advice = yaml_error_advice(exc, text, first_line)
         raise InputError(Problem(file, line, None, f"invalid YAML: {advice}")) from None
     except yaml.reader.ReaderError as exc:
         line = first_line + text.count("\n", 0, max(exc.position, 0))
-        raise InputError(Problem(file, line, None, f"the control character {chr(exc.character)!r} is not allowed "
-                                                   "in YAML: delete it")) from None
+        raise InputError(
+            Problem(file, line, None, f"the control character {chr(exc.character)!r} is not allowed in YAML: delete it")
+        ) from None
     except yaml.YAMLError as exc:
         raise InputError(Problem(file, first_line, None, f"invalid YAML: {exc}")) from None
     finally:
@@ -140,20 +147,40 @@ def _check_shape(root: yaml.Node, file: str, first_line: int) -> None:
             sizes[key] = (size, height)
             line = node.start_mark.line + first_line
             if height > MAX_DEPTH:
-                raise InputError(Problem(file, line, None, f"the YAML is nested more than {MAX_DEPTH} levels deep "
-                                                           "here; no runbook, profile or config needs that: "
-                                                           "flatten it"))
+                raise InputError(
+                    Problem(
+                        file,
+                        line,
+                        None,
+                        f"the YAML is nested more than {MAX_DEPTH} levels deep "
+                        "here; no runbook, profile or config needs that: "
+                        "flatten it",
+                    )
+                )
             if size > MAX_VALUES:
-                raise InputError(Problem(file, line, None, f"through its aliases (*name) the YAML here expands to "
-                                                           f"more than {MAX_VALUES} values: write the values out "
-                                                           "instead of nesting aliases of aliases"))
+                raise InputError(
+                    Problem(
+                        file,
+                        line,
+                        None,
+                        f"through its aliases (*name) the YAML here expands to "
+                        f"more than {MAX_VALUES} values: write the values out "
+                        "instead of nesting aliases of aliases",
+                    )
+                )
             continue
         if key in sizes:
             continue
         if key in on_path:
-            raise InputError(Problem(file, node.start_mark.line + first_line, None,
-                                     "an alias (*name) here refers to a value that contains it, so the value "
-                                     "would never end: remove the alias"))
+            raise InputError(
+                Problem(
+                    file,
+                    node.start_mark.line + first_line,
+                    None,
+                    "an alias (*name) here refers to a value that contains it, so the value "
+                    "would never end: remove the alias",
+                )
+            )
         on_path.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in children if id(child) not in sizes)
@@ -186,10 +213,17 @@ def yaml_error_advice(exc: yaml.MarkedYAMLError, text: str, first_line: int = 1)
     if "{{" in start and (context.startswith("while parsing a flow") or problem == "found unhashable key"):
         line = opened.line if opened is not None else line
         before = start.split("{{", 1)[0]
-        example = f"{before.split(':', 1)[0].strip().removeprefix('- ')}: " if ":" in before else \
-            "- " if before.strip() == "-" else "key: "
-        advice = (f"a value starting with '{{{{' is read as a YAML mapping: put the template in quotes, "
-                  f"e.g. {example}\"{{{{ ... }}}}\"")
+        example = (
+            f"{before.split(':', 1)[0].strip().removeprefix('- ')}: "
+            if ":" in before
+            else "- "
+            if before.strip() == "-"
+            else "key: "
+        )
+        advice = (
+            f"a value starting with '{{{{' is read as a YAML mapping: put the template in quotes, "
+            f'e.g. {example}"{{{{ ... }}}}"'
+        )
     elif context.startswith("while parsing a flow") and opened is not None:
         bracket = "{" if "mapping" in context else "["
         closer = "}" if bracket == "{" else "]"
@@ -197,32 +231,49 @@ def yaml_error_advice(exc: yaml.MarkedYAMLError, text: str, first_line: int = 1)
             line = opened.line
             advice = f"the '{bracket}' opened on this line is never closed: end it with '{closer}'"
             if at is not None and "<stream end>" not in problem:
-                advice = f"the '{bracket}' opened on this line is not closed before line {at.line + first_line}: " \
-                         f"add the missing '{closer}'"
+                advice = (
+                    f"the '{bracket}' opened on this line is not closed before line {at.line + first_line}: "
+                    f"add the missing '{closer}'"
+                )
         else:
-            advice = f"inside this '{bracket}...{closer}', items must be separated by ', ' and a value holding ': ' " \
-                     f"or ',' must be quoted"
-    elif context.startswith("while scanning a") and "quoted scalar" in context and opened is not None \
-            and "end of stream" in problem:
+            advice = (
+                f"inside this '{bracket}...{closer}', items must be separated by ', ' and a value holding ': ' "
+                f"or ',' must be quoted"
+            )
+    elif (
+        context.startswith("while scanning a")
+        and "quoted scalar" in context
+        and opened is not None
+        and "end of stream" in problem
+    ):
         line = opened.line
-        quote = lines[opened.line][opened.column] if opened.line < len(lines) and opened.column < len(lines[opened.line]) \
+        quote = (
+            lines[opened.line][opened.column]
+            if opened.line < len(lines) and opened.column < len(lines[opened.line])
             else '"'
+        )
         advice = f"the quote {quote} opened on this line is never closed: add the closing {quote}"
     elif problem.startswith("found unknown escape character"):
-        advice = "inside double quotes a backslash starts an escape: use single quotes ('C:\\path') or double the backslash"
+        advice = (
+            "inside double quotes a backslash starts an escape: use single quotes ('C:\\path') or double the backslash"
+        )
     elif problem == "mapping values are not allowed here":
         column = at.column if at is not None else 0
         key, sep, _ = here.partition(": ")
         key = key.strip().removeprefix("- ").strip()
         if sep and here.index(": ") < column and key:
-            advice = (f"the value of '{key}' contains ': ', which YAML reads as the start of another key: "
-                      f"put the whole value in quotes, e.g. {key}: \"...\"")
+            advice = (
+                f"the value of '{key}' contains ': ', which YAML reads as the start of another key: "
+                f'put the whole value in quotes, e.g. {key}: "..."'
+            )
         else:
             advice = "this line is indented more than the key above it: indent it exactly like its sibling fields"
     elif problem.startswith("expected <block end>"):
         indent = len(here) - len(here.lstrip(" "))
-        advice = (f"the indentation of this line ({indent} space{'s' if indent != 1 else ''}) matches no field above it: "
-                  "indent it exactly like its sibling fields, with spaces")
+        advice = (
+            f"the indentation of this line ({indent} space{'s' if indent != 1 else ''}) matches no field above it: "
+            "indent it exactly like its sibling fields, with spaces"
+        )
     elif problem.startswith("found character '\\t'"):
         advice = "a tab is used for indentation; YAML indents with spaces only: replace the tab with spaces"
     elif problem.startswith("found character") and "cannot start any token" in problem:
@@ -249,13 +300,24 @@ def _walk(node: yaml.Node, path: Path, doc: YamlDoc, first_line: int, within: st
             key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
             line = key_node.start_mark.line + first_line
             if key in seen and seen[key] == line:
-                doc.problems.append(Problem(doc.file, line, dotted(path + (key,)),
-                                            f"{key} is given twice {f'in {within}' if within else 'on this line'}; "
-                                            "keep one"))
+                doc.problems.append(
+                    Problem(
+                        doc.file,
+                        line,
+                        dotted(path + (key,)),
+                        f"{key} is given twice {f'in {within}' if within else 'on this line'}; keep one",
+                    )
+                )
             elif key in seen:
-                doc.problems.append(Problem(doc.file, line, dotted(path + (key,)),
-                                            f"{key} is given twice (first on line {seen[key]}); YAML would silently "
-                                            "keep only this last one: delete the one that is wrong"))
+                doc.problems.append(
+                    Problem(
+                        doc.file,
+                        line,
+                        dotted(path + (key,)),
+                        f"{key} is given twice (first on line {seen[key]}); YAML would silently "
+                        "keep only this last one: delete the one that is wrong",
+                    )
+                )
             else:
                 seen[key] = line
             doc.lines[path + (key,)] = line
@@ -282,10 +344,16 @@ def read_text(path: os.PathLike[str] | str, shown_as: str) -> str:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        byte = raw[exc.start:exc.start + 1].hex()
-        raise InputError(Problem(shown_as, line, None,
-                                 f"not UTF-8 text: byte 0x{byte} at column {column} cannot be read (the file was "
-                                 "probably saved as Latin-1 or Windows-1252); save the file as UTF-8")) from None
+        byte = raw[exc.start : exc.start + 1].hex()
+        raise InputError(
+            Problem(
+                shown_as,
+                line,
+                None,
+                f"not UTF-8 text: byte 0x{byte} at column {column} cannot be read (the file was "
+                "probably saved as Latin-1 or Windows-1252); save the file as UTF-8",
+            )
+        ) from None
 
 
 def read_yaml_file(path: os.PathLike[str] | str, shown_as: str) -> YamlDoc:

@@ -58,8 +58,9 @@ def cli() -> Callable[..., Result]:
 
     def run(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
         # Tables in a pipe fit $COLUMNS; wide enough here that assertions see whole cells.
-        return runner.invoke(main, list(args), input=input, env={"COLUMNS": "400", **(env or {})},
-                             catch_exceptions=False)
+        return runner.invoke(
+            main, list(args), input=input, env={"COLUMNS": "400", **(env or {})}, catch_exceptions=False
+        )
 
     return run
 

@@ -9,7 +9,8 @@
 #    missing tool are skipped with that reason. With CI=true a missing tool is a failure.
 # 2. The package and its test dependencies, into .venv/ (made when missing; reinstalled only when
 #    pyproject.toml changed since the last install).
-# 3. pytest, with the arguments given.
+# 3. With no arguments (the whole suite, as CI runs it): ruff's lint and format check first.
+# 4. pytest, with the arguments given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,12 @@ if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" || ! -x .venv/bin/runbook ]]; 
     echo "run.sh: installing the package and its test dependencies into .venv/"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
     echo "$want" > "$stamp"
+fi
+
+if [[ $# -eq 0 ]]; then
+    echo "run.sh: ruff check and ruff format --check"
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
 fi
 
 exec .venv/bin/python -m pytest "$@"

@@ -20,17 +20,23 @@ from typing import Any
 
 import httpx
 import pytest
+from fakepve.certs import make_cert
 
 from engine.actions import ApiRequest, StepFailed
 from engine.config import config_problems
 from engine.credentials import DEFAULT_TOKEN_ENV, ApiToken, TokenSource
-from engine.executors.api import (ApiExecutor, ApiSetupError, PinnedCert, PollPolicy, _http_failure, encode_params,
-                                  pinned_context)
+from engine.executors.api import (
+    ApiExecutor,
+    ApiSetupError,
+    PinnedCert,
+    PollPolicy,
+    _http_failure,
+    encode_params,
+    pinned_context,
+)
 from engine.secrets import Secret
 from engine.yamlsource import load_yaml
-from fakepve.certs import make_cert
-from tests.support.fakepve_server import (EXTRA_HOSTS, HOST, TOKEN_ID, FakePveServer, closed_port_url,
-                                         colon_fingerprint)
+from tests.support.fakepve_server import EXTRA_HOSTS, HOST, TOKEN_ID, FakePveServer, closed_port_url, colon_fingerprint
 from tests.support.passstore import PassStore, create_pass_store
 
 SECRET = "sekret-5f1d2c7a-91e0-4c8b-a6d3-0e2f4b6c8d10"
@@ -50,8 +56,11 @@ Logs = pytest.LogCaptureFixture
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    entries = {ENTRY: [TOKEN_ID, SECRET], WRONG_ENTRY: [TOKEN_ID, WRONG_SECRET],
-               LIMITED_ENTRY: [LIMITED_ID, LIMITED_SECRET]}
+    entries = {
+        ENTRY: [TOKEN_ID, SECRET],
+        WRONG_ENTRY: [TOKEN_ID, WRONG_SECRET],
+        LIMITED_ENTRY: [LIMITED_ID, LIMITED_SECRET],
+    }
     store = create_pass_store(tmp_path_factory.mktemp("pass"), entries=entries)
     try:
         yield store
@@ -72,11 +81,27 @@ def serve(tmp_path: Path, name: str = "pve", **options: Any) -> FakePveServer:
     server = FakePveServer(workdir, SECRET, **options)
     pve = server.pve
     server.do(pve.apitokens.__setitem__, LIMITED_ID, LIMITED_SECRET)
-    server.do(pve.add_vm, 100, "tmpl-debian12", node="pve01", template=True,
-              config={"scsi0": "local-lvm:base-100-disk-0,size=8G", "memory": 2048, "cores": 2,
-                      "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0", "tags": "runbook;base"})
-    server.do(pve.add_vm, 200, "web-1", node="pve01",
-              config={"scsi0": "local-lvm:vm-200-disk-0,size=8G", "description": "old", "tags": "web"})
+    server.do(
+        pve.add_vm,
+        100,
+        "tmpl-debian12",
+        node="pve01",
+        template=True,
+        config={
+            "scsi0": "local-lvm:base-100-disk-0,size=8G",
+            "memory": 2048,
+            "cores": 2,
+            "net0": "virtio=BC:24:11:00:00:01,bridge=vmbr0",
+            "tags": "runbook;base",
+        },
+    )
+    server.do(
+        pve.add_vm,
+        200,
+        "web-1",
+        node="pve01",
+        config={"scsi0": "local-lvm:vm-200-disk-0,size=8G", "description": "old", "tags": "web"},
+    )
     return server
 
 
@@ -93,10 +118,14 @@ def all_logs(caplog: Logs) -> Logs:
 
 
 def cluster_config(*ports: int, tls: dict[str, Any] | None = None, pass_path: str = ENTRY) -> dict[str, Any]:
-    return {"cluster": {"name": "lab", "nodes": [{"name": f"pve0{i}", "host": "127.0.0.1", "port": port}
-                                                 for i, port in enumerate(ports, 1)]},
-            "credentials": {"pass_path": pass_path, "token_env": DEFAULT_TOKEN_ENV, "ssh_user": "root"},
-            "tls": tls or {}}
+    return {
+        "cluster": {
+            "name": "lab",
+            "nodes": [{"name": f"pve0{i}", "host": "127.0.0.1", "port": port} for i, port in enumerate(ports, 1)],
+        },
+        "credentials": {"pass_path": pass_path, "token_env": DEFAULT_TOKEN_ENV, "ssh_user": "root"},
+        "tls": tls or {},
+    }
 
 
 def tokens(pass_env: dict[str, str], entry: str = ENTRY) -> TokenSource:
@@ -118,8 +147,9 @@ def fails(api: ApiExecutor, request: ApiRequest, logs: Logs) -> StepFailed:
     with pytest.raises(StepFailed) as info:
         api.call(request)
     exc = info.value
-    shown = "".join([exc.message, str(exc), repr(exc), repr(exc.data), logs.text,
-                     "".join(traceback.format_exception(exc))])
+    shown = "".join(
+        [exc.message, str(exc), repr(exc), repr(exc.data), logs.text, "".join(traceback.format_exception(exc))]
+    )
     for secret in ALL_SECRETS:
         assert secret not in shown
     return exc
@@ -143,8 +173,11 @@ def test_get_returns_data(server: FakePveServer, pass_env: dict[str, str], all_l
 
 def test_post_clone_waits_for_its_task(server: FakePveServer, pass_env: dict[str, str]) -> None:
     with executor(server, pass_env) as api:
-        result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone",
-                                     {"newid": 1001, "name": "web-2", "full": True}, node="pve01"))
+        result = api.call(
+            ApiRequest(
+                "POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001, "name": "web-2", "full": True}, node="pve01"
+            )
+        )
     upid = result.data["upid"]
     assert upid.startswith("UPID:pve01:") and ":qmclone:100:" in upid
     assert result.data == {"upid": upid, "node": "pve01", "exitstatus": "OK", "data": upid}
@@ -164,14 +197,14 @@ def test_running_task_is_polled_with_growing_pauses_and_progress(tmp_path: Path,
             result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=seen.append)
             elapsed = time.monotonic() - started
         assert result.data["exitstatus"] == "OK" and server.pve.vm(200).status == "running"
-    assert seen and all(s.startswith("waiting for task qmstart on pve01: running ") and s.endswith(" s")
-                        for s in seen)
+    assert seen and all(s.startswith("waiting for task qmstart on pve01: running ") and s.endswith(" s") for s in seen)
     # Pauses 0.02, 0.03, 0.045, 0.0675 (0.16 s), then one per 0.1 s: a handful of polls, no busy loop.
     assert 4 <= result.requests <= 1 + 4 + math.ceil(elapsed / 0.1) + 1
 
 
-def test_step_timeout_leaves_a_running_task_to_the_operator(tmp_path: Path, pass_env: dict[str, str],
-                                                            all_logs: Logs) -> None:
+def test_step_timeout_leaves_a_running_task_to_the_operator(
+    tmp_path: Path, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with serve(tmp_path, time_scale=0.01) as server:
         server.do(setattr, server.pve.vm(200), "start_secs", 300)  # 3 s of wall time
         with executor(server, pass_env) as api:
@@ -182,9 +215,13 @@ def test_step_timeout_leaves_a_running_task_to_the_operator(tmp_path: Path, pass
 
 def test_params_are_encoded_as_pve_takes_them(server: FakePveServer, pass_env: dict[str, str]) -> None:
     with executor(server, pass_env) as api:
-        api.call(ApiRequest("PUT", "/nodes/pve01/qemu/200/config",
-                            {"onboot": True, "protection": False, "delete": ["description", "tags"], "cores": 4,
-                             "agent": None}))
+        api.call(
+            ApiRequest(
+                "PUT",
+                "/nodes/pve01/qemu/200/config",
+                {"onboot": True, "protection": False, "delete": ["description", "tags"], "cores": 4, "agent": None},
+            )
+        )
     config = server.pve.vm(200).config
     assert (config["onboot"], config["protection"], config["cores"]) == ("1", "0", "4")
     assert "description" not in config and "tags" not in config and "agent" not in config
@@ -193,8 +230,9 @@ def test_params_are_encoded_as_pve_takes_them(server: FakePveServer, pass_env: d
 # ------------------------------------------------------------------ PVE says no
 
 
-def test_failed_task_shows_exit_status_and_log_tail(server: FakePveServer, pass_env: dict[str, str],
-                                                   all_logs: Logs) -> None:
+def test_failed_task_shows_exit_status_and_log_tail(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     server.do(setattr, server.pve.vm(200), "start_error", "start failed: QEMU exited with code 1")
     with executor(server, pass_env) as api:
         exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), all_logs)
@@ -205,8 +243,9 @@ def test_failed_task_shows_exit_status_and_log_tail(server: FakePveServer, pass_
     assert exc.data["upid"] in exc.message
 
 
-def test_long_task_log_is_read_in_pages_and_only_its_tail_shown(tmp_path: Path, pass_env: dict[str, str],
-                                                                all_logs: Logs) -> None:
+def test_long_task_log_is_read_in_pages_and_only_its_tail_shown(
+    tmp_path: Path, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with serve(tmp_path, time_scale=0.01) as server:
         vm = server.pve.vm(200)
         server.do(setattr, vm, "start_secs", 20)
@@ -216,6 +255,7 @@ def test_long_task_log_is_read_in_pages_and_only_its_tail_shown(tmp_path: Path, 
             task = server.pve.tasklog[-1]
             if len(task["log"]) < 1200:
                 server.do(task["log"].extend, [f"progress line {n}" for n in range(1, 1201)])
+
         with executor(server, pass_env) as api:
             with pytest.raises(StepFailed) as info:
                 api.call(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=grow_log)
@@ -245,40 +285,55 @@ def test_http_lock_error_is_retryable(server: FakePveServer, pass_env: dict[str,
     assert exc.retryable
 
 
-def test_wrong_secret_is_401_naming_the_token_id(server: FakePveServer, pass_env: dict[str, str],
-                                                 all_logs: Logs) -> None:
+def test_wrong_secret_is_401_naming_the_token_id(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with executor(server, pass_env, entry=WRONG_ENTRY) as api:
         exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
-    assert f"the API rejected token {TOKEN_ID} from pass entry '{WRONG_ENTRY}' (401 authentication failure)" \
-        in exc.message
+    assert (
+        f"the API rejected token {TOKEN_ID} from pass entry '{WRONG_ENTRY}' (401 authentication failure)" in exc.message
+    )
     assert "pveum user token list" in exc.message and not exc.retryable
 
 
-def test_missing_privilege_is_403_with_how_to_grant_it(server: FakePveServer, pass_env: dict[str, str],
-                                                      all_logs: Logs) -> None:
+def test_missing_privilege_is_403_with_how_to_grant_it(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     server.do(server.pve.grant, "runbook@pve", "/vms/100", "VM.Audit")
     with executor(server, pass_env, entry=LIMITED_ENTRY) as api:
         exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}), all_logs)
     assert "permission denied (403 Permission check failed (/vms/100, VM.Clone))" in exc.message
-    assert f"pveum acl modify /vms/100 --tokens '{LIMITED_ID}' --roles ROLE` with a role holding VM.Clone" \
-        in exc.message
+    assert (
+        f"pveum acl modify /vms/100 --tokens '{LIMITED_ID}' --roles ROLE` with a role holding VM.Clone" in exc.message
+    )
     assert server.pve.vm(1001) is None
 
 
-def test_unknown_parameter_is_400_listing_pve_errors(server: FakePveServer, pass_env: dict[str, str],
-                                                    all_logs: Logs) -> None:
+def test_unknown_parameter_is_400_listing_pve_errors(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with executor(server, pass_env) as api:
         exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001, "bogus": 1}), all_logs)
     assert "PVE refused the parameters (400 Parameter verification failed.)" in exc.message
-    assert ("  - bogus: property is not defined in schema and the schema does not allow additional properties"
-            in exc.message)
+    assert (
+        "  - bogus: property is not defined in schema and the schema does not allow additional properties"
+        in exc.message
+    )
     assert server.pve.vm(1001) is None
 
 
 def test_parameter_encoding() -> None:
-    assert encode_params({"full": True, "onboot": False, "delete": ["net1", "scsi1"], "cores": 2, "ratio": 0.5,
-                          "agent": None, "name": "web-1"}) == \
-        {"full": "1", "onboot": "0", "delete": "net1,scsi1", "cores": "2", "ratio": "0.5", "name": "web-1"}
+    assert encode_params(
+        {
+            "full": True,
+            "onboot": False,
+            "delete": ["net1", "scsi1"],
+            "cores": 2,
+            "ratio": 0.5,
+            "agent": None,
+            "name": "web-1",
+        }
+    ) == {"full": "1", "onboot": "0", "delete": "net1,scsi1", "cores": "2", "ratio": "0.5", "name": "web-1"}
     with pytest.raises(StepFailed, match="parameter 'net0' is a dict") as info:
         encode_params({"net0": {"model": "virtio"}})
     assert not info.value.sent
@@ -294,8 +349,9 @@ def test_reason_phrase_alone_is_used_as_older_pve_sends_it() -> None:
 # ------------------------------------------------------------------ nodes and the network
 
 
-def test_dead_first_node_fails_over_and_later_calls_start_at_the_live_one(server: FakePveServer,
-                                                                          pass_env: dict[str, str]) -> None:
+def test_dead_first_node_fails_over_and_later_calls_start_at_the_live_one(
+    server: FakePveServer, pass_env: dict[str, str]
+) -> None:
     endpoints = [("pve01", closed_port_url()), ("pve02", server.url)]
     with ApiExecutor(endpoints, tokens(pass_env), ca(server), poll=FAST) as api:
         clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
@@ -306,14 +362,15 @@ def test_dead_first_node_fails_over_and_later_calls_start_at_the_live_one(server
         assert listing.requests == 1  # pve01 is known to be down: asked last, so not at all
 
 
-def test_request_node_is_asked_first_then_the_last_node_that_answered(server: FakePveServer,
-                                                                      pass_env: dict[str, str],
-                                                                      all_logs: Logs) -> None:
+def test_request_node_is_asked_first_then_the_last_node_that_answered(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     second = server.add_listener()  # the same cluster behind another port: a second live node
 
     def answered_by() -> str:
         lines = [r.getMessage() for r in all_logs.records if r.name == "runbook.api"]
         return lines[-1].split(" on ")[1].split(":")[0]
+
     with ApiExecutor([("pve01", server.url), ("pve02", second)], tokens(pass_env), ca(server)) as api:
         api.call(ApiRequest("GET", "/nodes"))
         assert answered_by() == "pve01"
@@ -323,8 +380,9 @@ def test_request_node_is_asked_first_then_the_last_node_that_answered(server: Fa
         assert answered_by() == "pve02"
 
 
-def test_all_nodes_down_lists_each_node_and_why(server: FakePveServer, pass_env: dict[str, str],
-                                                all_logs: Logs) -> None:
+def test_all_nodes_down_lists_each_node_and_why(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     dead1, dead2 = closed_port_url(), closed_port_url()
     with ApiExecutor([("pve01", dead1), ("pve02", dead2)], tokens(pass_env), ca(server)) as api:
         exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}), all_logs)
@@ -365,8 +423,9 @@ def test_dropped_post_is_not_sent_again(tmp_path: Path, pass_env: dict[str, str]
         assert len(clone_requests(server)) == 1
 
 
-def test_unanswered_post_is_not_sent_again_and_get_gives_up_after_retries(tmp_path: Path, pass_env: dict[str, str],
-                                                                         all_logs: Logs) -> None:
+def test_unanswered_post_is_not_sent_again_and_get_gives_up_after_retries(
+    tmp_path: Path, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with serve(tmp_path) as server:
         server.do(server.pve.flaky_network, hang_rate=1.0, hang_secs=2)
         with executor(server, pass_env, timeout=0.2, retries=1) as api:
@@ -387,8 +446,9 @@ def test_fingerprint_pin_is_checked_then_trusted(server: FakePveServer, pass_env
         assert api.warnings == []
 
 
-def test_fingerprint_mismatch_stops_before_anything_is_sent(tmp_path: Path, server: FakePveServer,
-                                                            pass_env: dict[str, str], all_logs: Logs) -> None:
+def test_fingerprint_mismatch_stops_before_anything_is_sent(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with serve(tmp_path, "other") as other:
         config = cluster_config(server.port, tls={"fingerprint": other.fingerprint})
         with ApiExecutor.from_config(config, tokens(pass_env)) as api:
@@ -406,8 +466,9 @@ def test_pinned_context_trusts_no_other_certificate(tmp_path: Path, server: Fake
             httpx.get(other.url + "/api2/json/version", verify=pinned)
 
 
-def test_wrong_ca_file_fails_verification_without_sending(tmp_path: Path, server: FakePveServer,
-                                                         pass_env: dict[str, str], all_logs: Logs) -> None:
+def test_wrong_ca_file_fails_verification_without_sending(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with serve(tmp_path, "other") as other:
         config = cluster_config(server.port, tls={"ca_file": other.certfile})
         with ApiExecutor.from_config(config, tokens(pass_env)) as api:
@@ -463,7 +524,9 @@ class OwnCertNode:
                 made = factory()
                 self._handlers.append(made)
                 return made
+
             return await asyncio.get_running_loop().create_server(handler, host, 0, ssl=context)
+
         self._listener = server.call(listen())
         self.port = int(self._listener.sockets[0].getsockname()[1])
         self.url = f"https://{host}:{self.port}"
@@ -474,6 +537,7 @@ class OwnCertNode:
             for handler in self._handlers:
                 if handler.transport is not None:
                     handler.transport.close()
+
         self._server.call(close())
 
     def __enter__(self) -> OwnCertNode:
@@ -483,12 +547,15 @@ class OwnCertNode:
         self.down()
 
 
-def node_config(*nodes: tuple[str, OwnCertNode | FakePveServer, str | None],
-                tls: dict[str, Any] | None = None) -> dict[str, Any]:
+def node_config(
+    *nodes: tuple[str, OwnCertNode | FakePveServer, str | None], tls: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A cluster config whose nodes are ``(name, where it is served, its own fingerprint or None)``."""
     config = cluster_config(8006, tls=tls)
-    config["cluster"]["nodes"] = [{"name": name, "host": where.host, "port": where.port,
-                                   **({"fingerprint": own} if own else {})} for name, where, own in nodes]
+    config["cluster"]["nodes"] = [
+        {"name": name, "host": where.host, "port": where.port, **({"fingerprint": own} if own else {})}
+        for name, where, own in nodes
+    ]
     return config
 
 
@@ -498,8 +565,9 @@ def answered_by(logs: Logs) -> str:
     return lines[-1].split(" on ")[1].split(":")[0]
 
 
-def test_each_node_is_pinned_by_its_own_fingerprint(tmp_path: Path, server: FakePveServer,
-                                                    pass_env: dict[str, str], all_logs: Logs) -> None:
+def test_each_node_is_pinned_by_its_own_fingerprint(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
         assert len({one.fingerprint, two.fingerprint, server.fingerprint}) == 3
         config = node_config(("pve01", one, one.fingerprint), ("pve02", two, two.fingerprint.lower()))
@@ -512,8 +580,9 @@ def test_each_node_is_pinned_by_its_own_fingerprint(tmp_path: Path, server: Fake
             assert api.warnings == []
 
 
-def test_failover_goes_to_a_node_pinned_by_its_own_fingerprint(tmp_path: Path, server: FakePveServer,
-                                                               pass_env: dict[str, str], all_logs: Logs) -> None:
+def test_failover_goes_to_a_node_pinned_by_its_own_fingerprint(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
         config = node_config(("pve01", one, one.fingerprint), ("pve02", two, two.fingerprint))
         with ApiExecutor.from_config(config, tokens(pass_env), poll=FAST) as api:
@@ -529,9 +598,9 @@ def test_failover_goes_to_a_node_pinned_by_its_own_fingerprint(tmp_path: Path, s
             assert answered_by(all_logs) == "pve02"
 
 
-def test_node_whose_own_fingerprint_is_wrong_fails_naming_that_node(tmp_path: Path, server: FakePveServer,
-                                                                    pass_env: dict[str, str],
-                                                                    all_logs: Logs) -> None:
+def test_node_whose_own_fingerprint_is_wrong_fails_naming_that_node(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
         # pve02 is given pve01's fingerprint, as a copy-paste slip would.
         config = node_config(("pve01", one, one.fingerprint), ("pve02", two, one.fingerprint))
@@ -541,25 +610,33 @@ def test_node_whose_own_fingerprint_is_wrong_fails_naming_that_node(tmp_path: Pa
             exc = fails(api, ApiRequest("GET", "/nodes/pve02/qemu", node="pve02"), all_logs)
             assert len(server.pve.requests) == before  # the token never went to pve02
             assert api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01")).requests == 1  # pve01 unaffected
-    assert exc.message.startswith(f"the certificate of node pve02 ({two.url}) has SHA-256 fingerprint "
-                                  f"{two.fingerprint}, but the fingerprint of node pve02 (cluster.nodes) in "
-                                  f"cluster-config.yaml is {one.fingerprint}. Nothing was sent.")
+    assert exc.message.startswith(
+        f"the certificate of node pve02 ({two.url}) has SHA-256 fingerprint "
+        f"{two.fingerprint}, but the fingerprint of node pve02 (cluster.nodes) in "
+        f"cluster-config.yaml is {one.fingerprint}. Nothing was sent."
+    )
     assert "`pvenode cert info` on pve02" in exc.message and not exc.sent and not exc.retryable
 
 
-def test_cluster_wide_fingerprint_pins_the_nodes_without_their_own(tmp_path: Path, server: FakePveServer,
-                                                                   pass_env: dict[str, str], all_logs: Logs) -> None:
+def test_cluster_wide_fingerprint_pins_the_nodes_without_their_own(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     with OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
         # One tls.fingerprint for a cluster whose nodes have different certificates: pve02 is refused.
         single = node_config(("pve01", server, None), ("pve02", two, None), tls={"fingerprint": server.fingerprint})
         with ApiExecutor.from_config(single, tokens(pass_env)) as api:
             api.call(ApiRequest("GET", "/nodes", node="pve01"))
             exc = fails(api, ApiRequest("GET", "/nodes", node="pve02"), all_logs)
-        assert f"node pve02 ({two.url}) has SHA-256 fingerprint {two.fingerprint}, but tls.fingerprint in " \
-            f"cluster-config.yaml is {server.fingerprint}" in exc.message and not exc.sent
+        assert (
+            f"node pve02 ({two.url}) has SHA-256 fingerprint {two.fingerprint}, but tls.fingerprint in "
+            f"cluster-config.yaml is {server.fingerprint}"
+            in exc.message
+            and not exc.sent
+        )
         # pve02's own fingerprint fixes it; pve01 stays pinned by tls.fingerprint.
-        mixed = node_config(("pve01", server, None), ("pve02", two, two.fingerprint),
-                            tls={"fingerprint": server.fingerprint})
+        mixed = node_config(
+            ("pve01", server, None), ("pve02", two, two.fingerprint), tls={"fingerprint": server.fingerprint}
+        )
         with ApiExecutor.from_config(mixed, tokens(pass_env)) as api:
             api.call(ApiRequest("GET", "/nodes", node="pve01"))
             assert answered_by(all_logs) == "pve01"
@@ -567,9 +644,9 @@ def test_cluster_wide_fingerprint_pins_the_nodes_without_their_own(tmp_path: Pat
             assert answered_by(all_logs) == "pve02"
 
 
-def test_config_with_a_fingerprint_per_node_validates_and_connects(tmp_path: Path, server: FakePveServer,
-                                                                   pass_env: dict[str, str],
-                                                                   all_logs: Logs) -> None:
+def test_config_with_a_fingerprint_per_node_validates_and_connects(
+    tmp_path: Path, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     """From cluster-config.yaml text: ``tls: {}`` is enough when every node has its own fingerprint."""
     with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
         text = f"""\
@@ -596,22 +673,42 @@ vmid_ranges: {{templates: {{min: 100, max: 199}}, vms: {{min: 1000, max: 1999}}}
             "cluster-config.yaml:5: cluster.nodes[1]: node pve02 has no fingerprint, while node pve01 is pinned by "
             "its own: when pinning, every node needs one. Add fingerprint: to pve02 (on that node: 'openssl x509 "
             "-noout -fingerprint -sha256 -in /etc/pve/local/pve-ssl.pem'), or set tls.fingerprint for the nodes "
-            "without one of their own"]
+            "without one of their own"
+        ]
 
 
-@pytest.mark.parametrize(("nodes", "tls", "message"), [
-    ([None, None], {"fingerprint": "AB:" * 31 + "AB", "ca_file": "ca.pem"},
-     "tls.ca_file and a fingerprint are both given in cluster-config.yaml, but a node's certificate is checked "
-     "one way only"),
-    (["AB:" * 31 + "AB", None], {"ca_file": "ca.pem"}, "tls.ca_file and a fingerprint are both given"),
-    (["AB:" * 31 + "AB", None], {}, "node pve02 has no fingerprint in cluster-config.yaml, while other nodes are "
-                                    "pinned by their own: add fingerprint: to pve02"),
-    (["AB:" * 31 + "AB", "CD:" * 31 + "CD"], {"insecure": True}, "tls.insecure: true together with ca_file or a "
-                                                                 "fingerprint in cluster-config.yaml is contradictory"),
-], ids=["ca-file-and-tls-fingerprint", "ca-file-and-node-fingerprint", "node-without-fingerprint",
-        "insecure-and-node-fingerprints"])
-def test_unclear_trust_is_a_setup_error(nodes: list[str | None], tls: dict[str, Any], message: str,
-                                        pass_env: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("nodes", "tls", "message"),
+    [
+        (
+            [None, None],
+            {"fingerprint": "AB:" * 31 + "AB", "ca_file": "ca.pem"},
+            "tls.ca_file and a fingerprint are both given in cluster-config.yaml, but a node's certificate is checked "
+            "one way only",
+        ),
+        (["AB:" * 31 + "AB", None], {"ca_file": "ca.pem"}, "tls.ca_file and a fingerprint are both given"),
+        (
+            ["AB:" * 31 + "AB", None],
+            {},
+            "node pve02 has no fingerprint in cluster-config.yaml, while other nodes are "
+            "pinned by their own: add fingerprint: to pve02",
+        ),
+        (
+            ["AB:" * 31 + "AB", "CD:" * 31 + "CD"],
+            {"insecure": True},
+            "tls.insecure: true together with ca_file or a fingerprint in cluster-config.yaml is contradictory",
+        ),
+    ],
+    ids=[
+        "ca-file-and-tls-fingerprint",
+        "ca-file-and-node-fingerprint",
+        "node-without-fingerprint",
+        "insecure-and-node-fingerprints",
+    ],
+)
+def test_unclear_trust_is_a_setup_error(
+    nodes: list[str | None], tls: dict[str, Any], message: str, pass_env: dict[str, str]
+) -> None:
     """What the config check refuses, the executor refuses too, should an unchecked config reach it."""
     config = cluster_config(8006, 8007, tls=tls)
     for node, own in zip(config["cluster"]["nodes"], nodes):
@@ -623,8 +720,11 @@ def test_unclear_trust_is_a_setup_error(nodes: list[str | None], tls: dict[str, 
 
 def test_per_node_verification_must_cover_every_endpoint(pass_env: dict[str, str]) -> None:
     with pytest.raises(ApiSetupError, match="no way to check the certificate of node[(]s[)] pve02"):
-        ApiExecutor([("pve01", "https://127.0.0.1:8006"), ("pve02", "https://127.0.0.2:8006")], tokens(pass_env),
-                    {"pve01": PinnedCert("AB:" * 31 + "AB")})
+        ApiExecutor(
+            [("pve01", "https://127.0.0.1:8006"), ("pve02", "https://127.0.0.2:8006")],
+            tokens(pass_env),
+            {"pve01": PinnedCert("AB:" * 31 + "AB")},
+        )
 
 
 # ------------------------------------------------------------------ where the token comes from
@@ -637,8 +737,9 @@ def test_token_from_environment_variable(server: FakePveServer, pass_env: dict[s
     assert result.data["upid"].endswith(f":{LIMITED_ID}:")  # PVE names the token that started the task
 
 
-def test_malformed_environment_token_is_not_sent(server: FakePveServer, pass_env: dict[str, str],
-                                                 all_logs: Logs) -> None:
+def test_malformed_environment_token_is_not_sent(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     env = dict(pass_env, PROXMOX_API_TOKEN=SECRET)
     with ApiExecutor([("pve01", server.url)], tokens(env), ca(server)) as api:
         exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
@@ -653,12 +754,12 @@ def test_missing_pass_entry_is_not_sent(server: FakePveServer, pass_env: dict[st
     assert not exc.sent and server.pve.requests == []
 
 
-def test_token_is_fetched_at_each_call(store: PassStore, server: FakePveServer, pass_env: dict[str, str],
-                                       all_logs: Logs) -> None:
+def test_token_is_fetched_at_each_call(
+    store: PassStore, server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
     store.insert("proxmox/lab/rotating", [TOKEN_ID, SECRET])
     with executor(server, pass_env, entry="proxmox/lab/rotating") as api:
         api.call(ApiRequest("GET", "/nodes"))
         store.insert("proxmox/lab/rotating", [TOKEN_ID, WRONG_SECRET])
         exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
     assert "(401 authentication failure)" in exc.message
-

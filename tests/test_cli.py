@@ -86,8 +86,9 @@ def test_validate_json(cli, make_home) -> None:
     home = make_home({"runbooks/a.md": "---\nname: a\n---\n"})
     data = json.loads(cli("--home", str(home.root), "validate", "--json").stdout)
     assert data["ok"] is False
-    assert data["problems"] == [{"file": "runbooks/a.md", "line": 2, "field": "description",
-                                 "message": "missing: this field is required"}]
+    assert data["problems"] == [
+        {"file": "runbooks/a.md", "line": 2, "field": "description", "message": "missing: this field is required"}
+    ]
 
 
 def test_profiles_table_and_json(cli) -> None:
@@ -103,12 +104,42 @@ def test_profiles_show_prints_the_plan(cli) -> None:
     assert result.exit_code == 0
     rows = [line.split() for line in result.stdout.splitlines() if line.startswith("stg-cp")]
     assert rows == [
-        ["stg-cp01", "controlplane", "1031", "pve01", "10.20.0.31", "4", "8192", "MB", "100G",
-         "talos;kubernetes;staging;controlplane"],
-        ["stg-cp02", "controlplane", "1032", "pve02", "10.20.0.32", "4", "8192", "MB", "100G",
-         "talos;kubernetes;staging;controlplane"],
-        ["stg-cp03", "controlplane", "1033", "pve03", "10.20.0.33", "4", "8192", "MB", "100G",
-         "talos;kubernetes;staging;controlplane"],
+        [
+            "stg-cp01",
+            "controlplane",
+            "1031",
+            "pve01",
+            "10.20.0.31",
+            "4",
+            "8192",
+            "MB",
+            "100G",
+            "talos;kubernetes;staging;controlplane",
+        ],
+        [
+            "stg-cp02",
+            "controlplane",
+            "1032",
+            "pve02",
+            "10.20.0.32",
+            "4",
+            "8192",
+            "MB",
+            "100G",
+            "talos;kubernetes;staging;controlplane",
+        ],
+        [
+            "stg-cp03",
+            "controlplane",
+            "1033",
+            "pve03",
+            "10.20.0.33",
+            "4",
+            "8192",
+            "MB",
+            "100G",
+            "talos;kubernetes;staging;controlplane",
+        ],
     ]
     data = json.loads(cli("--home", str(REPO), "profiles", "show", "dev-generic", "--json").stdout)
     assert [vm["vmid"] for vm in data["plan"]["vms"]] == [1201, 1211, 1212, 1213]
@@ -136,8 +167,9 @@ def test_home_resolution_order(tmp_path: Path, make_home) -> None:
     inner = home.root / "runbooks"
     assert find_home(None, {}, inner).root == home.root, "found from a subfolder"
     assert find_home(None, {"RUNBOOK_HOME": str(home.root)}, tmp_path).root == home.root
-    with pytest.raises(HomeError, match="RUNBOOK_HOME points at .* which is not a runbook home: it has no "
-                                        "cluster-config.yaml"):
+    with pytest.raises(
+        HomeError, match="RUNBOOK_HOME points at .* which is not a runbook home: it has no cluster-config.yaml"
+    ):
         find_home(None, {"RUNBOOK_HOME": str(tmp_path)}, tmp_path)
     with pytest.raises(HomeError, match="--home points at .*nothere, which is not a folder"):
         find_home(str(tmp_path / "nothere"), {}, tmp_path)
@@ -150,17 +182,19 @@ def test_without_a_home_the_example_serves_reads_and_simulation_but_never_a_real
     runbook = Path(sys.executable).parent / "runbook"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(runbook), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [str(runbook), *args], cwd=tmp_path, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
 
     listed = run("list")
     assert listed.returncode == 0 and "cluster-create" in listed.stdout
     assert listed.stderr.startswith("note: no runbook home here (no --home, no $RUNBOOK_HOME, no cluster-config.yaml")
-    for args, doing in ((("run", "cluster-status", "--profile", "talos-staging"), "a run against a real cluster"),
-                        (("run", "cluster-status", "--profile", "talos-staging", "--dry-run"),
-                         "a run against a real cluster"),
-                        (("ingest", "page.md"), "ingest (it writes into runbooks/)"),
-                        (("trust", "cluster-create"), "trust (it records a review in the home)")):
+    for args, doing in (
+        (("run", "cluster-status", "--profile", "talos-staging"), "a run against a real cluster"),
+        (("run", "cluster-status", "--profile", "talos-staging", "--dry-run"), "a run against a real cluster"),
+        (("ingest", "page.md"), "ingest (it writes into runbooks/)"),
+        (("trust", "cluster-create"), "trust (it records a review in the home)"),
+    ):
         refused = run(*args)
         assert refused.returncode == 3, (args, refused.stderr)
         assert f"error: {doing} needs your own runbook home, not the example: pass --home DIR" in refused.stderr
@@ -189,8 +223,10 @@ def test_a_misspelt_runbook_or_profile_gets_a_suggestion_not_a_list(cli) -> None
     assert "no runbook named 'cluster-creat'; did you mean 'cluster-create'?" in result.stderr
     assert "vm-resize" not in result.stderr
     far = cli("--home", str(REPO), "show", "zzz")
-    assert f"no runbook named 'zzz' ('runbook list' shows the {len(list((REPO / 'runbooks').glob('[!_]*.md')))} " \
-           "there are)" in far.stderr
+    assert (
+        f"no runbook named 'zzz' ('runbook list' shows the {len(list((REPO / 'runbooks').glob('[!_]*.md')))} "
+        "there are)" in far.stderr
+    )
     profile = cli("--home", str(REPO), "run", "cluster-status", "--profile", "talos-stagin", "--dry-run", "--offline")
     assert profile.exit_code == 1
     assert "no profile named 'talos-stagin'; did you mean 'talos-staging'?" in profile.stderr
@@ -208,12 +244,14 @@ def test_list_in_a_pipe_keeps_each_runbook_on_one_line_within_the_width(cli) -> 
 
 def test_completion_prints_a_script_for_each_shell_and_completes_names(tmp_path: Path) -> None:
     runbook = Path(sys.executable).parent / "runbook"
-    for shell, marker in (("bash", "complete -o nosort -F _runbook_completion runbook"),
-                          ("zsh", "#compdef runbook"), ("fish", "complete --no-files --command runbook")):
+    for shell, marker in (
+        ("bash", "complete -o nosort -F _runbook_completion runbook"),
+        ("zsh", "#compdef runbook"),
+        ("fish", "complete --no-files --command runbook"),
+    ):
         script = subprocess.run([str(runbook), "completion", shell], capture_output=True, text=True)
         assert script.returncode == 0 and marker in script.stdout, (shell, script.stdout[:200])
-    env = {**os.environ, "_RUNBOOK_COMPLETE": "bash_complete", "COMP_WORDS": "runbook run cluster-c",
-           "COMP_CWORD": "2"}
+    env = {**os.environ, "_RUNBOOK_COMPLETE": "bash_complete", "COMP_WORDS": "runbook run cluster-c", "COMP_CWORD": "2"}
     env.pop("RUNBOOK_HOME", None)
     names = subprocess.run([str(runbook), "--home", str(REPO)], env=env, capture_output=True, text=True).stdout
     assert names.split() == ["plain,cluster-create"]

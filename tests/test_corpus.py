@@ -54,8 +54,9 @@ def _expected_path(path: Path) -> Path:
 
 
 def _shown(kind: str, path: Path) -> str:
-    return {"runbooks": f"runbooks/{path.name}", "clusters": f"clusters/{path.name}",
-            "config": "cluster-config.yaml"}[kind]
+    return {"runbooks": f"runbooks/{path.name}", "clusters": f"clusters/{path.name}", "config": "cluster-config.yaml"}[
+        kind
+    ]
 
 
 def _problems(kind: str, path: Path, make_home: Callable[..., Home]) -> list[Problem]:
@@ -77,10 +78,13 @@ def _problems(kind: str, path: Path, make_home: Callable[..., Home]) -> list[Pro
 
 def _diff(expected: list[str], actual: list[str], expected_file: Path) -> str:
     rel = expected_file.relative_to(CORPUS.parent.parent)
-    lines = difflib.unified_diff(expected, actual, fromfile=f"{rel} (expected)", tofile="engine output (actual)",
-                                 lineterm="")
-    return "\n".join(lines) + ("\n\nIf the new wording is intended, run RUNBOOK_UPDATE_CORPUS=1 pytest "
-                               "tests/test_corpus.py and review the .expected diff.")
+    lines = difflib.unified_diff(
+        expected, actual, fromfile=f"{rel} (expected)", tofile="engine output (actual)", lineterm=""
+    )
+    return "\n".join(lines) + (
+        "\n\nIf the new wording is intended, run RUNBOOK_UPDATE_CORPUS=1 pytest "
+        "tests/test_corpus.py and review the .expected diff."
+    )
 
 
 @pytest.mark.parametrize(("kind", "path"), _cases())
@@ -98,8 +102,9 @@ def test_corpus_case(kind: str, path: Path, make_home: Callable[..., Home]) -> N
 
 
 @pytest.mark.parametrize(("kind", "path"), _cases())
-def test_corpus_problems_are_located(kind: str, path: Path, make_home: Callable[..., Home],
-                                     request: pytest.FixtureRequest) -> None:
+def test_corpus_problems_are_located(
+    kind: str, path: Path, make_home: Callable[..., Home], request: pytest.FixtureRequest
+) -> None:
     """Every problem names the file it is about and at least a line or a field in it."""
     case = f"{kind}/{path.stem}"
     if case in UNLOCATED:
@@ -107,15 +112,22 @@ def test_corpus_problems_are_located(kind: str, path: Path, make_home: Callable[
     shown = _shown(kind, path)
     problems = _problems(kind, path, make_home)
     assert problems, f"{case} produced no problem"
-    unlocated = [str(p) for p in problems
-                 if p.file != shown or not str(p).startswith(f"{shown}:") or (p.line is None and not p.field)]
+    unlocated = [
+        str(p)
+        for p in problems
+        if p.file != shown or not str(p).startswith(f"{shown}:") or (p.line is None and not p.field)
+    ]
     assert not unlocated, f"problems without the file {shown} and a line or field:\n" + "\n".join(unlocated)
 
 
 def test_every_expected_file_has_its_input() -> None:
     """No orphaned .expected file (a renamed or deleted case would otherwise go unnoticed)."""
-    orphans = [str(e.relative_to(CORPUS)) for kind, suffix in KINDS.items()
-               for e in sorted((CORPUS / kind).glob("*.expected")) if not e.with_suffix(suffix).is_file()]
+    orphans = [
+        str(e.relative_to(CORPUS))
+        for kind, suffix in KINDS.items()
+        for e in sorted((CORPUS / kind).glob("*.expected"))
+        if not e.with_suffix(suffix).is_file()
+    ]
     assert not orphans, f".expected files without an input file: {orphans}"
 
 
@@ -126,21 +138,26 @@ def test_corpus_is_not_empty() -> None:
 
 # Cross-profile conflicts must be reported on the file being validated whatever its name: a new
 # profile that sorts before talos-staging must not validate clean on its own.
-@pytest.mark.parametrize("path", [p for p in _inputs("clusters") if p.stem.startswith("uses-staging-")],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in _inputs("clusters") if p.stem.startswith("uses-staging-")], ids=lambda p: p.stem
+)
 def test_cross_profile_conflict_found_whatever_the_file_name(path: Path, make_home: Callable[..., Home]) -> None:
     home = make_home(runbooks=False)
     renamed = f"a-{path.stem}"
     target = home.clusters_dir / f"{renamed}.yaml"
-    target.write_text(path.read_text(encoding="utf-8").replace(f"name: {path.stem}\n", f"name: {renamed}\n"),
-                      encoding="utf-8")
-    expected = [line.replace(f"clusters/{path.name}", f"clusters/{renamed}.yaml")
-                for line in _expected_path(path).read_text(encoding="utf-8").splitlines()]
+    target.write_text(
+        path.read_text(encoding="utf-8").replace(f"name: {path.stem}\n", f"name: {renamed}\n"), encoding="utf-8"
+    )
+    expected = [
+        line.replace(f"clusters/{path.name}", f"clusters/{renamed}.yaml")
+        for line in _expected_path(path).read_text(encoding="utf-8").splitlines()
+    ]
     assert [str(p) for p in validate_home(home, [target]).problems] == expected
 
 
-@pytest.mark.parametrize("path", [p for p in _inputs("clusters") if p.stem.startswith("uses-staging-")],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in _inputs("clusters") if p.stem.startswith("uses-staging-")], ids=lambda p: p.stem
+)
 def test_cross_profile_conflict_is_reported_on_both_files(path: Path, make_home: Callable[..., Home]) -> None:
     """The existing profile is told too, naming the new one: either file may be the one to change."""
     home = make_home(runbooks=False)
@@ -163,11 +180,15 @@ def test_cli_validate_reports_every_problem(make_home: Callable[..., Home], cli:
     result = cli("--home", str(home.root), "validate")
     printed = result.stdout.splitlines()
     assert result.exit_code == 1, result.output
-    expected = [line for source in (runbook, profile, config)
-                for line in _expected_path(source).read_text(encoding="utf-8").splitlines()]
+    expected = [
+        line
+        for source in (runbook, profile, config)
+        for line in _expected_path(source).read_text(encoding="utf-8").splitlines()
+    ]
     missing = [line for line in expected if line not in printed]
-    assert not missing, "not printed by 'runbook validate':\n" + "\n".join(missing) + \
-        "\n\nstdout was:\n" + result.stdout
+    assert not missing, (
+        "not printed by 'runbook validate':\n" + "\n".join(missing) + "\n\nstdout was:\n" + result.stdout
+    )
     assert "3 file(s)" in result.stderr, result.stderr
 
 
@@ -183,13 +204,18 @@ def test_every_schema_pattern_has_operator_wording() -> None:
         found = []
         if isinstance(node, dict):
             message = node.get("x-message")
-            if not names and isinstance(node.get("pattern"), str) and \
-                    not (isinstance(message, (str, list)) or (isinstance(message, dict) and "pattern" in message)):
+            if (
+                not names
+                and isinstance(node.get("pattern"), str)
+                and not (isinstance(message, (str, list)) or (isinstance(message, dict) and "pattern" in message))
+            ):
                 found.append(where)
-            wordings = [] if names or message is None else list(message.values()) if isinstance(message, dict) \
-                else [message]
-            texts = [w for w in wordings if isinstance(w, str)] + \
-                [case["message"] for w in wordings if isinstance(w, list) for case in w]
+            wordings = (
+                [] if names or message is None else list(message.values()) if isinstance(message, dict) else [message]
+            )
+            texts = [w for w in wordings if isinstance(w, str)] + [
+                case["message"] for w in wordings if isinstance(w, list) for case in w
+            ]
             for placeholder in re.findall(r"\{([a-z_]+)\}", " ".join(texts)):
                 if placeholder not in ("got", "length", "limit", "name", "unit"):
                     found.append(f"{where}: unknown placeholder {{{placeholder}}}")
@@ -201,6 +227,9 @@ def test_every_schema_pattern_has_operator_wording() -> None:
                 found += walk(value, f"{where}/{index}")
         return found
 
-    missing = [problem for path in sorted(schema_dir().rglob("*.schema.json"))
-               for problem in walk(json.loads(path.read_text(encoding="utf-8")), path.name)]
+    missing = [
+        problem
+        for path in sorted(schema_dir().rglob("*.schema.json"))
+        for problem in walk(json.loads(path.read_text(encoding="utf-8")), path.name)
+    ]
     assert not missing, "patterns without an x-message:\n" + "\n".join(missing)

@@ -138,10 +138,11 @@ sys.exit(code)
 '''
 
 KUBECTL = "#!/bin/sh\nprintf 'NAME       STATUS   ROLES           AGE\\nstg-cp01   Ready    control-plane   1m\\n'\n"
-FLUX = "#!/bin/sh\necho \"$*\" >> \"$CRASH_FLUX_LOG\"\necho 'bootstrap finished'\n"
+FLUX = '#!/bin/sh\necho "$*" >> "$CRASH_FLUX_LOG"\necho \'bootstrap finished\'\n'
 
 
 # ------------------------------------------------------------------ one cluster and its home
+
 
 @dataclass
 class Rig:
@@ -159,12 +160,24 @@ class Rig:
         return self.root / "talos" / "staging"
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(RUNBOOK), *args], env=self.env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [str(RUNBOOK), *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(RUNBOOK), *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
-                                text=True, timeout=CLI_TIMEOUT)
+        result = subprocess.run(
+            [str(RUNBOOK), *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+        )
         self.outputs += [result.stdout, result.stderr]
         return result
 
@@ -213,20 +226,24 @@ def make_rig(root: Path, profile: str) -> Rig:
         config = yaml.safe_load((home / "cluster-config.yaml").read_text())
         config["cluster"]["nodes"] = [
             dict(node, host=url.split("//")[1].split(":")[0], port=int(url.rsplit(":", 1)[1]))
-            for node, url in zip(config["cluster"]["nodes"], fake.urls)]
+            for node, url in zip(config["cluster"]["nodes"], fake.urls)
+        ]
         config["tls"] = {"ca_file": fake.certfile}
         (home / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         bin_dir = root / "bin"
         bin_dir.mkdir()
-        for name, text in (("talosctl", TALOSCTL.format(python=sys.executable)), ("kubectl", KUBECTL),
-                           ("flux", FLUX)):
+        for name, text in (("talosctl", TALOSCTL.format(python=sys.executable)), ("kubectl", KUBECTL), ("flux", FLUX)):
             (bin_dir / name).write_text(text)
             (bin_dir / name).chmod(0o755)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNBOOK_", "PROXMOX_"))}
-        env.update(RUNBOOK_HOME=str(home), PROXMOX_API_TOKEN=f"{TOKEN_ID}={SECRET}",
-                   PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-                   CRASH_TALOS_STATE=str(root / "talos-state.json"), CRASH_TALOS_LOG=str(root / "talos-calls.jsonl"),
-                   CRASH_FLUX_LOG=str(root / "flux-calls.log"))
+        env.update(
+            RUNBOOK_HOME=str(home),
+            PROXMOX_API_TOKEN=f"{TOKEN_ID}={SECRET}",
+            PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+            CRASH_TALOS_STATE=str(root / "talos-state.json"),
+            CRASH_TALOS_LOG=str(root / "talos-calls.jsonl"),
+            CRASH_FLUX_LOG=str(root / "flux-calls.log"),
+        )
     except BaseException:
         fake.stop()
         raise
@@ -234,6 +251,7 @@ def make_rig(root: Path, profile: str) -> Rig:
 
 
 # ------------------------------------------------------------------ what a cluster looks like
+
 
 def snapshot(rig: Rig) -> dict[str, Any]:
     """The cluster and the Talos side, normalised to what must be equal between a clean and a crashed run."""
@@ -246,9 +264,14 @@ def snapshot(rig: Rig) -> dict[str, Any]:
         config = vm["config"]
         uuids[vm["name"]] = (re.search(r"uuid=([0-9a-f-]+)", str(config.get("smbios1", ""))) or [None, None])[1]
         vms[vm["vmid"]] = {
-            "name": vm["name"], "node": vm["node"], "status": vm["status"], "lock": vm["lock"] or config.get("lock"),
-            **{key: str(config.get(key)) for key in ("cores", "memory", "cpu", "tags", "onboot", "agent", "ciuser",
-                                                     "ipconfig0")},
+            "name": vm["name"],
+            "node": vm["node"],
+            "status": vm["status"],
+            "lock": vm["lock"] or config.get("lock"),
+            **{
+                key: str(config.get(key))
+                for key in ("cores", "memory", "cpu", "tags", "onboot", "agent", "ciuser", "ipconfig0")
+            },
             "mac": (re.search(r"=([0-9A-F:]{17})", str(config.get("net0", ""))) or [None, None])[1],
             "disk": (re.search(r"size=(\w+)", str(config.get("scsi0", ""))) or [None, None])[1],
         }
@@ -273,9 +296,14 @@ def snapshot(rig: Rig) -> dict[str, Any]:
                     relative = f"state/{marker[1]}-{marker[2]}"
                 talos_files.append(relative)
     talos_state = rig.root / "talos-state.json"
-    return {"vms": vms, "orphans": orphans, "volumes": {k: sorted(v) for k, v in volumes.items()},
-            "talos_files": talos_files, "markers_match_vms": markers_ok,
-            "talos": json.loads(talos_state.read_text()) if talos_state.exists() else None}
+    return {
+        "vms": vms,
+        "orphans": orphans,
+        "volumes": {k: sorted(v) for k, v in volumes.items()},
+        "talos_files": talos_files,
+        "markers_match_vms": markers_ok,
+        "talos": json.loads(talos_state.read_text()) if talos_state.exists() else None,
+    }
 
 
 def effects(rig: Rig) -> tuple[Counter[tuple[str, ...]], list[str]]:
@@ -309,6 +337,7 @@ def effects(rig: Rig) -> tuple[Counter[tuple[str, ...]], list[str]]:
 
 # ------------------------------------------------------------------ one crash sequence
 
+
 @dataclass
 class Sequence:
     seed: int
@@ -324,8 +353,9 @@ class Sequence:
 
 
 def latest_run(rig: Rig, before: set[str]) -> str | None:
-    new = sorted(name for name in rig.run_folders() - before
-                 if (rig.home / ".runbook" / "runs" / name / "run.json").exists())
+    new = sorted(
+        name for name in rig.run_folders() - before if (rig.home / ".runbook" / "runs" / name / "run.json").exists()
+    )
     return new[-1] if new else None
 
 
@@ -478,8 +508,9 @@ _REFERENCE: dict[str, tuple[dict[str, Any], Counter[tuple[str, ...]], tuple[floa
 _SUMMARY: list[dict[str, Any]] = []
 
 
-def reference(profile: str, tmp_path_factory: pytest.TempPathFactory
-              ) -> tuple[dict[str, Any], Counter, tuple[float, float]]:
+def reference(
+    profile: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], Counter, tuple[float, float]]:
     """A clean run's cluster, effects, and (seconds until its first journal record, seconds in all);
     made once per profile per session. Two clean runs: they must give the same cluster and effects,
     and the quicker one's timing is kept, so a busy moment during one does not push the kills of
@@ -518,14 +549,16 @@ def rig_for(tmp_path: Path) -> Iterator[Any]:
         rig = make_rig(tmp_path / f"rig{len(made)}", profile)
         made.append(rig)
         return rig
+
     yield make
     for rig in made:
         rig.stop()
 
 
 @pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + SEEDS))
-def test_killed_and_resumed_runs_converge_to_a_clean_run(seed: int, rig_for: Any,
-                                                         tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_killed_and_resumed_runs_converge_to_a_clean_run(
+    seed: int, rig_for: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     profile = PROFILES[seed % len(PROFILES)]
     clean, clean_effects, timing = reference(profile, tmp_path_factory)
     rig = rig_for(profile)
@@ -547,8 +580,9 @@ def test_killed_and_resumed_runs_converge_to_a_clean_run(seed: int, rig_for: Any
     SUMMARY.parent.mkdir(exist_ok=True)
     SUMMARY.write_text(json.dumps(_SUMMARY, indent=1))
     assert final == clean, f"seed {seed}: the cluster differs from a clean run's ({report})"
-    assert done == clean_effects, f"seed {seed}: effects differ: {done - clean_effects} extra, " \
-                                  f"{clean_effects - done} missing ({report})"
+    assert done == clean_effects, (
+        f"seed {seed}: effects differ: {done - clean_effects} extra, {clean_effects - done} missing ({report})"
+    )
     assert not [f for f in failed if "already exists" in f], failed
     succeeded = [r for r in run_ids if json.loads(rig.cli("runs", "show", r, "--json").stdout)["status"] == "succeeded"]
     assert len(succeeded) == 1, run_ids
@@ -584,8 +618,12 @@ def test_a_torn_last_record_is_skipped_then_cut_on_resume(rig_for: Any) -> None:
     resumed_record = next(r for r in records if r["type"] == "run_resumed")
     assert resumed_record["repaired"].startswith("cut a torn last record of ")
     assert len(records) > len(before.splitlines()) - 1
-    assert sorted(vm["name"] for vm in rig.fake.state()["vms"] if not vm["template"]) == \
-        ["dev-cp01", "dev-w01", "dev-w02", "dev-w03"]
+    assert sorted(vm["name"] for vm in rig.fake.state()["vms"] if not vm["template"]) == [
+        "dev-cp01",
+        "dev-w01",
+        "dev-w02",
+        "dev-w03",
+    ]
 
 
 def test_a_live_run_blocks_a_second_run_on_its_profile_naming_the_holder(rig_for: Any) -> None:
@@ -631,8 +669,9 @@ def test_a_read_only_step_killed_in_flight_runs_again_on_resume_without_a_gate(r
     rig.fake.call("set_time_scale", 1.0)  # every answer takes a second
     process = rig.start("run", "cluster-create", "--profile", "dev-generic")
     try:
-        record = wait_for(lambda: (r := _last_record(rig)) and r["type"] == "step_started" and r, 30,
-                           "the first step to start")
+        record = wait_for(
+            lambda: (r := _last_record(rig)) and r["type"] == "step_started" and r, 30, "the first step to start"
+        )
         assert record["step"] == "api_version"  # GET /version, in flight
         os.kill(process.pid, signal.SIGKILL)
     finally:

@@ -100,14 +100,17 @@ def test_token_env_names_the_variable(env: dict[str, str]) -> None:
     assert token.token_id == "ops@pve!lab-1"
 
 
-@pytest.mark.parametrize(("value", "says"), [
-    (SECRET, "has no '='"),
-    (f"runbook-ci={SECRET}", "does not start with a token id"),
-    (f"root@pam={SECRET}", "does not start with a token id"),
-    ("root@pam!runbook=", "has nothing after the '='"),
-    ("", "is set but empty"),
-    (f"root@pam!runbook={SECRET} {SECRET}", "whitespace in the secret"),
-])
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (SECRET, "has no '='"),
+        (f"runbook-ci={SECRET}", "does not start with a token id"),
+        (f"root@pam={SECRET}", "does not start with a token id"),
+        ("root@pam!runbook=", "has nothing after the '='"),
+        ("", "is set but empty"),
+        (f"root@pam!runbook={SECRET} {SECRET}", "whitespace in the secret"),
+    ],
+)
 def test_malformed_environment_value_is_described_never_echoed(env: dict[str, str], value: str, says: str) -> None:
     with pytest.raises(CredentialError) as info:
         resolve_token(config(), dict(env, PROXMOX_API_TOKEN=value))
@@ -140,13 +143,16 @@ def test_gpg_cannot_decrypt_without_the_key(env: dict[str, str]) -> None:
     assert "No secret key" in message and "gpg --list-secret-keys" in message
 
 
-@pytest.mark.parametrize(("entry", "says"), [
-    ("bad/secret-only", "has 1 line(s); it must have exactly 2"),
-    ("bad/three-lines", "has 3 line(s); it must have exactly 2"),
-    ("bad/swapped", "line 1 of pass entry 'bad/swapped' is not a token id"),
-    ("bad/empty-secret", "has an empty secret on line 2"),
-    ("folder", "is not a token id"),  # pass prints a folder's listing
-])
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("bad/secret-only", "has 1 line(s); it must have exactly 2"),
+        ("bad/three-lines", "has 3 line(s); it must have exactly 2"),
+        ("bad/swapped", "line 1 of pass entry 'bad/swapped' is not a token id"),
+        ("bad/empty-secret", "has an empty secret on line 2"),
+        ("folder", "is not a token id"),  # pass prints a folder's listing
+    ],
+)
 def test_badly_shaped_entries(env: dict[str, str], entry: str, says: str) -> None:
     message = failure(entry, env)
     assert says in message
@@ -174,4 +180,3 @@ def test_pass_that_hangs_is_stopped_with_its_children(tmp_path: Path) -> None:
     message = failure(ENTRY, env, timeout=0.3)
     assert time.monotonic() - started < 5
     assert "did not finish within 0.3 s" in message and "passphrase" in message
-

@@ -8,8 +8,19 @@ from tests.conftest import REPO
 
 
 def test_offline_dry_run_of_the_template_plans_every_step(cli) -> None:
-    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=1031",
-                 "--dry-run", "--offline", "--json")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "_template",
+        "--profile",
+        "talos-staging",
+        "--param",
+        "vmid=1031",
+        "--dry-run",
+        "--offline",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["offline"] is True and plan["profile"] == "talos-staging"
@@ -24,8 +35,20 @@ def test_offline_dry_run_of_the_template_plans_every_step(cli) -> None:
 
 
 def test_dry_run_text_says_nothing_changes_and_marks_gates(cli) -> None:
-    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=1031",
-                 "--param", "mode=force", "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "_template",
+        "--profile",
+        "talos-staging",
+        "--param",
+        "vmid=1031",
+        "--param",
+        "mode=force",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 0
     assert result.stdout.startswith("DRY RUN of _template on profile talos-staging (cluster lab): nothing is changed")
     assert "GATED: marked destructive; stops or restarts a VM" in result.stdout
@@ -33,8 +56,22 @@ def test_dry_run_text_says_nothing_changes_and_marks_gates(cli) -> None:
 
 
 def test_bad_parameters_are_all_reported(cli) -> None:
-    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=abc",
-                 "--param", "mode=gentle", "--param", "colour=red", "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "_template",
+        "--profile",
+        "talos-staging",
+        "--param",
+        "vmid=abc",
+        "--param",
+        "mode=gentle",
+        "--param",
+        "colour=red",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         "error: --param: vmid: must be a whole number (given: 'abc')",
@@ -52,9 +89,13 @@ def test_missing_required_parameter_and_profile(cli) -> None:
 
 
 def test_a_pve_schema_violation_fails_the_plan_with_pve_wording(cli, make_home) -> None:
-    home = make_home({"runbooks/bad-api.md": "---\nname: bad-api\ndescription: d\n---\n\n"
-                      "```api {id: cfg}\nPUT /nodes/pve01/qemu/1031/config\nnet0: \"virtio,bridge=vmbr0,tag=5000\"\n"
-                      "colour: red\n```\n"})
+    home = make_home(
+        {
+            "runbooks/bad-api.md": "---\nname: bad-api\ndescription: d\n---\n\n"
+            '```api {id: cfg}\nPUT /nodes/pve01/qemu/1031/config\nnet0: "virtio,bridge=vmbr0,tag=5000"\n'
+            "colour: red\n```\n"
+        }
+    )
     result = cli("--home", str(home.root), "run", "bad-api", "--dry-run", "--offline")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [

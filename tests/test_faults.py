@@ -34,7 +34,7 @@ from tests.support.fakepve_server import EXTRA_HOSTS, HOST, FakePveServer, close
 STAGING = ("stg-cp01", "stg-cp02", "stg-cp03")
 PROFILE = ("--profile", "talos-staging")
 CLI_TIMEOUT = 90
-GIB = 1024 ** 3
+GIB = 1024**3
 
 FAULT_RUNBOOK = """\
 ---
@@ -123,6 +123,7 @@ echo "created {{ plan.vms | length }} VMs"
 
 # ------------------------------------------------------------------ a relay per node
 
+
 class Relay:
     """A node's address: a TCP relay to the fake that can die (refuse, drop its connections) or be
     switched to another server (a machine in the middle presenting another certificate)."""
@@ -166,6 +167,7 @@ class Relay:
                 pass
             finally:
                 dst.close()
+
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers -= {writer, up_writer}
 
@@ -177,11 +179,13 @@ class Relay:
 
     def down(self) -> None:
         """The node dies: new connections are refused and open ones are cut."""
+
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
                 self._server = None
             await self._drop_connections()
+
         self._run(stop())
 
     def up(self) -> None:
@@ -239,8 +243,12 @@ class Faulty(LiveCluster):
 
     def vms(self) -> dict[str, tuple]:
         def read() -> dict[str, tuple]:
-            return {vm.name: (vm.vmid, vm.node, str(vm.config.get("cores")), vm.config.get("tags"), vm.status)
-                    for vm in self.pve.pve.vms if not vm.template}
+            return {
+                vm.name: (vm.vmid, vm.node, str(vm.config.get("cores")), vm.config.get("tags"), vm.status)
+                for vm in self.pve.pve.vms
+                if not vm.template
+            }
+
         return self.pve.do(read)
 
     def requests(self) -> list[tuple[str, str, Any]]:
@@ -251,8 +259,10 @@ class Faulty(LiveCluster):
 
     def complete(self) -> None:
         """The run's end state: three VMs on their planned nodes, sized, tagged and running."""
-        assert self.vms() == {name: (1031 + i, node, "4", "talos;kubernetes;staging;controlplane", "running")
-                              for i, (name, node) in enumerate(zip(STAGING, ("pve01", "pve02", "pve03")))}
+        assert self.vms() == {
+            name: (1031 + i, node, "4", "talos;kubernetes;staging;controlplane", "running")
+            for i, (name, node) in enumerate(zip(STAGING, ("pve01", "pve02", "pve03")))
+        }
 
 
 @pytest.fixture
@@ -266,8 +276,8 @@ def cluster(tmp_path: Path, services: tuple) -> Iterator[Faulty]:
         def sizes() -> None:  # the templates' disks as volumes with a size, so clones fill the storage
             volumes = pve.pve.storages["local-lvm"].setdefault("volumes", {})
             for vmid in (101, 102):
-                volumes[f"base-{vmid}-disk-0"] = {"content": "images", "format": "raw", "size": 4 * GIB,
-                                                  "vmid": vmid}
+                volumes[f"base-{vmid}-disk-0"] = {"content": "images", "format": "raw", "size": 4 * GIB, "vmid": vmid}
+
         pve.do(sizes)
         relays = [Relay(host, (HOST, pve.port)) for host in (HOST, *EXTRA_HOSTS)]
         try:
@@ -289,8 +299,9 @@ def cluster(tmp_path: Path, services: tuple) -> Iterator[Faulty]:
                 relay.close()
 
 
-def through_pause(cluster: Faulty, which: int, fault: Callable[[], None], *extra: str
-                  ) -> tuple[int, dict[str, Any], str]:
+def through_pause(
+    cluster: Faulty, which: int, fault: Callable[[], None], *extra: str
+) -> tuple[int, dict[str, Any], str]:
     """Run fault-create, inject ``fault`` at pause ``which`` (the other pause passes), and wait for the end."""
     cluster.go(3 - which)
     process = cluster.start_run(*extra)
@@ -320,12 +331,15 @@ def step_status(report: dict[str, Any]) -> dict[tuple[str, str | None], str]:
 
 # ------------------------------------------------------------------ the network
 
+
 def test_a_dropped_post_is_not_sent_again_and_the_run_stops_saying_to_check(cluster: Faulty) -> None:
     code, report, _ = through_pause(cluster, 1, lambda: cluster.pve.do(cluster.pve.pve.flaky_network, drop_rate=1.0))
     assert code == 5
     message = report["message"]
-    assert "step 'clone[name=stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone was sent to pve01, but no answer " \
-           "came back" in message
+    assert (
+        "step 'clone[name=stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone was sent to pve01, but no answer "
+        "came back" in message
+    )
     assert "It may or may not have been carried out, so it is not sent again: check the cluster" in message
     assert f"runbook resume {report['run_id']}" in message
     assert cluster.vms() == {}  # fakepve dropped it before carrying it out
@@ -350,8 +364,9 @@ def test_dropped_reads_and_writes_are_retried_and_the_run_ends_as_a_clean_one(tm
         for go in ("go1", "go2"):
             (work / go).touch()
         pve.do(pve.pve.flaky_network, drop_rate=0.3, seed=7)
-        result = cluster.run("run", "fault-create", *PROFILE, "--param", f"workdir={work}", "--json",
-                             timeout=CLI_TIMEOUT)
+        result = cluster.run(
+            "run", "fault-create", *PROFILE, "--param", f"workdir={work}", "--json", timeout=CLI_TIMEOUT
+        )
         outcomes = [result.returncode]
         run_id = json.loads(result.stdout.splitlines()[-1])["run_id"] if result.stdout.strip() else None
         for _ in range(20):
@@ -359,8 +374,9 @@ def test_dropped_reads_and_writes_are_retried_and_the_run_ends_as_a_clean_one(tm
                 break
             if run_id is None:  # the plan's GET got no answer four times: nothing ran, start again
                 assert "cannot read the cluster to plan" in result.stderr, result.stderr
-                result = cluster.run("run", "fault-create", *PROFILE, "--param", f"workdir={work}", "--json",
-                                     timeout=CLI_TIMEOUT)
+                result = cluster.run(
+                    "run", "fault-create", *PROFILE, "--param", f"workdir={work}", "--json", timeout=CLI_TIMEOUT
+                )
                 run_id = json.loads(result.stdout.splitlines()[-1])["run_id"] if result.stdout.strip() else None
             else:
                 message = json.loads(result.stdout.splitlines()[-1])["message"]
@@ -380,6 +396,7 @@ def test_dropped_reads_and_writes_are_retried_and_the_run_ends_as_a_clean_one(tm
 def test_a_hung_read_is_sent_again_then_stops_the_run_and_resume_finishes(cluster: Faulty) -> None:
     def hang() -> None:
         cluster.pve.do(cluster.pve.pve.flaky_network, hang_rate=1.0, hang_secs=2)
+
     started = time.monotonic()
     code, report, _ = through_pause(cluster, 2, hang)
     took = time.monotonic() - started
@@ -395,10 +412,12 @@ def test_a_hung_read_is_sent_again_then_stops_the_run_and_resume_finishes(cluste
 
 def test_a_hung_post_is_not_repeated(cluster: Faulty) -> None:
     code, report, _ = through_pause(
-        cluster, 1, lambda: cluster.pve.do(cluster.pve.pve.flaky_network, hang_rate=1.0, hang_secs=3))
+        cluster, 1, lambda: cluster.pve.do(cluster.pve.pve.flaky_network, hang_rate=1.0, hang_secs=3)
+    )
     assert code == 5
-    assert "POST /nodes/pve01/qemu/101/clone was sent to pve01, but no answer came back (ReadTimeout" \
-        in report["message"]
+    assert (
+        "POST /nodes/pve01/qemu/101/clone was sent to pve01, but no answer came back (ReadTimeout" in report["message"]
+    )
     assert "It may or may not have been carried out" in report["message"]
     cluster.pve.do(cluster.pve.pve.flaky_network)
     # As the message says: check the cluster before running the step again. Here the hung request was
@@ -412,22 +431,27 @@ def test_a_hung_post_is_not_repeated(cluster: Faulty) -> None:
 
 # ------------------------------------------------------------------ nodes and the cluster
 
+
 def test_a_node_that_dies_mid_run_is_failed_over_and_its_own_vm_stops_the_run(cluster: Faulty) -> None:
     """pve01, the node the run talks to, dies after the clones: requests go to pve02 instead; the VMs on
     pve03 and pve02 are configured through it; the one on pve01 cannot be (595), which stops the run
     naming the node. Once pve01 is back, resume finishes."""
+
     def pve01_dies() -> None:
         cluster.relays[0].down()
         cluster.pve.do(cluster.pve.pve.set_node_offline, "pve01")
+
     code, report, _ = through_pause(cluster, 2, pve01_dies)
     assert code == 5
     status = step_status(report)
     assert status[("configure", "name=stg-cp03")] == "succeeded"
     assert status[("configure", "name=stg-cp02")] == "succeeded"
     message = report["message"]
-    assert "step 'configure[name=stg-cp01]' failed: PUT /nodes/pve01/qemu/1031/config on pve02: 595 No route to " \
-           "host: pve02 could not reach the node named in the path. Check that node is up and in the cluster " \
-           "(`pvecm status`)" in message
+    assert (
+        "step 'configure[name=stg-cp01]' failed: PUT /nodes/pve01/qemu/1031/config on pve02: 595 No route to "
+        "host: pve02 could not reach the node named in the path. Check that node is up and in the cluster "
+        "(`pvecm status`)" in message
+    )
     cluster.relays[0].up()
     cluster.pve.do(cluster.pve.pve.set_node_offline, "pve01", False)
     resumed_ok(cluster, report["run_id"])
@@ -437,8 +461,10 @@ def test_lost_quorum_stops_before_any_change_and_resume_finishes(cluster: Faulty
     code, report, _ = through_pause(cluster, 1, lambda: cluster.pve.do(cluster.pve.pve.lose_quorum))
     assert code == 5
     message = report["message"]
-    assert "step 'clone[name=stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone on pve01: HTTP 500 cluster not " \
-           "ready - no quorum?" in message
+    assert (
+        "step 'clone[name=stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone on pve01: HTTP 500 cluster not "
+        "ready - no quorum?" in message
+    )
     assert "lost quorum" in message and "pvecm status" in message and "nothing was changed" in message
     assert cluster.vms() == {}
     cluster.pve.do(cluster.pve.pve.regain_quorum)
@@ -446,12 +472,13 @@ def test_lost_quorum_stops_before_any_change_and_resume_finishes(cluster: Faulty
 
 
 def test_a_backup_lock_is_retried_then_stops_and_resume_finishes(cluster: Faulty) -> None:
-    code, report, _ = through_pause(cluster, 2, lambda: cluster.pve.do(cluster.pve.pve.snapshot_lock, 1032,
-                                                                         "backup"))
+    code, report, _ = through_pause(cluster, 2, lambda: cluster.pve.do(cluster.pve.pve.snapshot_lock, 1032, "backup"))
     assert code == 5
     message = report["message"]
-    assert "step 'configure[name=stg-cp02]' failed: PUT /nodes/pve02/qemu/1032/config on pve01: HTTP 500 VM is " \
-           "locked (backup)" in message
+    assert (
+        "step 'configure[name=stg-cp02]' failed: PUT /nodes/pve02/qemu/1032/config on pve01: HTTP 500 VM is "
+        "locked (backup)" in message
+    )
     assert "backup" in message and "qm unlock 1032" in message
     puts = [p for m, p, _ in cluster.requests() if m == "PUT" and p.endswith("/1032/config")]
     assert len(puts) >= 4, "a held lock is retried (retries: 3) before the step fails"
@@ -463,6 +490,7 @@ def test_a_backup_that_ends_while_the_step_retries_lets_the_run_go_on(cluster: F
     def backup() -> None:
         cluster.pve.pve.time_scale = 0.05  # the backup holds the lock for 10 PVE s: half a second
         cluster.pve.call(cluster.pve.pve.backup(1032, secs=10))
+
     code, report, _ = through_pause(cluster, 2, backup)
     assert code == 0, report["message"]
     cluster.complete()
@@ -473,6 +501,7 @@ def test_a_backup_that_ends_while_the_step_retries_lets_the_run_go_on(cluster: F
 def test_a_task_error_stops_the_run_with_the_task_log_and_resume_finishes(cluster: Faulty) -> None:
     def fail_start() -> None:
         cluster.pve.do(cluster.pve.pve.fail, "POST", "/qemu/1032/status/start", error="qemu_exited_code", times=1)
+
     code, report, _ = through_pause(cluster, 2, fail_start)
     assert code == 5
     message = report["message"]
@@ -482,8 +511,10 @@ def test_a_task_error_stops_the_run_with_the_task_log_and_resume_finishes(cluste
     report = resumed_ok(cluster, report["run_id"])
     assert step_status(report)[("start", "name=stg-cp01")] == "succeeded"  # finished before: not redone
     starts = [p for m, p, _ in cluster.requests() if m == "POST" and p.endswith("/status/start")]
-    assert sorted(starts) == sorted(f"/api2/json/nodes/{n}/qemu/{v}/status/start" for n, v in
-                                    (("pve01", 1031), ("pve02", 1032), ("pve02", 1032), ("pve03", 1033)))
+    assert sorted(starts) == sorted(
+        f"/api2/json/nodes/{n}/qemu/{v}/status/start"
+        for n, v in (("pve01", 1031), ("pve02", 1032), ("pve02", 1032), ("pve03", 1033))
+    )
 
 
 def test_a_token_revoked_mid_run_is_a_401_naming_the_token_and_resume_finishes(cluster: Faulty) -> None:
@@ -492,6 +523,7 @@ def test_a_token_revoked_mid_run_is_a_401_naming_the_token_and_resume_finishes(c
     def revoke() -> None:
         saved.update(cluster.pve.pve.apitokens)
         cluster.pve.pve.apitokens.clear()
+
     code, report, _ = through_pause(cluster, 2, lambda: cluster.pve.do(revoke))
     assert code == 5
     message = report["message"]
@@ -504,11 +536,14 @@ def test_a_token_revoked_mid_run_is_a_401_naming_the_token_and_resume_finishes(c
 def test_a_full_storage_fails_the_clone_task_and_resume_finishes_once_there_is_room(cluster: Faulty) -> None:
     def fill() -> None:  # room for one 4 GiB clone, not two
         cluster.pve.do(cluster.pve.pve.storages["local-lvm"].__setitem__, "avail", 5 * GIB)
+
     code, report, _ = through_pause(cluster, 1, fill)
     assert code == 5
     message = report["message"]
-    assert "step 'clone[name=stg-cp02]' failed: task qmclone on pve01 failed: clone failed: unable to write to " \
-           "storage 'local-lvm': No space left on device" in message
+    assert (
+        "step 'clone[name=stg-cp02]' failed: task qmclone on pve01 failed: clone failed: unable to write to "
+        "storage 'local-lvm': No space left on device" in message
+    )
     assert "storage is full" in message
     assert sorted(cluster.vms()) == ["stg-cp01"], "the failed clone left a VM behind"
     cluster.pve.do(cluster.pve.pve.storages["local-lvm"].__setitem__, "avail", 100 * GIB)
@@ -518,8 +553,10 @@ def test_a_full_storage_fails_the_clone_task_and_resume_finishes_once_there_is_r
 
 # ------------------------------------------------------------------ TLS
 
-def test_a_certificate_that_stops_verifying_mid_run_stops_the_run_without_sending(cluster: Faulty,
-                                                                                   tmp_path: Path) -> None:
+
+def test_a_certificate_that_stops_verifying_mid_run_stops_the_run_without_sending(
+    cluster: Faulty, tmp_path: Path
+) -> None:
     """Something answers at pve01's address with another certificate (a machine in the middle, or a
     renewed certificate): nothing is sent to it, the step stops naming the node and the setting to
     check, and no other node is tried in its place. Once the real node answers again, resume finishes."""
@@ -528,8 +565,10 @@ def test_a_certificate_that_stops_verifying_mid_run_stops_the_run_without_sendin
         code, report, _ = through_pause(cluster, 2, lambda: cluster.relays[0].switch((HOST, mitm.port)))
         assert code == 5
         message = report["message"]
-        assert f"step 'nodes' failed: GET /nodes: the certificate of node pve01 ({cluster.relays[0].url}) does not " \
-               "verify (TLS certificate does not verify" in message
+        assert (
+            f"step 'nodes' failed: GET /nodes: the certificate of node pve01 ({cluster.relays[0].url}) does not "
+            "verify (TLS certificate does not verify" in message
+        )
         assert "tls.ca_file" in message and "/etc/pve/pve-root-ca.pem" in message
         assert "Nothing was sent, and no other node was tried in its place" in message
         assert mitm.do(lambda: list(mitm.pve.requests)) == [], "a request reached the impostor"
@@ -549,12 +588,13 @@ def test_a_pinned_fingerprint_that_does_not_match_stops_naming_both(cluster: Fau
         cluster.relays[0].switch((HOST, mitm.port))
         cluster.go(1)
         cluster.go(2)
-        result = cluster.run("run", "fault-create", *PROFILE, "--param", f"workdir={cluster.work}",
-                             timeout=CLI_TIMEOUT)
+        result = cluster.run("run", "fault-create", *PROFILE, "--param", f"workdir={cluster.work}", timeout=CLI_TIMEOUT)
         assert result.returncode == 5
-        assert f"the certificate of node pve01 ({cluster.relays[0].url}) has SHA-256 fingerprint " \
-               f"{mitm.fingerprint}, but tls.fingerprint in cluster-config.yaml is {cluster.pve.fingerprint}. " \
-               "Nothing was sent." in result.stderr
+        assert (
+            f"the certificate of node pve01 ({cluster.relays[0].url}) has SHA-256 fingerprint "
+            f"{mitm.fingerprint}, but tls.fingerprint in cluster-config.yaml is {cluster.pve.fingerprint}. "
+            "Nothing was sent." in result.stderr
+        )
         assert mitm.do(lambda: list(mitm.pve.requests)) == []
     cluster.relays[0].switch((HOST, cluster.pve.port))
     again = cluster.run("run", "fault-create", *PROFILE, "--param", f"workdir={cluster.work}", timeout=CLI_TIMEOUT)
@@ -564,13 +604,16 @@ def test_a_pinned_fingerprint_that_does_not_match_stops_naming_both(cluster: Fau
 
 # ------------------------------------------------------------------ programs
 
+
 def test_a_hung_talosctl_is_killed_at_the_timeout_and_resume_finishes(cluster: Faulty) -> None:
     cluster.talos.respond(["--nodes"], stderr="waiting for the node to answer\n", hang=True)
     code, report, _ = through_pause(cluster, 1, lambda: None)
     assert code == 5
     message = report["message"]
-    assert "step 'health' failed: `talosctl --nodes 10.20.0.31 health --wait-timeout 1m` timed out after 3 s and " \
-           "was killed" in message
+    assert (
+        "step 'health' failed: `talosctl --nodes 10.20.0.31 health --wait-timeout 1m` timed out after 3 s and "
+        "was killed" in message
+    )
     assert "Is the node up and reachable on the Talos API (port 50000)" in message
     assert "waiting for the node to answer" in message
     (call,) = cluster.talos.calls()
@@ -586,11 +629,14 @@ def test_an_ssh_host_that_refuses_stops_the_run_and_resume_finishes(cluster: Fau
     def refuse() -> None:  # sshd on pve02's address stops listening
         port = closed_port_url().rsplit(":", 1)[1]
         cluster.ssh_config.write_text(re.sub(r"Port \d+", f"Port {port}", good))
+
     code, report, _ = through_pause(cluster, 2, refuse)
     assert code == 5
     message = report["message"]
-    assert f"step 'node_check' failed: ssh to node pve02 ({cluster.sshd.user}@{EXTRA_HOSTS[0]}) failed: " \
-           "connection refused. Nothing accepts SSH connections there: is sshd running on the node" in message
+    assert (
+        f"step 'node_check' failed: ssh to node pve02 ({cluster.sshd.user}@{EXTRA_HOSTS[0]}) failed: "
+        "connection refused. Nothing accepts SSH connections there: is sshd running on the node" in message
+    )
     assert "Try `ssh -F" in message
     cluster.ssh_config.write_text(good)
     report = resumed_ok(cluster, report["run_id"])

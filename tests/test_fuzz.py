@@ -37,17 +37,22 @@ from engine.yamlsource import MAX_DEPTH, load_yaml
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "runbooks").glob("*.md"))
 CORPUS = sorted((REPO / "tests" / "corpus" / "runbooks").glob("*.md"))
-PROFILE_FILES = sorted((REPO / "clusters").glob("*.yaml")) + \
-    sorted((REPO / "tests" / "corpus" / "clusters").glob("*.yaml"))
+PROFILE_FILES = sorted((REPO / "clusters").glob("*.yaml")) + sorted(
+    (REPO / "tests" / "corpus" / "clusters").glob("*.yaml")
+)
 EXAMPLES = int(os.environ.get("RUNBOOK_FUZZ_EXAMPLES", "0"))
 RANDOM = bool(os.environ.get("RUNBOOK_FUZZ_RANDOM"))
 
 
 def fuzz(examples: int) -> Callable[[Any], Any]:
     """Hypothesis settings: ``examples`` by default, RUNBOOK_FUZZ_EXAMPLES when set; our own time bounds."""
-    return settings(max_examples=EXAMPLES or examples, derandomize=not RANDOM, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.function_scoped_fixture])
+    return settings(
+        max_examples=EXAMPLES or examples,
+        derandomize=not RANDOM,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+    )
 
 
 def clean(outcome: Callable[[], Any]) -> Any:
@@ -65,28 +70,76 @@ def clean(outcome: Callable[[], Any]) -> Any:
 
 # ------------------------------------------------------------------ strategies
 
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 40, 2 ** 40), st.floats(allow_nan=False),
-                    st.text(max_size=20))
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-ATTR_KEYS = ("id", "foreach", "as", "check", "when", "until", "retries", "delay", "timeout", "extract", "confirm",
-             "destructive", "readonly", "show", "register", "node", "json", "api_token_env", "parallel",
-             "pipeline", "review", "expect")
-JINJA = ("{{ params }}", "{{ vm.name }}", "{{ item }}", "{{ x | raw }}", "{{ profile.name }}",
-         "{% if true %}a{% endif %}",
-         "{{ steps.a }}", "{{ ''.__class__ }}", "{{ nodes | length }}", "{{", "}}", "{%", "{# c #}",
-         "{{ 1 / 0 }}", "{{ [1,2] | join(',') }}", "{{ config.cluster.name }}", "{{ missing }}")
-FENCE_WORDS = st.one_of(st.sampled_from(STEP_KINDS), st.sampled_from(("API", "Local", "bash", "sh", "yaml", "",
-                                                                     "api{id: x}", "talos")), st.text(max_size=6))
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=20)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+ATTR_KEYS = (
+    "id",
+    "foreach",
+    "as",
+    "check",
+    "when",
+    "until",
+    "retries",
+    "delay",
+    "timeout",
+    "extract",
+    "confirm",
+    "destructive",
+    "readonly",
+    "show",
+    "register",
+    "node",
+    "json",
+    "api_token_env",
+    "parallel",
+    "pipeline",
+    "review",
+    "expect",
+)
+JINJA = (
+    "{{ params }}",
+    "{{ vm.name }}",
+    "{{ item }}",
+    "{{ x | raw }}",
+    "{{ profile.name }}",
+    "{% if true %}a{% endif %}",
+    "{{ steps.a }}",
+    "{{ ''.__class__ }}",
+    "{{ nodes | length }}",
+    "{{",
+    "}}",
+    "{%",
+    "{# c #}",
+    "{{ 1 / 0 }}",
+    "{{ [1,2] | join(',') }}",
+    "{{ config.cluster.name }}",
+    "{{ missing }}",
+)
+FENCE_WORDS = st.one_of(
+    st.sampled_from(STEP_KINDS),
+    st.sampled_from(("API", "Local", "bash", "sh", "yaml", "", "api{id: x}", "talos")),
+    st.text(max_size=6),
+)
 
 
 @st.composite
 def attribute_text(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         return draw(st.text(max_size=40))
-    attrs = draw(st.dictionaries(st.one_of(st.sampled_from(ATTR_KEYS), st.text(max_size=6)),
-                                 st.one_of(VALUES, st.sampled_from(JINJA)), max_size=5))
-    text = yaml.safe_dump(attrs, default_flow_style=True, width=10 ** 6).strip()
+    attrs = draw(
+        st.dictionaries(
+            st.one_of(st.sampled_from(ATTR_KEYS), st.text(max_size=6)),
+            st.one_of(VALUES, st.sampled_from(JINJA)),
+            max_size=5,
+        )
+    )
+    text = yaml.safe_dump(attrs, default_flow_style=True, width=10**6).strip()
     return text if text.startswith("{") else "{" + text + "}"
 
 
@@ -95,17 +148,33 @@ def body_text(draw: st.DrawFn, kind: str) -> str:
     lines = []
     if kind in ("api", "http"):
         method = draw(st.sampled_from(("GET", "POST", "PUT", "DELETE", "PATCH", "get", "")))
-        target = draw(st.sampled_from(("/version", "/nodes/pve01/qemu/100/config", "/cluster/resources",
-                                       "https://factory.talos.dev/versions", "", "/nodes/{{ vm.node }}/qemu")))
+        target = draw(
+            st.sampled_from(
+                (
+                    "/version",
+                    "/nodes/pve01/qemu/100/config",
+                    "/cluster/resources",
+                    "https://factory.talos.dev/versions",
+                    "",
+                    "/nodes/{{ vm.node }}/qemu",
+                )
+            )
+        )
         lines.append(f"{method} {target}".strip())
         for _ in range(draw(st.integers(0, 3))):
             key = draw(st.sampled_from(("name", "cores", "newid", "tags", "x y", "", "- a")))
             value = draw(st.one_of(st.sampled_from(JINJA), st.text(max_size=12)))
             lines.append(f"{key}: {value}")
     for _ in range(draw(st.integers(0, 3))):
-        lines.append(draw(st.one_of(st.text(max_size=30), st.sampled_from(JINJA),
-                                    st.sampled_from(("echo hi", "exit 1", "```", "~~~", "```api",
-                                                     "--nodes 1.2.3.4 health")))))
+        lines.append(
+            draw(
+                st.one_of(
+                    st.text(max_size=30),
+                    st.sampled_from(JINJA),
+                    st.sampled_from(("echo hi", "exit 1", "```", "~~~", "```api", "--nodes 1.2.3.4 health")),
+                )
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -123,18 +192,21 @@ def frontmatter_text(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         params: dict[Any, Any] = {}
         for _ in range(draw(st.integers(0, 3))):
-            spec: dict[str, Any] = {"type": draw(st.sampled_from(("string", "integer", "number", "boolean", "array",
-                                                                  "object", "weird"))),
-                                    "description": draw(st.text(max_size=10))}
+            spec: dict[str, Any] = {
+                "type": draw(st.sampled_from(("string", "integer", "number", "boolean", "array", "object", "weird"))),
+                "description": draw(st.text(max_size=10)),
+            }
             if draw(st.booleans()):
                 spec["default"] = draw(VALUES)
             if draw(st.booleans()):
                 spec["pattern"] = draw(st.sampled_from(("^[a-z]+$", "^(/.*)?$", "[", "(", r"\d{1,3}", ".*", "^x")))
-            for extra in draw(st.lists(st.sampled_from(("minimum", "maximum", "enum", "items", "min", "secret")),
-                                       max_size=2)):
+            for extra in draw(
+                st.lists(st.sampled_from(("minimum", "maximum", "enum", "items", "min", "secret")), max_size=2)
+            ):
                 spec[extra] = draw(VALUES)
-            params[draw(st.one_of(st.sampled_from(("vmid", "node", "plan", "steps", "item")), st.text(max_size=8)))] \
-                = draw(st.one_of(st.just(spec), VALUES))
+            params[draw(st.one_of(st.sampled_from(("vmid", "node", "plan", "steps", "item")), st.text(max_size=8)))] = (
+                draw(st.one_of(st.just(spec), VALUES))
+            )
         meta["parameters"] = params
     for key in draw(st.lists(st.text(max_size=6), max_size=2)):
         meta[key] = draw(VALUES)
@@ -167,7 +239,7 @@ def mutated(draw: st.DrawFn, texts: list[str]) -> str:
         at = draw(st.integers(0, len(lines) - 1))
         edit = draw(st.integers(0, 5))
         if edit == 0:
-            del lines[at:at + draw(st.integers(1, 5))]
+            del lines[at : at + draw(st.integers(1, 5))]
         elif edit == 1:
             lines.insert(at, lines[draw(st.integers(0, len(lines) - 1))])
         elif edit == 2:
@@ -176,10 +248,16 @@ def mutated(draw: st.DrawFn, texts: list[str]) -> str:
         else:
             line = lines[at]
             pos = draw(st.integers(0, len(line)))
-            insert = draw(st.one_of(st.text(max_size=3), st.sampled_from(("{", "}", "[", ":", "'", '"', "`", "\t",
-                                                                         "{{", "*a", "&a", "---", "\x00", "\ufeff"))))
+            insert = draw(
+                st.one_of(
+                    st.text(max_size=3),
+                    st.sampled_from(
+                        ("{", "}", "[", ":", "'", '"', "`", "\t", "{{", "*a", "&a", "---", "\x00", "\ufeff")
+                    ),
+                )
+            )
             cut = draw(st.integers(0, 2))
-            lines[at] = line[:pos] + insert + line[pos + cut:]
+            lines[at] = line[:pos] + insert + line[pos + cut :]
     return "".join(lines)
 
 
@@ -189,6 +267,7 @@ CONFIG_TEXT = (REPO / "cluster-config.yaml").read_text()
 
 
 # ------------------------------------------------------------------ the parser
+
 
 @fuzz(300)
 @given(st.text())
@@ -223,13 +302,16 @@ def test_any_yaml_loads_or_is_a_clean_error(text: str) -> None:
 
 # ------------------------------------------------------------------ profiles, config, whole homes
 
-def make_home(root: Path, config: str | None = None, profiles: dict[str, str] | None = None,
-              runbook: str | None = None) -> Home:
+
+def make_home(
+    root: Path, config: str | None = None, profiles: dict[str, str] | None = None, runbook: str | None = None
+) -> Home:
     root.mkdir(parents=True, exist_ok=True)
     (root / "cluster-config.yaml").write_text(config if config is not None else CONFIG_TEXT)
     (root / "clusters").mkdir(exist_ok=True)
-    for name, text in (profiles if profiles is not None else
-                       {p.stem: p.read_text() for p in (REPO / "clusters").glob("*.yaml")}).items():
+    for name, text in (
+        profiles if profiles is not None else {p.stem: p.read_text() for p in (REPO / "clusters").glob("*.yaml")}
+    ).items():
         (root / "clusters" / f"{name}.yaml").write_text(text)
     (root / "runbooks").mkdir(exist_ok=True)
     if runbook is not None:
@@ -255,6 +337,7 @@ def altered_data(draw: st.DrawFn, text: str) -> str:
             for index, inner in enumerate(value):
                 found += paths(inner, prefix + (index,))
         return found
+
     for _ in range(draw(st.integers(1, 3))):
         candidates = paths(data)[1:]
         if not candidates:
@@ -266,9 +349,12 @@ def altered_data(draw: st.DrawFn, text: str) -> str:
         if draw(st.booleans()) and isinstance(parent, dict):
             del parent[path[-1]]
         else:
-            parent[path[-1]] = draw(st.one_of(VALUES, st.sampled_from((0, -1, 10 ** 9, "", "pve09", "1000G",
-                                                                       "10.0.0.1/33",
-                                                                       [], {}, None, "x" * 300))))
+            parent[path[-1]] = draw(
+                st.one_of(
+                    VALUES,
+                    st.sampled_from((0, -1, 10**9, "", "pve09", "1000G", "10.0.0.1/33", [], {}, None, "x" * 300)),
+                )
+            )
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
@@ -284,7 +370,7 @@ def test_altered_profiles_load_or_report_problems(data: st.DataObject) -> None:
         for problem in problems:
             assert isinstance(problem, Problem) and problem.message
         for profile in profiles:
-            clean(lambda: profile.plan(config))
+            clean(lambda profile=profile: profile.plan(config))
 
 
 @fuzz(60)
@@ -313,11 +399,15 @@ def test_validate_reports_on_any_home(data: st.DataObject) -> None:
 
 # ------------------------------------------------------------------ templates: sandboxed, values quoted
 
+
 @fuzz(200)
 @given(st.text())
 def test_a_value_is_one_shell_word_and_one_api_parameter_whatever_it_holds(value: str) -> None:
-    book = parse_runbook("---\nname: q\ndescription: q\n---\n\n```local {id: a}\necho {{ v }}\n```\n\n"
-                         "```api {id: b}\nPUT /nodes/pve01/qemu/100/config\ndescription: \"{{ v }}\"\n```\n", "q.md")
+    book = parse_runbook(
+        "---\nname: q\ndescription: q\n---\n\n```local {id: a}\necho {{ v }}\n```\n\n"
+        '```api {id: b}\nPUT /nodes/pve01/qemu/100/config\ndescription: "{{ v }}"\n```\n',
+        "q.md",
+    )
     renderer = Renderer("q.md", {"v": value})
     script = renderer.action(book.steps[0], {}).script  # type: ignore[union-attr]
     assert shlex.split(script.rstrip("\n"), posix=True) == ["echo", value]
@@ -327,15 +417,64 @@ def test_a_value_is_one_shell_word_and_one_api_parameter_whatever_it_holds(value
         assert request.params["description"] == value  # type: ignore[union-attr]
 
 
-NAMES = ("config", "cluster", "nodes", "node_names", "defaults", "tags", "vmid_ranges", "credentials", "params",
-         "cloudinit", "profile", "plan")
+NAMES = (
+    "config",
+    "cluster",
+    "nodes",
+    "node_names",
+    "defaults",
+    "tags",
+    "vmid_ranges",
+    "credentials",
+    "params",
+    "cloudinit",
+    "profile",
+    "plan",
+)
 NUMBERS = st.one_of(st.integers(-5, 40), st.sampled_from((0, 1, 2, 3)))
-ATOMS = st.one_of(st.sampled_from(NAMES), NUMBERS.map(str), st.text(alphabet="abc{}0 %-", max_size=5).map(repr),
-                  st.just("[1, 2, 'a']"), st.just("{'a': 1}"))
-FILTERS = ("length", "int", "string", "default('x')", "join(',')", "first", "last", "upper", "list", "sort", "unique",
-           "trim", "float", "abs", "round", "tojson", "reverse", "sum", "min", "max", "dictsort", "items",
-           "selectattr('name')", "map(attribute='name')", "batch({n})", "slice({n})", "truncate({n})", "wordwrap({n})",
-           "center({n})", "indent({n})", "format({n})", "replace('a', 'b')", "attr('name')", "groupby('name')")
+ATOMS = st.one_of(
+    st.sampled_from(NAMES),
+    NUMBERS.map(str),
+    st.text(alphabet="abc{}0 %-", max_size=5).map(repr),
+    st.just("[1, 2, 'a']"),
+    st.just("{'a': 1}"),
+)
+FILTERS = (
+    "length",
+    "int",
+    "string",
+    "default('x')",
+    "join(',')",
+    "first",
+    "last",
+    "upper",
+    "list",
+    "sort",
+    "unique",
+    "trim",
+    "float",
+    "abs",
+    "round",
+    "tojson",
+    "reverse",
+    "sum",
+    "min",
+    "max",
+    "dictsort",
+    "items",
+    "selectattr('name')",
+    "map(attribute='name')",
+    "batch({n})",
+    "slice({n})",
+    "truncate({n})",
+    "wordwrap({n})",
+    "center({n})",
+    "indent({n})",
+    "format({n})",
+    "replace('a', 'b')",
+    "attr('name')",
+    "groupby('name')",
+)
 
 
 @st.composite
@@ -360,8 +499,11 @@ def expressions(draw: st.DrawFn, depth: int = 0) -> str:
 
 
 @fuzz(150)
-@given(st.lists(st.tuples(st.sampled_from(("local", "api", "talosctl")), expressions(), expressions()),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(("local", "api", "talosctl")), expressions(), expressions()), min_size=1, max_size=4
+    )
+)
 def test_templates_render_or_are_located_problems(steps: list[tuple[str, str, str]]) -> None:
     """Runbooks that parse, full of random template expressions: validate renders them (once per
     profile); every failure must be a located problem."""
@@ -369,12 +511,12 @@ def test_templates_render_or_are_located_problems(steps: list[tuple[str, str, st
     for index, (kind, value, condition) in enumerate(steps):
         condition = condition.replace('"', "'")
         if kind == "api":
-            body = f"PUT /nodes/pve01/qemu/100/config\ndescription: \"{{{{ {value.replace(chr(34), chr(39))} }}}}\""
+            body = f'PUT /nodes/pve01/qemu/100/config\ndescription: "{{{{ {value.replace(chr(34), chr(39))} }}}}"'
         elif kind == "talosctl":
             body = f"--nodes {{{{ {value} }}}} health"
         else:
             body = f"echo {{{{ {value} }}}}"
-        parts.append(f"```{kind} {{id: s{index}, when: \"{condition}\"}}\n{body}\n```\n")
+        parts.append(f'```{kind} {{id: s{index}, when: "{condition}"}}\n{body}\n```\n')
     with tempfile.TemporaryDirectory() as folder:
         home = make_home(Path(folder), runbook="\n".join(parts))
         report = validate_home(home)
@@ -382,8 +524,11 @@ def test_templates_render_or_are_located_problems(steps: list[tuple[str, str, st
             assert isinstance(problem, Problem) and problem.message
 
 
-HOSTILE_TAGS = ("!!python/object/apply:os.system ['touch /tmp/runbook-fuzz-pwned']",
-                "!!python/name:os.system", "!!python/object/new:subprocess.Popen [['true']]")
+HOSTILE_TAGS = (
+    "!!python/object/apply:os.system ['touch /tmp/runbook-fuzz-pwned']",
+    "!!python/name:os.system",
+    "!!python/object/new:subprocess.Popen [['true']]",
+)
 
 
 @pytest.mark.parametrize("tag", HOSTILE_TAGS)
@@ -394,11 +539,16 @@ def test_python_tags_are_refused_everywhere_yaml_is_read(tag: str, tmp_path: Pat
     assert "could not determine a constructor" in str(clean(lambda: parse_runbook(front, "fuzz.md")).problems[0])
     attrs = f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a, when: {tag}}}\necho\n```\n"
     assert isinstance(clean(lambda: parse_runbook(attrs, "fuzz.md")), InputError)
-    body = "---\nname: fuzz\ndescription: x\n---\n\n```api {id: a}\nPUT /nodes/pve01/qemu/100/config\n" \
-           f"name: {tag}\n```\n"
-    home = make_home(tmp_path / "home", config=CONFIG_TEXT + f"\nextra: {tag}\n",
-                     profiles={"dev-generic": (REPO / "clusters" / "dev-generic.yaml").read_text() + f"\nx: {tag}\n"},
-                     runbook=body)
+    body = (
+        "---\nname: fuzz\ndescription: x\n---\n\n```api {id: a}\nPUT /nodes/pve01/qemu/100/config\n"
+        f"name: {tag}\n```\n"
+    )
+    home = make_home(
+        tmp_path / "home",
+        config=CONFIG_TEXT + f"\nextra: {tag}\n",
+        profiles={"dev-generic": (REPO / "clusters" / "dev-generic.yaml").read_text() + f"\nx: {tag}\n"},
+        runbook=body,
+    )
     report = validate_home(home)
     refused = [p for p in report.problems if "could not determine a constructor" in p.message]
     assert {p.file for p in refused} >= {"cluster-config.yaml", "clusters/dev-generic.yaml"}, report.problems
@@ -407,22 +557,32 @@ def test_python_tags_are_refused_everywhere_yaml_is_read(tag: str, tmp_path: Pat
 
 
 def test_a_problem_in_an_api_body_names_the_runbook_file(tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home", runbook="---\nname: fuzz\ndescription: x\n---\n\n```api {id: a}\n"
-                                                 "PUT /nodes/pve01/qemu/100/config\nname: [unclosed\n```\n")
+    home = make_home(
+        tmp_path / "home",
+        runbook="---\nname: fuzz\ndescription: x\n---\n\n```api {id: a}\n"
+        "PUT /nodes/pve01/qemu/100/config\nname: [unclosed\n```\n",
+    )
     report = validate_home(home)
     assert [p.file for p in report.problems] == ["runbooks/fuzz.md"], report.problems
 
 
-@pytest.mark.parametrize("template", ["{{ ''.__class__.__mro__ }}", "{{ cycler.__init__.__globals__ }}",
-                                      "{{ config.__class__ }}", "{{ (1).__class__.__subclasses__() }}",
-                                      "{{ exists.__globals__ }}",
-                                      "{% for x in ().__class__.__base__.__subclasses__() %}{% endfor %}"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{{ config.__class__ }}",
+        "{{ (1).__class__.__subclasses__() }}",
+        "{{ exists.__globals__ }}",
+        "{% for x in ().__class__.__base__.__subclasses__() %}{% endfor %}",
+    ],
+)
 def test_templates_cannot_reach_python_internals(template: str, tmp_path: Path) -> None:
-    home = make_home(tmp_path / "home", runbook=f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a}}\n"
-                                                 f"echo {template}\n```\n")
+    home = make_home(
+        tmp_path / "home", runbook=f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a}}\necho {template}\n```\n"
+    )
     report = validate_home(home)
-    assert [p.message for p in report.problems if "unsafe" in p.message or "undefined" in p.message], \
-        report.problems
+    assert [p.message for p in report.problems if "unsafe" in p.message or "undefined" in p.message], report.problems
 
 
 # Found by fuzzing: engine/render.py turned only TemplateError, KeyError, TypeError, ValueError,
@@ -439,8 +599,9 @@ RENDER_CRASHES = {
 
 
 def _body_problems(body: str, tmp_path: Path, attrs: str = "") -> list[Problem]:
-    home = make_home(tmp_path / "home", runbook=f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a{attrs}}}\n"
-                                                 f"{body}\n```\n")
+    home = make_home(
+        tmp_path / "home", runbook=f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a{attrs}}}\n{body}\n```\n"
+    )
     return validate_home(home).problems
 
 
@@ -471,6 +632,7 @@ def test_lipsum_is_not_available_to_templates(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ large inputs, in bounded time
 
+
 def bounded(seconds: float, work: Callable[[], Any]) -> Any:
     started = time.monotonic()
     result = clean(work)
@@ -483,8 +645,9 @@ FRONT = "---\nname: big\ndescription: A large runbook.\n---\n\n"
 
 
 def test_a_5000_step_runbook_parses_within_5_s() -> None:
-    text = FRONT + "".join(f"## Step {i}\n\n```local {{id: s{i}, when: \"true\"}}\necho {i} {{{{ 1 + {i} }}}}\n```\n\n"
-                           for i in range(5000))
+    text = FRONT + "".join(
+        f'## Step {i}\n\n```local {{id: s{i}, when: "true"}}\necho {i} {{{{ 1 + {i} }}}}\n```\n\n' for i in range(5000)
+    )
     runbook = bounded(5, lambda: parse_runbook(text, "runbooks/big.md", expected_name="big"))
     assert len(runbook.steps) == 5000
 
@@ -497,29 +660,51 @@ def test_a_runbook_of_5000_broken_steps_reports_them_within_5_s() -> None:
 
 def test_a_1000_step_runbook_validates_within_10_s(tmp_path: Path) -> None:
     text = FRONT.replace("big", "fuzz") + "".join(
-        f"```api {{id: s{i}, when: \"profile is not defined\"}}\nPUT /nodes/pve01/qemu/{100 + i}/config\n"
-        f"name: \"vm-{{{{ {i} }}}}\"\n```\n\n" for i in range(1000))
+        f'```api {{id: s{i}, when: "profile is not defined"}}\nPUT /nodes/pve01/qemu/{100 + i}/config\n'
+        f'name: "vm-{{{{ {i} }}}}"\n```\n\n'
+        for i in range(1000)
+    )
     home = make_home(tmp_path / "home", runbook=text)
     report = bounded(10, lambda: validate_home(home))
     assert report.ok, report.problems[:3]
 
 
 def test_huge_lines_and_many_attributes_within_5_s() -> None:
-    text = FRONT + "```local {id: a}\necho " + "x" * 2_000_000 + "\n```\n\n```local {" + \
-        ", ".join(f"k{i}: {i}" for i in range(20_000)) + "}\necho\n```\n"
+    text = (
+        FRONT
+        + "```local {id: a}\necho "
+        + "x" * 2_000_000
+        + "\n```\n\n```local {"
+        + ", ".join(f"k{i}: {i}" for i in range(20_000))
+        + "}\necho\n```\n"
+    )
     error = bounded(5, lambda: parse_runbook(text, "runbooks/big.md"))
     assert isinstance(error, InputError)
 
 
-@pytest.mark.parametrize("name, text, words", [
-    ("nested 10,000 levels", "---\nname: x\ndescription: " + "[" * 10_000 + "]" * 10_000 + "\n---\n",
-     "nested far more than"),
-    ("nested 40 levels", "---\nname: x\ndescription: " + "[" * 40 + "]" * 40 + "\n---\n", "nested more than"),
-    ("a billion laughs", "---\nname: x\ndescription: y\nparameters:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
-     + "".join(f"  a{i}: &a{i} [{', '.join(['*a%d' % (i - 1)] * 10)}]\n" for i in range(1, 9)) + "---\n",
-     "expands to more than"),
-    ("an alias inside itself", "---\nname: x\ndescription: &a [1, *a]\n---\n", "refers to a value that contains it"),
-])
+@pytest.mark.parametrize(
+    "name, text, words",
+    [
+        (
+            "nested 10,000 levels",
+            "---\nname: x\ndescription: " + "[" * 10_000 + "]" * 10_000 + "\n---\n",
+            "nested far more than",
+        ),
+        ("nested 40 levels", "---\nname: x\ndescription: " + "[" * 40 + "]" * 40 + "\n---\n", "nested more than"),
+        (
+            "a billion laughs",
+            "---\nname: x\ndescription: y\nparameters:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+            + "---\n",
+            "expands to more than",
+        ),
+        (
+            "an alias inside itself",
+            "---\nname: x\ndescription: &a [1, *a]\n---\n",
+            "refers to a value that contains it",
+        ),
+    ],
+)
 def test_hostile_yaml_is_refused_quickly(name: str, text: str, words: str) -> None:
     """Found by fuzzing: these ended in RecursionError, or ran for minutes (the line map and the
     schema check walk every alias again); engine/yamlsource.py now refuses them before building data."""
@@ -529,18 +714,33 @@ def test_hostile_yaml_is_refused_quickly(name: str, text: str, words: str) -> No
 
 def test_a_profile_with_aliases_and_deep_nesting_is_a_problem_not_a_crash(tmp_path: Path) -> None:
     laughs = "x: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
-        f"y{i}: &a{i} [{', '.join(['*a%d' % (i - 1)] * 10)}]\n" for i in range(1, 8))
-    home = make_home(tmp_path / "home", profiles={"dev-generic": (REPO / "clusters" / "dev-generic.yaml").read_text()
-                                                  + laughs, "talos-staging": "name: [" * 3000})
+        f"y{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 8)
+    )
+    home = make_home(
+        tmp_path / "home",
+        profiles={
+            "dev-generic": (REPO / "clusters" / "dev-generic.yaml").read_text() + laughs,
+            "talos-staging": "name: [" * 3000,
+        },
+    )
     profiles, problems = bounded(5, lambda: load_profiles(home, load_config(home)))
     assert {p.file for p in problems} == {"clusters/dev-generic.yaml", "clusters/talos-staging.yaml"}
     assert profiles == []
 
 
 def test_the_depth_limit_leaves_room_for_real_files() -> None:
-    nested = "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, MAX_DEPTH - 2)) + \
-        "  " * (MAX_DEPTH - 2) + "v: 1\n"
+    nested = (
+        "a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, MAX_DEPTH - 2)) + "  " * (MAX_DEPTH - 2) + "v: 1\n"
+    )
     assert load_yaml(nested, "ok.yaml").data["a"]["k1"]
     for path in [*SHIPPED, *PROFILE_FILES[:2], REPO / "cluster-config.yaml"]:
-        assert not re.search(r"nested more than|expands to more than", str(clean(lambda: load_yaml(
-            path.read_text().split("---\n")[1] if path.suffix == ".md" else path.read_text(), str(path)))))
+        assert not re.search(
+            r"nested more than|expands to more than",
+            str(
+                clean(
+                    lambda path=path: load_yaml(
+                        path.read_text().split("---\n")[1] if path.suffix == ".md" else path.read_text(), str(path)
+                    )
+                )
+            ),
+        )

@@ -8,7 +8,7 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from importlib import resources
 from pathlib import Path
@@ -30,7 +30,7 @@ from tests.conftest import REPO
 from tests.support.cluster import SECRET, LiveCluster
 from tests.support.tools import find_tool
 
-NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=UTC)
 ARTIFACTS = REPO / "test-artifacts"
 STAGING_TAGS = ("talos", "kubernetes", "staging", "controlplane")
 
@@ -46,8 +46,11 @@ def template_plan(home: Home, existing: tuple[ExistingVm, ...] = (), **params: s
     """The offline dry-run of the repository's _template runbook on talos-staging, as a view model."""
     session = prepare(home, "_template", "talos-staging", {"vmid": "1031", **params}, existing)
     entries = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_Never()).run()
-    return {"session": session, "entries": entries,
-            "view": plan_view(session, entries, offline=True, who="ops@desk", now=NOW)}
+    return {
+        "session": session,
+        "entries": entries,
+        "view": plan_view(session, entries, offline=True, who="ops@desk", now=NOW),
+    }
 
 
 def blocks_in_prose(view: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,13 +81,20 @@ def test_the_page_data_is_the_plan_json_data(repo_home: Home) -> None:
     made = template_plan(repo_home, mode="force")
     view, session, entries = made["view"], made["session"], made["entries"]
     data = plan_json(session, entries, offline=True)
-    shown = [(b["id"], e["status"], e["display"], e["gated"], e["gate_reasons"])
-             for b in blocks_in_prose(view) for e in b["entries"]]
+    shown = [
+        (b["id"], e["status"], e["display"], e["gated"], e["gate_reasons"])
+        for b in blocks_in_prose(view)
+        for e in b["entries"]
+    ]
     assert shown == [(s["step_id"], s["status"], s["display"], s["gated"], s["gate_reasons"]) for s in data["steps"]]
     assert view["hashes"] == [{"name": k, "sha256": v, "note": ""} for k, v in data["hashes"].items()]
     assert view["parameters"] == [{"name": "vmid", "value": "1031"}, {"name": "mode", "value": "force"}]
-    assert (view["profile"], view["cluster"], view["who"], view["when"]) == \
-        ("talos-staging", "lab", "ops@desk", "2026-11-28T14:22:33+00:00")
+    assert (view["profile"], view["cluster"], view["who"], view["when"]) == (
+        "talos-staging",
+        "lab",
+        "ops@desk",
+        "2026-11-28T14:22:33+00:00",
+    )
     text = plan_text(session, entries, offline=True)
     labels = {e["label"] for b in blocks_in_prose(view) for e in b["entries"]}
     assert labels == {"would run", "depends on run-time values"} and all(label in text for label in labels)
@@ -113,16 +123,25 @@ def test_nodes_side_by_side_with_new_and_existing_vms_apart(repo_home: Home) -> 
     assert [vm["name"] for vm in nodes["pve01"]["existing"]] == ["stg-cp01"] and nodes["pve01"]["new"] == []
     assert nodes["pve01"]["adds"] == "adds nothing"
     cp2 = nodes["pve02"]["new"][0]
-    assert (cp2["name"], cp2["vmid"], cp2["role"], cp2["cores"], cp2["memory_text"]) == \
-        ("stg-cp02", 1032, "controlplane", 4, "8 GiB")
+    assert (cp2["name"], cp2["vmid"], cp2["role"], cp2["cores"], cp2["memory_text"]) == (
+        "stg-cp02",
+        1032,
+        "controlplane",
+        4,
+        "8 GiB",
+    )
     assert nodes["pve02"]["capacity"] == "32 cores, 128 GiB" and nodes["pve02"]["adds"] == "adds 4 cores, 8 GiB"
     html = render_html(view)
     assert re.search(r'<ul class="vms existing">\s*<li class="vm existing" id="vm-1031">', html)
 
 
 def test_a_runbook_without_a_profile_has_no_cluster_picture(make_home) -> None:
-    home = make_home({"runbooks/hello.md": "---\nname: hello\ndescription: d\n---\n\nNo heading here.\n\n"
-                      "```local {id: hi}\necho hi\n```\n"})
+    home = make_home(
+        {
+            "runbooks/hello.md": "---\nname: hello\ndescription: d\n---\n\nNo heading here.\n\n"
+            "```local {id: hi}\necho hi\n```\n"
+        }
+    )
     outcome = plan_run(home, "hello", None, {}, offline=True, dispatcher=None)
     view = plan_view(outcome.session, outcome.entries, offline=True)
     assert view["nodes"] is None and view["title"] == "hello" and view["profile"] is None
@@ -185,17 +204,27 @@ def test_the_template_ships_inside_the_package() -> None:
 # ---------------------------------------------------------------- a recorded run
 
 
-def record_failed_run(home: Home, error: str = "PVE says: can't lock file '/var/lock/qemu-server/lock-1031.conf'"
-                      ) -> str:
+def record_failed_run(
+    home: Home, error: str = "PVE says: can't lock file '/var/lock/qemu-server/lock-1031.conf'"
+) -> str:
     """A run of _template that got past version and where, was approved at stop, and failed there."""
     session = prepare(home, "_template", "talos-staging", {"vmid": "1031"})
     hashes = session.hashes()
     run_id = new_run_id("_template", NOW)
-    meta = RunMeta(run_id=run_id, runbook="_template", runbook_file="runbooks/_template.md",
-                   runbook_sha256=hashes["runbook"], profile="talos-staging",
-                   profile_file="clusters/talos-staging.yaml", profile_sha256=hashes["profile"],
-                   cluster_config_sha256=hashes["config"], parameters={"vmid": 1031, "mode": "graceful"},
-                   mode="run", started_at=NOW.isoformat(), who="ops@desk")
+    meta = RunMeta(
+        run_id=run_id,
+        runbook="_template",
+        runbook_file="runbooks/_template.md",
+        runbook_sha256=hashes["runbook"],
+        profile="talos-staging",
+        profile_file="clusters/talos-staging.yaml",
+        profile_sha256=hashes["profile"],
+        cluster_config_sha256=hashes["config"],
+        parameters={"vmid": 1031, "mode": "graceful"},
+        mode="run",
+        started_at=NOW.isoformat(),
+        who="ops@desk",
+    )
     with RunRecord.create(home.state_dir, meta) as record:
         record.step_started("version", None, action_as_dict(ApiRequest("GET", "/version")))
         record.step_finished("version", None, {"version": "8.3"}, 0.12)
@@ -203,8 +232,7 @@ def record_failed_run(home: Home, error: str = "PVE says: can't lock file '/var/
         record.step_finished("where", None, {"node": "pve01", "status": "running"}, 0.3)
         record.gate_waiting("stop", None)
         record.gate_approved("stop", None, by="lead@desk")
-        record.step_started("stop", None,
-                            action_as_dict(ApiRequest("POST", "/nodes/pve01/qemu/1031/status/shutdown")))
+        record.step_started("stop", None, action_as_dict(ApiRequest("POST", "/nodes/pve01/qemu/1031/status/shutdown")))
         record.step_failed("stop", None, error, 2.5)
         record.run_finished("failed")
     return run_id
@@ -219,8 +247,12 @@ def test_a_failed_run_shows_its_failure_and_every_step(make_home) -> None:
     steps = {b["id"]: b for b in blocks_in_prose(view)}
     assert [(e["status"], e["duration"]) for e in steps["version"]["entries"]] == [("succeeded", "0.1 s")]
     stop = steps["stop"]["entries"][0]
-    assert (stop["status"], stop["label"], stop["error"], stop["duration"]) == \
-        ("failed", "FAILED", "lock <timeout> on 1031", "2.5 s")
+    assert (stop["status"], stop["label"], stop["error"], stop["duration"]) == (
+        "failed",
+        "FAILED",
+        "lock <timeout> on 1031",
+        "2.5 s",
+    )
     assert stop["display"] == "POST /nodes/pve01/qemu/1031/status/shutdown"
     assert stop["gated"] and stop["gate_reasons"] == ["approved by lead@desk"]
     assert steps["disks"]["entries"][0]["status"] == "not_reached"
@@ -251,10 +283,19 @@ def test_a_run_stopped_at_a_gate_says_which_step_waits(make_home) -> None:
     home = make_home()
     session = prepare(home, "_template", "talos-staging", {"vmid": "1031"})
     hashes = session.hashes()
-    meta = RunMeta(run_id=new_run_id("_template", NOW), runbook="_template", runbook_file="runbooks/_template.md",
-                   runbook_sha256=hashes["runbook"], profile="talos-staging", profile_file=None,
-                   profile_sha256=hashes["profile"], cluster_config_sha256=hashes["config"], parameters={},
-                   mode="run", started_at=NOW.isoformat())
+    meta = RunMeta(
+        run_id=new_run_id("_template", NOW),
+        runbook="_template",
+        runbook_file="runbooks/_template.md",
+        runbook_sha256=hashes["runbook"],
+        profile="talos-staging",
+        profile_file=None,
+        profile_sha256=hashes["profile"],
+        cluster_config_sha256=hashes["config"],
+        parameters={},
+        mode="run",
+        started_at=NOW.isoformat(),
+    )
     with RunRecord.create(home.state_dir, meta) as record:
         record.step_skipped("version", None, "when_false")
         record.gate_waiting("stop", None)
@@ -268,12 +309,17 @@ def test_a_run_stopped_at_a_gate_says_which_step_waits(make_home) -> None:
 
 def test_a_plan_that_stopped_early_says_why(repo_home: Home) -> None:
     made = template_plan(repo_home)
-    view = plan_view(made["session"], made["entries"][:1], offline=False,
-                     outcome=("failed", "a read-only step failed while planning: where: HTTP 500"))
+    view = plan_view(
+        made["session"],
+        made["entries"][:1],
+        offline=False,
+        outcome=("failed", "a read-only step failed while planning: where: HTTP 500"),
+    )
     html = render_html(view)
     assert "Planning stopped" in html and "where: HTTP 500" in html
-    assert [b["entries"][0]["label"] for b in blocks_in_prose(view)][1:] == \
-        ["not planned (planning stopped before it)"] * 3
+    assert [b["entries"][0]["label"] for b in blocks_in_prose(view)][1:] == [
+        "not planned (planning stopped before it)"
+    ] * 3
 
 
 # ---------------------------------------------------------------- the command line
@@ -281,8 +327,21 @@ def test_a_plan_that_stopped_early_says_why(repo_home: Home) -> None:
 
 def test_dry_run_html_writes_the_page_and_still_prints_the_plan(cli, tmp_path: Path) -> None:
     page = tmp_path / "plan.html"
-    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=1031",
-                 "--dry-run", "--offline", "--json", "--html", str(page))
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "_template",
+        "--profile",
+        "talos-staging",
+        "--param",
+        "vmid=1031",
+        "--dry-run",
+        "--offline",
+        "--json",
+        "--html",
+        str(page),
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["runbook"] == "_template" and f"wrote {page}" in result.stderr
     assert 'id="step-stop"' in page.read_text()
@@ -291,8 +350,20 @@ def test_dry_run_html_writes_the_page_and_still_prints_the_plan(cli, tmp_path: P
 def test_html_needs_dry_run_and_a_writable_path(cli, tmp_path: Path) -> None:
     result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--html", "x.html")
     assert result.exit_code == 2 and "--html only works with --dry-run" in result.stderr
-    result = cli("--home", str(REPO), "run", "_template", "--profile", "talos-staging", "--param", "vmid=1031",
-                 "--dry-run", "--offline", "--html", str(tmp_path / "no" / "such" / "dir" / "plan.html"))
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "_template",
+        "--profile",
+        "talos-staging",
+        "--param",
+        "vmid=1031",
+        "--dry-run",
+        "--offline",
+        "--html",
+        str(tmp_path / "no" / "such" / "dir" / "plan.html"),
+    )
     assert result.exit_code == 2 and "cannot write" in result.stderr
 
 
@@ -349,8 +420,35 @@ class Dom(HTMLParser):
     def select(self, node: dict[str, Any], css_class: str) -> list[dict[str, Any]]:
         return [n for n in self.all(node) if css_class in (n["attrs"].get("class") or "").split()]
 
-    BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "nav", "h1", "h2", "h3", "h4", "h5",
-              "h6", "ul", "ol", "li", "dl", "dt", "dd", "table", "tr", "td", "th", "pre", "details", "summary"}
+    BLOCKS = {
+        "p",
+        "div",
+        "section",
+        "article",
+        "header",
+        "footer",
+        "main",
+        "nav",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "ul",
+        "ol",
+        "li",
+        "dl",
+        "dt",
+        "dd",
+        "table",
+        "tr",
+        "td",
+        "th",
+        "pre",
+        "details",
+        "summary",
+    }
 
     @classmethod
     def text(cls, node: dict[str, Any]) -> str:
@@ -366,13 +464,22 @@ class Dom(HTMLParser):
                 for child in n["children"]:
                     walk(child)
                 parts.append(gap)
+
         walk(node)
         return " ".join("".join(parts).split())
 
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+)
 
 
 @pytest.fixture
@@ -384,8 +491,13 @@ def chromium(tmp_path: Path):
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         profile = tmp_path / f"chromium-profile-{next(runs)}"
         profile.mkdir()
-        result = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                                capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         return result
 
@@ -406,8 +518,13 @@ def load(chromium, page: Path, name: str) -> Dom:
 
 def test_the_talos_staging_plan_in_a_browser(cluster: LiveCluster, chromium, tmp_path: Path) -> None:
     """The dry-run of e2e-create on talos-staging, planned against a cluster where stg-cp01 already is."""
-    cluster.pve.do(cluster.pve.pve.add_vm, 1031, "stg-cp01", node="pve01",
-                   config={"tags": ";".join(STAGING_TAGS), "cores": 4, "memory": 8192})
+    cluster.pve.do(
+        cluster.pve.pve.add_vm,
+        1031,
+        "stg-cp01",
+        node="pve01",
+        config={"tags": ";".join(STAGING_TAGS), "cores": 4, "memory": 8192},
+    )
     page = tmp_path / "plan.html"
     result = cluster.run("run", "e2e-create", "--profile", "talos-staging", "--dry-run", "--html", str(page))
     assert result.returncode == 0, result.stderr
@@ -417,17 +534,21 @@ def test_the_talos_staging_plan_in_a_browser(cluster: LiveCluster, chromium, tmp
     dom = load(chromium, page, "talos-staging-plan")
     text = dom.text
     assert text(dom.find("title")) == "Create the profile's VMs (test)"
-    assert text(dom.find("description")) == "End-to-end test procedure touching every step kind against the test cluster."
+    assert (
+        text(dom.find("description")) == "End-to-end test procedure touching every step kind against the test cluster."
+    )
     assert text(dom.find("meta-profile")) == "talos-staging" and text(dom.find("meta-cluster")) == "lab"
     assert "@" in text(dom.find("meta-who")) and text(dom.find("meta-when")).startswith(str(datetime.now().year))
     runbook_sha = __import__("hashlib").sha256((cluster.home / "runbooks" / "e2e-create.md").read_bytes()).hexdigest()
     assert text(dom.find("hash-runbook")) == f"runbook {runbook_sha}"
     pve01, pve02 = dom.find("node-pve01"), dom.find("node-pve02")
-    assert [text(vm) for vm in dom.select(pve01, "existing") if vm["tag"] == "li"] == \
-        ["stg-cp01 VMID 1031 · controlplane 4 cores · 8 GiB · 100G · 10.20.0.31"]
+    assert [text(vm) for vm in dom.select(pve01, "existing") if vm["tag"] == "li"] == [
+        "stg-cp01 VMID 1031 · controlplane 4 cores · 8 GiB · 100G · 10.20.0.31"
+    ]
     assert not [vm for vm in dom.select(pve01, "new") if vm["tag"] == "li"]
-    assert [text(vm) for vm in dom.select(pve02, "new") if vm["tag"] == "li"] == \
-        ["stg-cp02 VMID 1032 · controlplane 4 cores · 8 GiB · 100G · 10.20.0.32"]
+    assert [text(vm) for vm in dom.select(pve02, "new") if vm["tag"] == "li"] == [
+        "stg-cp02 VMID 1032 · controlplane 4 cores · 8 GiB · 100G · 10.20.0.32"
+    ]
     clone = dom.find("step-clone")
     entries = [text(e) for e in dom.select(clone, "entry")]
     assert entries[0].startswith("skipped name=stg-cp01 check is true: already in place")

@@ -8,8 +8,8 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -90,7 +90,7 @@ def self_signed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An HTTPS server whose certificate no trust store knows."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -131,8 +131,9 @@ def test_json_body_is_sent_as_json_and_other_bodies_as_given(http: HttpExecutor,
     assert result.data["json"] == {"content_type": "application/json", "body": '{"customization": {}}'}
     yaml = "customization:\n  extraKernelArgs: [net.ifnames=0]\n"
     result = http.request(
-        HttpRequest("POST", f"{base_url}/schematics", headers={"Content-Type": "application/yaml"}, body=yaml,
-                    expect=(201,))
+        HttpRequest(
+            "POST", f"{base_url}/schematics", headers={"Content-Type": "application/yaml"}, body=yaml, expect=(201,)
+        )
     )
     assert result.data["json"] == {"content_type": "application/yaml", "body": yaml}
 

@@ -22,8 +22,14 @@ from engine.parser import parse_runbook_file
 from engine.validate import validate_home
 
 PAGES = Path(__file__).resolve().parent / "ingest_pages"
-FAKE_SECRETS = ("8e3f2c1a-5b6d-4e7f-9a0b-1c2d3e4f5a6b", "Hunter2-Secret", "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
-                "11111111-2222-3333-4444-555555555555", "root@pam!ci", "admin@pve!wiki")
+FAKE_SECRETS = (
+    "8e3f2c1a-5b6d-4e7f-9a0b-1c2d3e4f5a6b",
+    "Hunter2-Secret",
+    "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b",
+    "11111111-2222-3333-4444-555555555555",
+    "root@pam!ci",
+    "admin@pve!wiki",
+)
 _TYPES = {".md": "text/markdown; charset=utf-8", ".html": "text/html; charset=utf-8", ".txt": "text/plain"}
 
 
@@ -112,8 +118,10 @@ def _dry_run(cli: Callable[..., object], home: Home, name: str, *params: str) ->
     args = [a for p in params for a in ("--param", p)]
     result = cli("--home", str(home.root), "run", name, "--dry-run", "--offline", "--json", *args)
     assert result.exit_code == 0, result.output
-    return {f"{s['step_id']}[{s['item_key']}]" if s["item_key"] else s["step_id"]: s
-            for s in json.loads(result.stdout)["steps"]}
+    return {
+        f"{s['step_id']}[{s['item_key']}]" if s["item_key"] else s["step_id"]: s
+        for s in json.loads(result.stdout)["steps"]
+    }
 
 
 def _valid(home: Home, name: str) -> None:
@@ -140,8 +148,13 @@ def test_markdown_page_with_curl_and_jq(cli, home, server) -> None:
     runbook = parse_runbook_file(home.runbooks_dir / "vm-inspect.md", "runbooks/vm-inspect.md")
     specs = {p.name: p.spec for p in runbook.parameters}
     assert specs["node"]["enum"] == ["pve01", "pve02", "pve03"] and specs["node"]["default"] == "pve01"
-    assert specs["vmid"] == {"type": "integer", "minimum": 1000, "maximum": 1999, "default": 1100,
-                             "description": "VMID of the VM (vmid_ranges.vms: 1000-1999); the source used 100."}
+    assert specs["vmid"] == {
+        "type": "integer",
+        "minimum": 1000,
+        "maximum": 1999,
+        "default": 1100,
+        "description": "VMID of the VM (vmid_ranges.vms: 1000-1999); the source used 100.",
+    }
     origin = runbook.frontmatter["origin"]
     assert origin["source"] == f"{server}/pages/curl-jq.md" and len(origin["fetched"]) == 10
     assert "# Inspect and start a VM over the API" in runbook.markdown  # the prose stays
@@ -163,16 +176,26 @@ def test_html_page_with_pre_blocks(cli, home, server) -> None:
     assert "# Snapshot a VM before an upgrade" in text and "The `current` entry is the live state." in text
     assert "analytics" not in text and "Copyright" not in text and "Home" not in text.split("---")[2][:200]
     steps = _steps(home, "snap-before-upgrade")
-    assert steps["take_the_snapshot"].body == ("POST /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\nsnapname: pre-upgrade\n"
-                                               'description: "Before upgrade"\nvmstate: 0\n')
+    assert steps["take_the_snapshot"].body == (
+        "POST /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\nsnapname: pre-upgrade\n"
+        'description: "Before upgrade"\nvmstate: 0\n'
+    )
     listing = steps["list_the_snapshots"]  # pvesh: no .data wrapper, the filter is kept as is
     assert (listing.kind, listing.body, listing.attrs["extract"]) == (
-        "api", "GET /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\n", ".[] | .name")
+        "api",
+        "GET /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\n",
+        ".[] | .name",
+    )
     rollback = steps["roll_back"]
-    assert (rollback.kind, rollback.attrs["node"], rollback.body) == ("ssh", "{{ node }}",
-                                                                       "qm rollback {{ vmid }} pre-upgrade\n")
-    assert parse_runbook_file(home.runbooks_dir / "snap-before-upgrade.md", "x").description == \
-        "Snapshot a VM before an upgrade (ingested from 127.0.0.1)"
+    assert (rollback.kind, rollback.attrs["node"], rollback.body) == (
+        "ssh",
+        "{{ node }}",
+        "qm rollback {{ vmid }} pre-upgrade\n",
+    )
+    assert (
+        parse_runbook_file(home.runbooks_dir / "snap-before-upgrade.md", "x").description
+        == "Snapshot a VM before an upgrade (ingested from 127.0.0.1)"
+    )
     _valid(home, "snap-before-upgrade")
     plan = _dry_run(cli, home, "snap-before-upgrade")
     assert plan["roll_back"]["gated"] and "qm rollback" in plan["roll_back"]["gate_reasons"]
@@ -184,16 +207,24 @@ def test_page_mixing_ssh_qm_and_talosctl(cli, home, server) -> None:
     assert result.exit_code == 0, result.output
     steps = _steps(home, "talos-template")
     assert [(s.id, s.kind) for s in steps.values()] == [
-        ("download_the_image", "ssh"), ("qm_create", "ssh"), ("qm_set", "ssh"), ("qm_template", "ssh"),
-        ("talosctl_get_members", "talosctl"), ("talosctl_health", "talosctl"), ("upgrade_one_node", "talosctl"),
-        ("look_around", "local")]
+        ("download_the_image", "ssh"),
+        ("qm_create", "ssh"),
+        ("qm_set", "ssh"),
+        ("qm_template", "ssh"),
+        ("talosctl_get_members", "talosctl"),
+        ("talosctl_health", "talosctl"),
+        ("upgrade_one_node", "talosctl"),
+        ("look_around", "local"),
+    ]
     assert steps["download_the_image"].attrs["node"] == "{{ node }}"
     assert steps["qm_create"].body == (
         "qm create {{ template_vmid }} --name talos-template --memory 2048 --net0 "
         "virtio,bridge={{ defaults.network_bridge }} --scsihw {{ defaults.scsi_controller }} --bios "
-        "{{ defaults.bios }} --cpu {{ defaults.cpu }}\n")
-    assert steps["qm_set"].body == ("qm set {{ template_vmid }} --scsi0 "
-                                    "{{ defaults.storage }}:0,import-from=/var/lib/vz/template/iso/talos.raw\n")
+        "{{ defaults.bios }} --cpu {{ defaults.cpu }}\n"
+    )
+    assert steps["qm_set"].body == (
+        "qm set {{ template_vmid }} --scsi0 {{ defaults.storage }}:0,import-from=/var/lib/vz/template/iso/talos.raw\n"
+    )
     members = steps["talosctl_get_members"]
     assert members.body == "talosctl -n {{ cp_ip }} get members -o json\n"  # --talosconfig dropped
     assert members.attrs == {"id": "talosctl_get_members", "json": True, "extract": ".spec"}
@@ -219,8 +250,12 @@ def test_loops_become_foreach_or_stay_flagged_shell(cli, home, server) -> None:
     assert (start.kind, start.attrs["foreach"], start.attrs["as"]) == ("api", "vmids", "vmid")
     assert start.body == "POST /nodes/{{ node }}/qemu/{{ vmid }}/status/start\n"
     version = steps["show_the_version_of_every_node"]
-    assert version.attrs == {"id": "show_the_version_of_every_node", "foreach": "node_names", "as": "node",
-                             "node": "{{ node }}"}
+    assert version.attrs == {
+        "id": "show_the_version_of_every_node",
+        "foreach": "node_names",
+        "as": "node",
+        "node": "{{ node }}",
+    }
     backup = steps["back_up_each_vm"]
     assert backup.attrs["review"] is True and "for id in {1001..1003}; do" in backup.body
     assert "stays a shell loop, because its body has several commands" in result.stderr
@@ -228,9 +263,11 @@ def test_loops_become_foreach_or_stay_flagged_shell(cli, home, server) -> None:
     _valid(home, "start-group")
     plan = _dry_run(cli, home, "start-group")
     assert [plan[f"start_the_vms[{v}]"]["display"] for v in (1101, 1102, 1103)] == [
-        f"POST /nodes/pve01/qemu/{v}/status/start" for v in (1101, 1102, 1103)]
+        f"POST /nodes/pve01/qemu/{v}/status/start" for v in (1101, 1102, 1103)
+    ]
     assert [plan[f"show_the_version_of_every_node[{n}]"]["display"] for n in ("pve01", "pve02", "pve03")] == [
-        f"(on {n})\npveversion" for n in ("pve01", "pve02", "pve03")]
+        f"(on {n})\npveversion" for n in ("pve01", "pve02", "pve03")
+    ]
 
 
 def test_placeholders_become_parameters_or_config_values(cli, home, server) -> None:
@@ -238,8 +275,9 @@ def test_placeholders_become_parameters_or_config_values(cli, home, server) -> N
     assert result.exit_code == 0, result.output
     steps = _steps(home, "resize-snapshot")
     assert steps["qm_move_disk"].body == "qm move-disk {{ vmid }} scsi1 {{ defaults.storage }}\n"
-    assert steps["snapshot_over_the_api"].body == ("POST /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\n"
-                                                   'snapname: "{{ snap_name }}"\nvmstate: 0\n')
+    assert steps["snapshot_over_the_api"].body == (
+        'POST /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\nsnapname: "{{ snap_name }}"\nvmstate: 0\n'
+    )
     assert steps["check_on_the_node"].body == "qm listsnapshot {{ vmid }}\n"
     # The page's own {{ }} and {% %} stay literal.
     assert "{% raw %}" in steps["notes_for_people_who_use_templates"].body
@@ -250,8 +288,10 @@ def test_placeholders_become_parameters_or_config_values(cli, home, server) -> N
     assert "placeholder YOUR_STORAGE -> {{ defaults.storage }}" in result.stdout
     _valid(home, "resize-snapshot")
     plan = _dry_run(cli, home, "resize-snapshot", "snap_name=before")
-    assert plan["notes_for_people_who_use_templates"]["display"] == \
-        '(on pve01)\nqm set 1000 --description "{{name}} backup {% done %}"'
+    assert (
+        plan["notes_for_people_who_use_templates"]["display"]
+        == '(on pve01)\nqm set 1000 --description "{{name}} backup {% done %}"'
+    )
     assert plan["snapshot_over_the_api"]["display"] == "POST /nodes/pve01/qemu/1000/snapshot  snapname=before vmstate=0"
 
 
@@ -260,8 +300,10 @@ def test_plain_text_page_from_a_file(cli, home) -> None:
     assert result.exit_code == 0, result.output
     steps = list(_steps(home, "vm-migrate-ingested").values())
     assert [(s.kind, s.body.splitlines()[0]) for s in steps] == [
-        ("api", "GET /nodes/{{ node }}/status"), ("api", "POST /nodes/{{ node_2 }}/qemu/{{ vmid }}/migrate"),
-        ("ssh", "qm status {{ vmid }}")]
+        ("api", "GET /nodes/{{ node }}/status"),
+        ("api", "POST /nodes/{{ node_2 }}/qemu/{{ vmid }}/migrate"),
+        ("ssh", "qm status {{ vmid }}"),
+    ]
     assert 'target: "{{ node }}"' in steps[1].body
     assert "host/node 'pve3' of the source is this cluster's node pve03" in result.stdout
     _valid(home, "vm-migrate-ingested")
@@ -293,8 +335,13 @@ def test_credentials_never_leave_the_page(cli, home, server, page: str) -> None:
     saved = (home.runbooks_dir / "creds.md").read_text()
     record = (home.state_dir / "trust.json").read_text()
     for secret in FAKE_SECRETS:
-        for where, text in (("stdout", result.stdout), ("stderr", result.stderr), ("file", saved),
-                            ("trust", trusted.output), ("trust.json", record)):
+        for where, text in (
+            ("stdout", result.stdout),
+            ("stderr", result.stderr),
+            ("file", saved),
+            ("trust", trusted.output),
+            ("trust.json", record),
+        ):
             assert secret not in text, f"{secret!r} leaked into {where}"
     # What stays of an Authorization header is the mark, or the token put in the environment at run time.
     assert set(re.findall(r"Authorization: (\S+?)[\"']", saved)) <= {"[redacted]", "PVEAPIToken=${PVE_API_TOKEN}"}
@@ -309,16 +356,19 @@ def test_a_token_in_the_source_url_is_not_stored(cli, home, server) -> None:
 # ------------------------------------------------------------------------------------ bad sources
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("/nope.md", "the server answered 404 Not Found"),
-    ("/image.png", "not a text page (Content-Type: image/png)"),
-    ("/blob", "binary content, not a text page"),
-    ("/huge.md", "over the limit of 2097152 bytes"),
-    ("/huge-chunked.md", "over the limit of 2097152 bytes; stopped reading"),
-    ("/loop", "more than 5 redirects"),
-    ("/to-ftp", "not http(s)"),
-    ("/pages/no-commands.md", "no commands found"),
-])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/nope.md", "the server answered 404 Not Found"),
+        ("/image.png", "not a text page (Content-Type: image/png)"),
+        ("/blob", "binary content, not a text page"),
+        ("/huge.md", "over the limit of 2097152 bytes"),
+        ("/huge-chunked.md", "over the limit of 2097152 bytes; stopped reading"),
+        ("/loop", "more than 5 redirects"),
+        ("/to-ftp", "not http(s)"),
+        ("/pages/no-commands.md", "no commands found"),
+    ],
+)
 def test_bad_sources_get_a_clear_error(cli, home, server, path: str, message: str) -> None:
     result = cli("--home", str(home.root), "ingest", f"{server}{path}", "--yes")
     assert result.exit_code == 1, result.output
@@ -326,11 +376,17 @@ def test_bad_sources_get_a_clear_error(cli, home, server, path: str, message: st
     assert "Traceback" not in result.output and not list(home.runbooks_dir.glob("*.md"))
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("ftp://127.0.0.1/page.md", "only http:// and https:// URLs, or a local file path, can be ingested (got a ftp: URL)"),
-    ("file:///etc/hostname", "(got a file: URL)"),
-    ("/no/such/page.md", "no such file"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            "ftp://127.0.0.1/page.md",
+            "only http:// and https:// URLs, or a local file path, can be ingested (got a ftp: URL)",
+        ),
+        ("file:///etc/hostname", "(got a file: URL)"),
+        ("/no/such/page.md", "no such file"),
+    ],
+)
 def test_other_schemes_and_missing_files_are_refused(cli, home, source: str, message: str) -> None:
     result = cli("--home", str(home.root), "ingest", source, "--yes")
     assert result.exit_code == 1 and message in result.stderr, result.stderr

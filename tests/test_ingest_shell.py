@@ -18,15 +18,30 @@ from tests.conftest import REPO
 
 def _words(src: str) -> list[list[str]]:
     script = parse(src)
-    return [[w.text for w in c.words] for u in script.units for p in u.pipelines for c in p.commands
-            if isinstance(c, Simple)]
+    return [
+        [w.text for w in c.words]
+        for u in script.units
+        for p in u.pipelines
+        for c in p.commands
+        if isinstance(c, Simple)
+    ]
 
 
 def test_continuations_quotes_and_substitutions_are_one_word_each() -> None:
-    src = ('curl -sk \\\n  -H "Authorization: X=$(pass show a/b | head -1)=$(pass show a/b | tail -1)" \\\n'
-           "  'https://h:8006/api2/json/x?y=1' | jq '.data[] | {a}'\n")
-    assert _words(src) == [["curl", "-sk", "-H", "Authorization: X=$(pass show a/b | head -1)=$(pass show a/b | tail -1)",
-                            "https://h:8006/api2/json/x?y=1"], ["jq", ".data[] | {a}"]]
+    src = (
+        'curl -sk \\\n  -H "Authorization: X=$(pass show a/b | head -1)=$(pass show a/b | tail -1)" \\\n'
+        "  'https://h:8006/api2/json/x?y=1' | jq '.data[] | {a}'\n"
+    )
+    assert _words(src) == [
+        [
+            "curl",
+            "-sk",
+            "-H",
+            "Authorization: X=$(pass show a/b | head -1)=$(pass show a/b | tail -1)",
+            "https://h:8006/api2/json/x?y=1",
+        ],
+        ["jq", ".data[] | {a}"],
+    ]
     word = parse(src).units[0].pipelines[0].commands[0].words[3]
     assert [p.kind for p in word.parts] == ["lit", "subst", "lit", "subst"] and all(p.quote == '"' for p in word.parts)
 
@@ -58,18 +73,21 @@ def test_loops_keep_their_variable_items_and_body() -> None:
 def test_heredocs_belong_to_their_command() -> None:
     src = "cat <<EOF > /tmp/x\nhello $name\nEOF\nqm list\n"
     script = parse(src)
-    assert src[script.units[0].start:script.units[0].end] == "cat <<EOF > /tmp/x\nhello $name\nEOF\n"
+    assert src[script.units[0].start : script.units[0].end] == "cat <<EOF > /tmp/x\nhello $name\nEOF\n"
     assert script.units[0].pipelines[0].commands[0].heredoc
     assert _words(src)[1] == ["qm", "list"]
 
 
-@pytest.mark.parametrize(("src", "message"), [
-    ("echo 'open", "a single quote is never closed (at line 1)"),
-    ('echo "open', "a double quote is never closed"),
-    ("echo $(date", "a $( is never closed (at line 1)"),
-    ("for x in a b; do echo $x", "expected 'done', but the text ends"),
-    ("cat <<EOF\nno end\n", "never closed"),
-])
+@pytest.mark.parametrize(
+    ("src", "message"),
+    [
+        ("echo 'open", "a single quote is never closed (at line 1)"),
+        ('echo "open', "a double quote is never closed"),
+        ("echo $(date", "a $( is never closed (at line 1)"),
+        ("for x in a b; do echo $x", "expected 'done', but the text ends"),
+        ("cat <<EOF\nno end\n", "never closed"),
+    ],
+)
 def test_text_outside_the_subset_is_refused_with_a_reason(src: str, message: str) -> None:
     with pytest.raises(ShellSyntax, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
         parse(src)
@@ -82,15 +100,17 @@ def test_comments_are_kept_apart() -> None:
 
 
 def test_redaction_covers_the_forms_tokens_take() -> None:
-    text = ('-H "Authorization: PVEAPIToken=$(pass show x | head -1)=$(pass show x | tail -1)"\n'
-            "PVEAPIToken=root@pam!ci=8e3f2c1a-5b6d-4e7f-9a0b-1c2d3e4f5a6b\n"
-            "export PROXMOX_TOKEN=root@pam!t=abcdef0123456789\n"
-            '-d "username=root@pam&password=Hunter2!"\n'
-            "curl -u admin:pa55word https://h\n"
-            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig\n"
-            "https://admin:pw123@host/x\n"
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
-            "pveum user token add u t --privsep 0\n")
+    text = (
+        '-H "Authorization: PVEAPIToken=$(pass show x | head -1)=$(pass show x | tail -1)"\n'
+        "PVEAPIToken=root@pam!ci=8e3f2c1a-5b6d-4e7f-9a0b-1c2d3e4f5a6b\n"
+        "export PROXMOX_TOKEN=root@pam!t=abcdef0123456789\n"
+        '-d "username=root@pam&password=Hunter2!"\n'
+        "curl -u admin:pa55word https://h\n"
+        "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig\n"
+        "https://admin:pw123@host/x\n"
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+        "pveum user token add u t --privsep 0\n"
+    )
     result = redact(text)
     for secret in ("pass show", "8e3f2c1a", "abcdef0123456789", "Hunter2", "pa55word", "eyJhbGci", "pw123", "AAAA"):
         assert secret not in result.text, secret
@@ -112,33 +132,55 @@ def _draft(src: str):  # noqa: ANN202 - a Draft
     return drafts[0]
 
 
-@pytest.mark.parametrize(("src", "method", "path", "params"), [
-    ("curl -X DELETE 'https://h:8006/api2/json/nodes/pve1/qemu/100?purge=1&destroy-unreferenced-disks=1'",
-     "DELETE", "/nodes/pve1/qemu/100", [("purge", "1"), ("destroy-unreferenced-disks", "1")]),
-    ("curl -d name=a -d 'size=+10G' --data-urlencode 'description=a b&c' https://h/api2/json/x",
-     "POST", "/x", [("name", "a"), ("size", "+10G"), ("description", "a b&c")]),
-    ("curl -G -d type=vm https://h/api2/json/cluster/resources", "GET", "/cluster/resources", [("type", "vm")]),
-    ("curl -sSkX PUT --data 'a=%2Fx' https://h/api2/json/y", "PUT", "/y", [("a", "/x")]),
-    ("pvesh create /nodes/pve1/qemu/120/migrate --target pve3 --online=1 --output-format json",
-     "POST", "/nodes/pve1/qemu/120/migrate", [("target", "pve3"), ("online", "1")]),
-    ("ssh root@pve1 'pvesh set /nodes/pve1/qemu/1/config --cores 2'", "PUT", "/nodes/pve1/qemu/1/config",
-     [("cores", "2")]),
-])
+@pytest.mark.parametrize(
+    ("src", "method", "path", "params"),
+    [
+        (
+            "curl -X DELETE 'https://h:8006/api2/json/nodes/pve1/qemu/100?purge=1&destroy-unreferenced-disks=1'",
+            "DELETE",
+            "/nodes/pve1/qemu/100",
+            [("purge", "1"), ("destroy-unreferenced-disks", "1")],
+        ),
+        (
+            "curl -d name=a -d 'size=+10G' --data-urlencode 'description=a b&c' https://h/api2/json/x",
+            "POST",
+            "/x",
+            [("name", "a"), ("size", "+10G"), ("description", "a b&c")],
+        ),
+        ("curl -G -d type=vm https://h/api2/json/cluster/resources", "GET", "/cluster/resources", [("type", "vm")]),
+        ("curl -sSkX PUT --data 'a=%2Fx' https://h/api2/json/y", "PUT", "/y", [("a", "/x")]),
+        (
+            "pvesh create /nodes/pve1/qemu/120/migrate --target pve3 --online=1 --output-format json",
+            "POST",
+            "/nodes/pve1/qemu/120/migrate",
+            [("target", "pve3"), ("online", "1")],
+        ),
+        (
+            "ssh root@pve1 'pvesh set /nodes/pve1/qemu/1/config --cores 2'",
+            "PUT",
+            "/nodes/pve1/qemu/1/config",
+            [("cores", "2")],
+        ),
+    ],
+)
 def test_api_calls_become_api_drafts(src: str, method: str, path: str, params: list[tuple[str, str]]) -> None:
     draft = _draft(src)
     assert (draft.kind, draft.method, draft.path, draft.params) == ("api", method, path, params)
 
 
-@pytest.mark.parametrize(("src", "kind", "why"), [
-    ("kubectl get nodes", "local", None),
-    ("curl https://example.com/file.tar.gz -o /tmp/f", "local", None),
-    ("curl -d @body.json https://h/api2/json/x", "local", "sends data from a file"),
-    ("ssh root@pve1 'qm list' | grep running", "local", "pipes the node's output into commands on this machine"),
-    ("talosctl --nodes $(cat ip) health", "local", "talosctl steps run without a shell"),
-    ("qm stop 100 || true", "ssh", "uses ||"),
-    ("ssh admin@pve1 'qm list && pct list'", "ssh", None),
-    ("wget -O /var/lib/vz/template/iso/x.iso https://e/x.iso", "ssh", None),
-])
+@pytest.mark.parametrize(
+    ("src", "kind", "why"),
+    [
+        ("kubectl get nodes", "local", None),
+        ("curl https://example.com/file.tar.gz -o /tmp/f", "local", None),
+        ("curl -d @body.json https://h/api2/json/x", "local", "sends data from a file"),
+        ("ssh root@pve1 'qm list' | grep running", "local", "pipes the node's output into commands on this machine"),
+        ("talosctl --nodes $(cat ip) health", "local", "talosctl steps run without a shell"),
+        ("qm stop 100 || true", "ssh", "uses ||"),
+        ("ssh admin@pve1 'qm list && pct list'", "ssh", None),
+        ("wget -O /var/lib/vz/template/iso/x.iso https://e/x.iso", "ssh", None),
+    ],
+)
 def test_what_each_command_becomes(src: str, kind: str, why: str | None) -> None:
     draft = _draft(src)
     assert draft.kind == kind
@@ -161,13 +203,22 @@ def test_the_token_in_a_local_command_moves_to_api_token_env() -> None:
     assert adapter.adapt(draft, "play").body == "ansible-playbook -i inv site.yaml\n"
 
 
-@pytest.mark.parametrize(("jq_filter", "extract"), [
-    (".data[] | {vmid}", ".[] | {vmid}"),
-    ("[.data[].vmid] | sort", "[.[].vmid] | sort"),
-    (".data | {status, pid}", "{status, pid}"),
-    ("{cpu: .data.cpu, used: (.data.memory.total - .data.memory.used)}", "{cpu: .cpu, used: (.memory.total - .memory.used)}"),
-    ('.data[] | select(.tags // "" | split(";") | any(. == "<TAG>"))', '.[] | select(.tags // "" | split(";") | any(. == "\\($tag)"))'),
-])
+@pytest.mark.parametrize(
+    ("jq_filter", "extract"),
+    [
+        (".data[] | {vmid}", ".[] | {vmid}"),
+        ("[.data[].vmid] | sort", "[.[].vmid] | sort"),
+        (".data | {status, pid}", "{status, pid}"),
+        (
+            "{cpu: .data.cpu, used: (.data.memory.total - .data.memory.used)}",
+            "{cpu: .cpu, used: (.memory.total - .memory.used)}",
+        ),
+        (
+            '.data[] | select(.tags // "" | split(";") | any(. == "<TAG>"))',
+            '.[] | select(.tags // "" | split(";") | any(. == "\\($tag)"))',
+        ),
+    ],
+)
 def test_jq_after_curl_becomes_the_extract_of_the_data(jq_filter: str, extract: str) -> None:
     from engine.ingest.classify import protect
 
@@ -177,9 +228,11 @@ def test_jq_after_curl_becomes_the_extract_of_the_data(jq_filter: str, extract: 
 
 
 def test_html_keeps_prose_and_fences_pre_blocks() -> None:
-    title, markdown = html_to_markdown('<html><head><title>T &amp; U</title><script>x()</script></head><body>'
-                                       '<nav>menu</nav><h1>Head</h1><p>Text <b>bold</b></p>'
-                                       '<pre><code class="language-sh">qm list\n</code></pre></body></html>')
+    title, markdown = html_to_markdown(
+        "<html><head><title>T &amp; U</title><script>x()</script></head><body>"
+        "<nav>menu</nav><h1>Head</h1><p>Text <b>bold</b></p>"
+        '<pre><code class="language-sh">qm list\n</code></pre></body></html>'
+    )
     assert title == "T & U"
     assert markdown == "# Head\n\nText **bold**\n\n```sh\nqm list\n```\n"
 
@@ -191,8 +244,10 @@ def test_plain_text_lines_that_are_commands_are_fenced() -> None:
 
 
 def test_console_prompts_and_output_lines() -> None:
-    doc = split_document("# T\n\n```console\n$ qm list\n      VMID NAME\n       100 a\nroot@pve1:~# qm status 100\n"
-                         "status: running\n```\n\n```yaml\nkey: v\n```\n\n```API {id: x}\nGET /\n```\n")
+    doc = split_document(
+        "# T\n\n```console\n$ qm list\n      VMID NAME\n       100 a\nroot@pve1:~# qm status 100\n"
+        "status: running\n```\n\n```yaml\nkey: v\n```\n\n```API {id: x}\nGET /\n```\n"
+    )
     code = doc.code
     assert [c.text for c in code] == ["qm list\nqm status 100\n"] and code[0].dropped_output == 3
     prose = "".join(b.text for b in doc.blocks if not isinstance(b, Code))

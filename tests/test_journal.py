@@ -6,27 +6,48 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from engine.actions import ShellCommand, action_as_dict
-from engine.journal import (JOURNAL_FILE, RUN_FILE, RUN_ID, JournalError, RunMeta, RunRecord, RunState,
-                            StepKey, UnknownRun, list_runs, load_run, new_run_id, read_journal)
+from engine.journal import (
+    JOURNAL_FILE,
+    RUN_FILE,
+    RUN_ID,
+    JournalError,
+    RunMeta,
+    RunRecord,
+    RunState,
+    StepKey,
+    UnknownRun,
+    list_runs,
+    load_run,
+    new_run_id,
+    read_journal,
+)
 from engine.runlock import ProcessIdentity
 from engine.secrets import MASK, Secret
 
-NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=UTC)
 
 
 def meta(run_id: str, **changes: Any) -> RunMeta:
     fields: dict[str, Any] = {
-        "run_id": run_id, "runbook": "cluster-create", "runbook_file": "runbooks/cluster-create.md",
-        "runbook_sha256": "a" * 64, "profile": "talos-staging", "profile_file": "clusters/talos-staging.yaml",
-        "profile_sha256": "b" * 64, "cluster_config_sha256": "c" * 64, "parameters": {"count": 3},
-        "mode": "run", "started_at": NOW.isoformat()}
+        "run_id": run_id,
+        "runbook": "cluster-create",
+        "runbook_file": "runbooks/cluster-create.md",
+        "runbook_sha256": "a" * 64,
+        "profile": "talos-staging",
+        "profile_file": "clusters/talos-staging.yaml",
+        "profile_sha256": "b" * 64,
+        "cluster_config_sha256": "c" * 64,
+        "parameters": {"count": 3},
+        "mode": "run",
+        "started_at": NOW.isoformat(),
+    }
     return RunMeta(**{**fields, **changes})
 
 
@@ -83,8 +104,15 @@ def test_records_are_appended_fsynced_and_read_back(tmp_path: Path, monkeypatch:
 
     records, warnings = read_journal(record.folder / JOURNAL_FILE)
     assert warnings == []
-    assert [r["type"] for r in records] == ["run_started", "step_started", "step_finished", "step_skipped",
-                                           "gate_waiting", "gate_approved", "run_finished"]
+    assert [r["type"] for r in records] == [
+        "run_started",
+        "step_started",
+        "step_finished",
+        "step_skipped",
+        "gate_waiting",
+        "gate_approved",
+        "run_finished",
+    ]
     assert [r["seq"] for r in records] == list(range(1, 8))
     assert records[1]["action"] == json.loads(json.dumps(action))
     assert records[2]["outputs"] == {"stdout": "ok", "exit_code": 0} and records[2]["duration"] == 0.25
@@ -96,10 +124,19 @@ def test_a_torn_last_line_is_skipped_with_a_warning_and_cut_on_resume(tmp_path: 
     with start(tmp_path) as record:
         record.step_started("clone", "cp-1", {"type": "ApiRequest"})
     journal = record.folder / JOURNAL_FILE
-    whole = json.dumps({"seq": 3, "ts": NOW.isoformat(), "type": "step_finished", "step": "clone", "item": "cp-1",
-                        "outputs": {"upid": "UPID:pve01"}, "duration": 1.5})
+    whole = json.dumps(
+        {
+            "seq": 3,
+            "ts": NOW.isoformat(),
+            "type": "step_finished",
+            "step": "clone",
+            "item": "cp-1",
+            "outputs": {"upid": "UPID:pve01"},
+            "duration": 1.5,
+        }
+    )
     with journal.open("ab") as handle:
-        handle.write(whole[:len(whole) // 2].encode())  # a kill in the middle of the write
+        handle.write(whole[: len(whole) // 2].encode())  # a kill in the middle of the write
 
     records, warnings = read_journal(journal)
     assert [r["type"] for r in records] == ["run_started", "step_started"]
@@ -128,11 +165,17 @@ def test_a_whole_last_record_without_its_newline_is_kept(tmp_path: Path) -> None
     assert "repaired" not in records[2]
 
 
-@pytest.mark.parametrize("bad", [b"{not json", b"", b'{"seq": 3, "ts": "x", "type": "step_started"}',
-                                 b'{"seq": 9, "ts": "x", "type": "run_finished", "status": "failed"}',
-                                 b'{"seq": 3, "ts": "x", "type": "gate_waiting", "step": ["a"], "item": null}',
-                                 b'{"seq": 3, "ts": "x", "type": "run_resumed", "who": "a", "engine_version": "1",'
-                                 b' "process": 5}'])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"{not json",
+        b"",
+        b'{"seq": 3, "ts": "x", "type": "step_started"}',
+        b'{"seq": 9, "ts": "x", "type": "run_finished", "status": "failed"}',
+        b'{"seq": 3, "ts": "x", "type": "gate_waiting", "step": ["a"], "item": null}',
+        b'{"seq": 3, "ts": "x", "type": "run_resumed", "who": "a", "engine_version": "1", "process": 5}',
+    ],
+)
 def test_damage_in_the_middle_is_an_error_naming_the_line(tmp_path: Path, bad: bytes) -> None:
     with start(tmp_path) as record:
         record.step_started("a", None, {})

@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,12 @@ class Fake:
     ``fail`` maps an action's text (path or script) to a StepFailed raised instead of answering.
     """
 
-    def __init__(self, seconds: float = 0.05, delay: Callable[[str], float] | None = None,
-                 fail: dict[str, list[BaseException]] | None = None):
+    def __init__(
+        self,
+        seconds: float = 0.05,
+        delay: Callable[[str], float] | None = None,
+        fail: dict[str, list[BaseException]] | None = None,
+    ):
         self.seconds = seconds
         self.delay = delay
         self.fail = fail or {}
@@ -91,15 +95,31 @@ def runbook(body: str) -> Any:
 
 
 def runner(body: str, executor: Any, *, context: dict[str, Any] | None = None, **options: Any) -> Runner:
-    return Runner(runbook(body), {"nodes": [{"name": "pve01"}], **(context or {})}, executor=executor,
-                  dry_run=False, approver=options.pop("approver", Yes()), **options)
+    return Runner(
+        runbook(body),
+        {"nodes": [{"name": "pve01"}], **(context or {})},
+        executor=executor,
+        dry_run=False,
+        approver=options.pop("approver", Yes()),
+        **options,
+    )
 
 
 def record(tmp_path: Path) -> RunRecord:
-    now = datetime.now(timezone.utc)
-    meta = RunMeta(run_id=new_run_id("t", now), runbook="t", runbook_file="runbooks/t.md", runbook_sha256="a" * 64,
-                   profile=None, profile_file=None, profile_sha256=None, cluster_config_sha256="b" * 64,
-                   parameters={}, mode="run", started_at=now.isoformat())
+    now = datetime.now(UTC)
+    meta = RunMeta(
+        run_id=new_run_id("t", now),
+        runbook="t",
+        runbook_file="runbooks/t.md",
+        runbook_sha256="a" * 64,
+        profile=None,
+        profile_file=None,
+        profile_sha256=None,
+        cluster_config_sha256="b" * 64,
+        parameters={},
+        mode="run",
+        started_at=now.isoformat(),
+    )
     return RunRecord.create(tmp_path / "state", meta)
 
 
@@ -117,12 +137,12 @@ def test_parallel_runs_items_at_once_up_to_its_bound() -> None:
 
 def test_the_run_level_concurrency_bounds_every_step() -> None:
     fake = Fake()
-    runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", fake,
-           concurrency=2).run()
+    runner(
+        f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", fake, concurrency=2
+    ).run()
     assert fake.most == 2
     one = Fake(seconds=0.01)
-    runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", one,
-           concurrency=1).run()
+    runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", one, concurrency=1).run()
     assert one.most == 1 and one.calls == [f"echo {n}" for n in range(1, 9)]
 
 
@@ -141,8 +161,10 @@ def test_a_step_without_parallel_runs_one_item_at_a_time() -> None:
 
 def test_outputs_of_a_parallel_step_are_in_item_order() -> None:
     fake = Fake(delay=lambda text: 0.08 if text.endswith("1") else 0.01)  # the first item ends last
-    body = (f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n\n"
-            "```local {id: after}\necho {{ steps.s | map(attribute='text') | join(',') }}\n```\n")
+    body = (
+        f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n\n"
+        "```local {id: after}\necho {{ steps.s | map(attribute='text') | join(',') }}\n```\n"
+    )
     runner(body, fake).run()
     assert fake.calls[-1] == "echo 'echo 1,echo 2,echo 3,echo 4,echo 5,echo 6,echo 7,echo 8'"
 
@@ -180,8 +202,10 @@ def test_a_pipeline_runs_each_item_through_its_steps_in_order_without_waiting_fo
     assert ended.index("echo c1") < ended.index("echo a4"), "item 1 waited for item 4 to finish step a"
     assert fake.most == 4
     # After the pipeline each step's output is the usual list, in item order.
-    assert fake.calls[-1] == ("echo 'echo b1 '\"'\"'echo a1'\"'\"',echo b2 '\"'\"'echo a2'\"'\"',"
-                              "echo b3 '\"'\"'echo a3'\"'\"',echo b4 '\"'\"'echo a4'\"'\"''")
+    assert fake.calls[-1] == (
+        "echo 'echo b1 '\"'\"'echo a1'\"'\"',echo b2 '\"'\"'echo a2'\"'\"',"
+        "echo b3 '\"'\"'echo a3'\"'\"',echo b4 '\"'\"'echo a4'\"'\"''"
+    )
     assert [(e.step_id, e.item_key) for e in entries[:12]] == [(s, str(n)) for s in "abc" for n in range(1, 5)]
 
 
@@ -204,24 +228,39 @@ def test_a_plan_lists_a_pipeline_step_by_step() -> None:
     assert entries[4].status == "unknown" and "(known after run: steps.a[0].text)" in entries[4].display
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("```api {id: a, foreach: '[1]', pipeline: p, check: 'false'}\nPOST /nodes/pve01/qemu/{{ item }}/status/start\n```\n\n"
-     "```api {id: b, foreach: '[1]', pipeline: p, check: 'false'}\nPOST /nodes/pve01/qemu/{{ item }}/status/stop\n```\n",
-     "step b (pipeline p) is gated (stops or restarts a VM), but a pipeline never stops to ask"),
-    ("```local {id: a, foreach: '[1]', pipeline: p, check: 'false', confirm: true}\necho\n```\n",
-     "step a (pipeline p) is gated (marked confirm)"),
-    ("```local {id: a, foreach: '[1]', pipeline: p}\necho\n```\n",
-     "step a (pipeline p) changes something but has no check"),
-    ("```local {id: a, foreach: '[1]', pipeline: p, check: x}\necho\n```\n\n"
-     "```local {id: b, foreach: '[2]', pipeline: p, check: x}\necho\n```\n",
-     "must loop over the same items, with the same 'as', as its first step a"),
-    ("```local {id: a, foreach: '[1]', pipeline: p, check: x}\necho\n```\n\n"
-     "```local {id: b, foreach: '[1]', pipeline: p, check: x, parallel: 2}\necho\n```\n",
-     "a pipeline has one width, given by parallel on its first step a"),
-    ("```local {id: a, foreach: '[1]', pipeline: p, check: x}\necho\n```\n\n```local {id: m}\necho\n```\n\n"
-     "```local {id: b, foreach: '[1]', pipeline: p, check: x}\necho\n```\n",
-     "pipeline 'p' already ended at line"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "```api {id: a, foreach: '[1]', pipeline: p, check: 'false'}\nPOST /nodes/pve01/qemu/{{ item }}/status/start\n```\n\n"
+            "```api {id: b, foreach: '[1]', pipeline: p, check: 'false'}\nPOST /nodes/pve01/qemu/{{ item }}/status/stop\n```\n",
+            "step b (pipeline p) is gated (stops or restarts a VM), but a pipeline never stops to ask",
+        ),
+        (
+            "```local {id: a, foreach: '[1]', pipeline: p, check: 'false', confirm: true}\necho\n```\n",
+            "step a (pipeline p) is gated (marked confirm)",
+        ),
+        (
+            "```local {id: a, foreach: '[1]', pipeline: p}\necho\n```\n",
+            "step a (pipeline p) changes something but has no check",
+        ),
+        (
+            "```local {id: a, foreach: '[1]', pipeline: p, check: x}\necho\n```\n\n"
+            "```local {id: b, foreach: '[2]', pipeline: p, check: x}\necho\n```\n",
+            "must loop over the same items, with the same 'as', as its first step a",
+        ),
+        (
+            "```local {id: a, foreach: '[1]', pipeline: p, check: x}\necho\n```\n\n"
+            "```local {id: b, foreach: '[1]', pipeline: p, check: x, parallel: 2}\necho\n```\n",
+            "a pipeline has one width, given by parallel on its first step a",
+        ),
+        (
+            "```local {id: a, foreach: '[1]', pipeline: p, check: x}\necho\n```\n\n```local {id: m}\necho\n```\n\n"
+            "```local {id: b, foreach: '[1]', pipeline: p, check: x}\necho\n```\n",
+            "pipeline 'p' already ended at line",
+        ),
+    ],
+)
 def test_what_cannot_be_a_pipeline_is_refused_before_anything_runs(body: str, message: str) -> None:
     fake = Fake(seconds=0.001)
     with pytest.raises(InputError) as caught:
@@ -233,11 +272,18 @@ def test_what_cannot_be_a_pipeline_is_refused_before_anything_runs(body: str, me
 
 
 def test_validate_reports_pipeline_problems(cli: Any, make_home: Any) -> None:
-    home = make_home({"runbooks/bad.md": "---\nname: bad\ndescription: d\n---\n\n"
-                                         "```local {id: a, foreach: '[1]', pipeline: p}\necho\n```\n"}, runbooks=False)
+    home = make_home(
+        {
+            "runbooks/bad.md": "---\nname: bad\ndescription: d\n---\n\n"
+            "```local {id: a, foreach: '[1]', pipeline: p}\necho\n```\n"
+        },
+        runbooks=False,
+    )
     result = cli("--home", str(home.root), "validate")
     assert result.exit_code == 1
-    assert "runbooks/bad.md:6: attributes.check: step a (pipeline p) changes something but has no check" in result.stdout
+    assert (
+        "runbooks/bad.md:6: attributes.check: step a (pipeline p) changes something but has no check" in result.stdout
+    )
 
 
 # ---------------------------------------------------------------- failures and resume
@@ -249,8 +295,11 @@ def test_a_failure_stops_new_items_and_keeps_the_finished_records(tmp_path: Path
     journal = record(tmp_path)
     with journal:
         with pytest.raises(StepError, match="node on fire") as caught:
-            runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 2}}\necho {{{{ item }}}}\n```\n", fake,
-                   recorder=journal).run()
+            runner(
+                f"```local {{id: s, foreach: '{ITEMS}', parallel: 2}}\necho {{{{ item }}}}\n```\n",
+                fake,
+                recorder=journal,
+            ).run()
     assert caught.value.entry.item_key == "2"
     assert sorted(fake.calls) == ["echo 1", "echo 2"], "an item started after the failure"
     records, _ = read_journal(journal.folder / "journal.jsonl")
@@ -277,12 +326,16 @@ def marked_pipeline(marks: Path) -> str:
     """PIPELINE whose checks look for a marker file per step and item, as a real check looks at the cluster."""
     body = PIPELINE
     for step in "abc":
-        body = body.replace(f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, parallel: 4, check: 'false'",
-                            f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, parallel: 4, "
-                            f"check: \"exists('{marks}/{step}' ~ (n | string))\"")
-        body = body.replace(f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, check: 'false'",
-                            f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, "
-                            f"check: \"exists('{marks}/{step}' ~ (n | string))\"")
+        body = body.replace(
+            f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, parallel: 4, check: 'false'",
+            f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, parallel: 4, "
+            f"check: \"exists('{marks}/{step}' ~ (n | string))\"",
+        )
+        body = body.replace(
+            f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, check: 'false'",
+            f"id: {step}, foreach: '[1, 2, 3, 4]', as: n, pipeline: p, "
+            f"check: \"exists('{marks}/{step}' ~ (n | string))\"",
+        )
     return body
 
 
@@ -297,8 +350,9 @@ def test_resume_after_a_crash_in_a_pipeline_redoes_only_what_is_needed(tmp_path:
     body = marked_pipeline(marks)
     journal = record(tmp_path)
     # Item 3 dies inside step b, before its effect: the journal has b[3] started, never finished.
-    fake = Fake(delay=lambda text: 0.0 if text.startswith("echo b3") else effect(text),
-                fail={"echo b3 'echo a3'": [Crash()]})
+    fake = Fake(
+        delay=lambda text: 0.0 if text.startswith("echo b3") else effect(text), fail={"echo b3 'echo a3'": [Crash()]}
+    )
     with journal:
         with pytest.raises(Crash):
             runner(body, fake, recorder=journal).run()
@@ -309,8 +363,13 @@ def test_resume_after_a_crash_in_a_pipeline_redoes_only_what_is_needed(tmp_path:
     again = Fake(delay=effect)
     resumed, _ = RunRecord.resume(tmp_path / "state", journal.run_id)
     with resumed:
-        entries = runner(body, again, recorder=resumed, done=done,
-                         check_unfinished=frozenset((k.step, k.item) for k in before.state.in_doubt)).run()
+        entries = runner(
+            body,
+            again,
+            recorder=resumed,
+            done=done,
+            check_unfinished=frozenset((k.step, k.item) for k in before.state.in_doubt),
+        ).run()
     ran = {call.split()[1] for call in again.calls if not call.startswith("echo 'echo")}
     assert "b3" in ran and "c3" in ran, "the item in doubt was not taken up again"
     assert not ran & {f"{step}{item}" for step, item in done}, "a step finished before the crash ran again"
@@ -321,8 +380,10 @@ def test_resume_after_a_crash_in_a_pipeline_redoes_only_what_is_needed(tmp_path:
 def test_an_item_in_doubt_is_rechecked_not_redone_when_its_check_holds(tmp_path: Path) -> None:
     marks = tmp_path / "m"
     marks.mkdir()
-    body = (f"```local {{id: s, foreach: '[1, 2, 3]', parallel: 3, check: \"exists('{marks}/' ~ (item | string))\"}}\n"
-            f"touch {marks}/{{{{ item }}}}\n```\n")
+    body = (
+        f"```local {{id: s, foreach: '[1, 2, 3]', parallel: 3, check: \"exists('{marks}/' ~ (item | string))\"}}\n"
+        f"touch {marks}/{{{{ item }}}}\n```\n"
+    )
 
     class Touching(Fake):
         def execute(self, action: Action, progress: Callable[[str], None]) -> Result:
@@ -338,8 +399,9 @@ def test_an_item_in_doubt_is_rechecked_not_redone_when_its_check_holds(tmp_path:
     before = load_run(tmp_path / "state", journal.run_id)
     done = {(k.step, k.item): s.outputs for k, s in before.state.steps.items() if s.status == "finished"}
     again = Touching(seconds=0.01)
-    entries = runner(body, again, done=done, check_unfinished=frozenset((k.step, k.item) for k in before.state.in_doubt)
-                     ).run()
+    entries = runner(
+        body, again, done=done, check_unfinished=frozenset((k.step, k.item) for k in before.state.in_doubt)
+    ).run()
     assert again.calls == []
     assert [e.status for e in entries] == ["succeeded", "skipped", "succeeded"]
 
@@ -360,16 +422,23 @@ def test_the_gates_of_a_parallel_step_are_asked_in_order_before_any_item_runs(tm
     assert sorted(fake.calls) == ["echo 1", "echo 2"], "the items approved before the refusal run, the rest do not"
     records, _ = read_journal(journal.folder / "journal.jsonl")
     kinds = [(r["type"], r["item"]) for r in records if r["type"] != "run_started"]
-    assert kinds[:5] == [("gate_waiting", "1"), ("gate_approved", "1"), ("gate_waiting", "2"), ("gate_approved", "2"),
-                         ("gate_waiting", "3")]
+    assert kinds[:5] == [
+        ("gate_waiting", "1"),
+        ("gate_approved", "1"),
+        ("gate_waiting", "2"),
+        ("gate_approved", "2"),
+        ("gate_waiting", "3"),
+    ]
 
 
 # ---------------------------------------------------------------- PVE's locks
 
 
-CLONE = ("```api {id: clone, foreach: '[1, 2, 3, 4, 5, 6]', parallel: 6}\n"
-         "POST /nodes/pve01/qemu/{{ 100 if item % 2 else 200 }}/clone\nnewid: \"{{ 1000 + item }}\"\n"
-         "storage: \"{{ 'fast' if item < 4 else 'slow' }}\"\n```\n")
+CLONE = (
+    "```api {id: clone, foreach: '[1, 2, 3, 4, 5, 6]', parallel: 6}\n"
+    'POST /nodes/pve01/qemu/{{ 100 if item % 2 else 200 }}/clone\nnewid: "{{ 1000 + item }}"\n'
+    "storage: \"{{ 'fast' if item < 4 else 'slow' }}\"\n```\n"
+)
 
 
 def test_clones_are_limited_per_template_and_per_storage() -> None:
@@ -413,7 +482,7 @@ def test_a_held_lock_is_waited_out_with_jittered_backoff_up_to_the_bound(monkeyp
     assert entries[0].status == "succeeded" and len(fake.calls) == 4
     assert len(pauses) == 3
     for number, pause in enumerate(pauses):  # 1, 2, 4 s, each jittered down to at most half
-        assert 0.5 * 2 ** number <= pause <= 2 ** number
+        assert 0.5 * 2**number <= pause <= 2**number
     assert len(set(pauses)) == 3
 
     pauses.clear()
@@ -426,9 +495,11 @@ def test_a_held_lock_is_waited_out_with_jittered_backoff_up_to_the_bound(monkeyp
 def test_every_pve_lock_message_counts_and_other_failures_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("engine.runner.time.sleep", lambda s: None)
     body = "```api {id: s, foreach: '[1]', parallel: 2}\nPOST /nodes/pve01/qemu/100/status/start\n```\n"
-    for message in ("task qmstart on pve01 failed: can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout",
-                    "HTTP 500 VM is locked (backup)",
-                    "HTTP 500 cfs-lock 'storage-local-lvm' error: got lock request timeout"):
+    for message in (
+        "task qmstart on pve01 failed: can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout",
+        "HTTP 500 VM is locked (backup)",
+        "HTTP 500 cfs-lock 'storage-local-lvm' error: got lock request timeout",
+    ):
         fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [StepFailed(message, retryable=True)]})
         assert runner(body, fake).run()[0].status == "succeeded", message
     other = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [StepFailed("HTTP 500 boom", retryable=True)]})
@@ -452,10 +523,12 @@ def test_a_lock_in_a_sequential_step_stops_the_run_unless_it_has_retries(monkeyp
 def test_journal_records_from_many_threads_are_whole_lines_with_gap_free_seq(tmp_path: Path) -> None:
     journal = record(tmp_path)
     with journal:
+
         def write(thread: int) -> None:
             for n in range(50):
                 journal.step_started("s", f"{thread}-{n}", {"type": "ShellCommand", "script": "x" * (n * 40)})
                 journal.step_finished("s", f"{thread}-{n}", {"n": n}, 0.1)
+
         threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
         for thread in threads:
             thread.start()
@@ -492,18 +565,25 @@ def _six_vm_profile() -> str:
     profile["nodes"]["controlplane"].update(start_vmid=1301, name_prefix="six-cp", placement="spread")
     # Every VM away from the template's node, so each is cloned and then migrated (20 PVE s).
     profile["nodes"]["controlplane"]["assignments"] = [{"name": "six-cp01", "node": "pve02", "vmid": 1301}]
-    workers["assignments"] = [{"name": f"six-w0{n}", "node": "pve03" if n % 2 else "pve02", "vmid": 1310 + n}
-                              for n in range(1, 6)]
+    workers["assignments"] = [
+        {"name": f"six-w0{n}", "node": "pve03" if n % 2 else "pve02", "vmid": 1310 + n} for n in range(1, 6)
+    ]
     return yaml.safe_dump(profile, sort_keys=False)
 
 
-def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(cli: Any, make_home: Any,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(
+    cli: Any, make_home: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import engine.sim.wiring as wiring
 
     real_start = wiring.SimCluster.start.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(wiring.SimCluster, "start", classmethod(
-        lambda cls, home, config, profiles, time_scale=0.0: real_start(cls, home, config, profiles, time_scale=0.04)))
+    monkeypatch.setattr(
+        wiring.SimCluster,
+        "start",
+        classmethod(
+            lambda cls, home, config, profiles, time_scale=0.0: real_start(cls, home, config, profiles, time_scale=0.04)
+        ),
+    )
     import shutil
 
     first = make_home({"clusters/six.yaml": _six_vm_profile()})
@@ -512,8 +592,19 @@ def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(c
     took = {}
     for concurrency, root in (("1", first.root), ("6", second)):
         started = time.monotonic()
-        result = cli("--home", str(root), "run", "cluster-create", "--profile", "six", "--simulate", "--yes",
-                     "--json", "--concurrency", concurrency)
+        result = cli(
+            "--home",
+            str(root),
+            "run",
+            "cluster-create",
+            "--profile",
+            "six",
+            "--simulate",
+            "--yes",
+            "--json",
+            "--concurrency",
+            concurrency,
+        )
         took[concurrency] = time.monotonic() - started
         assert result.exit_code == 0, result.output
         final = json.loads(result.stdout.splitlines()[-1])
@@ -521,8 +612,10 @@ def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(c
         assert len(migrated) == 6
         status = json.loads(cli("--home", str(root), "sim", "status", "--json").stdout)
         vms = {vm["name"]: (vm["node"], vm["status"]) for vm in status["vms"] if not vm["template"]}
-        assert vms == {"six-cp01": ("pve02", "running"), **{f"six-w0{n}": ("pve03" if n % 2 else "pve02", "running")
-                                                           for n in range(1, 6)}}
+        assert vms == {
+            "six-cp01": ("pve02", "running"),
+            **{f"six-w0{n}": ("pve03" if n % 2 else "pve02", "running") for n in range(1, 6)},
+        }
     assert took["1"] > 2 * took["6"], took
 
 
@@ -540,8 +633,10 @@ def test_polling_asks_a_known_kind_of_task_when_it_is_likely_to_have_ended(tmp_p
         for vmid in (201, 202, 203, 204):
             server.do(server.pve.add_vm, vmid, f"vm{vmid}", node="pve01")
             server.do(setattr, server.pve.vm(vmid), "start_secs", 40)  # 0.4 s
-        tokens = TokenSource({"credentials": {"token_env": "PROXMOX_API_TOKEN", "pass_path": "unused"}},
-                             {"PROXMOX_API_TOKEN": f"{TOKEN_ID}=s3cret"})
+        tokens = TokenSource(
+            {"credentials": {"token_env": "PROXMOX_API_TOKEN", "pass_path": "unused"}},
+            {"PROXMOX_API_TOKEN": f"{TOKEN_ID}=s3cret"},
+        )
 
         def start(api: ApiExecutor, vmid: int, progress: Any = None) -> Result:
             return api.call(ApiRequest("POST", f"/nodes/pve01/qemu/{vmid}/status/start"), progress)

@@ -16,18 +16,23 @@ def parse(body: str):
 
 def test_all_fence_forms_are_steps_and_other_fences_are_prose() -> None:
     body = (
-        "# Top\n\n"                             # line 5
+        "# Top\n\n"  # line 5
         "```api {id: a}\nGET /version\n```\n\n"  # line 7
-        "~~~ssh\nqm list\n~~~\n\n"               # line 11
-        "`````talosctl\nhealth\n`````\n\n"       # line 15
-        "> ```local\n> echo quoted\n> ```\n\n"   # line 19
+        "~~~ssh\nqm list\n~~~\n\n"  # line 11
+        "`````talosctl\nhealth\n`````\n\n"  # line 15
+        "> ```local\n> echo quoted\n> ```\n\n"  # line 19
         "1. item\n\n   ```http\n   GET https://factory.talos.dev/versions\n   ```\n\n"  # fence on line 25
         "```bash\nrm -rf /\n```\n\n"
         "    indented code is prose\n"
     )
     runbook = parse(body)
     assert [(s.kind, s.line) for s in runbook.steps] == [
-        ("api", 7), ("ssh", 11), ("talosctl", 15), ("local", 19), ("http", 25)]
+        ("api", 7),
+        ("ssh", 11),
+        ("talosctl", 15),
+        ("local", 19),
+        ("http", 25),
+    ]
     assert runbook.steps[3].body == "echo quoted\n"
     assert runbook.steps[4].body == "GET https://factory.talos.dev/versions\n"
 
@@ -39,13 +44,20 @@ def test_a_fence_inside_a_longer_fence_is_body_text() -> None:
 
 
 def test_ids_are_given_or_derived_from_headings_deterministically() -> None:
-    body = ("## Clone each VM!\n\n```api\nGET /a\n```\n\n```api\nGET /b\n```\n\n"
-            "```api {id: clone_each_vm_2}\nGET /c\n```\n\n## 2nd step\n\n```ssh\ntrue\n```\n\n"
-            "```local\ntrue\n```\n")
+    body = (
+        "## Clone each VM!\n\n```api\nGET /a\n```\n\n```api\nGET /b\n```\n\n"
+        "```api {id: clone_each_vm_2}\nGET /c\n```\n\n## 2nd step\n\n```ssh\ntrue\n```\n\n"
+        "```local\ntrue\n```\n"
+    )
     runbook = parse(body)
     # The explicit id clone_each_vm_2 is reserved, so the second derived one skips to _3.
-    assert [s.id for s in runbook.steps] == ["clone_each_vm", "clone_each_vm_3", "clone_each_vm_2",
-                                             "step_2nd_step", "step_2nd_step_2"]
+    assert [s.id for s in runbook.steps] == [
+        "clone_each_vm",
+        "clone_each_vm_3",
+        "clone_each_vm_2",
+        "step_2nd_step",
+        "step_2nd_step_2",
+    ]
     assert [s.title for s in runbook.steps] == ["Clone each VM!"] * 3 + ["2nd step"] * 2
     assert parse(body).steps == runbook.steps, "ids must not change between parses"
 
@@ -62,7 +74,9 @@ def test_attributes_accept_json_and_keep_types() -> None:
 
 
 def test_every_problem_is_reported_at_once_in_line_order() -> None:
-    body = "```api {id: a, colour: red}\nGET /version\n```\n\n```api {id: a}\nfetch it\n```\n\n```shell {id: s}\nls\n```\n"
+    body = (
+        "```api {id: a, colour: red}\nGET /version\n```\n\n```api {id: a}\nfetch it\n```\n\n```shell {id: s}\nls\n```\n"
+    )
     with pytest.raises(InputError) as caught:
         parse(body)
     lines = [str(p) for p in caught.value.problems]
@@ -90,13 +104,16 @@ def test_the_kind_ends_at_any_whitespace() -> None:
     assert [(s.kind, s.id) for s in runbook.steps] == [("api", "x"), ("ssh", "y")]
 
 
-@pytest.mark.parametrize(("fence", "message"), [
-    ("```shell{id: x}", "unknown step kind 'shell': did you mean ssh"),
-    ("```API{id: y}", "step kinds are lower case: did you mean 'api'? (got 'API')"),
-    ("```API", "step kinds are lower case: did you mean 'api'? (got 'API')"),
-    ("```api{id: z}", "put a space between the step kind and its attributes: 'api {id: z}'"),
-    ("``` {id: z}", "the step kind is missing before the attributes"),
-])
+@pytest.mark.parametrize(
+    ("fence", "message"),
+    [
+        ("```shell{id: x}", "unknown step kind 'shell': did you mean ssh"),
+        ("```API{id: y}", "step kinds are lower case: did you mean 'api'? (got 'API')"),
+        ("```API", "step kinds are lower case: did you mean 'api'? (got 'API')"),
+        ("```api{id: z}", "put a space between the step kind and its attributes: 'api {id: z}'"),
+        ("``` {id: z}", "the step kind is missing before the attributes"),
+    ],
+)
 def test_a_fence_meant_as_a_step_is_never_silently_prose(fence: str, message: str) -> None:
     lines = problems_of(f"{fence}\nGET /version\n```\n")
     assert len(lines) == 1 and lines[0].startswith("runbooks/t.md:5: ") and message in lines[0], lines
@@ -108,14 +125,17 @@ def test_other_languages_stay_prose() -> None:
 
 def test_a_step_fence_left_open_is_reported_where_the_next_step_starts() -> None:
     lines = problems_of("```api {id: a}\nGET /version\n\n## Next\n\n```api {id: b}\nGET /nodes\n```\n")
-    assert lines == ["runbooks/t.md:10: this line looks like the start of a step inside the body of step 'a' "
-                     "(line 5); is the closing ``` of step 'a' missing before it? (to show a fence inside a body, "
-                     "open the step with a longer fence: ````)"]
+    assert lines == [
+        "runbooks/t.md:10: this line looks like the start of a step inside the body of step 'a' "
+        "(line 5); is the closing ``` of step 'a' missing before it? (to show a fence inside a body, "
+        "open the step with a longer fence: ````)"
+    ]
 
 
 def test_a_step_fence_running_to_the_end_is_reported() -> None:
     assert problems_of("~~~ssh\nuptime\n") == [
-        "runbooks/t.md:5: the ssh step is never closed: add a line ~~~ after its body"]
+        "runbooks/t.md:5: the ssh step is never closed: add a line ~~~ after its body"
+    ]
 
 
 def test_a_longer_or_other_fence_may_hold_a_step_fence_in_its_body() -> None:
@@ -143,8 +163,10 @@ def test_attribute_errors_name_the_attribute_and_drop_the_unevaluated_echo() -> 
 
 
 def test_a_bad_parameter_name_and_a_broken_pattern_are_located_once() -> None:
-    text = ("---\nname: t\ndescription: d\nparameters:\n  node: {type: string, description: n, pattern: '^pve[0-9',"
-            " default: pve01}\n  VM-ID: {type: integer, description: v}\n---\n")
+    text = (
+        "---\nname: t\ndescription: d\nparameters:\n  node: {type: string, description: n, pattern: '^pve[0-9',"
+        " default: pve01}\n  VM-ID: {type: integer, description: v}\n---\n"
+    )
     with pytest.raises(InputError) as caught:
         parse_runbook(text, "runbooks/t.md", "t")
     assert [str(p) for p in caught.value.problems] == [
@@ -158,7 +180,10 @@ def test_a_bad_parameter_name_and_a_broken_pattern_are_located_once() -> None:
 def test_parameters_keep_their_spec_and_know_if_required() -> None:
     runbook = parse_runbook(
         "---\nname: t\ndescription: d\nparameters:\n  vmid: {type: integer, description: VM, minimum: 100}\n"
-        "  mode: {type: string, default: soft, enum: [soft, hard], description: how}\n---\n", "t.md", "t")
+        "  mode: {type: string, default: soft, enum: [soft, hard], description: how}\n---\n",
+        "t.md",
+        "t",
+    )
     vmid, mode = runbook.parameters
     assert (vmid.required, mode.required, mode.default) == (True, False, "soft")
     assert (vmid.line, mode.line) == (5, 6)

@@ -22,19 +22,29 @@ LOW, HIGH = CONFIG["vmid_ranges"]["vms"]["min"], CONFIG["vmid_ranges"]["vms"]["m
 def config_with(nodes: int, capacity: tuple[int, int] | None = None) -> dict[str, Any]:
     config = copy.deepcopy(CONFIG)
     config["cluster"]["nodes"] = [
-        {"name": f"pve{i:02d}", "host": f"pve{i:02d}.example.net", **({"cores": capacity[0], "memory": capacity[1]}
-                                                                      if capacity else {})}
-        for i in range(1, nodes + 1)]
+        {
+            "name": f"pve{i:02d}",
+            "host": f"pve{i:02d}.example.net",
+            **({"cores": capacity[0], "memory": capacity[1]} if capacity else {}),
+        }
+        for i in range(1, nodes + 1)
+    ]
     return config
 
 
-def profile(cp: int, workers: int, placement: str = "spread", cp_start: int = 1031, w_start: int = 1041) -> dict[str, Any]:
+def profile(
+    cp: int, workers: int, placement: str = "spread", cp_start: int = 1031, w_start: int = 1041
+) -> dict[str, Any]:
     group = {"cores": 2, "memory": 2048, "disk": "10G"}
-    return {"name": "p", "type": "generic", "tags": ["p"],
-            "nodes": {"controlplane": {"count": cp, "name_prefix": "cp", "start_vmid": cp_start,
-                                       "placement": placement, **group},
-                      "workers": {"count": workers, "name_prefix": "w", "start_vmid": w_start,
-                                  "placement": placement, **group}}}
+    return {
+        "name": "p",
+        "type": "generic",
+        "tags": ["p"],
+        "nodes": {
+            "controlplane": {"count": cp, "name_prefix": "cp", "start_vmid": cp_start, "placement": placement, **group},
+            "workers": {"count": workers, "name_prefix": "w", "start_vmid": w_start, "placement": placement, **group},
+        },
+    }
 
 
 def test_talos_staging_plan_is_exactly_its_assignments() -> None:
@@ -94,8 +104,10 @@ def test_start_vmid_outside_the_range_is_an_error_not_silently_moved(start: int)
     with pytest.raises(PlanError) as caught:
         compute_plan(profile(1, 0, cp_start=start), CONFIG)
     assert caught.value.field == ("nodes", "controlplane", "start_vmid")
-    assert f"start_vmid {start} is {'below' if start < LOW else 'above'} vmid_ranges.vms ({LOW}-{HIGH})" \
+    assert (
+        f"start_vmid {start} is {'below' if start < LOW else 'above'} vmid_ranges.vms ({LOW}-{HIGH})"
         in caught.value.message
+    )
 
 
 def test_pack_fills_the_first_node_up_to_its_capacity() -> None:
@@ -109,8 +121,11 @@ def test_pack_without_declared_capacity_uses_one_node() -> None:
 
 
 def test_pack_that_cannot_fit_is_an_error() -> None:
-    with pytest.raises(PlanError, match="cannot fit cp01 .* no node declares that many cores "
-                                        r"\(the most is 1, in the cluster config's cluster.nodes\)"):
+    with pytest.raises(
+        PlanError,
+        match="cannot fit cp01 .* no node declares that many cores "
+        r"\(the most is 1, in the cluster config's cluster.nodes\)",
+    ):
         compute_plan(profile(1, 0, placement="pack"), config_with(2, capacity=(1, 65536)))
 
 
@@ -118,16 +133,24 @@ def test_pack_that_runs_out_says_what_is_left_of_each_node() -> None:
     with pytest.raises(PlanError) as caught:
         compute_plan(profile(1, 4, placement="pack"), config_with(2, capacity=(4, 65536)))
     assert "cannot fit w04 (2 cores, 2048 MB)" in caught.value.message
-    assert "left: pve01 0 of 4 cores and 61440 of 65536 MB; pve02 0 of 4 cores and 61440 of 65536 MB" \
+    assert (
+        "left: pve01 0 of 4 cores and 61440 of 65536 MB; pve02 0 of 4 cores and 61440 of 65536 MB"
         in caught.value.message
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(cp=st.integers(0, 9), workers=st.integers(0, 12), nodes=st.integers(1, 6),
-       cp_start=st.integers(LOW, LOW + 40), w_start=st.integers(LOW, LOW + 40),
-       used=st.sets(st.integers(LOW, LOW + 80), max_size=30))
-def test_vmids_unique_in_range_and_spread_balanced(cp: int, workers: int, nodes: int, cp_start: int,
-                                                   w_start: int, used: set[int]) -> None:
+@given(
+    cp=st.integers(0, 9),
+    workers=st.integers(0, 12),
+    nodes=st.integers(1, 6),
+    cp_start=st.integers(LOW, LOW + 40),
+    w_start=st.integers(LOW, LOW + 40),
+    used=st.sets(st.integers(LOW, LOW + 80), max_size=30),
+)
+def test_vmids_unique_in_range_and_spread_balanced(
+    cp: int, workers: int, nodes: int, cp_start: int, w_start: int, used: set[int]
+) -> None:
     existing = [ExistingVm(vmid, f"other{vmid}", "pve01") for vmid in used]
     plan = compute_plan(profile(cp, workers, cp_start=cp_start, w_start=w_start), config_with(nodes), existing)
     vmids = [vm.vmid for vm in plan.vms]

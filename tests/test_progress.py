@@ -30,8 +30,14 @@ def progress_note(progress: Progress, e: PlanEntry, text: str) -> None:
     progress("progress", e)
 
 
-def finish(progress: Progress, e: PlanEntry, status: str, reason: str = "", duration: float | None = None,
-           error: str | None = None) -> None:
+def finish(
+    progress: Progress,
+    e: PlanEntry,
+    status: str,
+    reason: str = "",
+    duration: float | None = None,
+    error: str | None = None,
+) -> None:
     e.status, e.reason, e.duration, e.error = status, reason, duration, error
     progress("step", e)
 
@@ -95,8 +101,10 @@ def test_plain_notes_repeat_after_ten_seconds_of_the_same_kind(monkeypatch: pyte
     for seconds in (0, 5, 11):
         clock[0] = 100.0 + seconds
         progress_note(progress, e, f"waiting for task qmclone on pve01: running {seconds} s")
-    assert out.getvalue().splitlines()[1:] == ["   ... clone: waiting for task qmclone on pve01: running 0 s",
-                                               "   ... clone: waiting for task qmclone on pve01: running 11 s"]
+    assert out.getvalue().splitlines()[1:] == [
+        "   ... clone: waiting for task qmclone on pve01: running 0 s",
+        "   ... clone: waiting for task qmclone on pve01: running 11 s",
+    ]
 
 
 def test_quiet_plan_leaves_out_plan_entries() -> None:
@@ -140,12 +148,28 @@ def test_json_lines_parse(stream_type: type[io.StringIO]) -> None:
     assert "\x1b" not in text
     records = [json.loads(line) for line in text.splitlines()]
     assert [(r["event"], r["step"], r["item"]) for r in records] == [
-        ("start", "clone", "name=web1"), ("progress", "clone", "name=web1"), ("progress", "clone", "name=web1"),
-        ("progress", "clone", "name=web1"), ("step", "clone", "name=web1"), ("step", "start-vm", None),
-        ("start", "wait", "web1"), ("step", "wait", "web1"), ("step", "destroy", None)]
+        ("start", "clone", "name=web1"),
+        ("progress", "clone", "name=web1"),
+        ("progress", "clone", "name=web1"),
+        ("progress", "clone", "name=web1"),
+        ("step", "clone", "name=web1"),
+        ("step", "start-vm", None),
+        ("start", "wait", "web1"),
+        ("step", "wait", "web1"),
+        ("step", "destroy", None),
+    ]
     assert records[1]["note"] == "waiting for task qmclone on pve01: running 0.5 s"  # JSON is never throttled
-    assert records[4] | {"ts": 0} == {"event": "step", "step": "clone", "item": "name=web1", "status": "succeeded",
-                                      "ts": 0, "reason": "", "error": None, "duration": 1.234, "gated": False}
+    assert records[4] | {"ts": 0} == {
+        "event": "step",
+        "step": "clone",
+        "item": "name=web1",
+        "status": "succeeded",
+        "ts": 0,
+        "reason": "",
+        "error": None,
+        "duration": 1.234,
+        "gated": False,
+    }
     assert records[7]["error"] == "exit status 1"
     assert all(isinstance(r["ts"], float) for r in records)
 
@@ -156,8 +180,9 @@ def test_json_lines_parse(stream_type: type[io.StringIO]) -> None:
 def _console(out: io.StringIO):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
-    return Console(file=out, force_terminal=True, width=200, color_system="standard", highlight=False,
-                   markup=False, emoji=False)
+    return Console(
+        file=out, force_terminal=True, width=200, color_system="standard", highlight=False, markup=False, emoji=False
+    )
 
 
 def _refresh_threads() -> list[threading.Thread]:
@@ -203,8 +228,12 @@ def test_terminal_shows_a_live_status_line_and_prints_finished_steps() -> None:
     text = out.getvalue()
     assert "\x1b[" in text  # coloured
     plain = _strip(text)
-    for line in ("   [ok] clone[name=web1] 1.2s", "   [skip] start-vm: check is true: already in place",
-                 "   [FAIL] wait[web1] 0.5s: exit status 1 [see log]", "   [GATE] destroy: gated: needs approval"):
+    for line in (
+        "   [ok] clone[name=web1] 1.2s",
+        "   [skip] start-vm: check is true: already in place",
+        "   [FAIL] wait[web1] 0.5s: exit status 1 [see log]",
+        "   [GATE] destroy: gated: needs approval",
+    ):
         assert line in plain.splitlines()
     assert not progress.live and not _refresh_threads() and not console._live_stack
     assert text.rindex("\x1b[?25h") > text.rindex("\x1b[?25l")  # the cursor is shown again
@@ -236,8 +265,11 @@ def test_close_on_an_exception_stops_the_live_line_and_says_where() -> None:
             raise KeyboardInterrupt
     assert not progress.live and not _refresh_threads() and not console._live_stack
     lines = _strip(out.getvalue()).splitlines()
-    assert any(line.startswith("   [interrupted] clone[name=web1] ")
-               and line.endswith("s: waiting for task qmclone on pve01: running 1.0 s") for line in lines)
+    assert any(
+        line.startswith("   [interrupted] clone[name=web1] ")
+        and line.endswith("s: waiting for task qmclone on pve01: running 1.0 s")
+        for line in lines
+    )
     progress.close()  # twice is fine
     progress("start", entry("late"))  # and nothing starts after close
     assert not progress.live

@@ -57,8 +57,10 @@ def test_talosctl_arguments_split_without_a_shell_and_keep_hostile_values_whole(
 
 
 def test_api_values_render_one_by_one_and_cannot_add_parameters() -> None:
-    step = step_of('```api\nPOST /nodes/{{ node }}/qemu/101/clone\nnewid: "{{ vmid }}"\nname: "{{ name }}"\n'
-                   'full: true\ntarget: "{{ target }}"\n```\n')
+    step = step_of(
+        '```api\nPOST /nodes/{{ node }}/qemu/101/clone\nnewid: "{{ vmid }}"\nname: "{{ name }}"\n'
+        'full: true\ntarget: "{{ target }}"\n```\n'
+    )
     action = renderer(node="pve01", vmid=1031, name="a\nstorage: evil", target="").action(step, {})
     assert isinstance(action, ApiRequest)
     assert action.path == "/nodes/pve01/qemu/101/clone"
@@ -70,7 +72,8 @@ def test_a_misspelt_variable_is_an_error_with_the_line() -> None:
     with pytest.raises(InputError) as caught:
         renderer(vm={"name": "a"}).action(step, {})
     assert [str(p) for p in caught.value.problems] == [
-        "runbooks/t.md:7: body: template error: 'dict object' has no attribute 'nmae'"]
+        "runbooks/t.md:7: body: template error: 'dict object' has no attribute 'nmae'"
+    ]
 
 
 def test_an_undefined_name_in_a_condition_is_an_error_not_false() -> None:
@@ -88,7 +91,9 @@ def test_the_sandbox_blocks_python_internals() -> None:
 def test_unknown_values_render_visibly_and_conditions_on_them_raise() -> None:
     steps = StepOutputs({}, frozenset({"clone"}))
     r = Renderer("runbooks/t.md", {"nodes": [{"name": "pve01"}], "steps": steps})
-    step = step_of("```api {when: 'steps.clone.exitstatus == \"OK\"'}\nGET /nodes/pve01/tasks/{{ steps.clone.upid }}/status\n```\n")
+    step = step_of(
+        "```api {when: 'steps.clone.exitstatus == \"OK\"'}\nGET /nodes/pve01/tasks/{{ steps.clone.upid }}/status\n```\n"
+    )
     assert r.action(step, {}).path == "/nodes/pve01/tasks/(known after run: steps.clone.upid)/status"
     with pytest.raises(UnknownValue):
         r.truth(step, "when", {})
@@ -99,11 +104,16 @@ def test_unknown_values_render_visibly_and_conditions_on_them_raise() -> None:
 
 
 def test_http_requests_have_headers_and_body() -> None:
-    step = step_of("```http\nPOST https://factory.talos.dev/schematics\nContent-Type: application/yaml\n\n"
-                   "customization:\n  systemExtensions: {{ exts }}\n```\n")
+    step = step_of(
+        "```http\nPOST https://factory.talos.dev/schematics\nContent-Type: application/yaml\n\n"
+        "customization:\n  systemExtensions: {{ exts }}\n```\n"
+    )
     action = renderer(exts="[a]").action(step, {})
-    assert (action.method, action.url, action.headers) == ("POST", "https://factory.talos.dev/schematics",
-                                                            {"Content-Type": "application/yaml"})
+    assert (action.method, action.url, action.headers) == (
+        "POST",
+        "https://factory.talos.dev/schematics",
+        {"Content-Type": "application/yaml"},
+    )
     assert action.body == "customization:\n  systemExtensions: [a]\n"
 
 

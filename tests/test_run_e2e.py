@@ -17,8 +17,18 @@ STAGING = ("stg-cp01", "stg-cp02", "stg-cp03")
 
 def staging_vms(cluster: LiveCluster) -> dict[str, tuple]:
     def read() -> dict[str, tuple]:
-        return {vm.name: (vm.vmid, vm.node, str(vm.config.get("cores")), str(vm.config.get("memory")),
-                          vm.config.get("tags")) for vm in cluster.pve.pve.vms if not vm.template}
+        return {
+            vm.name: (
+                vm.vmid,
+                vm.node,
+                str(vm.config.get("cores")),
+                str(vm.config.get("memory")),
+                vm.config.get("tags"),
+            )
+            for vm in cluster.pve.pve.vms
+            if not vm.template
+        }
+
     return cluster.pve.do(read)
 
 
@@ -37,7 +47,8 @@ def test_a_run_touches_every_kind_and_leaves_the_planned_vms(cluster: LiveCluste
     assert result.stdout.startswith("run ") and result.stdout.rstrip().endswith("succeeded")
     assert staging_vms(cluster) == {
         name: (1031 + i, "pve01", "4", "8192", "talos;kubernetes;staging;controlplane")
-        for i, name in enumerate(STAGING)}
+        for i, name in enumerate(STAGING)
+    }
     calls = cluster.talos.calls()
     assert [c["argv"] for c in calls] == [["--nodes", "10.20.0.31", "health", "--wait-timeout", "1m"]]
     assert calls[0]["talosconfig"] == str(cluster.home / "talos" / "staging" / "talosconfig")
@@ -94,8 +105,9 @@ def test_a_wrong_token_is_a_401_message_without_the_secret(cluster: LiveCluster)
 
 def test_the_token_can_come_from_the_environment(cluster: LiveCluster) -> None:
     cluster.store.insert(PASS_PATH, [TOKEN_ID, "stale"])
-    result = cluster.run("run", "e2e-create", "--profile", "talos-staging",
-                         extra_env={"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET}"})
+    result = cluster.run(
+        "run", "e2e-create", "--profile", "talos-staging", extra_env={"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET}"}
+    )
     assert result.returncode == 0, result.stderr
     cluster.store.insert(PASS_PATH, [TOKEN_ID, SECRET])
 

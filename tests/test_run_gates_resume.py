@@ -33,6 +33,7 @@ CLI_TIMEOUT = 60  # seconds any one CLI invocation may take before the test fail
 
 # -- helpers ----------------------------------------------------------------------------------------
 
+
 def cli(cluster: LiveCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return cluster.run(*args, timeout=CLI_TIMEOUT)
 
@@ -45,8 +46,18 @@ def create_vms(cluster: LiveCluster) -> None:
 
 def staging_vms(cluster: LiveCluster) -> dict[str, tuple]:
     def read() -> dict[str, tuple]:
-        return {vm.name: (vm.vmid, vm.node, str(vm.config.get("cores")), str(vm.config.get("memory")),
-                          vm.config.get("tags")) for vm in cluster.pve.pve.vms if not vm.template}
+        return {
+            vm.name: (
+                vm.vmid,
+                vm.node,
+                str(vm.config.get("cores")),
+                str(vm.config.get("memory")),
+                vm.config.get("tags"),
+            )
+            for vm in cluster.pve.pve.vms
+            if not vm.template
+        }
+
     return cluster.pve.do(read)
 
 
@@ -107,9 +118,14 @@ class Terminal:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # no wrapped lines
         try:
-            self.proc = subprocess.Popen([str(RUNBOOK), *args], env=cluster.env({"TERM": "xterm"}),
-                                         stdin=slave if stdin_tty else subprocess.DEVNULL, stdout=slave,
-                                         stderr=slave, start_new_session=True)
+            self.proc = subprocess.Popen(
+                [str(RUNBOOK), *args],
+                env=cluster.env({"TERM": "xterm"}),
+                stdin=slave if stdin_tty else subprocess.DEVNULL,
+                stdout=slave,
+                stderr=slave,
+                start_new_session=True,
+            )
         except BaseException:
             os.close(master)
             raise
@@ -146,7 +162,7 @@ class Terminal:
             text = self.text
             at = text.find(needle, self._seen)
             if at >= 0:
-                shown, self._seen = text[self._seen:at + len(needle)], at + len(needle)
+                shown, self._seen = text[self._seen : at + len(needle)], at + len(needle)
                 return shown
             if time.monotonic() >= deadline or not self._read(deadline):
                 raise AssertionError(f"{needle!r} did not appear within {timeout}s; the terminal shows:\n{text}")
@@ -177,6 +193,7 @@ class Terminal:
 
 # -- 1. a gate answered on a terminal ---------------------------------------------------------------
 
+
 def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveCluster) -> None:
     create_vms(cluster)
     before = staging_vms(cluster)
@@ -187,9 +204,9 @@ def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveClu
         assert "| DELETE /nodes/pve01/qemu/1031  purge=1 destroy-unreferenced-disks=1" in shown
         term.send("n\r")
         assert term.finish() == 4, term.text
-        after = term.text[term.text.index("Run this step?"):]
+        after = term.text[term.text.index("Run this step?") :]
         assert "stopped before gated step 'delete[name=stg-cp01]'" in after
-        assert "Run this step?" not in after[len("Run this step?"):], "asked again after a no"
+        assert "Run this step?" not in after[len("Run this step?") :], "asked again after a no"
     assert staging_vms(cluster) == before, "a 'no' deleted something"
     assert mutating(requests(cluster)[log_before:]) == []
 
@@ -200,7 +217,7 @@ def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveClu
             assert f"| DELETE /nodes/pve01/qemu/{vmid}  purge=1" in shown
             term.send("y\r")
         assert term.finish() == 0, term.text
-        assert "succeeded" in term.text[term._seen:]
+        assert "succeeded" in term.text[term._seen :]
     assert staging_vms(cluster) == {}
     deletes = [path for method, path in mutating(requests(cluster)[log_before:]) if method == "DELETE"]
     assert [p.rsplit("/", 1)[-1] for p in deletes] == ["1031", "1032", "1033"]
@@ -226,6 +243,7 @@ def test_end_of_input_at_the_prompt_stops_like_a_no(cluster: LiveCluster) -> Non
 
 
 # -- 2. no terminal, no approval: never yes ---------------------------------------------------------
+
 
 def test_approving_another_step_does_not_approve_this_one(cluster: LiveCluster) -> None:
     create_vms(cluster)
@@ -254,6 +272,7 @@ def test_a_terminal_for_output_only_is_not_one_to_answer_on(cluster: LiveCluster
 
 
 # -- 3. resume refuses changed inputs ---------------------------------------------------------------
+
 
 def test_resume_refuses_a_changed_runbook_until_forced(cluster: LiveCluster) -> None:
     run_id = fail_run(cluster)
@@ -314,6 +333,7 @@ def test_resuming_an_unknown_run_suggests_close_ids(cluster: LiveCluster) -> Non
 
 # -- 4. a step killed in flight without a check -----------------------------------------------------
 
+
 def test_a_step_killed_in_flight_without_check_is_gated_on_resume(cluster: LiveCluster, tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -321,8 +341,13 @@ def test_a_step_killed_in_flight_without_check_is_gated_on_resume(cluster: LiveC
     process = cluster.start("run", "e2e-interrupt", "--param", f"workdir={work}")
     step_group = None
     try:
-        step_group = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip().isdigit()
-                                  and pid_file.read_text().strip(), 20, "the long step to start"))
+        step_group = int(
+            wait_for(
+                lambda: pid_file.exists() and pid_file.read_text().strip().isdigit() and pid_file.read_text().strip(),
+                20,
+                "the long step to start",
+            )
+        )
         os.kill(process.pid, signal.SIGKILL)
     finally:
         if process.poll() is None and step_group is None:
@@ -357,6 +382,7 @@ def test_a_step_killed_in_flight_without_check_is_gated_on_resume(cluster: LiveC
 
 
 # -- 5. a dry-run may read the cluster, never change it ---------------------------------------------
+
 
 def test_a_dry_run_reads_the_live_cluster_with_gets_only(cluster: LiveCluster) -> None:
     create_vms(cluster)
@@ -394,6 +420,7 @@ def test_a_dry_run_reads_the_live_cluster_with_gets_only(cluster: LiveCluster) -
 
 
 # -- 6. a hung talosctl is killed at the step's timeout ---------------------------------------------
+
 
 def test_a_hung_talosctl_is_killed_at_the_step_timeout(cluster: LiveCluster) -> None:
     cluster.talos.respond(stderr="waiting for the node to answer\n", hang=True)

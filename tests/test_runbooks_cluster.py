@@ -21,13 +21,27 @@ from engine.parser import parse_runbook_file
 from tests.conftest import REPO
 
 CLUSTER_RUNBOOKS = ("cluster-create", "cluster-teardown", "cluster-status")
-TALOS_RUNBOOKS = ("talos-image-factory", "talos-template-create", "talos-cluster-bootstrap", "talos-upgrade",
-                  "talos-etcd-backup", "talos-image-cache")
+TALOS_RUNBOOKS = (
+    "talos-image-factory",
+    "talos-template-create",
+    "talos-cluster-bootstrap",
+    "talos-upgrade",
+    "talos-etcd-backup",
+    "talos-image-cache",
+)
 RUNBOOKS = CLUSTER_RUNBOOKS + TALOS_RUNBOOKS
 STAGING = yaml.safe_load((REPO / "clusters" / "talos-staging.yaml").read_text())
 SCHEMATIC = STAGING["talos"]["factory"]["schematic_id"]
-TEMPLATE_PARAMS = ("--param", "vmid=150", "--param", "node=pve02", "--param", "version=v1.9.5",
-                   "--param", f"schematic={SCHEMATIC}")
+TEMPLATE_PARAMS = (
+    "--param",
+    "vmid=150",
+    "--param",
+    "node=pve02",
+    "--param",
+    "version=v1.9.5",
+    "--param",
+    f"schematic={SCHEMATIC}",
+)
 CPS = ("10.20.0.31", "10.20.0.32", "10.20.0.33")
 
 
@@ -47,8 +61,14 @@ def talos_dir(home: Home) -> str:
     return str(home.root.parent / "talos" / "staging")
 
 
-def plan(cli: Callable[..., Any], home: Home, name: str, *args: str, profile: str | None = "talos-staging",
-         env: dict[str, str] | None = None) -> dict:
+def plan(
+    cli: Callable[..., Any],
+    home: Home,
+    name: str,
+    *args: str,
+    profile: str | None = "talos-staging",
+    env: dict[str, str] | None = None,
+) -> dict:
     """The dry-run plan as JSON: offline, or against a cluster when ``env`` holds its token."""
     profile_args = ("--profile", profile) if profile else ()
     offline = () if env else ("--offline",)
@@ -103,8 +123,7 @@ def test_the_talos_steps_of_create_and_bootstrap_are_the_same() -> None:
     what one did the other recognises (only the identity read differs: create waits for its VMs)."""
     create = {s.id: s for s in parse_runbook_file(REPO / "runbooks" / "cluster-create.md", "c").steps}
     bootstrap = {s.id: s for s in parse_runbook_file(REPO / "runbooks" / "talos-cluster-bootstrap.md", "b").steps}
-    shared = [i for i in create if i.startswith("talos_")] + [
-        "kubernetes_nodes", "flux_bootstrap"]
+    shared = [i for i in create if i.startswith("talos_")] + ["kubernetes_nodes", "flux_bootstrap"]
     assert len(shared) == 16
     for step_id in shared:
         a, b = create[step_id], bootstrap[step_id]
@@ -124,8 +143,10 @@ def test_create_plans_clones_from_the_template_node_and_moves_them(cli, home) ->
     assert planned["summary"]["gated"] == 1 and gated(planned) == [("flux_bootstrap", None)]
     clone = one(planned, "clone", "name=stg-cp02")
     assert clone["status"] == "unknown" and "steps.vms_in_use" in clone["reason"]
-    assert clone["display"] == ('POST /nodes/(known after run: steps.vms_in_use["101"].node)/qemu/101/clone  '
-                                "newid=1032 name=stg-cp02 full=1 storage=local-lvm")
+    assert clone["display"] == (
+        'POST /nodes/(known after run: steps.vms_in_use["101"].node)/qemu/101/clone  '
+        "newid=1032 name=stg-cp02 full=1 storage=local-lvm"
+    )
     assert "target" not in clone["action"]["params"]  # no shared storage: clone on the template's node
     migrate = one(planned, "migrate", "name=stg-cp02")
     assert migrate["action"]["path"] == '/nodes/(known after run: steps.vms_in_use["101"].node)/qemu/1032/migrate'
@@ -138,9 +159,17 @@ def test_create_configures_sizes_and_starts_each_vm_on_its_node(cli, home) -> No
     configure = one(planned, "configure", "name=stg-cp03")
     assert configure["action"]["path"] == "/nodes/pve03/qemu/1033/config"
     assert configure["action"]["params"] == {
-        "cores": "4", "memory": "8192", "cpu": "host", "net0": "virtio=02:70:76:00:04:09,bridge=vmbr0",
-        "agent": "1", "onboot": 1, "tags": "talos;kubernetes;staging;controlplane"}
-    assert one(planned, "resize", "name=stg-cp01")["display"] == "PUT /nodes/pve01/qemu/1031/resize  disk=scsi0 size=100G"
+        "cores": "4",
+        "memory": "8192",
+        "cpu": "host",
+        "net0": "virtio=02:70:76:00:04:09,bridge=vmbr0",
+        "agent": "1",
+        "onboot": 1,
+        "tags": "talos;kubernetes;staging;controlplane",
+    }
+    assert (
+        one(planned, "resize", "name=stg-cp01")["display"] == "PUT /nodes/pve01/qemu/1031/resize  disk=scsi0 size=100G"
+    )
     assert one(planned, "start", "name=stg-cp02")["display"] == "POST /nodes/pve02/qemu/1032/status/start"
     wait = one(planned, "wait_running", "name=stg-cp02")
     assert wait["status"] == "unknown" and wait["display"] == "GET /nodes/pve02/qemu/1032/status/current"
@@ -159,9 +188,16 @@ def test_create_bootstraps_talos_once_on_the_first_control_plane(cli, home) -> N
     assert gen[gen.index("--with-secrets") + 1] == f"{folder}/secrets.yaml"
     applies = entries(planned, "talos_apply")
     assert [argv(a)[argv(a).index("--nodes") + 1] for a in applies] == list(CPS)
-    assert argv(applies[1]) == ["apply-config", "--insecure", "--nodes", "10.20.0.32",
-                                "--file", f"{folder}/controlplane.yaml",
-                                "--config-patch", f"@{folder}/patches/stg-cp02.yaml"]
+    assert argv(applies[1]) == [
+        "apply-config",
+        "--insecure",
+        "--nodes",
+        "10.20.0.32",
+        "--file",
+        f"{folder}/controlplane.yaml",
+        "--config-patch",
+        f"@{folder}/patches/stg-cp02.yaml",
+    ]
     bootstrap = entries(planned, "talos_bootstrap")
     assert len(bootstrap) == 1
     assert argv(bootstrap[0]) == ["bootstrap", "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
@@ -198,21 +234,36 @@ def test_a_generated_patch_is_the_yaml_talos_expects(cli, home, tmp_path: Path) 
     subprocess.run(["bash", "-eu"], input=script, text=True, check=True, capture_output=True)
     patch = yaml.safe_load(Path(talos_dir(home), "patches", "stg-cp01.yaml").read_text())
     assert patch == {
-        "machine": {"network": {
-            "hostname": "stg-cp01", "nameservers": ["10.20.0.1"],
-            "interfaces": [{"interface": "eth0", "dhcp": False, "addresses": ["10.20.0.31/24"],
-                            "routes": [{"network": "0.0.0.0/0", "gateway": "10.20.0.1"}],
-                            "vip": {"ip": "10.20.0.30"}}]}},
-        "cluster": {"allowSchedulingOnControlPlanes": True,
-                    "network": {"podSubnets": ["10.244.0.0/16"], "serviceSubnets": ["10.96.0.0/12"]}},
+        "machine": {
+            "network": {
+                "hostname": "stg-cp01",
+                "nameservers": ["10.20.0.1"],
+                "interfaces": [
+                    {
+                        "interface": "eth0",
+                        "dhcp": False,
+                        "addresses": ["10.20.0.31/24"],
+                        "routes": [{"network": "0.0.0.0/0", "gateway": "10.20.0.1"}],
+                        "vip": {"ip": "10.20.0.30"},
+                    }
+                ],
+            }
+        },
+        "cluster": {
+            "allowSchedulingOnControlPlanes": True,
+            "network": {"podSubnets": ["10.244.0.0/16"], "serviceSubnets": ["10.96.0.0/12"]},
+        },
     }
 
 
 def test_create_for_a_generic_profile_skips_talos_and_flux(cli, home) -> None:
     planned = plan(cli, home, "cluster-create", profile="dev-generic")
     assert gated(planned) == []
-    talos_steps = [s for s in planned["steps"] if s["step_id"].startswith("talos_") or s["step_id"] in (
-        "kubernetes_nodes", "flux_bootstrap")]
+    talos_steps = [
+        s
+        for s in planned["steps"]
+        if s["step_id"].startswith("talos_") or s["step_id"] in ("kubernetes_nodes", "flux_bootstrap")
+    ]
     assert talos_steps and all(s["status"] == "skipped" and s["reason"] == "when is false" for s in talos_steps)
     clone = one(planned, "clone", "name=dev-w02")
     assert clone["display"].startswith('POST /nodes/(known after run: steps.vms_in_use["102"].node)/qemu/102/clone')
@@ -267,7 +318,8 @@ def test_bootstrap_plans_the_talos_part_only(cli, home) -> None:
     ids = {s["step_id"] for s in planned["steps"]}
     assert not ids & {"clone", "migrate", "configure", "resize", "start"}
     assert [argv(s) for s in entries(planned, "talos_bootstrap")] == [
-        ["bootstrap", "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]]
+        ["bootstrap", "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
+    ]
     assert gated(planned) == [("flux_bootstrap", None)]
     generic = plan(cli, home, "talos-cluster-bootstrap", profile="dev-generic")
     assert one(generic, "not_talos")["status"] == "would_run"  # it refuses
@@ -276,20 +328,38 @@ def test_bootstrap_plans_the_talos_part_only(cli, home) -> None:
 
 def test_upgrade_gates_kubernetes_then_each_node_with_health_between(cli, home) -> None:
     planned = plan(cli, home, "talos-upgrade", "--param", "talos_version=v1.9.6")
-    assert gated(planned) == [("upgrade_kubernetes", None), ("rolling_upgrade", "0"), ("rolling_upgrade", "2"),
-                              ("rolling_upgrade", "4")]
+    assert gated(planned) == [
+        ("upgrade_kubernetes", None),
+        ("rolling_upgrade", "0"),
+        ("rolling_upgrade", "2"),
+        ("rolling_upgrade", "4"),
+    ]
     order = [s["step_id"] for s in planned["steps"]]
     assert order.index("etcd_snapshot") < order.index("upgrade_kubernetes") < order.index("rolling_upgrade")
     snapshot = argv(one(planned, "etcd_snapshot"))
-    assert snapshot[:2] == ["etcd", "snapshot"] and snapshot[-4:] == ["--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
+    assert snapshot[:2] == ["etcd", "snapshot"] and snapshot[-4:] == [
+        "--nodes",
+        "10.20.0.31",
+        "--endpoints",
+        "10.20.0.31",
+    ]
     assert argv(one(planned, "upgrade_kubernetes"))[:2] == ["upgrade-k8s", "--to"]
     assert argv(one(planned, "upgrade_kubernetes"))[2] == "1.32.3"
     rolling = entries(planned, "rolling_upgrade")
     assert [argv(s)[0] for s in rolling] == ["upgrade", "health"] * 3
     for index, ip in enumerate(CPS):
         upgrade = argv(rolling[2 * index])
-        assert upgrade == ["upgrade", "--nodes", ip, "--endpoints", ip, "--preserve", "--wait",
-                           "--image", f"factory.talos.dev/installer/{SCHEMATIC}:v1.9.6"]
+        assert upgrade == [
+            "upgrade",
+            "--nodes",
+            ip,
+            "--endpoints",
+            ip,
+            "--preserve",
+            "--wait",
+            "--image",
+            f"factory.talos.dev/installer/{SCHEMATIC}:v1.9.6",
+        ]
         assert f"steps.talos_versions[{index}]" in rolling[2 * index]["reason"]
         assert rolling[2 * index + 1]["status"] == "would_run" and not rolling[2 * index + 1]["gated"]
     generic = plan(cli, home, "talos-upgrade", profile="dev-generic")
@@ -300,8 +370,15 @@ def test_etcd_backup_snapshots_one_control_plane_into_the_backup_dir(cli, home) 
     planned = plan(cli, home, "talos-etcd-backup", "--param", "backup_dir=/srv/backups")
     assert gated(planned) == []
     assert "dir=/srv/backups" in one(planned, "snapshot_path")["action"]["script"]
-    assert argv(one(planned, "etcd_snapshot")) == ["etcd", "snapshot", "(known after run: steps.snapshot_path.stdout)",
-                                                   "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
+    assert argv(one(planned, "etcd_snapshot")) == [
+        "etcd",
+        "snapshot",
+        "(known after run: steps.snapshot_path.stdout)",
+        "--nodes",
+        "10.20.0.31",
+        "--endpoints",
+        "10.20.0.31",
+    ]
     other = plan(cli, home, "talos-etcd-backup", "--param", "node=stg-cp03")
     assert argv(one(other, "etcd_snapshot"))[-4:] == ["--nodes", "10.20.0.33", "--endpoints", "10.20.0.33"]
     assert one(other, "unknown_node")["status"] == "skipped"
@@ -314,8 +391,9 @@ def test_image_factory_posts_the_profile_extensions(cli, home) -> None:
     post = one(planned, "schematic")["action"]
     assert (post["method"], post["url"]) == ("POST", "https://factory.talos.dev/schematics")
     assert post["headers"] == {"Content-Type": "application/yaml"}
-    assert yaml.safe_load(post["body"]) == {"customization": {"systemExtensions": {
-        "officialExtensions": STAGING["talos"]["factory"]["extensions"]}}}
+    assert yaml.safe_load(post["body"]) == {
+        "customization": {"systemExtensions": {"officialExtensions": STAGING["talos"]["factory"]["extensions"]}}
+    }
     assert one(planned, "factory_versions")["action"]["url"] == "https://factory.talos.dev/versions"
     assert one(planned, "schematic_differs")["status"] == "unknown"
     assert "exit 1" in one(planned, "schematic_differs")["action"]["script"]
@@ -338,17 +416,27 @@ def test_template_create_builds_an_uefi_vm_without_cloud_init(cli, home) -> None
     assert create["path"] == "/nodes/pve02/qemu" and create["node"] == "pve02"
     params = create["params"]
     assert {k: params[k] for k in ("vmid", "name", "bios", "machine", "scsihw", "efidisk0", "net0", "serial0")} == {
-        "vmid": "150", "name": "talos-v1.9.5", "bios": "ovmf", "machine": "q35", "scsihw": "virtio-scsi-single",
-        "efidisk0": "local-lvm:1,efitype=4m,pre-enrolled-keys=0", "net0": "virtio,bridge=vmbr0", "serial0": "socket"}
+        "vmid": "150",
+        "name": "talos-v1.9.5",
+        "bios": "ovmf",
+        "machine": "q35",
+        "scsihw": "virtio-scsi-single",
+        "efidisk0": "local-lvm:1,efitype=4m,pre-enrolled-keys=0",
+        "net0": "virtio,bridge=vmbr0",
+        "serial0": "socket",
+    }
     assert not any(k.startswith(("ide", "sata", "ipconfig", "ci")) for k in params)
     image = f"/var/lib/vz/template/iso/talos-v1.9.5-{SCHEMATIC[:12]}-nocloud-amd64.raw"
     download = one(planned, "download_image")["action"]
     assert download["node"] == "pve02"
-    assert (f"test -f {image} || wget -nv -O {image}.xz "
-            f"https://factory.talos.dev/image/{SCHEMATIC}/v1.9.5/nocloud-amd64.raw.xz") in download["script"]
+    assert (
+        f"test -f {image} || wget -nv -O {image}.xz "
+        f"https://factory.talos.dev/image/{SCHEMATIC}/v1.9.5/nocloud-amd64.raw.xz"
+    ) in download["script"]
     assert f"xz -d -f {image}.xz" in one(planned, "decompress_image")["action"]["script"]
     assert one(planned, "import_disk")["action"]["script"].strip() == (
-        f"qm set 150 --scsi0 local-lvm:0,import-from={image}")
+        f"qm set 150 --scsi0 local-lvm:0,import-from={image}"
+    )
     assert one(planned, "make_template")["action"]["script"].strip() == "qm template 150"
     assert one(planned, "tag_template")["action"]["params"] == {"tags": "template;talos"}
     assert one(planned, "remove_image_files")["status"] == "skipped"
@@ -398,8 +486,16 @@ def test_template_ssh_steps_run_in_the_simulated_node_shell(cli, home) -> None:
     scripts = {s["step_id"]: s["action"]["script"] for s in planned["steps"] if s["kind"] == "ssh" and s["action"]}
     vms, files = Vms(), shell.NodeFiles()
     node = shell.SimShellExecutor(vms, files)
-    for step_id in ("download_image", "decompress_image", "download_image", "decompress_image", "import_disk",
-                    "make_template", "show_config", "remove_image_files"):
+    for step_id in (
+        "download_image",
+        "decompress_image",
+        "download_image",
+        "decompress_image",
+        "import_disk",
+        "make_template",
+        "show_config",
+        "remove_image_files",
+    ):
         node.run(ShellCommand(script=scripts[step_id], node="pve02"))
     assert vms.vm.template and vms.vm.config["scsi0"].startswith("local-lvm:base-150-disk-0")
     assert files.paths("pve02") == []  # the image files were removed
@@ -415,26 +511,41 @@ def fake_cluster(make_home: Callable[..., Home], tmp_path: Path) -> Iterator[tup
     secret = "s3cret-runbooks-cluster"
     (tmp_path / "pve").mkdir()
     with fakepve_server.FakePveServer(tmp_path / "pve", secret) as pve:
+
         def seed() -> None:
             for vmid, name in ((101, "talos-v1.9.5"), (102, "debian-12")):
                 pve.pve.add_vm(vmid, name, node="pve01", template=True, config={"tags": "template;talos"})
-            for vmid, name, node in ((1031, "stg-cp01", "pve01"), (1032, "stg-cp02", "pve02"),
-                                     (1033, "stg-cp03", "pve03")):
-                pve.pve.add_vm(vmid, name, node=node, status="running",
-                               config={"tags": "kubernetes;staging;talos;controlplane;backup"})
+            for vmid, name, node in (
+                (1031, "stg-cp01", "pve01"),
+                (1032, "stg-cp02", "pve02"),
+                (1033, "stg-cp03", "pve03"),
+            ):
+                pve.pve.add_vm(
+                    vmid,
+                    name,
+                    node=node,
+                    status="running",
+                    config={"tags": "kubernetes;staging;talos;controlplane;backup"},
+                )
             pve.pve.add_vm(1211, "dev-w01", node="pve01", status="running", config={"tags": "kubernetes;dev;worker"})
             pve.pve.add_vm(1099, "decoy", node="pve02", status="running", config={"tags": "talos;kubernetes"})
+
         pve.do(seed)
         config = yaml.safe_load((REPO / "cluster-config.yaml").read_text())
         urls = [pve.url, *(pve.add_listener(host) for host in fakepve_server.EXTRA_HOSTS)]  # one address per node
-        config["cluster"]["nodes"] = [{"name": name, "host": url.split("//")[1].rsplit(":", 1)[0],
-                                       "port": int(url.rsplit(":", 1)[1])}
-                                      for name, url in zip(("pve01", "pve02", "pve03"), urls)]
+        config["cluster"]["nodes"] = [
+            {"name": name, "host": url.split("//")[1].rsplit(":", 1)[0], "port": int(url.rsplit(":", 1)[1])}
+            for name, url in zip(("pve01", "pve02", "pve03"), urls)
+        ]
         config["tls"] = {"ca_file": str(pve.certfile)}
-        staging = (REPO / "clusters" / "talos-staging.yaml").read_text().replace(
-            "~/.config/runbook/talos/staging", str(tmp_path / "talos" / "staging"))
-        built = make_home({"cluster-config.yaml": yaml.safe_dump(config, sort_keys=False),
-                           "clusters/talos-staging.yaml": staging})
+        staging = (
+            (REPO / "clusters" / "talos-staging.yaml")
+            .read_text()
+            .replace("~/.config/runbook/talos/staging", str(tmp_path / "talos" / "staging"))
+        )
+        built = make_home(
+            {"cluster-config.yaml": yaml.safe_dump(config, sort_keys=False), "clusters/talos-staging.yaml": staging}
+        )
         env = {"PROXMOX_API_TOKEN": f"{fakepve_server.TOKEN_ID}={secret}"}
         yield built, pve, env
 
@@ -448,11 +559,13 @@ def test_teardown_dry_run_shows_each_member_and_gates_each_destruction(cli, fake
     shutdowns = entries(planned, "shutdown")
     assert [s["display"] for s in shutdowns] == [
         f"POST /nodes/{node}/qemu/{vmid}/status/shutdown  timeout=120 forceStop=0"
-        for vmid, node in ((1031, "pve01"), (1032, "pve02"), (1033, "pve03"))]
+        for vmid, node in ((1031, "pve01"), (1032, "pve02"), (1033, "pve03"))
+    ]
     deletes = entries(planned, "delete")
     assert [d["display"] for d in deletes] == [
         f"DELETE /nodes/{node}/qemu/{vmid}  purge=1 destroy-unreferenced-disks=1"
-        for vmid, node in ((1031, "pve01"), (1032, "pve02"), (1033, "pve03"))]
+        for vmid, node in ((1031, "pve01"), (1032, "pve02"), (1033, "pve03"))
+    ]
     assert all(s["gated"] and "marked destructive" in s["gate_reasons"] for s in shutdowns + deletes)
     assert one(planned, "outside_vm_range")["status"] == "skipped"
     # neither the templates, the dev VM nor the decoy (it lacks the staging tag) are touched

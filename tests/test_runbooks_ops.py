@@ -15,9 +15,22 @@ import yaml
 
 from tests.conftest import REPO
 
-OPS = ("vm-clone", "vm-power", "vm-resize", "vm-migrate", "snapshot-create", "snapshot-list", "snapshot-rollback",
-       "snapshot-delete", "vm-backup", "vm-restore", "node-evacuate", "api-token-bootstrap", "storage-overview",
-       "ansible-provision")
+OPS = (
+    "vm-clone",
+    "vm-power",
+    "vm-resize",
+    "vm-migrate",
+    "snapshot-create",
+    "snapshot-list",
+    "snapshot-rollback",
+    "snapshot-delete",
+    "vm-backup",
+    "vm-restore",
+    "node-evacuate",
+    "api-token-bootstrap",
+    "storage-overview",
+    "ansible-provision",
+)
 STOPS = "stops or restarts a VM"
 UNKNOWN_NODE = "(known after run: steps.where.node)"
 
@@ -41,6 +54,7 @@ def runbook_json(cli: Callable[..., Any], name: str) -> dict[str, Any]:
 
 # -- every runbook ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", OPS)
 def test_the_runbook_validates(cli, name: str) -> None:
     result = cli("--home", str(REPO), "validate", str(REPO / "runbooks" / f"{name}.md"))
@@ -56,8 +70,10 @@ def test_every_step_has_an_explicit_id_and_nothing_runs_over_ssh(cli, name: str)
     assert {s["kind"] for s in steps} <= {"api", "local"}
 
 
-@pytest.mark.parametrize("name", [n for n in OPS if n not in ("node-evacuate", "api-token-bootstrap",
-                                                             "storage-overview", "ansible-provision")])
+@pytest.mark.parametrize(
+    "name",
+    [n for n in OPS if n not in ("node-evacuate", "api-token-bootstrap", "storage-overview", "ansible-provision")],
+)
 def test_vmid_parameters_match_the_ranges_of_cluster_config(cli, name: str) -> None:
     ranges = yaml.safe_load((REPO / "cluster-config.yaml").read_text())["vmid_ranges"]
     params = {p["name"]: p for p in runbook_json(cli, name)["parameters"]}
@@ -66,11 +82,15 @@ def test_vmid_parameters_match_the_ranges_of_cluster_config(cli, name: str) -> N
             assert (params[param]["minimum"], params[param]["maximum"]) == (ranges["vms"]["min"], ranges["vms"]["max"])
     if "template" in params:
         assert (params["template"]["minimum"], params["template"]["maximum"]) == (
-            ranges["templates"]["min"], ranges["templates"]["max"])
+            ranges["templates"]["min"],
+            ranges["templates"]["max"],
+        )
 
 
-@pytest.mark.parametrize("name", [n for n in OPS if n not in ("node-evacuate", "api-token-bootstrap",
-                                                             "storage-overview", "ansible-provision")])
+@pytest.mark.parametrize(
+    "name",
+    [n for n in OPS if n not in ("node-evacuate", "api-token-bootstrap", "storage-overview", "ansible-provision")],
+)
 def test_a_vmid_runbook_first_checks_the_vmid_against_the_config_then_finds_the_vm(cli, name: str) -> None:
     steps = runbook_json(cli, name)["steps"]
     assert [s["id"] for s in steps[:2]] == ["vmid_range", "where"]
@@ -81,8 +101,18 @@ def test_a_vmid_runbook_first_checks_the_vmid_against_the_config_then_finds_the_
 
 
 def test_an_out_of_range_vmid_is_refused_before_anything_runs(cli) -> None:
-    result = cli("--home", str(REPO), "run", "vm-power", "--param", "vmid=100", "--param", "action=stop",
-                 "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "vm-power",
+        "--param",
+        "vmid=100",
+        "--param",
+        "action=stop",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 1
     assert "vmid: must be at least 1000 (got 100)" in result.stderr
 
@@ -100,21 +130,25 @@ def test_the_config_range_guard_runs_when_the_config_range_is_narrower(cli, make
 
 # -- vm-clone -----------------------------------------------------------------------------------
 
+
 def test_vm_clone_clones_on_the_templates_node_and_moves_only_when_asked(cli) -> None:
     steps = plan(cli, "vm-clone", "template=101", "newid=1040", "name=web01")
     assert list(steps) == ["vmid_range", "where", "clone", "move", "result"]
     assert steps["vmid_range"]["status"] == "skipped"
-    assert steps["clone"]["display"] == (f"POST /nodes/{UNKNOWN_NODE}/qemu/101/clone  newid=1040 name=web01 full=1 "
-                                         "storage=local-lvm")
+    assert steps["clone"]["display"] == (
+        f"POST /nodes/{UNKNOWN_NODE}/qemu/101/clone  newid=1040 name=web01 full=1 storage=local-lvm"
+    )
     assert "steps.where.existing" in steps["clone"]["reason"]
     assert steps["move"]["status"] == "skipped" and steps["move"]["reason"] == "when is false"
     assert not any(s["gated"] for s in steps.values())
 
     moved = plan(cli, "vm-clone", "template=101", "newid=1040", "name=web01", "target=pve02", "storage=ceph-vm")
     assert "storage=ceph-vm" in moved["clone"]["display"]
-    assert moved["move"]["display"] == ("POST /nodes/(known after run: steps.where.from_node)/qemu/1040/migrate  "
-                                        "target=pve02 online=(known after run: steps.where.online) "
-                                        "with-local-disks=(known after run: steps.where.online)")
+    assert moved["move"]["display"] == (
+        "POST /nodes/(known after run: steps.where.from_node)/qemu/1040/migrate  "
+        "target=pve02 online=(known after run: steps.where.online) "
+        "with-local-disks=(known after run: steps.where.online)"
+    )
 
 
 def test_a_linked_clone_sends_no_storage(cli) -> None:
@@ -123,19 +157,35 @@ def test_a_linked_clone_sends_no_storage(cli) -> None:
 
 
 def test_vm_clone_refuses_a_template_vmid_outside_the_template_range(cli) -> None:
-    result = cli("--home", str(REPO), "run", "vm-clone", "--param", "template=1031", "--param", "newid=1040",
-                 "--param", "name=web01", "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "vm-clone",
+        "--param",
+        "template=1031",
+        "--param",
+        "newid=1040",
+        "--param",
+        "name=web01",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 1 and "template: must be at most 199 (got 1031)" in result.stderr
 
 
 # -- vm-power -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("action", "reasons"), [
-    ("start", []),
-    ("shutdown", [STOPS]),
-    ("stop", ["marked destructive", STOPS]),
-    ("reboot", [STOPS]),
-])
+
+@pytest.mark.parametrize(
+    ("action", "reasons"),
+    [
+        ("start", []),
+        ("shutdown", [STOPS]),
+        ("stop", ["marked destructive", STOPS]),
+        ("reboot", [STOPS]),
+    ],
+)
 def test_vm_power_runs_only_the_asked_action_and_gates_all_but_start(cli, action: str, reasons: list[str]) -> None:
     steps = plan(cli, "vm-power", "vmid=1031", f"action={action}")
     actions = ("start", "shutdown", "stop", "reboot")
@@ -153,10 +203,13 @@ def test_vm_power_needs_an_action(cli) -> None:
 
 # -- vm-resize ----------------------------------------------------------------------------------
 
+
 def test_vm_resize_sends_only_what_was_asked_and_gates_the_disk(cli) -> None:
     steps = plan(cli, "vm-resize", "vmid=1031", "cores=4", "memory=8192", "disk_size=64G")
-    assert steps["cpu_memory"]["display"] == (f"PUT /nodes/{UNKNOWN_NODE}/qemu/1031/config  cores=4 memory=8192 "
-                                              "digest=(known after run: steps.current.digest)")
+    assert steps["cpu_memory"]["display"] == (
+        f"PUT /nodes/{UNKNOWN_NODE}/qemu/1031/config  cores=4 memory=8192 "
+        "digest=(known after run: steps.current.digest)"
+    )
     assert not steps["cpu_memory"]["gated"]
     assert steps["grow"]["display"] == f"PUT /nodes/{UNKNOWN_NODE}/qemu/1031/resize  disk=scsi0 size=64G"
     assert steps["grow"]["gate_reasons"] == ["marked confirm"]
@@ -168,33 +221,58 @@ def test_vm_resize_sends_only_what_was_asked_and_gates_the_disk(cli) -> None:
 
 
 def test_vm_resize_takes_a_new_total_size_never_a_relative_one(cli) -> None:
-    result = cli("--home", str(REPO), "run", "vm-resize", "--param", "vmid=1031", "--param", "disk_size=+10G",
-                 "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "vm-resize",
+        "--param",
+        "vmid=1031",
+        "--param",
+        "disk_size=+10G",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 1 and "disk_size" in result.stderr
 
 
 # -- vm-migrate ---------------------------------------------------------------------------------
 
+
 def test_vm_migrate_asks_pve_first_and_moves_online_when_running(cli) -> None:
     steps = plan(cli, "vm-migrate", "vmid=1031", "target=pve02")
     assert list(steps) == ["vmid_range", "where", "precheck", "migrate", "arrived"]
     assert steps["precheck"]["display"] == f"GET /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02"
-    assert steps["migrate"]["display"] == (f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02 "
-                                           "online=(known after run: steps.where.online) "
-                                           "with-local-disks=(known after run: steps.where.online)")
+    assert steps["migrate"]["display"] == (
+        f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02 "
+        "online=(known after run: steps.where.online) "
+        "with-local-disks=(known after run: steps.where.online)"
+    )
     assert "steps.where.node" in steps["migrate"]["reason"]  # the guard: already on the target
     assert not steps["migrate"]["gated"]
 
 
 # -- snapshots ----------------------------------------------------------------------------------
 
+
 def test_snapshot_create_is_guarded_and_refuses_the_reserved_name(cli) -> None:
     steps = plan(cli, "snapshot-create", "vmid=1031", "snapname=pre-upgrade", "description=before 1.10")
-    assert steps["snapshot"]["display"] == (f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot  snapname=pre-upgrade "
-                                            "description=before 1.10 vmstate=0")
+    assert steps["snapshot"]["display"] == (
+        f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot  snapname=pre-upgrade description=before 1.10 vmstate=0"
+    )
     assert "steps.existing.exists" in steps["snapshot"]["reason"] and not steps["snapshot"]["gated"]
-    result = cli("--home", str(REPO), "run", "snapshot-create", "--param", "vmid=1031", "--param", "snapname=current",
-                 "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "snapshot-create",
+        "--param",
+        "vmid=1031",
+        "--param",
+        "snapname=current",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 1 and "snapname" in result.stderr
 
 
@@ -208,27 +286,40 @@ def test_snapshot_rollback_gates_the_stop_and_the_rollback(cli) -> None:
     steps = plan(cli, "snapshot-rollback", "vmid=1031", "snapname=pre-upgrade", "start=true")
     assert steps["stop"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/status/stop"
     assert steps["stop"]["gate_reasons"] == ["marked destructive", STOPS]
-    assert steps["rollback"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
-    assert steps["rollback"]["gate_reasons"] == ["marked destructive",
-                                                 "rolls a VM back to a snapshot (later changes are lost)"]
+    assert (
+        steps["rollback"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
+    )
+    assert steps["rollback"]["gate_reasons"] == [
+        "marked destructive",
+        "rolls a VM back to a snapshot (later changes are lost)",
+    ]
 
 
 def test_snapshot_delete_is_gated_and_guarded(cli) -> None:
     steps = plan(cli, "snapshot-delete", "vmid=1031", "snapname=pre-upgrade")
     delete = steps["delete"]
     assert delete["display"] == f"DELETE /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade"
-    assert delete["gate_reasons"] == ["marked destructive", f"DELETE /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade"]
+    assert delete["gate_reasons"] == [
+        "marked destructive",
+        f"DELETE /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade",
+    ]
     assert "steps.snapshot.exists" in delete["reason"]
 
 
 # -- backup and restore -------------------------------------------------------------------------
 
+
 def test_vm_backup_is_a_snapshot_mode_zstd_vzdump_that_prunes_nothing(cli) -> None:
     steps = plan(cli, "vm-backup", "vmid=1031", "storage=backup-nfs")
     assert steps["backup"]["action"]["path"] == f"/nodes/{UNKNOWN_NODE}/vzdump"
     assert steps["backup"]["action"]["params"] == {
-        "vmid": "1031", "storage": "backup-nfs", "mode": "snapshot", "compress": "zstd", "remove": 0,
-        "notes-template": "{{guestname}}: manual backup (runbook vm-backup)"}
+        "vmid": "1031",
+        "storage": "backup-nfs",
+        "mode": "snapshot",
+        "compress": "zstd",
+        "remove": 0,
+        "notes-template": "{{guestname}}: manual backup (runbook vm-backup)",
+    }
     assert not steps["backup"]["gated"]
     assert steps["target"]["display"] == f"GET /nodes/{UNKNOWN_NODE}/storage  content=backup"
 
@@ -238,8 +329,9 @@ ARCHIVE = "local:backup/vzdump-qemu-1031-2026_11_28-10_00_00.vma.zst"
 
 def test_vm_restore_as_a_new_vm_is_not_gated_and_never_forces(cli) -> None:
     steps = plan(cli, "vm-restore", f"archive={ARCHIVE}", "vmid=1050")
-    assert steps["restore"]["display"] == (f"POST /nodes/{UNKNOWN_NODE}/qemu  vmid=1050 archive={ARCHIVE} "
-                                           "storage=local-lvm unique=1")
+    assert steps["restore"]["display"] == (
+        f"POST /nodes/{UNKNOWN_NODE}/qemu  vmid=1050 archive={ARCHIVE} storage=local-lvm unique=1"
+    )
     assert not steps["restore"]["gated"]
     assert steps["stop_existing"]["status"] == steps["restore_over"]["status"] == "skipped"
 
@@ -247,14 +339,16 @@ def test_vm_restore_as_a_new_vm_is_not_gated_and_never_forces(cli) -> None:
 def test_vm_restore_over_an_existing_vm_is_gated_and_destructive(cli) -> None:
     steps = plan(cli, "vm-restore", f"archive={ARCHIVE}", "vmid=1031", "overwrite=true", "unique=false")
     over = steps["restore_over"]
-    assert over["display"] == (f"POST /nodes/{UNKNOWN_NODE}/qemu  vmid=1031 archive={ARCHIVE} storage=local-lvm "
-                               "unique=0 force=1")
+    assert over["display"] == (
+        f"POST /nodes/{UNKNOWN_NODE}/qemu  vmid=1031 archive={ARCHIVE} storage=local-lvm unique=0 force=1"
+    )
     assert over["gate_reasons"] == ["marked destructive"]
     assert steps["stop_existing"]["gate_reasons"] == ["marked destructive", STOPS]
     assert not steps["restore"]["gated"] and "steps.where.existing" in steps["restore"]["reason"]
 
 
 # -- node-evacuate, storage-overview, api-token-bootstrap, ansible-provision ----------------------
+
 
 def test_node_evacuate_plans_from_the_cluster(cli) -> None:
     steps = plan(cli, "node-evacuate", "node=pve01")
@@ -274,21 +368,34 @@ def test_api_token_bootstrap_creates_the_token_last_and_keeps_only_its_id(cli) -
     steps = plan(cli, "api-token-bootstrap")
     assert list(steps)[-1] == "token"
     token = steps["token"]
-    assert token["display"] == ("POST /access/users/runbook@pve/token/runbook  privsep=0 "
-                                "comment=runbook automation token (api-token-bootstrap)")
+    assert token["display"] == (
+        "POST /access/users/runbook@pve/token/runbook  privsep=0 comment=runbook automation token (api-token-bootstrap)"
+    )
     assert token["gate_reasons"] == ["marked confirm"]
     assert steps["acl"]["display"] == "PUT /access/acl  path=/ users=runbook@pve roles=RunbookOperator propagate=1"
     privs = steps["create_role"]["action"]["params"]["privs"].split(",")
-    assert "VM.Snapshot.Rollback" in privs and not {"Permissions.Modify", "User.Modify", "Sys.Modify",
-                                                    "Sys.PowerMgmt"} & set(privs)
+    assert "VM.Snapshot.Rollback" in privs and not {
+        "Permissions.Modify",
+        "User.Modify",
+        "Sys.Modify",
+        "Sys.PowerMgmt",
+    } & set(privs)
     attrs = {s["id"]: s["attributes"] for s in runbook_json(cli, "api-token-bootstrap")["steps"]}
     assert attrs["token"]["extract"] == '{"full-tokenid": .["full-tokenid"]}'
     assert "register" not in attrs["token"]
 
 
 def test_api_token_bootstrap_refuses_privileges_that_escalate(cli) -> None:
-    result = cli("--home", str(REPO), "run", "api-token-bootstrap", "--param", "privileges=VM.Audit,Permissions.Modify",
-                 "--dry-run", "--offline")
+    result = cli(
+        "--home",
+        str(REPO),
+        "run",
+        "api-token-bootstrap",
+        "--param",
+        "privileges=VM.Audit,Permissions.Modify",
+        "--dry-run",
+        "--offline",
+    )
     assert result.exit_code == 1 and "(got 'Permissions.Modify')" in result.stderr
 
 
@@ -298,8 +405,8 @@ def test_ansible_provision_hands_the_token_over_in_the_environment_only(cli) -> 
     assert playbook["gate_reasons"] == ["marked confirm"]
     assert playbook["action"]["token_env"] == "PROXMOX_API_TOKEN"
     assert playbook["action"]["script"].splitlines()[-1] == (
-        'ansible-playbook -i "$fleet"/inventory/hosts.yaml "$fleet"/playbooks/talos-provision-vms.yaml '
-        "--tags workers ")
+        'ansible-playbook -i "$fleet"/inventory/hosts.yaml "$fleet"/playbooks/talos-provision-vms.yaml --tags workers '
+    )
     assert "PROXMOX_API_TOKEN" not in playbook["action"]["script"]
     everything = plan(cli, "ansible-provision", "check_mode=true")["playbook"]["action"]["script"]
     assert "--tags" not in everything and everything.rstrip().endswith("--check --diff")
@@ -322,8 +429,10 @@ def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     class Pve(fakepve.FakePve):  # type: ignore[misc]
         def _routes_ops_test(self) -> list:
-            return [("POST", "/access/users/{userid}/token/{tokenid}", self._token_add),
-                    ("POST", "/nodes/{node}/qemu/{vmid}/migrate", self._migrate)]
+            return [
+                ("POST", "/access/users/{userid}/token/{tokenid}", self._token_add),
+                ("POST", "/nodes/{node}/qemu/{vmid}/migrate", self._migrate),
+            ]
 
         async def _token_add(self, v: dict, user: str) -> dict:
             full = f"{v['userid']}!{v['tokenid']}"
@@ -336,6 +445,7 @@ def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
             async def body() -> None:
                 vm.node = v["target"]
+
             return await self.task(v["node"], "qmigrate", vm.vmid, user, body, vm=vm)
 
     monkeypatch.setattr(server, "FakePve", Pve)
@@ -346,7 +456,8 @@ def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         config = yaml.safe_load((REPO / "cluster-config.yaml").read_text())
         config["cluster"]["nodes"] = [
             {"name": name, "host": url.split("//")[1].split(":")[0], "port": int(url.rsplit(":", 1)[1])}
-            for name, url in zip(("pve01", "pve02", "pve03"), node_endpoints(srv))]
+            for name, url in zip(("pve01", "pve02", "pve03"), node_endpoints(srv))
+        ]
         config["tls"] = {"ca_file": str(srv.certfile)}
         (home / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         shutil.copytree(REPO / "clusters", home / "clusters")
@@ -357,12 +468,14 @@ def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def live(cli: Callable[..., Any], pve: Any, name: str, *args: str) -> Any:
-    return cli("--home", str(pve.home), "run", name, *args,
-               env={"PROXMOX_API_TOKEN": f"{server_token_id()}={TOKEN_SECRET}"})
+    return cli(
+        "--home", str(pve.home), "run", name, *args, env={"PROXMOX_API_TOKEN": f"{server_token_id()}={TOKEN_SECRET}"}
+    )
 
 
 def server_token_id() -> str:
     from tests.support.fakepve_server import TOKEN_ID
+
     return TOKEN_ID
 
 
@@ -371,8 +484,9 @@ def report(result: Any) -> dict[str, Any]:
 
 
 def statuses(result: Any) -> dict[str, str]:
-    return {s["step_id"] + (f"[{s['item_key']}]" if s["item_key"] else ""): s["status"]
-            for s in report(result)["steps"]}
+    return {
+        s["step_id"] + (f"[{s['item_key']}]" if s["item_key"] else ""): s["status"] for s in report(result)["steps"]
+    }
 
 
 def recorded(home: Path) -> str:
@@ -392,7 +506,8 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
     assert [s["display"] for s in moves] == [
         "POST /nodes/pve01/qemu/1031/migrate  target=pve02 online=1 with-local-disks=1",
         "POST /nodes/pve01/qemu/1032/migrate  target=pve03 online=0 with-local-disks=0",
-        "POST /nodes/pve01/qemu/1033/migrate  target=pve02 online=0 with-local-disks=0"]
+        "POST /nodes/pve01/qemu/1033/migrate  target=pve02 online=0 with-local-disks=0",
+    ]
     assert all(s["gate_reasons"] == ["marked confirm"] for s in moves)
     assert steps[0]["output"]["left_behind"]["templates"] == [{"vmid": 101, "name": "tpl"}]
 
@@ -402,7 +517,11 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
     assert done.exit_code == 0, done.output
     assert statuses(done)["remaining"] == "succeeded"
     assert pve.do(lambda: sorted((vm.vmid, vm.node) for vm in pve.pve.vms)) == [
-        (101, "pve01"), (1031, "pve02"), (1032, "pve03"), (1033, "pve02")]
+        (101, "pve01"),
+        (1031, "pve02"),
+        (1032, "pve03"),
+        (1033, "pve02"),
+    ]
     again = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
     assert again.exit_code == 0 and statuses(again)["remaining"] == "skipped"
 
@@ -417,8 +536,14 @@ def test_api_token_bootstrap_never_records_the_new_tokens_secret(cli, pve) -> No
 
 
 def test_vm_clone_skips_its_own_clone_and_refuses_a_vmid_in_use(cli, pve) -> None:
-    pve.do(pve.pve.add_vm, 101, "talos-tpl", node="pve02", template=True,
-           config={"scsi0": "local-lvm:base-101-disk-0,size=4G"})
+    pve.do(
+        pve.pve.add_vm,
+        101,
+        "talos-tpl",
+        node="pve02",
+        template=True,
+        config={"scsi0": "local-lvm:base-101-disk-0,size=4G"},
+    )
     pve.do(pve.pve.add_vm, 1031, "web01", node="pve01")
     args = ("--param", "template=101", "--param", "newid=1040", "--param", "name=app01", "--json")
     first = live(cli, pve, "vm-clone", *args)
@@ -446,8 +571,13 @@ def test_vm_power_stop_waits_for_approval_and_a_second_run_changes_nothing(cli, 
 
 
 def test_vm_resize_refuses_to_shrink_a_disk(cli, pve) -> None:
-    pve.do(pve.pve.add_vm, 1031, "web01", node="pve01",
-           config={"cores": 2, "memory": 2048, "scsi0": "local-lvm:vm-1031-disk-0,size=32G"})
+    pve.do(
+        pve.pve.add_vm,
+        1031,
+        "web01",
+        node="pve01",
+        config={"cores": 2, "memory": 2048, "scsi0": "local-lvm:vm-1031-disk-0,size=32G"},
+    )
     result = live(cli, pve, "vm-resize", "--param", "vmid=1031", "--param", "disk_size=16G")
     assert result.exit_code == 5
     assert "refused: refusing to shrink scsi0 of VM 1031 from 32G to 16G: disks only grow" in result.stderr

@@ -35,16 +35,39 @@ TOKEN_VALUE = "7e57c0de-5ec2-4e7a-9a11-0b5e55ed5ec2"
 
 #: The Image Factory schematic of the talos-staging profile (its extensions).
 SCHEMATIC = "6ebbfe35c8225645c05d4d19eaad385bd1ec795954932d0ada671388272fec19"
-STAGING = {"stg-cp01": (1031, "pve01", "10.20.0.31"), "stg-cp02": (1032, "pve02", "10.20.0.32"),
-           "stg-cp03": (1033, "pve03", "10.20.0.33")}
+STAGING = {
+    "stg-cp01": (1031, "pve01", "10.20.0.31"),
+    "stg-cp02": (1032, "pve02", "10.20.0.32"),
+    "stg-cp03": (1033, "pve03", "10.20.0.33"),
+}
 
 SCENARIOS: dict[str, tuple[str, ...]] = {
-    "talos": ("cluster-create", "cluster-status", "talos-etcd-backup", "talos-image-factory", "talos-image-cache",
-              "talos-upgrade", "talos-cluster-bootstrap", "cluster-teardown"),
+    "talos": (
+        "cluster-create",
+        "cluster-status",
+        "talos-etcd-backup",
+        "talos-image-factory",
+        "talos-image-cache",
+        "talos-upgrade",
+        "talos-cluster-bootstrap",
+        "cluster-teardown",
+    ),
     "generic": ("cluster-create", "cluster-status", "cluster-teardown"),
-    "vm_operations": ("talos-template-create", "vm-clone", "vm-power", "vm-resize", "vm-migrate", "snapshot-create",
-                      "snapshot-list", "snapshot-rollback", "snapshot-delete", "vm-backup", "vm-restore",
-                      "storage-overview", "node-evacuate"),
+    "vm_operations": (
+        "talos-template-create",
+        "vm-clone",
+        "vm-power",
+        "vm-resize",
+        "vm-migrate",
+        "snapshot-create",
+        "snapshot-list",
+        "snapshot-rollback",
+        "snapshot-delete",
+        "vm-backup",
+        "vm-restore",
+        "storage-overview",
+        "node-evacuate",
+    ),
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
 }
 
@@ -159,8 +182,9 @@ class Sim:
 
 
 @pytest.fixture
-def sim(cli: Callable[..., Any], make_home: Callable[..., Home], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> Iterator[Sim]:
+def sim(
+    cli: Callable[..., Any], make_home: Callable[..., Home], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Sim]:
     monkeypatch.setattr(sim_server, "_api_secret", lambda: API_SECRET)
     monkeypatch.setattr(sim_server, "_new_token_value", lambda: TOKEN_VALUE)
     user_home = tmp_path / "user"
@@ -189,7 +213,8 @@ def test_the_scenarios_run_every_shipped_runbook() -> None:
     covered = {name for names in SCENARIOS.values() for name in names}
     assert covered == shipped_runbooks(), (
         f"runbooks without a simulated run: {sorted(shipped_runbooks() - covered)}; "
-        f"named but not shipped: {sorted(covered - shipped_runbooks())}")
+        f"named but not shipped: {sorted(covered - shipped_runbooks())}"
+    )
 
 
 # -- scenario: a Talos cluster from create to teardown ---------------------------------------------
@@ -206,7 +231,8 @@ def test_talos_cluster_lifecycle(sim: Sim, tmp_path: Path) -> None:
     assert mac(config["net0"]) == "02:70:76:00:04:07" and "size=100G" in config["scsi0"]
     talos = {row["ip"]: row for row in sim.status()["talos"]}
     assert {ip: (row["hostname"], row["state"]) for ip, row in talos.items()} == {
-        ip: (name, "healthy") for name, (_vmid, _node, ip) in STAGING.items()}
+        ip: (name, "healthy") for name, (_vmid, _node, ip) in STAGING.items()
+    }
     assert create.status("flux_bootstrap") == "succeeded"
     assert (sim.talos_dir("talos-staging") / "kubeconfig").is_file()
 
@@ -228,21 +254,27 @@ def test_talos_cluster_lifecycle(sim: Sim, tmp_path: Path) -> None:
     assert factory.status("schematic_matches") == "succeeded" and factory.status("schematic_differs") == "skipped"
     assert f"id {SCHEMATIC}" in (sim.talos_dir("talos-staging") / "factory-schematic.yaml").read_text()
 
-    cache = sim.run("talos-image-cache", "extra_images=[\"docker.io/library/nginx:1.27\"]", profile="talos-staging")
+    cache = sim.run("talos-image-cache", 'extra_images=["docker.io/library/nginx:1.27"]', profile="talos-staging")
     assert cache.output("client_version") == "v1.9.5"
     assert (sim.talos_dir("talos-staging") / "image-cache.oci").exists()
     patch = sim.talos_dir("talos-staging") / "patches" / "image-cache.yaml"
     assert "localEnabled: true" in patch.read_text()
 
-    upgrade = sim.run("talos-upgrade", "talos_version=v1.9.6", "kubernetes_version=v1.32.4",
-                      f"backup_dir={backups}", profile="talos-staging")
+    upgrade = sim.run(
+        "talos-upgrade",
+        "talos_version=v1.9.6",
+        "kubernetes_version=v1.32.4",
+        f"backup_dir={backups}",
+        profile="talos-staging",
+    )
     assert upgrade.output("kubernetes_versions") == ["v1.32.3"]
     assert upgrade.status("upgrade_kubernetes") == "succeeded"
     assert upgrade.statuses("rolling_upgrade") == ["succeeded"] * 6
     assert len(list(backups.glob("talos-staging-etcd-*-before-upgrade.db"))) == 1
     rows = sim.status()["talos"]
     assert {(r["talos_version"], r["kubernetes_version"], r["state"]) for r in rows} == {
-        ("v1.9.6", "v1.32.4", "healthy")}
+        ("v1.9.6", "v1.32.4", "healthy")
+    }
 
     # After cluster-create everything is done already: bootstrap recognises it and skips every change.
     bootstrap = sim.run("talos-cluster-bootstrap", profile="talos-staging")
@@ -291,8 +323,14 @@ def test_generic_cluster_create_and_teardown(sim: Sim) -> None:
 
 def test_template_and_vm_operations(sim: Sim) -> None:
     image = f"/var/lib/vz/template/iso/talos-v1.9.6-{SCHEMATIC[:12]}-nocloud-amd64.raw"
-    template = sim.run("talos-template-create", "vmid=110", "node=pve02", "version=v1.9.6",
-                       f"schematic={SCHEMATIC}", "remove_image=true")
+    template = sim.run(
+        "talos-template-create",
+        "vmid=110",
+        "node=pve02",
+        "version=v1.9.6",
+        f"schematic={SCHEMATIC}",
+        "remove_image=true",
+    )
     assert template.status("remove_image_files") == "succeeded"
     made = sim.vm_state(110)
     assert (made["name"], made["node"], made["template"]) == ("talos-v1.9.6", "pve02", True)
@@ -310,8 +348,13 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     rerun = sim.run("vm-clone", "template=102", "newid=1500", "name=web01", "target=pve02")
     assert (rerun.status("clone"), rerun.status("move")) == ("skipped", "skipped")  # made by the first run
 
-    for action, after in (("start", "running"), ("reboot", "running"), ("shutdown", "stopped"), ("start", "running"),
-                          ("stop", "stopped")):
+    for action, after in (
+        ("start", "running"),
+        ("reboot", "running"),
+        ("shutdown", "stopped"),
+        ("start", "running"),
+        ("stop", "stopped"),
+    ):
         power = sim.run("vm-power", "vmid=1500", f"action={action}")
         assert power.status(action) == "succeeded" and power.output("settled")["status"] == after
         assert sim.vms()[1500]["status"] == after, action
@@ -322,7 +365,7 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     assert resize.output("current")["size"] == "8G"
     config = sim.vm_state(1500)["config"]
     assert (int(config["cores"]), int(config["memory"])) == (4, 4096) and "size=32G" in config["scsi0"]
-    assert sim.volumes("local-lvm")["vm-1500-disk-0"]["size"] == 32 * 1024 ** 3
+    assert sim.volumes("local-lvm")["vm-1500-disk-0"]["size"] == 32 * 1024**3
 
     migrate = sim.run("vm-migrate", "vmid=1500", "target=pve03")
     assert migrate.output("precheck") == {"local_disks": ["local-lvm:vm-1500-disk-0"]}
@@ -353,7 +396,9 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     assert sim.run("snapshot-create", "vmid=1500", "snapname=live").status("snapshot") == "skipped"  # taken already
     chain = sim.run("snapshot-list", "vmid=1500").output("snapshots")
     assert [(s["name"], s["vmstate"], s["parent"]) for s in chain["snapshots"]] == [
-        ("before-change", False, None), ("live", True, "before-change")]
+        ("before-change", False, None),
+        ("live", True, "before-change"),
+    ]
     resumed = sim.run("snapshot-rollback", "vmid=1500", "snapname=live")
     assert resumed.status("stop") == "skipped" and resumed.output("settled")["status"] == "running"
     assert sim.vms()[1500]["status"] == "running"
@@ -382,7 +427,7 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     [pve03] = overview["nodes"]
     usage = {s["storage"]: s for s in pve03["storages"]}
     assert usage["local-lvm"]["used_gib"] == 64.0  # the disks of 1500 and 1600, 32 GiB each
-    assert usage["local"]["used_gib"] == int(stored["size"] / 1024 ** 3 * 10) / 10 > 0  # the backup archive
+    assert usage["local"]["used_gib"] == int(stored["size"] / 1024**3 * 10) / 10 > 0  # the backup archive
     assert overview["warnings"] == []
 
     sim.run("vm-power", "vmid=1500", "action=start")
@@ -408,10 +453,12 @@ def test_api_token_bootstrap_and_ansible_provision(sim: Sim) -> None:
         assert first.status(step) == "succeeded", step
     access = sim.state()["files"]["pve01"]["/etc/pve/user.cfg"]["access"]
     assert access["users"]["runbook@pve"]["tokens"] == {
-        "runbook": {"privsep": 0, "comment": "runbook automation token (api-token-bootstrap)"}}
+        "runbook": {"privsep": 0, "comment": "runbook automation token (api-token-bootstrap)"}
+    }
     assert "VM.Migrate" in access["roles"]["RunbookOperator"] and "Sys.Modify" not in access["roles"]["RunbookOperator"]
-    assert access["acl"] == [{"path": "/", "type": "user", "ugid": "runbook@pve", "roleid": "RunbookOperator",
-                              "propagate": 1}]
+    assert access["acl"] == [
+        {"path": "/", "type": "user", "ugid": "runbook@pve", "roleid": "RunbookOperator", "propagate": 1}
+    ]
 
     # A second run (another process, the cluster read back from the state) finds everything and changes nothing.
     second = sim.run("api-token-bootstrap")

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runlock import (LockHeld, LockInfo, LockUnverifiable, ProcessIdentity, ProfileLock, lock_path,
-                            read_lock)
+from engine.runlock import LockHeld, LockInfo, LockUnverifiable, ProcessIdentity, ProfileLock, lock_path, read_lock
 from tests.conftest import REPO
 
 HOLDER = """
@@ -31,8 +30,7 @@ time.sleep(60)
 @pytest.fixture
 def child_holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """A separate process holding the 'prod' lock, as another run would."""
-    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
-                             text=True)
+    child = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None and child.stdout.readline() == "locked\n"
     yield child
     child.kill()
@@ -58,7 +56,7 @@ def identity_of(pid: int) -> ProcessIdentity:
     """What ProcessIdentity.current() would say inside process ``pid``."""
     here = ProcessIdentity.current()
     stat = Path(f"/proc/{pid}/stat").read_text()
-    return ProcessIdentity(pid, here.host, int(stat[stat.rindex(")") + 2:].split()[19]), here.boot_id)
+    return ProcessIdentity(pid, here.host, int(stat[stat.rindex(")") + 2 :].split()[19]), here.boot_id)
 
 
 def test_the_lock_file_names_its_holder_and_goes_away_on_release(tmp_path: Path) -> None:
@@ -79,8 +77,14 @@ def test_a_second_acquire_in_the_same_process_is_refused_with_the_holders_detail
         with pytest.raises(LockHeld) as caught:
             ProfileLock(tmp_path, "prod", "20261128-142240-second-0002").acquire()
         message = str(caught.value)
-        for part in ("20261128-142233-first-0001", f"pid {os.getpid()}", os.uname().nodename, "since 20",
-                     "runbook runs show 20261128-142233-first-0001", "Wait"):
+        for part in (
+            "20261128-142233-first-0001",
+            f"pid {os.getpid()}",
+            os.uname().nodename,
+            "since 20",
+            "runbook runs show 20261128-142233-first-0001",
+            "Wait",
+        ):
             assert part in message
         assert not isinstance(caught.value, LockUnverifiable)
         with ProfileLock(tmp_path, "other-profile", "20261128-142240-second-0002"):
@@ -88,7 +92,8 @@ def test_a_second_acquire_in_the_same_process_is_refused_with_the_holders_detail
 
 
 def test_a_lock_held_by_another_process_blocks_until_it_is_killed(
-        tmp_path: Path, child_holder: subprocess.Popen[str]) -> None:
+    tmp_path: Path, child_holder: subprocess.Popen[str]
+) -> None:
     with pytest.raises(LockHeld, match=rf"run 20261128-142233-child-0001 \(pid {child_holder.pid} on "):
         ProfileLock(tmp_path, "prod", "20261128-142300-mine-0001", force=True).acquire()  # force cannot break it
     child_holder.send_signal(signal.SIGKILL)
@@ -150,8 +155,14 @@ def test_a_lock_from_another_host_cannot_be_checked_and_needs_force(tmp_path: Pa
     with pytest.raises(LockUnverifiable) as caught:
         ProfileLock(tmp_path, "prod", "20261128-142300-mine-0001").acquire()
     message = str(caught.value)
-    for part in ("20261127-090000-old-beef", "pid 4242 on elsewhere.example.net", "since 2026-11-27T09:00:00",
-                 "cannot check", "--force", "runbook runs show 20261127-090000-old-beef"):
+    for part in (
+        "20261127-090000-old-beef",
+        "pid 4242 on elsewhere.example.net",
+        "since 2026-11-27T09:00:00",
+        "cannot check",
+        "--force",
+        "runbook runs show 20261127-090000-old-beef",
+    ):
         assert part in message
     with ProfileLock(tmp_path, "prod", "20261128-142300-mine-0001", force=True) as lock:
         assert lock.note is not None and "elsewhere.example.net" in lock.note
@@ -171,7 +182,8 @@ def test_profile_names_that_are_not_file_names_are_refused(tmp_path: Path) -> No
 
 
 def test_losing_the_race_with_a_release_retries_on_the_new_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The holder unlinks and closes between our open and our flock: the flock we get is on an orphaned inode."""
     first = ProfileLock(tmp_path, "prod", "20261128-142233-first-0001")
     first.acquire()

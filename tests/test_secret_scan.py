@@ -83,11 +83,14 @@ exit 3
 
 def forms(secret: str) -> dict[str, str]:
     """What a leak of ``secret`` could look like: itself, pieces of it, and encodings."""
-    found = {"secret": secret, "base64": base64.b64encode(secret.encode()).decode(),
-             "url-encoded": urllib.parse.quote(secret, safe=""),
-             "header base64": base64.b64encode(f"{TOKEN_ID}={secret}".encode()).decode()[8:]}
+    found = {
+        "secret": secret,
+        "base64": base64.b64encode(secret.encode()).decode(),
+        "url-encoded": urllib.parse.quote(secret, safe=""),
+        "header base64": base64.b64encode(f"{TOKEN_ID}={secret}".encode()).decode()[8:],
+    }
     for start in range(len(secret) - PIECE + 1):
-        found[f"piece {start}"] = secret[start:start + PIECE]
+        found[f"piece {start}"] = secret[start : start + PIECE]
     return found
 
 
@@ -154,8 +157,12 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
     debug_log = tmp_path / "debug.log"
     html = tmp_path / "html"
     html.mkdir()
-    debug = {"PYTHONPATH": str(site), "RUNBOOK_SCAN_LOG": str(debug_log), "PYTHONDEVMODE": "1",
-             "PYTHONWARNINGS": "always"}
+    debug = {
+        "PYTHONPATH": str(site),
+        "RUNBOOK_SCAN_LOG": str(debug_log),
+        "PYTHONDEVMODE": "1",
+        "PYTHONWARNINGS": "always",
+    }
     codes: list[tuple[str, int]] = []
 
     def run(*args: str, expect: int | None = 0, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -171,9 +178,18 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
     profile = ("--profile", "talos-staging")
     with ArgvWatcher([SECRET, WRONG]) as watcher:
         # Looking around: nothing here needs the token, and nothing may print it.
-        for args in (("list",), ("list", "--json"), ("show", "e2e-create"), ("show", "scan-token", "--json"),
-                     ("validate",), ("validate", "--json"), ("profiles",), ("profiles", "--json"),
-                     ("profiles", "show", "talos-staging"), ("profiles", "show", "talos-staging", "--json")):
+        for args in (
+            ("list",),
+            ("list", "--json"),
+            ("show", "e2e-create"),
+            ("show", "scan-token", "--json"),
+            ("validate",),
+            ("validate", "--json"),
+            ("profiles",),
+            ("profiles", "--json"),
+            ("profiles", "show", "talos-staging"),
+            ("profiles", "show", "talos-staging", "--json"),
+        ):
             run(*args, expect=None)
         # Plans: read-only steps run against the cluster (with the token), or nothing is contacted.
         run("run", "e2e-create", *profile, "--dry-run")
@@ -193,8 +209,7 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
 
         # Failures, each then resumed once the cause is gone.
         cluster.pve.do(cluster.pve.pve.fail, "PUT", "/qemu/1032/config", error="config_lock_timeout", times=1)
-        cluster.pve.do(lambda: [cluster.pve.pve.vms.remove(vm) for vm in list(cluster.pve.pve.vms)
-                                if not vm.template])
+        cluster.pve.do(lambda: [cluster.pve.pve.vms.remove(vm) for vm in list(cluster.pve.pve.vms) if not vm.template])
         failed = report(run("run", "e2e-create", *profile, "--json", expect=5))
         run("resume", failed["run_id"], "--json")
         run("run", "e2e-teardown", *profile, expect=4)  # stopped at a gate
@@ -237,8 +252,9 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         # Interrupted: Ctrl-C (a traceback, if any, is scanned too), then SIGKILL, then resume.
         cluster.pve.pve.time_scale = 0.05
         for sig in (signal.SIGINT, signal.SIGKILL):
-            cluster.pve.do(lambda: [cluster.pve.pve.vms.remove(vm) for vm in list(cluster.pve.pve.vms)
-                                    if not vm.template])
+            cluster.pve.do(
+                lambda: [cluster.pve.pve.vms.remove(vm) for vm in list(cluster.pve.pve.vms) if not vm.template]
+            )
             process = cluster.start("run", "e2e-create", *profile, extra_env=debug)
             time.sleep(1.2)
             process.send_signal(sig)
@@ -261,10 +277,18 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("utf-8", "replace")
     texts["talosctl calls"] = cluster.talos.log.read_text() if cluster.talos.log.exists() else ""
-    leaks = [(where, name) for where, text in texts.items()
-             for secret in (SECRET, WRONG) for name, form in forms(secret).items() if form in text]
-    contexts = {where: texts[where][max(0, texts[where].find(SECRET) - 600):texts[where].find(SECRET) + 200]
-                for where, _ in leaks if SECRET in texts[where]}
+    leaks = [
+        (where, name)
+        for where, text in texts.items()
+        for secret in (SECRET, WRONG)
+        for name, form in forms(secret).items()
+        if form in text
+    ]
+    contexts = {
+        where: texts[where][max(0, texts[where].find(SECRET) - 600) : texts[where].find(SECRET) + 200]
+        for where, _ in leaks
+        if SECRET in texts[where]
+    }
     assert not leaks, f"the token leaked: {leaks[:10]}\n{contexts}"
     assert not watcher.hits, f"a secret was on a command line: {watcher.hits}"
 
@@ -277,8 +301,10 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
     assert {"ssh", "bash", "talosctl", "pass", "gpg"} <= watcher.seen, sorted(watcher.seen)
     assert watcher.sweeps > 100
     programs = sorted(watcher.seen & {"ssh", "bash", "talosctl", "pass", "gpg", "gpg-agent"})
-    print(f"scan: {len(codes)} CLI invocations (+2 interrupted), {len(texts)} texts, {watcher.sweeps} /proc sweeps, "
-          f"programs seen: {programs}")
+    print(
+        f"scan: {len(codes)} CLI invocations (+2 interrupted), {len(texts)} texts, {watcher.sweeps} /proc sweeps, "
+        f"programs seen: {programs}"
+    )
     assert len(codes) > 40 and len(texts) > 60
 
 
@@ -296,8 +322,8 @@ def test_a_command_that_prints_only_the_secret_part_of_the_token_is_masked_too(t
     """Found by the scan: the token handed to a command (``api_token_env``) is ``user@realm!id=secret``,
     and a command printing just the part after ``=`` (as ``${TOK#*=}`` or Ansible's modules split it)
     showed the secret in its output, the progress events, the failure message and the journal."""
-    from engine.executors.shell import LocalExecutor
     from engine.actions import StepFailed
+    from engine.executors.shell import LocalExecutor
     from engine.secrets import Secret
 
     lines: list[str] = []

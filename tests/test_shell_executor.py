@@ -164,8 +164,14 @@ def test_progress_gets_lines_as_they_come(ssh: SshExecutor) -> None:
     assert sorted(lines) == ["a", "b", "c"]
 
 
-def _config_for(tmp_path: Path, sshd: SshServer, *, port: int | None = None, identity: Path | None = None,
-                known_hosts: Path | None = None) -> Path:
+def _config_for(
+    tmp_path: Path,
+    sshd: SshServer,
+    *,
+    port: int | None = None,
+    identity: Path | None = None,
+    known_hosts: Path | None = None,
+) -> Path:
     """An ssh_config with one alias ``pvex`` pointing at the test server with some detail changed."""
     cfg = tmp_path / "ssh_config"
     cfg.write_text(

@@ -99,14 +99,15 @@ def test_seeds_the_config_nodes_storages_and_profile_templates(sim: SimCluster, 
     assert seeded[102]["name"] == "template-102"
     for vm in seeded.values():
         assert (vm["node"], vm["template"], vm["status"], vm["tags"]) == ("pve01", 1, "stopped", "template;talos")
-        assert vm["maxdisk"] == 8 * 1024 ** 3
+        assert vm["maxdisk"] == 8 * 1024**3
     config = call(api, "GET", "/nodes/pve01/qemu/101/config")
     assert (config["template"], config["bios"], config["scsi0"]) == (1, "ovmf", "local-lvm:base-101-disk-0,size=8G")
     assert sim.endpoints() == [(node, sim.url) for node in ("pve01", "pve02", "pve03")]
 
 
 def test_a_shared_default_storage_is_seeded_shared_and_clones_can_target_any_node(
-        make_home: Callable[..., Home]) -> None:
+    make_home: Callable[..., Home],
+) -> None:
     text = (Path(__file__).resolve().parent.parent / "cluster-config.yaml").read_text(encoding="utf-8")
     shared = text.replace("storage: local-lvm\n  shared_storage: false", "storage: ceph-vm\n  shared_storage: true")
     assert shared != text
@@ -135,14 +136,19 @@ def test_clone_then_migrate_moves_the_vm(api: ApiExecutor) -> None:
     assert log == ["starting migration of VM 1031 to node 'pve02'", "migration finished successfully", "TASK OK"]
 
 
-@pytest.mark.parametrize(("vmid", "params", "running", "words"), [
-    (1031, {"target": "pve09"}, False, "HTTP 500 no such cluster node 'pve09'"),
-    (1031, {"target": "pve01"}, False, "target: target is local node."),
-    (1031, {"target": "pve02"}, True, "HTTP 500 can't migrate running VM without --online"),
-    (101, {"target": "pve02"}, False, "HTTP 500 can't migrate VM 101: it is a template"),
-], ids=["unknown-target", "same-node", "running-not-online", "template"])
-def test_migrate_refusals_use_pves_words_and_move_nothing(api: ApiExecutor, vmid: int, params: dict[str, str],
-                                                          running: bool, words: str) -> None:
+@pytest.mark.parametrize(
+    ("vmid", "params", "running", "words"),
+    [
+        (1031, {"target": "pve09"}, False, "HTTP 500 no such cluster node 'pve09'"),
+        (1031, {"target": "pve01"}, False, "target: target is local node."),
+        (1031, {"target": "pve02"}, True, "HTTP 500 can't migrate running VM without --online"),
+        (101, {"target": "pve02"}, False, "HTTP 500 can't migrate VM 101: it is a template"),
+    ],
+    ids=["unknown-target", "same-node", "running-not-online", "template"],
+)
+def test_migrate_refusals_use_pves_words_and_move_nothing(
+    api: ApiExecutor, vmid: int, params: dict[str, str], running: bool, words: str
+) -> None:
     clone(api)
     if running:
         call(api, "POST", "/nodes/pve01/qemu/1031/status/start")
@@ -203,15 +209,22 @@ def without_uptime(resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in item.items() if k != "uptime"} for item in resources]
 
 
-@pytest.mark.parametrize(("text", "what"), [
-    ("{not json", "it is not valid JSON"),
-    ("", "it is not valid JSON"),
-    ("[]", "the file should be a JSON object"),
-    ('{"format": "other"}', "it is not a runbook simulated-cluster state"),
-    (json.dumps({"format": FORMAT, "version": 99}), "format version 99, but this runbook reads version 1"),
-    (json.dumps(dict(SimState().to_json(), vms=[{"vmid": "101"}])), "vms[0].vmid is a string, but should be a whole"),
-    (json.dumps(dict(SimState().to_json(), files={"pve01": []})), "files.pve01 should be a JSON object"),
-], ids=["broken", "empty", "list", "foreign", "newer", "bad-field", "bad-files"])
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ("{not json", "it is not valid JSON"),
+        ("", "it is not valid JSON"),
+        ("[]", "the file should be a JSON object"),
+        ('{"format": "other"}', "it is not a runbook simulated-cluster state"),
+        (json.dumps({"format": FORMAT, "version": 99}), "format version 99, but this runbook reads version 1"),
+        (
+            json.dumps(dict(SimState().to_json(), vms=[{"vmid": "101"}])),
+            "vms[0].vmid is a string, but should be a whole",
+        ),
+        (json.dumps(dict(SimState().to_json(), files={"pve01": []})), "files.pve01 should be a JSON object"),
+    ],
+    ids=["broken", "empty", "list", "foreign", "newer", "bad-field", "bad-files"],
+)
 def test_a_damaged_state_file_is_refused_naming_the_file_and_the_way_out(home: Home, text: str, what: str) -> None:
     path = state_path(home)
     path.parent.mkdir(parents=True)

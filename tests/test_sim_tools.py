@@ -63,8 +63,10 @@ class FakeVms:
 
 @pytest.fixture
 def node() -> tuple[SimShellExecutor, FakeVms, NodeFiles]:
-    vms = FakeVms(VmInfo(101, "talos-v1.9.5", "pve01", config={"name": "talos-v1.9.5", "bios": "ovmf", "memory": 2048}),
-                  VmInfo(1031, "stg-cp01", "pve01", status="running", config={"name": "stg-cp01"}))
+    vms = FakeVms(
+        VmInfo(101, "talos-v1.9.5", "pve01", config={"name": "talos-v1.9.5", "bios": "ovmf", "memory": 2048}),
+        VmInfo(1031, "stg-cp01", "pve01", status="running", config={"name": "stg-cp01"}),
+    )
     files = NodeFiles()
     return SimShellExecutor(vms, files), vms, files
 
@@ -77,7 +79,10 @@ def test_template_creation_sequence(node) -> None:
     executor, vms, files = node
     iso = "/var/lib/vz/template/iso"
     lines: list[str] = []
-    result = executor.run(ShellCommand(node="pve01", script=f"""
+    result = executor.run(
+        ShellCommand(
+            node="pve01",
+            script=f"""
         # fetch the factory image once, decompress, import as the template's disk
         IMG={iso}/talos-v1.9.5-nocloud-amd64.raw
         test -f "$IMG" || wget -q -O "$IMG.xz" '{IMAGE_URL}'
@@ -87,7 +92,10 @@ def test_template_creation_sequence(node) -> None:
         qm set 101 --efidisk0 local-lvm:0,efitype=4m,pre-enrolled-keys=0
         qm template 101
         qm config 101 | grep -E '^(scsi0|efidisk0):'
-    """), progress=lines.append)
+    """,
+        ),
+        progress=lines.append,
+    )
     vm = vms.vms[101]
     assert vm.template is True
     assert vm.config["scsi0"] == "local-lvm:base-101-disk-0,discard=on,ssd=1,size=1246M"
@@ -97,9 +105,14 @@ def test_template_creation_sequence(node) -> None:
     assert raw is not None and raw["size"] == 1246 * 1024 * 1024 and raw["source"] == IMAGE_URL
     assert files.get("pve01", f"{iso}/talos-v1.9.5-nocloud-amd64.raw.xz") is None  # xz -d removes it
     assert result.data["exit_code"] == 0
-    assert "scsi0: successfully created disk 'local-lvm:vm-101-disk-0,discard=on,ssd=1,size=1246M'" in result.data["stdout"]
-    assert result.data["stdout"].endswith("efidisk0: local-lvm:base-101-disk-1,efitype=4m,pre-enrolled-keys=0,size=4M\n"
-                                          "scsi0: local-lvm:base-101-disk-0,discard=on,ssd=1,size=1246M\n")
+    assert (
+        "scsi0: successfully created disk 'local-lvm:vm-101-disk-0,discard=on,ssd=1,size=1246M'"
+        in result.data["stdout"]
+    )
+    assert result.data["stdout"].endswith(
+        "efidisk0: local-lvm:base-101-disk-1,efitype=4m,pre-enrolled-keys=0,size=4M\n"
+        "scsi0: local-lvm:base-101-disk-0,discard=on,ssd=1,size=1246M\n"
+    )
     assert 'Renamed "vm-101-disk-0" to "base-101-disk-0"' in result.data["stderr"]
     assert any(line.startswith("update VM 101: -scsi0") for line in lines)
     # a second run finds the image and skips the download (the guards work)
@@ -113,11 +126,16 @@ def test_unsupported_command_fails_before_anything_runs(node) -> None:
         ssh(executor, "mkdir -p /root/work\npvesm alloc local-lvm 101 vm-101-disk-9 4G\n")
     assert failed.value.message == (
         "simulation: 'pvesm' is not simulated on PVE nodes (simulated: qm set/template/config/list/status, wget, "
-        "curl, xz -d, test -f, rm -f, mkdir -p, echo) (script line 2)")
+        "curl, xz -d, test -f, rm -f, mkdir -p, echo) (script line 2)"
+    )
     assert failed.value.sent is False
     assert not files.is_dir("pve01", "/root/work")
-    for script, what in (("qm start 101", "'qm start' is not simulated"), ("echo $(date)", "command substitution"),
-                         ("if true; then echo; fi", "'if' is not simulated"), ("cat <<EOF\nx\nEOF", "here-documents")):
+    for script, what in (
+        ("qm start 101", "'qm start' is not simulated"),
+        ("echo $(date)", "command substitution"),
+        ("if true; then echo; fi", "'if' is not simulated"),
+        ("cat <<EOF\nx\nEOF", "here-documents"),
+    ):
         with pytest.raises(StepFailed, match="simulation: ") as failed:
             ssh(executor, script)
         assert what in failed.value.message and failed.value.sent is False
@@ -179,14 +197,19 @@ class Cluster:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.vms = {CP1: VmInfo(1031, "stg-cp01", "pve01", "running", uid="a"),
-                    CP2: VmInfo(1032, "stg-cp02", "pve02", "running", uid="b"),
-                    CP3: VmInfo(1033, "stg-cp03", "pve03", "stopped", uid="c"),
-                    W1: VmInfo(1041, "stg-w01", "pve01", "running", uid="d")}
+        self.vms = {
+            CP1: VmInfo(1031, "stg-cp01", "pve01", "running", uid="a"),
+            CP2: VmInfo(1032, "stg-cp02", "pve02", "running", uid="b"),
+            CP3: VmInfo(1033, "stg-cp03", "pve03", "stopped", uid="c"),
+            W1: VmInfo(1041, "stg-w01", "pve01", "running", uid="d"),
+        }
         self.world = TalosWorld()
         self.executor = SimTalosctlExecutor(
-            self.world, self.vms.get, planned=lambda name: {"controlplane": [CP1, CP2, CP3]} if name == "stg" else {},
-            environ={"HOME": str(folder / "home")})
+            self.world,
+            self.vms.get,
+            planned=lambda name: {"controlplane": [CP1, CP2, CP3]} if name == "stg" else {},
+            environ={"HOME": str(folder / "home")},
+        )
 
     def run(self, *argv: str) -> dict:
         command = TalosctlCommand(argv=argv, talosconfig=str(self.folder / "talosconfig"), cwd=str(self.folder))
@@ -199,11 +222,20 @@ class Cluster:
 
     def generate(self) -> None:
         self.run("gen", "secrets", "-o", "secrets.yaml")
-        self.run("gen", "config", "stg", "https://10.20.0.30:6443", "--with-secrets", "secrets.yaml",
-                 "--install-image", f"factory.talos.dev/installer/{SCHEMATIC}:v1.9.5",
-                 "--kubernetes-version", "v1.32.3",
-                 "--config-patch-control-plane",
-                 '{"machine": {"network": {"interfaces": [{"interface": "eth0", "vip": {"ip": "10.20.0.30"}}]}}}')
+        self.run(
+            "gen",
+            "config",
+            "stg",
+            "https://10.20.0.30:6443",
+            "--with-secrets",
+            "secrets.yaml",
+            "--install-image",
+            f"factory.talos.dev/installer/{SCHEMATIC}:v1.9.5",
+            "--kubernetes-version",
+            "v1.32.3",
+            "--config-patch-control-plane",
+            '{"machine": {"network": {"interfaces": [{"interface": "eth0", "vip": {"ip": "10.20.0.30"}}]}}}',
+        )
         self.run("config", "endpoint", CP1, CP2, CP3)
 
 
@@ -215,7 +247,11 @@ def cluster(tmp_path: Path) -> Cluster:
 def test_talos_lifecycle_with_real_config_files(cluster: Cluster, tmp_path: Path) -> None:
     cluster.generate()
     secrets = yaml.safe_load((tmp_path / "secrets.yaml").read_text())
-    assert set(secrets) == {"cluster", "secrets", "trustdinfo", "certs"} and set(secrets["certs"]) >= {"os", "etcd", "k8s"}
+    assert set(secrets) == {"cluster", "secrets", "trustdinfo", "certs"} and set(secrets["certs"]) >= {
+        "os",
+        "etcd",
+        "k8s",
+    }
     assert (tmp_path / "secrets.yaml").stat().st_mode & 0o777 == 0o600
     failed = cluster.fails("gen", "secrets", "-o", "secrets.yaml")
     assert 'file "secrets.yaml" already exists, use --force to overwrite' in failed.message
@@ -224,7 +260,9 @@ def test_talos_lifecycle_with_real_config_files(cluster: Cluster, tmp_path: Path
     worker = yaml.safe_load((tmp_path / "worker.yaml").read_text())
     talosconfig = yaml.safe_load((tmp_path / "talosconfig").read_text())
     assert cp["machine"]["type"] == "controlplane" and worker["machine"]["type"] == "worker"
-    assert cp["cluster"]["clusterName"] == "stg" and cp["cluster"]["controlPlane"]["endpoint"] == "https://10.20.0.30:6443"
+    assert (
+        cp["cluster"]["clusterName"] == "stg" and cp["cluster"]["controlPlane"]["endpoint"] == "https://10.20.0.30:6443"
+    )
     assert cp["machine"]["install"]["image"] == f"factory.talos.dev/installer/{SCHEMATIC}:v1.9.5"
     assert cp["cluster"]["apiServer"]["image"] == "registry.k8s.io/kube-apiserver:v1.32.3"
     assert cp["machine"]["network"]["interfaces"][0]["vip"]["ip"] == "10.20.0.30"
@@ -238,7 +276,9 @@ def test_talos_lifecycle_with_real_config_files(cluster: Cluster, tmp_path: Path
     cluster.run("apply-config", "--insecure", "--nodes", CP1, "--file", "controlplane.yaml")
     cluster.run("apply-config", "--insecure", "--nodes", CP2, "--file", "controlplane.yaml")
     cluster.run("apply-config", "-i", "-n", W1, "-f", "worker.yaml")
-    assert "tls: certificate required" in cluster.fails("apply-config", "-i", "-n", CP1, "-f", "controlplane.yaml").message
+    assert (
+        "tls: certificate required" in cluster.fails("apply-config", "-i", "-n", CP1, "-f", "controlplane.yaml").message
+    )
     assert cluster.world.node(CP1)["role"] == "controlplane" and cluster.world.node(W1)["role"] == "worker"
 
     # bootstrapped on one control plane, then healthy once every control plane is installed and running
@@ -282,8 +322,10 @@ def test_double_bootstrap_is_refused(cluster: Cluster) -> None:
     cluster.run("bootstrap", "--nodes", CP1)
     for ip in (CP1, CP2):
         failed = cluster.fails("bootstrap", "--nodes", ip)
-        assert ("error executing bootstrap: rpc error: code = AlreadyExists desc = etcd data directory is not empty"
-                in failed.message)
+        assert (
+            "error executing bootstrap: rpc error: code = AlreadyExists desc = etcd data directory is not empty"
+            in failed.message
+        )
         assert f"already bootstrapped on {CP1}" in failed.message
 
 
@@ -320,8 +362,9 @@ def test_upgrade_needs_a_healthy_cluster_and_unknown_commands_fail_clearly(clust
     failed = cluster.fails("upgrade", "--nodes", CP1, "--image", "ghcr.io/siderolabs/installer:v1.9.6")
     assert "cluster is not healthy" in failed.message and f"{CP2}: in maintenance mode" in failed.message
     failed = cluster.fails("dashboard", "--nodes", CP1)
-    assert failed.message.startswith("`talosctl dashboard --nodes 10.20.0.31`: simulation: talosctl dashboard is not "
-                                     "simulated (simulated: ")
+    assert failed.message.startswith(
+        "`talosctl dashboard --nodes 10.20.0.31`: simulation: talosctl dashboard is not simulated (simulated: "
+    )
     assert failed.sent is False
     assert "talosctl etcd defrag is not simulated" in cluster.fails("etcd", "defrag").message
     assert "unknown flag: --frobnicate" in cluster.fails("bootstrap", "--frobnicate").message
@@ -329,17 +372,30 @@ def test_upgrade_needs_a_healthy_cluster_and_unknown_commands_fail_clearly(clust
 
 def test_files_talosctl_writes_and_reset(cluster: Cluster, tmp_path: Path) -> None:
     failed = cluster.fails("gen", "config", "stg", "10.20.0.30")
-    assert 'no scheme and port specified for the cluster endpoint URL\n  try: "https://10.20.0.30:6443"' in failed.message
+    assert (
+        'no scheme and port specified for the cluster endpoint URL\n  try: "https://10.20.0.30:6443"' in failed.message
+    )
     cluster.generate()
     (tmp_path / "cp1.yaml").write_text("machine:\n  network:\n    hostname: stg-cp01\n")
-    cluster.run("machineconfig", "patch", "controlplane.yaml", "--patch", "@cp1.yaml",
-                "--patch", '[{"op": "add", "path": "/machine/certSANs/-", "value": "10.20.0.30"}]', "-o", "cp1-full.yaml")
+    cluster.run(
+        "machineconfig",
+        "patch",
+        "controlplane.yaml",
+        "--patch",
+        "@cp1.yaml",
+        "--patch",
+        '[{"op": "add", "path": "/machine/certSANs/-", "value": "10.20.0.30"}]',
+        "-o",
+        "cp1-full.yaml",
+    )
     patched = yaml.safe_load((tmp_path / "cp1-full.yaml").read_text())
     assert patched["machine"]["network"]["hostname"] == "stg-cp01" and patched["machine"]["certSANs"] == ["10.20.0.30"]
     cluster.run("images", "cache-create", "--image-cache-path", "cache", "--images", "ghcr.io/a/b:1,ghcr.io/c/d:2")
     index = json.loads((tmp_path / "cache" / "index.json").read_text())
-    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["ghcr.io/a/b:1",
-                                                                                                   "ghcr.io/c/d:2"]
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == [
+        "ghcr.io/a/b:1",
+        "ghcr.io/c/d:2",
+    ]
     cluster.run("apply-config", "--insecure", "--nodes", CP1, "--file", "cp1-full.yaml")
     assert cluster.world.node(CP1)["hostname"] == "stg-cp01"
     cluster.run("reset", "--nodes", CP1, "--graceful=false", "--reboot")
@@ -353,19 +409,25 @@ def test_files_talosctl_writes_and_reset(cluster: Cluster, tmp_path: Path) -> No
 def test_factory_schematic_id_is_deterministic_and_matches_the_real_factory() -> None:
     executor = SimHttpExecutor()
     as_yaml = "customization:\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/qemu-guest-agent\n"
-    as_json = json.dumps({"customization": {"systemExtensions": {"officialExtensions": ["siderolabs/qemu-guest-agent"]}}})
+    as_json = json.dumps(
+        {"customization": {"systemExtensions": {"officialExtensions": ["siderolabs/qemu-guest-agent"]}}}
+    )
     first = executor.request(HttpRequest("POST", "https://factory.talos.dev/schematics", body=as_yaml))
     second = executor.request(HttpRequest("POST", "https://factory.talos.dev/schematics", body=as_json))
     assert first.data["json"] == second.data["json"] == {"id": SCHEMATIC}  # the id factory.talos.dev gives
     assert first.data["status"] == 201 and set(first.data) == {"status", "headers", "body", "json"}
     assert schematic_id("")[0] == "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
-    two = {"customization": {"systemExtensions": {"officialExtensions": ["siderolabs/qemu-guest-agent",
-                                                                        "siderolabs/iscsi-tools"]}}}
+    two = {
+        "customization": {
+            "systemExtensions": {"officialExtensions": ["siderolabs/qemu-guest-agent", "siderolabs/iscsi-tools"]}
+        }
+    }
     assert schematic_id(json.dumps(two)) == schematic_id(yaml.safe_dump(two))
     assert schematic_id(json.dumps(two))[0] != SCHEMATIC
     with pytest.raises(StepFailed, match=r"returned 400 Bad Request.*field systemExtension not found"):
-        executor.request(HttpRequest("POST", "https://factory.talos.dev/schematics",
-                                     body="customization:\n  systemExtension: {}\n"))
+        executor.request(
+            HttpRequest("POST", "https://factory.talos.dev/schematics", body="customization:\n  systemExtension: {}\n")
+        )
 
 
 def test_factory_versions_images_and_other_hosts() -> None:
@@ -374,7 +436,9 @@ def test_factory_versions_images_and_other_hosts() -> None:
     assert "v1.9.5" in versions
     head = executor.request(HttpRequest("HEAD", IMAGE_URL)).data
     assert head["status"] == 200 and int(head["headers"]["content-length"]) > 50_000_000
-    assert executor.request(HttpRequest("GET", IMAGE_URL.replace("v1.9.5", "v0.1.0"), expect=(404,))).data["status"] == 404
+    assert (
+        executor.request(HttpRequest("GET", IMAGE_URL.replace("v1.9.5", "v0.1.0"), expect=(404,))).data["status"] == 404
+    )
     with pytest.raises(StepFailed) as failed:
         executor.request(HttpRequest("GET", "https://example.org/versions"))
     assert "simulation: only the Talos Image Factory is simulated for http steps" in failed.value.message
@@ -391,7 +455,9 @@ def shims(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "bin", state
 
 
-def tool(bin_dir: Path, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def tool(
+    bin_dir: Path, *argv: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     environ = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(bin_dir.parent / "home")}
     environ.update(env or {})
     return subprocess.run(list(argv), capture_output=True, text=True, env=environ, cwd=cwd, timeout=30)
@@ -413,8 +479,16 @@ def test_ansible_shim_refuses_the_token_in_argv(shims) -> None:
         assert refused.returncode == 5
         assert "an argument contains the Proxmox API token" in refused.stderr
         assert token not in refused.stdout + refused.stderr
-    ran = tool(bin_dir, "ansible-playbook", "-i", "inv/hosts.yaml", "playbooks/talos-provision-vms.yaml",
-               "--tags", "controlplane", env=env)
+    ran = tool(
+        bin_dir,
+        "ansible-playbook",
+        "-i",
+        "inv/hosts.yaml",
+        "playbooks/talos-provision-vms.yaml",
+        "--tags",
+        "controlplane",
+        env=env,
+    )
     assert ran.returncode == 0, ran.stderr
     assert "PLAY RECAP" in ran.stdout and "failed=0" in ran.stdout
     missing = tool(bin_dir, "ansible-playbook", "playbooks/talos-provision-vms.yaml")
@@ -428,8 +502,16 @@ def test_kubectl_and_flux_shims_read_the_simulated_cluster(shims, cluster: Clust
     bin_dir, state = shims
     cluster.generate()
     for ip in (CP1, CP2):
-        cluster.run("apply-config", "--insecure", "--nodes", ip, "--file", "controlplane.yaml",
-                    "--config-patch", json.dumps({"machine": {"network": {"hostname": f"cp-{ip[-2:]}"}}}))
+        cluster.run(
+            "apply-config",
+            "--insecure",
+            "--nodes",
+            ip,
+            "--file",
+            "controlplane.yaml",
+            "--config-patch",
+            json.dumps({"machine": {"network": {"hostname": f"cp-{ip[-2:]}"}}}),
+        )
     cluster.run("kubeconfig", "kubeconfig", "--nodes", CP1)
     env = {"KUBECONFIG": str(tmp_path / "kubeconfig")}
     state.parent.mkdir(parents=True)
@@ -442,11 +524,24 @@ def test_kubectl_and_flux_shims_read_the_simulated_cluster(shims, cluster: Clust
     assert nodes.returncode == 0, nodes.stderr
     lines = nodes.stdout.splitlines()
     assert lines[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
-    assert [line.split()[:3] for line in lines[1:]] == [["cp-31", "Ready", "control-plane"], ["cp-32", "Ready", "control-plane"]]
-    assert tool(bin_dir, "kubectl", "apply", "-f", "x.yaml", env=env).stderr.startswith("error: simulation: kubectl apply")
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["cp-31", "Ready", "control-plane"],
+        ["cp-32", "Ready", "control-plane"],
+    ]
+    assert tool(bin_dir, "kubectl", "apply", "-f", "x.yaml", env=env).stderr.startswith(
+        "error: simulation: kubectl apply"
+    )
     assert tool(bin_dir, "flux", "check", env=env).returncode == 1
-    boot = tool(bin_dir, "flux", "bootstrap", "git", "--url=ssh://git@git.example/fleet.git", "--branch=main",
-                "--path=clusters/staging", env=env)
+    boot = tool(
+        bin_dir,
+        "flux",
+        "bootstrap",
+        "git",
+        "--url=ssh://git@git.example/fleet.git",
+        "--branch=main",
+        "--path=clusters/staging",
+        env=env,
+    )
     assert boot.returncode == 0 and "all components are healthy" in boot.stdout
     assert tool(bin_dir, "flux", "check", env=env).returncode == 0
     assert calls(state)[0]["path"] == "clusters/staging"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
 import engine.sim.wiring as wiring
 from engine.home import Home
 
@@ -27,15 +26,28 @@ def status(cli: Any, home: Home) -> dict[str, Any]:
 def cluster_state(cli: Any, home: Home) -> dict[str, Any]:
     """What a run leaves behind, in a form two runs can be compared by."""
     data = status(cli, home)
-    vms = {vm["name"]: (vm["vmid"], vm["node"], vm["status"], str(vm["cores"]), str(vm["memory"]), vm["tags"])
-           for vm in data["vms"] if not vm["template"]}
+    vms = {
+        vm["name"]: (vm["vmid"], vm["node"], vm["status"], str(vm["cores"]), str(vm["memory"]), vm["tags"])
+        for vm in data["vms"]
+        if not vm["template"]
+    }
     talos = {row["ip"]: (row["hostname"], row["role"], row["state"]) for row in data["talos"]}
     return {"vms": vms, "talos": talos, "templates": [vm for vm in data["vms"] if vm["template"]]}
 
 
 def create(cli: Any, home: Home, *extra: str) -> Any:
-    return cli("--home", str(home.root), "run", "cluster-create", "--profile", "talos-staging", "--simulate",
-               "--yes", "--json", *extra)
+    return cli(
+        "--home",
+        str(home.root),
+        "run",
+        "cluster-create",
+        "--profile",
+        "talos-staging",
+        "--simulate",
+        "--yes",
+        "--json",
+        *extra,
+    )
 
 
 def test_create_status_teardown(cli, make_home) -> None:
@@ -51,8 +63,17 @@ def test_create_status_teardown(cli, make_home) -> None:
     shown = cli("--home", str(home.root), "run", "cluster-status", "--profile", "talos-staging", "--simulate", "--json")
     assert shown.exit_code == 0, shown.output
 
-    torn = cli("--home", str(home.root), "run", "cluster-teardown", "--profile", "talos-staging", "--simulate",
-               "--yes", "--json")
+    torn = cli(
+        "--home",
+        str(home.root),
+        "run",
+        "cluster-teardown",
+        "--profile",
+        "talos-staging",
+        "--simulate",
+        "--yes",
+        "--json",
+    )
     assert torn.exit_code == 0, torn.output
     after = cluster_state(cli, home)
     assert after["vms"] == {}, "every VM of the profile is gone"
@@ -62,8 +83,9 @@ def test_create_status_teardown(cli, make_home) -> None:
 def test_teardown_without_approval_deletes_nothing(cli, make_home) -> None:
     home = make_home()
     assert create(cli, home).exit_code == 0
-    stopped = cli("--home", str(home.root), "run", "cluster-teardown", "--profile", "talos-staging", "--simulate",
-                  "--json")
+    stopped = cli(
+        "--home", str(home.root), "run", "cluster-teardown", "--profile", "talos-staging", "--simulate", "--json"
+    )
     assert stopped.exit_code == 4
     assert len(cluster_state(cli, home)["vms"]) == 3
 
@@ -74,8 +96,11 @@ def test_a_second_create_changes_nothing(cli, make_home) -> None:
     first = cluster_state(cli, home)
     again = create(cli, home)
     assert again.exit_code == 0, again.output
-    changing = [(s["step_id"], s["item_key"], s["status"]) for s in report(again)["steps"]
-                if s["status"] == "succeeded" and _changes_cluster(s)]
+    changing = [
+        (s["step_id"], s["item_key"], s["status"])
+        for s in report(again)["steps"]
+        if s["status"] == "succeeded" and _changes_cluster(s)
+    ]
     assert changing == [], "a guard let a step that changes the cluster run again"
     assert cluster_state(cli, home) == first
 
@@ -85,8 +110,10 @@ def _changes_cluster(entry: dict[str, Any]) -> bool:
     if action.get("type") == "ApiRequest":
         return action["method"] != "GET"
     if action.get("type") == "TalosctlCommand":
-        return action["argv"][0] not in ("kubeconfig", "health", "version", "get") and \
-            list(action["argv"][:2]) != ["etcd", "members"]
+        return action["argv"][0] not in ("kubeconfig", "health", "version", "get") and list(action["argv"][:2]) != [
+            "etcd",
+            "members",
+        ]
     if action.get("type") == "ShellCommand":
         return bool(action.get("node"))  # a command on a PVE node; local files are not the cluster
     return False
@@ -105,8 +132,14 @@ def test_a_failure_halfway_stops_and_resume_converges(cli, make_home, monkeypatc
 
     def failing_start(*args: Any, **kwargs: Any) -> Any:
         cluster = real_start(*args, **kwargs)
-        cluster.do(cluster.fake.fail, "POST", "/qemu/1033/status/start", status=500,
-                   message="start failed: simulated host out of memory", times=1)
+        cluster.do(
+            cluster.fake.fail,
+            "POST",
+            "/qemu/1033/status/start",
+            status=500,
+            message="start failed: simulated host out of memory",
+            times=1,
+        )
         return cluster
 
     monkeypatch.setattr(wiring.SimCluster, "start", failing_start)

@@ -44,9 +44,7 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]
 @pytest.fixture(scope="session")
 def password_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
     """One store per session with the API token entry the engine expects."""
-    store = create_pass_store(
-        tmp_path_factory.mktemp("pass"), entries={ENTRY: [TOKEN_ID, TOKEN_SECRET]}
-    )
+    store = create_pass_store(tmp_path_factory.mktemp("pass"), entries={ENTRY: [TOKEN_ID, TOKEN_SECRET]})
     try:
         yield store
     finally:
@@ -89,9 +87,7 @@ def test_ssh_echo_hello_exact_engine_form(sshd_server: SshServer) -> None:
 
 
 @pytest.mark.parametrize("alias", ["pve01", "pve02", "pve03"])
-def test_every_alias_reaches_server_as_current_user(
-    sshd_server: SshServer, alias: str
-) -> None:
+def test_every_alias_reaches_server_as_current_user(sshd_server: SshServer, alias: str) -> None:
     result = _ssh(sshd_server, alias, "sh -c 'id -un'")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == sshd_server.user
@@ -136,14 +132,10 @@ def test_parallel_connections_to_all_aliases(sshd_server: SshServer) -> None:
         out, err = p.communicate(timeout=30)
         assert p.returncode == 0, err
         outputs.append(out.strip())
-    assert sorted(outputs) == sorted(
-        f"{a}-{i}" for i in range(4) for a in sshd_server.aliases
-    )
+    assert sorted(outputs) == sorted(f"{a}-{i}" for i in range(4) for a in sshd_server.aliases)
 
 
-def test_strict_host_key_checking_is_really_enforced(
-    sshd_server: SshServer, tmp_path: Path
-) -> None:
+def test_strict_host_key_checking_is_really_enforced(sshd_server: SshServer, tmp_path: Path) -> None:
     # Point a copy of the client config at a known_hosts holding a *different*
     # key: if ssh still connected, the pre-populated file would prove nothing.
     other_key = tmp_path / "other"
@@ -155,11 +147,7 @@ def test_strict_host_key_checking_is_really_enforced(
     bad_known = tmp_path / "known_hosts"
     bad_known.write_text(f"[{sshd_server.host}]:{sshd_server.port} {keytype} {b64}\n")
     cfg = tmp_path / "ssh_config"
-    cfg.write_text(
-        sshd_server.ssh_config.read_text().replace(
-            str(sshd_server.known_hosts), str(bad_known)
-        )
-    )
+    cfg.write_text(sshd_server.ssh_config.read_text().replace(str(sshd_server.known_hosts), str(bad_known)))
     result = subprocess.run(
         ["ssh", "-F", str(cfg), "-o", "BatchMode=yes", "pve01", "true"],
         capture_output=True,
@@ -202,9 +190,7 @@ def test_stop_closes_listener_and_context_manager(
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert (
-            lingering.stdout is not None and lingering.stdout.readline() == "started\n"
-        )
+        assert lingering.stdout is not None and lingering.stdout.readline() == "started\n"
     assert not server.is_running()
     assert lingering.wait(timeout=10) == 255
     lingering.communicate()
@@ -317,8 +303,9 @@ def test_install_tools_says_what_to_install_where_it_cannot(tmp_path: Path) -> N
     script = Path(__file__).resolve().parent / "install-tools.sh"
 
     def run(**env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(bin_dir / "bash"), str(script)], env={"PATH": str(bin_dir), **env},
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [str(bin_dir / "bash"), str(script)], env={"PATH": str(bin_dir), **env}, capture_output=True, text=True
+        )
 
     local = run()
     assert local.returncode == 0, local.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.actions import TalosctlCommand, StepFailed
+from engine.actions import StepFailed, TalosctlCommand
 from engine.executors.talosctl import INSTALL_DOCS, TalosctlExecutor
 from tests.support.fake_talosctl import FakeTalosctl, install
 

@@ -38,8 +38,11 @@ def run(body: str, executor: Counting) -> list:
 
 def test_until_repeats_until_true() -> None:
     executor = Counting()
-    entries = run("```api {id: s, until: 'result == \"running\"', delay: 0.01, extract: '.status'}\n"
-                  "GET /nodes/pve01/qemu/100/status/current\n```\n", executor)
+    entries = run(
+        "```api {id: s, until: 'result == \"running\"', delay: 0.01, extract: '.status'}\n"
+        "GET /nodes/pve01/qemu/100/status/current\n```\n",
+        executor,
+    )
     assert executor.calls == 3
     assert entries[-1].output == "running"
 
@@ -47,8 +50,11 @@ def test_until_repeats_until_true() -> None:
 def test_until_gives_up_with_the_last_result() -> None:
     executor = Counting()
     with pytest.raises(StepError, match=r"gave up after 2 attempts .*still false \(last result: stopped\)"):
-        run("```api {id: s, until: 'result == \"never\"', retries: 1, delay: 0.01, extract: '.status'}\n"
-            "GET /nodes/pve01/qemu/100/status/current\n```\n", executor)
+        run(
+            "```api {id: s, until: 'result == \"never\"', retries: 1, delay: 0.01, extract: '.status'}\n"
+            "GET /nodes/pve01/qemu/100/status/current\n```\n",
+            executor,
+        )
 
 
 def test_until_on_a_step_that_changes_things_is_refused() -> None:
@@ -60,25 +66,39 @@ def test_until_on_a_step_that_changes_things_is_refused() -> None:
 
 def test_a_jq_error_refuses_the_step_with_its_message() -> None:
     with pytest.raises(StepError, match=r"refused: VM 42 is not here"):
-        run("```api {id: s, extract: 'if .status == \"x\" then . else error(\"VM 42 is not here\") end'}\n"
-            "GET /nodes/pve01/qemu/100/status/current\n```\n", Counting())
+        run(
+            '```api {id: s, extract: \'if .status == "x" then . else error("VM 42 is not here") end\'}\n'
+            "GET /nodes/pve01/qemu/100/status/current\n```\n",
+            Counting(),
+        )
 
 
 def test_jq_sees_the_config_and_plan_as_variables() -> None:
-    runbook = parse_runbook(HEAD + "```api {id: s, extract: '$config.cluster.name + \"/\" + .status'}\n"
-                                   "GET /version\n```\n", "runbooks/t.md", "t")
-    entries = Runner(runbook, {"nodes": [], "config": {"cluster": {"name": "lab"}}}, executor=Counting(),
-                     dry_run=False, approver=Yes()).run()
+    runbook = parse_runbook(
+        HEAD + "```api {id: s, extract: '$config.cluster.name + \"/\" + .status'}\nGET /version\n```\n",
+        "runbooks/t.md",
+        "t",
+    )
+    entries = Runner(
+        runbook,
+        {"nodes": [], "config": {"cluster": {"name": "lab"}}},
+        executor=Counting(),
+        dry_run=False,
+        approver=Yes(),
+    ).run()
     assert entries[0].output == "lab/stopped"
 
 
 def test_a_body_that_branches_on_a_run_time_value_is_unknown_in_a_dry_run() -> None:
     from engine.render import StepOutputs  # noqa: F401  (the runner builds it)
 
-    runbook = parse_runbook(HEAD + "```api {id: where}\nGET /cluster/resources\n```\n\n"
-                                   "```api {id: move}\nPOST /nodes/pve01/qemu/100/migrate\ntarget: pve02\n"
-                                   "online: \"{{ 1 if steps.where.status == 'running' else 0 }}\"\n```\n",
-                            "runbooks/t.md", "t")
+    runbook = parse_runbook(
+        HEAD + "```api {id: where}\nGET /cluster/resources\n```\n\n"
+        "```api {id: move}\nPOST /nodes/pve01/qemu/100/migrate\ntarget: pve02\n"
+        "online: \"{{ 1 if steps.where.status == 'running' else 0 }}\"\n```\n",
+        "runbooks/t.md",
+        "t",
+    )
     entries = Runner(runbook, {"nodes": []}, executor=None, dry_run=True, approver=Yes()).run()
     assert entries[-1].status == "unknown"
     assert "steps.where.status" in entries[-1].reason

@@ -10,9 +10,14 @@ def runbook(name: str, body: str) -> dict[str, str]:
 
 
 def test_pve_schema_violations_are_found_without_a_cluster(cli, make_home) -> None:
-    home = make_home(runbook("cfg", "```api {id: cfg, foreach: plan.vms, as: vm}\nPUT /nodes/{{ vm.node }}/qemu/"
-                                    "{{ vm.vmid }}/config\nnet0: \"virtio,bridge={{ defaults.network_bridge }},tag=5000\"\n"
-                                    "memroy: \"{{ vm.memory }}\"\n```\n"))
+    home = make_home(
+        runbook(
+            "cfg",
+            "```api {id: cfg, foreach: plan.vms, as: vm}\nPUT /nodes/{{ vm.node }}/qemu/"
+            '{{ vm.vmid }}/config\nnet0: "virtio,bridge={{ defaults.network_bridge }},tag=5000"\n'
+            'memroy: "{{ vm.memory }}"\n```\n',
+        )
+    )
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "cfg.md"))
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
@@ -24,8 +29,13 @@ def test_pve_schema_violations_are_found_without_a_cluster(cli, make_home) -> No
 
 
 def test_a_misspelt_variable_is_found_and_later_steps_still_checked(cli, make_home) -> None:
-    home = make_home(runbook("typo", "```ssh {id: a}\nqm config {{ vmidd }}\n```\n\n"
-                                     "```api {id: b}\nGET /nodes/pve01/qemu/{{ vmid }}/clone\n```\n"))
+    home = make_home(
+        runbook(
+            "typo",
+            "```ssh {id: a}\nqm config {{ vmidd }}\n```\n\n"
+            "```api {id: b}\nGET /nodes/pve01/qemu/{{ vmid }}/clone\n```\n",
+        )
+    )
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "typo.md"))
     assert result.stdout.splitlines() == [
         "runbooks/typo.md:10: body: template error: 'vmidd' is undefined",
@@ -37,14 +47,16 @@ def test_a_problem_with_only_some_profiles_names_them(cli, make_home) -> None:
     home = make_home(runbook("talos", "```talosctl {id: v}\nversion --nodes {{ talos.vip.ip }}\n```\n"))
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "talos.md"))
     assert result.stdout.splitlines() == [
-        "runbooks/talos.md:10: body: template error: 'None' has no attribute 'vip' (with profile dev-generic)"]
+        "runbooks/talos.md:10: body: template error: 'None' has no attribute 'vip' (with profile dev-generic)"
+    ]
 
 
 def test_a_rendered_value_that_breaks_the_kind_schema(cli, make_home) -> None:
     home = make_home(runbook("url", "```http {id: u}\nGET https://{{ 'a b' }}/x\n```\n"))
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "url.md"))
     assert result.stdout.splitlines() == [
-        "runbooks/url.md:9: step u (rendered url): the rendered URL must be an absolute http(s) URL without spaces"]
+        "runbooks/url.md:9: step u (rendered url): the rendered URL must be an absolute http(s) URL without spaces"
+    ]
 
 
 def test_required_parameters_stay_unknown_and_do_not_fail_validation(cli, make_home) -> None:

@@ -23,18 +23,50 @@ from tests.conftest import REPO
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ``bin`` folder of a fresh venv holding only the wheel built from this checkout (and its dependencies)."""
     root = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(root / "dist"), str(REPO)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(root / "dist"),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (wheel,) = (root / "dist").glob("runbook-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for shipped in ("engine/data/cluster-config.yaml", "engine/data/clusters/talos-staging.yaml",
-                    "engine/data/runbooks/cluster-create.md", "engine/data/schemas/steps/api.schema.json",
-                    "engine/templates/plan.html.j2"):
+    for shipped in (
+        "engine/data/cluster-config.yaml",
+        "engine/data/clusters/talos-staging.yaml",
+        "engine/data/runbooks/cluster-create.md",
+        "engine/data/schemas/steps/api.schema.json",
+        "engine/templates/plan.html.j2",
+    ):
         assert shipped in names, f"the wheel lacks {shipped}"
-    assert len([n for n in names if n.startswith("engine/data/runbooks/")]) == len(list((REPO / "runbooks").glob("*.md")))
+    assert len([n for n in names if n.startswith("engine/data/runbooks/")]) == len(
+        list((REPO / "runbooks").glob("*.md"))
+    )
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
-    pip = subprocess.run([str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                          "--disable-pip-version-check", str(wheel)], capture_output=True, text=True)
+    pip = subprocess.run(
+        [
+            str(root / "venv" / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     return root / "venv" / "bin"
 
@@ -42,13 +74,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def runbook(bin_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RUNBOOK_HOME", "VIRTUAL_ENV")}
     env.update(XDG_STATE_HOME=str(cwd / "state"), HOME=str(cwd), PATH=f"{bin_dir}:{env.get('PATH', '')}")
-    return subprocess.run([str(bin_dir / "runbook"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(bin_dir / "runbook"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_the_installed_package_is_the_wheel_not_this_checkout(installed: Path, tmp_path: Path) -> None:
-    found = subprocess.run([str(installed / "python"), "-c", "import engine; print(engine.__file__)"], cwd=tmp_path,
-                           capture_output=True, text=True, check=True).stdout.strip()
+    found = subprocess.run(
+        [str(installed / "python"), "-c", "import engine; print(engine.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert found.startswith(str(installed.parent)) and not found.startswith(str(REPO))
 
 

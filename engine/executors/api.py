@@ -151,8 +151,9 @@ class TaskTimes:
             if running_until > 0 or expected is None:
                 # Towards the later poll: after growing pauses the bracket can be wide, and a figure
                 # a little long costs a little time once, where one too short costs several polls.
-                self._expected[kind] = (running_until + (stopped_at - running_until) * self.BRACKET
-                                        if running_until > 0 else stopped_at)
+                self._expected[kind] = (
+                    running_until + (stopped_at - running_until) * self.BRACKET if running_until > 0 else stopped_at
+                )
                 self._early[kind] = 0
             elif current == expected:
                 early = self._early.get(kind, 0) + 1
@@ -213,10 +214,19 @@ class ApiExecutor:
     operator must be told on every run (insecure TLS).
     """
 
-    def __init__(self, endpoints: Sequence[tuple[str, str]], token_source: TokenSource,
-                 verify: Verify | Mapping[str, Verify], *,
-                 timeout: float = 30.0, connect_timeout: float = 5.0, retries: int = 3, backoff: float = 0.5,
-                 poll: PollPolicy = PollPolicy(), task_times: TaskTimes | None = None):
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, str]],
+        token_source: TokenSource,
+        verify: Verify | Mapping[str, Verify],
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        poll: PollPolicy = PollPolicy(),
+        task_times: TaskTimes | None = None,
+    ):
         if not endpoints:
             raise ApiSetupError("no API endpoints: cluster.nodes in cluster-config.yaml lists no node")
         self.endpoints = [(name, base.rstrip("/")) for name, base in endpoints]
@@ -231,8 +241,10 @@ class ApiExecutor:
         if isinstance(verify, Mapping):
             unchecked = [name for name, _ in self.endpoints if name not in verify]
             if unchecked:
-                raise ApiSetupError(f"no way to check the certificate of node(s) {', '.join(unchecked)}: give each "
-                                    f"node a fingerprint in cluster-config.yaml, or set tls.fingerprint")
+                raise ApiSetupError(
+                    f"no way to check the certificate of node(s) {', '.join(unchecked)}: give each "
+                    f"node a fingerprint in cluster-config.yaml, or set tls.fingerprint"
+                )
             self._verify: dict[str, Verify] = {name: verify[name] for name, _ in self.endpoints}
         else:
             self._verify = {name: verify for name, _ in self.endpoints}
@@ -241,14 +253,17 @@ class ApiExecutor:
         self._down: set[str] = set()
         self._random = random.Random()
         if any(check is False for check in self._verify.values()):
-            self._warn("TLS certificate verification is off (tls.insecure: true): anyone on the network path to "
-                       "the nodes can read the API token and change what runbook does. Set tls.ca_file to the "
-                       "cluster CA (/etc/pve/pve-root-ca.pem on any node), or give each node the fingerprint of its "
-                       "certificate, instead.")
+            self._warn(
+                "TLS certificate verification is off (tls.insecure: true): anyone on the network path to "
+                "the nodes can read the API token and change what runbook does. Set tls.ca_file to the "
+                "cluster CA (/etc/pve/pve-root-ca.pem on any node), or give each node the fingerprint of its "
+                "certificate, instead."
+            )
 
     @classmethod
-    def from_config(cls, config_data: Mapping[str, Any], token_source: TokenSource, *,
-                    base_dir: Path | None = None, **options: Any) -> ApiExecutor:
+    def from_config(
+        cls, config_data: Mapping[str, Any], token_source: TokenSource, *, base_dir: Path | None = None, **options: Any
+    ) -> ApiExecutor:
         """The executor for a validated cluster config: its nodes as endpoints, its ``tls`` as verification.
 
         With pinning, each node is pinned by its own ``fingerprint`` when it has one, else by
@@ -257,22 +272,27 @@ class ApiExecutor:
         The combinations the config check refuses (see ``engine.config``) are refused here too.
         """
         nodes = config_data["cluster"]["nodes"]
-        endpoints = [(str(node["name"]), _base_url(str(node["host"]), int(node.get("port", DEFAULT_PORT))))
-                     for node in nodes]
+        endpoints = [
+            (str(node["name"]), _base_url(str(node["host"]), int(node.get("port", DEFAULT_PORT)))) for node in nodes
+        ]
         tls = config_data["tls"]
         own = {str(node["name"]): str(node["fingerprint"]) for node in nodes if node.get("fingerprint")}
         pinned = bool(tls.get("fingerprint") or own)
         verify: Verify | dict[str, Verify]
         if tls.get("insecure"):
             if pinned or tls.get("ca_file"):
-                raise ApiSetupError("tls.insecure: true together with ca_file or a fingerprint in cluster-config.yaml "
-                                    "is contradictory; remove insecure to verify the certificates")
+                raise ApiSetupError(
+                    "tls.insecure: true together with ca_file or a fingerprint in cluster-config.yaml "
+                    "is contradictory; remove insecure to verify the certificates"
+                )
             verify = False
         elif pinned:
             if tls.get("ca_file"):
-                raise ApiSetupError("tls.ca_file and a fingerprint are both given in cluster-config.yaml, but a "
-                                    "node's certificate is checked one way only: remove ca_file to pin every node "
-                                    "by its fingerprint, or remove the fingerprint(s) to verify with the cluster CA")
+                raise ApiSetupError(
+                    "tls.ca_file and a fingerprint are both given in cluster-config.yaml, but a "
+                    "node's certificate is checked one way only: remove ca_file to pin every node "
+                    "by its fingerprint, or remove the fingerprint(s) to verify with the cluster CA"
+                )
             verify = {}
             for name, _ in endpoints:
                 if name in own:
@@ -280,14 +300,18 @@ class ApiExecutor:
                 elif tls.get("fingerprint"):
                     verify[name] = PinnedCert(str(tls["fingerprint"]))
                 else:
-                    raise ApiSetupError(f"node {name} has no fingerprint in cluster-config.yaml, while other nodes "
-                                        f"are pinned by their own: add fingerprint: to {name}, or set "
-                                        f"tls.fingerprint for the nodes without one of their own")
+                    raise ApiSetupError(
+                        f"node {name} has no fingerprint in cluster-config.yaml, while other nodes "
+                        f"are pinned by their own: add fingerprint: to {name}, or set "
+                        f"tls.fingerprint for the nodes without one of their own"
+                    )
         elif tls.get("ca_file"):
             verify = _ca_context(Path(str(tls["ca_file"])).expanduser(), base_dir)
         else:
-            raise ApiSetupError("tls in cluster-config.yaml says neither ca_file nor fingerprint: set one so the "
-                                "nodes' certificate can be verified")
+            raise ApiSetupError(
+                "tls in cluster-config.yaml says neither ca_file nor fingerprint: set one so the "
+                "nodes' certificate can be verified"
+            )
         return cls(endpoints, token_source, verify, **options)
 
     def close(self) -> None:
@@ -318,11 +342,16 @@ class ApiExecutor:
         try:
             result = self._call(request, state, progress)
         except StepFailed as exc:
-            raise StepFailed(scrub(exc.message, token.secret), retryable=exc.retryable, sent=exc.sent,
-                             data=_scrub_data(exc.data, token.secret)) from None
+            raise StepFailed(
+                scrub(exc.message, token.secret),
+                retryable=exc.retryable,
+                sent=exc.sent,
+                data=_scrub_data(exc.data, token.secret),
+            ) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence: a library error must not carry the token
-            raise StepFailed(scrub(f"{request.method} {request.path} failed: {type(exc).__name__}: {exc}",
-                                   token.secret)) from None
+            raise StepFailed(
+                scrub(f"{request.method} {request.path} failed: {type(exc).__name__}: {exc}", token.secret)
+            ) from None
         result.data = _scrub_data(result.data, token.secret)
         result.summary = scrub(result.summary, token.secret)
         return result
@@ -337,13 +366,17 @@ class ApiExecutor:
         if request.poll and isinstance(data, str) and data.startswith("UPID:"):
             task, summary = self._wait_task(data, node, state, progress, timeout)
             return Result(data=task, summary=summary, requests=state.requests)
-        return Result(data=data, summary=f"{method} {path}: {response.status_code} {response.reason_phrase}",
-                      requests=state.requests)
+        return Result(
+            data=data,
+            summary=f"{method} {path}: {response.status_code} {response.reason_phrase}",
+            requests=state.requests,
+        )
 
     # ------------------------------------------------------------- sending
 
-    def _send(self, method: str, path: str, params: dict[str, str], state: _Call, *, prefer: str | None,
-              timeout: float) -> tuple[str, httpx.Response]:
+    def _send(
+        self, method: str, path: str, params: dict[str, str], state: _Call, *, prefer: str | None, timeout: float
+    ) -> tuple[str, httpx.Response]:
         """Send with failover; retry an unanswered idempotent request. Returns (node, response), any status."""
         attempt = 0
         while True:
@@ -355,21 +388,32 @@ class ApiExecutor:
                         f"{method} {path} was sent to {exc.node}, but no answer came back ({exc.reason}). It may "
                         f"or may not have been carried out, so it is not sent again: check the cluster (the "
                         f"node's task list, or the object the step changes) before running this step again.",
-                        sent=True) from None
+                        sent=True,
+                    ) from None
                 if attempt >= self.retries:
                     raise StepFailed(
                         f"{method} {path}: no answer from {exc.node} after {attempt + 1} attempts (last: "
                         f"{exc.reason}). Check the network to the nodes and that pveproxy is healthy "
-                        f"(systemctl status pveproxy).", retryable=True, sent=True) from None
-                pause = min(BACKOFF_CAP, self.backoff * 2 ** attempt) * self._random.uniform(0.5, 1.0)
-                log.warning("%s %s: no answer from %s (%s); trying again in %.2f s", method, path, exc.node,
-                            scrub(exc.reason, state.token.secret), pause)
+                        f"(systemctl status pveproxy).",
+                        retryable=True,
+                        sent=True,
+                    ) from None
+                pause = min(BACKOFF_CAP, self.backoff * 2**attempt) * self._random.uniform(0.5, 1.0)
+                log.warning(
+                    "%s %s: no answer from %s (%s); trying again in %.2f s",
+                    method,
+                    path,
+                    exc.node,
+                    scrub(exc.reason, state.token.secret),
+                    pause,
+                )
                 time.sleep(pause)
                 attempt += 1
                 prefer = exc.node
 
-    def _send_once(self, method: str, path: str, params: dict[str, str], state: _Call, prefer: str | None,
-                   timeout: float) -> tuple[str, httpx.Response]:
+    def _send_once(
+        self, method: str, path: str, params: dict[str, str], state: _Call, prefer: str | None, timeout: float
+    ) -> tuple[str, httpx.Response]:
         """One try: the preferred node first, then the others, as long as nothing could have been sent."""
         unreachable: list[tuple[str, str, str]] = []
         for name, base in self._order(prefer):
@@ -383,11 +427,13 @@ class ApiExecutor:
             started = time.monotonic()
             try:
                 response = client.request(
-                    method, base + API_PREFIX + path,
+                    method,
+                    base + API_PREFIX + path,
                     params=params if method in ("GET", "DELETE") else None,
                     data=params if method not in ("GET", "DELETE") else None,
                     headers={"Authorization": state.token.authorization()},
-                    timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)))
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, self.connect_timeout)),
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 why = scrub(_describe(exc), state.token.secret)
                 if why.startswith(_TLS_FAILED):
@@ -399,8 +445,15 @@ class ApiExecutor:
                 continue
             except httpx.TransportError as exc:  # read/write timeout, connection dropped: may have been sent
                 raise _MaybeSent(name, scrub(_describe(exc), state.token.secret)) from None
-            log.debug("%s %s%s on %s: %s in %.3f s", method, API_PREFIX, path, name, response.status_code,
-                      time.monotonic() - started)
+            log.debug(
+                "%s %s%s on %s: %s in %.3f s",
+                method,
+                API_PREFIX,
+                path,
+                name,
+                response.status_code,
+                time.monotonic() - started,
+            )
             self._last_good = name
             self._down.discard(name)
             return name, response
@@ -443,7 +496,9 @@ class ApiExecutor:
                 f"cluster-config.yaml is {pin.fingerprint.upper()}. Nothing was sent. Either the node's certificate "
                 f"changed (renewed, or another node answers at that address) or something is intercepting the "
                 f"connection. Compare with `pvenode cert info` on {name}, and update {pin.field} only once "
-                f"you have confirmed the new value there.", sent=False)
+                f"you have confirmed the new value there.",
+                sent=False,
+            )
         return pinned_context(der)
 
     # ------------------------------------------------------------ answers
@@ -453,8 +508,10 @@ class ApiExecutor:
         body = _json_object(response)
         if response.is_success:
             if body is None or "data" not in body:
-                raise StepFailed(f"{method} {path}: {node} answered HTTP {response.status_code} without PVE's JSON "
-                                 f"body; is the address a Proxmox VE node (port 8006)?")
+                raise StepFailed(
+                    f"{method} {path}: {node} answered HTTP {response.status_code} without PVE's JSON "
+                    f"body; is the address a Proxmox VE node (port 8006)?"
+                )
             return body
         raise _http_failure(method, path, node, response, body, state.token)
 
@@ -463,8 +520,9 @@ class ApiExecutor:
         used, response = self._send("GET", path, encode_params(params), state, prefer=node, timeout=timeout)
         return self._data("GET", path, used, response, state)["data"]
 
-    def _wait_task(self, upid: str, via: str, state: _Call, progress: Progress | None,
-                   timeout: float) -> tuple[dict[str, Any], str]:
+    def _wait_task(
+        self, upid: str, via: str, state: _Call, progress: Progress | None, timeout: float
+    ) -> tuple[dict[str, Any], str]:
         """Poll the task until it stops; returns (Result.data, summary) or raises with its log's tail.
 
         The polls go to ``via``, the node that answered the request: any node's pveproxy answers
@@ -506,8 +564,10 @@ class ApiExecutor:
                 raise StepFailed(
                     f"task {kind} on {node} is still running after {elapsed:.1f} s, the step's timeout. It goes "
                     f"on in PVE: follow it (GET /nodes/{node}/tasks/{upid}/status, or the task list) and stop "
-                    f"it there if needed before running this step again.", sent=True,
-                    data=_task_data(upid, node, None))
+                    f"it there if needed before running this step again.",
+                    sent=True,
+                    data=_task_data(upid, node, None),
+                )
         exitstatus = str(status.get("exitstatus", ""))
         data = _task_data(upid, node, exitstatus)
         elapsed = time.monotonic() - state.started
@@ -516,8 +576,12 @@ class ApiExecutor:
             return data, f"task {kind} on {node}: {exitstatus} after {elapsed:.1f} s"
         tail = self._log_tail(node, upid, via, state, timeout)
         hint, transient = _advice(exitstatus, upid.split(":")[6] if upid.count(":") >= 7 else "VMID")
-        raise StepFailed(f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\n"
-                         f"task: {upid}", retryable=transient, sent=True, data=data)
+        raise StepFailed(
+            f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\ntask: {upid}",
+            retryable=transient,
+            sent=True,
+            data=data,
+        )
 
     def _until_expected(self, kind: str, expected: float, began: float, state: _Call) -> float:
         """Wait until a task started at ``began`` is expected to have ended, following what this
@@ -534,15 +598,17 @@ class ApiExecutor:
                 return expected
             time.sleep(min(remaining, step))
 
-    def _task_status(self, upid: str, node: str, kind: str, via: str, state: _Call,
-                     timeout: float) -> dict[str, Any]:
+    def _task_status(self, upid: str, node: str, kind: str, via: str, state: _Call, timeout: float) -> dict[str, Any]:
         """One status poll; a failure says the task was started, so nobody re-runs the step blindly."""
         try:
             return self._get(f"/nodes/{node}/tasks/{upid}/status", {}, state, via, timeout) or {}
         except StepFailed as exc:
-            raise StepFailed(f"task {kind} on {node} was started, but following it failed: {exc.message}\n"
-                             f"Check the task ({upid}) before running this step again.", sent=True,
-                             data=_task_data(upid, node, None)) from None
+            raise StepFailed(
+                f"task {kind} on {node} was started, but following it failed: {exc.message}\n"
+                f"Check the task ({upid}) before running this step again.",
+                sent=True,
+                data=_task_data(upid, node, None),
+            ) from None
 
     def _log_tail(self, node: str, upid: str, via: str, state: _Call, timeout: float) -> str:
         """The task log's last lines, indented; read in pages with start/limit, since a clone's log can be long."""
@@ -590,8 +656,11 @@ def _scalar(name: str, value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise StepFailed(f"parameter '{name}' is a {type(value).__name__}; PVE takes text, numbers, booleans or lists "
-                     f"(write property strings as text, e.g. net0: 'virtio,bridge=vmbr0')", sent=False)
+    raise StepFailed(
+        f"parameter '{name}' is a {type(value).__name__}; PVE takes text, numbers, booleans or lists "
+        f"(write property strings as text, e.g. net0: 'virtio,bridge=vmbr0')",
+        sent=False,
+    )
 
 
 def parse_upid(upid: str) -> tuple[str, str]:
@@ -627,13 +696,17 @@ def _ca_context(path: Path, base_dir: Path | None) -> ssl.SSLContext:
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
     if not path.is_file():
-        raise ApiSetupError(f"tls.ca_file {path} does not exist. Copy the cluster CA from a node, e.g. "
-                            f"`scp root@NODE:/etc/pve/pve-root-ca.pem {path}`, or set tls.fingerprint instead.")
+        raise ApiSetupError(
+            f"tls.ca_file {path} does not exist. Copy the cluster CA from a node, e.g. "
+            f"`scp root@NODE:/etc/pve/pve-root-ca.pem {path}`, or set tls.fingerprint instead."
+        )
     try:
         return ssl.create_default_context(cafile=str(path))
     except ssl.SSLError as exc:
-        raise ApiSetupError(f"tls.ca_file {path} is not a PEM certificate ({exc.reason or exc}); it should be a "
-                            f"copy of /etc/pve/pve-root-ca.pem from a node") from None
+        raise ApiSetupError(
+            f"tls.ca_file {path} is not a PEM certificate ({exc.reason or exc}); it should be a "
+            f"copy of /etc/pve/pve-root-ca.pem from a node"
+        ) from None
 
 
 def _base_url(host: str, port: int) -> str:
@@ -671,32 +744,46 @@ _TLS_FAILED = "TLS certificate does not verify"
 def _untrusted(method: str, path: str, name: str, base: str, why: str, verify: Verify) -> StepFailed:
     """A node whose certificate does not verify: stop, name it and the setting to check; never fail over."""
     if isinstance(verify, PinnedCert):
-        check = (f"Compare with `pvenode cert info` on {name}, and update {verify.field} in cluster-config.yaml "
-                 f"only once you have confirmed the new value there.")
+        check = (
+            f"Compare with `pvenode cert info` on {name}, and update {verify.field} in cluster-config.yaml "
+            f"only once you have confirmed the new value there."
+        )
     else:
-        check = ("Check tls.ca_file in cluster-config.yaml (the cluster CA is /etc/pve/pve-root-ca.pem on any node) "
-                 "and that the node names in the certificate match the hosts configured.")
-    return StepFailed(f"{method} {path}: the certificate of node {name} ({base}) does not verify ({why}). Nothing "
-                      f"was sent, and no other node was tried in its place: the node's certificate may have been "
-                      f"renewed, another machine may answer at that address, or something may be intercepting the "
-                      f"connection. {check}", retryable=False, sent=False)
+        check = (
+            "Check tls.ca_file in cluster-config.yaml (the cluster CA is /etc/pve/pve-root-ca.pem on any node) "
+            "and that the node names in the certificate match the hosts configured."
+        )
+    return StepFailed(
+        f"{method} {path}: the certificate of node {name} ({base}) does not verify ({why}). Nothing "
+        f"was sent, and no other node was tried in its place: the node's certificate may have been "
+        f"renewed, another machine may answer at that address, or something may be intercepting the "
+        f"connection. {check}",
+        retryable=False,
+        sent=False,
+    )
 
 
 def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, str]]) -> StepFailed:
     lines = "\n".join(f"  - {name} ({base}): {why}" for name, base, why in unreachable)
     tls = any(why.startswith("TLS certificate does not verify") for _, _, why in unreachable)
-    advice = ("Check tls.ca_file / tls.fingerprint and the nodes' own fingerprints in cluster-config.yaml (the "
-              "cluster CA is /etc/pve/pve-root-ca.pem on any node) and that the node names in the certificate match "
-              "the hosts configured."
-              if tls else
-              "Check that pveproxy runs on the nodes (systemctl status pveproxy) and that port 8006 is reachable "
-              "from here (firewall, VPN, host names in cluster-config.yaml).")
-    return StepFailed(f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}",
-                      retryable=not tls, sent=False)
+    advice = (
+        "Check tls.ca_file / tls.fingerprint and the nodes' own fingerprints in cluster-config.yaml (the "
+        "cluster CA is /etc/pve/pve-root-ca.pem on any node) and that the node names in the certificate match "
+        "the hosts configured."
+        if tls
+        else "Check that pveproxy runs on the nodes (systemctl status pveproxy) and that port 8006 is reachable "
+        "from here (firewall, VPN, host names in cluster-config.yaml)."
+    )
+    return StepFailed(
+        f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}",
+        retryable=not tls,
+        sent=False,
+    )
 
 
-def _http_failure(method: str, path: str, node: str, response: httpx.Response, body: dict[str, Any] | None,
-                  token: ApiToken) -> StepFailed:
+def _http_failure(
+    method: str, path: str, node: str, response: httpx.Response, body: dict[str, Any] | None, token: ApiToken
+) -> StepFailed:
     """PVE's refusal in its own words (JSON ``message``/``errors`` and the reason phrase) plus what to do."""
     status = response.status_code
     message = str((body or {}).get("message") or "").strip()
@@ -713,22 +800,35 @@ def _http_failure(method: str, path: str, node: str, response: httpx.Response, b
             f"{where}: the API rejected token {token.token_id} from {token.source} (401 {text}). Check that the "
             f"token exists and has not expired (`pveum user token list USER@REALM` on a node) and that the stored "
             f"secret is the one shown when the token was created; if it is lost, create a new token (the RBAC "
-            f"bootstrap) and store it again.")
+            f"bootstrap) and store it again."
+        )
     if status == 403:
         grant = re.search(r"\((/[^,]*), ([^)]+)\)", text)
-        how = (f"`pveum acl modify {grant[1]} --tokens '{token.token_id}' --roles ROLE` with a role holding "
-               f"{grant[2]}" if grant else f"an ACL for token {token.token_id} on the path")
-        return StepFailed(f"{where}: permission denied (403 {text}). Token {token.token_id} lacks that privilege; "
-                          f"grant it on a node: {how} (a token with privilege separation needs its own ACL entry, "
-                          f"not only its user's).")
+        how = (
+            f"`pveum acl modify {grant[1]} --tokens '{token.token_id}' --roles ROLE` with a role holding {grant[2]}"
+            if grant
+            else f"an ACL for token {token.token_id} on the path"
+        )
+        return StepFailed(
+            f"{where}: permission denied (403 {text}). Token {token.token_id} lacks that privilege; "
+            f"grant it on a node: {how} (a token with privilege separation needs its own ACL entry, "
+            f"not only its user's)."
+        )
     if status == 400:
-        listed = "".join(f"\n  - {name}: {str(why).strip()}" for name, why in (errors or {}).items()) \
-            if isinstance(errors, dict) else ""
-        return StepFailed(f"{where}: PVE refused the parameters (400 {text}){listed}\nFix the step's parameters; "
-                          f"nothing was changed.")
+        listed = (
+            "".join(f"\n  - {name}: {str(why).strip()}" for name, why in (errors or {}).items())
+            if isinstance(errors, dict)
+            else ""
+        )
+        return StepFailed(
+            f"{where}: PVE refused the parameters (400 {text}){listed}\nFix the step's parameters; nothing was changed."
+        )
     if status in (595, 596):
-        return StepFailed(f"{where}: {status} {text}: {node} could not reach the node named in the path. Check that "
-                          f"node is up and in the cluster (`pvecm status`).", retryable=True)
+        return StepFailed(
+            f"{where}: {status} {text}: {node} could not reach the node named in the path. Check that "
+            f"node is up and in the cluster (`pvecm status`).",
+            retryable=True,
+        )
     vmid = re.search(r"/(?:qemu|lxc)/(\d+)", path)
     hint, transient = _advice(text, vmid[1] if vmid else "VMID")
     return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=transient)
@@ -739,21 +839,33 @@ def _advice(text: str, vmid: str) -> tuple[str, bool]:
     (a held lock, lost quorum: a step with ``retries`` tries again; resume works once it has passed)."""
     held = re.search(r"VM is locked \((\w+)\)", text)
     if held and held[1] == "backup":
-        return (f" A backup (vzdump) of VM {vmid} holds its lock: wait for it to end (the node's task list shows "
-                f"it), then resume. If no backup runs any more, the lock is stale: clear it with `qm unlock "
-                f"{vmid}` on the node.", True)
+        return (
+            f" A backup (vzdump) of VM {vmid} holds its lock: wait for it to end (the node's task list shows "
+            f"it), then resume. If no backup runs any more, the lock is stale: clear it with `qm unlock "
+            f"{vmid}` on the node.",
+            True,
+        )
     if held:
-        return (f" Another task holds VM {vmid}'s lock ({held[1]}); wait for it to end (the node's task list), then "
-                f"resume. If no task holds it any more, the lock is stale: clear it with `qm unlock {vmid}` on the "
-                f"node.", True)
+        return (
+            f" Another task holds VM {vmid}'s lock ({held[1]}); wait for it to end (the node's task list), then "
+            f"resume. If no task holds it any more, the lock is stale: clear it with `qm unlock {vmid}` on the "
+            f"node.",
+            True,
+        )
     if LOCK_ERROR.search(text):
         return " Another task holds the lock; wait for it to end, then run the step again.", True
     if "no quorum" in text:
-        return (" The cluster has lost quorum: /etc/pve is read-only until a majority of the nodes is back, so "
-                "nothing was changed. Check `pvecm status` on a node, and resume once it shows Quorate: Yes.", True)
+        return (
+            " The cluster has lost quorum: /etc/pve is read-only until a majority of the nodes is back, so "
+            "nothing was changed. Check `pvecm status` on a node, and resume once it shows Quorate: Yes.",
+            True,
+        )
     if "No space left on device" in text:
-        return (" The storage is full: free space on it (unused disks, old backups or ISO images) or choose "
-                "another storage (defaults.storage in cluster-config.yaml), then resume.", False)
+        return (
+            " The storage is full: free space on it (unused disks, old backups or ISO images) or choose "
+            "another storage (defaults.storage in cluster-config.yaml), then resume.",
+            False,
+        )
     return "", False
 
 

@@ -94,9 +94,7 @@ class HttpExecutor:
             "headers": {k: ", ".join(response.headers.get_list(k)) for k in response.headers.keys()},
             "body": body if complete else body + f"\n[runbook: body cut at {BODY_LIMIT} bytes]",
         }
-        if complete and (
-            "json" in response.headers.get("content-type", "").lower() or body.lstrip()[:1] in ("{", "[")
-        ):
+        if complete and ("json" in response.headers.get("content-type", "").lower() or body.lstrip()[:1] in ("{", "[")):
             try:
                 data["json"] = json.loads(body)
             except json.JSONDecodeError:
@@ -106,8 +104,7 @@ class HttpExecutor:
             wanted = "2xx" if not req.expect else ", ".join(map(str, req.expect))
             excerpt = " ".join(body[:EXCERPT].split()) or "(empty body)"
             raise StepFailed(
-                f"{shown} returned {response.status_code} {response.reason_phrase} (expected {wanted}): "
-                f"{excerpt}",
+                f"{shown} returned {response.status_code} {response.reason_phrase} (expected {wanted}): {excerpt}",
                 retryable=response.status_code in (429, 503)
                 or (response.status_code in (502, 504) and method in IDEMPOTENT),
                 data=data,

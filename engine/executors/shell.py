@@ -263,7 +263,9 @@ def _check_env(env: Mapping[str, object]) -> None:
             )
         text = value.reveal() if isinstance(value, Secret) else str(value)
         if "\0" in text:
-            raise StepFailed(f"environment variable {name} contains a NUL byte, which no process can receive", sent=False)
+            raise StepFailed(
+                f"environment variable {name} contains a NUL byte, which no process can receive", sent=False
+            )
 
 
 def _script_payload(script: str, exports: Mapping[str, str] | None = None) -> bytes:
@@ -392,11 +394,16 @@ class SshExecutor:
             argv += ["-F", self.ssh_config]
         argv += [
             "-T",
-            "-e", "none",
-            "-o", "BatchMode=yes",
-            "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}",
-            "-o", "ServerAliveInterval=15",
-            "-o", "ServerAliveCountMax=4",
+            "-e",
+            "none",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={max(1, math.ceil(self.connect_timeout))}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
             "--",
             f"{self.user}@{host}",
             f"timeout --kill-after={KILL_GRACE:g} {timeout + REMOTE_GRACE:g} bash -s",
@@ -452,9 +459,7 @@ class SshExecutor:
                 f"script on {where} exited with {outcome.exit_code}; stderr:\n{outcome.stderr_tail()}",
                 data=outcome.data(),
             )
-        return Result(
-            data=outcome.data(), summary=f"{command.node}: done in {_seconds(round(outcome.seconds, 1))}"
-        )
+        return Result(data=outcome.data(), summary=f"{command.node}: done in {_seconds(round(outcome.seconds, 1))}")
 
     def _ssh_failure(self, where: str, host: str, outcome: ProcessOutcome) -> StepFailed:
         """Explain exit 255: ssh's own failure when its stderr says so, else possibly the script's."""
@@ -528,8 +533,11 @@ _SSH_ERRORS: tuple[tuple[re.Pattern[str], str, str, bool, bool], ...] = (
         False,
     ),
     (
-        re.compile(r"^(Timeout, server .* not responding|Connection to .* closed by remote host|"
-                   r"client_loop: send disconnect)", re.M),
+        re.compile(
+            r"^(Timeout, server .* not responding|Connection to .* closed by remote host|"
+            r"client_loop: send disconnect)",
+            re.M,
+        ),
         "the connection was lost while the script ran; it may have partly run",
         "Check whether the node rebooted or the network dropped, and what the script did so far.",
         False,

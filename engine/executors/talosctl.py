@@ -58,9 +58,7 @@ class TalosctlExecutor:
             env["TALOSCONFIG"] = command.talosconfig
         shown = shlex.join(["talosctl", *command.argv])
         try:
-            outcome = run_process(
-                [binary, *command.argv], timeout=timeout, env=env, cwd=command.cwd, progress=progress
-            )
+            outcome = run_process([binary, *command.argv], timeout=timeout, env=env, cwd=command.cwd, progress=progress)
         except OSError as exc:
             raise StepFailed(f"could not start {binary}: {exc}", sent=False) from None
         if outcome.timed_out:

@@ -32,22 +32,48 @@ from .classify import CLOSE, OPEN, Classifier, Draft, shown
 from .commands import Simple, Word
 
 _TOKEN = re.compile(rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b)")
-_SHELL_VARS = frozenset({"HOME", "PATH", "USER", "PWD", "OLDPWD", "SHELL", "TMPDIR", "RANDOM", "HOSTNAME", "IFS",
-                         "UID", "EUID", "LANG", "TERM", "SECONDS", "LINENO", "BASH_SOURCE", "PPID"})
+_SHELL_VARS = frozenset(
+    {
+        "HOME",
+        "PATH",
+        "USER",
+        "PWD",
+        "OLDPWD",
+        "SHELL",
+        "TMPDIR",
+        "RANDOM",
+        "HOSTNAME",
+        "IFS",
+        "UID",
+        "EUID",
+        "LANG",
+        "TERM",
+        "SECONDS",
+        "LINENO",
+        "BASH_SOURCE",
+        "PPID",
+    }
+)
 _CONTEXT = {
     "PASS_PATH": ("credentials.pass_path", "credentials.pass_path"),
     "SSH_USER": ("credentials.ssh_user", "credentials.ssh_user"),
-    "CLUSTER_DOMAIN": ("cluster.domain", "cluster.domain"), "DOMAIN": ("cluster.domain", "cluster.domain"),
+    "CLUSTER_DOMAIN": ("cluster.domain", "cluster.domain"),
+    "DOMAIN": ("cluster.domain", "cluster.domain"),
     "CLUSTER_NAME": ("cluster.name", "cluster.name"),
-    "STORAGE": ("defaults.storage", "defaults.storage"), "STORAGE_NAME": ("defaults.storage", "defaults.storage"),
-    "DISK_STORAGE": ("defaults.storage", "defaults.storage"), "VM_STORAGE": ("defaults.storage", "defaults.storage"),
-    "TARGET_STORAGE": ("defaults.storage", "defaults.storage"), "STORAGE_POOL": ("defaults.storage", "defaults.storage"),
+    "STORAGE": ("defaults.storage", "defaults.storage"),
+    "STORAGE_NAME": ("defaults.storage", "defaults.storage"),
+    "DISK_STORAGE": ("defaults.storage", "defaults.storage"),
+    "VM_STORAGE": ("defaults.storage", "defaults.storage"),
+    "TARGET_STORAGE": ("defaults.storage", "defaults.storage"),
+    "STORAGE_POOL": ("defaults.storage", "defaults.storage"),
     "BRIDGE": ("defaults.network_bridge", "defaults.network_bridge"),
     "NETWORK_BRIDGE": ("defaults.network_bridge", "defaults.network_bridge"),
-    "BIOS": ("defaults.bios", "defaults.bios"), "CPU_TYPE": ("defaults.cpu", "defaults.cpu"),
+    "BIOS": ("defaults.bios", "defaults.bios"),
+    "CPU_TYPE": ("defaults.cpu", "defaults.cpu"),
     "SCSIHW": ("defaults.scsi_controller", "defaults.scsi_controller"),
     "SCSI_CONTROLLER": ("defaults.scsi_controller", "defaults.scsi_controller"),
-    "MACHINE": ("defaults.machine", "defaults.machine"), "MACHINE_TYPE": ("defaults.machine", "defaults.machine"),
+    "MACHINE": ("defaults.machine", "defaults.machine"),
+    "MACHINE_TYPE": ("defaults.machine", "defaults.machine"),
     "CI_USER": ("cloudinit.default_user", "cloudinit.default_user"),
     "CLOUDINIT_USER": ("cloudinit.default_user", "cloudinit.default_user"),
     "SSH_KEYS_FILE": ("cloudinit.ssh_keys_file", "cloudinit.ssh_keys_file"),
@@ -56,18 +82,68 @@ _CONTEXT = {
     "PLAYBOOKS_DIR": ("ansible.playbooks_dir", "ansible.playbooks_dir"),
 }
 _HOST_NAMES = frozenset({"NODE_HOST", "HOST", "PVE_HOST", "PROXMOX_HOST"})
-_NODE_NAMES = {"NODE": "node", "NODE_HOST": "node", "NODE_NAME": "node", "HOST": "node", "PVE_NODE": "node",
-               "PVE_HOST": "node", "PROXMOX_HOST": "node", "PROXMOX_NODE": "node", "SOURCE_NODE": "node",
-               "NODENAME": "node", "PVE": "node", "SERVER": "node",
-               "TARGET_NODE": "target_node", "TARGET": "target_node", "DEST_NODE": "target_node",
-               "TEMPLATE_NODE": "template_node"}
+_NODE_NAMES = {
+    "NODE": "node",
+    "NODE_HOST": "node",
+    "NODE_NAME": "node",
+    "HOST": "node",
+    "PVE_NODE": "node",
+    "PVE_HOST": "node",
+    "PROXMOX_HOST": "node",
+    "PROXMOX_NODE": "node",
+    "SOURCE_NODE": "node",
+    "NODENAME": "node",
+    "PVE": "node",
+    "SERVER": "node",
+    "TARGET_NODE": "target_node",
+    "TARGET": "target_node",
+    "DEST_NODE": "target_node",
+    "TEMPLATE_NODE": "template_node",
+}
 _VMID = re.compile(r"^(?:(NEW|TEMPLATE|TEMPLATE_VM|TARGET|SOURCE|CLONE|BASE)_?)?(?:VM_?ID|VMID|ID)(\d*)$")
-_INTEGER_NAME = re.compile(r"(^|_)(CORES|SOCKETS|MEMORY|MEM|MEM_MB|PORT|COUNT|\w*_MB|\w*_GB|SIZE_GB|VLAN|TAG_ID|"
-                           r"VCPUS|NUM\w*)$")
-_RESERVED = frozenset({"config", "cluster", "nodes", "node_names", "defaults", "vmid_ranges", "tags", "cloudinit",
-                       "ansible", "credentials", "profile", "talos", "flux", "plan", "params", "steps", "loop_index",
-                       "item", "result", "talos_config_dir", "raw", "quote", "exists", "range", "loop", "true",
-                       "false", "none", "true", "in", "not", "and", "or", "is", "if", "else"})
+_INTEGER_NAME = re.compile(
+    r"(^|_)(CORES|SOCKETS|MEMORY|MEM|MEM_MB|PORT|COUNT|\w*_MB|\w*_GB|SIZE_GB|VLAN|TAG_ID|"
+    r"VCPUS|NUM\w*)$"
+)
+_RESERVED = frozenset(
+    {
+        "config",
+        "cluster",
+        "nodes",
+        "node_names",
+        "defaults",
+        "vmid_ranges",
+        "tags",
+        "cloudinit",
+        "ansible",
+        "credentials",
+        "profile",
+        "talos",
+        "flux",
+        "plan",
+        "params",
+        "steps",
+        "loop_index",
+        "item",
+        "result",
+        "talos_config_dir",
+        "raw",
+        "quote",
+        "exists",
+        "range",
+        "loop",
+        "true",
+        "false",
+        "none",
+        "in",
+        "not",
+        "and",
+        "or",
+        "is",
+        "if",
+        "else",
+    }
+)
 _DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate|rootfs|mp|unused)\d*$")
 _DISK_VALUE = re.compile(r"^(?P<store>[A-Za-z][\w.-]*):(?P<rest>(\d+(\.\d+)?|0,|vm-|base-|cloudinit|subvol-).*)$")
 _VOLUME_VMID = re.compile(r"\b(vm|base|subvol)-(\d+)-(disk|cloudinit)")
@@ -165,9 +241,14 @@ class Adapter:
         default = value if low <= value <= high else low + value % (high - low + 1)
         moved = "" if default == value else f", moved into vmid_ranges.{kind} {low}-{high}"
         base = "template_vmid" if template else ("new_vmid" if role == "newid" else "vmid")
-        spec = {"type": "integer", "description": f"VMID of the {'template' if template else 'VM'} "
-                                                  f"(vmid_ranges.{kind}: {low}-{high}); the source used {value}.",
-                "minimum": low, "maximum": high, "default": default}
+        spec = {
+            "type": "integer",
+            "description": f"VMID of the {'template' if template else 'VM'} "
+            f"(vmid_ranges.{kind}: {low}-{high}); the source used {value}.",
+            "minimum": low,
+            "maximum": high,
+            "default": default,
+        }
         return Tmpl(self._param(("vmid", str(value)), base, spec, f"VMID {raw}{moved}"))
 
     def node(self, value: str, role: str = "node") -> Tmpl:
@@ -180,18 +261,28 @@ class Adapter:
                 used = set(self.node_map.values())
                 free = [n for n in self.nodes if n not in used] or self.nodes
                 number = re.search(r"(\d+)$", short)
-                same = [n for n in free if number and re.search(r"(\d+)$", n)
-                        and int(re.search(r"(\d+)$", n)[1]) == int(number[1])]  # pve3 -> pve03
+                same = [
+                    n
+                    for n in free
+                    if number and re.search(r"(\d+)$", n) and int(re.search(r"(\d+)$", n)[1]) == int(number[1])
+                ]  # pve3 -> pve03
                 self.node_map[short] = (same or free)[0]
                 self.change(f"host/node '{value}' of the source is this cluster's node {self.node_map[short]}")
             name = self.node_map[short]
         base = "target_node" if role == "target_node" else "node"
         identity = ("node-literal", name)  # one cluster node, one parameter, whatever role it is seen in first
-        if identity not in self.identities and ("node", base) in self.identities \
-                and self.params[self.identities[("node", base)]].get("default") == name:
+        if (
+            identity not in self.identities
+            and ("node", base) in self.identities
+            and self.params[self.identities[("node", base)]].get("default") == name
+        ):
             self.identities[identity] = self.identities[("node", base)]
-        spec = {"type": "string", "description": "The cluster node to act on.", "enum": list(self.nodes),
-                "default": name}
+        spec = {
+            "type": "string",
+            "description": "The cluster node to act on.",
+            "enum": list(self.nodes),
+            "default": name,
+        }
         param = self._param(identity, base, spec, f"node '{value}'")
         self.identities.setdefault(("node", base), param)
         return Tmpl(param)
@@ -210,8 +301,14 @@ class Adapter:
         if norm in _NODE_NAMES:
             base = _NODE_NAMES[norm]
             default = self.nodes[1] if base == "target_node" and len(self.nodes) > 1 else self.nodes[0]
-            spec = {"type": "string", "description": "The cluster node to act on." if base == "node" else
-                    f"The cluster node ({base.replace('_', ' ')}).", "enum": list(self.nodes), "default": default}
+            spec = {
+                "type": "string",
+                "description": "The cluster node to act on."
+                if base == "node"
+                else f"The cluster node ({base.replace('_', ' ')}).",
+                "enum": list(self.nodes),
+                "default": default,
+            }
             param = self._param(("node", base), base, spec, f"placeholder {shown_as}")
             if norm in _HOST_NAMES and scope.kind in ("ssh", "local"):
                 self.change(f"placeholder {shown_as} in a command -> the host of node {param} (cluster.nodes[].host)")
@@ -222,11 +319,15 @@ class Adapter:
             template = (vmid[1] or "").startswith(("TEMPLATE", "BASE", "SOURCE", "CLONE"))
             kind = "templates" if template else "vms"
             low, high = self._range(kind)
-            base = ("template_vmid" if template else "new_vmid" if vmid[1] in ("NEW", "TARGET") else "vmid") + \
-                (vmid[2] or "")
-            spec = {"type": "integer", "description": f"VMID of the {'template' if template else 'VM'} "
-                                                      f"(vmid_ranges.{kind}: {low}-{high}).",
-                    "minimum": low, "maximum": high}
+            base = ("template_vmid" if template else "new_vmid" if vmid[1] in ("NEW", "TARGET") else "vmid") + (
+                vmid[2] or ""
+            )
+            spec = {
+                "type": "integer",
+                "description": f"VMID of the {'template' if template else 'VM'} (vmid_ranges.{kind}: {low}-{high}).",
+                "minimum": low,
+                "maximum": high,
+            }
             return Tmpl(self._param(("placeholder", norm), base, spec, f"placeholder {shown_as}"))
         kind = "integer" if _INTEGER_NAME.search(norm) else "string"
         spec = {"type": kind, "description": f"Value for {shown_as} in the source."}
@@ -265,8 +366,11 @@ class Adapter:
             self.identities.setdefault(("placeholder", norm), chunk.expr)
             return chunk
         kind = "integer" if re.fullmatch(r"-?\d+", value) else "string"
-        spec: dict[str, Any] = {"type": kind, "description": f"Set to {shown(value)!r} on the source page.",
-                                "default": int(value) if kind == "integer" else shown(value)}
+        spec: dict[str, Any] = {
+            "type": kind,
+            "description": f"Set to {shown(value)!r} on the source page.",
+            "default": int(value) if kind == "integer" else shown(value),
+        }
         return Tmpl(self._param(("var", name), name.lower(), spec, shown_as))
 
     # ---------------------------------------------------------------- text and roles
@@ -309,25 +413,35 @@ class Adapter:
         if role == "net":
             match = re.search(r"(?<![\w-])bridge=([\w.-]+)", value)
             if match and not _TOKEN.search(match[1]):
-                return [value[:match.start(1)], self._default("network_bridge", "bridge", match[1]),
-                        value[match.end(1):]]
+                return [
+                    value[: match.start(1)],
+                    self._default("network_bridge", "bridge", match[1]),
+                    value[match.end(1) :],
+                ]
             return [value]
         if role == "cpu" and literal:
             head, sep, rest = value.partition(",")
             return [self._default("cpu", "CPU type", head), sep + rest] if re.fullmatch(r"[\w.-]+", head) else [value]
         if role in _TEMPLATE_ROLES and literal and re.fullmatch(r"[\w.-]+", value):
             key = _TEMPLATE_ROLES[role].split(".")[1]
-            return [self._default(key, {"bios": "BIOS", "scsihw": "SCSI controller", "machine": "machine type"}[role],
-                                  value)]
+            return [
+                self._default(
+                    key, {"bios": "BIOS", "scsihw": "SCSI controller", "machine": "machine type"}[role], value
+                )
+            ]
         return [value]
 
     def _default(self, key: str, what: str, value: str) -> Tmpl:
         configured = self.config["defaults"].get(key)
         same = " (the same value)" if str(configured) == value else f" ({configured})"
-        self.change(f"{what} '{value}' -> {{{{ defaults.{key} }}}}{same}: the cluster's default from cluster-config.yaml")
+        self.change(
+            f"{what} '{value}' -> {{{{ defaults.{key} }}}}{same}: the cluster's default from cluster-config.yaml"
+        )
         if key == "bios" and str(configured) == "ovmf" and value != "ovmf":
-            self.warnings.append("the BIOS became ovmf (the cluster's default): an OVMF VM needs an efidisk0; check "
-                                 "the steps that create the VM")
+            self.warnings.append(
+                "the BIOS became ovmf (the cluster's default): an OVMF VM needs an efidisk0; check "
+                "the steps that create the VM"
+            )
         return Tmpl(f"defaults.{key}")
 
     def _volumes(self, text: str) -> list[Chunk]:
@@ -338,7 +452,7 @@ class Adapter:
             identity = ("vmid", match[2])
             if identity not in self.identities:
                 continue
-            out += [text[last:match.start(2)], Tmpl(self.identities[identity])]
+            out += [text[last : match.start(2)], Tmpl(self.identities[identity])]
             last = match.end(2)
         return out + [text[last:]] if last < len(text) or not out else out
 
@@ -353,8 +467,12 @@ class Adapter:
                     self.template_vmids.add(int(match[1]))
             for command in draft.commands:
                 words = [w.literal or "" for w in command.words]
-                if len(words) > 2 and words[0] in ("qm", "pct") and words[1] in ("template", "clone") \
-                        and words[2].isdigit():
+                if (
+                    len(words) > 2
+                    and words[0] in ("qm", "pct")
+                    and words[1] in ("template", "clone")
+                    and words[2].isdigit()
+                ):
                     self.template_vmids.add(int(words[2]))
 
     def adapt(self, draft: Draft, step_id: str) -> Adapted:
@@ -372,8 +490,10 @@ class Adapter:
                 env = str(draft.attrs.get("api_token_env") or "PVE_API_TOKEN")
                 body = body.replace("Authorization: [redacted]", f"Authorization: PVEAPIToken=${{{env}}}")
                 attrs["api_token_env"] = env
-                self.change(f"step {step_id}: its curl reads the API token from ${env} (api_token_env: the engine "
-                            "puts the token there at run time, never on the command line or in the runbook)")
+                self.change(
+                    f"step {step_id}: its curl reads the API token from ${env} (api_token_env: the engine "
+                    "puts the token there at run time, never on the command line or in the runbook)"
+                )
         for key, value in draft.attrs.items():
             attrs.setdefault(key, value)
         if draft.kind in ("talosctl",) and draft.extract:
@@ -389,8 +509,13 @@ class Adapter:
             name = f"{name}_item"
         scope.loop_var, scope.loop_as = var, name
         items = draft.loop_items or []
-        hosts = all(i in self.nodes or i in self.hosts or i.split(".")[0] in self.nodes
-                    or re.fullmatch(r"[a-z][\w-]*\d+(\.[\w.-]+)?", i) for i in items)
+        hosts = all(
+            i in self.nodes
+            or i in self.hosts
+            or i.split(".")[0] in self.nodes
+            or re.fullmatch(r"[a-z][\w-]*\d+(\.[\w.-]+)?", i)
+            for i in items
+        )
         shown_items = " ".join(shown(i) for i in items)
         if re.search(r"node|host|server|pve", var, re.I) and hosts and items:
             attrs["foreach"] = "node_names"
@@ -398,16 +523,22 @@ class Adapter:
         elif items and all(i.isdigit() for i in items):
             low, high = self._range("vms")
             values = [int(i) if low <= int(i) <= high else low + int(i) % (high - low + 1) for i in items]
-            spec = {"type": "array", "description": f"VMIDs to loop over (vmid_ranges.vms: {low}-{high}); the "
-                                                    f"source used {shown_items}.", "default": values}
-            attrs["foreach"] = self._param(("loop", var + shown_items), f"{name}s", spec, f"the loop list {shown_items}")
+            spec = {
+                "type": "array",
+                "description": f"VMIDs to loop over (vmid_ranges.vms: {low}-{high}); the source used {shown_items}.",
+                "default": values,
+            }
+            attrs["foreach"] = self._param(
+                ("loop", var + shown_items), f"{name}s", spec, f"the loop list {shown_items}"
+            )
         else:
             placeholders = [i for i in items if i.startswith(OPEN) or i.startswith("$")]
             spec = {"type": "array", "description": f"Items to loop over; the source used {shown_items}."}
             if not placeholders:
                 spec["default"] = [shown(i) for i in items]
-            attrs["foreach"] = self._param(("loop", var + shown_items), f"{name}s", spec,
-                                           f"the loop list {shown_items}")
+            attrs["foreach"] = self._param(
+                ("loop", var + shown_items), f"{name}s", spec, f"the loop list {shown_items}"
+            )
         attrs["as"] = name
         self.change(f"'for {var} in ...; do ...; done' -> foreach with as: {name}")
 
@@ -431,8 +562,9 @@ class Adapter:
                 continue
             if "$(" in value or "`" in value:
                 spec = {"type": "string", "description": f"Value of {key}; the source computed it with a command."}
-                name = self._param(("computed", key), key.replace("-", "_"), spec,
-                                   f"{key}=<computed by a command on the page>")
+                name = self._param(
+                    ("computed", key), key.replace("-", "_"), spec, f"{key}=<computed by a command on the page>"
+                )
                 rendered = f"{{{{ {name} }}}}"
             else:
                 rendered = serialize(self.text(value, scope, _api_role(draft, key, value)))
@@ -462,24 +594,32 @@ class Adapter:
             elif part.kind == "var":
                 value = self.variable(part.text, inner, part.raw)
                 if not (isinstance(value, Tmpl) and value.expr in self.params):
-                    self.warnings.append(f"step {attrs['id']}: the jq filter uses {part.raw}, which only the loop or "
-                                         "the shell knows; the extract was left out")
+                    self.warnings.append(
+                        f"step {attrs['id']}: the jq filter uses {part.raw}, which only the loop or "
+                        "the shell knows; the extract was left out"
+                    )
                     return
                 pieces.append(f"${value.expr}")
             else:
-                self.warnings.append(f"step {attrs['id']}: the jq filter computes part of itself with {part.raw}; "
-                                     "the extract was left out")
+                self.warnings.append(
+                    f"step {attrs['id']}: the jq filter computes part of itself with {part.raw}; "
+                    "the extract was left out"
+                )
                 return
         expression = "".join(pieces)
         if draft.extract_wraps_data:
             if not re.search(r"(?<![\w\])?\"])\.data\b", expression):
-                self.warnings.append(f"step {attrs['id']}: the jq filter does not read .data; the step's result is "
-                                     "what PVE returns inside data, so check the extract")
+                self.warnings.append(
+                    f"step {attrs['id']}: the jq filter does not read .data; the step's result is "
+                    "what PVE returns inside data, so check the extract"
+                )
             expression = re.sub(r"(?<![\w\])?\"])\.data(?=\.)", "", expression)
             expression = re.sub(r"(?<![\w\])?\"])\.data(?!\w)", ".", expression)
             expression = re.sub(r"^\s*\.\s*\|\s*", "", expression) or "."
-            self.change(f"step {attrs['id']}: '| jq' became extract; .data was dropped from the filter, because the "
-                        "api step's result is already PVE's data")
+            self.change(
+                f"step {attrs['id']}: '| jq' became extract; .data was dropped from the filter, because the "
+                "api step's result is already PVE's data"
+            )
         for arg, value_word in draft.extract_args:
             resolved = self.text(value_word.text, inner)
             if len(resolved) == 1 and isinstance(resolved[0], Tmpl) and resolved[0].expr in self.params:
@@ -487,14 +627,18 @@ class Adapter:
             elif all(type(c) is str for c in resolved):
                 expression = re.sub(rf"\${re.escape(arg)}\b", json.dumps("".join(map(str, resolved))), expression)
             else:
-                self.warnings.append(f"step {attrs['id']}: jq --arg {arg} needs a value known only in the loop or the "
-                                     "shell; the extract was left out")
+                self.warnings.append(
+                    f"step {attrs['id']}: jq --arg {arg} needs a value known only in the loop or the "
+                    "shell; the extract was left out"
+                )
                 return
         try:
             jq.compile(expression, args={name: None for name in self.params})
         except ValueError as exc:
-            self.warnings.append(f"step {attrs['id']}: the jq filter was left out, it does not compile as an extract "
-                                 f"({str(exc).splitlines()[0]})")
+            self.warnings.append(
+                f"step {attrs['id']}: the jq filter was left out, it does not compile as an extract "
+                f"({str(exc).splitlines()[0]})"
+            )
             return
         attrs["extract"] = expression
 
@@ -504,7 +648,7 @@ class Adapter:
         while index < len(text):
             char = text[index]
             if char == "\\" and in_string:
-                out.append(text[index:index + 2])
+                out.append(text[index : index + 2])
                 index += 2
                 continue
             if char == '"':
@@ -512,10 +656,13 @@ class Adapter:
             if char == OPEN:
                 end = text.find(CLOSE, index)
                 if end > 0:
-                    name = text[index + 1:end]
+                    name = text[index + 1 : end]
                     value = self.placeholder(name, scope, f"<{name}>")
-                    jq_value = f"${value.expr}" if value.expr in self.params else \
-                        json.dumps(str(_lookup(self.config, value.expr)))
+                    jq_value = (
+                        f"${value.expr}"
+                        if value.expr in self.params
+                        else json.dumps(str(_lookup(self.config, value.expr)))
+                    )
                     out.append(f"\\({jq_value})" if in_string else jq_value)
                     index = end + 1
                     continue
@@ -525,13 +672,20 @@ class Adapter:
 
     def _node_attr(self, draft: Draft, scope: Scope) -> str:
         host = draft.host
-        if draft.user and draft.user != str(self.config["credentials"]["ssh_user"]) and OPEN not in draft.user \
-                and "$" not in draft.user:
-            self.change(f"ssh as '{draft.user}' -> as credentials.ssh_user "
-                        f"({self.config['credentials']['ssh_user']})")
+        if (
+            draft.user
+            and draft.user != str(self.config["credentials"]["ssh_user"])
+            and OPEN not in draft.user
+            and "$" not in draft.user
+        ):
+            self.change(f"ssh as '{draft.user}' -> as credentials.ssh_user ({self.config['credentials']['ssh_user']})")
         if host is None:
-            spec = {"type": "string", "description": "The cluster node to act on.", "enum": list(self.nodes),
-                    "default": self.nodes[0]}
+            spec = {
+                "type": "string",
+                "description": "The cluster node to act on.",
+                "enum": list(self.nodes),
+                "default": self.nodes[0],
+            }
             name = self._param(("node", "node"), "node", spec, "commands that run on a Proxmox VE node")
             self.identities.setdefault(("node", "node"), name)
             return f"{{{{ {name} }}}}"
@@ -550,9 +704,12 @@ class Adapter:
         roles = {}
         for command in draft.commands:
             roles.update(_shell_roles(command))
-        words = sorted({id(w): w for c in draft.commands for w in (*c.assigns, *c.words,
-                                                                     *[t for _, t in c.redirects if t])}.values(),
-                       key=lambda w: w.start)
+        words = sorted(
+            {
+                id(w): w for c in draft.commands for w in (*c.assigns, *c.words, *[t for _, t in c.redirects if t])
+            }.values(),
+            key=lambda w: w.start,
+        )
         chunks: list[Chunk] = []
         cursor = start
         cuts = sorted(draft.cuts)
@@ -591,11 +748,11 @@ class Adapter:
                 index = end
                 continue
             if char == "\\" and quote != "'":
-                buffer.append(text[index:index + 2])
+                buffer.append(text[index : index + 2])
                 index += 2
                 continue
             if char == OPEN and (end := text.find(CLOSE, index)) > 0:
-                name = text[index + 1:end]
+                name = text[index + 1 : end]
                 chunk = self.placeholder(name, scope, f"<{name}>")
                 if quote:
                     buffer.append(quote)
@@ -638,8 +795,7 @@ class Adapter:
                 if isinstance(chunk, Tmpl):
                     pieces.append((chunk, ""))
                 else:
-                    pieces += [(c, quote if isinstance(c, str) else "")
-                               for c in self.text(chunk, scope)]
+                    pieces += [(c, quote if isinstance(c, str) else "") for c in self.text(chunk, scope)]
         else:
             for part in word.parts:
                 if part.kind == "lit":
@@ -649,8 +805,10 @@ class Adapter:
                     pieces.append((chunk, part.quote) if isinstance(chunk, str) else (chunk, ""))
                 else:
                     inner = self.requote(part.raw, scope)
-                    pieces += [(c if isinstance(c, Tmpl) else _Raw(c), part.quote if not isinstance(c, Tmpl) else "")
-                               for c in inner]
+                    pieces += [
+                        (c if isinstance(c, Tmpl) else _Raw(c), part.quote if not isinstance(c, Tmpl) else "")
+                        for c in inner
+                    ]
         if not any(isinstance(c, Tmpl) for c, _ in pieces):
             return [word.raw]
         out: list[Chunk] = []
@@ -681,8 +839,10 @@ class _Raw(str):
 
 def _yaml_scalar(text: str) -> str:
     """A parameter value as YAML that reads back as the same text (integers stay integers)."""
-    if re.fullmatch(r"-?[0-9]+", text) or (re.fullmatch(r"[A-Za-z][\w.-]*", text) and text.lower() not in
-                                           ("true", "false", "yes", "no", "on", "off", "null", "y", "n")):
+    if re.fullmatch(r"-?[0-9]+", text) or (
+        re.fullmatch(r"[A-Za-z][\w.-]*", text)
+        and text.lower() not in ("true", "false", "yes", "no", "on", "off", "null", "y", "n")
+    ):
         return text
     return json.dumps(text)
 
@@ -724,8 +884,11 @@ def _api_role(draft: Draft, key: str, value: str) -> str | None:
         return "newid"
     if key in ("target", "node", "target-node"):
         return "target_node" if key != "node" else "node"
-    if key in ("storage", "targetstorage", "target-storage") and re.search(r"/(clone|qemu|lxc|move_disk|move-disk|"
-                                                                            r"move_volume|migrate)$", path):
+    if key in ("storage", "targetstorage", "target-storage") and re.search(
+        r"/(clone|qemu|lxc|move_disk|move-disk|"
+        r"move_volume|migrate)$",
+        path,
+    ):
         return "storage"
     if _DISK_KEY.match(key):
         return "disk"
@@ -736,8 +899,16 @@ def _api_role(draft: Draft, key: str, value: str) -> str | None:
     return None
 
 
-_OPTION_ROLES = {"--storage": "storage", "--bios": "bios", "--cpu": "cpu", "--scsihw": "scsihw",
-                 "--machine": "machine", "--target": "target_node", "--node": "node", "--rootfs": "disk"}
+_OPTION_ROLES = {
+    "--storage": "storage",
+    "--bios": "bios",
+    "--cpu": "cpu",
+    "--scsihw": "scsihw",
+    "--machine": "machine",
+    "--target": "target_node",
+    "--node": "node",
+    "--rootfs": "disk",
+}
 
 
 def _shell_roles(command: Simple) -> dict[int, str]:
@@ -768,9 +939,13 @@ def _shell_roles(command: Simple) -> dict[int, str]:
         if tool == "vzdump" and text.startswith("--storage"):
             continue  # backup storage, not the VM disk storage
         option, sep, _ = text.partition("=")
-        role = _OPTION_ROLES.get(option) or ("disk" if re.fullmatch(r"--(scsi|virtio|sata|ide|efidisk|tpmstate|mp)\d+",
-                                                                    option) else
-                                             "net" if re.fullmatch(r"--net\d+", option) else None)
+        role = _OPTION_ROLES.get(option) or (
+            "disk"
+            if re.fullmatch(r"--(scsi|virtio|sata|ide|efidisk|tpmstate|mp)\d+", option)
+            else "net"
+            if re.fullmatch(r"--net\d+", option)
+            else None
+        )
         if role is None:
             continue
         if sep:
@@ -778,5 +953,3 @@ def _shell_roles(command: Simple) -> dict[int, str]:
         elif index + 1 < len(words):
             roles[words[index + 1].start] = role
     return roles
-
-

@@ -19,8 +19,19 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .commands import (NODE_COMMANDS, AndOr, Compound, Pipeline, Script, ShellSyntax, Simple, Word, assignment,
-                       iter_simple, parse)
+from .commands import (
+    NODE_COMMANDS,
+    AndOr,
+    Compound,
+    Pipeline,
+    Script,
+    ShellSyntax,
+    Simple,
+    Word,
+    assignment,
+    iter_simple,
+    parse,
+)
 from .extract import Code
 
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
@@ -29,13 +40,60 @@ _CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|cred
 _STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias", "read", "shift", "trap", "umask"})
 _NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
 _PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
-_CURL_VALUE_OPTS = frozenset({"-X", "--request", "-d", "--data", "--data-raw", "--data-binary", "--data-ascii",
-                              "--data-urlencode", "-H", "--header", "-o", "--output", "-w", "--write-out", "-u",
-                              "--user", "-b", "--cookie", "-c", "--cookie-jar", "--cacert", "--capath", "--cert",
-                              "--key", "-m", "--max-time", "--connect-timeout", "--retry", "--retry-delay",
-                              "--retry-max-time", "-e", "--referer", "-A", "--user-agent", "-F", "--form", "-T",
-                              "--upload-file", "--resolve", "--url", "-x", "--proxy", "--limit-rate", "-K",
-                              "--config", "--pinnedpubkey", "--interface", "-r", "--range", "-E"})
+_CURL_VALUE_OPTS = frozenset(
+    {
+        "-X",
+        "--request",
+        "-d",
+        "--data",
+        "--data-raw",
+        "--data-binary",
+        "--data-ascii",
+        "--data-urlencode",
+        "-H",
+        "--header",
+        "-o",
+        "--output",
+        "-w",
+        "--write-out",
+        "-u",
+        "--user",
+        "-b",
+        "--cookie",
+        "-c",
+        "--cookie-jar",
+        "--cacert",
+        "--capath",
+        "--cert",
+        "--key",
+        "-m",
+        "--max-time",
+        "--connect-timeout",
+        "--retry",
+        "--retry-delay",
+        "--retry-max-time",
+        "-e",
+        "--referer",
+        "-A",
+        "--user-agent",
+        "-F",
+        "--form",
+        "-T",
+        "--upload-file",
+        "--resolve",
+        "--url",
+        "-x",
+        "--proxy",
+        "--limit-rate",
+        "-K",
+        "--config",
+        "--pinnedpubkey",
+        "--interface",
+        "-r",
+        "--range",
+        "-E",
+    }
+)
 _CURL_SHORT_VALUE = frozenset("XdHowubcmeAFTxKrE")
 _SSH_VALUE_OPTS = frozenset("bcDEeFIiJLlmOopQRSWw")
 _JQ_VALUE_OPTS = frozenset({"--arg", "--argjson", "--slurpfile", "--rawfile", "--indent", "-L", "-f", "--from-file"})
@@ -130,8 +188,14 @@ class Classifier:
         if state:
             simple = iter_simple(script.units)
             node = _node_side(simple)
-            draft = self._shell(code, text, (script.units[0].start, script.units[-1].end), simple,
-                                "ssh" if node else "local", comments=_comments_before(script, script.units[0].start, 0))
+            draft = self._shell(
+                code,
+                text,
+                (script.units[0].start, script.units[-1].end),
+                simple,
+                "ssh" if node else "local",
+                comments=_comments_before(script, script.units[0].start, 0),
+            )
             draft.defined = _defined(simple, script)
             draft.warnings.append(f"kept as one shell script because its commands share shell state ({state})")
             draft.original = shown(text)
@@ -146,7 +210,7 @@ class Classifier:
             if made:
                 made[0].comment = comments + made[0].comment
             for draft in made:
-                draft.original = draft.original or shown(text[unit.start:unit.end])
+                draft.original = draft.original or shown(text[unit.start : unit.end])
             drafts += made
         return drafts
 
@@ -177,16 +241,30 @@ class Classifier:
             if first.kind == "for" and len(pipeline.commands) == 1:
                 return [self._for(code, text, first, node_block)]
             simple = iter_simple([AndOr([pipeline], [], pipeline.start, pipeline.end)])
-            draft = self._shell(code, text, (pipeline.start, pipeline.end), simple,
-                                "ssh" if node_block and _node_side(simple) else "local")
+            draft = self._shell(
+                code,
+                text,
+                (pipeline.start, pipeline.end),
+                simple,
+                "ssh" if node_block and _node_side(simple) else "local",
+            )
             draft.defined = _defined(simple, None)
-            draft.warnings.append(f"kept as a shell script: a '{first.kind}' "
-                                  f"{'loop' if first.kind in ('for', 'while', 'until', 'select') else 'block'} "
-                                  "runs several commands, so it cannot be one step per command")
+            draft.warnings.append(
+                f"kept as a shell script: a '{first.kind}' "
+                f"{'loop' if first.kind in ('for', 'while', 'until', 'select') else 'block'} "
+                "runs several commands, so it cannot be one step per command"
+            )
             return [draft]
         if first.heredoc or any(isinstance(c, Compound) for c in pipeline.commands):
-            return [self._flagged(code, text, AndOr([pipeline], [], pipeline.start, pipeline.end), node_block,
-                                  "feeds a here-document or a loop")]
+            return [
+                self._flagged(
+                    code,
+                    text,
+                    AndOr([pipeline], [], pipeline.start, pipeline.end),
+                    node_block,
+                    "feeds a here-document or a loop",
+                )
+            ]
         if not first.words:
             return self._assignments(code, text, first, pipeline)
         return [self._command(code, text, pipeline, node_block)]
@@ -196,14 +274,23 @@ class Classifier:
         for word in command.assigns:
             name, value = assignment(word)
             if _CREDENTIAL_NAME.search(name) or "[redacted]" in value.text:
-                self.skipped.append(Skipped(code.line, f"{name}=... holds a credential; not copied (the engine "
-                                                       "fetches the API token itself)"))
+                self.skipped.append(
+                    Skipped(
+                        code.line,
+                        f"{name}=... holds a credential; not copied (the engine fetches the API token itself)",
+                    )
+                )
                 continue
             if value.literal is not None:
                 self.page_vars[name] = value.literal
-                self.skipped.append(Skipped(code.line, f"{name}={_excerpt(value.literal)} is not a step: where the "
-                                                       f"page uses ${name}, the runbook uses a parameter (default "
-                                                       "from this value) or the config's value"))
+                self.skipped.append(
+                    Skipped(
+                        code.line,
+                        f"{name}={_excerpt(value.literal)} is not a step: where the "
+                        f"page uses ${name}, the runbook uses a parameter (default "
+                        "from this value) or the config's value",
+                    )
+                )
                 continue
             substitutions = value.substitutions
             if len(value.parts) == 1 and len(substitutions) == 1 and substitutions[0].startswith("$("):
@@ -220,8 +307,9 @@ class Classifier:
                         drafts += made
                         continue
             draft = self._shell(code, text, (pipeline.start, pipeline.end), [command], "local")
-            draft.warnings.append(f"kept as a shell command: {name} is set from a command whose output later "
-                                  "steps cannot see this way")
+            draft.warnings.append(
+                f"kept as a shell command: {name} is set from a command whose output later steps cannot see this way"
+            )
             drafts.append(draft)
         return drafts
 
@@ -243,8 +331,12 @@ class Classifier:
         elif name == "talosctl":
             draft = self._talosctl(code, text, pipeline, first, words)
         elif name == "pass":
-            self.skipped.append(Skipped(code.line, "a 'pass' command (credential handling) was left out: the "
-                                                   "engine fetches the API token itself"))
+            self.skipped.append(
+                Skipped(
+                    code.line,
+                    "a 'pass' command (credential handling) was left out: the engine fetches the API token itself",
+                )
+            )
             return _nothing(code)
         elif name in NODE_COMMANDS or (name in ("wget", "curl") and _writes_node_storage(words)):
             draft = self._shell(code, text, (pipeline.start, pipeline.end), commands, "ssh")
@@ -265,33 +357,55 @@ class Classifier:
         if node_block and not token_env:
             draft = self._shell(code, text, (pipeline.start, pipeline.end), commands, "ssh")
             draft.attrs["review"] = True
-            draft.warnings.append(f"'{first.name}' is not a Proxmox command, but the commands around it run on the "
-                                  "node, so it runs there too: check that it should")
+            draft.warnings.append(
+                f"'{first.name}' is not a Proxmox command, but the commands around it run on the "
+                "node, so it runs there too: check that it should"
+            )
             return draft
         draft = self._shell(code, text, (pipeline.start, pipeline.end), commands, "local")
         draft.cuts += cuts
         if token_env and re.fullmatch(r"[A-Z_][A-Z0-9_]*", token_env):
             draft.attrs["api_token_env"] = token_env
-            draft.notes.append(f"the API token reaches the command as ${token_env} (api_token_env), fetched at run "
-                               "time; the page's way of reading it was not copied")
+            draft.notes.append(
+                f"the API token reaches the command as ${token_env} (api_token_env), fetched at run "
+                "time; the page's way of reading it was not copied"
+            )
         elif token_env:
             draft.warnings.append(f"a credential in {token_env} was removed; the command needs it from elsewhere")
         return draft
 
     # -- kinds
 
-    def _shell(self, code: Code, text: str, span: tuple[int, int], commands: list[Simple], kind: str,
-               comments: list[str] | None = None) -> Draft:
-        draft = Draft(kind, code.line, code.heading, comment=comments or [], source=text, span=span,
-                      commands=commands, excerpt=_excerpt(text[span[0]:span[1]]))
-        draft.hint = " ".join((commands[0].words[0].literal or "", *[w.literal or "" for w in commands[0].words[1:2]])) \
-            if commands and commands[0].words else kind
+    def _shell(
+        self,
+        code: Code,
+        text: str,
+        span: tuple[int, int],
+        commands: list[Simple],
+        kind: str,
+        comments: list[str] | None = None,
+    ) -> Draft:
+        draft = Draft(
+            kind,
+            code.line,
+            code.heading,
+            comment=comments or [],
+            source=text,
+            span=span,
+            commands=commands,
+            excerpt=_excerpt(text[span[0] : span[1]]),
+        )
+        draft.hint = (
+            " ".join((commands[0].words[0].literal or "", *[w.literal or "" for w in commands[0].words[1:2]]))
+            if commands and commands[0].words
+            else kind
+        )
         if kind == "local":
             draft.attrs["review"] = True
         return draft
 
     def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
-        draft = Draft("api", code.line, code.heading, excerpt=_excerpt(text[pipeline.start:pipeline.end]))
+        draft = Draft("api", code.line, code.heading, excerpt=_excerpt(text[pipeline.start : pipeline.end]))
         method, url, data, query_data = None, None, [], False
         dropped: set[str] = set()
         index = 1
@@ -343,10 +457,34 @@ class Classifier:
                     draft.warnings.append(f"curl wrote its answer to {value}; the step keeps it as its output instead")
             elif option in ("-w", "--write-out"):
                 dropped.add("curl's -w output format (the step reports the answer itself)")
-            elif option in ("-s", "--silent", "-S", "--show-error", "-f", "--fail", "-L", "--location", "-v",
-                            "--verbose", "--compressed", "-i", "--include", "--connect-timeout", "--retry-delay",
-                            "--retry-max-time", "-A", "--user-agent", "-4", "-6", "--http1.1", "--http2", "-#",
-                            "--progress-bar", "-N", "--no-buffer"):
+            elif option in (
+                "-s",
+                "--silent",
+                "-S",
+                "--show-error",
+                "-f",
+                "--fail",
+                "-L",
+                "--location",
+                "-v",
+                "--verbose",
+                "--compressed",
+                "-i",
+                "--include",
+                "--connect-timeout",
+                "--retry-delay",
+                "--retry-max-time",
+                "-A",
+                "--user-agent",
+                "-4",
+                "-6",
+                "--http1.1",
+                "--http2",
+                "-#",
+                "--progress-bar",
+                "-N",
+                "--no-buffer",
+            ):
                 pass
             else:
                 draft.warnings.append(f"curl option {option} has no equivalent in an api step and was left out")
@@ -362,14 +500,20 @@ class Classifier:
         if method not in ("GET", "POST", "PUT", "DELETE"):
             return self._review(code, text, pipeline, f"uses the method {method}, which the PVE API does not have")
         if re.match(r"^/access/(ticket|password)\b", path):
-            self.skipped.append(Skipped(code.line, f"the call to {path} logs in or sets a password; left out: the engine "
-                                                   "authenticates with the API token"))
+            self.skipped.append(
+                Skipped(
+                    code.line,
+                    f"the call to {path} logs in or sets a password; left out: the engine "
+                    "authenticates with the API token",
+                )
+            )
             return _nothing(code)
         params = []
         for key, value in query + data:
             if "[redacted]" in value or _CREDENTIAL_NAME.search(key):
-                draft.warnings.append(f"the parameter {key} carried a credential and was left out; give it by hand "
-                                      "if the call needs it")
+                draft.warnings.append(
+                    f"the parameter {key} carried a credential and was left out; give it by hand if the call needs it"
+                )
             else:
                 params.append((key, value))
         draft.method, draft.path, draft.params = method, unquote(path), params
@@ -377,16 +521,24 @@ class Classifier:
         draft.notes += sorted(f"dropped {what}" for what in dropped)
         host = split.hostname or split.netloc
         if host:
-            draft.notes.append(f"the host {shown(split.netloc)} was dropped: api steps call the cluster's nodes "
-                               "from cluster-config.yaml")
+            draft.notes.append(
+                f"the host {shown(split.netloc)} was dropped: api steps call the cluster's nodes "
+                "from cluster-config.yaml"
+            )
         return self._after(code, text, pipeline, draft, wraps_data=True)
 
     def _pvesh(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
         verb = words[1].literal if len(words) > 1 else None
         if verb not in _PVESH_METHODS or len(words) < 3:
             return self._review(code, text, pipeline, f"is 'pvesh {verb or ''}', which is not a call of the API")
-        draft = Draft("api", code.line, code.heading, method=_PVESH_METHODS[verb], path=words[2].text,
-                      excerpt=_excerpt(text[pipeline.start:pipeline.end]))
+        draft = Draft(
+            "api",
+            code.line,
+            code.heading,
+            method=_PVESH_METHODS[verb],
+            path=words[2].text,
+            excerpt=_excerpt(text[pipeline.start : pipeline.end]),
+        )
         index = 3
         while index < len(words):
             word = words[index].text
@@ -423,9 +575,10 @@ class Classifier:
                 draft.extract, draft.extract_args, draft.extract_wraps_data = filter_word, args, wraps_data
             rest = rest[1:]
         if rest:
-            tail = text[rest[0].start:pipeline.end]
-            draft.warnings.append(f"'| {_excerpt(tail)}' after the call was left out: a step's output is its "
-                                  "(extracted) answer")
+            tail = text[rest[0].start : pipeline.end]
+            draft.warnings.append(
+                f"'| {_excerpt(tail)}' after the call was left out: a step's output is its (extracted) answer"
+            )
         return draft
 
     def _ssh(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
@@ -456,8 +609,16 @@ class Classifier:
         try:
             script = parse(remote)
         except ShellSyntax as exc:
-            draft = Draft("ssh", code.line, code.heading, source=remote, span=(0, len(remote)), host=host, user=user,
-                          excerpt=_excerpt(remote))
+            draft = Draft(
+                "ssh",
+                code.line,
+                code.heading,
+                source=remote,
+                span=(0, len(remote)),
+                host=host,
+                user=user,
+                excerpt=_excerpt(remote),
+            )
             draft.warnings.append(f"the command sent over ssh could not be parsed ({exc}); kept as written")
             draft.attrs["review"] = True
             return draft
@@ -469,9 +630,18 @@ class Classifier:
                 draft.notes.append("the ssh around pvesh was dropped: the API is called directly")
                 return draft
         simple = iter_simple(units)
-        draft = Draft("ssh", code.line, code.heading, source=remote, span=(units[0].start, units[-1].end) if units
-                      else (0, len(remote)), commands=simple, host=host, user=user, excerpt=_excerpt(remote),
-                      defined=_defined(simple, script))
+        draft = Draft(
+            "ssh",
+            code.line,
+            code.heading,
+            source=remote,
+            span=(units[0].start, units[-1].end) if units else (0, len(remote)),
+            commands=simple,
+            host=host,
+            user=user,
+            excerpt=_excerpt(remote),
+            defined=_defined(simple, script),
+        )
         draft.hint = " ".join(w.literal or "" for w in simple[0].words[:2]) if simple and simple[0].words else "ssh"
         draft.notes.append("'ssh HOST' became an ssh step on the node; the engine connects as credentials.ssh_user")
         return draft
@@ -479,13 +649,25 @@ class Classifier:
     def _talosctl(self, code: Code, text: str, pipeline: Pipeline, command: Simple, words: list[Word]) -> Draft:
         for word in words:
             if word.substitutions:
-                return self._review(code, text, pipeline, "computes an argument with $(...) or `...`, and talosctl "
-                                                          "steps run without a shell")
+                return self._review(
+                    code,
+                    text,
+                    pipeline,
+                    "computes an argument with $(...) or `...`, and talosctl steps run without a shell",
+                )
         if command.redirects:
-            return self._review(code, text, pipeline, "redirects talosctl's output, and talosctl steps run without "
-                                                      "a shell")
-        draft = Draft("talosctl", code.line, code.heading, source=text, span=(words[0].start, command.end),
-                      commands=[command], excerpt=_excerpt(text[pipeline.start:pipeline.end]))
+            return self._review(
+                code, text, pipeline, "redirects talosctl's output, and talosctl steps run without a shell"
+            )
+        draft = Draft(
+            "talosctl",
+            code.line,
+            code.heading,
+            source=text,
+            span=(words[0].start, command.end),
+            commands=[command],
+            excerpt=_excerpt(text[pipeline.start : pipeline.end]),
+        )
         draft.hint = " ".join(["talosctl", *_talos_subcommand(words)])
         for index, word in enumerate(words):
             if word.text == "--talosconfig" and index + 1 < len(words):
@@ -502,8 +684,12 @@ class Classifier:
             if len(rest) == 1 and isinstance(jq, Simple) and jq.name == "jq":
                 filter_word, args, problem = _jq(jq.words)
                 if problem or filter_word is None:
-                    return self._review(code, text, pipeline, f"pipes talosctl into jq in a way a step cannot "
-                                                              f"({problem or 'no filter'})")
+                    return self._review(
+                        code,
+                        text,
+                        pipeline,
+                        f"pipes talosctl into jq in a way a step cannot ({problem or 'no filter'})",
+                    )
                 draft.attrs["json"] = True
                 draft.extract, draft.extract_args, draft.extract_wraps_data = filter_word, args, False
                 draft.notes.append("'| jq' became the step's extract (json: true parses talosctl's output)")
@@ -519,8 +705,14 @@ class Classifier:
 
     def _for(self, code: Code, text: str, loop: Compound, node_block: bool) -> Draft:
         body = loop.body
-        single = (len(body) == 1 and len(body[0].pipelines) == 1 and not body[0].ops and not body[0].background
-                  and isinstance(body[0].pipelines[0].commands[0], Simple) and body[0].pipelines[0].commands[0].words)
+        single = (
+            len(body) == 1
+            and len(body[0].pipelines) == 1
+            and not body[0].ops
+            and not body[0].background
+            and isinstance(body[0].pipelines[0].commands[0], Simple)
+            and body[0].pipelines[0].commands[0].words
+        )
         items = loop.items
         if single and items and loop.var:
             made = self._pipeline(code, text, body[0].pipelines[0], node_block)
@@ -528,7 +720,7 @@ class Classifier:
             if len(made) == 1 and literal_items is not None:
                 draft = made[0]
                 draft.loop_var, draft.loop_items = loop.var, literal_items
-                draft.excerpt = _excerpt(text[loop.start:loop.end])
+                draft.excerpt = _excerpt(text[loop.start : loop.end])
                 return draft
         simple = iter_simple(body)
         kind = "ssh" if node_block and _node_side(simple) else "local"
@@ -564,8 +756,9 @@ def _loop_items(words: list[Word]) -> list[str] | None:
     return out
 
 
-def _option(words: list[Word], index: int, long_values: frozenset[str], short_values: frozenset[str]
-            ) -> tuple[str | None, str | None, int]:
+def _option(
+    words: list[Word], index: int, long_values: frozenset[str], short_values: frozenset[str]
+) -> tuple[str | None, str | None, int]:
     """(option, its value, next index) at ``index``; option None for a positional word."""
     word = words[index].text
     if word.startswith("--"):
@@ -579,7 +772,7 @@ def _option(words: list[Word], index: int, long_values: frozenset[str], short_va
         letters = word[1:]
         for position, letter in enumerate(letters):
             if letter in short_values:
-                rest = letters[position + 1:]
+                rest = letters[position + 1 :]
                 if rest:
                     return f"-{letter}", rest, index + 1
                 if index + 1 < len(words):
@@ -636,23 +829,27 @@ def _writes_node_storage(words: list[Word]) -> bool:
         if text in ("-O", "-o", "-P", "--output", "--output-document", "--directory-prefix") and index + 1 < len(words):
             if _NODE_PATHS.match(words[index + 1].text):
                 return True
-        if re.match(r"^(-[OoP]|--output(-document)?=|--directory-prefix=)/", text) and \
-                _NODE_PATHS.match(re.sub(r"^(-[OoP]|--[\w-]+=)", "", text)):
+        if re.match(r"^(-[OoP]|--output(-document)?=|--directory-prefix=)/", text) and _NODE_PATHS.match(
+            re.sub(r"^(-[OoP]|--[\w-]+=)", "", text)
+        ):
             return True
     return False
 
 
 def _node_side(commands: list[Simple]) -> bool:
-    return any((c.name in NODE_COMMANDS) or (c.name in ("wget", "curl") and _writes_node_storage(c.words))
-               for c in commands)
+    return any(
+        (c.name in NODE_COMMANDS) or (c.name in ("wget", "curl") and _writes_node_storage(c.words)) for c in commands
+    )
 
 
 def _shared_state(script: Script) -> str:
     """Why the commands of a block depend on each other's shell state ('' when they do not)."""
     simple = iter_simple(script.units)
     for command in simple:
-        if command.name in _STATE_COMMANDS or (command.name == "export" and any(
-                assignment(w)[1].literal is None for w in command.words[1:] if "=" in w.text)):
+        if command.name in _STATE_COMMANDS or (
+            command.name == "export"
+            and any(assignment(w)[1].literal is None for w in command.words[1:] if "=" in w.text)
+        ):
             return f"'{command.name}'"
     for unit in script.units:
         for pipeline in unit.pipelines:
@@ -694,6 +891,7 @@ def _defined(commands: list[Simple], script: Script | None) -> set[str]:
         if command.name == "export":
             names |= {w.text.split("=")[0] for w in command.words[1:]}
     if script is not None:
+
         def loops(units: list[AndOr]) -> None:
             for unit in units:
                 for pipeline in unit.pipelines:
@@ -702,13 +900,17 @@ def _defined(commands: list[Simple], script: Script | None) -> set[str]:
                             if command.var:
                                 names.add(command.var)
                             loops(command.body)
+
         loops(script.units)
     return names
 
 
 def _comments_before(script: Script, start: int, after: int) -> list[str]:
-    return [re.sub(r"^#+\s?", "", text).strip() for offset, text in script.comments if after <= offset < start
-            and re.sub(r"^#+\s?", "", text).strip()]
+    return [
+        re.sub(r"^#+\s?", "", text).strip()
+        for offset, text in script.comments
+        if after <= offset < start and re.sub(r"^#+\s?", "", text).strip()
+    ]
 
 
 def _after_space(text: str, end: int) -> int:
@@ -721,8 +923,25 @@ def _after_space(text: str, end: int) -> int:
     return end
 
 
-_TALOS_VALUE_OPTS = frozenset({"-n", "--nodes", "-e", "--endpoints", "--talosconfig", "--context", "-o", "--output",
-                               "--cluster", "-f", "--file", "--image", "--to", "-i", "--insecure-image"})
+_TALOS_VALUE_OPTS = frozenset(
+    {
+        "-n",
+        "--nodes",
+        "-e",
+        "--endpoints",
+        "--talosconfig",
+        "--context",
+        "-o",
+        "--output",
+        "--cluster",
+        "-f",
+        "--file",
+        "--image",
+        "--to",
+        "-i",
+        "--insecure-image",
+    }
+)
 
 
 def _talos_subcommand(words: list[Word]) -> list[str]:

@@ -23,22 +23,130 @@ import re
 from dataclasses import dataclass, field
 
 # Commands that run on a Proxmox VE node (so their steps are ``ssh`` steps).
-NODE_COMMANDS = frozenset({
-    "qm", "pct", "pveum", "pvesm", "pvecm", "pveceph", "pvenode", "pvesh", "pvesr", "pveam", "pvesubscription",
-    "pveversion", "pvereport", "pve-firewall", "ha-manager", "vzdump", "qmrestore", "pct", "qemu-img",
-    "pveperf", "pvedaemon", "pveproxy", "proxmox-backup-client",
-})
+NODE_COMMANDS = frozenset(
+    {
+        "qm",
+        "pct",
+        "pveum",
+        "pvesm",
+        "pvecm",
+        "pveceph",
+        "pvenode",
+        "pvesh",
+        "pvesr",
+        "pveam",
+        "pvesubscription",
+        "pveversion",
+        "pvereport",
+        "pve-firewall",
+        "ha-manager",
+        "vzdump",
+        "qmrestore",
+        "qemu-img",
+        "pveperf",
+        "pvedaemon",
+        "pveproxy",
+        "proxmox-backup-client",
+    }
+)
 # First words that mark a line of text as a command (for pages without code fences).
-COMMAND_WORDS = frozenset(NODE_COMMANDS | {
-    "curl", "wget", "ssh", "scp", "rsync", "talosctl", "kubectl", "helm", "flux", "jq", "yq", "echo", "sudo",
-    "export", "cd", "mkdir", "cp", "mv", "rm", "cat", "ls", "sleep", "xz", "unxz", "gunzip", "tar", "sed", "awk",
-    "grep", "chmod", "ansible-playbook", "ansible", "task", "pass", "systemctl", "journalctl", "apt", "apt-get",
-    "ping", "openssl", "virt-customize", "git", "ip", "printf", "test", "source", "set",
-})
-RESERVED = frozenset({"for", "while", "until", "if", "then", "elif", "else", "fi", "do", "done", "case", "esac",
-                      "in", "{", "}", "!", "function", "select"})
-_OPERATORS = ("&>>", "<<-", "<<<", "&&", "||", ";;", "|&", ">>", ">&", "<&", "<<", "<>", ">|", "&>",
-              "|", "&", ";", "<", ">", "(", ")")
+COMMAND_WORDS = frozenset(
+    NODE_COMMANDS
+    | {
+        "curl",
+        "wget",
+        "ssh",
+        "scp",
+        "rsync",
+        "talosctl",
+        "kubectl",
+        "helm",
+        "flux",
+        "jq",
+        "yq",
+        "echo",
+        "sudo",
+        "export",
+        "cd",
+        "mkdir",
+        "cp",
+        "mv",
+        "rm",
+        "cat",
+        "ls",
+        "sleep",
+        "xz",
+        "unxz",
+        "gunzip",
+        "tar",
+        "sed",
+        "awk",
+        "grep",
+        "chmod",
+        "ansible-playbook",
+        "ansible",
+        "task",
+        "pass",
+        "systemctl",
+        "journalctl",
+        "apt",
+        "apt-get",
+        "ping",
+        "openssl",
+        "virt-customize",
+        "git",
+        "ip",
+        "printf",
+        "test",
+        "source",
+        "set",
+    }
+)
+RESERVED = frozenset(
+    {
+        "for",
+        "while",
+        "until",
+        "if",
+        "then",
+        "elif",
+        "else",
+        "fi",
+        "do",
+        "done",
+        "case",
+        "esac",
+        "in",
+        "{",
+        "}",
+        "!",
+        "function",
+        "select",
+    }
+)
+_OPERATORS = (
+    "&>>",
+    "<<-",
+    "<<<",
+    "&&",
+    "||",
+    ";;",
+    "|&",
+    ">>",
+    ">&",
+    "<&",
+    "<<",
+    "<>",
+    ">|",
+    "&>",
+    "|",
+    "&",
+    ";",
+    "<",
+    ">",
+    "(",
+    ")",
+)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SPECIAL_VAR = re.compile(r"[0-9@*#?$!-]")
 
@@ -119,7 +227,7 @@ class Compound:
     kind: str  # for | while | until | if | case | group | subshell | function | select
     start: int
     end: int
-    body: list["AndOr"] = field(default_factory=list)
+    body: list[AndOr] = field(default_factory=list)
     var: str | None = None
     items: list[Word] | None = None
     redirects: list[tuple[str, Word | None]] = field(default_factory=list)
@@ -185,7 +293,7 @@ class _Lexer:
             elif char == "#":
                 end = src.find("\n", self.i)
                 end = len(src) if end < 0 else end
-                self.tokens.append(Token("comment", src[self.i:end], self.i, end))
+                self.tokens.append(Token("comment", src[self.i : end], self.i, end))
                 self.i = end
             elif char in "|&;<>()":
                 self._operator()
@@ -224,11 +332,11 @@ class _Lexer:
                     raise ShellSyntax(f"the here-document ending with {delimiter!r} is never closed")
                 end = self.src.find("\n", self.i)
                 end = len(self.src) if end < 0 else end
-                line = self.src[self.i:end]
+                line = self.src[self.i : end]
                 self.i = min(end + 1, len(self.src))
                 if (line.lstrip("\t") if strip_tabs else line) == delimiter:
                     break
-            self.tokens.append(Token("heredoc", self.src[start:self.i], start, self.i))
+            self.tokens.append(Token("heredoc", self.src[start : self.i], start, self.i))
         self.pending_heredocs = []
 
     def _word(self) -> None:
@@ -240,7 +348,7 @@ class _Lexer:
         def flush(quote: str = "") -> None:
             nonlocal lit, lit_start
             if lit:
-                parts.append(Part("lit", "".join(lit), quote, src[lit_start:self.i]))
+                parts.append(Part("lit", "".join(lit), quote, src[lit_start : self.i]))
             lit = []
             lit_start = self.i
 
@@ -253,7 +361,7 @@ class _Lexer:
                     op_start = start
                     self._operator()
                     last = self.tokens.pop()
-                    self.tokens.append(Token("op", src[op_start:last.end], op_start, last.end))
+                    self.tokens.append(Token("op", src[op_start : last.end], op_start, last.end))
                     return
                 break
             if src.startswith("\\\n", self.i):
@@ -262,7 +370,7 @@ class _Lexer:
                 lit_start = self.i
             elif char == "\\":
                 flush()
-                lit.append(src[self.i + 1:self.i + 2])
+                lit.append(src[self.i + 1 : self.i + 2])
                 self.i += 2
                 flush()
             elif char == "'":
@@ -270,7 +378,7 @@ class _Lexer:
                 end = src.find("'", self.i + 1)
                 if end < 0:
                     raise ShellSyntax(f"a single quote is never closed (at {self._where(self.i)})")
-                parts.append(Part("lit", src[self.i + 1:end], "'", src[self.i:end + 1]))
+                parts.append(Part("lit", src[self.i + 1 : end], "'", src[self.i : end + 1]))
                 self.i = end + 1
                 lit_start = self.i
             elif char == '"':
@@ -291,7 +399,7 @@ class _Lexer:
                 lit.append(char)
                 self.i += 1
         flush()
-        raw = src[start:self.i]
+        raw = src[start : self.i]
         self.tokens.append(Token("word", raw, start, self.i, Word(tuple(parts), start, self.i, raw)))
 
     def _double_quoted(self) -> list[Part]:
@@ -305,10 +413,10 @@ class _Lexer:
             char = src[self.i]
             if char == '"':
                 if lit:
-                    parts.append(Part("lit", "".join(lit), '"', src[lit_start:self.i]))
+                    parts.append(Part("lit", "".join(lit), '"', src[lit_start : self.i]))
                 self.i += 1
                 return parts or [Part("lit", "", '"', '""')]
-            if char == "\\" and src[self.i + 1:self.i + 2] in ('"', "\\", "$", "`", "\n"):
+            if char == "\\" and src[self.i + 1 : self.i + 2] in ('"', "\\", "$", "`", "\n"):
                 if src[self.i + 1] != "\n":
                     lit.append(src[self.i + 1])
                 self.i += 2
@@ -319,7 +427,7 @@ class _Lexer:
                     self.i += 1
                     continue
                 if lit:
-                    parts.append(Part("lit", "".join(lit), '"', src[lit_start:self.i - len(expansion.raw)]))
+                    parts.append(Part("lit", "".join(lit), '"', src[lit_start : self.i - len(expansion.raw)]))
                     lit = []
                 parts.append(expansion)
                 lit_start = self.i
@@ -337,33 +445,35 @@ class _Lexer:
             if end >= len(src):
                 raise ShellSyntax(f"a backquote is never closed (at {self._where(start)})")
             self.i = end + 1
-            return Part("subst", src[start + 1:end], quote, src[start:self.i])
-        nxt = src[start + 1:start + 2]
+            return Part("subst", src[start + 1 : end], quote, src[start : self.i])
+        nxt = src[start + 1 : start + 2]
         if nxt == "(":
             self.i = _balanced(src, start + 2, self._where)
-            return Part("subst", src[start:self.i], quote, src[start:self.i])
+            return Part("subst", src[start : self.i], quote, src[start : self.i])
         if nxt == "{":
             end = src.find("}", start + 2)
             if end < 0:
                 raise ShellSyntax(f"a ${{ is never closed (at {self._where(start)})")
             self.i = end + 1
-            inner = src[start + 2:end]
+            inner = src[start + 2 : end]
             if _NAME.fullmatch(inner):
-                return Part("var", inner, quote, src[start:self.i])
-            return Part("subst", src[start:self.i], quote, src[start:self.i])
+                return Part("var", inner, quote, src[start : self.i])
+            return Part("subst", src[start : self.i], quote, src[start : self.i])
         if nxt == "'" and not quote:
             end = src.find("'", start + 2)
             if end < 0:
                 raise ShellSyntax(f"a $' quote is never closed (at {self._where(start)})")
             self.i = end + 1
-            return Part("lit", src[start + 2:end].encode().decode("unicode_escape", "replace"), "'", src[start:self.i])
+            return Part(
+                "lit", src[start + 2 : end].encode().decode("unicode_escape", "replace"), "'", src[start : self.i]
+            )
         name = _NAME.match(src, start + 1)
         if name:
             self.i = name.end()
-            return Part("var", name[0], quote, src[start:self.i])
+            return Part("var", name[0], quote, src[start : self.i])
         if nxt and _SPECIAL_VAR.match(nxt):
             self.i = start + 2
-            return Part("var", nxt, quote, src[start:self.i])
+            return Part("var", nxt, quote, src[start : self.i])
         return None
 
     def _where(self, offset: int) -> str:
@@ -444,8 +554,9 @@ class _Parser:
         return ShellSyntax(f"{what} at line {line} (found {token.text.strip() or 'a line break'!r})")
 
     def skip_newlines(self) -> None:
-        while (token := self.peek()) is not None and (token.kind == "newline" or
-                                                      (token.kind == "op" and token.text == ";")):
+        while (token := self.peek()) is not None and (
+            token.kind == "newline" or (token.kind == "op" and token.text == ";")
+        ):
             self.pos += 1
 
     def expect_word(self, word: str) -> Token:
@@ -489,8 +600,11 @@ class _Parser:
             self.pos += 1
         end = pipelines[-1].end
         # A here-document's body follows the line that opened it: it belongs to this unit.
-        while self.pos + 1 < len(self.tokens) and self.tokens[self.pos].kind == "newline" \
-                and self.tokens[self.pos + 1].kind == "heredoc":
+        while (
+            self.pos + 1 < len(self.tokens)
+            and self.tokens[self.pos].kind == "newline"
+            and self.tokens[self.pos + 1].kind == "heredoc"
+        ):
             end = self.tokens[self.pos + 1].end
             self.pos += 2
         return AndOr(pipelines, ops, pipelines[0].start, end, background)
@@ -541,7 +655,7 @@ class _Parser:
         return self._simple()
 
     def _is_function_def(self) -> bool:
-        after = self.tokens[self.pos + 1:self.pos + 3]
+        after = self.tokens[self.pos + 1 : self.pos + 3]
         return len(after) == 2 and after[0].text == "(" and after[1].text == ")"
 
     def _function(self) -> Compound:
@@ -554,8 +668,12 @@ class _Parser:
             self.pos += 2
         self.skip_newlines()
         body = self.command()
-        return Compound("function", start.start, body.end, [AndOr([Pipeline([body], body.start, body.end)], [],
-                                                                   body.start, body.end)])
+        return Compound(
+            "function",
+            start.start,
+            body.end,
+            [AndOr([Pipeline([body], body.start, body.end)], [], body.start, body.end)],
+        )
 
     def _with_redirects(self, compound: Compound) -> Compound:
         redirects, heredoc = self._redirects()
@@ -681,7 +799,9 @@ def _is_redirect(op: str) -> bool:
 
 def _is_assignment(word: Word) -> bool:
     first = word.parts[0] if word.parts else None
-    return bool(first and first.kind == "lit" and not first.quote and re.match(r"^[A-Za-z_][A-Za-z0-9_]*\+?=", first.text))
+    return bool(
+        first and first.kind == "lit" and not first.quote and re.match(r"^[A-Za-z_][A-Za-z0-9_]*\+?=", first.text)
+    )
 
 
 def assignment(word: Word) -> tuple[str, Word]:
@@ -689,7 +809,7 @@ def assignment(word: Word) -> tuple[str, Word]:
     first = word.parts[0]
     name, _, rest = first.text.partition("=")
     parts = ((Part("lit", rest, first.quote, rest),) if rest else ()) + word.parts[1:]
-    return name.rstrip("+"), Word(parts, word.start + len(name) + 1, word.end, word.raw[len(name) + 1:])
+    return name.rstrip("+"), Word(parts, word.start + len(name) + 1, word.end, word.raw[len(name) + 1 :])
 
 
 def iter_simple(units: list[AndOr]) -> list[Simple]:

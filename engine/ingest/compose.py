@@ -42,8 +42,10 @@ def step_fence(step: Adapted) -> str:
 def demoted(item: Demoted) -> str:
     runs = [len(m) for m in re.findall(r"`{3,}", item.original)]
     ticks = "`" * max(3, max(runs, default=0) + 1)
-    return (f"> **Not made a step** (line {item.line} of the source): {item.reason}. The command as the source "
-            f"wrote it, for reference only:\n\n{ticks}text\n{item.original.rstrip()}\n{ticks}\n")
+    return (
+        f"> **Not made a step** (line {item.line} of the source): {item.reason}. The command as the source "
+        f"wrote it, for reference only:\n\n{ticks}text\n{item.original.rstrip()}\n{ticks}\n"
+    )
 
 
 def _flow(value: Any) -> str:

@@ -42,8 +42,13 @@ def html_to_markdown(html: str) -> tuple[str | None, str]:
     """(the page title, its content as markdown)."""
     title_match = re.search(r"<title[^>]*>(.*?)</title>", html, re.I | re.S)
     title = re.sub(r"\s+", " ", title_match[1]).strip() if title_match else None
-    text = _Converter(heading_style="ATX", bullets="-", code_language_callback=_language,
-                      escape_underscores=False, escape_asterisks=False).convert(html)
+    text = _Converter(
+        heading_style="ATX",
+        bullets="-",
+        code_language_callback=_language,
+        escape_underscores=False,
+        escape_asterisks=False,
+    ).convert(html)
     from html import unescape
 
     return (unescape(title) if title else None), re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
@@ -73,16 +78,20 @@ def text_to_markdown(text: str) -> tuple[str | None, str]:
         out.append("")
     while index < len(lines):
         line = lines[index]
-        if _is_command(line) or (line.startswith(("    ", "\t")) and line.strip() and
-                                 _is_command(line.strip())):
+        if _is_command(line) or (line.startswith(("    ", "\t")) and line.strip() and _is_command(line.strip())):
             block, depth = [], 0
             while index < len(lines):
                 current = lines[index]
                 stripped = current.strip()
                 if not stripped and depth == 0 and not (block and block[-1].rstrip().endswith("\\")):
                     break
-                if block and depth == 0 and not block[-1].rstrip().endswith(("\\", "|", "&&")) \
-                        and not _is_command(current) and not stripped.startswith(("|", "&&")):
+                if (
+                    block
+                    and depth == 0
+                    and not block[-1].rstrip().endswith(("\\", "|", "&&"))
+                    and not _is_command(current)
+                    and not stripped.startswith(("|", "&&"))
+                ):
                     break
                 depth += len(re.findall(r"\b(do|then)\b", stripped)) - len(re.findall(r"\b(done|fi)\b", stripped))
                 line_text = current.strip() if not block else current.rstrip()

@@ -18,8 +18,22 @@ from markdown_it import MarkdownIt
 from ..model import STEP_KINDS
 from .commands import COMMAND_WORDS
 
-SHELL_LANGUAGES = frozenset({"bash", "sh", "shell", "zsh", "console", "shell-session", "shellsession", "terminal",
-                             "ssh", "local", "talosctl", "pvesh"})
+SHELL_LANGUAGES = frozenset(
+    {
+        "bash",
+        "sh",
+        "shell",
+        "zsh",
+        "console",
+        "shell-session",
+        "shellsession",
+        "terminal",
+        "ssh",
+        "local",
+        "talosctl",
+        "pvesh",
+    }
+)
 _MAYBE_SHELL = frozenset({"", "text", "plaintext", "plain", "none", "code"})
 _PROMPT = re.compile(r"^(?:\$|[\w.-]+@[\w.-]+(?::[^\s#$]*)?[#$]|[\w.-]+[#$])\s")
 _FENCE_LINE = re.compile(r"^(?P<lead>(?:\s*>)*\s*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
@@ -92,13 +106,16 @@ def split_document(markdown: str, title: str | None = None) -> Document:
 
 def _without_frontmatter(markdown: str) -> tuple[str, str | None]:
     """The page without a leading YAML frontmatter block (its title or name is kept)."""
-    text = re.sub(r"^\s*(<!--.*?-->\s*)*", "", markdown, count=1, flags=re.S) if markdown.lstrip().startswith("<!--") \
+    text = (
+        re.sub(r"^\s*(<!--.*?-->\s*)*", "", markdown, count=1, flags=re.S)
+        if markdown.lstrip().startswith("<!--")
         else markdown
+    )
     match = re.match(r"^---[ \t]*\n(.*?)\n---[ \t]*(\n|$)", text, re.S)
     if not match:
         return markdown, None
     title = re.search(r"^(?:title|name):\s*['\"]?(.+?)['\"]?\s*$", match[1], re.M)
-    return text[match.end():], (title[1] if title else None)
+    return text[match.end() :], (title[1] if title else None)
 
 
 def _is_commands(content: str, language: str) -> bool:

@@ -21,8 +21,14 @@ from .redact import safe_source
 TIMEOUT = 20.0  # seconds, for connecting and for each read
 MAX_BYTES = 2 * 1024 * 1024
 MAX_REDIRECTS = 5
-_TEXT_TYPES = ("text/", "application/xhtml+xml", "application/xml", "application/markdown", "application/x-sh",
-               "application/x-shellscript")
+_TEXT_TYPES = (
+    "text/",
+    "application/xhtml+xml",
+    "application/xml",
+    "application/markdown",
+    "application/x-sh",
+    "application/x-shellscript",
+)
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -40,14 +46,22 @@ class Source:
     url: str | None = None  # final URL after redirects, for http sources
 
 
-def read_source(source: str, *, timeout: float = TIMEOUT, max_bytes: int = MAX_BYTES,
-                max_redirects: int = MAX_REDIRECTS, transport: httpx.BaseTransport | None = None) -> Source:
+def read_source(
+    source: str,
+    *,
+    timeout: float = TIMEOUT,
+    max_bytes: int = MAX_BYTES,
+    max_redirects: int = MAX_REDIRECTS,
+    transport: httpx.BaseTransport | None = None,
+) -> Source:
     """Fetch ``source`` (http(s) URL or local path) as text, or raise ``FetchError``."""
     scheme = _SCHEME.match(source)
     if scheme and len(scheme[1]) > 1:  # one letter is a Windows drive, not a scheme
         if scheme[1].lower() not in ("http", "https"):
-            raise FetchError(f"{safe_source(source)}: only http:// and https:// URLs, or a local file path, can be "
-                             f"ingested (got a {scheme[1]}: URL)")
+            raise FetchError(
+                f"{safe_source(source)}: only http:// and https:// URLs, or a local file path, can be "
+                f"ingested (got a {scheme[1]}: URL)"
+            )
         return _fetch_url(source, timeout, max_bytes, max_redirects, transport)
     return _read_file(Path(source).expanduser(), source, max_bytes)
 
@@ -59,33 +73,43 @@ def _read_file(path: Path, shown: str, max_bytes: int) -> Source:
         raise FetchError(f"{shown}: not a file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise FetchError(f"{shown}: the file is {size} bytes, over the limit of {max_bytes} bytes for a page to "
-                         "ingest; is it really a procedure page?")
+        raise FetchError(
+            f"{shown}: the file is {size} bytes, over the limit of {max_bytes} bytes for a page to "
+            "ingest; is it really a procedure page?"
+        )
     data = path.read_bytes()
     text = _decode(data, None, shown)
     return Source(shown, text, _format(text, None, path.suffix.lower()))
 
 
-def _fetch_url(url: str, timeout: float, max_bytes: int, max_redirects: int,
-               transport: httpx.BaseTransport | None) -> Source:
+def _fetch_url(
+    url: str, timeout: float, max_bytes: int, max_redirects: int, transport: httpx.BaseTransport | None
+) -> Source:
     shown = safe_source(url)
     if not urlsplit(url).hostname:
         raise FetchError(f"{shown}: the URL has no host")
     try:
-        with httpx.Client(follow_redirects=True, max_redirects=max_redirects, timeout=timeout,
-                          transport=transport, headers={"Accept": "text/markdown, text/html, text/plain;q=0.9, */*;q=0.1",
-                                                        "User-Agent": "runbook-ingest"}) as client:
+        with httpx.Client(
+            follow_redirects=True,
+            max_redirects=max_redirects,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "text/markdown, text/html, text/plain;q=0.9, */*;q=0.1", "User-Agent": "runbook-ingest"},
+        ) as client:
             with client.stream("GET", url) as response:
                 final = safe_source(str(response.url))
                 if response.status_code >= 400:
-                    raise FetchError(f"{shown}: the server answered {response.status_code} "
-                                     f"{response.reason_phrase or ''}".rstrip() +
-                                     (f" (after redirects, at {final})" if final != shown else "") +
-                                     "; check the address")
+                    raise FetchError(
+                        f"{shown}: the server answered {response.status_code} {response.reason_phrase or ''}".rstrip()
+                        + (f" (after redirects, at {final})" if final != shown else "")
+                        + "; check the address"
+                    )
                 ctype = response.headers.get("content-type", "")
                 if ctype and not ctype.lower().startswith(_TEXT_TYPES):
-                    raise FetchError(f"{shown}: not a text page (Content-Type: {ctype.split(';')[0]}); ingest "
-                                     "reads markdown, HTML or plain text")
+                    raise FetchError(
+                        f"{shown}: not a text page (Content-Type: {ctype.split(';')[0]}); ingest "
+                        "reads markdown, HTML or plain text"
+                    )
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise FetchError(f"{shown}: the page is {declared} bytes, over the limit of {max_bytes} bytes")
@@ -127,8 +151,9 @@ def _decode(data: bytes, charset: str | None, shown: str) -> str:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise FetchError(f"{shown}: not text in UTF-8 (or the declared charset); ingest reads markdown, HTML or "
-                             "plain text") from None
+            raise FetchError(
+                f"{shown}: not text in UTF-8 (or the declared charset); ingest reads markdown, HTML or plain text"
+            ) from None
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise FetchError(f"{shown}: the page is empty")

@@ -55,8 +55,9 @@ def check_name(name: str) -> None:
         raise IngestError(f"--name {name!r}: a runbook name is lower-case words joined by '-', like vm-stop")
 
 
-def propose(home: Home, config: ClusterConfig, source: Source, name: str | None = None,
-            today: date | None = None) -> Proposal:
+def propose(
+    home: Home, config: ClusterConfig, source: Source, name: str | None = None, today: date | None = None
+) -> Proposal:
     """The runbook ``source`` becomes in this home, or ``IngestError`` saying why it cannot."""
     if source.format == "html":
         title, markdown = html_to_markdown(source.text)
@@ -70,12 +71,16 @@ def propose(home: Home, config: ClusterConfig, source: Source, name: str | None 
     name = name or _name_from(doc.title, source.location)
     check_name(name)
     if not doc.code:
-        raise IngestError(f"{source.location}: no commands found (no shell code blocks: ```bash, <pre>, or lines "
-                          "starting with curl, pvesh, ssh, qm, talosctl, ...); nothing to make a runbook of")
+        raise IngestError(
+            f"{source.location}: no commands found (no shell code blocks: ```bash, <pre>, or lines "
+            "starting with curl, pvesh, ssh, qm, talosctl, ...); nothing to make a runbook of"
+        )
     changes: list[str] = []
     if cleaned.counts:
-        changes.append(f"removed credentials from the page ({cleaned.summary()}); they are never copied: the "
-                       "engine fetches the API token itself when a step runs")
+        changes.append(
+            f"removed credentials from the page ({cleaned.summary()}); they are never copied: the "
+            "engine fetches the API token itself when a step runs"
+        )
     classifier = Classifier()
     planned: list[Prose | tuple[Code, list[Draft]]] = []
     for block in doc.blocks:
@@ -85,8 +90,9 @@ def propose(home: Home, config: ClusterConfig, source: Source, name: str | None 
         drafts = [d for d in classifier.block(block) if d.kind != "none"]
         planned.append((block, drafts))
         if block.dropped_output:
-            changes.append(f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts "
-                           "were left out")
+            changes.append(
+                f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts were left out"
+            )
     drafts = [d for item in planned if isinstance(item, tuple) for d in item[1]]
     if not drafts:
         raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
@@ -98,26 +104,42 @@ def propose(home: Home, config: ClusterConfig, source: Source, name: str | None 
         if draft.register_var:
             adapter.step_ids[draft.register_var] = ids[id(draft)]
     refused: dict[int, str] = {}
-    for attempt in range(len(drafts) + 1):
+    for _attempt in range(len(drafts) + 1):
         text, steps, warnings, body_changes = _render(adapter, planned, ids, refused, source, name, doc.title, today)
         problems = _problems(home, config, text, name)
         if not problems:
             break
         failing = _failing(text, name, problems, steps)
         if failing is None:
-            raise IngestError("the runbook made from this page does not pass validation (a defect of ingest):\n" +
-                              "\n".join(str(p) for p in problems))
+            raise IngestError(
+                "the runbook made from this page does not pass validation (a defect of ingest):\n"
+                + "\n".join(str(p) for p in problems)
+            )
         refused.update(failing)
     else:  # pragma: no cover - each round refuses at least one step
         raise IngestError("could not make a runbook that passes validation")
     review = [s.attrs["id"] for s in steps if s.attrs.get("review")]
-    return Proposal(name, home.runbooks_dir / f"{name}.md", text, changes + adapter.changes + body_changes,
-                    warnings + adapter.warnings, len(steps), review)
+    return Proposal(
+        name,
+        home.runbooks_dir / f"{name}.md",
+        text,
+        changes + adapter.changes + body_changes,
+        warnings + adapter.warnings,
+        len(steps),
+        review,
+    )
 
 
-def _render(adapter: Adapter, planned: list[Prose | tuple[Code, list[Draft]]], ids: dict[int, str],
-            refused: dict[int, str], source: Source, name: str, title: str | None, today: date | None
-            ) -> tuple[str, list[Adapted], list[str], list[str]]:
+def _render(
+    adapter: Adapter,
+    planned: list[Prose | tuple[Code, list[Draft]]],
+    ids: dict[int, str],
+    refused: dict[int, str],
+    source: Source,
+    name: str,
+    title: str | None,
+    today: date | None,
+) -> tuple[str, list[Adapted], list[str], list[str]]:
     adapter.params.clear()
     adapter.identities.clear()
     adapter.changes.clear()
@@ -151,10 +173,15 @@ def _render(adapter: Adapter, planned: list[Prose | tuple[Code, list[Draft]]], i
             changes += [f"step {step_id}: {note}" for note in draft.notes]
             warnings += [f"step {step_id} (line {draft.line}): {w}" for w in draft.warnings]
             if adapted.attrs.get("review") and not draft.warnings:
-                warnings.append(f"step {step_id} (line {draft.line}): runs '{draft.excerpt}' on this machine; "
-                                "marked review: true (gated) until you have read it")
-    origin = {"source": source.location, "fetched": (today or date.today()).isoformat(),
-              "ingested_by": f"runbook {__version__} ingest"}
+                warnings.append(
+                    f"step {step_id} (line {draft.line}): runs '{draft.excerpt}' on this machine; "
+                    "marked review: true (gated) until you have read it"
+                )
+    origin = {
+        "source": source.location,
+        "fetched": (today or date.today()).isoformat(),
+        "ingested_by": f"runbook {__version__} ingest",
+    }
     description = _description(title, source.location)
     head = frontmatter(name, description, dict(adapter.params), origin)
     return compose(head, parts), steps, warnings, changes
@@ -250,6 +277,8 @@ def write(proposal: Proposal, force: bool) -> Path:
         with open(path, "w" if force else "x", encoding="utf-8") as handle:
             handle.write(proposal.text)
     except FileExistsError:
-        raise IngestError(f"{path.name} already exists in {path.parent}; use --force to overwrite it, or --name "
-                          "to choose another name") from None
+        raise IngestError(
+            f"{path.name} already exists in {path.parent}; use --force to overwrite it, or --name "
+            "to choose another name"
+        ) from None
     return path

@@ -21,23 +21,47 @@ MARK = "[redacted]"
 _SUBST = r"\$\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)"
 _VALUE = rf"(?:{_SUBST}|[^\s\"'\\])+"
 _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
-    ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
-     f"{MARK} (private key)"),
-    ("Authorization header", re.compile(rf"(?i)(\bauthorization\s*[:=]\s*)(?:(?:bearer|basic|pveapitoken)\b[ =]?)?"
-                                        rf"(?:\s*{_VALUE})?"), rf"\g<1>{MARK}"),
+    (
+        "private key",
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S),
+        f"{MARK} (private key)",
+    ),
+    (
+        "Authorization header",
+        re.compile(
+            rf"(?i)(\bauthorization\s*[:=]\s*)(?:(?:bearer|basic|pveapitoken)\b[ =]?)?"
+            rf"(?:\s*{_VALUE})?"
+        ),
+        rf"\g<1>{MARK}",
+    ),
     ("API token", re.compile(rf"(?i)(\bPVEAPIToken\s*=\s*){_VALUE}"), rf"\g<1>{MARK}"),
     ("API token", re.compile(r"(?i)(\b[\w.-]+@[\w.-]+![\w.-]+\s*=\s*)[\w-]{8,}"), rf"\g<1>{MARK}"),
-    ("cookie or CSRF token", re.compile(rf"(?i)(\b(?:PVEAuthCookie|CSRFPreventionToken|cookie)\s*[:=]\s*){_VALUE}"),
-     rf"\g<1>{MARK}"),
+    (
+        "cookie or CSRF token",
+        re.compile(rf"(?i)(\b(?:PVEAuthCookie|CSRFPreventionToken|cookie)\s*[:=]\s*){_VALUE}"),
+        rf"\g<1>{MARK}",
+    ),
     ("bearer token", re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1>{MARK}"),
-    ("password or secret", re.compile(
-        rf"(?i)(\b[\w-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey)\s*[=:]\s*)(?![=\s]|\[redacted\])"
-        rf"(?:\"[^\"\n]*\"|'[^'\n]*'|{_VALUE})"), rf"\g<1>{MARK}"),
-    ("password option", re.compile(
-        r"(?i)(--(?:password|passwd|passphrase|secret|token)(?:[= ])\s*)(?!\[redacted\])(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+)"),
-     rf"\g<1>{MARK}"),
-    ("user:password", re.compile(r"((?:^|\s)(?:-u|--user)\s+[\"']?[^\s:\"']+:)(?!\[redacted\])[^\s\"']+"),
-     rf"\g<1>{MARK}"),
+    (
+        "password or secret",
+        re.compile(
+            rf"(?i)(\b[\w-]*(?:password|passwd|passphrase|secret|token|api[_-]?key|apikey)\s*[=:]\s*)(?![=\s]|\[redacted\])"
+            rf"(?:\"[^\"\n]*\"|'[^'\n]*'|{_VALUE})"
+        ),
+        rf"\g<1>{MARK}",
+    ),
+    (
+        "password option",
+        re.compile(
+            r"(?i)(--(?:password|passwd|passphrase|secret|token)(?:[= ])\s*)(?!\[redacted\])(?:\"[^\"\n]*\"|'[^'\n]*'|[^\s\"']+)"
+        ),
+        rf"\g<1>{MARK}",
+    ),
+    (
+        "user:password",
+        re.compile(r"((?:^|\s)(?:-u|--user)\s+[\"']?[^\s:\"']+:)(?!\[redacted\])[^\s\"']+"),
+        rf"\g<1>{MARK}",
+    ),
     ("URL password", re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@\"']+:)[^\s/@\"']+(?=@)"), rf"\g<1>{MARK}"),
     ("UUID", re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), MARK),
     ("JSON web token", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"), MARK),
@@ -73,5 +97,6 @@ def scrub(text: str) -> str:
 def safe_source(source: str) -> str:
     """A source URL fit to print and store: no password, no token-like query values."""
     text = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@\s]*@", r"\1", source, flags=re.I)
-    return re.sub(r"(?i)([?&][\w-]*(?:token|key|secret|password|passwd|auth|sig|signature)[\w-]*=)[^&#]*",
-                  rf"\g<1>{MARK}", text)
+    return re.sub(
+        r"(?i)([?&][\w-]*(?:token|key|secret|password|passwd|auth|sig|signature)[\w-]*=)[^&#]*", rf"\g<1>{MARK}", text
+    )

@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,15 @@ def _load(home: Home) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise TrustError(f"{home.shown(path)} cannot be read ({exc}); move it away and review the ingested "
-                         "runbooks again with 'runbook trust NAME'") from None
+        raise TrustError(
+            f"{home.shown(path)} cannot be read ({exc}); move it away and review the ingested "
+            "runbooks again with 'runbook trust NAME'"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("runbooks"), dict):
-        raise TrustError(f"{home.shown(path)} is not a trust record; move it away and review the ingested runbooks "
-                         "again with 'runbook trust NAME'")
+        raise TrustError(
+            f"{home.shown(path)} is not a trust record; move it away and review the ingested runbooks "
+            "again with 'runbook trust NAME'"
+        )
     return data
 
 
@@ -83,20 +87,32 @@ def untrusted_reason(home: Home, runbook: Runbook, path: Path) -> str | None:
         return str(exc)
     if review is not None and review.sha256 == content_hash(path):
         return None
-    state = (f"has changed since {review.by} reviewed it ({review.at})" if review is not None
-             else "has not been reviewed")
-    return (f"runbook {runbook.name} was ingested from {origin.get('source', '?')} and {state}, so it does not run "
-            f"for real. Read it (runbook show {runbook.name}; runbook run {runbook.name} --dry-run shows every "
-            f"step), then record your review with: runbook trust {runbook.name}")
+    state = (
+        f"has changed since {review.by} reviewed it ({review.at})" if review is not None else "has not been reviewed"
+    )
+    return (
+        f"runbook {runbook.name} was ingested from {origin.get('source', '?')} and {state}, so it does not run "
+        f"for real. Read it (runbook show {runbook.name}; runbook run {runbook.name} --dry-run shows every "
+        f"step), then record your review with: runbook trust {runbook.name}"
+    )
 
 
 def record(home: Home, runbook: Runbook, path: Path, who: str | None = None) -> Review:
     """Record that the runbook's current content was reviewed; returns the record."""
     data = _load(home)
-    review = Review(content_hash(path), who or _who(), datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    str((runbook.frontmatter.get("origin") or {}).get("source") or "") or None)
-    data["runbooks"][runbook.name] = {"sha256": review.sha256, "by": review.by, "at": review.at,
-                                      "source": review.source, "file": home.shown(path)}
+    review = Review(
+        content_hash(path),
+        who or _who(),
+        datetime.now(UTC).isoformat(timespec="seconds"),
+        str((runbook.frontmatter.get("origin") or {}).get("source") or "") or None,
+    )
+    data["runbooks"][runbook.name] = {
+        "sha256": review.sha256,
+        "by": review.by,
+        "at": review.at,
+        "source": review.source,
+        "file": home.shown(path),
+    }
     target = _path(home)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

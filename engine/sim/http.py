@@ -94,7 +94,9 @@ def schematic_id(body: str) -> tuple[str, str]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SchematicError(f"yaml: unmarshal errors:\n  cannot unmarshal {_yaml_kind(data)} into Go value of type schematic.Schematic")
+        raise SchematicError(
+            f"yaml: unmarshal errors:\n  cannot unmarshal {_yaml_kind(data)} into Go value of type schematic.Schematic"
+        )
     canonical = _marshal_schematic(data)
     return hashlib.sha256(canonical.encode()).hexdigest(), canonical
 
@@ -170,11 +172,20 @@ class Factory:
         if match:
             if match.group(1) not in VERSIONS:
                 return _text(404, "Not Found", "version not found")
-            return _json(200, "OK", [
-                {"name": name, "ref": f"ghcr.io/{name}:{version}", "digest": "sha256:" + hashlib.sha256(name.encode()).hexdigest(),
-                 "author": "Sidero Labs", "description": description}
-                for name, version, description in OFFICIAL_EXTENSIONS
-            ])
+            return _json(
+                200,
+                "OK",
+                [
+                    {
+                        "name": name,
+                        "ref": f"ghcr.io/{name}:{version}",
+                        "digest": "sha256:" + hashlib.sha256(name.encode()).hexdigest(),
+                        "author": "Sidero Labs",
+                        "description": description,
+                    }
+                    for name, version, description in OFFICIAL_EXTENSIONS
+                ],
+            )
         match = re.fullmatch(r"/image/([^/]+)/([^/]+)/([^/]+)", path)
         if match:
             schematic, version, asset = match.groups()
@@ -185,11 +196,16 @@ class Factory:
             if not _ASSET.match(asset):
                 return _text(404, "Not Found", f"asset {asset!r} not found")
             size, _raw = image_sizes(schematic, version, asset)
-            return FactoryReply(200, "OK", {
-                "content-type": "application/x-xz" if asset.endswith(".xz") else "application/octet-stream",
-                "content-length": str(size),
-                "content-disposition": f'attachment; filename="{asset}"',
-            }, f"[simulation: {size} bytes of {asset} not transferred]")
+            return FactoryReply(
+                200,
+                "OK",
+                {
+                    "content-type": "application/x-xz" if asset.endswith(".xz") else "application/octet-stream",
+                    "content-length": str(size),
+                    "content-disposition": f'attachment; filename="{asset}"',
+                },
+                f"[simulation: {size} bytes of {asset} not transferred]",
+            )
         return _text(404, "Not Found", "404 page not found")
 
 
@@ -375,9 +391,7 @@ def _scalar(text: str) -> str:
         return json.dumps(text)
     plain = (
         text[0] not in "-?:,[]{}#&*!|>'\"%@`" or (text[0] in "-?:" and len(text) > 1 and text[1] not in " \t")
-    ) and not (
-        text[0] in " \t" or text[-1] in " \t:" or ": " in text or " #" in text
-    )
+    ) and not (text[0] in " \t" or text[-1] in " \t:" or ": " in text or " #" in text)
     if plain:
         return text
     return "'" + text.replace("'", "''") + "'"

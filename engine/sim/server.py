@@ -141,28 +141,44 @@ class SimPve(FakePve):
     def _routes_runbook_sim(self) -> list[tuple[str, str, Callable[[dict[str, Any], str], Awaitable[Any]]]]:
         vm = "/nodes/{node}/qemu/{vmid}"
         users, token = "/access/users", "/access/users/{userid}/token"
-        return [("POST", vm + "/migrate", self._sim_migrate), ("GET", vm + "/migrate", self._sim_migrate_check),
-                ("PUT", vm + "/resize", self._sim_resize), ("POST", "/nodes/{node}/vzdump", self._sim_vzdump),
-                ("GET", users, self._sim_users), ("POST", users, self._sim_user_create),
-                ("GET", users + "/{userid}", self._sim_user_read),
-                ("DELETE", users + "/{userid}", self._sim_user_delete),
-                ("GET", token, self._sim_tokens), ("GET", token + "/{tokenid}", self._sim_token_read),
-                ("POST", token + "/{tokenid}", self._sim_token_create),
-                ("DELETE", token + "/{tokenid}", self._sim_token_delete),
-                ("GET", "/access/roles", self._sim_roles), ("POST", "/access/roles", self._sim_role_create),
-                ("GET", "/access/roles/{roleid}", self._sim_role_read),
-                ("PUT", "/access/roles/{roleid}", self._sim_role_update),
-                ("DELETE", "/access/roles/{roleid}", self._sim_role_delete),
-                ("GET", "/access/acl", self._sim_acl), ("PUT", "/access/acl", self._sim_acl_update)]
+        return [
+            ("POST", vm + "/migrate", self._sim_migrate),
+            ("GET", vm + "/migrate", self._sim_migrate_check),
+            ("PUT", vm + "/resize", self._sim_resize),
+            ("POST", "/nodes/{node}/vzdump", self._sim_vzdump),
+            ("GET", users, self._sim_users),
+            ("POST", users, self._sim_user_create),
+            ("GET", users + "/{userid}", self._sim_user_read),
+            ("DELETE", users + "/{userid}", self._sim_user_delete),
+            ("GET", token, self._sim_tokens),
+            ("GET", token + "/{tokenid}", self._sim_token_read),
+            ("POST", token + "/{tokenid}", self._sim_token_create),
+            ("DELETE", token + "/{tokenid}", self._sim_token_delete),
+            ("GET", "/access/roles", self._sim_roles),
+            ("POST", "/access/roles", self._sim_role_create),
+            ("GET", "/access/roles/{roleid}", self._sim_role_read),
+            ("PUT", "/access/roles/{roleid}", self._sim_role_update),
+            ("DELETE", "/access/roles/{roleid}", self._sim_role_delete),
+            ("GET", "/access/acl", self._sim_acl),
+            ("PUT", "/access/acl", self._sim_acl_update),
+        ]
 
-    async def _logged_task(self, node: str, kind: str, tid: Any, user: str,
-                           body: Callable[[Callable[[str], None]], Awaitable[str | None]], **options: Any) -> str:
+    async def _logged_task(
+        self,
+        node: str,
+        kind: str,
+        tid: Any,
+        user: str,
+        body: Callable[[Callable[[str], None]], Awaitable[str | None]],
+        **options: Any,
+    ) -> str:
         """fakepve's ``task``, with ``body(say)`` adding lines to the task's log as it goes (a failure
         then shows what came before it, as PVE's task logs do)."""
         index = len(self.tasklog)  # task() adds its record here before anything else can run
 
         async def run() -> str | None:
             return await body(self.tasklog[index]["log"].append)
+
         return await self.task(node, kind, tid, user, run, **options)
 
     # ------------------------------------------------------------ resize
@@ -182,8 +198,11 @@ class SimPve(FakePve):
         wanted = current + _bytes(text[1:]) if text.startswith("+") else _bytes(text)
         if wanted < current:
             raise PveError(500, "shrinking disks is not supported")
-        new_entry = re.sub(r"size=[0-9.]+[KMGT]?", f"size={_human(wanted)}", entry) if "size=" in entry \
+        new_entry = (
+            re.sub(r"size=[0-9.]+[KMGT]?", f"size={_human(wanted)}", entry)
+            if "size=" in entry
             else f"{entry},size={_human(wanted)}"
+        )
 
         async def body() -> None:
             vm.config[disk] = new_entry
@@ -209,8 +228,11 @@ class SimPve(FakePve):
         self._check_lock(vm)
         if vm.template:
             # PVE has no one message for this; it fails the task when linked clones use the base disks.
-            raise PveError(500, f"can't migrate VM {vm.vmid}: it is a template, and its base disks stay "
-                                f"on {node} for the linked clones made from it")
+            raise PveError(
+                500,
+                f"can't migrate VM {vm.vmid}: it is a template, and its base disks stay "
+                f"on {node} for the linked clones made from it",
+            )
         if vm.status == "running" and not values.get("online"):
             raise PveError(500, "can't migrate running VM without --online")
         return await self.migrate(vm.vmid, target, secs=self.migrate_secs, user=user)
@@ -230,18 +252,27 @@ class SimPve(FakePve):
                 continue
             used.add(sid)
             if not self.storages.get(sid, {}).get("shared"):
-                local_disks.append({"volid": volume, "size": _bytes(props.get("size", "0")), "drivename": key,
-                                    "is_unused": 0})
+                local_disks.append(
+                    {"volid": volume, "size": _bytes(props.get("size", "0")), "drivename": key, "is_unused": 0}
+                )
         not_allowed: dict[str, dict[str, Any]] = {}
         for other in sorted(self.nodes):
-            missing = sorted(sid for sid in used if other != node
-                             and (sid not in self.storages or not self._storage_enabled(sid, other)))
+            missing = sorted(
+                sid
+                for sid in used
+                if other != node and (sid not in self.storages or not self._storage_enabled(sid, other))
+            )
             if missing:
                 not_allowed[other] = {"unavailable_storages": missing}
-        return {"running": 1 if vm.status == "running" else 0,
-                "allowed_nodes": [n for n in sorted(self.nodes) if n != node and n not in not_allowed],
-                "not_allowed_nodes": not_allowed, "local_disks": local_disks, "local_resources": [],
-                "mapped-resources": [], "mapped-resource-info": {}}
+        return {
+            "running": 1 if vm.status == "running" else 0,
+            "allowed_nodes": [n for n in sorted(self.nodes) if n != node and n not in not_allowed],
+            "not_allowed_nodes": not_allowed,
+            "local_disks": local_disks,
+            "local_resources": [],
+            "mapped-resources": [],
+            "mapped-resource-info": {},
+        }
 
     async def _qm_rollback(self, v: dict[str, Any], user: str) -> str:
         """fakepve's rollback, except that a snapshot with the VM's memory (``vmstate``) resumes the VM
@@ -264,8 +295,11 @@ class SimPve(FakePve):
             raise param_error(**{"notes-template": "contains a line feed"})
         unsupported = [name for name in ("pool", "stop", "stdout", "dumpdir") if values.get(name)]
         if unsupported:
-            raise PveError(501, f"simulation: vzdump --{unsupported[0]} is not simulated (simulated: vmid or "
-                                "all/exclude, storage, mode, compress, notes-template)")
+            raise PveError(
+                501,
+                f"simulation: vzdump --{unsupported[0]} is not simulated (simulated: vmid or "
+                "all/exclude, storage, mode, compress, notes-template)",
+            )
         every = bool(values.get("all") or values.get("exclude"))
         if not every and not values.get("vmid"):
             raise param_error(vmid="property is missing")
@@ -279,8 +313,10 @@ class SimPve(FakePve):
         skipped = [v for v in wanted if v not in local]
         storage = str(values.get("storage") or "local")
         shown = " ".join(f"--{k} {values[k]}" for k in sorted(values) if k not in ("node", "vmid", "all"))
-        log = [f"INFO: starting new backup job: vzdump {' '.join(map(str, local))}"
-               f"{' --all 1' if every else ''} {shown}".rstrip()]
+        log = [
+            f"INFO: starting new backup job: vzdump {' '.join(map(str, local))}"
+            f"{' --all 1' if every else ''} {shown}".rstrip()
+        ]
         if skipped:
             log.append(f"INFO: skip external VMs: {', '.join(map(str, skipped))}")
 
@@ -310,15 +346,20 @@ class SimPve(FakePve):
         if not self._storage_enabled(storage, node):
             return f"could not activate storage '{storage}': storage '{storage}' is not available on node '{node}'"
         if store.get("type", "dir") not in BACKUP_STORAGE_TYPES:
-            return (f"could not get storage information for '{storage}': can't use storage type "
-                    f"'{store.get('type')}' for backup")
+            return (
+                f"could not get storage information for '{storage}': can't use storage type "
+                f"'{store.get('type')}' for backup"
+            )
         if "backup" not in split_list(store.get("content")):
-            return (f"could not get storage information for '{storage}': can't use storage '{storage}' for "
-                    "backups - wrong content type")
+            return (
+                f"could not get storage information for '{storage}': can't use storage '{storage}' for "
+                "backups - wrong content type"
+            )
         return None
 
-    async def _backup_one(self, vmid: int, node: str, storage: str, values: dict[str, Any],
-                          say: Callable[[str], None]) -> None:
+    async def _backup_one(
+        self, vmid: int, node: str, storage: str, values: dict[str, Any], say: Callable[[str], None]
+    ) -> None:
         vm = self.vm(vmid)
         if vm is None:
             raise TaskError(f"unable to find VM '{vmid}'")
@@ -342,13 +383,20 @@ class SimPve(FakePve):
         finally:
             self._qm_lock(vm, None)
         disks = sum(_bytes(props.get("size", "0")) for _key, _vol, props in drives_of(config, skip_cdrom=True))
-        size = max(disks // ARCHIVE_RATIO, 1024 ** 2)
+        size = max(disks // ARCHIVE_RATIO, 1024**2)
         if size > store.get("avail", size):
             raise TaskError(f"unable to write to storage '{storage}': No space left on device")
         if "avail" in store:
             store["avail"] -= size
-        record: dict[str, Any] = {"content": "backup", "format": ext[1:], "size": size, "ctime": int(started),
-                                  "vmid": vmid, "subtype": "qemu", "guest": {"name": vm.name, "config": config}}
+        record: dict[str, Any] = {
+            "content": "backup",
+            "format": ext[1:],
+            "size": size,
+            "ctime": int(started),
+            "vmid": vmid,
+            "subtype": "qemu",
+            "guest": {"name": vm.name, "config": config},
+        }
         if not store.get("shared"):
             record["node"] = node
         store.setdefault("volumes", {})[volname] = record
@@ -415,8 +463,9 @@ class SimPve(FakePve):
             raise die(f"can't find file '{archive}'")
         guest = record.get("guest")
         if not isinstance(guest, dict) or not isinstance(guest.get("config"), dict):
-            raise PveError(501, f"simulation: {archive} was not written by the simulated vzdump, so the VM in "
-                                "it is unknown")
+            raise PveError(
+                501, f"simulation: {archive} was not written by the simulated vzdump, so the VM in it is unknown"
+            )
         target = v.get("storage")
         if target:
             self._qm_image_store(target, user)
@@ -438,8 +487,10 @@ class SimPve(FakePve):
         source = copy.deepcopy(guest["config"])
 
         async def body(say: Callable[[str], None]) -> None:
-            say(f"restore vma archive: vma extract -v -r /var/tmp/vzdumptmp.fifo "
-                f"{self._volume_path(sid, volname, 'backup')} /var/tmp/vzdumptmp")
+            say(
+                f"restore vma archive: vma extract -v -r /var/tmp/vzdumptmp.fifo "
+                f"{self._volume_path(sid, volname, 'backup')} /var/tmp/vzdumptmp"
+            )
             say("CFG: size: 512 name: qemu-server.conf")
             made: list[str] = []
             try:
@@ -506,10 +557,16 @@ class SimPve(FakePve):
         store = self.storages[name]
         volumes = self._volumes(name)
         every = sum(int(vol.get("size") or 0) for vol in volumes.values())
-        used = every if store.get("shared") else sum(
-            int(vol.get("size") or 0) for vol in volumes.values() if self._volume_node(vol) in (None, node))
-        total = int(store["total"]) if "total" in store else (
-            int(store["avail"]) + every if "avail" in store else 100 * 1024 ** 3)
+        used = (
+            every
+            if store.get("shared")
+            else sum(int(vol.get("size") or 0) for vol in volumes.values() if self._volume_node(vol) in (None, node))
+        )
+        total = (
+            int(store["total"])
+            if "total" in store
+            else (int(store["avail"]) + every if "avail" in store else 100 * 1024**3)
+        )
         return total, used, max(total - used, 0)
 
     def _status_item(self, name: str, node: str, formats: bool = False) -> dict[str, Any]:
@@ -552,8 +609,10 @@ class SimPve(FakePve):
 
     def _roles(self) -> dict[str, tuple[str, ...]]:
         """Every role: the built-in ones (special) and those created."""
-        return {**{name: tuple(privs) for name, privs in shapes.ROLES.items()},
-                **{name: tuple(privs) for name, privs in self.access["roles"].items()}}
+        return {
+            **{name: tuple(privs) for name, privs in shapes.ROLES.items()},
+            **{name: tuple(privs) for name, privs in self.access["roles"].items()},
+        }
 
     @staticmethod
     def _privileges(privs: Any, failed: str) -> set[str]:
@@ -611,8 +670,9 @@ class SimPve(FakePve):
         userid = str(values["userid"])
         self._user(userid, "delete user failed: ")
         del self.access["users"][userid]
-        self.access["acl"] = [e for e in self.access["acl"]
-                              if e["ugid"] != userid and not e["ugid"].startswith(userid + "!")]
+        self.access["acl"] = [
+            e for e in self.access["acl"] if e["ugid"] != userid and not e["ugid"].startswith(userid + "!")
+        ]
         for full in [t for t in self.apitokens if t.startswith(userid + "!")]:
             del self.apitokens[full]
 
@@ -649,8 +709,10 @@ class SimPve(FakePve):
         self.apitokens.pop(f"{userid}!{tokenid}", None)
 
     async def _sim_roles(self, values: dict[str, Any], user: str) -> list[dict[str, Any]]:
-        return [{"roleid": name, "privs": ",".join(sorted(privs)), "special": 0 if name in self.access["roles"] else 1}
-                for name, privs in sorted(self._roles().items())]
+        return [
+            {"roleid": name, "privs": ",".join(sorted(privs)), "special": 0 if name in self.access["roles"] else 1}
+            for name, privs in sorted(self._roles().items())
+        ]
 
     async def _sim_role_create(self, values: dict[str, Any], user: str) -> None:
         roleid, failed = str(values["roleid"]), "create role failed: "
@@ -685,15 +747,18 @@ class SimPve(FakePve):
         self.access["acl"] = [e for e in self.access["acl"] if e["roleid"] != roleid]
 
     async def _sim_acl(self, values: dict[str, Any], user: str) -> list[dict[str, Any]]:
-        return [dict(entry) for entry in sorted(self.access["acl"], key=lambda e: (e["path"], e["type"], e["ugid"],
-                                                                                   e["roleid"]))]
+        return [
+            dict(entry)
+            for entry in sorted(self.access["acl"], key=lambda e: (e["path"], e["type"], e["ugid"], e["roleid"]))
+        ]
 
     async def _sim_acl_update(self, values: dict[str, Any], user: str) -> None:
         """PVE::API2::ACL update_acl: every role, user and token must exist; ``delete`` removes entries."""
         users, groups, tokens = (split_list(values.get(k)) for k in ("users", "groups", "tokens"))
         if not (users or groups or tokens):
-            raise param_error(**dict.fromkeys(("users", "groups", "tokens"),
-                                              "either 'users', 'groups' or 'tokens' is required."))
+            raise param_error(
+                **dict.fromkeys(("users", "groups", "tokens"), "either 'users', 'groups' or 'tokens' is required.")
+            )
         raw = str(values.get("path", ""))
         path = "/" + "/".join(part for part in raw.split("/") if part)
         if not re.fullmatch(r"[\w./-]+", path) or (not values.get("delete") and not ACL_PATH.fullmatch(path)):
@@ -713,16 +778,21 @@ class SimPve(FakePve):
                 owner, _, tid = full.partition("!")
                 self._token(owner, tid, failed)
                 wanted.append(("token", full, role))
-        acl = [e for e in self.access["acl"] if (e["path"], e["type"], e["ugid"], e["roleid"]) not in
-               {(path, *w) for w in wanted}]
+        acl = [
+            e
+            for e in self.access["acl"]
+            if (e["path"], e["type"], e["ugid"], e["roleid"]) not in {(path, *w) for w in wanted}
+        ]
         if not values.get("delete"):
-            acl += [{"path": path, "type": kind, "ugid": ugid, "roleid": role, "propagate": propagate}
-                    for kind, ugid, role in wanted]
+            acl += [
+                {"path": path, "type": kind, "ugid": ugid, "roleid": role, "propagate": propagate}
+                for kind, ugid, role in wanted
+            ]
         self.access["acl"] = acl
 
 
 #: Memory a node uses for itself (fakepve's figure), before any VM.
-NODE_BASE_MEM = 2 * 1024 ** 3
+NODE_BASE_MEM = 2 * 1024**3
 #: Storage types vzdump writes to (PVE::VZDump::storage_info).
 BACKUP_STORAGE_TYPES = ("dir", "nfs", "glusterfs", "cifs", "cephfs", "pbs", "btrfs")
 #: A simulated archive is this much smaller than the VM's disks (mostly zeroes, which vma skips).
@@ -733,8 +803,10 @@ USER_FIELDS = ("enable", "expire", "firstname", "lastname", "email", "comment", 
 #: The realms of a new cluster, by their type.
 REALMS = ("pam", "pve")
 #: PVE::AccessControl::check_path.
-ACL_PATH = re.compile(r"/|/access(/groups(/[\w.-]+)?|/realm(/[\w.-]+)?)?|/mapping(/[\w.-]+){0,2}|/nodes(/[\w.-]+)?"
-                      r"|/pool(/[\w.-]+){0,3}|/sdn(/[\w.-]+){0,4}|/storage(/[\w.-]+)?|/vms(/[1-9][0-9]{2,})?")
+ACL_PATH = re.compile(
+    r"/|/access(/groups(/[\w.-]+)?|/realm(/[\w.-]+)?)?|/mapping(/[\w.-]+){0,2}|/nodes(/[\w.-]+)?"
+    r"|/pool(/[\w.-]+){0,3}|/sdn(/[\w.-]+){0,4}|/storage(/[\w.-]+)?|/vms(/[1-9][0-9]{2,})?"
+)
 
 
 def default_access() -> dict[str, Any]:
@@ -759,7 +831,7 @@ def _new_token_value() -> str:
     return str(uuid.uuid4())
 
 
-_UNITS = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+_UNITS = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
 def _bytes(text: str) -> int:
@@ -785,8 +857,16 @@ class SimCluster:
     served by the one server (``endpoints``), so the executor's failover sees a healthy cluster.
     """
 
-    def __init__(self, pve: SimPve, state_file: Path, node_names: Sequence[str], certfile: str, keyfile: str,
-                 token: ApiToken, sections: dict[Section, dict[str, Any]]):
+    def __init__(
+        self,
+        pve: SimPve,
+        state_file: Path,
+        node_names: Sequence[str],
+        certfile: str,
+        keyfile: str,
+        token: ApiToken,
+        sections: dict[Section, dict[str, Any]],
+    ):
         self._pve = pve
         self.state_file = state_file
         self.certfile = certfile
@@ -807,8 +887,9 @@ class SimCluster:
             raise
 
     @classmethod
-    def start(cls, home: Home, config: ClusterConfig, profiles: Sequence[Profile], *,
-              time_scale: float = 0.0) -> SimCluster:
+    def start(
+        cls, home: Home, config: ClusterConfig, profiles: Sequence[Profile], *, time_scale: float = 0.0
+    ) -> SimCluster:
         """Serve the home's simulated cluster: restored from its state file, or seeded when there is none.
 
         ``time_scale`` is real seconds per PVE second: 0 (the default) finishes every task before
@@ -830,8 +911,11 @@ class SimCluster:
         else:
             _restore(pve, saved)
             sections = {"talos": saved.talos, "files": saved.files}
-        pve.node_sizes = {str(node["name"]): {"maxcpu": int(node["cores"]), "maxmem": int(node["memory"]) * 1024 ** 2}
-                          for node in config.nodes if node.get("cores") and node.get("memory")}
+        pve.node_sizes = {
+            str(node["name"]): {"maxcpu": int(node["cores"]), "maxmem": int(node["memory"]) * 1024**2}
+            for node in config.nodes
+            if node.get("cores") and node.get("memory")
+        }
         token = ApiToken(TOKEN_ID, Secret(secret), "the simulated cluster")
         return cls(pve, path, config.node_names, certfile, keyfile, token, sections)
 
@@ -866,8 +950,10 @@ class SimCluster:
 
     def do(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the fake's loop, between requests, and return its result."""
+
         async def run() -> T:
             return fn(*args, **kwargs)
+
         return self._call(run())
 
     def section(self, name: Section) -> dict[str, Any]:
@@ -884,8 +970,9 @@ class SimCluster:
         value = json.loads(json.dumps(data))
         if not isinstance(value, dict):
             raise TypeError(f"the {name} section is a JSON object, not {type(data).__name__}")
-        if name == "files" and not all(isinstance(paths, dict) and all(isinstance(f, dict) for f in paths.values())
-                                       for paths in value.values()):
+        if name == "files" and not all(
+            isinstance(paths, dict) and all(isinstance(f, dict) for f in paths.values()) for paths in value.values()
+        ):
             raise TypeError("the files section maps each node to {path: {size, source}}")
         with self._sections_lock:
             self._sections[name] = value
@@ -971,8 +1058,14 @@ def _seed(pve: FakePve, config: ClusterConfig, profiles: Sequence[Profile]) -> N
         if defaults.get("shared_storage"):
             pve.add_ceph_storage(name=storage, pool=storage)
         else:
-            pve.storages[storage] = {"type": "lvmthin", "vgname": "pve", "thinpool": storage, "active": 1,
-                                     "content": "images,rootdir", "files": set()}
+            pve.storages[storage] = {
+                "type": "lvmthin",
+                "vgname": "pve",
+                "thinpool": storage,
+                "active": 1,
+                "content": "images,rootdir",
+                "files": set(),
+            }
     if defaults.get("shared_storage"):
         pve.storages[storage]["shared"] = 1
     first = config.node_names[0]
@@ -999,12 +1092,18 @@ def _template_config(profile: Profile, config: ClusterConfig) -> dict[str, Any]:
     storage = defaults["storage"]
     vm_config: dict[str, Any] = {
         "name": f"talos-{profile.data['talos']['version']}-template" if talos else f"template-{vmid}",
-        "template": 1, "ostype": "l26", "cores": 2, "memory": 2048,
-        "bios": defaults["bios"], "cpu": defaults["cpu"], "scsihw": defaults["scsi_controller"],
-        "scsi0": f"{storage}:base-{vmid}-disk-0,size={TEMPLATE_DISK}", "boot": "order=scsi0",
+        "template": 1,
+        "ostype": "l26",
+        "cores": 2,
+        "memory": 2048,
+        "bios": defaults["bios"],
+        "cpu": defaults["cpu"],
+        "scsihw": defaults["scsi_controller"],
+        "scsi0": f"{storage}:base-{vmid}-disk-0,size={TEMPLATE_DISK}",
+        "boot": "order=scsi0",
         # PVE gives every network card a MAC (its BC:24:11 prefix); the seed's is derived from the VMID.
         "net0": f"virtio=BC:24:11:{vmid >> 16 & 255:02X}:{vmid >> 8 & 255:02X}:{vmid & 255:02X},"
-                f"bridge={defaults['network_bridge']}",
+        f"bridge={defaults['network_bridge']}",
         "agent": "1" if defaults["guest_agent"] else "0",
     }
     if defaults.get("machine"):
@@ -1024,8 +1123,13 @@ def _restore(pve: SimPve, state: SimState) -> None:
         pve.add_node(node.name, online=node.online)
     pve.storages.clear()
     for store in state.storages:
-        entry = dict(store.options, type=store.type, content=store.content, volumes=store.volumes,
-                     files=set(store.options.get("files", ())))
+        entry = dict(
+            store.options,
+            type=store.type,
+            content=store.content,
+            volumes=store.volumes,
+            files=set(store.options.get("files", ())),
+        )
         if store.shared:
             entry["shared"] = 1
         if store.nodes:
@@ -1033,8 +1137,16 @@ def _restore(pve: SimPve, state: SimState) -> None:
         pve.storages[store.id] = entry
     pve.access = _get_access(state.files)
     for saved in state.vms:
-        vm = pve.add_vm(saved.vmid, saved.name, node=saved.node, status=saved.status, template=saved.template,
-                        lock=saved.lock, config=saved.config, pending=saved.pending)
+        vm = pve.add_vm(
+            saved.vmid,
+            saved.name,
+            node=saved.node,
+            status=saved.status,
+            template=saved.template,
+            lock=saved.lock,
+            config=saved.config,
+            pending=saved.pending,
+        )
         vm.snapshots = saved.snapshots
 
 
@@ -1045,8 +1157,10 @@ def _user_cfg(access: dict[str, Any]) -> str:
         fields = [str(user.get(key, "")) for key in USER_FIELDS]
         lines.append(f"user:{userid}:{':'.join(fields)}:")
         for tokenid, token in sorted((user.get("tokens") or {}).items()):
-            lines.append(f"token:{userid}!{tokenid}:{token.get('expire', 0)}:{token.get('privsep', 1)}:"
-                         f"{token.get('comment', '')}:")
+            lines.append(
+                f"token:{userid}!{tokenid}:{token.get('expire', 0)}:{token.get('privsep', 1)}:"
+                f"{token.get('comment', '')}:"
+            )
     lines += [f"role:{roleid}:{','.join(privs)}:" for roleid, privs in sorted(access["roles"].items())]
     lines += [f"acl:{e['propagate']}:{e['path']}:{e['ugid']}:{e['roleid']}:" for e in access["acl"]]
     return "\n".join(lines) + "\n"
@@ -1063,16 +1177,20 @@ def _put_access(files: dict[str, dict[str, dict[str, Any]]], access: dict[str, A
     size = len(_user_cfg(access).encode())
     for node in nodes:
         files.setdefault(node, {})[USER_CFG] = {
-            "type": "file", "size": size, "access": copy.deepcopy(access),
-            "source": "simulated PVE access control: users, roles, ACL entries, token ids (never a secret)"}
+            "type": "file",
+            "size": size,
+            "access": copy.deepcopy(access),
+            "source": "simulated PVE access control: users, roles, ACL entries, token ids (never a secret)",
+        }
 
 
 def _get_access(files: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """The access model saved by ``_put_access``, or a new cluster's."""
     for paths in files.values():
         access = (paths.get(USER_CFG) or {}).get("access")
-        if isinstance(access, dict) and all(isinstance(access.get(k), t) for k, t in
-                                            (("users", dict), ("roles", dict), ("acl", list))):
+        if isinstance(access, dict) and all(
+            isinstance(access.get(k), t) for k, t in (("users", dict), ("roles", dict), ("acl", list))
+        ):
             return copy.deepcopy(access)
     return default_access()
 
@@ -1082,14 +1200,34 @@ def _snapshot(pve: FakePve) -> SimState:
     nodes = [SimNode(name, bool(info.get("online", True))) for name, info in pve.nodes.items()]
     storages = []
     for sid, store in pve.storages.items():
-        options = {key: sorted(value) if isinstance(value, set) else copy.deepcopy(value)
-                   for key, value in store.items() if key not in STORAGE_FIELDS}
-        storages.append(SimStorage(id=sid, type=str(store.get("type", "dir")), content=str(store.get("content", "")),
-                                   shared=bool(store.get("shared")),
-                                   nodes=[n for n in re.split(r"[\s,;]+", str(store.get("nodes") or "")) if n],
-                                   volumes=copy.deepcopy(store.get("volumes", {})), options=options))
-    vms = [SimVm(vmid=vm.vmid, name=vm.name, node=vm.node, status=vm.status, template=bool(vm.template),
-                 config=copy.deepcopy(vm.config), pending=copy.deepcopy(vm.pending), lock=vm.lock,
-                 snapshots=copy.deepcopy(vm.snapshots))
-           for vm in pve.vms]
+        options = {
+            key: sorted(value) if isinstance(value, set) else copy.deepcopy(value)
+            for key, value in store.items()
+            if key not in STORAGE_FIELDS
+        }
+        storages.append(
+            SimStorage(
+                id=sid,
+                type=str(store.get("type", "dir")),
+                content=str(store.get("content", "")),
+                shared=bool(store.get("shared")),
+                nodes=[n for n in re.split(r"[\s,;]+", str(store.get("nodes") or "")) if n],
+                volumes=copy.deepcopy(store.get("volumes", {})),
+                options=options,
+            )
+        )
+    vms = [
+        SimVm(
+            vmid=vm.vmid,
+            name=vm.name,
+            node=vm.node,
+            status=vm.status,
+            template=bool(vm.template),
+            config=copy.deepcopy(vm.config),
+            pending=copy.deepcopy(vm.pending),
+            lock=vm.lock,
+            snapshots=copy.deepcopy(vm.snapshots),
+        )
+        for vm in pve.vms
+    ]
     return SimState(nodes=nodes, storages=storages, vms=vms)

@@ -83,12 +83,35 @@ class VmOps(Protocol):
         """Whether the storage is defined and enabled on that node."""
 
 
-STANDARD_DIRS = frozenset({
-    "/", "/root", "/tmp", "/var", "/var/tmp", "/var/lib", "/var/lib/vz", "/var/lib/vz/template",
-    "/var/lib/vz/template/iso", "/var/lib/vz/template/cache", "/var/lib/vz/images", "/var/lib/vz/dump",
-    "/var/lib/vz/snippets", "/var/lib/vz/import", "/etc", "/etc/pve", "/usr", "/usr/local", "/usr/local/bin",
-    "/opt", "/mnt", "/mnt/pve", "/dev", "/home", "/srv",
-})
+STANDARD_DIRS = frozenset(
+    {
+        "/",
+        "/root",
+        "/tmp",
+        "/var",
+        "/var/tmp",
+        "/var/lib",
+        "/var/lib/vz",
+        "/var/lib/vz/template",
+        "/var/lib/vz/template/iso",
+        "/var/lib/vz/template/cache",
+        "/var/lib/vz/images",
+        "/var/lib/vz/dump",
+        "/var/lib/vz/snippets",
+        "/var/lib/vz/import",
+        "/etc",
+        "/etc/pve",
+        "/usr",
+        "/usr/local",
+        "/usr/local/bin",
+        "/opt",
+        "/mnt",
+        "/mnt/pve",
+        "/dev",
+        "/home",
+        "/srv",
+    }
+)
 SPECIAL_FILES = frozenset({"/dev/null", "/dev/zero", "/dev/urandom"})
 
 
@@ -164,7 +187,9 @@ class SimShellExecutor:
         self.factory = factory if factory is not None else Factory()
         self._lock = threading.Lock()
 
-    def run(self, command: ShellCommand, progress: Progress | None = None, *, secret_env: Mapping[str, Any] | None = None) -> Result:
+    def run(
+        self, command: ShellCommand, progress: Progress | None = None, *, secret_env: Mapping[str, Any] | None = None
+    ) -> Result:
         node = command.node
         if node is None:
             raise StepFailed(
@@ -194,8 +219,14 @@ class SimShellExecutor:
         unsupported = _first_unsupported(program)
         if unsupported is not None:
             raise StepFailed(unsupported, sent=False, data={"stdout": "", "stderr": "", "exit_code": None})
-        env = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/bash",
-               "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOSTNAME": node}
+        env = {
+            "HOME": "/root",
+            "USER": "root",
+            "LOGNAME": "root",
+            "SHELL": "/bin/bash",
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOSTNAME": node,
+        }
         env.update(command.env)
         for name, value in (secret_env or {}).items():
             env[name] = value.reveal() if hasattr(value, "reveal") else str(value)
@@ -256,8 +287,28 @@ class AndOr:
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEYWORDS = {"if", "then", "else", "elif", "fi", "for", "while", "until", "do", "done", "case", "esac",
-             "function", "select", "{", "}", "[[", "]]", "time", "coproc"}
+_KEYWORDS = {
+    "if",
+    "then",
+    "else",
+    "elif",
+    "fi",
+    "for",
+    "while",
+    "until",
+    "do",
+    "done",
+    "case",
+    "esac",
+    "function",
+    "select",
+    "{",
+    "}",
+    "[[",
+    "]]",
+    "time",
+    "coproc",
+}
 
 
 def parse(script: str) -> list[AndOr]:
@@ -409,7 +460,7 @@ class _Lexer:
                 while self.i < len(text) and text[self.i] != "\n":
                     self.i += 1
             elif text.startswith(("&&", "||", ";;"), self.i):
-                self.out.append(("op", text[self.i:self.i + 2], self.line))
+                self.out.append(("op", text[self.i : self.i + 2], self.line))
                 self.i += 2
             elif text.startswith("&>", self.i):
                 self.i += 2
@@ -460,7 +511,7 @@ class _Lexer:
                 if end < 0:
                     raise ShellSyntaxError(start_line, "unexpected EOF while looking for matching `''")
                 flush()
-                parts.append(("q", text[self.i + 1:end]))
+                parts.append(("q", text[self.i + 1 : end]))
                 self.line += text.count("\n", self.i, end)
                 self.i = end + 1
             elif c == '"':
@@ -535,14 +586,14 @@ class _Lexer:
                     if depth == 0:
                         break
                 j += 1
-            parts.append(("sub", text[self.i:j + 1]))
+            parts.append(("sub", text[self.i : j + 1]))
             self.i = j + 1
             return
         if nxt == "{":
             end = text.find("}", self.i + 2)
             if end < 0:
                 raise ShellSyntaxError(self.line, "bad substitution")
-            inner = text[self.i + 2:end]
+            inner = text[self.i + 2 : end]
             self.i = end + 1
             match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?::?-(.*))?", inner, re.S)
             if not match:
@@ -566,8 +617,29 @@ class _Lexer:
 
 # ---------------------------------------------------------------- what is supported
 
-_COMMANDS = {"qm", "wget", "curl", "xz", "unxz", "test", "[", "rm", "mkdir", "echo", "cd", "hostname", "true",
-             "false", ":", "set", "exit", "export", "grep", "head", "tail"}
+_COMMANDS = {
+    "qm",
+    "wget",
+    "curl",
+    "xz",
+    "unxz",
+    "test",
+    "[",
+    "rm",
+    "mkdir",
+    "echo",
+    "cd",
+    "hostname",
+    "true",
+    "false",
+    ":",
+    "set",
+    "exit",
+    "export",
+    "grep",
+    "head",
+    "tail",
+}
 _QM = {"set", "template", "config", "list", "status"}
 
 
@@ -583,9 +655,11 @@ def _first_unsupported(program: list[AndOr]) -> str | None:
                 where = f" (script line {command.line})"
                 if command.problem:
                     return f"simulation: {command.problem} on PVE nodes{where}"
-                for word in [w for _, w in command.assigns] + command.words + [
-                    r.target for r in command.redirects if r.target is not None
-                ]:
+                for word in (
+                    [w for _, w in command.assigns]
+                    + command.words
+                    + [r.target for r in command.redirects if r.target is not None]
+                ):
                     for kind, text in word:
                         if kind == "sub":
                             what = "command substitution" if text.startswith(("$(", "`")) else f"the expansion {text}"
@@ -778,8 +852,11 @@ class _Run:
         if not has_glob:
             return [text]
         pattern = self.path(text)
-        matches = [p for p in self.x.files.paths(self.node) if fnmatch.fnmatchcase(p, pattern)
-                   and posixpath.dirname(p) == posixpath.dirname(pattern)]
+        matches = [
+            p
+            for p in self.x.files.paths(self.node)
+            if fnmatch.fnmatchcase(p, pattern) and posixpath.dirname(p) == posixpath.dirname(pattern)
+        ]
         if not matches:
             return [text]
         if text.startswith("/"):
@@ -867,7 +944,9 @@ def _set(run: _Run, args: list[str], stdin: str) -> _Out:
                 return _Out(status=2, err=f"bash: line {run.line}: set: {option}: invalid option name\n")
             continue
         if arg[:1] not in ("-", "+"):
-            run.unsupported = f"simulation: 'set' with positional arguments is not simulated on PVE nodes (script line {run.line})"
+            run.unsupported = (
+                f"simulation: 'set' with positional arguments is not simulated on PVE nodes (script line {run.line})"
+            )
             raise _Exit(127)
         on = arg[0] == "-"
         for letter in arg[1:]:
@@ -887,7 +966,10 @@ def _set(run: _Run, args: list[str], stdin: str) -> _Out:
 def _cd(run: _Run, args: list[str], stdin: str) -> _Out:
     target = run.path(args[1]) if len(args) > 1 else run.vars.get("HOME", "/root")
     if not run.x.files.is_dir(run.node, target):
-        return _Out(status=1, err=f"bash: line {run.line}: cd: {args[1] if len(args) > 1 else target}: No such file or directory\n")
+        return _Out(
+            status=1,
+            err=f"bash: line {run.line}: cd: {args[1] if len(args) > 1 else target}: No such file or directory\n",
+        )
     run.cwd = target
     return _Out()
 
@@ -948,7 +1030,9 @@ def _test_expr(run: _Run, words: list[str]) -> bool:
             try:
                 a, b = int(left), int(right)
             except ValueError:
-                raise ValueError(f"{left if not left.lstrip('-').isdigit() else right}: integer expression expected") from None
+                raise ValueError(
+                    f"{left if not left.lstrip('-').isdigit() else right}: integer expression expected"
+                ) from None
             return {"-eq": a == b, "-ne": a != b, "-lt": a < b, "-le": a <= b, "-gt": a > b, "-ge": a >= b}[op]
         raise ValueError(f"{op}: binary operator expected")
     raise ValueError("too many arguments")
@@ -1079,8 +1163,10 @@ def _grep(run: _Run, args: list[str], stdin: str) -> _Out:
             return _Out(status=2, err="Usage: grep [OPTION]... PATTERNS [FILE]...\n")
         pattern = operands.pop(0)
     if operands:
-        run.unsupported = (f"simulation: grep reads only piped input on PVE nodes (files have no content in the "
-                           f"simulation; use test -f to check a file) (script line {run.line})")
+        run.unsupported = (
+            f"simulation: grep reads only piped input on PVE nodes (files have no content in the "
+            f"simulation; use test -f to check a file) (script line {run.line})"
+        )
         raise _Exit(127)
     if fixed:
         regex = re.escape(pattern)
@@ -1092,7 +1178,11 @@ def _grep(run: _Run, args: list[str], stdin: str) -> _Out:
         compiled = re.compile(f"(?:{regex})\\Z" if whole_line else regex, re.I if ignore else 0)
     except re.error as exc:
         return _Out(status=2, err=f"grep: {exc}\n")
-    lines = [line for line in stdin.splitlines() if bool(compiled.match(line) if whole_line else compiled.search(line)) != invert]
+    lines = [
+        line
+        for line in stdin.splitlines()
+        if bool(compiled.match(line) if whole_line else compiled.search(line)) != invert
+    ]
     status = 0 if lines else 1
     if quiet:
         return _Out(status=status)
@@ -1113,8 +1203,10 @@ def _head_tail(run: _Run, args: list[str], stdin: str) -> _Out:
         elif re.fullmatch(r"-\d+", arg):
             value = arg[1:]
         else:
-            run.unsupported = (f"simulation: {args[0]} {arg} is not simulated on PVE nodes; {args[0]} filters piped "
-                               f"input only (script line {run.line})")
+            run.unsupported = (
+                f"simulation: {args[0]} {arg} is not simulated on PVE nodes; {args[0]} filters piped "
+                f"input only (script line {run.line})"
+            )
             raise _Exit(127)
         if not value.lstrip("+-").isdigit():
             return _Out(status=1, err=f"{args[0]}: invalid number of lines: '{value}'\n")
@@ -1132,10 +1224,16 @@ def _download(run: _Run, tool: str, url: str, path: str, shown_path: str, quiet:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         if tool == "wget":
-            return _Out(status=1, err=f"{url}: Unsupported scheme '{parts.scheme}'.\n" if parts.scheme
-                        else f"{url}: Scheme missing.\n")
-        return _Out(status=1 if parts.scheme else 3, err=f"curl: (1) Protocol \"{parts.scheme}\" not supported\n"
-                    if parts.scheme else "curl: (3) URL rejected: No host part in the URL\n")
+            return _Out(
+                status=1,
+                err=f"{url}: Unsupported scheme '{parts.scheme}'.\n" if parts.scheme else f"{url}: Scheme missing.\n",
+            )
+        return _Out(
+            status=1 if parts.scheme else 3,
+            err=f'curl: (1) Protocol "{parts.scheme}" not supported\n'
+            if parts.scheme
+            else "curl: (3) URL rejected: No host part in the URL\n",
+        )
     size: int
     raw: int | None = None
     content_type = "application/octet-stream"
@@ -1143,8 +1241,11 @@ def _download(run: _Run, tool: str, url: str, path: str, shown_path: str, quiet:
         reply = run.x.factory.respond("GET", url)
         if reply.status >= 400:
             if tool == "wget":
-                return _Out(status=8, err=f"--  {url}\nHTTP request sent, awaiting response... {reply.status} {reply.reason}\n"
-                            f"ERROR {reply.status}: {reply.reason}.\n")
+                return _Out(
+                    status=8,
+                    err=f"--  {url}\nHTTP request sent, awaiting response... {reply.status} {reply.reason}\n"
+                    f"ERROR {reply.status}: {reply.reason}.\n",
+                )
             if fail:
                 return _Out(status=22, err=f"curl: (22) The requested URL returned error: {reply.status}\n")
             size = len(reply.body.encode())
@@ -1175,12 +1276,14 @@ def _download(run: _Run, tool: str, url: str, path: str, shown_path: str, quiet:
     if quiet:
         return _Out()
     if tool == "wget":
-        return _Out(err=(
-            f"--  {url}\nResolving {parts.hostname} ({parts.hostname})... simulated\n"
-            f"HTTP request sent, awaiting response... 200 OK\n"
-            f"Length: {size} ({_human(size)}) [{content_type}]\nSaving to: '{shown_path}'\n\n"
-            f"'{shown_path}' saved [{size}/{size}]\n"
-        ))
+        return _Out(
+            err=(
+                f"--  {url}\nResolving {parts.hostname} ({parts.hostname})... simulated\n"
+                f"HTTP request sent, awaiting response... 200 OK\n"
+                f"Length: {size} ({_human(size)}) [{content_type}]\nSaving to: '{shown_path}'\n\n"
+                f"'{shown_path}' saved [{size}/{size}]\n"
+            )
+        )
     return _Out(err=f"  % Total    % Received  Xferd\n100 {_human(size)}  100 {_human(size)}  (simulated)\n")
 
 
@@ -1192,8 +1295,20 @@ def _wget(run: _Run, args: list[str], stdin: str) -> _Out:
     rest = args[1:]
     while rest:
         arg = rest.pop(0)
-        if arg in ("-q", "--quiet", "-nv", "--no-verbose", "-c", "--continue", "-N", "--timestamping",
-                   "--no-check-certificate", "--show-progress", "-nc", "--no-clobber"):
+        if arg in (
+            "-q",
+            "--quiet",
+            "-nv",
+            "--no-verbose",
+            "-c",
+            "--continue",
+            "-N",
+            "--timestamping",
+            "--no-check-certificate",
+            "--show-progress",
+            "-nc",
+            "--no-clobber",
+        ):
             quiet = quiet or arg in ("-q", "--quiet")
         elif arg.startswith("--progress=") or arg.startswith("--tries=") or arg.startswith("--timeout="):
             pass
@@ -1251,8 +1366,16 @@ def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
     output: str | None = None
     urls = []
     rest = args[1:]
-    value_flags = {"--retry", "--retry-delay", "--retry-max-time", "--connect-timeout", "--max-time", "-m",
-                   "-C", "--continue-at"}
+    value_flags = {
+        "--retry",
+        "--retry-delay",
+        "--retry-max-time",
+        "--connect-timeout",
+        "--max-time",
+        "-m",
+        "-C",
+        "--continue-at",
+    }
     while rest:
         arg = rest.pop(0)
         if arg in ("-f", "--fail", "--fail-with-body"):
@@ -1261,7 +1384,16 @@ def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
             silent = True
         elif arg in ("-S", "--show-error"):
             show_error = True
-        elif arg in ("-L", "--location", "-k", "--insecure", "--progress-bar", "-#", "--compressed", "--retry-all-errors"):
+        elif arg in (
+            "-L",
+            "--location",
+            "-k",
+            "--insecure",
+            "--progress-bar",
+            "-#",
+            "--compressed",
+            "--retry-all-errors",
+        ):
             pass
         elif arg in ("-O", "--remote-name"):
             remote_name = True
@@ -1309,15 +1441,22 @@ def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
         if is_factory_url(url) and parse_image_url(url) is None:
             reply = run.x.factory.respond("GET", url)
             if reply.status >= 400 and fail:
-                return _Out(status=22, err=f"curl: (22) The requested URL returned error: {reply.status}\n"
-                            if (not silent or show_error) else "")
+                return _Out(
+                    status=22,
+                    err=f"curl: (22) The requested URL returned error: {reply.status}\n"
+                    if (not silent or show_error)
+                    else "",
+                )
             return _Out(out=reply.body)
         one = _download(run, "curl", url, "-", "-", True, fail)
         if one.status:
             return one
-        return _Out(status=23, err="Warning: Binary output can mess up your terminal. Use \"--output -\" to tell\n"
-                    "Warning: curl to output it to your terminal anyway, or consider \"--output\n"
-                    "Warning: <FILE>\" to save to a file.\n")
+        return _Out(
+            status=23,
+            err='Warning: Binary output can mess up your terminal. Use "--output -" to tell\n'
+            'Warning: curl to output it to your terminal anyway, or consider "--output\n'
+            'Warning: <FILE>" to save to a file.\n',
+        )
     path = run.path(output)
     if create_dirs:
         folder = posixpath.dirname(path)
@@ -1360,10 +1499,14 @@ def _xz(run: _Run, args: list[str], stdin: str) -> _Out:
         else:
             paths.append(arg)
     if not decompress:
-        run.unsupported = f"simulation: xz compression is not simulated on PVE nodes, only xz -d (script line {run.line})"
+        run.unsupported = (
+            f"simulation: xz compression is not simulated on PVE nodes, only xz -d (script line {run.line})"
+        )
         raise _Exit(127)
     if not paths:
-        run.unsupported = f"simulation: xz reading standard input is not simulated on PVE nodes (script line {run.line})"
+        run.unsupported = (
+            f"simulation: xz reading standard input is not simulated on PVE nodes (script line {run.line})"
+        )
         raise _Exit(127)
     result = _Out()
     files = run.x.files
@@ -1408,7 +1551,10 @@ def _qm(run: _Run, args: list[str], stdin: str) -> _Out:
         return _Out(status=255, err=f"400 not enough arguments\nqm {sub} <vmid>\n")
     vmid_text = args[2]
     if not vmid_text.isdigit():
-        return _Out(status=255, err=f"400 Parameter verification failed.\nvmid: type check ('integer') failed - got '{vmid_text}'\n")
+        return _Out(
+            status=255,
+            err=f"400 Parameter verification failed.\nvmid: type check ('integer') failed - got '{vmid_text}'\n",
+        )
     vmid = int(vmid_text)
     vm = run.x.vms.get_vm(vmid)
     if vm is None or vm.node != run.node:
@@ -1439,7 +1585,7 @@ def _disk_gb(config: Mapping[str, Any]) -> str:
         match = re.search(r"size=(\d+(?:\.\d+)?)([KMGT]?)", value)
         if match:
             number = float(match.group(1))
-            factor = {"K": 1 / 1024 / 1024, "M": 1 / 1024, "G": 1, "T": 1024, "": 1 / 1024 ** 3}[match.group(2)]
+            factor = {"K": 1 / 1024 / 1024, "M": 1 / 1024, "G": 1, "T": 1024, "": 1 / 1024**3}[match.group(2)]
             return f"{number * factor:.2f}"
     return "0.00"
 
@@ -1524,7 +1670,10 @@ def _allocate_disk(run: _Run, vm: VmInfo, key: str, value: str, config: dict[str
     if not run.x.vms.storage_exists(run.node, storage):
         return _Out(status=255, err=f"storage '{storage}' does not exist\n")
     if size_text == "cloudinit":
-        return f"{storage}:vm-{vm.vmid}-cloudinit,media=cdrom", f"{key}: successfully created disk '{storage}:vm-{vm.vmid}-cloudinit,media=cdrom'\n"
+        return (
+            f"{storage}:vm-{vm.vmid}-cloudinit,media=cdrom",
+            f"{key}: successfully created disk '{storage}:vm-{vm.vmid}-cloudinit,media=cdrom'\n",
+        )
     kept = [opt for opt in options if not opt.startswith("import-from=")]
     imports = [opt.split("=", 1)[1] for opt in options if opt.startswith("import-from=")]
     volume = f"vm-{vm.vmid}-disk-{_next_disk(vm.vmid, config)}"
@@ -1532,23 +1681,34 @@ def _allocate_disk(run: _Run, vm: VmInfo, key: str, value: str, config: dict[str
     if imports:
         source = imports[0]
         if not source.startswith("/"):
-            return _Out(status=255, err=f"400 Parameter verification failed.\n{key}: import-from: '{source}' is not an absolute path (simulation: only node paths are simulated)\n")
+            return _Out(
+                status=255,
+                err=f"400 Parameter verification failed.\n{key}: import-from: '{source}' is not an absolute path (simulation: only node paths are simulated)\n",
+            )
         record = run.x.files.get(run.node, source)
         if record is None:
-            return _Out(status=255, err=f"qemu-img: Could not open '{source}': Could not open '{source}': No such file or directory\n"
-                                        f"import-from: could not get file size of {source}\n")
+            return _Out(
+                status=255,
+                err=f"qemu-img: Could not open '{source}': Could not open '{source}': No such file or directory\n"
+                f"import-from: could not get file size of {source}\n",
+            )
         if source.endswith((".xz", ".gz", ".zst", ".bz2")):
-            return _Out(status=255, err=f"import-from: '{source}' is compressed, which qemu-img cannot read: decompress it first (xz -d)\n")
+            return _Out(
+                status=255,
+                err=f"import-from: '{source}' is compressed, which qemu-img cannot read: decompress it first (xz -d)\n",
+            )
         size_bytes = int(record.get("size", 0))
         size = _pve_size(size_bytes)
-        message = (f"importing disk '{source}' to VM {vm.vmid} ...\n"
-                   f"  Logical volume \"{volume}\" created.\n"
-                   f"transferred 0.0 B of {_human(size_bytes)} (0.00%)\n"
-                   f"transferred {_human(size_bytes)} of {_human(size_bytes)} (100.00%)\n")
+        message = (
+            f"importing disk '{source}' to VM {vm.vmid} ...\n"
+            f'  Logical volume "{volume}" created.\n'
+            f"transferred 0.0 B of {_human(size_bytes)} (0.00%)\n"
+            f"transferred {_human(size_bytes)} of {_human(size_bytes)} (100.00%)\n"
+        )
     elif key == "efidisk0" or key == "tpmstate0":
         size = "4M"
     else:
-        size = _pve_size(int(float(size_text) * 1024 ** 3))
+        size = _pve_size(int(float(size_text) * 1024**3))
     result = ",".join([f"{storage}:{volume}", *kept, f"size={size}"])
     message += f"{key}: successfully created disk '{result}'\n"
     return result, message
@@ -1567,9 +1727,9 @@ def _next_disk(vmid: int, config: Mapping[str, Any]) -> int:
 
 def _pve_size(size: int) -> str:
     """A byte count as PVE writes disk sizes: whole G when exact, else M rounded up."""
-    if size > 0 and size % 1024 ** 3 == 0:
-        return f"{size // 1024 ** 3}G"
-    return f"{max(1, math.ceil(size / 1024 ** 2))}M"
+    if size > 0 and size % 1024**3 == 0:
+        return f"{size // 1024**3}G"
+    return f"{max(1, math.ceil(size / 1024**2))}M"
 
 
 def _human(size: int) -> str:
@@ -1582,8 +1742,25 @@ def _human(size: int) -> str:
 
 
 _BUILTINS: dict[str, Callable[[_Run, list[str], str], _Out]] = {
-    "echo": _echo, "true": _true, ":": _true, "false": _false, "exit": _exit, "export": _export, "set": _set,
-    "cd": _cd, "hostname": _hostname, "test": _test, "[": _test, "rm": _rm, "mkdir": _mkdir, "grep": _grep,
-    "head": _head_tail, "tail": _head_tail, "wget": _wget, "curl": _curl, "xz": _xz, "unxz": _xz, "qm": _qm,
+    "echo": _echo,
+    "true": _true,
+    ":": _true,
+    "false": _false,
+    "exit": _exit,
+    "export": _export,
+    "set": _set,
+    "cd": _cd,
+    "hostname": _hostname,
+    "test": _test,
+    "[": _test,
+    "rm": _rm,
+    "mkdir": _mkdir,
+    "grep": _grep,
+    "head": _head_tail,
+    "tail": _head_tail,
+    "wget": _wget,
+    "curl": _curl,
+    "xz": _xz,
+    "unxz": _xz,
+    "qm": _qm,
 }
-

@@ -48,8 +48,10 @@ def write_shims(bin_dir: Path, state_file: Path) -> None:
         if python and len(python) < 120 and not any(c.isspace() for c in python):
             text = f"#!{python}\n# runbook simulation: {tool} (written by engine/sim/shims.py)\n{body}"
         else:  # a #! line cannot hold this interpreter's path: let sh start it
-            text = (f"#!/bin/sh\n# runbook simulation: {tool} (written by engine/sim/shims.py)\n"
-                    f"exec {shlex.quote(python or 'python3')} -c {shlex.quote(body)} \"$@\"\n")
+            text = (
+                f"#!/bin/sh\n# runbook simulation: {tool} (written by engine/sim/shims.py)\n"
+                f'exec {shlex.quote(python or "python3")} -c {shlex.quote(body)} "$@"\n'
+            )
         target = bin_dir / tool
         temp = bin_dir / f".{tool}.tmp"
         temp.write_text(text, encoding="utf-8")
@@ -108,19 +110,28 @@ class _Shim:
 
         path = _kubeconfig_path(kubeconfig)
         if path is None:
-            return ("The connection to the server localhost:8080 was refused - did you specify the right host or port?\n"
-                    "simulation: no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config); get one with "
-                    "talosctl kubeconfig\n")
+            return (
+                "The connection to the server localhost:8080 was refused - did you specify the right host or port?\n"
+                "simulation: no kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config); get one with "
+                "talosctl kubeconfig\n"
+            )
         try:
             config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
-            return f"error: error loading config file \"{path}\": {' '.join(str(exc).split())}\n"
+            return f'error: error loading config file "{path}": {" ".join(str(exc).split())}\n'
         name = context or config.get("current-context")
         ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == name), None)
         if ctx is None:
-            return f"error: context \"{name}\" does not exist\n" if name else (
-                "The connection to the server localhost:8080 was refused - did you specify the right host or port?\n")
-        entry = next((c.get("cluster") or {} for c in config.get("clusters") or [] if c.get("name") == ctx.get("cluster")), {})
+            return (
+                f'error: context "{name}" does not exist\n'
+                if name
+                else (
+                    "The connection to the server localhost:8080 was refused - did you specify the right host or port?\n"
+                )
+            )
+        entry = next(
+            (c.get("cluster") or {} for c in config.get("clusters") or [] if c.get("name") == ctx.get("cluster")), {}
+        )
         server = str(entry.get("server", "")).rstrip("/")
         host = server.split("://", 1)[-1]
         talos = self.talos()
@@ -130,17 +141,23 @@ class _Shim:
             if not cluster.get("bootstrapped_on"):
                 continue
             if entry.get("certificate-authority-data") != cluster.get("ca"):
-                return ("Unable to connect to the server: tls: failed to verify certificate: x509: certificate signed by "
-                        "unknown authority\nsimulation: this kubeconfig is not from the simulated cluster "
-                        f"{cluster.get('name')} (get a fresh one with talosctl kubeconfig)\n")
+                return (
+                    "Unable to connect to the server: tls: failed to verify certificate: x509: certificate signed by "
+                    "unknown authority\nsimulation: this kubeconfig is not from the simulated cluster "
+                    f"{cluster.get('name')} (get a fresh one with talosctl kubeconfig)\n"
+                )
             return cluster_id, cluster
-        return (f"The connection to the server {host} was refused - did you specify the right host or port?\n"
-                f"simulation: no bootstrapped simulated cluster answers at {server or '(no server)'}\n")
+        return (
+            f"The connection to the server {host} was refused - did you specify the right host or port?\n"
+            f"simulation: no bootstrapped simulated cluster answers at {server or '(no server)'}\n"
+        )
 
     def nodes(self, cluster_id: str) -> list[tuple[str, dict[str, Any]]]:
         nodes = self.talos().get("nodes") or {}
-        return sorted(((ip, rec) for ip, rec in nodes.items() if rec.get("cluster_id") == cluster_id),
-                      key=lambda item: item[1].get("hostname", ""))
+        return sorted(
+            ((ip, rec) for ip, rec in nodes.items() if rec.get("cluster_id") == cluster_id),
+            key=lambda item: item[1].get("hostname", ""),
+        )
 
     # -- ansible-playbook
 
@@ -152,13 +169,38 @@ class _Shim:
             if any(needle in arg for arg in argv for needle in needles):
                 sys.stderr.write(
                     f"ERROR! simulation: refusing to run: an argument contains the Proxmox API token. Pass it only "
-                    f"in the environment ({TOKEN_ENV}): every user on this machine can read a command line.\n")
+                    f"in the environment ({TOKEN_ENV}): every user on this machine can read a command line.\n"
+                )
                 self.record(tool="ansible-playbook", refused="token in arguments", argc=len(argv))
                 return 5
-        value_options = {"-i", "--inventory", "-l", "--limit", "-t", "--tags", "--skip-tags", "-e", "--extra-vars",
-                         "-u", "--user", "-f", "--forks", "-c", "--connection", "--private-key", "--key-file",
-                         "--vault-password-file", "--vault-id", "-M", "--module-path", "--start-at-task", "-T",
-                         "--timeout", "--become-user", "--become-method"}
+        value_options = {
+            "-i",
+            "--inventory",
+            "-l",
+            "--limit",
+            "-t",
+            "--tags",
+            "--skip-tags",
+            "-e",
+            "--extra-vars",
+            "-u",
+            "--user",
+            "-f",
+            "--forks",
+            "-c",
+            "--connection",
+            "--private-key",
+            "--key-file",
+            "--vault-password-file",
+            "--vault-id",
+            "-M",
+            "--module-path",
+            "--start-at-task",
+            "-T",
+            "--timeout",
+            "--become-user",
+            "--become-method",
+        }
         playbooks: list[str] = []
         limit: list[str] = []
         options: dict[str, list[str]] = {}
@@ -180,8 +222,10 @@ class _Shim:
             else:
                 playbooks.append(arg)
         if not playbooks:
-            sys.stderr.write("usage: ansible-playbook [-h] [--version] [-v] ... playbook [playbook ...]\n"
-                             "ansible-playbook: error: the following arguments are required: playbook\n")
+            sys.stderr.write(
+                "usage: ansible-playbook [-h] [--version] [-v] ... playbook [playbook ...]\n"
+                "ansible-playbook: error: the following arguments are required: playbook\n"
+            )
             return 2
         self.record(tool="ansible-playbook", argv=argv, token_in_env=bool(token))
         hosts = limit or ["localhost"]
@@ -190,11 +234,15 @@ class _Shim:
                 print(f"\nPLAY [{Path(playbook).stem} (simulated)] {'*' * 50}\n")
                 print(f"TASK [Check the Proxmox API token] {'*' * 45}")
                 for host in hosts:
-                    print(f'fatal: [{host}]: FAILED! => {{"changed": false, "msg": "{TOKEN_ENV} is not set: the '
-                          f'playbook reads the Proxmox API token (user@realm!tokenid=secret) from the environment"}}')
+                    print(
+                        f'fatal: [{host}]: FAILED! => {{"changed": false, "msg": "{TOKEN_ENV} is not set: the '
+                        f'playbook reads the Proxmox API token (user@realm!tokenid=secret) from the environment"}}'
+                    )
             print(f"\nPLAY RECAP {'*' * 69}")
             for host in hosts:
-                print(f"{host:<26} : ok=0    changed=0    unreachable=0    failed=1    skipped=0    rescued=0    ignored=0")
+                print(
+                    f"{host:<26} : ok=0    changed=0    unreachable=0    failed=1    skipped=0    rescued=0    ignored=0"
+                )
             return 2
         for playbook in playbooks:
             print(f"\nPLAY [{Path(playbook).stem} (simulated)] {'*' * 50}\n")
@@ -206,21 +254,43 @@ class _Shim:
                 print(f"skipping: [{host}]")
         print(f"\nPLAY RECAP {'*' * 69}")
         for host in hosts:
-            print(f"{host:<26} : ok={len(playbooks)}    changed=0    unreachable=0    failed=0    "
-                  f"skipped={len(playbooks)}    rescued=0    ignored=0")
+            print(
+                f"{host:<26} : ok={len(playbooks)}    changed=0    unreachable=0    failed=0    "
+                f"skipped={len(playbooks)}    rescued=0    ignored=0"
+            )
         return 0
 
     # -- flux
 
     def flux(self, argv: list[str]) -> int:
-        flags, positional = _split_flags(argv, {"--url", "--branch", "--path", "--private-key-file", "--kubeconfig",
-                                                "--context", "--namespace", "-n", "--components-extra", "--username",
-                                                "-u", "--password", "--author-name", "--author-email", "--timeout",
-                                                "--interval", "--version", "-v", "--ssh-key-algorithm"})
+        flags, positional = _split_flags(
+            argv,
+            {
+                "--url",
+                "--branch",
+                "--path",
+                "--private-key-file",
+                "--kubeconfig",
+                "--context",
+                "--namespace",
+                "-n",
+                "--components-extra",
+                "--username",
+                "-u",
+                "--password",
+                "--author-name",
+                "--author-email",
+                "--timeout",
+                "--interval",
+                "--version",
+                "-v",
+                "--ssh-key-algorithm",
+            },
+        )
         if positional[:2] == ["bootstrap", "git"]:
             url = flags.get("--url")
             if not url:
-                sys.stderr.write("✗ required flag(s) \"url\" not set\n")
+                sys.stderr.write('✗ required flag(s) "url" not set\n')
                 return 1
             found = self.cluster(flags.get("--kubeconfig"), flags.get("--context"))
             if isinstance(found, str):
@@ -229,19 +299,28 @@ class _Shim:
             cluster_id, cluster = found
             branch = flags.get("--branch") or "main"
             path = flags.get("--path") or "."
-            self.record(tool="flux", action="bootstrap", cluster_id=cluster_id, cluster=cluster.get("name"), url=url,
-                        branch=branch, path=path)
-            print(f"► cloning branch \"{branch}\" from Git repository \"{url}\"\n✔ cloned repository\n"
-                  f"► generating component manifests\n✔ generated component manifests\n"
-                  f"✔ committed component manifests to \"{branch}\" (simulated)\n"
-                  f"► pushing component manifests to \"{url}\"\n► installing components in \"flux-system\" namespace\n"
-                  f"✔ installed components\n✔ reconciled components\n► generating sync manifests\n"
-                  f"✔ generated sync manifests\n► applying sync manifests\n✔ reconciled sync configuration\n"
-                  f"◎ waiting for GitRepository \"flux-system/flux-system\" to be reconciled\n"
-                  f"✔ GitRepository reconciled successfully\n"
-                  f"◎ waiting for Kustomization \"flux-system/flux-system\" to be reconciled\n"
-                  f"✔ Kustomization reconciled successfully\n► confirming components are healthy\n"
-                  f"✔ all components are healthy")
+            self.record(
+                tool="flux",
+                action="bootstrap",
+                cluster_id=cluster_id,
+                cluster=cluster.get("name"),
+                url=url,
+                branch=branch,
+                path=path,
+            )
+            print(
+                f'► cloning branch "{branch}" from Git repository "{url}"\n✔ cloned repository\n'
+                f"► generating component manifests\n✔ generated component manifests\n"
+                f'✔ committed component manifests to "{branch}" (simulated)\n'
+                f'► pushing component manifests to "{url}"\n► installing components in "flux-system" namespace\n'
+                f"✔ installed components\n✔ reconciled components\n► generating sync manifests\n"
+                f"✔ generated sync manifests\n► applying sync manifests\n✔ reconciled sync configuration\n"
+                f'◎ waiting for GitRepository "flux-system/flux-system" to be reconciled\n'
+                f"✔ GitRepository reconciled successfully\n"
+                f'◎ waiting for Kustomization "flux-system/flux-system" to be reconciled\n'
+                f"✔ Kustomization reconciled successfully\n► confirming components are healthy\n"
+                f"✔ all components are healthy"
+            )
             return 0
         if positional[:1] == ["check"]:
             found = self.cluster(flags.get("--kubeconfig"), flags.get("--context"))
@@ -254,16 +333,25 @@ class _Shim:
             if "--pre" in flags:
                 print("✔ prerequisites checks passed")
                 return 0
-            installed = any(c.get("tool") == "flux" and c.get("action") == "bootstrap" and c.get("cluster_id") == cluster_id
-                            for c in calls(self.state_file))
+            installed = any(
+                c.get("tool") == "flux" and c.get("action") == "bootstrap" and c.get("cluster_id") == cluster_id
+                for c in calls(self.state_file)
+            )
             print("► checking version in cluster")
             if not installed:
-                sys.stderr.write("✗ no controllers found in the 'flux-system' namespace with the label selector "
-                                 "'app.kubernetes.io/part-of=flux'\nsimulation: flux was not bootstrapped on this "
-                                 "simulated cluster\n")
+                sys.stderr.write(
+                    "✗ no controllers found in the 'flux-system' namespace with the label selector "
+                    "'app.kubernetes.io/part-of=flux'\nsimulation: flux was not bootstrapped on this "
+                    "simulated cluster\n"
+                )
                 return 1
             print("✔ distribution: flux-v2.4.0\n✔ bootstrapped: true\n► checking controllers")
-            for controller in ("helm-controller", "kustomize-controller", "notification-controller", "source-controller"):
+            for controller in (
+                "helm-controller",
+                "kustomize-controller",
+                "notification-controller",
+                "source-controller",
+            ):
                 print(f"✔ {controller}: deployment ready")
             print("► checking crds\n✔ all checks passed")
             return 0
@@ -274,18 +362,39 @@ class _Shim:
     # -- kubectl
 
     def kubectl(self, argv: list[str]) -> int:
-        flags, positional = _split_flags(argv, {"--kubeconfig", "--context", "-n", "--namespace", "-o", "--output",
-                                                "--for", "--timeout", "--request-timeout", "-l", "--selector",
-                                                "--cluster", "--user", "-s", "--server"})
+        flags, positional = _split_flags(
+            argv,
+            {
+                "--kubeconfig",
+                "--context",
+                "-n",
+                "--namespace",
+                "-o",
+                "--output",
+                "--for",
+                "--timeout",
+                "--request-timeout",
+                "-l",
+                "--selector",
+                "--cluster",
+                "--user",
+                "-s",
+                "--server",
+            },
+        )
         simulated = "get nodes, wait --for=condition=Ready nodes, version, cluster-info"
         command = positional[:1]
         if command not in (["get"], ["wait"], ["version"], ["cluster-info"]):
-            sys.stderr.write(f"error: simulation: kubectl {' '.join(positional[:2]) or '(no command)'} is not "
-                             f"simulated (simulated: {simulated})\n")
+            sys.stderr.write(
+                f"error: simulation: kubectl {' '.join(positional[:2]) or '(no command)'} is not "
+                f"simulated (simulated: {simulated})\n"
+            )
             return 1
         if command == ["get"] and (len(positional) < 2 or positional[1] not in ("nodes", "node", "no")):
-            sys.stderr.write(f"error: simulation: kubectl get {' '.join(positional[1:]) or ''} is not simulated "
-                             f"(simulated: {simulated})\n")
+            sys.stderr.write(
+                f"error: simulation: kubectl get {' '.join(positional[1:]) or ''} is not simulated "
+                f"(simulated: {simulated})\n"
+            )
             return 1
         found = self.cluster(flags.get("--kubeconfig"), flags.get("--context"))
         if command == ["version"] and isinstance(found, str):
@@ -300,22 +409,26 @@ class _Shim:
             print(f"Client Version: v1.32.3\nKustomize Version: v5.5.0\nServer Version: {version}")
             return 0
         if command == ["cluster-info"]:
-            print(f"Kubernetes control plane is running at {cluster.get('endpoint')}\n"
-                  f"CoreDNS is running at {cluster.get('endpoint')}/api/v1/namespaces/kube-system/services/"
-                  "kube-dns:dns/proxy")
+            print(
+                f"Kubernetes control plane is running at {cluster.get('endpoint')}\n"
+                f"CoreDNS is running at {cluster.get('endpoint')}/api/v1/namespaces/kube-system/services/"
+                "kube-dns:dns/proxy"
+            )
             return 0
         if command == ["wait"]:
             condition = flags.get("--for", "")
             targets = positional[1:]
             if condition.lower() != "condition=ready" or not targets or not targets[0].startswith(("node", "no")):
-                sys.stderr.write(f"error: simulation: kubectl wait {' '.join(argv)} is not simulated "
-                                 f"(simulated: wait --for=condition=Ready nodes --all | nodes/NAME)\n")
+                sys.stderr.write(
+                    f"error: simulation: kubectl wait {' '.join(argv)} is not simulated "
+                    f"(simulated: wait --for=condition=Ready nodes --all | nodes/NAME)\n"
+                )
                 return 1
             names = [t.split("/", 1)[1] for t in targets if "/" in t]
             chosen = [(ip, rec) for ip, rec in nodes if not names or rec.get("hostname") in names]
             missing = [n for n in names if n not in {rec.get("hostname") for _, rec in nodes}]
             if missing:
-                sys.stderr.write(f"Error from server (NotFound): nodes \"{missing[0]}\" not found\n")
+                sys.stderr.write(f'Error from server (NotFound): nodes "{missing[0]}" not found\n')
                 return 1
             if not chosen:
                 sys.stderr.write("error: no matching resources found\n")
@@ -329,8 +442,17 @@ class _Shim:
                 print(f"node/{rec.get('hostname')}")
             return 0
         if output == "json":
-            print(json.dumps({"apiVersion": "v1", "kind": "List", "items": [_node_json(ip, rec, version) for ip, rec in nodes],
-                              "metadata": {"resourceVersion": ""}}, indent=4))
+            print(
+                json.dumps(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "List",
+                        "items": [_node_json(ip, rec, version) for ip, rec in nodes],
+                        "metadata": {"resourceVersion": ""},
+                    },
+                    indent=4,
+                )
+            )
             return 0
         if output not in ("", "wide"):
             sys.stderr.write(f"error: simulation: kubectl get nodes -o {output} is not simulated (wide, name, json)\n")
@@ -343,8 +465,13 @@ class _Shim:
             header += ["INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"]
         rows = [header]
         for ip, rec in nodes:
-            row = [str(rec.get("hostname")), "Ready", "control-plane" if rec.get("role") == "controlplane" else "<none>",
-                   _age(rec.get("installed_at")), version]
+            row = [
+                str(rec.get("hostname")),
+                "Ready",
+                "control-plane" if rec.get("role") == "controlplane" else "<none>",
+                _age(rec.get("installed_at")),
+                version,
+            ]
             if output == "wide":
                 row += [ip, "<none>", f"Talos ({rec.get('talos_version')})", "6.12.18-talos", "containerd://2.0.3"]
             rows.append(row)
@@ -403,12 +530,17 @@ def _node_json(ip: str, rec: dict[str, Any], version: str) -> dict[str, Any]:
     if rec.get("role") == "controlplane":
         labels["node-role.kubernetes.io/control-plane"] = ""
     return {
-        "apiVersion": "v1", "kind": "Node",
+        "apiVersion": "v1",
+        "kind": "Node",
         "metadata": {"name": rec.get("hostname"), "labels": labels},
         "status": {
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": rec.get("hostname")}],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            "nodeInfo": {"kubeletVersion": version, "osImage": f"Talos ({rec.get('talos_version')})",
-                         "containerRuntimeVersion": "containerd://2.0.3", "architecture": "amd64"},
+            "nodeInfo": {
+                "kubeletVersion": version,
+                "osImage": f"Talos ({rec.get('talos_version')})",
+                "containerRuntimeVersion": "containerd://2.0.3",
+                "architecture": "amd64",
+            },
         },
     }

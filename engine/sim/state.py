@@ -38,8 +38,9 @@ class SimStateError(InputError):
     """
 
     def __init__(self, path: Path, what: str, line: int | None = None):
-        super().__init__(Problem(str(path), line, None, f"the simulated cluster's state is unusable: {what}; "
-                                                        f"{RESET_HINT}"))
+        super().__init__(
+            Problem(str(path), line, None, f"the simulated cluster's state is unusable: {what}; {RESET_HINT}")
+        )
         self.path = path
 
 
@@ -112,27 +113,36 @@ class SimState:
         version = top.get("version")
         if version != VERSION:
             raise check.error(f"it has format version {version!r}, but this runbook reads version {VERSION} only")
-        nodes = [SimNode(name=check.field(item, "name", str, where),
-                         online=check.field(item, "online", bool, where))
-                 for where, item in check.items(top, "nodes")]
-        storages = [SimStorage(id=check.field(item, "id", str, where),
-                               type=check.field(item, "type", str, where),
-                               content=check.field(item, "content", str, where),
-                               shared=check.field(item, "shared", bool, where),
-                               nodes=check.strings(item, "nodes", where),
-                               volumes=check.mappings(item, "volumes", where),
-                               options=check.field(item, "options", dict, where))
-                    for where, item in check.items(top, "storages")]
-        vms = [SimVm(vmid=check.field(item, "vmid", int, where),
-                     name=check.field(item, "name", str, where),
-                     node=check.field(item, "node", str, where),
-                     status=check.field(item, "status", str, where),
-                     template=check.field(item, "template", bool, where),
-                     config=check.field(item, "config", dict, where),
-                     pending=check.field(item, "pending", dict, where),
-                     lock=check.field(item, "lock", (str, type(None)), where),
-                     snapshots=check.mappings(item, "snapshots", where))
-               for where, item in check.items(top, "vms")]
+        nodes = [
+            SimNode(name=check.field(item, "name", str, where), online=check.field(item, "online", bool, where))
+            for where, item in check.items(top, "nodes")
+        ]
+        storages = [
+            SimStorage(
+                id=check.field(item, "id", str, where),
+                type=check.field(item, "type", str, where),
+                content=check.field(item, "content", str, where),
+                shared=check.field(item, "shared", bool, where),
+                nodes=check.strings(item, "nodes", where),
+                volumes=check.mappings(item, "volumes", where),
+                options=check.field(item, "options", dict, where),
+            )
+            for where, item in check.items(top, "storages")
+        ]
+        vms = [
+            SimVm(
+                vmid=check.field(item, "vmid", int, where),
+                name=check.field(item, "name", str, where),
+                node=check.field(item, "node", str, where),
+                status=check.field(item, "status", str, where),
+                template=check.field(item, "template", bool, where),
+                config=check.field(item, "config", dict, where),
+                pending=check.field(item, "pending", dict, where),
+                lock=check.field(item, "lock", (str, type(None)), where),
+                snapshots=check.mappings(item, "snapshots", where),
+            )
+            for where, item in check.items(top, "vms")
+        ]
         files = check.mappings(top, "files", "")
         for node in files:
             check.mappings(files, node, "files.")
@@ -202,8 +212,10 @@ class _Check:
 
     def items(self, obj: dict[str, Any], key: str) -> list[tuple[str, dict[str, Any]]]:
         """The objects of list ``key``, each with the prefix that names its fields in messages."""
-        return [(f"{key}[{index}].", self.mapping(item, f"{key}[{index}]"))
-                for index, item in enumerate(self.field(obj, key, list, ""))]
+        return [
+            (f"{key}[{index}].", self.mapping(item, f"{key}[{index}]"))
+            for index, item in enumerate(self.field(obj, key, list, ""))
+        ]
 
     def strings(self, obj: dict[str, Any], key: str, where: str) -> list[str]:
         values = self.field(obj, key, list, where)
@@ -218,8 +230,15 @@ class _Check:
         return values
 
 
-_NAMES: dict[type, str] = {dict: "an object", list: "a list", str: "a string", bool: "true or false",
-                           int: "a whole number", float: "a number", type(None): "null"}
+_NAMES: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    type(None): "null",
+}
 
 
 def _json_type(value: Any) -> str:

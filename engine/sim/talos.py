@@ -52,9 +52,11 @@ from engine.sim.shell import VmInfo
 
 DEFAULT_TALOS_VERSION = "v1.9.5"
 DEFAULT_KUBERNETES_VERSION = "v1.32.3"
-SIMULATED = ("apply-config, bootstrap, health, kubeconfig, version, get members|disks, etcd snapshot|members, "
-             "upgrade, upgrade-k8s, reset, gen secrets|config, machineconfig patch, images default|cache-create, "
-             "config endpoint|node|info")
+SIMULATED = (
+    "apply-config, bootstrap, health, kubeconfig, version, get members|disks, etcd snapshot|members, "
+    "upgrade, upgrade-k8s, reset, gen secrets|config, machineconfig patch, images default|cache-create, "
+    "config endpoint|node|info"
+)
 
 VmLookup = Callable[[str], "VmInfo | None"]
 """IP address -> the VM that has it (running or not), or None."""
@@ -126,8 +128,11 @@ class TalosWorld:
             del self.clusters[cluster_id]
 
     def members(self, cluster_id: str) -> dict[str, dict[str, Any]]:
-        return {ip: rec for ip, rec in sorted(self.nodes.items(), key=lambda kv: _ip_key(kv[0]))
-                if rec.get("cluster_id") == cluster_id}
+        return {
+            ip: rec
+            for ip, rec in sorted(self.nodes.items(), key=lambda kv: _ip_key(kv[0]))
+            if rec.get("cluster_id") == cluster_id
+        }
 
     def vip_cluster(self, ip: str) -> str | None:
         """The cluster whose virtual IP (or endpoint host that is no node) this address is."""
@@ -148,9 +153,18 @@ class TalosWorld:
                 state = "installed"
             else:
                 state = "healthy" if cluster.get("healthy") else "bootstrapped"
-            rows.append({"ip": ip, "vmid": rec.get("vmid"), "hostname": rec.get("hostname"), "role": rec.get("role"),
-                         "cluster": rec.get("cluster_name"), "state": state, "talos_version": rec.get("talos_version"),
-                         "kubernetes_version": cluster.get("kubernetes_version")})
+            rows.append(
+                {
+                    "ip": ip,
+                    "vmid": rec.get("vmid"),
+                    "hostname": rec.get("hostname"),
+                    "role": rec.get("role"),
+                    "cluster": rec.get("cluster_name"),
+                    "state": state,
+                    "talos_version": rec.get("talos_version"),
+                    "kubernetes_version": cluster.get("kubernetes_version"),
+                }
+            )
         return rows
 
 
@@ -172,51 +186,142 @@ class _NotSimulated(Exception):
 
 def _refused(what: str, ip: str, why: str) -> _Fail:
     return _Fail(
-        f"error {what}: rpc error: code = Unavailable desc = connection error: desc = \"transport: Error while "
-        f"dialing: dial tcp {ip}:50000: connect: connection refused\"\nsimulation: {why}"
+        f'error {what}: rpc error: code = Unavailable desc = connection error: desc = "transport: Error while '
+        f'dialing: dial tcp {ip}:50000: connect: connection refused"\nsimulation: {why}'
     )
 
 
 # ---------------------------------------------------------------- flags
 
 # name -> (kind, short); kinds: bool, str, list (comma-separated, repeatable), array (repeatable as is)
-_GLOBAL = {"nodes": ("list", "n"), "endpoints": ("list", "e"), "talosconfig": ("str", None),
-           "context": ("str", None), "cluster": ("str", None)}
+_GLOBAL = {
+    "nodes": ("list", "n"),
+    "endpoints": ("list", "e"),
+    "talosconfig": ("str", None),
+    "context": ("str", None),
+    "cluster": ("str", None),
+}
 
 _COMMANDS: dict[tuple[str, ...], tuple[dict[str, tuple[str, str | None]], int, int]] = {
-    ("apply-config",): ({"file": ("str", "f"), "insecure": ("bool", "i"), "mode": ("str", "m"), "dry-run": ("bool", None),
-                         "config-patch": ("array", "p"), "timeout": ("str", None), "cert-fingerprint": ("array", None)}, 0, 0),
+    ("apply-config",): (
+        {
+            "file": ("str", "f"),
+            "insecure": ("bool", "i"),
+            "mode": ("str", "m"),
+            "dry-run": ("bool", None),
+            "config-patch": ("array", "p"),
+            "timeout": ("str", None),
+            "cert-fingerprint": ("array", None),
+        },
+        0,
+        0,
+    ),
     ("bootstrap",): ({"recover-from": ("str", None), "recover-skip-hash-check": ("bool", None)}, 0, 0),
-    ("health",): ({"wait-timeout": ("str", None), "control-plane-nodes": ("list", None), "worker-nodes": ("list", None),
-                   "init-node": ("str", None), "server": ("bool", None), "k8s-endpoint": ("str", None),
-                   "run-e2e": ("bool", None)}, 0, 0),
+    ("health",): (
+        {
+            "wait-timeout": ("str", None),
+            "control-plane-nodes": ("list", None),
+            "worker-nodes": ("list", None),
+            "init-node": ("str", None),
+            "server": ("bool", None),
+            "k8s-endpoint": ("str", None),
+            "run-e2e": ("bool", None),
+        },
+        0,
+        0,
+    ),
     ("kubeconfig",): ({"force": ("bool", "f"), "merge": ("bool", "m"), "force-context-name": ("str", None)}, 0, 1),
     ("version",): ({"client": ("bool", None), "short": ("bool", None), "insecure": ("bool", "i")}, 0, 0),
-    ("get",): ({"output": ("str", "o"), "namespace": ("str", None), "insecure": ("bool", "i"), "watch": ("bool", "w")}, 1, 2),
+    ("get",): (
+        {"output": ("str", "o"), "namespace": ("str", None), "insecure": ("bool", "i"), "watch": ("bool", "w")},
+        1,
+        2,
+    ),
     ("etcd", "snapshot"): ({}, 1, 1),
     ("etcd", "members"): ({}, 0, 0),
-    ("upgrade",): ({"image": ("str", "i"), "preserve": ("bool", "p"), "stage": ("bool", "s"), "wait": ("bool", None),
-                    "debug": ("bool", None), "force": ("bool", "f"), "reboot-mode": ("str", "m"), "timeout": ("str", None),
-                    "insecure": ("bool", None)}, 0, 0),
-    ("upgrade-k8s",): ({"to": ("str", None), "from": ("str", None), "dry-run": ("bool", None), "endpoint": ("str", None),
-                        "upgrade-kubelet": ("bool", None), "pre-pull-images": ("bool", None)}, 0, 0),
-    ("reset",): ({"graceful": ("bool", None), "reboot": ("bool", None), "system-labels-to-wipe": ("list", None),
-                  "user-disks-to-wipe": ("list", None), "wait": ("bool", None), "wipe-mode": ("str", None),
-                  "insecure": ("bool", None), "timeout": ("str", None)}, 0, 0),
+    ("upgrade",): (
+        {
+            "image": ("str", "i"),
+            "preserve": ("bool", "p"),
+            "stage": ("bool", "s"),
+            "wait": ("bool", None),
+            "debug": ("bool", None),
+            "force": ("bool", "f"),
+            "reboot-mode": ("str", "m"),
+            "timeout": ("str", None),
+            "insecure": ("bool", None),
+        },
+        0,
+        0,
+    ),
+    ("upgrade-k8s",): (
+        {
+            "to": ("str", None),
+            "from": ("str", None),
+            "dry-run": ("bool", None),
+            "endpoint": ("str", None),
+            "upgrade-kubelet": ("bool", None),
+            "pre-pull-images": ("bool", None),
+        },
+        0,
+        0,
+    ),
+    ("reset",): (
+        {
+            "graceful": ("bool", None),
+            "reboot": ("bool", None),
+            "system-labels-to-wipe": ("list", None),
+            "user-disks-to-wipe": ("list", None),
+            "wait": ("bool", None),
+            "wipe-mode": ("str", None),
+            "insecure": ("bool", None),
+            "timeout": ("str", None),
+        },
+        0,
+        0,
+    ),
     ("gen", "secrets"): ({"output-file": ("str", "o"), "talos-version": ("str", None), "force": ("bool", "f")}, 0, 0),
-    ("gen", "config"): ({"install-disk": ("str", None), "install-image": ("str", None), "additional-sans": ("list", None),
-                         "dns-domain": ("str", None), "version": ("str", None), "talos-version": ("str", None),
-                         "kubernetes-version": ("str", None), "config-patch": ("array", None),
-                         "config-patch-control-plane": ("array", None), "config-patch-worker": ("array", None),
-                         "registry-mirror": ("list", None), "with-examples": ("bool", None), "with-docs": ("bool", None),
-                         "with-cluster-discovery": ("bool", None), "with-kubespan": ("bool", None),
-                         "with-secrets": ("str", None), "output-types": ("list", "t"), "output": ("str", "o"),
-                         "output-dir": ("str", None), "force": ("bool", "f")}, 2, 2),
+    ("gen", "config"): (
+        {
+            "install-disk": ("str", None),
+            "install-image": ("str", None),
+            "additional-sans": ("list", None),
+            "dns-domain": ("str", None),
+            "version": ("str", None),
+            "talos-version": ("str", None),
+            "kubernetes-version": ("str", None),
+            "config-patch": ("array", None),
+            "config-patch-control-plane": ("array", None),
+            "config-patch-worker": ("array", None),
+            "registry-mirror": ("list", None),
+            "with-examples": ("bool", None),
+            "with-docs": ("bool", None),
+            "with-cluster-discovery": ("bool", None),
+            "with-kubespan": ("bool", None),
+            "with-secrets": ("str", None),
+            "output-types": ("list", "t"),
+            "output": ("str", "o"),
+            "output-dir": ("str", None),
+            "force": ("bool", "f"),
+        },
+        2,
+        2,
+    ),
     ("machineconfig", "patch"): ({"patch": ("array", "p"), "output": ("str", "o")}, 1, 1),
     ("images", "default"): ({}, 0, 0),
-    ("images", "cache-create"): ({"image-cache-path": ("str", None), "images": ("list", None), "layout": ("str", None),
-                                  "platform": ("list", None), "force": ("bool", None), "insecure": ("bool", None),
-                                  "image-layer-cache-path": ("str", None)}, 0, 0),
+    ("images", "cache-create"): (
+        {
+            "image-cache-path": ("str", None),
+            "images": ("list", None),
+            "layout": ("str", None),
+            "platform": ("list", None),
+            "force": ("bool", None),
+            "insecure": ("bool", None),
+            "image-layer-cache-path": ("str", None),
+        },
+        0,
+        0,
+    ),
     ("config", "endpoint"): ({}, 0, 99),
     ("config", "node"): ({}, 0, 99),
     ("config", "info"): ({"output": ("str", "o")}, 0, 0),
@@ -278,7 +383,9 @@ def _parse_argv(argv: list[str]) -> _Args:
         usage = " ".join(path)
         if minimum == maximum:
             raise _Fail(f"Error: accepts {minimum} arg(s), received {len(positional)}\n(talosctl {usage})")
-        raise _Fail(f"Error: accepts between {minimum} and {maximum} arg(s), received {len(positional)}\n(talosctl {usage})")
+        raise _Fail(
+            f"Error: accepts between {minimum} and {maximum} arg(s), received {len(positional)}\n(talosctl {usage})"
+        )
     return _Args(tuple(path), flags, positional)
 
 
@@ -286,7 +393,9 @@ def _take_flag(token: str, tokens: list[str], spec: dict[str, tuple[str, str | N
     if token.startswith("--"):
         name, eq, value = token[2:].partition("=")
         if name not in spec:
-            raise _Fail(f"unknown flag: --{name}\nsimulation: if talosctl has this flag, the simulation does not know it")
+            raise _Fail(
+                f"unknown flag: --{name}\nsimulation: if talosctl has this flag, the simulation does not know it"
+            )
         kind = spec[name][0]
     else:
         letters = token[1:]
@@ -305,7 +414,9 @@ def _take_flag(token: str, tokens: list[str], spec: dict[str, tuple[str, str | N
     if kind == "bool":
         if eq:
             if value.lower() not in ("true", "false", "1", "0", "t", "f"):
-                raise _Fail(f'invalid argument "{value}" for "--{name}" flag: strconv.ParseBool: parsing "{value}": invalid syntax')
+                raise _Fail(
+                    f'invalid argument "{value}" for "--{name}" flag: strconv.ParseBool: parsing "{value}": invalid syntax'
+                )
             flags[name] = value.lower() in ("true", "1", "t")
         else:
             flags[name] = True
@@ -334,8 +445,15 @@ class SimTalosctlExecutor:
     TALOSCONFIG and HOME are read when the command does not set them (default ``os.environ``).
     """
 
-    def __init__(self, world: TalosWorld, vm_lookup: VmLookup, *, planned: Planned | None = None,
-                 version: str = DEFAULT_TALOS_VERSION, environ: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        world: TalosWorld,
+        vm_lookup: VmLookup,
+        *,
+        planned: Planned | None = None,
+        version: str = DEFAULT_TALOS_VERSION,
+        environ: Mapping[str, str] | None = None,
+    ):
         self.world = world
         self.vm_lookup = vm_lookup
         self.planned = planned
@@ -431,9 +549,11 @@ class _Call:
         if state == "absent":
             cluster_id = self.world.vip_cluster(ip)
             if cluster_id is not None:
-                return (f"{ip} is the virtual IP of cluster {self.world.clusters[cluster_id]['name']}, which comes up "
-                        "only once etcd is bootstrapped and a control plane runs; until then use a control plane "
-                        "node's address as endpoint (--endpoints, or talosctl config endpoint)")
+                return (
+                    f"{ip} is the virtual IP of cluster {self.world.clusters[cluster_id]['name']}, which comes up "
+                    "only once etcd is bootstrapped and a control plane runs; until then use a control plane "
+                    "node's address as endpoint (--endpoints, or talosctl config endpoint)"
+                )
             return f"no running VM has the address {ip}"
         assert vm is not None
         return f"VM {vm.vmid} ({vm.name}) on {vm.node} with address {ip} is {vm.status}"
@@ -445,8 +565,10 @@ class _Call:
         """Maintenance-mode nodes reached directly (``--insecure``): the nodes given, or the endpoints."""
         targets = self.nodes_flag() or list(self.args.get("endpoints") or [])
         if not targets:
-            raise _Fail("error: nodes are not set for the command: please use `--nodes` flag or configuration "
-                        "file to set the nodes to run the command against")
+            raise _Fail(
+                "error: nodes are not set for the command: please use `--nodes` flag or configuration "
+                "file to set the nodes to run the command against"
+            )
         found = []
         for ip in targets:
             state, vm, record = self.machine(ip)
@@ -454,8 +576,8 @@ class _Call:
                 raise _refused(what, ip, self.down_reason(ip, state, vm))
             if state == "installed":
                 raise _Fail(
-                    f"error {what}: rpc error: code = Unavailable desc = connection error: desc = \"error reading "
-                    f"server preface: remote error: tls: certificate required\"\nsimulation: {ip} is installed "
+                    f'error {what}: rpc error: code = Unavailable desc = connection error: desc = "error reading '
+                    f'server preface: remote error: tls: certificate required"\nsimulation: {ip} is installed '
                     "(it has a machine config), so it accepts only authenticated calls: drop --insecure and use "
                     "the cluster's talosconfig"
                 )
@@ -469,8 +591,10 @@ class _Call:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
-            raise _Fail(f"error constructing client: failed to determine endpoints\nsimulation: there is no "
-                        f"talosconfig at {path} (set TALOSCONFIG or --talosconfig, or run talosctl gen config)") from None
+            raise _Fail(
+                f"error constructing client: failed to determine endpoints\nsimulation: there is no "
+                f"talosconfig at {path} (set TALOSCONFIG or --talosconfig, or run talosctl gen config)"
+            ) from None
         except yaml.YAMLError as exc:
             raise _Fail(f"failed to parse config: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
@@ -502,12 +626,17 @@ class _Call:
                 failures.append((1, _refused(what, host, self.down_reason(host, state, vm))))
                 continue
             if state == "maintenance":
-                failures.append((0, _Fail(
-                    f"error {what}: rpc error: code = Unavailable desc = connection error: desc = \"transport: "
-                    f"authentication handshake failed: tls: failed to verify certificate: x509: certificate signed "
-                    f"by unknown authority\"\nsimulation: the endpoint {host} is in maintenance mode (no machine "
-                    "config applied yet): apply one with talosctl apply-config --insecure first"
-                )))
+                failures.append(
+                    (
+                        0,
+                        _Fail(
+                            f'error {what}: rpc error: code = Unavailable desc = connection error: desc = "transport: '
+                            f"authentication handshake failed: tls: failed to verify certificate: x509: certificate signed "
+                            f'by unknown authority"\nsimulation: the endpoint {host} is in maintenance mode (no machine '
+                            "config applied yet): apply one with talosctl apply-config --insecure first"
+                        ),
+                    )
+                )
                 continue
             assert record is not None
             cluster_id = record["cluster_id"]
@@ -517,9 +646,9 @@ class _Call:
         cluster = self.world.clusters[cluster_id]
         if ca != cluster.get("ca"):
             raise _Fail(
-                f"error {what}: rpc error: code = Unavailable desc = connection error: desc = \"transport: "
+                f'error {what}: rpc error: code = Unavailable desc = connection error: desc = "transport: '
                 "authentication handshake failed: tls: failed to verify certificate: x509: certificate signed by "
-                f"unknown authority\"\nsimulation: the talosconfig ({self.talosconfig_path()}) was not generated "
+                f'unknown authority"\nsimulation: the talosconfig ({self.talosconfig_path()}) was not generated '
                 f"from the secrets of cluster {cluster['name']}"
             )
         targets = []
@@ -531,15 +660,19 @@ class _Call:
             if state in ("absent", "stopped"):
                 raise _refused(what, ip, self.down_reason(ip, state, vm))
             if state == "maintenance":
-                raise _Fail(f"error {what}: 1 error occurred:\n\t* {ip}: rpc error: code = Unavailable desc = "
-                            f"connection error: node is in maintenance mode\nsimulation: {ip} has no machine config "
-                            "yet: apply one with talosctl apply-config --insecure")
+                raise _Fail(
+                    f"error {what}: 1 error occurred:\n\t* {ip}: rpc error: code = Unavailable desc = "
+                    f"connection error: node is in maintenance mode\nsimulation: {ip} has no machine config "
+                    "yet: apply one with talosctl apply-config --insecure"
+                )
             assert vm is not None and record is not None
             if record["cluster_id"] != cluster_id:
-                raise _Fail(f"error {what}: 1 error occurred:\n\t* {ip}: rpc error: code = Unavailable desc = "
-                            "connection error: desc = \"transport: authentication handshake failed: x509: certificate "
-                            f"signed by unknown authority\"\nsimulation: {ip} belongs to cluster "
-                            f"{record['cluster_name']}, not {cluster['name']}")
+                raise _Fail(
+                    f"error {what}: 1 error occurred:\n\t* {ip}: rpc error: code = Unavailable desc = "
+                    'connection error: desc = "transport: authentication handshake failed: x509: certificate '
+                    f'signed by unknown authority"\nsimulation: {ip} belongs to cluster '
+                    f"{record['cluster_name']}, not {cluster['name']}"
+                )
             targets.append((ip, vm, record))
         return cluster_id, targets
 
@@ -566,7 +699,9 @@ class _Call:
 
     # -- cluster health
 
-    def health_problems(self, cluster_id: str, cps: list[str], workers: list[str]) -> tuple[list[str], list[str], list[str]]:
+    def health_problems(
+        self, cluster_id: str, cps: list[str], workers: list[str]
+    ) -> tuple[list[str], list[str], list[str]]:
         """(control planes, workers, problems) of a cluster, including the nodes it should have."""
         cluster = self.world.clusters[cluster_id]
         members = self.world.members(cluster_id)
@@ -598,7 +733,9 @@ class _Call:
         what = "applying new configuration"
         file = self.args.get("file")
         if not file:
-            raise _Fail('error: no filename specified: use --file (simulation: interactive apply-config is not simulated)')
+            raise _Fail(
+                "error: no filename specified: use --file (simulation: interactive apply-config is not simulated)"
+            )
         path = self.path(file)
         try:
             text = path.read_text(encoding="utf-8")
@@ -612,8 +749,10 @@ class _Call:
         problems = _validate_machine_config(config)
         if problems:
             detail = "".join(f"\n\t* {p}" for p in problems)
-            raise _Fail(f"error {what}: rpc error: code = InvalidArgument desc = configuration validation failed: "
-                        f"{len(problems)} error{'s' if len(problems) > 1 else ''} occurred:{detail}")
+            raise _Fail(
+                f"error {what}: rpc error: code = InvalidArgument desc = configuration validation failed: "
+                f"{len(problems)} error{'s' if len(problems) > 1 else ''} occurred:{detail}"
+            )
         if self.args.get("insecure"):
             targets = [(ip, vm, None) for ip, vm in self.insecure_targets(what)]
         else:
@@ -623,17 +762,23 @@ class _Call:
         for ip, vm, record in targets:
             addresses = _config_addresses(config)
             if addresses and not any(_in_network(ip, address) for address in addresses):
-                raise _Fail(f"error {what}: simulation: the machine config gives this node the address(es) "
-                            f"{', '.join(addresses)}, but it was sent to {ip}; it would come up at another address "
-                            "(a patch for another node?)")
+                raise _Fail(
+                    f"error {what}: simulation: the machine config gives this node the address(es) "
+                    f"{', '.join(addresses)}, but it was sent to {ip}; it would come up at another address "
+                    "(a patch for another node?)"
+                )
             if record is not None:
                 if record["role"] != config["machine"]["type"]:
-                    raise _Fail(f"error {what}: rpc error: code = InvalidArgument desc = configuration validation "
-                                f"failed: 1 error occurred:\n\t* machine type can't be changed from "
-                                f"{record['role']!r} to {config['machine']['type']!r}")
+                    raise _Fail(
+                        f"error {what}: rpc error: code = InvalidArgument desc = configuration validation "
+                        f"failed: 1 error occurred:\n\t* machine type can't be changed from "
+                        f"{record['role']!r} to {config['machine']['type']!r}"
+                    )
                 if record["cluster_id"] != _cluster_id(config):
-                    raise _Fail(f"error {what}: simulation: the config belongs to another cluster (other secrets) "
-                                f"than the one {ip} is installed in; reset the node first")
+                    raise _Fail(
+                        f"error {what}: simulation: the config belongs to another cluster (other secrets) "
+                        f"than the one {ip} is installed in; reset the node first"
+                    )
             if dry_run:
                 self.out("Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\n")
                 continue
@@ -649,11 +794,18 @@ class _Call:
         endpoint_host = _host(endpoint)
         image = str((machine.get("install") or {}).get("image") or f"ghcr.io/siderolabs/installer:{self.x.version}")
         kube = _kubernetes_version(config)
-        cluster = self.world.clusters.setdefault(cluster_id, {
-            "name": str(cluster_section.get("clusterName") or "cluster"), "endpoint": endpoint,
-            "ca": machine["ca"]["crt"], "vips": [], "bootstrapped_on": None, "kubernetes_version": kube,
-            "healthy": False,
-        })
+        cluster = self.world.clusters.setdefault(
+            cluster_id,
+            {
+                "name": str(cluster_section.get("clusterName") or "cluster"),
+                "endpoint": endpoint,
+                "ca": machine["ca"]["crt"],
+                "vips": [],
+                "bootstrapped_on": None,
+                "kubernetes_version": kube,
+                "healthy": False,
+            },
+        )
         vips = set(cluster.get("vips", [])) | set(_config_vips(config))
         if not self.x.vm_lookup(endpoint_host) and endpoint_host not in self.world.nodes:
             vips.add(endpoint_host)  # the endpoint is no node: a VIP or load balancer the cluster answers on
@@ -661,12 +813,18 @@ class _Call:
         hostname = (machine.get("network") or {}).get("hostname") or _default_hostname(ip)
         previous = self.world.nodes.get(ip, {})
         self.world.nodes[ip] = {
-            "vmid": vm.vmid, "vm_uid": vm.uid, "vm_name": vm.name, "role": machine["type"], "cluster_id": cluster_id,
-            "cluster_name": cluster["name"], "hostname": hostname,
+            "vmid": vm.vmid,
+            "vm_uid": vm.uid,
+            "vm_name": vm.name,
+            "role": machine["type"],
+            "cluster_id": cluster_id,
+            "cluster_name": cluster["name"],
+            "hostname": hostname,
             "talos_version": previous.get("talos_version") or _image_version(image) or self.x.version,
             "install_image": previous.get("install_image") or image,
             "config_sha256": hashlib.sha256(yaml.safe_dump_all(docs, sort_keys=True).encode()).hexdigest(),
-            "addresses": _config_addresses(config), "upgrades": previous.get("upgrades", []),
+            "addresses": _config_addresses(config),
+            "upgrades": previous.get("upgrades", []),
             "installed_at": previous.get("installed_at") or int(time.time()),
         }
         cluster["healthy"] = False
@@ -678,50 +836,74 @@ class _Call:
         cluster_id, ip, _vm, record = self.single(what)
         cluster = self.world.clusters[cluster_id]
         if record["role"] != "controlplane":
-            raise _Fail(f"error {what}: rpc error: code = FailedPrecondition desc = bootstrap is not available on "
-                        "worker nodes\nsimulation: bootstrap one control plane node")
+            raise _Fail(
+                f"error {what}: rpc error: code = FailedPrecondition desc = bootstrap is not available on "
+                "worker nodes\nsimulation: bootstrap one control plane node"
+            )
         if cluster.get("bootstrapped_on"):
-            raise _Fail(f"error {what}: rpc error: code = AlreadyExists desc = etcd data directory is not empty\n"
-                        f"simulation: etcd of cluster {cluster['name']} was already bootstrapped on "
-                        f"{cluster['bootstrapped_on']}; bootstrap runs once per cluster")
+            raise _Fail(
+                f"error {what}: rpc error: code = AlreadyExists desc = etcd data directory is not empty\n"
+                f"simulation: etcd of cluster {cluster['name']} was already bootstrapped on "
+                f"{cluster['bootstrapped_on']}; bootstrap runs once per cluster"
+            )
         cluster["bootstrapped_on"] = ip
 
     def cmd_health(self) -> None:
         cluster_id, targets = self.connect("checking cluster health")
         cluster = self.world.clusters[cluster_id]
         cps, workers, problems = self.health_problems(
-            cluster_id, list(self.args.get("control-plane-nodes") or []), list(self.args.get("worker-nodes") or []))
+            cluster_id, list(self.args.get("control-plane-nodes") or []), list(self.args.get("worker-nodes") or [])
+        )
         discovered = " ".join(f'"{ip}"' for ip in cps + workers)
         self.err(f"discovered nodes: [{discovered}]\n")
         if problems:
             cluster["healthy"] = False
             self.err("waiting for etcd to be healthy: ...\n")
             first = cps[0] if cps else (targets[0][0] if targets else "?")
-            self.err(f"waiting for etcd to be healthy: 1 error occurred:\n\t* {first}: service \"etcd\" not in expected "
-                     "state \"Running\": current state [Preparing] Running pre state\n")
+            self.err(
+                f'waiting for etcd to be healthy: 1 error occurred:\n\t* {first}: service "etcd" not in expected '
+                'state "Running": current state [Preparing] Running pre state\n'
+            )
             wait = self.args.get("wait-timeout") or "20m0s"
-            raise _Fail(f"healthcheck error: rpc error: code = DeadlineExceeded desc = context deadline exceeded "
-                        f"(after --wait-timeout {wait})\nsimulation: cluster {cluster['name']} is not healthy: "
-                        + "; ".join(problems))
-        for check in ("etcd to be healthy", "etcd members to be consistent across nodes",
-                      "etcd members to be control plane nodes", "apid to be ready", "all nodes memory sizes",
-                      "all nodes disk sizes", "no diagnostics", "kubelet to be healthy",
-                      "all nodes to finish boot sequence", "all k8s nodes to report",
-                      "all control plane static pods to be running", "all control plane components to be ready",
-                      "all k8s nodes to report ready", "kube-proxy to report ready", "coredns to report ready",
-                      "all k8s nodes to report schedulable"):
+            raise _Fail(
+                f"healthcheck error: rpc error: code = DeadlineExceeded desc = context deadline exceeded "
+                f"(after --wait-timeout {wait})\nsimulation: cluster {cluster['name']} is not healthy: "
+                + "; ".join(problems)
+            )
+        for check in (
+            "etcd to be healthy",
+            "etcd members to be consistent across nodes",
+            "etcd members to be control plane nodes",
+            "apid to be ready",
+            "all nodes memory sizes",
+            "all nodes disk sizes",
+            "no diagnostics",
+            "kubelet to be healthy",
+            "all nodes to finish boot sequence",
+            "all k8s nodes to report",
+            "all control plane static pods to be running",
+            "all control plane components to be ready",
+            "all k8s nodes to report ready",
+            "kube-proxy to report ready",
+            "coredns to report ready",
+            "all k8s nodes to report schedulable",
+        ):
             self.err(f"waiting for {check}: ...\nwaiting for {check}: OK\n")
         cluster["healthy"] = True
 
     def cmd_kubeconfig(self) -> None:
         what = "retrieving kubeconfig"
         if not self.args.positional:
-            raise _NotSimulated("simulation: talosctl kubeconfig without a path would merge into ~/.kube/config; "
-                                "give it a path (the simulation never touches your own kubeconfig)")
+            raise _NotSimulated(
+                "simulation: talosctl kubeconfig without a path would merge into ~/.kube/config; "
+                "give it a path (the simulation never touches your own kubeconfig)"
+            )
         cluster_id, ip, _vm, record = self.single(what)
         if record["role"] != "controlplane":
-            raise _Fail(f"error {what}: rpc error: code = Unimplemented desc = kubeconfig is only available on "
-                        "control plane nodes")
+            raise _Fail(
+                f"error {what}: rpc error: code = Unimplemented desc = kubeconfig is only available on "
+                "control plane nodes"
+            )
         cluster = self.world.clusters[cluster_id]
         target = self.path(self.args.positional[0])
         if target.is_dir():
@@ -735,7 +917,11 @@ class _Call:
             except yaml.YAMLError as exc:
                 raise _Fail(f"error {what}: error merging kubeconfig: {' '.join(str(exc).split())}") from None
             for section, key in (("clusters", "name"), ("users", "name"), ("contexts", "name")):
-                kept = [item for item in existing.get(section) or [] if item.get(key) not in {e[key] for e in entry[section]}]
+                kept = [
+                    item
+                    for item in existing.get(section) or []
+                    if item.get(key) not in {e[key] for e in entry[section]}
+                ]
                 existing[section] = kept + entry[section]
             existing["current-context"] = context_name
             existing.setdefault("apiVersion", "v1")
@@ -744,8 +930,10 @@ class _Call:
         _write(target, yaml.safe_dump(entry, sort_keys=False), 0o600)
 
     def cmd_version(self) -> None:
-        client = (f"Client:\n\tTag:         {self.x.version}\n\tSHA:         {_sha(self.x.version)}\n"
-                  f"\tBuilt:       \n\tGo version:  go1.23.7\n\tOS/Arch:     linux/amd64\n")
+        client = (
+            f"Client:\n\tTag:         {self.x.version}\n\tSHA:         {_sha(self.x.version)}\n"
+            f"\tBuilt:       \n\tGo version:  go1.23.7\n\tOS/Arch:     linux/amd64\n"
+        )
         if self.args.get("short"):
             client = f"Client:\nTalos {self.x.version}\n"
         self.out(client)
@@ -762,8 +950,10 @@ class _Call:
             if self.args.get("short"):
                 self.out(f"\tNODE:        {ip}\n\tTag:         {version}\n")
                 continue
-            self.out(f"\tNODE:        {ip}\n\tTag:         {version}\n\tSHA:         {_sha(version)}\n\tBuilt:       \n"
-                     f"\tGo version:  go1.23.7\n\tOS/Arch:     linux/amd64\n\tEnabled:     RBAC\n")
+            self.out(
+                f"\tNODE:        {ip}\n\tTag:         {version}\n\tSHA:         {_sha(version)}\n\tBuilt:       \n"
+                f"\tGo version:  go1.23.7\n\tOS/Arch:     linux/amd64\n\tEnabled:     RBAC\n"
+            )
 
     def cmd_get(self) -> None:
         resource = self.args.positional[0].lower()
@@ -772,8 +962,10 @@ class _Call:
             raise _NotSimulated(f"simulation: talosctl get -o {output} is not simulated (table, json, yaml)")
         if resource in ("members", "member", "cm", "clustermembers"):
             if self.args.get("insecure"):
-                raise _Fail("error getting resources: rpc error: code = Unimplemented desc = members are not "
-                            "available in maintenance mode")
+                raise _Fail(
+                    "error getting resources: rpc error: code = Unimplemented desc = members are not "
+                    "available in maintenance mode"
+                )
             cluster_id, targets = self.connect("getting resources")
             rows = []
             for ip, _vm, _record in targets:
@@ -781,12 +973,28 @@ class _Call:
                     state, _v, _r = self.machine(member_ip)
                     if state != "installed":
                         continue
-                    rows.append((ip, "cluster", "Member", member["hostname"], {
-                        "nodeId": member["hostname"], "addresses": [member_ip], "hostname": member["hostname"],
-                        "machineType": member["role"], "operatingSystem": f"Talos ({member['talos_version']})"}))
-            self._resources(rows, output, ["HOSTNAME", "MACHINE TYPE", "OS", "ADDRESSES"],
-                            lambda s: [s["hostname"], s["machineType"], s["operatingSystem"], json.dumps(s["addresses"])],
-                            "Members.cluster.talos.dev")
+                    rows.append(
+                        (
+                            ip,
+                            "cluster",
+                            "Member",
+                            member["hostname"],
+                            {
+                                "nodeId": member["hostname"],
+                                "addresses": [member_ip],
+                                "hostname": member["hostname"],
+                                "machineType": member["role"],
+                                "operatingSystem": f"Talos ({member['talos_version']})",
+                            },
+                        )
+                    )
+            self._resources(
+                rows,
+                output,
+                ["HOSTNAME", "MACHINE TYPE", "OS", "ADDRESSES"],
+                lambda s: [s["hostname"], s["machineType"], s["operatingSystem"], json.dumps(s["addresses"])],
+                "Members.cluster.talos.dev",
+            )
             return
         if resource in ("disks", "disk"):
             if self.args.get("insecure"):
@@ -797,28 +1005,80 @@ class _Call:
             rows = []
             for ip, vm in targets:
                 size = _disk_bytes(vm.config)
-                rows.append((ip, "runtime", "Disk", "sda", {"size": size, "readonly": False, "transport": "virtio",
-                                                            "rotational": True, "model": "QEMU HARDDISK",
-                                                            "serial": "", "dev_path": "/dev/sda"}))
-            self._resources(rows, output, ["SIZE", "READ ONLY", "TRANSPORT", "ROTATIONAL", "WWID", "MODEL", "SERIAL"],
-                            lambda s: [_human(s["size"]), "false", s["transport"], "true", "", s["model"], s["serial"]],
-                            "Disks.block.talos.dev")
+                rows.append(
+                    (
+                        ip,
+                        "runtime",
+                        "Disk",
+                        "sda",
+                        {
+                            "size": size,
+                            "readonly": False,
+                            "transport": "virtio",
+                            "rotational": True,
+                            "model": "QEMU HARDDISK",
+                            "serial": "",
+                            "dev_path": "/dev/sda",
+                        },
+                    )
+                )
+            self._resources(
+                rows,
+                output,
+                ["SIZE", "READ ONLY", "TRANSPORT", "ROTATIONAL", "WWID", "MODEL", "SERIAL"],
+                lambda s: [_human(s["size"]), "false", s["transport"], "true", "", s["model"], s["serial"]],
+                "Disks.block.talos.dev",
+            )
             return
         raise _NotSimulated(f"simulation: talosctl get {resource} is not simulated (simulated: members, disks)")
 
-    def _resources(self, rows: list[tuple[str, str, str, str, dict[str, Any]]], output: str, columns: list[str],
-                   cells: Callable[[dict[str, Any]], list[str]], type_name: str) -> None:
+    def _resources(
+        self,
+        rows: list[tuple[str, str, str, str, dict[str, Any]]],
+        output: str,
+        columns: list[str],
+        cells: Callable[[dict[str, Any]], list[str]],
+        type_name: str,
+    ) -> None:
         if output == "json":
             for node, namespace, _kind, ident, spec in rows:
-                self.out(json.dumps({"node": node, "metadata": {"namespace": namespace, "type": type_name, "id": ident,
-                                                                "version": 1, "phase": "running"}, "spec": spec},
-                                    indent=4) + "\n")
+                self.out(
+                    json.dumps(
+                        {
+                            "node": node,
+                            "metadata": {
+                                "namespace": namespace,
+                                "type": type_name,
+                                "id": ident,
+                                "version": 1,
+                                "phase": "running",
+                            },
+                            "spec": spec,
+                        },
+                        indent=4,
+                    )
+                    + "\n"
+                )
             return
         if output == "yaml":
             for node, namespace, _kind, ident, spec in rows:
-                self.out(yaml.safe_dump({"node": node, "metadata": {"namespace": namespace, "type": type_name,
-                                                                    "id": ident, "version": 1, "phase": "running"},
-                                         "spec": spec}, sort_keys=False) + "---\n")
+                self.out(
+                    yaml.safe_dump(
+                        {
+                            "node": node,
+                            "metadata": {
+                                "namespace": namespace,
+                                "type": type_name,
+                                "id": ident,
+                                "version": 1,
+                                "phase": "running",
+                            },
+                            "spec": spec,
+                        },
+                        sort_keys=False,
+                    )
+                    + "---\n"
+                )
             return
         table = [["NODE", "NAMESPACE", "TYPE", "ID", "VERSION", *columns]]
         for node, namespace, kind, ident, spec in rows:
@@ -832,11 +1092,15 @@ class _Call:
         if record["role"] != "controlplane":
             raise _Fail(f"error {what}: rpc error: code = Unavailable desc = etcd is not running on worker nodes")
         if not cluster.get("bootstrapped_on"):
-            raise _Fail(f"error {what}: rpc error: code = Unavailable desc = etcd is not running yet (not bootstrapped)")
+            raise _Fail(
+                f"error {what}: rpc error: code = Unavailable desc = etcd is not running yet (not bootstrapped)"
+            )
         target = self.path(self.args.positional[0])
         members = len([r for r in self.world.members(cluster_id).values() if r.get("role") == "controlplane"])
-        header = (f"runbook simulated etcd snapshot\ncluster: {cluster['name']}\nnode: {ip}\n"
-                  f"kubernetes: {cluster.get('kubernetes_version')}\nmembers: {members}\n").encode()
+        header = (
+            f"runbook simulated etcd snapshot\ncluster: {cluster['name']}\nnode: {ip}\n"
+            f"kubernetes: {cluster.get('kubernetes_version')}\nmembers: {members}\n"
+        ).encode()
         payload = header + random_secrets.token_bytes(4096)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -846,9 +1110,11 @@ class _Call:
         except OSError as exc:
             raise _Fail(f"error {what}: {exc}") from None
         digest = hashlib.sha256(payload).hexdigest()
-        self.out(f"etcd snapshot saved to {json.dumps(self.args.positional[0])} ({len(payload)} bytes)\n"
-                 f"snapshot info: hash {digest[:8]}, revision {1000 + len(payload) % 997}, total keys 512, "
-                 f"total size {len(payload)}\n")
+        self.out(
+            f"etcd snapshot saved to {json.dumps(self.args.positional[0])} ({len(payload)} bytes)\n"
+            f"snapshot info: hash {digest[:8]}, revision {1000 + len(payload) % 997}, total keys 512, "
+            f"total size {len(payload)}\n"
+        )
 
     def cmd_etcd_members(self) -> None:
         cluster_id, targets = self.connect("getting etcd members")
@@ -859,8 +1125,16 @@ class _Call:
         for ip, _vm, _rec in targets:
             for member_ip, member in self.world.members(cluster_id).items():
                 if member.get("role") == "controlplane":
-                    table.append([ip, hashlib.sha256(member_ip.encode()).hexdigest()[:16], member["hostname"],
-                                  f"https://{member_ip}:2380", f"https://{member_ip}:2379", "false"])
+                    table.append(
+                        [
+                            ip,
+                            hashlib.sha256(member_ip.encode()).hexdigest()[:16],
+                            member["hostname"],
+                            f"https://{member_ip}:2380",
+                            f"https://{member_ip}:2379",
+                            "false",
+                        ]
+                    )
         self.out(_table(table))
 
     def cmd_upgrade(self) -> None:
@@ -869,20 +1143,32 @@ class _Call:
         cluster_id, ip, _vm, record = self.single(what)
         version = _image_version(image)
         if version is None:
-            raise _Fail(f"error {what}: rpc error: code = Unknown desc = failed to pull installer image {image!r}: "
-                        "no version tag (expected ...:vX.Y.Z)")
+            raise _Fail(
+                f"error {what}: rpc error: code = Unknown desc = failed to pull installer image {image!r}: "
+                "no version tag (expected ...:vX.Y.Z)"
+            )
         if version not in VERSIONS:
-            raise _Fail(f"error {what}: rpc error: code = Unknown desc = failed to pull installer image {image!r}: "
-                        f"{image}: not found")
+            raise _Fail(
+                f"error {what}: rpc error: code = Unknown desc = failed to pull installer image {image!r}: "
+                f"{image}: not found"
+            )
         _cps, _workers, problems = self.health_problems(cluster_id, [], [])
         if problems and not self.args.get("force"):
-            raise _Fail(f"error {what}: rpc error: code = FailedPrecondition desc = etcd quorum check failed: cluster "
-                        f"is not healthy\nsimulation: upgrade only a healthy cluster (talosctl health); not ready: "
-                        + "; ".join(problems))
+            raise _Fail(
+                f"error {what}: rpc error: code = FailedPrecondition desc = etcd quorum check failed: cluster "
+                f"is not healthy\nsimulation: upgrade only a healthy cluster (talosctl health); not ready: "
+                + "; ".join(problems)
+            )
         if self.args.get("stage"):
             raise _NotSimulated("simulation: talosctl upgrade --stage is not simulated")
         record.setdefault("upgrades", []).append(
-            {"from": record["talos_version"], "to": version, "image": image, "preserve": bool(self.args.get("preserve"))})
+            {
+                "from": record["talos_version"],
+                "to": version,
+                "image": image,
+                "preserve": bool(self.args.get("preserve")),
+            }
+        )
         record["talos_version"] = version
         record["install_image"] = image
         self.out(f"watching nodes: [{ip}]\n    * {ip}: post check passed\n")
@@ -901,15 +1187,19 @@ class _Call:
         if problems:
             raise _Fail(f"error {what}: cluster is not healthy\nsimulation: not ready: " + "; ".join(problems))
         if target[:2] < current[:2] or (target[0] == current[0] and target[1] - current[1] > 1):
-            raise _Fail(f"error {what}: unsupported upgrade path {_k8s_text(current)}->{_k8s_text(target)} "
-                        f"(from {_k8s_text(current)[1:]} to {_k8s_text(target)[1:]})")
-        self.out(f"automatically detected the lowest Kubernetes version {_k8s_text(current)[1:]}\n"
-                 f"discovered controlplane nodes [{' '.join(json.dumps(i) for i, r in self.world.members(cluster_id).items() if r.get('role') == 'controlplane')}]\n")
+            raise _Fail(
+                f"error {what}: unsupported upgrade path {_k8s_text(current)}->{_k8s_text(target)} "
+                f"(from {_k8s_text(current)[1:]} to {_k8s_text(target)[1:]})"
+            )
+        self.out(
+            f"automatically detected the lowest Kubernetes version {_k8s_text(current)[1:]}\n"
+            f"discovered controlplane nodes [{' '.join(json.dumps(i) for i, r in self.world.members(cluster_id).items() if r.get('role') == 'controlplane')}]\n"
+        )
         if target == current:
             self.out(f"> all components are already at version {_k8s_text(target)[1:]}\n")
             return
         for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubelet"):
-            self.out(f"updating \"{component}\" to version \"{_k8s_text(target)[1:]}\"\n > \"{ip}\": starting update\n")
+            self.out(f'updating "{component}" to version "{_k8s_text(target)[1:]}"\n > "{ip}": starting update\n')
         if self.args.get("dry-run"):
             return
         cluster["kubernetes_version"] = _k8s_text(target)
@@ -944,7 +1234,7 @@ class _Call:
             if kind not in ("controlplane", "worker", "talosconfig"):
                 raise _Fail(f"1 error occurred:\n\t* invalid output type: {json.dumps(kind)}")
         if self.args.get("version", "v1alpha1") != "v1alpha1":
-            raise _Fail(f"unknown config version: \"{self.args.get('version')}\"")
+            raise _Fail(f'unknown config version: "{self.args.get("version")}"')
         secrets_file = self.args.get("with-secrets")
         if secrets_file:
             bundle = _load_secrets(self.path(secrets_file), secrets_file)
@@ -952,8 +1242,9 @@ class _Call:
             bundle = _new_secrets()
         kube = _k8s(self.args.get("kubernetes-version") or DEFAULT_KUBERNETES_VERSION)
         if kube is None:
-            raise _Fail(f"failed to generate config bundle: invalid Kubernetes version "
-                        f"{self.args.get('kubernetes-version')!r}")
+            raise _Fail(
+                f"failed to generate config bundle: invalid Kubernetes version {self.args.get('kubernetes-version')!r}"
+            )
         options = {
             "kubernetes_version": _k8s_text(kube),
             "install_disk": self.args.get("install-disk") or "/dev/sda",
@@ -969,13 +1260,15 @@ class _Call:
             if kind not in types:
                 continue
             docs: list[Any] = [_machine_config(kind, name, endpoint, bundle, options)]
-            patches = common + (self.args.get("config-patch-control-plane" if kind == "controlplane"
-                                              else "config-patch-worker") or [])
+            patches = common + (
+                self.args.get("config-patch-control-plane" if kind == "controlplane" else "config-patch-worker") or []
+            )
             docs = _apply_patches(docs, patches, self)
             outputs[kind] = yaml.safe_dump_all(docs, sort_keys=False, indent=4)
         if "talosconfig" in types:
-            outputs["talosconfig"] = yaml.safe_dump(_talosconfig(name, [_host(endpoint)], bundle), sort_keys=False,
-                                                    indent=4)
+            outputs["talosconfig"] = yaml.safe_dump(
+                _talosconfig(name, [_host(endpoint)], bundle), sort_keys=False, indent=4
+            )
         output = self.args.get("output") or self.args.get("output-dir")
         if output == "-":
             if len(types) > 1:
@@ -1017,8 +1310,10 @@ class _Call:
         if not images:
             raise _Fail('Error: required flag(s) "images" not set')
         if "-" in images:
-            raise _NotSimulated("simulation: talosctl images cache-create --images=- reads standard input, which "
-                                "talosctl steps do not have; list the images with --images")
+            raise _NotSimulated(
+                "simulation: talosctl images cache-create --images=- reads standard input, which "
+                "talosctl steps do not have; list the images with --images"
+            )
         target = self.path(path)
         if target.exists() and not self.args.get("force"):
             raise _Fail(f"error creating image cache: output path {path!r} already exists, use --force to overwrite")
@@ -1029,15 +1324,23 @@ class _Call:
         (target / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         manifests = []
         for image in images:
-            self.err(f"fetching image \"{image}\"\n")
+            self.err(f'fetching image "{image}"\n')
             digest = hashlib.sha256(image.encode()).hexdigest()
-            manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": f"sha256:{digest}",
-                              "size": 1024, "annotations": {"org.opencontainers.image.ref.name": image}})
+            manifests.append(
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": f"sha256:{digest}",
+                    "size": 1024,
+                    "annotations": {"org.opencontainers.image.ref.name": image},
+                }
+            )
             (target / "blobs" / "sha256" / digest).write_text(
-                json.dumps({"schemaVersion": 2, "simulated": True, "image": image}) + "\n", encoding="utf-8")
+                json.dumps({"schemaVersion": 2, "simulated": True, "image": image}) + "\n", encoding="utf-8"
+            )
         (target / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}\n', encoding="utf-8")
-        (target / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}, indent=2) + "\n",
-                                           encoding="utf-8")
+        (target / "index.json").write_text(
+            json.dumps({"schemaVersion": 2, "manifests": manifests}, indent=2) + "\n", encoding="utf-8"
+        )
 
     def _edit_talosconfig(self, key: str) -> None:
         data, name, context = self.talosconfig()
@@ -1053,8 +1356,10 @@ class _Call:
 
     def cmd_config_info(self) -> None:
         _data, name, context = self.talosconfig()
-        self.out(f"Current context:     {name}\nNodes:               {', '.join(context.get('nodes') or []) or 'not defined'}\n"
-                 f"Endpoints:           {', '.join(context.get('endpoints') or []) or 'not defined'}\n")
+        self.out(
+            f"Current context:     {name}\nNodes:               {', '.join(context.get('nodes') or []) or 'not defined'}\n"
+            f"Endpoints:           {', '.join(context.get('endpoints') or []) or 'not defined'}\n"
+        )
 
 
 # ---------------------------------------------------------------- machine configs
@@ -1069,8 +1374,11 @@ def _fake_pem(kind: str) -> str:
 
 def _token() -> str:
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return ("".join(random_secrets.choice(alphabet) for _ in range(6)) + "."
-            + "".join(random_secrets.choice(alphabet) for _ in range(16)))
+    return (
+        "".join(random_secrets.choice(alphabet) for _ in range(6))
+        + "."
+        + "".join(random_secrets.choice(alphabet) for _ in range(16))
+    )
 
 
 def _pair() -> dict[str, str]:
@@ -1080,21 +1388,41 @@ def _pair() -> dict[str, str]:
 def _new_secrets() -> dict[str, Any]:
     """A secrets bundle shaped like ``talosctl gen secrets`` writes it."""
     return {
-        "cluster": {"id": base64.b64encode(random_secrets.token_bytes(32)).decode(),
-                    "secret": base64.b64encode(random_secrets.token_bytes(32)).decode()},
-        "secrets": {"bootstraptoken": _token(),
-                    "secretboxencryptionsecret": base64.b64encode(random_secrets.token_bytes(32)).decode()},
+        "cluster": {
+            "id": base64.b64encode(random_secrets.token_bytes(32)).decode(),
+            "secret": base64.b64encode(random_secrets.token_bytes(32)).decode(),
+        },
+        "secrets": {
+            "bootstraptoken": _token(),
+            "secretboxencryptionsecret": base64.b64encode(random_secrets.token_bytes(32)).decode(),
+        },
         "trustdinfo": {"token": _token()},
-        "certs": {"etcd": _pair(), "k8s": _pair(), "k8saggregator": _pair(),
-                  "k8sserviceaccount": {"key": _fake_pem("RSA PRIVATE KEY")},
-                  "os": {"crt": _fake_pem("CERTIFICATE"), "key": _fake_pem("ED25519 PRIVATE KEY")}},
+        "certs": {
+            "etcd": _pair(),
+            "k8s": _pair(),
+            "k8saggregator": _pair(),
+            "k8sserviceaccount": {"key": _fake_pem("RSA PRIVATE KEY")},
+            "os": {"crt": _fake_pem("CERTIFICATE"), "key": _fake_pem("ED25519 PRIVATE KEY")},
+        },
     }
 
 
-_SECRET_PATHS = ("cluster.id", "cluster.secret", "secrets.bootstraptoken", "secrets.secretboxencryptionsecret",
-                 "trustdinfo.token", "certs.etcd.crt", "certs.etcd.key", "certs.k8s.crt", "certs.k8s.key",
-                 "certs.k8saggregator.crt", "certs.k8saggregator.key", "certs.k8sserviceaccount.key",
-                 "certs.os.crt", "certs.os.key")
+_SECRET_PATHS = (
+    "cluster.id",
+    "cluster.secret",
+    "secrets.bootstraptoken",
+    "secrets.secretboxencryptionsecret",
+    "trustdinfo.token",
+    "certs.etcd.crt",
+    "certs.etcd.key",
+    "certs.k8s.crt",
+    "certs.k8s.key",
+    "certs.k8saggregator.crt",
+    "certs.k8saggregator.key",
+    "certs.k8sserviceaccount.key",
+    "certs.os.crt",
+    "certs.os.key",
+)
 
 
 def _load_secrets(path: Path, shown: str) -> dict[str, Any]:
@@ -1106,8 +1434,10 @@ def _load_secrets(path: Path, shown: str) -> dict[str, Any]:
         raise _Fail(f"failed to load secrets bundle: {' '.join(str(exc).split())}") from None
     missing = [p for p in _SECRET_PATHS if not _dig(data, p)]
     if missing:
-        raise _Fail(f"failed to validate secrets bundle: {shown} is not a Talos secrets bundle (missing "
-                    f"{', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})")
+        raise _Fail(
+            f"failed to validate secrets bundle: {shown} is not a Talos secrets bundle (missing "
+            f"{', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})"
+        )
     return data
 
 
@@ -1125,10 +1455,10 @@ def _validate_endpoint(endpoint: str) -> None:
     fixed = f"https://{host}:{parts.port or 6443}"
     if "://" not in endpoint:
         if parts.port is None:
-            raise _Fail(f"no scheme and port specified for the cluster endpoint URL\ntry: \"{fixed}\"")
-        raise _Fail(f"no scheme specified for the cluster endpoint URL\ntry: \"{fixed}\"")
+            raise _Fail(f'no scheme and port specified for the cluster endpoint URL\ntry: "{fixed}"')
+        raise _Fail(f'no scheme specified for the cluster endpoint URL\ntry: "{fixed}"')
     if parts.scheme != "https":
-        raise _Fail(f"the control plane endpoint URL should have scheme https://\ntry: \"{fixed}\"")
+        raise _Fail(f'the control plane endpoint URL should have scheme https://\ntry: "{fixed}"')
     if not parts.hostname:
         raise _Fail("error validating the cluster endpoint URL: missing host")
 
@@ -1138,16 +1468,24 @@ def _machine_config(kind: str, name: str, endpoint: str, bundle: dict[str, Any],
     kube = o["kubernetes_version"]
     certs = bundle["certs"]
     control = kind == "controlplane"
-    features: dict[str, Any] = {"rbac": True, "stableHostname": True, "apidCheckExtKeyUsage": True,
-                                "diskQuotaSupport": True, "kubePrism": {"enabled": True, "port": 7445},
-                                "hostDNS": {"enabled": True, "forwardKubeDNSToHost": True}}
+    features: dict[str, Any] = {
+        "rbac": True,
+        "stableHostname": True,
+        "apidCheckExtKeyUsage": True,
+        "diskQuotaSupport": True,
+        "kubePrism": {"enabled": True, "port": 7445},
+        "hostDNS": {"enabled": True, "forwardKubeDNSToHost": True},
+    }
     machine: dict[str, Any] = {
         "type": kind,
         "token": bundle["trustdinfo"]["token"],
         "ca": {"crt": certs["os"]["crt"], "key": certs["os"]["key"] if control else ""},
         "certSANs": list(o["sans"]),
-        "kubelet": {"image": f"ghcr.io/siderolabs/kubelet:{kube}", "defaultRuntimeSeccompProfileEnabled": True,
-                    "disableManifestsDirectory": True},
+        "kubelet": {
+            "image": f"ghcr.io/siderolabs/kubelet:{kube}",
+            "defaultRuntimeSeccompProfileEnabled": True,
+            "disableManifestsDirectory": True,
+        },
         "network": {},
         "install": {"disk": o["install_disk"], "image": o["install_image"], "wipe": False},
         "features": features,
@@ -1164,37 +1502,58 @@ def _machine_config(kind: str, name: str, endpoint: str, bundle: dict[str, Any],
         "network": {"dnsDomain": o["dns_domain"], "podSubnets": ["10.244.0.0/16"], "serviceSubnets": ["10.96.0.0/12"]},
         "token": bundle["secrets"]["bootstraptoken"],
         "ca": {"crt": certs["k8s"]["crt"], "key": certs["k8s"]["key"] if control else ""},
-        "discovery": {"enabled": bool(o["discovery"]),
-                      "registries": {"kubernetes": {"disabled": True}, "service": {}}},
+        "discovery": {"enabled": bool(o["discovery"]), "registries": {"kubernetes": {"disabled": True}, "service": {}}},
     }
     if control:
-        cluster.update({
-            "secretboxEncryptionSecret": bundle["secrets"]["secretboxencryptionsecret"],
-            "aggregatorCA": certs["k8saggregator"],
-            "serviceAccount": {"key": certs["k8sserviceaccount"]["key"]},
-            "apiServer": {"image": f"registry.k8s.io/kube-apiserver:{kube}", "certSANs": [_host(endpoint), *o["sans"]],
-                          "disablePodSecurityPolicy": True},
-            "controllerManager": {"image": f"registry.k8s.io/kube-controller-manager:{kube}"},
-            "proxy": {"image": f"registry.k8s.io/kube-proxy:{kube}"},
-            "scheduler": {"image": f"registry.k8s.io/kube-scheduler:{kube}"},
-            "etcd": {"ca": certs["etcd"]},
-            "extraManifests": [],
-            "inlineManifests": [],
-        })
+        cluster.update(
+            {
+                "secretboxEncryptionSecret": bundle["secrets"]["secretboxencryptionsecret"],
+                "aggregatorCA": certs["k8saggregator"],
+                "serviceAccount": {"key": certs["k8sserviceaccount"]["key"]},
+                "apiServer": {
+                    "image": f"registry.k8s.io/kube-apiserver:{kube}",
+                    "certSANs": [_host(endpoint), *o["sans"]],
+                    "disablePodSecurityPolicy": True,
+                },
+                "controllerManager": {"image": f"registry.k8s.io/kube-controller-manager:{kube}"},
+                "proxy": {"image": f"registry.k8s.io/kube-proxy:{kube}"},
+                "scheduler": {"image": f"registry.k8s.io/kube-scheduler:{kube}"},
+                "etcd": {"ca": certs["etcd"]},
+                "extraManifests": [],
+                "inlineManifests": [],
+            }
+        )
     return {"version": "v1alpha1", "debug": False, "persist": True, "machine": machine, "cluster": cluster}
 
 
 def _talosconfig(name: str, endpoints: list[str], bundle: dict[str, Any]) -> dict[str, Any]:
-    return {"context": name, "contexts": {name: {"endpoints": endpoints, "ca": bundle["certs"]["os"]["crt"],
-                                                 "crt": _fake_pem("CERTIFICATE"), "key": _fake_pem("ED25519 PRIVATE KEY")}}}
+    return {
+        "context": name,
+        "contexts": {
+            name: {
+                "endpoints": endpoints,
+                "ca": bundle["certs"]["os"]["crt"],
+                "crt": _fake_pem("CERTIFICATE"),
+                "key": _fake_pem("ED25519 PRIVATE KEY"),
+            }
+        },
+    }
 
 
 def _kubeconfig(name: str, context: str, server: str, ca: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": ca}}],
-        "users": [{"name": context, "user": {"client-certificate-data": _fake_pem("CERTIFICATE"),
-                                             "client-key-data": _fake_pem("EC PRIVATE KEY")}}],
+        "users": [
+            {
+                "name": context,
+                "user": {
+                    "client-certificate-data": _fake_pem("CERTIFICATE"),
+                    "client-key-data": _fake_pem("EC PRIVATE KEY"),
+                },
+            }
+        ],
         "contexts": [{"name": context, "context": {"cluster": name, "namespace": "default", "user": context}}],
         "current-context": context,
     }
@@ -1214,9 +1573,11 @@ def _v1alpha1(docs: list[Any]) -> dict[str, Any]:
     for doc in docs:
         if isinstance(doc, dict) and ("machine" in doc or doc.get("version") == "v1alpha1"):
             return doc
-    raise _Fail("error applying new configuration: rpc error: code = InvalidArgument desc = configuration validation "
-                "failed: 1 error occurred:\n\t* the file is not a Talos machine config (no v1alpha1 document with "
-                "machine and cluster sections)")
+    raise _Fail(
+        "error applying new configuration: rpc error: code = InvalidArgument desc = configuration validation "
+        "failed: 1 error occurred:\n\t* the file is not a Talos machine config (no v1alpha1 document with "
+        "machine and cluster sections)"
+    )
 
 
 def _validate_machine_config(config: dict[str, Any]) -> list[str]:
@@ -1312,8 +1673,11 @@ def _apply_patches(docs: list[Any], patches: list[str], call: _Call) -> list[Any
                 base = _v1alpha1_index(docs)
                 docs[base] = _json6902(docs[base], part)
             elif isinstance(part, dict) and "apiVersion" in part and "kind" in part:
-                same = [i for i, d in enumerate(docs) if isinstance(d, dict) and d.get("kind") == part["kind"]
-                        and d.get("name") == part.get("name")]
+                same = [
+                    i
+                    for i, d in enumerate(docs)
+                    if isinstance(d, dict) and d.get("kind") == part["kind"] and d.get("name") == part.get("name")
+                ]
                 if same:
                     docs[same[0]] = _merge(docs[same[0]], part)
                 else:
@@ -1322,8 +1686,10 @@ def _apply_patches(docs: list[Any], patches: list[str], call: _Call) -> list[Any
                 base = _v1alpha1_index(docs)
                 docs[base] = _merge(docs[base], part)
             else:
-                raise _Fail("error parsing config JSON patch: a patch must be a mapping (strategic merge) or a list "
-                            "of operations (JSON 6902)")
+                raise _Fail(
+                    "error parsing config JSON patch: a patch must be a mapping (strategic merge) or a list "
+                    "of operations (JSON 6902)"
+                )
     return docs
 
 
@@ -1382,8 +1748,9 @@ def _json6902(doc: Any, operations: list[Any]) -> Any:
                     parent[int(last)] = op.get("value")
             else:
                 if kind == "replace" and last not in parent:
-                    raise _Fail(f"error applying JSON patch: replace operation does not apply: doc is missing key: "
-                                f"{op['path']}")
+                    raise _Fail(
+                        f"error applying JSON patch: replace operation does not apply: doc is missing key: {op['path']}"
+                    )
                 parent[last] = op.get("value")
         elif kind == "remove":
             try:
@@ -1392,8 +1759,9 @@ def _json6902(doc: Any, operations: list[Any]) -> Any:
                 else:
                     del parent[last]
             except (KeyError, IndexError, ValueError):
-                raise _Fail(f"error applying JSON patch: remove operation does not apply: doc is missing path: "
-                            f"{op['path']}") from None
+                raise _Fail(
+                    f"error applying JSON patch: remove operation does not apply: doc is missing path: {op['path']}"
+                ) from None
         else:
             raise _NotSimulated(f"simulation: JSON patch operation {kind!r} is not simulated (add, replace, remove)")
     return doc
@@ -1458,9 +1826,9 @@ def _disk_bytes(config: Mapping[str, Any]) -> int:
     for key in ("scsi0", "virtio0", "sata0", "ide0"):
         match = re.search(r"size=(\d+(?:\.\d+)?)([KMGT]?)", str(config.get(key, "")))
         if match:
-            factor = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4, "": 1}[match.group(2)]
+            factor = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "": 1}[match.group(2)]
             return int(float(match.group(1)) * factor)
-    return 10 * 1024 ** 3
+    return 10 * 1024**3
 
 
 def _human(size: int) -> str:

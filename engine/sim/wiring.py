@@ -42,8 +42,15 @@ class ClusterVms:
         self.cluster = cluster
 
     def _info(self, vm: Any) -> VmInfo:
-        return VmInfo(vmid=vm.vmid, name=vm.name, node=vm.node, status=vm.status, template=bool(vm.template),
-                      config=dict(vm.config), uid=str(vm.config.get("smbios1") or vm.config.get("vmgenid") or "") or None)
+        return VmInfo(
+            vmid=vm.vmid,
+            name=vm.name,
+            node=vm.node,
+            status=vm.status,
+            template=bool(vm.template),
+            config=dict(vm.config),
+            uid=str(vm.config.get("smbios1") or vm.config.get("vmgenid") or "") or None,
+        )
 
     def get_vm(self, vmid: int) -> VmInfo | None:
         return self.cluster.do(lambda: next((self._info(v) for v in self.cluster.fake.vms if v.vmid == vmid), None))
@@ -52,8 +59,9 @@ class ClusterVms:
         return self.cluster.do(lambda: [self._info(v) for v in self.cluster.fake.vms])
 
     def by_name(self, name: str) -> VmInfo | None:
-        return self.cluster.do(lambda: next((self._info(v) for v in self.cluster.fake.vms
-                                             if v.name == name and not v.template), None))
+        return self.cluster.do(
+            lambda: next((self._info(v) for v in self.cluster.fake.vms if v.name == name and not v.template), None)
+        )
 
     def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:
         def change() -> None:
@@ -63,6 +71,7 @@ class ClusterVms:
                     vm.config.pop(key, None)
                 else:
                     vm.config[key] = value
+
         self.cluster.do(change)
 
     def make_template(self, vmid: int) -> None:
@@ -70,6 +79,7 @@ class ClusterVms:
             vm = next(v for v in self.cluster.fake.vms if v.vmid == vmid)
             vm.template = True
             vm.config["template"] = 1
+
         self.cluster.do(convert)
 
     def node_status(self, node: str) -> str | None:
@@ -78,6 +88,7 @@ class ClusterVms:
             if found is None:
                 return None
             return "online" if found.get("online", True) else "offline"
+
         return self.cluster.do(status)
 
     def storage_exists(self, node: str, storage: str) -> bool:
@@ -87,6 +98,7 @@ class ClusterVms:
                 return False
             nodes = config.get("nodes")
             return not nodes or node in (nodes.split(",") if isinstance(nodes, str) else nodes)
+
         return self.cluster.do(exists)
 
 
@@ -107,8 +119,9 @@ class _PathLocal:
         self.bin_dir = bin_dir
         self.local = LocalExecutor()
 
-    def run(self, command: ShellCommand, progress: Any = None, *, secret_env: Mapping[str, Secret] | None = None
-            ) -> Result:
+    def run(
+        self, command: ShellCommand, progress: Any = None, *, secret_env: Mapping[str, Secret] | None = None
+    ) -> Result:
         env = {**command.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
         return self.local.run(dataclasses.replace(command, env=env), progress, secret_env=secret_env)
 
@@ -169,17 +182,22 @@ class Simulation:
     def dispatcher(self) -> Dispatcher:
         cluster = self.cluster
         assert cluster is not None
-        dispatcher = _SavingDispatcher(self, self.config.data, self.home.root,
-                                       api_factory=lambda: ApiExecutor(cluster.endpoints(), _Tokens(cluster),
-                                                                       cluster.verify()),
-                                       overrides=self.executors)
+        dispatcher = _SavingDispatcher(
+            self,
+            self.config.data,
+            self.home.root,
+            api_factory=lambda: ApiExecutor(cluster.endpoints(), _Tokens(cluster), cluster.verify()),
+            overrides=self.executors,
+        )
         dispatcher.token_source = _Tokens(cluster)
         return dispatcher
 
     def banner(self) -> str:
         assert self.cluster is not None
-        return (f"SIMULATED cluster: fakepve at {self.cluster.url}, state in "
-                f"{self.home.shown(self.cluster.state_file)}; no real node is contacted")
+        return (
+            f"SIMULATED cluster: fakepve at {self.cluster.url}, state in "
+            f"{self.home.shown(self.cluster.state_file)}; no real node is contacted"
+        )
 
     def save(self) -> None:
         if self.cluster is not None:

@@ -43,13 +43,26 @@ class LiveCluster:
         return env
 
     def start(self, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen([str(RUNBOOK), *args], env=self.env(extra_env), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [str(RUNBOOK), *args],
+            env=self.env(extra_env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
-    def run(self, *args: str, timeout: float = 120, extra_env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(RUNBOOK), *args], env=self.env(extra_env), stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str, timeout: float = 120, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(RUNBOOK), *args],
+            env=self.env(extra_env),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         self.outputs += [result.stdout, result.stderr]
         return result
 
@@ -71,7 +84,8 @@ def write_home(root: Path, pve: FakePveServer, sshd: SshServer, *, node_urls: li
     urls = node_urls or node_endpoints(pve)
     config["cluster"]["nodes"] = [
         {"name": name, "host": url.split("//")[1].split(":")[0], "port": int(url.rsplit(":", 1)[1])}
-        for name, url in zip(("pve01", "pve02", "pve03"), urls)]
+        for name, url in zip(("pve01", "pve02", "pve03"), urls)
+    ]
     config["tls"] = {"ca_file": str(pve.certfile)}
     config["credentials"] = {"pass_path": PASS_PATH, "ssh_user": sshd.user, "ssh_config": str(sshd.ssh_config)}
     (root / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -92,12 +106,23 @@ def node_endpoints(pve: FakePveServer) -> list[str]:
 
 def seed_cluster(pve: FakePveServer) -> None:
     """The template VMs the profiles clone from, tagged as cluster-config.yaml's tags.templates says."""
+
     def add() -> None:
         for vmid, name in ((101, "talos-v1.9.5"), (102, "debian-12")):
             if not any(vm.vmid == vmid for vm in pve.pve.vms):
-                pve.pve.add_vm(vmid, name, node="pve01", template=True,
-                               config={"tags": "template;talos", "cores": 2, "memory": 2048,
-                                       "scsi0": "local-lvm:base-%d-disk-0,size=4G" % vmid})
+                pve.pve.add_vm(
+                    vmid,
+                    name,
+                    node="pve01",
+                    template=True,
+                    config={
+                        "tags": "template;talos",
+                        "cores": 2,
+                        "memory": 2048,
+                        "scsi0": f"local-lvm:base-{vmid}-disk-0,size=4G",
+                    },
+                )
+
     pve.do(add)
 
 

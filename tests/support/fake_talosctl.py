@@ -130,7 +130,9 @@ def install(directory: Path) -> FakeTalosctl:
         f"sys.exit(runpy.run_path({str(Path(__file__).resolve())!r})['main'](sys.argv[1:]))\n"
     )
     launcher.chmod(0o755)
-    return FakeTalosctl(bin_dir=bin_dir, log=directory / "talosctl-calls.jsonl", state=directory / "talosctl-state.json")
+    return FakeTalosctl(
+        bin_dir=bin_dir, log=directory / "talosctl-calls.jsonl", state=directory / "talosctl-state.json"
+    )
 
 
 if __name__ == "__main__":

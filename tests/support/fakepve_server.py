@@ -61,8 +61,16 @@ class FakePveServer:
     on another port, so failover tests can have several live "nodes" share one cluster state.
     """
 
-    def __init__(self, workdir: Path | str, token_secret: str, *, token_id: str = TOKEN_ID,
-                 nodes: Iterable[str] = NODES, time_scale: float = 0.0, seed: int | None = None):
+    def __init__(
+        self,
+        workdir: Path | str,
+        token_secret: str,
+        *,
+        token_id: str = TOKEN_ID,
+        nodes: Iterable[str] = NODES,
+        time_scale: float = 0.0,
+        seed: int | None = None,
+    ):
         # Valid for three loopback addresses, so a test cluster can give each node its own host.
         self.certfile, self.keyfile, self.der = make_cert(str(workdir), hosts=(HOST, *EXTRA_HOSTS))
         self.fingerprint = colon_fingerprint(self.der)
@@ -101,8 +109,10 @@ class FakePveServer:
 
     def do(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a plain function (a mutation of the fake) on the fake's loop, between requests."""
+
         async def run() -> T:
             return fn(*args, **kwargs)
+
         return self.call(run())
 
     def add_listener(self, host: str = HOST) -> str:
@@ -116,6 +126,7 @@ class FakePveServer:
             await web.TCPSite(runner, host, 0, ssl_context=context).start()
             (added,) = [a for a in runner.addresses if tuple(a) not in before]
             return int(added[1])
+
         return f"https://{host}:{self.call(listen())}"
 
     def stop(self) -> None:
@@ -124,11 +135,13 @@ class FakePveServer:
         Pending tasks (a request hung by ``flaky_network``) are cancelled first: they would
         otherwise hold aiohttp's graceful shutdown for many seconds.
         """
+
         async def cancel_pending() -> None:
             me = asyncio.current_task()
             for task in asyncio.all_tasks():
                 if task is not me:
                     task.cancel()
+
         try:
             self.call(settle())
             self.call(cancel_pending())

@@ -186,13 +186,10 @@ def _run(
             timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
-        raise PassStoreError(
-            f"{argv[0]} timed out (pinentry waiting?): {list(argv)}"
-        ) from exc
+        raise PassStoreError(f"{argv[0]} timed out (pinentry waiting?): {list(argv)}") from exc
     if proc.returncode != 0:
         raise PassStoreError(
-            f"{list(argv)} failed with rc={proc.returncode}\n"
-            f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+            f"{list(argv)} failed with rc={proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
         )
     return proc
 
@@ -214,10 +211,7 @@ def _write_gpg_confs(gnupghome: Path) -> None:
     instead of a hang on a missing tty.
     """
     (gnupghome / "gpg.conf").write_text(
-        "pinentry-mode loopback\n"
-        "no-greeting\n"
-        "no-permission-warning\n"
-        "trust-model always\n"
+        "pinentry-mode loopback\nno-greeting\nno-permission-warning\ntrust-model always\n"
     )
     (gnupghome / "gpg-agent.conf").write_text(
         "allow-loopback-pinentry\n"
@@ -245,9 +239,7 @@ def _generate_key(env: Mapping[str, str], uid: str) -> str:
     else:
         assert last_error is not None
         raise last_error
-    listing = _run(
-        ["gpg", "--batch", "--with-colons", "--list-secret-keys", "--fingerprint"], env
-    ).stdout
+    listing = _run(["gpg", "--batch", "--with-colons", "--list-secret-keys", "--fingerprint"], env).stdout
     for line in listing.splitlines():
         if line.startswith("fpr:"):
             return line.split(":")[9]
@@ -289,9 +281,7 @@ def create_pass_store(
         # Keep gpg output parseable regardless of the caller's locale.
         "LC_ALL": "C.UTF-8",
     }
-    store = PassStore(
-        gnupghome=gnupghome, store_dir=store_dir, key_id="", env=env, _owned_dir=owned
-    )
+    store = PassStore(gnupghome=gnupghome, store_dir=store_dir, key_id="", env=env, _owned_dir=owned)
     try:
         base_env = store.full_env()
         store.key_id = _generate_key(base_env, uid)

@@ -52,14 +52,30 @@ TOKEN_ID = "root@pam!runbook"
 START_TIMEOUT = 30.0
 
 #: Fault injections the control endpoint accepts (method names on the fake, or our own below).
-CALLS = frozenset({
-    "fail", "flaky_network", "slow_network", "set_node_offline", "lose_quorum", "regain_quorum", "snapshot_lock",
-    "unlock", "hold_config_lock", "release_config_lock", "backup", "revoke_token", "restore_token",
-    "set_time_scale", "clear_failures", "set_storage_avail",
-})
+CALLS = frozenset(
+    {
+        "fail",
+        "flaky_network",
+        "slow_network",
+        "set_node_offline",
+        "lose_quorum",
+        "regain_quorum",
+        "snapshot_lock",
+        "unlock",
+        "hold_config_lock",
+        "release_config_lock",
+        "backup",
+        "revoke_token",
+        "restore_token",
+        "set_time_scale",
+        "clear_failures",
+        "set_storage_avail",
+    }
+)
 
 
 # ---------------------------------------------------------------- the server (child process)
+
 
 def _serve(args: argparse.Namespace) -> None:
     from aiohttp import web
@@ -93,9 +109,17 @@ def _serve(args: argparse.Namespace) -> None:
                     data = None
                 if isinstance(data, str) and data.startswith("UPID:"):
                     upid = data
-            self.outcomes.append({"method": request.method, "path": request.path, "params": values,
-                                  "status": response.status, "reason": response.reason, "upid": upid,
-                                  "at": time.time()})
+            self.outcomes.append(
+                {
+                    "method": request.method,
+                    "path": request.path,
+                    "params": values,
+                    "status": response.status,
+                    "reason": response.reason,
+                    "upid": upid,
+                    "at": time.time(),
+                }
+            )
             return response
 
     home = Home(Path(args.home).resolve())
@@ -118,7 +142,11 @@ def _serve(args: argparse.Namespace) -> None:
                 if key.startswith("scsi") and ":base-" in str(value):
                     sid, name = str(value).split(",")[0].split(":", 1)
                     pve.storages[sid].setdefault("volumes", {})[name] = {
-                        "content": "images", "format": "raw", "size": 8 * 1024 ** 3, "vmid": vm.vmid}
+                        "content": "images",
+                        "format": "raw",
+                        "size": 8 * 1024**3,
+                        "vmid": vm.vmid,
+                    }
 
     async def call(request: web.Request) -> web.Response:
         body = await request.json()
@@ -152,22 +180,40 @@ def _serve(args: argparse.Namespace) -> None:
         return web.json_response({"result": result if isinstance(result, (str, int, float, type(None))) else None})
 
     async def state(request: web.Request) -> web.Response:
-        vms = [{"vmid": vm.vmid, "name": vm.name, "node": vm.node, "status": vm.status,
-                "template": bool(vm.template), "lock": vm.lock, "config": dict(vm.config)} for vm in pve.vms]
-        storages = {sid: {"avail": store.get("avail"),
-                          "volumes": {n: {"vmid": v.get("vmid"), "size": v.get("size")}
-                                      for n, v in (store.get("volumes") or {}).items()}}
-                    for sid, store in pve.storages.items()}
+        vms = [
+            {
+                "vmid": vm.vmid,
+                "name": vm.name,
+                "node": vm.node,
+                "status": vm.status,
+                "template": bool(vm.template),
+                "lock": vm.lock,
+                "config": dict(vm.config),
+            }
+            for vm in pve.vms
+        ]
+        storages = {
+            sid: {
+                "avail": store.get("avail"),
+                "volumes": {
+                    n: {"vmid": v.get("vmid"), "size": v.get("size")} for n, v in (store.get("volumes") or {}).items()
+                },
+            }
+            for sid, store in pve.storages.items()
+        }
         running = sum(1 for t in pve.tasks.values() if t.get("status") == "running")
-        return web.json_response({"nodes": pve.nodes, "quorate": pve.quorate, "vms": vms, "storages": storages,
-                                  "running_tasks": running}, dumps=lambda d: json.dumps(d, default=str))
+        return web.json_response(
+            {"nodes": pve.nodes, "quorate": pve.quorate, "vms": vms, "storages": storages, "running_tasks": running},
+            dumps=lambda d: json.dumps(d, default=str),
+        )
 
     async def outcomes(request: web.Request) -> web.Response:
         return web.json_response(pve.outcomes, dumps=lambda d: json.dumps(d, default=str))
 
     async def tasks(request: web.Request) -> web.Response:
-        return web.json_response([{k: t.get(k) for k in ("upid", "type", "id", "status", "exitstatus", "node")}
-                                  for t in pve.tasks.values()])
+        return web.json_response(
+            [{k: t.get(k) for k in ("upid", "type", "id", "status", "exitstatus", "node")} for t in pve.tasks.values()]
+        )
 
     async def settle(request: web.Request) -> web.Response:
         deadline = time.monotonic() + float(request.query.get("timeout", "30"))
@@ -184,21 +230,38 @@ def _serve(args: argparse.Namespace) -> None:
         urls = [f"https://{HOSTS[0]}:{pve.port}"]
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(certfile, keyfile)
-        for host in HOSTS[1:args.listeners]:
+        for host in HOSTS[1 : args.listeners]:
             before = {tuple(a) for a in pve.runner.addresses}
             await web.TCPSite(pve.runner, host, 0, ssl_context=context).start()
             (added,) = [a for a in pve.runner.addresses if tuple(a) not in before]
             urls.append(f"https://{host}:{added[1]}")
         app = web.Application()
-        app.add_routes([web.get("/state", state), web.get("/outcomes", outcomes), web.get("/tasks", tasks),
-                        web.get("/settle", settle), web.post("/call", call)])
+        app.add_routes(
+            [
+                web.get("/state", state),
+                web.get("/outcomes", outcomes),
+                web.get("/tasks", tasks),
+                web.get("/settle", settle),
+                web.post("/call", call),
+            ]
+        )
         control = web.AppRunner(app, access_log=None)
         await control.setup()
         site = web.TCPSite(control, "127.0.0.1", 0)
         await site.start()
         control_port = control.addresses[0][1]
-        print(json.dumps({"urls": urls, "certfile": certfile, "fingerprint": colon_fingerprint(der),
-                          "control": f"http://127.0.0.1:{control_port}", "pid": os.getpid()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "urls": urls,
+                    "certfile": certfile,
+                    "fingerprint": colon_fingerprint(der),
+                    "control": f"http://127.0.0.1:{control_port}",
+                    "pid": os.getpid(),
+                }
+            ),
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -216,6 +279,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- the client (in the test)
 
+
 @dataclass
 class PveProcess:
     """A running ``pve_process``: where it serves, and its control endpoint."""
@@ -227,15 +291,44 @@ class PveProcess:
     control: str
 
     @classmethod
-    def start(cls, workdir: Path, home: Path, secret: str, *, token_id: str = TOKEN_ID, time_scale: float = 0.0,
-              listeners: int = 1) -> PveProcess:
+    def start(
+        cls,
+        workdir: Path,
+        home: Path,
+        secret: str,
+        *,
+        token_id: str = TOKEN_ID,
+        time_scale: float = 0.0,
+        listeners: int = 1,
+    ) -> PveProcess:
         """Start the fake for ``home``'s cluster; the secret goes over stdin, never in the argument list."""
-        argv = [sys.executable, "-m", "tests.support.pve_process", "--workdir", str(workdir), "--home", str(home),
-                "--token-id", token_id, "--time-scale", repr(time_scale), "--listeners", str(listeners)]
+        argv = [
+            sys.executable,
+            "-m",
+            "tests.support.pve_process",
+            "--workdir",
+            str(workdir),
+            "--home",
+            str(home),
+            "--token-id",
+            token_id,
+            "--time-scale",
+            repr(time_scale),
+            "--listeners",
+            str(listeners),
+        ]
         env = {k: v for k, v in os.environ.items() if k not in ("PROXMOX_API_TOKEN", "PYTHONPATH")}
         env["PYTHONPATH"] = str(REPO)
-        process = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         assert process.stdin is not None and process.stdout is not None
         process.stdin.write(secret + "\n")
         process.stdin.close()
@@ -314,8 +407,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--home", required=True, help="runbook home whose config and profiles seed the cluster")
     parser.add_argument("--token-id", default=TOKEN_ID)
     parser.add_argument("--time-scale", type=float, default=0.0, help="real seconds per PVE second (0: instant)")
-    parser.add_argument("--listeners", type=int, default=1, choices=(1, 2, 3),
-                        help="serve on this many loopback addresses (one per node)")
+    parser.add_argument(
+        "--listeners",
+        type=int,
+        default=1,
+        choices=(1, 2, 3),
+        help="serve on this many loopback addresses (one per node)",
+    )
     _serve(parser.parse_args(argv))
 
 

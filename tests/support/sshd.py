@@ -105,9 +105,7 @@ class SshServer:
     #: first successful login); informs fixture-scope decisions.
     startup_seconds: float = 0.0
 
-    def ssh_argv(
-        self, alias: str, command: str | Sequence[str] | None = None
-    ) -> list[str]:
+    def ssh_argv(self, alias: str, command: str | Sequence[str] | None = None) -> list[str]:
         """Build the engine's argv: ``ssh -F cfg -o BatchMode=yes alias cmd``.
 
         ``command`` given as a sequence is shell-quoted into one string,
@@ -363,9 +361,7 @@ def _write_client_files(
     ssh_config.chmod(0o600)
 
 
-def _wait_for_banner(
-    host: str, port: int, proc: subprocess.Popen[bytes], deadline: float
-) -> bool:
+def _wait_for_banner(host: str, port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
     """Poll until sshd sends its ``SSH-2.0-`` banner; False if sshd died.
 
     A bare TCP connect is not enough: the banner proves sshd (not some other
@@ -429,9 +425,7 @@ def start_sshd(
     except KeyError:
         # Containers run with an arbitrary uid sometimes; sshd looks the
         # login user up in passwd and would reject every connection.
-        raise SshdError(
-            f"uid {os.geteuid()} has no passwd entry; sshd cannot log it in"
-        ) from None
+        raise SshdError(f"uid {os.geteuid()} has no passwd entry; sshd cannot log it in") from None
 
     host_key = workdir / "ssh_host_ed25519_key"
     client_key = workdir / "id_ed25519"
@@ -494,18 +488,14 @@ def start_sshd(
         if "Address already in use" not in last_log:
             raise SshdError(f"sshd did not start on {host}:{port}; log:\n{last_log}")
     else:
-        raise SshdError(
-            f"sshd could not bind a port after {port_attempts} tries; log:\n{last_log}"
-        )
+        raise SshdError(f"sshd could not bind a port after {port_attempts} tries; log:\n{last_log}")
 
     if verify_login:
         try:
             probe = server.run("true", timeout=timeout)
         except subprocess.TimeoutExpired:
             server.stop()
-            raise SshdError(
-                f"ssh login probe timed out; sshd log:\n{server.log_text()}"
-            ) from None
+            raise SshdError(f"ssh login probe timed out; sshd log:\n{server.log_text()}") from None
         if probe.returncode != 0:
             server.stop()
             raise SshdError(

@@ -12,8 +12,15 @@ import shutil
 import pytest
 
 #: tool -> the Debian package that carries it (what tests/install-tools.sh installs).
-PACKAGES = {"sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "pass": "pass",
-            "gpg": "gnupg", "gpgconf": "gnupg", "chromium": "chromium"}
+PACKAGES = {
+    "sshd": "openssh-server",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "pass": "pass",
+    "gpg": "gnupg",
+    "gpgconf": "gnupg",
+    "chromium": "chromium",
+}
 
 
 def find_tool(name: str) -> str:
@@ -21,8 +28,10 @@ def find_tool(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
     if found:
         return os.path.abspath(found)
-    message = (f"{name} is not installed (Debian package {PACKAGES.get(name, name)}); "
-               "'bash tests/run.sh' installs it where it may, or prints the command to run")
+    message = (
+        f"{name} is not installed (Debian package {PACKAGES.get(name, name)}); "
+        "'bash tests/run.sh' installs it where it may, or prints the command to run"
+    )
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}. CI must run every test.", pytrace=False)
     pytest.skip(message)
