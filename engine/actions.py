@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import exitcodes
+from .errors import RunbookError
+
 
 @dataclass(frozen=True)
 class ApiRequest:
@@ -93,13 +96,15 @@ class Result:
     requests: int = 0  # API requests this step made (for performance reports)
 
 
-class StepFailed(Exception):
+class StepFailed(RunbookError):
     """A step did not succeed. ``message`` says what happened and what to do, in an operator's words.
 
     ``retryable`` marks failures that may succeed if tried again (a lock held, a dropped
     connection on an idempotent request). ``sent`` is False when the request or command provably
     never reached the target, so trying another node cannot run it twice.
     """
+
+    exit_code = exitcodes.FAILED
 
     def __init__(self, message: str, *, retryable: bool = False, sent: bool = True, data: Any = None):
         super().__init__(message)

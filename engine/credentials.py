@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import exitcodes
+from .errors import RunbookError
 from .secrets import Secret, scrub
 
 DEFAULT_TOKEN_ENV = "PROXMOX_API_TOKEN"
@@ -37,8 +39,10 @@ _BOOTSTRAP = (
 )
 
 
-class CredentialError(Exception):
+class CredentialError(RunbookError):
     """The API token could not be obtained; the message says why and what to do, never the secret."""
+
+    exit_code = exitcodes.FAILED
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,16 @@ from typing import Any
 
 import jq
 
+from . import exitcodes
+from .errors import RunbookError
 from .model import Step
 from .problems import InputError, Problem
 
 
-class ExtractRefused(Exception):
+class ExtractRefused(RunbookError):
     """The jq expression failed on the step's result (often on purpose, with ``error(...)``)."""
+
+    exit_code = exitcodes.FAILED
 
 
 def apply_extract(expression: str, data: Any, variables: dict[str, Any], file: str, step: Step) -> Any:

@@ -16,11 +16,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import exitcodes
+from .errors import RunbookError
+
 CONFIG_NAME = "cluster-config.yaml"
 
 
-class HomeError(Exception):
+class HomeError(RunbookError):
     """No usable runbook home; the message says where we looked and how to point at one."""
+
+    exit_code = exitcodes.NO_HOME
 
 
 @dataclass(frozen=True)

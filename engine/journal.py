@@ -47,6 +47,8 @@ from engine import __version__
 from engine.runlock import ProcessIdentity
 from engine.secrets import Secret
 
+from .errors import RunbookError
+
 FORMAT = 1  # run.json layout version; bumped when a reader of the old layout would misread the new
 MODES = ("run", "dry-run", "simulate")
 SKIP_REASONS = ("when_false", "check_true")
@@ -72,7 +74,7 @@ _EXCERPT = 60
 Record = dict[str, Any]
 
 
-class JournalError(Exception):
+class JournalError(RunbookError):
     """A run record cannot be read or written as it should; the message names the file (and line)."""
 
 

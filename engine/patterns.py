@@ -30,6 +30,7 @@ from typing import Any
 import regex
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError, validators
 
+from .errors import RunbookError
 from .problems import Problem
 from .yamlsource import dotted
 
@@ -40,7 +41,7 @@ MATCH_SECONDS = 0.1
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("pattern_deadline", default=None)
 
 
-class PatternTooSlow(Exception):
+class PatternTooSlow(RunbookError):
     """Matching ``pattern`` against ``text`` took longer than ``MATCH_SECONDS``."""
 
     def __init__(self, pattern: str, text: str):

@@ -14,10 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .errors import RunbookError
+
 ROLES = (("controlplane", "controlplane"), ("workers", "worker"))
 
 
-class PlanError(Exception):
+class PlanError(RunbookError):
     """The profile cannot be planned on this cluster; ``field`` names the profile field at fault."""
 
     def __init__(self, field: tuple[str, ...], message: str):

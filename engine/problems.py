@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .errors import RunbookError
+
 
 @dataclass(frozen=True, order=True)
 class Problem:
@@ -28,12 +30,16 @@ class Problem:
         return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
 
 
-class InputError(Exception):
+class InputError(RunbookError):
     """A user file (or argument) is wrong; carries every problem found, never a traceback's worth."""
 
     def __init__(self, problems: Iterable[Problem] | Problem):
         self.problems: list[Problem] = [problems] if isinstance(problems, Problem) else list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    def lines(self) -> list[str]:
+        """One ``error: ...`` line per problem."""
+        return [f"error: {problem}" for problem in self.problems]
 
 
 def no_such(kind: str, name: str, known: Iterable[str], listing: str) -> str:

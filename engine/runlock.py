@@ -36,6 +36,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from . import exitcodes
+from .errors import RunbookError
+
 _PROC = Path("/proc")
 _BOOT_ID = _PROC / "sys" / "kernel" / "random" / "boot_id"
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -141,8 +144,10 @@ class LockInfo:
         return f"run {self.run_id} (pid {self.process.pid} on {self.process.host}, since {self.started})"
 
 
-class LockHeld(Exception):
+class LockHeld(RunbookError):
     """Another run holds the profile; the message names it and says what to do."""
+
+    exit_code = exitcodes.LOCKED
 
     def __init__(self, message: str, holder: LockInfo | None, path: Path):
         super().__init__(message)

@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from . import exitcodes
 from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
+from .errors import RunbookError
 from .executors.shell import parse_json_output
 from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
@@ -117,8 +119,10 @@ class GateStop(Exception):
         self.entry = entry
 
 
-class StepError(Exception):
+class StepError(RunbookError):
     """A step failed; the run stops here and can be resumed."""
+
+    exit_code = exitcodes.FAILED
 
     def __init__(self, entry: PlanEntry, message: str):
         super().__init__(message)

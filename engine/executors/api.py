@@ -43,6 +43,9 @@ from engine.actions import ApiRequest, Result, StepFailed
 from engine.credentials import ApiToken, CredentialError, TokenSource
 from engine.secrets import Secret, scrub
 
+from .. import exitcodes
+from ..errors import RunbookError
+
 log = logging.getLogger("runbook.api")
 
 API_PREFIX = "/api2/json"
@@ -176,8 +179,10 @@ Verify = ssl.SSLContext | PinnedCert | Literal[False]
 """How node certificates are checked: a context holding the CA, a pinned fingerprint, or False (insecure)."""
 
 
-class ApiSetupError(Exception):
+class ApiSetupError(RunbookError):
     """The cluster config cannot give a usable API client (a missing CA file...); says what to fix."""
+
+    exit_code = exitcodes.FAILED
 
 
 class _NotSent(Exception):

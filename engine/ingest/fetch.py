@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ..errors import RunbookError
 from .redact import safe_source
 
 TIMEOUT = 20.0  # seconds, for connecting and for each read
@@ -32,7 +33,7 @@ _TEXT_TYPES = (
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-class FetchError(Exception):
+class FetchError(RunbookError):
     """The source could not be read as a text page; the message says why and what to do."""
 
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .. import __version__
 from ..config import ClusterConfig
+from ..errors import RunbookError
 from ..home import Home
 from ..parser import parse_runbook
 from ..problems import InputError, Problem
@@ -33,7 +34,7 @@ from .redact import redact, scrub
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-class IngestError(Exception):
+class IngestError(RunbookError):
     """The source cannot become a runbook; the message says why."""
 
 

@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..errors import RunbookError
 from ..home import Home
 from ..model import Runbook
 
 FILE = "trust.json"
 
 
-class TrustError(Exception):
+class TrustError(RunbookError):
     """The trust record cannot be read or written; the message says which file and why."""
 
 
