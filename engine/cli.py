@@ -2,7 +2,8 @@
 
 Each command finds the home, calls one library function, and prints its result for a human (a
 table) or a script (``--json``). Errors a user can cause end as located one-line messages on
-stderr with a documented exit code, never as a traceback.
+stderr with a documented exit code, never as a traceback: they are ``RunbookError``s
+(``engine.errors``), which the command group catches once for every command (``_Group.invoke``).
 """
 
 from __future__ import annotations
@@ -12,22 +13,32 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from . import exitcodes
+from .errors import RunbookError
 from .home import Home, HomeError, find_home
 from .problems import InputError, Problem
 
 
-def _fail(problems: list[Problem] | str, code: int) -> NoReturn:
-    if isinstance(problems, str):
-        click.echo(f"error: {problems}", err=True)
-    else:
-        for problem in problems:
-            click.echo(f"error: {problem}", err=True)
-    sys.exit(code)
+class _BadArgument(RunbookError):
+    """An option or argument the command cannot use, in words click's own checks do not know."""
+
+    exit_code = exitcodes.USAGE
+
+
+class _NotConfirmed(RunbookError):
+    """Nothing done: the command needs a yes, and there is no terminal to ask on and no --yes."""
+
+    exit_code = exitcodes.GATE
+
+
+class _UnusableConfig(InputError):
+    """The home's cluster config has problems: for a command that needs it, the home is unusable."""
+
+    exit_code = exitcodes.NO_HOME
 
 
 HOME_KEY = "runbook.home"
@@ -39,10 +50,7 @@ EXAMPLE_NOTE = (
 
 
 def _home(ctx: click.Context) -> Home:
-    try:
-        home = find_home(ctx.find_root().meta.get(HOME_KEY))
-    except HomeError as exc:
-        _fail(str(exc), exitcodes.NO_HOME)
+    home = find_home(ctx.find_root().meta.get(HOME_KEY))
     if home.example:
         click.echo(EXAMPLE_NOTE, err=True)
     return home
@@ -55,10 +63,9 @@ def _own_home(ctx: click.Context, doing: str) -> Home:
 
 def _not_example(home: Home, doing: str) -> Home:
     if home.example:
-        _fail(
+        raise HomeError(
             f"{doing} needs your own runbook home, not the example: pass --home DIR, set RUNBOOK_HOME, or run "
-            "from inside a folder holding cluster-config.yaml, clusters/ and runbooks/",
-            exitcodes.NO_HOME,
+            "from inside a folder holding cluster-config.yaml, clusters/ and runbooks/"
         )
     return home
 
@@ -103,7 +110,8 @@ def _complete_runs(ctx: click.Context, _param: click.Parameter, incomplete: str)
 
 
 class _Group(click.Group):
-    """A command group whose commands all take the global options, before or after their own name.
+    """A command group whose commands all take the global options, before or after their own name,
+    and end the same way on a ``RunbookError``.
 
     ``runbook --home X list`` and ``runbook list --home X`` mean the same; subgroups are of this
     class too (``group_class = type``), so ``runbook runs show ID --home X`` works as well.
@@ -115,6 +123,16 @@ class _Group(click.Group):
         if not any(param.name == "home" for param in cmd.params):
             cmd.params.append(_home_option())
         super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a ``RunbookError`` prints its lines on stderr and exits with its code, as
+        click does with its own ``ClickException``. Commands raise; none catches to print and exit."""
+        try:
+            return super().invoke(ctx)
+        except RunbookError as exc:
+            for line in exc.lines():
+                click.echo(line, err=True)
+            sys.exit(exc.exit_code)
 
 
 def _emit_json(data: Any) -> None:
@@ -235,24 +253,13 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
         sys.exit(exitcodes.PROBLEMS)
 
 
-def _runbook_path(home: Home, name: str) -> Path:
+def _load_runbook(home: Home, name: str) -> tuple[Path, Any]:
+    """A runbook by name or path, parsed; ``InputError`` with every problem when it is broken."""
+    from .parser import parse_runbook_file
     from .session import runbook_path
 
-    try:
-        return runbook_path(home, name)
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
-
-
-def _load_runbook(home: Home, name: str) -> tuple[Path, Any]:
-    """A runbook by name or path, parsed; every problem printed and exit 1 when it is broken."""
-    from .parser import parse_runbook_file
-
-    path = _runbook_path(home, name)
-    try:
-        return path, parse_runbook_file(path, home.shown(path))
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+    path = runbook_path(home, name)
+    return path, parse_runbook_file(path, home.shown(path))
 
 
 @main.command("show")
@@ -373,12 +380,13 @@ def _profile_summary(data: dict[str, Any], file: str) -> dict[str, Any]:
 
 
 def _config_or_fail(home: Home) -> Any:
+    """The home's cluster config; its problems end the command with exit 3 (no usable home), not 1."""
     from .config import load_config
 
     try:
         return load_config(home)
     except InputError as exc:
-        _fail(exc.problems, exitcodes.NO_HOME)
+        raise _UnusableConfig(exc.problems) from exc
 
 
 @profiles_cmd.command("show")
@@ -391,10 +399,7 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
 
     home = _home(ctx)
     config = _config_or_fail(home)
-    try:
-        profile = load_profile(home, name, config)
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+    profile = load_profile(home, name, config)
     plan = profile.plan(config)
     if as_json:
         _emit_json({"profile": profile.data, "file": profile.file, "plan": plan.as_dict()})
@@ -486,7 +491,7 @@ def _params(items: tuple[str, ...]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            _fail(f"--param {item!r}: write KEY=VALUE", exitcodes.USAGE)
+            raise _BadArgument(f"--param {item!r}: write KEY=VALUE")
         given[key.strip()] = value
     return given
 
@@ -529,15 +534,12 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
             dispatcher.close()
         return
     from .runlock import LockHeld
-    from .sim.state import SimStateError
     from .sim.wiring import Simulation
 
     try:
         simulation = Simulation(home, config).__enter__()
     except LockHeld as exc:
-        _fail(f"the simulated cluster is in use by another run: {exc}", exitcodes.LOCKED)
-    except SimStateError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+        raise LockHeld(f"the simulated cluster is in use by another run: {exc}", exc.holder, exc.path) from exc
     try:
         click.echo(simulation.banner(), err=True)
         dispatcher = simulation.dispatcher()
@@ -612,37 +614,33 @@ def run_cmd(
     from .progress import Progress
 
     if offline and not dry_run:
-        _fail("--offline only makes sense with --dry-run", exitcodes.USAGE)
+        raise _BadArgument("--offline only makes sense with --dry-run")
     if html_path and not dry_run:
-        _fail(
+        raise _BadArgument(
             "--html only works with --dry-run; for a run, write its page afterwards: "
-            "runbook runs show RUN_ID --html PATH",
-            exitcodes.USAGE,
+            "runbook runs show RUN_ID --html PATH"
         )
     home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
     given = _params(params)
     config = _config_or_fail(home)
     with _executors(home, config, simulate) as dispatcher:
-        try:
-            if dry_run:
-                _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
-                return
-            approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-            dispatcher.concurrency = concurrency  # the runner's run-level bound travels with the executors
-            with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-                outcome = start_run(
-                    home,
-                    name,
-                    profile_name,
-                    given,
-                    dispatcher=dispatcher,
-                    approver=approver,
-                    mode="simulate" if simulate else "run",
-                    on_event=progress,
-                )
-            _finish(outcome, as_json)
-        except InputError as exc:
-            _fail(exc.problems, exitcodes.PROBLEMS)
+        if dry_run:
+            _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
+            return
+        approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+        dispatcher.concurrency = concurrency  # the runner's run-level bound travels with the executors
+        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+            outcome = start_run(
+                home,
+                name,
+                profile_name,
+                given,
+                dispatcher=dispatcher,
+                approver=approver,
+                mode="simulate" if simulate else "run",
+                on_event=progress,
+            )
+        _finish(outcome, as_json)
 
 
 def _dry_run(
@@ -681,7 +679,7 @@ def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
     try:
         write_html(path, make_view())
     except OSError as exc:
-        _fail(f"cannot write {path}: {exc.strerror or exc}", exitcodes.USAGE)
+        raise _BadArgument(f"cannot write {path}: {exc.strerror or exc}") from exc
     click.echo(f"wrote {path}", err=True)
 
 
@@ -711,31 +709,21 @@ def resume_cmd(
     """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
     never finished is re-checked (its check guard, or a gate when it has none)."""
     from .execution import resume_run
-    from .journal import JournalError, load_run
+    from .journal import load_run
     from .progress import Progress
 
     home = _home(ctx)
     config = _config_or_fail(home)
-    try:
-        # A simulated run resumes on the simulated cluster and a real one on the real cluster, always.
-        simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
-    except JournalError as exc:
-        _fail(str(exc), exitcodes.PROBLEMS)
+    # A simulated run resumes on the simulated cluster and a real one on the real cluster, always.
+    simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
     if not simulate:
         _not_example(home, "resuming a run against a real cluster")
     approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     with _executors(home, config, simulate) as dispatcher:
         dispatcher.concurrency = concurrency
-        try:
-            with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-                outcome = resume_run(
-                    home, run_id, dispatcher=dispatcher, approver=approver, force=force, on_event=progress
-                )
-            _finish(outcome, as_json)
-        except JournalError as exc:
-            _fail(str(exc), exitcodes.PROBLEMS)
-        except InputError as exc:
-            _fail(exc.problems, exitcodes.PROBLEMS)
+        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+            outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force, on_event=progress)
+        _finish(outcome, as_json)
 
 
 @main.group("runs", invoke_without_command=True)
@@ -781,13 +769,10 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Path | None) -> None:
     """Show one run: its inputs, and each step's outcome, duration and error."""
-    from .journal import JournalError, load_run
+    from .journal import load_run
 
     home = _home(ctx)
-    try:
-        run = load_run(home.state_dir, run_id)
-    except JournalError as exc:
-        _fail(str(exc), exitcodes.PROBLEMS)
+    run = load_run(home.state_dir, run_id)
     if html_path:
         from .htmlreport import run_view
 
@@ -847,29 +832,23 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
     then asks before writing runbooks/NAME.md. The runbook can be dry-run at once; it runs for
     real once reviewed: 'runbook trust NAME'.
     """
-    from .ingest.fetch import FetchError, read_source
+    from .ingest.fetch import read_source
     from .ingest.pipeline import IngestError, check_name, propose, write
 
     home = _own_home(ctx, "ingest (it writes into runbooks/)")
     config = _config_or_fail(home)
-    try:
-        if name is not None:
-            check_name(name)
-            if (home.runbooks_dir / f"{name}.md").exists() and not force:
-                raise IngestError(
-                    f"{home.shown(home.runbooks_dir / f'{name}.md')} already exists; use --force to "
-                    "overwrite it, or --name to choose another name"
-                )
-        proposal = propose(home, config, read_source(source), name)
-        if proposal.path.exists() and not force:
+    if name is not None:
+        check_name(name)
+        if (home.runbooks_dir / f"{name}.md").exists() and not force:
             raise IngestError(
-                f"{home.shown(proposal.path)} already exists; use --force to overwrite it, or --name "
-                "to choose another name"
+                f"{home.shown(home.runbooks_dir / f'{name}.md')} already exists; use --force to "
+                "overwrite it, or --name to choose another name"
             )
-    except (FetchError, IngestError) as exc:
-        _fail(str(exc), exitcodes.PROBLEMS)
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+    proposal = propose(home, config, read_source(source), name)
+    if proposal.path.exists() and not force:
+        raise IngestError(
+            f"{home.shown(proposal.path)} already exists; use --force to overwrite it, or --name to choose another name"
+        )
     shown = home.shown(proposal.path)
     click.echo(f"# proposed {shown} ({proposal.steps} steps)\n")
     click.echo(proposal.text)
@@ -880,14 +859,11 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
         click.echo(f"warning: {warning}", err=True)
     if not yes:
         if not sys.stdin.isatty():
-            _fail(f"nothing written: confirm on a terminal, or pass --yes to write {shown}", exitcodes.GATE)
+            raise _NotConfirmed(f"nothing written: confirm on a terminal, or pass --yes to write {shown}")
         if not click.confirm(f"Write {shown}?", default=False, err=True):
             click.echo("nothing written", err=True)
             sys.exit(exitcodes.GATE)
-    try:
-        write(proposal, force)
-    except IngestError as exc:
-        _fail(str(exc), exitcodes.PROBLEMS)
+    write(proposal, force)
     review = f" (steps marked review: {', '.join(proposal.review_steps)})" if proposal.review_steps else ""
     click.echo(
         f"wrote {shown}. Try it: runbook run {proposal.name} --dry-run. It runs for real once you have "
@@ -901,7 +877,7 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
 @click.pass_context
 def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
     """Record that you reviewed ingested runbook NAME as it is now; any later edit needs a new review."""
-    from .ingest.trust import TrustError, content_hash, needs_review, record, review_of
+    from .ingest.trust import content_hash, needs_review, record, review_of
     from .validate import validate_home
 
     home = _own_home(ctx, "trust (it records a review in the home)")
@@ -911,12 +887,9 @@ def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
         return
     report = validate_home(home, [path])
     if not report.ok:
-        _fail([*report.problems, Problem(runbook.file, None, None, "fix these before trusting it")], exitcodes.PROBLEMS)
+        raise InputError([*report.problems, Problem(runbook.file, None, None, "fix these before trusting it")])
     digest = content_hash(path)
-    try:
-        review = review_of(home, runbook.name)
-    except TrustError as exc:
-        _fail(str(exc), exitcodes.PROBLEMS)
+    review = review_of(home, runbook.name)
     if review is not None and review.sha256 == digest:
         click.echo(f"{runbook.name} is already trusted as it is (reviewed by {review.by}, {review.at})")
         return
@@ -934,14 +907,11 @@ def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
     )
     if not yes:
         if not sys.stdin.isatty():
-            _fail(f"not recorded: confirm on a terminal, or pass --yes after reading {runbook.file}", exitcodes.GATE)
+            raise _NotConfirmed(f"not recorded: confirm on a terminal, or pass --yes after reading {runbook.file}")
         if not click.confirm("Have you read every step, and may it run for real?", default=False, err=True):
             click.echo("not recorded", err=True)
             sys.exit(exitcodes.GATE)
-    try:
-        done = record(home, runbook, path)
-    except TrustError as exc:
-        _fail(str(exc), exitcodes.PROBLEMS)
+    done = record(home, runbook, path)
     click.echo(
         f"trusted {runbook.name} (sha256 {done.sha256[:16]}..., by {done.by}): real runs are allowed until "
         "the file changes"
@@ -964,10 +934,7 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
     from .sim.talos import TalosWorld
 
     home = _home(ctx)
-    try:
-        state = load(state_path(home))
-    except InputError as exc:
-        _fail(exc.problems, exitcodes.PROBLEMS)
+    state = load(state_path(home))
     if state is None:
         message = (
             "no simulated cluster yet: the first 'runbook run ... --simulate' creates one from "
@@ -1050,7 +1017,7 @@ def sim_reset_cmd(ctx: click.Context) -> None:
     try:
         lock.acquire()
     except LockHeld as exc:
-        _fail(f"the simulated cluster is in use by a run; not reset: {exc}", exitcodes.LOCKED)
+        raise LockHeld(f"the simulated cluster is in use by a run; not reset: {exc}", exc.holder, exc.path) from exc
     try:
         existed = folder.exists()
         if existed:
