@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,44 @@ def test_completion_prints_a_script_for_each_shell_and_completes_names(tmp_path:
 
 def test_help_lists_exit_codes(cli) -> None:
     assert "Exit codes: 0 ok; 1 problems found" in cli("--help").stdout
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        ("engine.home:HomeError", 3),
+        ("engine.runlock:LockHeld", 6),
+        ("engine.journal:JournalError", 1),
+        ("engine.problems:InputError", 1),
+        ("engine.sim.state:SimStateError", 1),
+        ("engine.ingest.fetch:FetchError", 1),
+        ("engine.ingest.pipeline:IngestError", 1),
+        ("engine.ingest.trust:TrustError", 1),
+        ("engine.actions:StepFailed", 5),
+        ("engine.credentials:CredentialError", 5),
+    ],
+)
+def test_each_error_says_its_exit_code(error: str, code: int) -> None:
+    import importlib
+
+    from engine.errors import RunbookError
+
+    module, name = error.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, RunbookError) and cls.exit_code == code
+
+
+def test_an_error_no_command_catches_ends_as_its_lines_and_exit_code(cli, monkeypatch, tmp_path: Path) -> None:
+    """The command group catches ``RunbookError`` for every command: no traceback, the error's own code."""
+    from engine import journal
+    from engine.problems import InputError, Problem
+
+    (tmp_path / "cluster-config.yaml").write_text("{}\n")
+
+    def damaged(_state_dir: Path) -> list[Any]:
+        raise InputError([Problem("a.yaml", 1, None, "first"), Problem("b.yaml", None, "f", "second")])
+
+    monkeypatch.setattr(journal, "list_runs", damaged)
+    result = cli("--home", str(tmp_path), "runs")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == "error: a.yaml:1: first\nerror: b.yaml: f: second\n"
