@@ -928,14 +928,11 @@ def sim_cmd() -> None:
 @click.pass_context
 def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
     """Show the simulated cluster: nodes, VMs and their state, and simulated Talos nodes."""
-    from .sim.server import state_path
-    from .sim.shell import VmInfo
-    from .sim.state import load
-    from .sim.talos import TalosWorld
+    from .sim.status import sim_status
 
     home = _home(ctx)
-    state = load(state_path(home))
-    if state is None:
+    status = sim_status(home, _config_or_fail(home))
+    if status is None:
         message = (
             "no simulated cluster yet: the first 'runbook run ... --simulate' creates one from "
             "cluster-config.yaml and the profiles"
@@ -945,55 +942,26 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
         else:
             click.echo(message)
         return
-    by_name = {vm.name: vm for vm in state.vms if not vm.template}
-    ips = {}
-    config = _config_or_fail(home)
-    from .profiles import load_profiles
-
-    for profile in load_profiles(home, config)[0]:
-        for planned in profile.plan(config).vms:
-            if planned.ip:
-                ips[planned.ip] = planned.name
-
-    def lookup(ip: str) -> Any:
-        vm = by_name.get(ips.get(ip, ""))
-        return VmInfo(vm.vmid, vm.name, vm.node, vm.status, vm.template, dict(vm.config)) if vm else None
-
-    talos = TalosWorld(dict(state.talos)).rows(lookup)
-    vms = [
-        {
-            "vmid": vm.vmid,
-            "name": vm.name,
-            "node": vm.node,
-            "status": vm.status,
-            "template": vm.template,
-            "tags": str(vm.config.get("tags", "")),
-            "cores": vm.config.get("cores"),
-            "memory": vm.config.get("memory"),
-        }
-        for vm in sorted(state.vms, key=lambda v: v.vmid)
-    ]
     if as_json:
-        _emit_json({"exists": True, "nodes": [n.__dict__ for n in state.nodes], "vms": vms, "talos": talos})
+        _emit_json(status.as_dict())
         return
-    click.echo(f"SIMULATED cluster ({home.shown(state_path(home))})")
-    click.echo("nodes: " + ", ".join(f"{n.name} ({'online' if n.online else 'offline'})" for n in state.nodes))
+    click.echo(f"SIMULATED cluster ({status.state_file})")
+    click.echo("nodes: " + ", ".join(f"{n['name']} ({'online' if n['online'] else 'offline'})" for n in status.nodes))
     table = _Table("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS", keep=6)
-    for vm in vms:
-        status = "template" if vm["template"] else vm["status"]
+    for vm in status.vms:
         table.add_row(
             str(vm["vmid"]),
             vm["name"],
             vm["node"],
-            status,
+            "template" if vm["template"] else vm["status"],
             str(vm["cores"] or "-"),
             f"{vm['memory']} MB" if vm["memory"] else "-",
             vm["tags"],
         )
     table.print()
-    if talos:
+    if status.talos:
         click.echo("\nTalos:")
-        for row in talos:
+        for row in status.talos:
             click.echo(
                 f"  {row['ip']:<15} {row.get('hostname') or '-':<12} {row.get('role') or '-':<13} "
                 f"{row['state']:<12} talos {row.get('talos_version') or '-'}  "
