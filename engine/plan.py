@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .facts import ExistingVm
+
 ROLES = (("controlplane", "controlplane"), ("workers", "worker"))
 
 
@@ -24,17 +26,6 @@ class PlanError(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-@dataclass(frozen=True)
-class ExistingVm:
-    """A VM seen on the cluster (from /cluster/resources)."""
-
-    vmid: int
-    name: str
-    node: str
-    tags: tuple[str, ...] = ()
-    template: bool = False
 
 
 @dataclass(frozen=True)
