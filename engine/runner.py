@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
+from .executors.base import Executes
 from .executors.shell import parse_json_output
 from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
@@ -60,10 +61,6 @@ HISTORY_RUNS = 20
 HISTORY_SAMPLES = 32
 _CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
 _TASK_OUTPUT = {"upid", "node", "exitstatus", "data"}
-
-
-class Executor(Protocol):
-    def execute(self, action: Action, progress: Callable[[str], None]) -> Result: ...
 
 
 class Recorder(Protocol):
@@ -412,7 +409,7 @@ class Runner:
         runbook: Runbook,
         context: dict[str, Any],
         *,
-        executor: Executor | None,
+        executor: Executes | None,
         dry_run: bool,
         approver: Approver,
         recorder: Recorder | None = None,
