@@ -15,6 +15,7 @@ from typing import Any
 from . import exitcodes
 from .actions import ApiRequest, StepFailed
 from .dispatch import Dispatcher
+from .executors.base import Change
 from .facts import Facts
 from .home import Home
 from .journal import RunMeta, RunRecord, load_run, new_run_id
@@ -35,6 +36,7 @@ class Outcome:
     run_id: str | None = None
     entries: list[PlanEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)  # a dry-run's preview, when it read the cluster
 
 
 def read_facts(dispatcher: Dispatcher) -> Facts:
@@ -77,7 +79,16 @@ def plan_run(
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
-    runner = Runner(session.runbook, session.context, executor=live, dry_run=True, approver=_Never(), on_event=on_event)
+    facts = session.facts
+    runner = Runner(
+        session.runbook,
+        session.context,
+        executor=live,
+        dry_run=True,
+        approver=_Never(),
+        on_event=on_event,
+        preview=(lambda action: live.preview(action, facts)) if live is not None and facts is not None else None,
+    )
     try:
         entries = runner.run()
     except StepError as exc:
@@ -95,6 +106,7 @@ def plan_run(
         session,
         entries=entries,
         warnings=list(dispatcher.warnings) if live else [],
+        changes=runner.changes,
     )
 
 

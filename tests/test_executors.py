@@ -3,6 +3,7 @@ by kind, the dispatcher routes by an action's kind, and ``preview`` is coarse bu
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from engine.actions import ApiRequest, HttpRequest, Result, ShellCommand, StepFa
 from engine.config import load_config
 from engine.credentials import ApiToken, CredentialError
 from engine.dispatch import Dispatcher
+from engine.execution import plan_run
 from engine.executors.api import ApiExecutor
 from engine.executors.base import Change, Registry
 from engine.executors.http import HttpExecutor
@@ -20,11 +22,13 @@ from engine.executors.shell import LocalExecutor, SshExecutor
 from engine.executors.talosctl import TalosctlExecutor
 from engine.facts import Facts
 from engine.home import Home
+from engine.parser import parse_runbook
+from engine.runner import Runner
 from engine.secrets import Secret
 from engine.sim.http import SimHttpExecutor
 from engine.sim.shell import SimShellExecutor
 from engine.sim.talos import SimTalosctlExecutor
-from engine.sim.wiring import _PathLocal
+from engine.sim.wiring import Simulation, _PathLocal
 from tests.conftest import REPO
 
 FACTS = Facts.from_cluster_resources(
@@ -101,6 +105,26 @@ def test_a_simulated_executor_previews_as_the_real_one_of_its_kind() -> None:
     assert sim_shell.preview(script, FACTS) == SshExecutor({}, "root").preview(script, FACTS)
 
 
+def test_the_runner_asks_for_changes_of_would_run_steps_only_not_of_read_only_ones() -> None:
+    body = (
+        "## Steps\n\n"
+        "```local {id: look, readonly: true}\nls\n```\n\n"
+        "```api {id: read}\nGET /nodes\n```\n\n"
+        "```local {id: act}\ntouch x\n```\n"
+    )
+    book = parse_runbook(f"---\nname: t\ndescription: t\n---\n# T\n\n{body}", "runbooks/t.md", "t")
+    asked: list[str] = []
+
+    def preview(action: Any) -> list[Change]:
+        asked.append(action.script.strip())
+        return [Change("unknown", "local", "this machine", action.script.strip())]
+
+    runner = Runner(book, {}, executor=_Recording(), dry_run=True, approver=_No(), preview=preview)
+    entries = runner.run()
+    assert [e.status for e in entries][-1] == "would_run"
+    assert asked == ["touch x"] and runner.changes == [Change("unknown", "local", "this machine", "touch x")]
+
+
 # ---------------------------------------------------------------- registry and dispatcher
 
 
@@ -155,6 +179,31 @@ def test_the_local_executor_is_built_with_its_token_source_and_asks_it_only_when
     assert failed.value.sent is False
 
 
+def test_a_live_dry_run_previews_against_the_facts_it_read(tmp_path: Path) -> None:
+    """On the simulated cluster: the one read before planning becomes the facts each preview gets."""
+    root = tmp_path / "home"
+    root.mkdir()
+    for name in ("clusters", "runbooks"):
+        shutil.copytree(REPO / name, root / name)
+    shutil.copy(REPO / "cluster-config.yaml", root)
+    home = Home(root)
+    with Simulation(home, load_config(home)) as simulation:
+        dispatcher = simulation.dispatcher()
+        try:
+            outcome = plan_run(home, "cluster-create", "talos-staging", {}, offline=False, dispatcher=dispatcher)
+            offline = plan_run(home, "cluster-create", "talos-staging", {}, offline=True, dispatcher=dispatcher)
+        finally:
+            dispatcher.close()
+    assert outcome.status == "planned" and outcome.session is not None
+    facts = outcome.session.facts
+    assert facts is not None and facts.vms  # the template is on the simulated cluster
+    clone = next(c for c in outcome.changes if c.detail.startswith("POST") and c.detail.split()[1].endswith("/clone"))
+    template = facts.vm(clone.target)  # a clone's path names its template, which the facts know
+    assert template is not None and template.template and template.name in clone.detail
+    assert {c.resource for c in outcome.changes} >= {"vm", "local", "talos"}
+    assert offline.session is not None and offline.session.facts is None and offline.changes == []
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -195,3 +244,15 @@ def _maker(kind: str, built: list[str]) -> Callable[[], _Fake]:
 
 def _refuse() -> _Fake:
     raise AssertionError("the API executor must not be built for local steps")
+
+
+class _Recording:
+    def execute(self, action: Any, progress: Any) -> Result:
+        return Result({"stdout": "", "stderr": "", "exit_code": 0})
+
+
+class _No:
+    who = None
+
+    def approve(self, entry: Any) -> bool:
+        return False
