@@ -25,6 +25,8 @@ class ApiRequest:
     poll: bool = True  # wait for a returned task UPID to end
     timeout: float | None = None
 
+    kind = "api"  # the step kind, and so the executor, that runs it (a class attribute, not data)
+
     @property
     def mutating(self) -> bool:
         return self.method != "GET"
@@ -40,6 +42,11 @@ class ShellCommand:
     env: dict[str, str] = field(default_factory=dict)  # never secrets; see Secret handling in executors
     token_env: str | None = None  # hand the API token to the command in this variable, at the moment of use
 
+    @property
+    def kind(self) -> str:
+        """One action type serves both shell kinds: a script for a node goes over ssh."""
+        return "ssh" if self.node else "local"
+
 
 @dataclass(frozen=True)
 class TalosctlCommand:
@@ -49,6 +56,8 @@ class TalosctlCommand:
     talosconfig: str | None = None
     cwd: str | None = None
     timeout: float | None = None
+
+    kind = "talosctl"
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,8 @@ class HttpRequest:
     body: str | None = None
     expect: tuple[int, ...] = ()  # empty: any 2xx
     timeout: float | None = None
+
+    kind = "http"
 
 
 Action = ApiRequest | ShellCommand | TalosctlCommand | HttpRequest

@@ -1,7 +1,9 @@
-"""Routing each action to its executor, built from the cluster config on first use.
+"""Routing each action to the executor of its kind, built from the cluster config on first use.
 
-Executors are created lazily: a runbook of only ``local`` steps never needs an API token or a CA
-file, and a dry-run that runs only GETs never starts an ssh client.
+The dispatcher holds a ``Registry`` (``engine.executors.base``) with one factory per step kind.
+Executors are created lazily: a runbook of only ``local`` steps never needs an API token or a
+CA file, and a dry-run that runs only GETs never starts an ssh client. The simulation registers
+its own factories over these (``Dispatcher.register``); nothing else about a run changes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,20 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .actions import Action, ApiRequest, HttpRequest, Result, ShellCommand, StepFailed, TalosctlCommand
-from .credentials import CredentialError, TokenSource
-from .secrets import Secret
+from .actions import Action, Result, StepFailed, TalosctlCommand
+from .credentials import TokenSource
+from .executors.base import Change, Executor, ExecutorFactory, Progress, Registry
+from .facts import Facts
 
 
 class Dispatcher:
-    """One executor per kind, shared by every step of a run."""
+    """One executor per kind, shared by every step of a run.
+
+    The API token comes from the config's pass entry or ``env`` (None: the process environment),
+    read at each use by the API executor and by local commands that ask for it. ``adjust_context``
+    changes what templates see for this cluster (the simulation moves the Talos files); the real
+    cluster needs no change.
+    """
 
     def __init__(
         self,
@@ -24,90 +33,83 @@ class Dispatcher:
         home_root: Path,
         env: Mapping[str, str] | None = None,
         *,
-        api_factory: Callable[[], Any] | None = None,
-        overrides: Mapping[str, Any] | None = None,
+        adjust_context: Callable[[dict[str, Any]], None] | None = None,
     ):
         self._config = config_data
         self._home = home_root
         self._env = env
-        self._api_factory = api_factory
-        self.token_source: Any = None  # set by simulation; else the config's pass entry or environment
-        self._made: dict[str, Any] = dict(overrides or {})  # executors given ready-made (simulation)
+        self._adjust_context = adjust_context
         self.warnings: list[str] = []
+        self.registry = Registry(
+            [
+                ("api", self._make_api),
+                ("ssh", self._make_ssh),
+                ("local", self._make_local),
+                ("talosctl", self._make_talosctl),
+                ("http", self._make_http),
+            ]
+        )
 
-    def _get(self, kind: str) -> Any:
-        if kind not in self._made:
-            self._made[kind] = self._make(kind)
-        return self._made[kind]
+    def register(self, kind: str, factory: ExecutorFactory) -> None:
+        """Build ``kind``'s executor with ``factory`` instead (before the first step of that kind)."""
+        self.registry.register(kind, factory)
 
-    def _make(self, kind: str) -> Any:
-        if kind == "api":
-            if self._api_factory is not None:
-                executor = self._api_factory()
-            else:
-                from .executors.api import ApiExecutor, ApiSetupError
+    def execute(self, action: Action, progress: Progress) -> Result:
+        if isinstance(action, TalosctlCommand) and action.cwd:
+            # The Talos config dir holds cluster secrets: create it private, as talosctl would.
+            Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.registry.get(action.kind).execute(action, progress)
 
-                try:
-                    executor = ApiExecutor.from_config(self._config, self._token_source(), base_dir=self._home)
-                except ApiSetupError as exc:
-                    raise StepFailed(str(exc), sent=False) from None
-            self.warnings.extend(executor.warnings)
-            return executor
-        if kind == "ssh":
-            from .executors.shell import SshExecutor
+    def preview(self, action: Action, facts: Facts) -> list[Change]:
+        """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""
+        return self.registry.get(action.kind).preview(action, facts)
 
-            credentials = self._config["credentials"]
-            ssh_config = credentials.get("ssh_config")
-            if ssh_config:
-                path = Path(str(ssh_config)).expanduser()
-                ssh_config = str(path if path.is_absolute() else self._home / path)
-            hosts = {str(n["name"]): str(n["host"]) for n in self._config["cluster"]["nodes"]}
-            return SshExecutor(hosts, str(credentials["ssh_user"]), ssh_config=ssh_config)
-        if kind == "local":
-            from .executors.shell import LocalExecutor
+    def adjust_context(self, context: dict[str, Any]) -> None:
+        """Change what templates see for this cluster, before the first step renders."""
+        if self._adjust_context is not None:
+            self._adjust_context(context)
 
-            return LocalExecutor()
-        if kind == "talosctl":
-            from .executors.talosctl import TalosctlExecutor
+    def close(self) -> None:
+        self.registry.close()
 
-            return TalosctlExecutor()
+    def _tokens(self) -> TokenSource:
+        """Where the API token comes from; it reads nothing until asked, and then at each use."""
+        return TokenSource(dict(self._config), self._env)
+
+    # ------------------------------------------------------------------ the real cluster's executors
+
+    def _make_api(self) -> Executor:
+        from .executors.api import ApiExecutor, ApiSetupError
+
+        try:
+            executor = ApiExecutor.from_config(self._config, self._tokens(), base_dir=self._home)
+        except ApiSetupError as exc:
+            raise StepFailed(str(exc), sent=False) from None
+        self.warnings.extend(executor.warnings)
+        return executor
+
+    def _make_ssh(self) -> Executor:
+        from .executors.shell import SshExecutor
+
+        credentials = self._config["credentials"]
+        ssh_config = credentials.get("ssh_config")
+        if ssh_config:
+            path = Path(str(ssh_config)).expanduser()
+            ssh_config = str(path if path.is_absolute() else self._home / path)
+        hosts = {str(n["name"]): str(n["host"]) for n in self._config["cluster"]["nodes"]}
+        return SshExecutor(hosts, str(credentials["ssh_user"]), ssh_config=ssh_config)
+
+    def _make_local(self) -> Executor:
+        from .executors.shell import LocalExecutor
+
+        return LocalExecutor(token_source=self._tokens())
+
+    def _make_talosctl(self) -> Executor:
+        from .executors.talosctl import TalosctlExecutor
+
+        return TalosctlExecutor()
+
+    def _make_http(self) -> Executor:
         from .executors.http import HttpExecutor
 
         return HttpExecutor()
-
-    def execute(self, action: Action, progress: Callable[[str], None]) -> Result:
-        if isinstance(action, ApiRequest):
-            return self._get("api").call(action, progress)
-        if isinstance(action, ShellCommand):
-            if action.token_env:
-                return self._get("local").run(action, progress, secret_env={action.token_env: self._token_value()})
-            return self._get("ssh" if action.node else "local").run(action, progress)
-        if isinstance(action, TalosctlCommand):
-            if action.cwd:
-                # The Talos config dir holds cluster secrets: create it private, as talosctl would.
-                Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
-            return self._get("talosctl").run(action, progress)
-        if isinstance(action, HttpRequest):
-            return self._get("http").request(action, progress)
-        raise TypeError(f"no executor for {type(action).__name__}")
-
-    def adjust_context(self, context: dict[str, Any]) -> None:
-        """Change what templates see for this cluster; the real cluster needs no change."""
-
-    def _token_value(self) -> Secret:
-        """The API token as ``user@realm!tokenid=secret`` (the form Ansible's PROXMOX_API_TOKEN takes)."""
-        try:
-            token = self._token_source().get()
-        except CredentialError as exc:
-            raise StepFailed(f"cannot get the Proxmox VE API token for the command: {exc}", sent=False) from None
-        return Secret(f"{token.token_id}={token.secret.reveal()}")
-
-    def _token_source(self) -> Any:
-        return self.token_source or TokenSource(dict(self._config), self._env)
-
-    def close(self) -> None:
-        for executor in self._made.values():
-            close = getattr(executor, "close", None)
-            if close is not None:
-                close()
-        self._made.clear()

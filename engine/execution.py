@@ -15,9 +15,10 @@ from typing import Any
 from . import exitcodes
 from .actions import ApiRequest, StepFailed
 from .dispatch import Dispatcher
+from .executors.base import Change
+from .facts import Facts
 from .home import Home
 from .journal import RunMeta, RunRecord, load_run, new_run_id
-from .plan import ExistingVm
 from .problems import InputError
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
@@ -35,26 +36,13 @@ class Outcome:
     run_id: str | None = None
     entries: list[PlanEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)  # a dry-run's preview, when it read the cluster
 
 
-def cluster_vms(dispatcher: Dispatcher) -> list[ExistingVm]:
-    """The VMs on the cluster (one GET), for planning around the VMIDs in use."""
+def read_facts(dispatcher: Dispatcher) -> Facts:
+    """The cluster's VMs (one GET), read once at the edge: planning and previews use this snapshot."""
     result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), lambda _: None)
-    vms = []
-    for item in result.data or []:
-        if item.get("type", "qemu") not in ("qemu", "lxc") or "vmid" not in item:
-            continue
-        tags = tuple(t for t in str(item.get("tags") or "").replace(",", ";").replace(" ", ";").split(";") if t)
-        vms.append(
-            ExistingVm(
-                int(item["vmid"]),
-                str(item.get("name", "")),
-                str(item.get("node", "")),
-                tags,
-                bool(item.get("template")),
-            )
-        )
-    return vms
+    return Facts.from_cluster_resources(result.data)
 
 
 def _prepare(
@@ -69,7 +57,7 @@ def _prepare(
     """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used."""
     session = prepare(home, name, profile, given)
     if dispatcher is not None and live and session.profile is not None:
-        session = prepare(home, name, profile, given, cluster_vms(dispatcher))
+        session = prepare(home, name, profile, given, read_facts(dispatcher))
     if dispatcher is not None:
         dispatcher.adjust_context(session.context)
     return session
@@ -91,7 +79,16 @@ def plan_run(
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
-    runner = Runner(session.runbook, session.context, executor=live, dry_run=True, approver=_Never(), on_event=on_event)
+    facts = session.facts
+    runner = Runner(
+        session.runbook,
+        session.context,
+        executor=live,
+        dry_run=True,
+        approver=_Never(),
+        on_event=on_event,
+        preview=(lambda action: live.preview(action, facts)) if live is not None and facts is not None else None,
+    )
     try:
         entries = runner.run()
     except StepError as exc:
@@ -109,6 +106,7 @@ def plan_run(
         session,
         entries=entries,
         warnings=list(dispatcher.warnings) if live else [],
+        changes=runner.changes,
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import RunbookError
+from .facts import ExistingVm
 
 ROLES = (("controlplane", "controlplane"), ("workers", "worker"))
 
@@ -26,17 +27,6 @@ class PlanError(RunbookError):
         super().__init__(message)
         self.field = field
         self.message = message
-
-
-@dataclass(frozen=True)
-class ExistingVm:
-    """A VM seen on the cluster (from /cluster/resources)."""
-
-    vmid: int
-    name: str
-    node: str
-    tags: tuple[str, ...] = ()
-    template: bool = False
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from typing import Any, NoReturn, Protocol
 from . import exitcodes
 from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
 from .errors import RunbookError
+from .executors.base import Change, Executes
 from .executors.shell import parse_json_output
 from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
@@ -62,10 +63,6 @@ HISTORY_RUNS = 20
 HISTORY_SAMPLES = 32
 _CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
 _TASK_OUTPUT = {"upid", "node", "exitstatus", "data"}
-
-
-class Executor(Protocol):
-    def execute(self, action: Action, progress: Callable[[str], None]) -> Result: ...
 
 
 class Recorder(Protocol):
@@ -409,6 +406,8 @@ class Runner:
     ``concurrency`` bounds how many items run at once anywhere in the run (default: the
     executor's ``concurrency`` attribute if it has one, else ``DEFAULT_CONCURRENCY``);
     ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
+    ``preview`` (dry-run) tells what a step that would run would change; its answers are
+    gathered in ``changes`` and change nothing about the plan itself.
     """
 
     def __init__(
@@ -416,7 +415,7 @@ class Runner:
         runbook: Runbook,
         context: dict[str, Any],
         *,
-        executor: Executor | None,
+        executor: Executes | None,
         dry_run: bool,
         approver: Approver,
         recorder: Recorder | None = None,
@@ -426,6 +425,7 @@ class Runner:
         collect: list[Problem] | None = None,
         concurrency: int | None = None,
         lock_backoff: float = LOCK_BACKOFF,
+        preview: Callable[[Action], list[Change]] | None = None,
     ):
         self.runbook = runbook
         self.dry_run = dry_run
@@ -452,6 +452,9 @@ class Runner:
         self.limits = _Limits(limits.get("clones_per_template"), limits.get("clones_per_storage"))
         self.lock_retries = int(limits.get("lock_retries", DEFAULT_LOCK_RETRIES))
         self.lock_backoff = lock_backoff
+        # A dry-run against the cluster asks each would-run, changing step what it would change.
+        self.preview = preview
+        self.changes: list[Change] = []
         self.task_estimates: dict[str, float] = {}
         self._lock = threading.Lock()  # the entries list
         self._gate_lock = threading.Lock()  # one gate question at a time
@@ -795,6 +798,10 @@ class Runner:
                 )
             else:
                 self.plan_changes = True
+            if not readonly and self.preview is not None:
+                changes = self.preview(action)
+                with self._lock:
+                    self.changes += changes
             self._add(entry)
             return _NOTHING
         if entry.gated:

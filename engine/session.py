@@ -8,24 +8,25 @@ its file and line before anything touches a cluster.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import ClusterConfig, load_config
 from .context import parse_params, template_context
+from .facts import Facts
 from .home import Home
 from .model import Runbook
 from .parser import parse_runbook_file
-from .plan import ExistingVm, Plan, PlanError
+from .plan import Plan, PlanError
 from .problems import InputError, Problem, no_such
 from .profiles import Profile, load_profile
 
 
 @dataclass(frozen=True)
 class Session:
-    """The checked inputs of one run."""
+    """The checked inputs of one run; ``facts`` is what was read from the cluster (None: not read)."""
 
     home: Home
     config: ClusterConfig
@@ -35,6 +36,7 @@ class Session:
     params: dict[str, Any]
     plan: Plan | None
     context: dict[str, Any]
+    facts: Facts | None = None
 
     def hashes(self) -> dict[str, str]:
         """SHA-256 of the runbook, profile and config files: a review and a resume must match them."""
@@ -57,9 +59,13 @@ def runbook_path(home: Home, name: str) -> Path:
 
 
 def prepare(
-    home: Home, name: str, profile_name: str | None, given: Mapping[str, str], cluster_vms: Iterable[ExistingVm] = ()
+    home: Home, name: str, profile_name: str | None, given: Mapping[str, str], facts: Facts | None = None
 ) -> Session:
-    """Load and check every input of a run; raises ``InputError`` with every problem found."""
+    """Load and check every input of a run; raises ``InputError`` with every problem found.
+
+    ``facts`` (the cluster as read before planning) keep the VMIDs in use from being handed out
+    and let a profile's existing VMs keep theirs; without them the plan assumes an empty cluster.
+    """
     config = load_config(home)
     path = runbook_path(home, name)
     runbook = parse_runbook_file(path, home.shown(path))
@@ -80,8 +86,8 @@ def prepare(
     plan = None
     if profile is not None:
         try:
-            plan = profile.plan(config, cluster_vms)
+            plan = profile.plan(config, facts.vms if facts is not None else ())
         except PlanError as exc:
             raise InputError(profile.doc.problem(exc.field, exc.message)) from None
     context = template_context(config, profile, plan, params, home.root)
-    return Session(home, config, runbook, path, profile, params, plan, context)
+    return Session(home, config, runbook, path, profile, params, plan, context, facts)

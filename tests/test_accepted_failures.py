@@ -30,7 +30,7 @@ class Local:
     def execute(self, action: Any, progress: Any) -> Result:
         assert isinstance(action, ShellCommand)
         self.scripts.append(action.script)
-        return self.local.run(action, progress)
+        return self.local.execute(action, progress)
 
 
 class Yes:

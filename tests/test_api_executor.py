@@ -145,7 +145,7 @@ def executor(server: FakePveServer, pass_env: dict[str, str], entry: str = ENTRY
 def fails(api: ApiExecutor, request: ApiRequest, logs: Logs) -> StepFailed:
     """Call, expect StepFailed, and check that no secret leaked anywhere."""
     with pytest.raises(StepFailed) as info:
-        api.call(request)
+        api.execute(request)
     exc = info.value
     shown = "".join(
         [exc.message, str(exc), repr(exc), repr(exc.data), logs.text, "".join(traceback.format_exception(exc))]
@@ -164,7 +164,7 @@ def clone_requests(server: FakePveServer) -> list[tuple[str, str, bytes]]:
 
 def test_get_returns_data(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
     with executor(server, pass_env) as api:
-        result = api.call(ApiRequest("GET", "/cluster/resources", {"type": "vm"}))
+        result = api.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}))
     assert sorted(vm["vmid"] for vm in result.data) == [100, 200]
     assert result.requests == 1
     assert result.summary == "GET /cluster/resources: 200 OK"
@@ -173,7 +173,7 @@ def test_get_returns_data(server: FakePveServer, pass_env: dict[str, str], all_l
 
 def test_post_clone_waits_for_its_task(server: FakePveServer, pass_env: dict[str, str]) -> None:
     with executor(server, pass_env) as api:
-        result = api.call(
+        result = api.execute(
             ApiRequest(
                 "POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001, "name": "web-2", "full": True}, node="pve01"
             )
@@ -194,7 +194,7 @@ def test_running_task_is_polled_with_growing_pauses_and_progress(tmp_path: Path,
         seen: list[str] = []
         with executor(server, pass_env, poll=PollPolicy(initial=0.02, factor=1.5, cap=0.1)) as api:
             started = time.monotonic()
-            result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=seen.append)
+            result = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=seen.append)
             elapsed = time.monotonic() - started
         assert result.data["exitstatus"] == "OK" and server.pve.vm(200).status == "running"
     assert seen and all(s.startswith("waiting for task qmstart on pve01: running ") and s.endswith(" s") for s in seen)
@@ -215,7 +215,7 @@ def test_step_timeout_leaves_a_running_task_to_the_operator(
 
 def test_params_are_encoded_as_pve_takes_them(server: FakePveServer, pass_env: dict[str, str]) -> None:
     with executor(server, pass_env) as api:
-        api.call(
+        api.execute(
             ApiRequest(
                 "PUT",
                 "/nodes/pve01/qemu/200/config",
@@ -258,7 +258,7 @@ def test_long_task_log_is_read_in_pages_and_only_its_tail_shown(
 
         with executor(server, pass_env) as api:
             with pytest.raises(StepFailed) as info:
-                api.call(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=grow_log)
+                api.execute(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), progress=grow_log)
     message = info.value.message
     # The last 20 lines: 18 progress lines, the error, TASK ERROR.
     assert "log:\n  progress line 1183\n" in message and "progress line 1182\n" not in message
@@ -354,11 +354,11 @@ def test_dead_first_node_fails_over_and_later_calls_start_at_the_live_one(
 ) -> None:
     endpoints = [("pve01", closed_port_url()), ("pve02", server.url)]
     with ApiExecutor(endpoints, tokens(pass_env), ca(server), poll=FAST) as api:
-        clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
+        clone = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
         assert clone.data["exitstatus"] == "OK"
         assert clone.requests == 3  # refused on pve01 (nothing sent), POST and status poll on pve02
         assert len(clone_requests(server)) == 1 and server.pve.vm(1001) is not None
-        listing = api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01"))
+        listing = api.execute(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01"))
         assert listing.requests == 1  # pve01 is known to be down: asked last, so not at all
 
 
@@ -372,11 +372,11 @@ def test_request_node_is_asked_first_then_the_last_node_that_answered(
         return lines[-1].split(" on ")[1].split(":")[0]
 
     with ApiExecutor([("pve01", server.url), ("pve02", second)], tokens(pass_env), ca(server)) as api:
-        api.call(ApiRequest("GET", "/nodes"))
+        api.execute(ApiRequest("GET", "/nodes"))
         assert answered_by() == "pve01"
-        api.call(ApiRequest("GET", "/nodes/pve02/qemu", node="pve02"))
+        api.execute(ApiRequest("GET", "/nodes/pve02/qemu", node="pve02"))
         assert answered_by() == "pve02"
-        api.call(ApiRequest("GET", "/version"))
+        api.execute(ApiRequest("GET", "/version"))
         assert answered_by() == "pve02"
 
 
@@ -402,7 +402,7 @@ def test_dropped_get_is_retried(tmp_path: Path, pass_env: dict[str, str], all_lo
     with serve(tmp_path, seed=DROP_TWICE) as server:
         server.do(server.pve.flaky_network, drop_rate=0.5)
         with executor(server, pass_env, retries=3) as api:
-            result = api.call(ApiRequest("GET", "/nodes"))
+            result = api.execute(ApiRequest("GET", "/nodes"))
     assert [n["node"] for n in result.data] == ["pve01", "pve02", "pve03"]
     assert result.requests == 3
     assert all_logs.text.count("no answer from pve01 (Server disconnected without sending a response.)") == 2
@@ -419,7 +419,7 @@ def test_dropped_post_is_not_sent_again(tmp_path: Path, pass_env: dict[str, str]
             assert exc.sent and not exc.retryable
             assert server.pve.vm(1001) is None
             # A second send would have gone through: only the operator may decide to make it.
-            assert api.call(request).data["exitstatus"] == "OK"
+            assert api.execute(request).data["exitstatus"] == "OK"
         assert len(clone_requests(server)) == 1
 
 
@@ -442,7 +442,7 @@ def test_unanswered_post_is_not_sent_again_and_get_gives_up_after_retries(
 def test_fingerprint_pin_is_checked_then_trusted(server: FakePveServer, pass_env: dict[str, str]) -> None:
     config = cluster_config(server.port, tls={"fingerprint": server.fingerprint.lower()})
     with ApiExecutor.from_config(config, tokens(pass_env)) as api:
-        assert api.call(ApiRequest("GET", "/version")).data["release"]
+        assert api.execute(ApiRequest("GET", "/version")).data["release"]
         assert api.warnings == []
 
 
@@ -481,7 +481,7 @@ def test_wrong_ca_file_fails_verification_without_sending(
 def test_relative_ca_file_is_found_in_the_home(server: FakePveServer, pass_env: dict[str, str]) -> None:
     config = cluster_config(server.port, tls={"ca_file": Path(server.certfile).name})
     with ApiExecutor.from_config(config, tokens(pass_env), base_dir=Path(server.certfile).parent) as api:
-        assert api.call(ApiRequest("GET", "/nodes")).requests == 1
+        assert api.execute(ApiRequest("GET", "/nodes")).requests == 1
 
 
 def test_missing_ca_file_is_a_setup_error(tmp_path: Path, pass_env: dict[str, str]) -> None:
@@ -491,7 +491,7 @@ def test_missing_ca_file_is_a_setup_error(tmp_path: Path, pass_env: dict[str, st
 
 def test_insecure_works_and_warns(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
     with ApiExecutor.from_config(cluster_config(server.port, tls={"insecure": True}), tokens(pass_env)) as api:
-        assert api.call(ApiRequest("GET", "/nodes")).requests == 1
+        assert api.execute(ApiRequest("GET", "/nodes")).requests == 1
     assert len(api.warnings) == 1 and "TLS certificate verification is off" in api.warnings[0]
     assert any(r.levelno == logging.WARNING and "verification is off" in r.getMessage() for r in all_logs.records)
 
@@ -572,9 +572,9 @@ def test_each_node_is_pinned_by_its_own_fingerprint(
         assert len({one.fingerprint, two.fingerprint, server.fingerprint}) == 3
         config = node_config(("pve01", one, one.fingerprint), ("pve02", two, two.fingerprint.lower()))
         with ApiExecutor.from_config(config, tokens(pass_env), poll=FAST) as api:
-            api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01"))
+            api.execute(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01"))
             assert answered_by(all_logs) == "pve01"
-            clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve02"))
+            clone = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve02"))
             assert answered_by(all_logs) == "pve02"
             assert clone.data["exitstatus"] == "OK" and server.pve.vm(1001) is not None
             assert api.warnings == []
@@ -586,15 +586,15 @@ def test_failover_goes_to_a_node_pinned_by_its_own_fingerprint(
     with OwnCertNode(server, tmp_path / "n1") as one, OwnCertNode(server, tmp_path / "n2", EXTRA_HOSTS[0]) as two:
         config = node_config(("pve01", one, one.fingerprint), ("pve02", two, two.fingerprint))
         with ApiExecutor.from_config(config, tokens(pass_env), poll=FAST) as api:
-            assert api.call(ApiRequest("GET", "/nodes")).requests == 1
+            assert api.execute(ApiRequest("GET", "/nodes")).requests == 1
             assert answered_by(all_logs) == "pve01"  # pinned and in use: its connection is open
             one.down()
-            clone = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
+            clone = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}, node="pve01"))
             assert answered_by(all_logs) == "pve02"
             assert clone.data["exitstatus"] == "OK" and clone.requests == 3  # refused on pve01, POST, poll
             assert len(clone_requests(server)) == 1 and server.pve.vm(1001) is not None
             # pve01 is known to be down now: the next call goes straight to pve02, on its pinned connection.
-            assert api.call(ApiRequest("GET", "/nodes/pve01/qemu/1001/config", node="pve01")).requests == 1
+            assert api.execute(ApiRequest("GET", "/nodes/pve01/qemu/1001/config", node="pve01")).requests == 1
             assert answered_by(all_logs) == "pve02"
 
 
@@ -605,11 +605,11 @@ def test_node_whose_own_fingerprint_is_wrong_fails_naming_that_node(
         # pve02 is given pve01's fingerprint, as a copy-paste slip would.
         config = node_config(("pve01", one, one.fingerprint), ("pve02", two, one.fingerprint))
         with ApiExecutor.from_config(config, tokens(pass_env)) as api:
-            api.call(ApiRequest("GET", "/nodes"))
+            api.execute(ApiRequest("GET", "/nodes"))
             before = len(server.pve.requests)
             exc = fails(api, ApiRequest("GET", "/nodes/pve02/qemu", node="pve02"), all_logs)
             assert len(server.pve.requests) == before  # the token never went to pve02
-            assert api.call(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01")).requests == 1  # pve01 unaffected
+            assert api.execute(ApiRequest("GET", "/nodes/pve01/qemu", node="pve01")).requests == 1  # pve01 unaffected
     assert exc.message.startswith(
         f"the certificate of node pve02 ({two.url}) has SHA-256 fingerprint "
         f"{two.fingerprint}, but the fingerprint of node pve02 (cluster.nodes) in "
@@ -625,7 +625,7 @@ def test_cluster_wide_fingerprint_pins_the_nodes_without_their_own(
         # One tls.fingerprint for a cluster whose nodes have different certificates: pve02 is refused.
         single = node_config(("pve01", server, None), ("pve02", two, None), tls={"fingerprint": server.fingerprint})
         with ApiExecutor.from_config(single, tokens(pass_env)) as api:
-            api.call(ApiRequest("GET", "/nodes", node="pve01"))
+            api.execute(ApiRequest("GET", "/nodes", node="pve01"))
             exc = fails(api, ApiRequest("GET", "/nodes", node="pve02"), all_logs)
         assert (
             f"node pve02 ({two.url}) has SHA-256 fingerprint {two.fingerprint}, but tls.fingerprint in "
@@ -638,9 +638,9 @@ def test_cluster_wide_fingerprint_pins_the_nodes_without_their_own(
             ("pve01", server, None), ("pve02", two, two.fingerprint), tls={"fingerprint": server.fingerprint}
         )
         with ApiExecutor.from_config(mixed, tokens(pass_env)) as api:
-            api.call(ApiRequest("GET", "/nodes", node="pve01"))
+            api.execute(ApiRequest("GET", "/nodes", node="pve01"))
             assert answered_by(all_logs) == "pve01"
-            api.call(ApiRequest("GET", "/nodes", node="pve02"))
+            api.execute(ApiRequest("GET", "/nodes", node="pve02"))
             assert answered_by(all_logs) == "pve02"
 
 
@@ -665,7 +665,7 @@ vmid_ranges: {{templates: {{min: 100, max: 199}}, vms: {{min: 1000, max: 1999}}}
         assert config_problems(doc) == []
         with ApiExecutor.from_config(doc.data, tokens(pass_env)) as api:
             for node in ("pve01", "pve02"):
-                api.call(ApiRequest("GET", "/version", node=node))
+                api.execute(ApiRequest("GET", "/version", node=node))
                 assert answered_by(all_logs) == node
         # Take pve02's fingerprint away: pinning covers every node or none, and the problem names pve02.
         doc = load_yaml(text.replace(f', fingerprint: "{two.fingerprint}"', ""), "cluster-config.yaml")
@@ -733,7 +733,7 @@ def test_per_node_verification_must_cover_every_endpoint(pass_env: dict[str, str
 def test_token_from_environment_variable(server: FakePveServer, pass_env: dict[str, str]) -> None:
     env = dict(pass_env, PROXMOX_API_TOKEN=f"{LIMITED_ID}={LIMITED_SECRET}")
     with ApiExecutor([("pve01", server.url)], tokens(env), ca(server), poll=FAST) as api:
-        result = api.call(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}))
+        result = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/100/clone", {"newid": 1001}))
     assert result.data["upid"].endswith(f":{LIMITED_ID}:")  # PVE names the token that started the task
 
 
@@ -759,7 +759,7 @@ def test_token_is_fetched_at_each_call(
 ) -> None:
     store.insert("proxmox/lab/rotating", [TOKEN_ID, SECRET])
     with executor(server, pass_env, entry="proxmox/lab/rotating") as api:
-        api.call(ApiRequest("GET", "/nodes"))
+        api.execute(ApiRequest("GET", "/nodes"))
         store.insert("proxmox/lab/rotating", [TOKEN_ID, WRONG_SECRET])
         exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
     assert "(401 authentication failure)" in exc.message

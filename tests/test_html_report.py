@@ -18,10 +18,10 @@ import pytest
 
 from engine.actions import ApiRequest, action_as_dict
 from engine.execution import plan_run
+from engine.facts import ExistingVm, Facts
 from engine.home import Home
 from engine.htmlreport import plan_view, render_html, run_view
 from engine.journal import RunMeta, RunRecord, load_run, new_run_id
-from engine.plan import ExistingVm
 from engine.planview import plan_json, plan_text
 from engine.runner import Runner
 from engine.secrets import Secret
@@ -44,7 +44,7 @@ class _Never:
 
 def template_plan(home: Home, existing: tuple[ExistingVm, ...] = (), **params: str) -> dict[str, Any]:
     """The offline dry-run of the repository's _template runbook on talos-staging, as a view model."""
-    session = prepare(home, "_template", "talos-staging", {"vmid": "1031", **params}, existing)
+    session = prepare(home, "_template", "talos-staging", {"vmid": "1031", **params}, Facts(vms=existing))
     entries = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_Never()).run()
     return {
         "session": session,

@@ -118,7 +118,7 @@ def http() -> Iterator[HttpExecutor]:
 
 
 def test_json_response(http: HttpExecutor, base_url: str) -> None:
-    result = http.request(HttpRequest("GET", f"{base_url}/json"))
+    result = http.execute(HttpRequest("GET", f"{base_url}/json"))
     assert result.data["status"] == 200
     assert result.data["json"] == {"id": "abc123"}
     assert result.data["body"] == '{"id": "abc123"}'
@@ -127,10 +127,10 @@ def test_json_response(http: HttpExecutor, base_url: str) -> None:
 
 
 def test_json_body_is_sent_as_json_and_other_bodies_as_given(http: HttpExecutor, base_url: str) -> None:
-    result = http.request(HttpRequest("POST", f"{base_url}/schematics", body='{"customization": {}}', expect=(201,)))
+    result = http.execute(HttpRequest("POST", f"{base_url}/schematics", body='{"customization": {}}', expect=(201,)))
     assert result.data["json"] == {"content_type": "application/json", "body": '{"customization": {}}'}
     yaml = "customization:\n  extraKernelArgs: [net.ifnames=0]\n"
-    result = http.request(
+    result = http.execute(
         HttpRequest(
             "POST", f"{base_url}/schematics", headers={"Content-Type": "application/yaml"}, body=yaml, expect=(201,)
         )
@@ -140,7 +140,7 @@ def test_json_body_is_sent_as_json_and_other_bodies_as_given(http: HttpExecutor,
 
 def test_unexpected_status_quotes_the_body(http: HttpExecutor, base_url: str) -> None:
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("GET", f"{base_url}/fail?token=hunter2"))
+        http.execute(HttpRequest("GET", f"{base_url}/fail?token=hunter2"))
     message = failed.value.message
     assert f"GET {base_url}/fail returned 500 Internal Server Error (expected 2xx)" in message
     assert "database is down" in message
@@ -149,16 +149,16 @@ def test_unexpected_status_quotes_the_body(http: HttpExecutor, base_url: str) ->
 
 
 def test_expect_accepts_listed_codes_only(http: HttpExecutor, base_url: str) -> None:
-    assert http.request(HttpRequest("GET", f"{base_url}/missing", expect=(404,))).data["status"] == 404
+    assert http.execute(HttpRequest("GET", f"{base_url}/missing", expect=(404,))).data["status"] == 404
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("GET", f"{base_url}/json", expect=(201, 202)))
+        http.execute(HttpRequest("GET", f"{base_url}/json", expect=(201, 202)))
     assert "(expected 201, 202)" in failed.value.message
 
 
 def test_slow_response_times_out(http: HttpExecutor, base_url: str) -> None:
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("GET", f"{base_url}/slow", timeout=0.5))
+        http.execute(HttpRequest("GET", f"{base_url}/slow", timeout=0.5))
     assert time.monotonic() - started < 2
     assert "no complete response within 0.5 s" in failed.value.message
     assert failed.value.retryable is True  # GET is idempotent
@@ -167,7 +167,7 @@ def test_slow_response_times_out(http: HttpExecutor, base_url: str) -> None:
 def test_connection_refused_was_not_sent(http: HttpExecutor) -> None:
     url = f"http://127.0.0.1:{find_free_port()}/x"
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("POST", url, body="{}"))
+        http.execute(HttpRequest("POST", url, body="{}"))
     assert f"POST {url}: could not connect" in failed.value.message
     assert "Is the service up" in failed.value.message
     assert failed.value.sent is False and failed.value.retryable is True
@@ -175,14 +175,14 @@ def test_connection_refused_was_not_sent(http: HttpExecutor) -> None:
 
 def test_tls_to_a_plain_http_port_is_a_tls_error(http: HttpExecutor, base_url: str) -> None:
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("GET", base_url.replace("http://", "https://") + "/json"))
+        http.execute(HttpRequest("GET", base_url.replace("http://", "https://") + "/json"))
     assert "TLS handshake failed" in failed.value.message
     assert failed.value.sent is False and failed.value.retryable is False
 
 
 def test_untrusted_certificate_is_a_trust_problem(http: HttpExecutor, self_signed_url: str) -> None:
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("GET", f"{self_signed_url}/json"))
+        http.execute(HttpRequest("GET", f"{self_signed_url}/json"))
     message = failed.value.message
     assert "TLS certificate does not verify (self-signed certificate)" in message
     assert "trust store" in message
@@ -190,12 +190,12 @@ def test_untrusted_certificate_is_a_trust_problem(http: HttpExecutor, self_signe
 
 
 def test_big_body_is_cut_and_not_parsed(http: HttpExecutor, base_url: str) -> None:
-    result = http.request(HttpRequest("GET", f"{base_url}/big"))
+    result = http.execute(HttpRequest("GET", f"{base_url}/big"))
     assert result.data["body"].endswith(f"[runbook: body cut at {BODY_LIMIT} bytes]")
     assert "json" not in result.data
 
 
 def test_not_a_url(http: HttpExecutor) -> None:
     with pytest.raises(StepFailed) as failed:
-        http.request(HttpRequest("GET", "ftp://example.net/file"))
+        http.execute(HttpRequest("GET", "ftp://example.net/file"))
     assert "not a usable http:// or https:// URL" in failed.value.message and failed.value.sent is False

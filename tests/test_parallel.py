@@ -639,7 +639,7 @@ def test_polling_asks_a_known_kind_of_task_when_it_is_likely_to_have_ended(tmp_p
         )
 
         def start(api: ApiExecutor, vmid: int, progress: Any = None) -> Result:
-            return api.call(ApiRequest("POST", f"/nodes/pve01/qemu/{vmid}/status/start"), progress)
+            return api.execute(ApiRequest("POST", f"/nodes/pve01/qemu/{vmid}/status/start"), progress)
 
         with ApiExecutor([("pve01", server.url)], tokens, ssl.create_default_context(cafile=server.certfile)) as api:
             first = start(api, 201)

@@ -496,7 +496,7 @@ def test_template_ssh_steps_run_in_the_simulated_node_shell(cli, home) -> None:
         "show_config",
         "remove_image_files",
     ):
-        node.run(ShellCommand(script=scripts[step_id], node="pve02"))
+        node.execute(ShellCommand(script=scripts[step_id], node="pve02"))
     assert vms.vm.template and vms.vm.config["scsi0"].startswith("local-lvm:base-150-disk-0")
     assert files.paths("pve02") == []  # the image files were removed
 

@@ -74,14 +74,14 @@ def _unique_sleep() -> str:
 
 
 def test_script_runs_on_node_and_stdout_comes_back(ssh: SshExecutor) -> None:
-    result = ssh.run(ShellCommand(script="echo hello\necho err >&2\nid -un", node="pve01"))
+    result = ssh.execute(ShellCommand(script="echo hello\necho err >&2\nid -un", node="pve01"))
     assert result.data == {"stdout": f"hello\n{ssh.user}\n", "stderr": "err\n", "exit_code": 0}
     assert result.summary.startswith("pve01: done")
 
 
 def test_set_eu_stops_at_failing_middle_command(ssh: SshExecutor) -> None:
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script="echo one\nfalse\necho two", node="pve02"))
+        ssh.execute(ShellCommand(script="echo one\nfalse\necho two", node="pve02"))
     assert failed.value.data["stdout"] == "one\n"
     assert failed.value.data["exit_code"] == 1
     assert "node pve02" in failed.value.message and "exited with 1" in failed.value.message
@@ -89,7 +89,7 @@ def test_set_eu_stops_at_failing_middle_command(ssh: SshExecutor) -> None:
 
 def test_unset_variable_is_an_error(ssh: SshExecutor) -> None:
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script='echo "$NOT_SET_ANYWHERE"\necho after', node="pve01"))
+        ssh.execute(ShellCommand(script='echo "$NOT_SET_ANYWHERE"\necho after', node="pve01"))
     assert "NOT_SET_ANYWHERE: unbound variable" in failed.value.message
     assert "after" not in failed.value.data["stdout"]
 
@@ -97,19 +97,19 @@ def test_unset_variable_is_an_error(ssh: SshExecutor) -> None:
 def test_quoted_value_stays_one_argument(ssh: SshExecutor, tmp_path: Path) -> None:
     value = f"x; touch {tmp_path}/pwned1 $(touch {tmp_path}/pwned2) `touch {tmp_path}/pwned3` 'it''s' \"$HOME\""
     # As the renderer does: every value through shlex.quote.
-    result = ssh.run(ShellCommand(script=f"printf '%s|' {shlex.quote(value)}\nprintf '%s\\n' $#", node="pve03"))
+    result = ssh.execute(ShellCommand(script=f"printf '%s|' {shlex.quote(value)}\nprintf '%s\\n' $#", node="pve03"))
     assert result.data["stdout"] == f"{value}|0\n"
     assert list(tmp_path.iterdir()) == []
 
 
 def test_commands_reading_stdin_do_not_eat_the_script(ssh: SshExecutor) -> None:
-    result = ssh.run(ShellCommand(script="cat\nread -r line || echo no-input\necho after", node="pve01"))
+    result = ssh.execute(ShellCommand(script="cat\nread -r line || echo no-input\necho after", node="pve01"))
     assert result.data["stdout"] == "no-input\nafter\n"
 
 
 def test_syntax_error_at_the_end_runs_nothing(ssh: SshExecutor, tmp_path: Path) -> None:
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script=f"touch {tmp_path}/ran\nif then fi", node="pve01"))
+        ssh.execute(ShellCommand(script=f"touch {tmp_path}/ran\nif then fi", node="pve01"))
     assert failed.value.data["exit_code"] == 2
     assert "syntax error" in failed.value.message
     assert not (tmp_path / "ran").exists()
@@ -118,7 +118,7 @@ def test_syntax_error_at_the_end_runs_nothing(ssh: SshExecutor, tmp_path: Path) 
 def test_non_zero_exit_message_has_stderr_tail(ssh: SshExecutor) -> None:
     script = "for i in $(seq 1 30); do echo line$i >&2; done\nexit 3"
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script=script, node="pve01"))
+        ssh.execute(ShellCommand(script=script, node="pve01"))
     message = failed.value.message
     assert "exited with 3" in message and f"{ssh.user}@pve01" in message
     assert "line30" in message and "line11" in message and "line10\n" not in message
@@ -146,13 +146,13 @@ def test_env_reaches_the_script_but_not_the_argv(ssh: SshExecutor) -> None:
 
 def test_invalid_env_name_is_refused_before_connecting(ssh: SshExecutor) -> None:
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script="true", node="pve01", env={"A=B; touch /tmp/x #": "v"}))
+        ssh.execute(ShellCommand(script="true", node="pve01", env={"A=B; touch /tmp/x #": "v"}))
     assert failed.value.sent is False and "not valid" in failed.value.message
 
 
 def test_unknown_node_lists_known_nodes(ssh: SshExecutor) -> None:
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script="true", node="pve99"))
+        ssh.execute(ShellCommand(script="true", node="pve99"))
     assert "unknown node 'pve99'" in failed.value.message
     assert "pve01, pve02, pve03" in failed.value.message
     assert failed.value.sent is False
@@ -160,7 +160,7 @@ def test_unknown_node_lists_known_nodes(ssh: SshExecutor) -> None:
 
 def test_progress_gets_lines_as_they_come(ssh: SshExecutor) -> None:
     lines: list[str] = []
-    ssh.run(ShellCommand(script="echo a\necho b >&2\nprintf c", node="pve01"), progress=lines.append)
+    ssh.execute(ShellCommand(script="echo a\necho b >&2\nprintf c", node="pve01"), progress=lines.append)
     assert sorted(lines) == ["a", "b", "c"]
 
 
@@ -198,7 +198,7 @@ def test_closed_port_says_refused_and_was_not_sent(sshd: SshServer, tmp_path: Pa
     cfg = _config_for(tmp_path, sshd, port=find_free_port())
     executor = SshExecutor({"pve09": "pvex"}, sshd.user, ssh_config=str(cfg), connect_timeout=5)
     with pytest.raises(StepFailed) as failed:
-        executor.run(ShellCommand(script="echo hi", node="pve09"))
+        executor.execute(ShellCommand(script="echo hi", node="pve09"))
     message = failed.value.message
     assert "node pve09" in message and f"{sshd.user}@pvex" in message
     assert "connection refused" in message and "is sshd running" in message
@@ -212,7 +212,7 @@ def test_unknown_host_key_says_what_to_check(sshd: SshServer, tmp_path: Path) ->
     cfg = _config_for(tmp_path, sshd, known_hosts=empty)
     executor = SshExecutor({"pve01": "pvex"}, sshd.user, ssh_config=str(cfg))
     with pytest.raises(StepFailed) as failed:
-        executor.run(ShellCommand(script="echo hi", node="pve01"))
+        executor.execute(ShellCommand(script="echo hi", node="pve01"))
     assert "host key verification failed" in failed.value.message
     assert "known_hosts" in failed.value.message
     assert failed.value.sent is False and failed.value.retryable is False
@@ -224,7 +224,7 @@ def test_rejected_key_says_permission_denied(sshd: SshServer, tmp_path: Path) ->
     cfg = _config_for(tmp_path, sshd, identity=stranger)
     executor = SshExecutor({"pve01": "pvex"}, sshd.user, ssh_config=str(cfg))
     with pytest.raises(StepFailed) as failed:
-        executor.run(ShellCommand(script="echo hi", node="pve01"))
+        executor.execute(ShellCommand(script="echo hi", node="pve01"))
     assert "permission denied" in failed.value.message
     assert "authorized_keys" in failed.value.message and "ssh-add -l" in failed.value.message
     assert failed.value.sent is False
@@ -251,7 +251,7 @@ def test_timeout_kills_client_and_remote_script(ssh: SshExecutor, sshd: SshServe
     duration = _unique_sleep()
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
-        ssh.run(ShellCommand(script=f"echo started\nsleep {duration}", node="pve01", timeout=1))
+        ssh.execute(ShellCommand(script=f"echo started\nsleep {duration}", node="pve01", timeout=1))
     elapsed = time.monotonic() - started
     assert elapsed < 5
     assert "timed out after 1 s" in failed.value.message and "On the node, timeout(1) ends it" in failed.value.message
@@ -267,20 +267,20 @@ def test_timeout_kills_client_and_remote_script(ssh: SshExecutor, sshd: SshServe
 
 
 def test_local_script_output_and_exit_code() -> None:
-    result = LocalExecutor().run(ShellCommand(script="echo out\necho err >&2"))
+    result = LocalExecutor().execute(ShellCommand(script="echo out\necho err >&2"))
     assert result.data == {"stdout": "out\n", "stderr": "err\n", "exit_code": 0}
 
 
 def test_local_set_eu_and_failure_message() -> None:
     with pytest.raises(StepFailed) as failed:
-        LocalExecutor().run(ShellCommand(script="echo one\necho bad >&2\nfalse\necho two"))
+        LocalExecutor().execute(ShellCommand(script="echo one\necho bad >&2\nfalse\necho two"))
     assert failed.value.data["stdout"] == "one\n"
     assert "local script exited with 1" in failed.value.message and "bad" in failed.value.message
 
 
 def test_local_quoted_value_stays_one_argument(tmp_path: Path) -> None:
     value = f"x; touch {tmp_path}/pwned $(touch {tmp_path}/pwned2)"
-    result = LocalExecutor().run(ShellCommand(script=f"printf '%s' {shlex.quote(value)}"))
+    result = LocalExecutor().execute(ShellCommand(script=f"printf '%s' {shlex.quote(value)}"))
     assert result.data["stdout"] == value
     assert list(tmp_path.iterdir()) == []
 
@@ -299,7 +299,7 @@ def test_local_timeout_kills_the_process_group() -> None:
     duration = _unique_sleep()
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
-        LocalExecutor().run(ShellCommand(script=f"sleep {duration} &\nsleep {duration}", timeout=1))
+        LocalExecutor().execute(ShellCommand(script=f"sleep {duration} &\nsleep {duration}", timeout=1))
     assert time.monotonic() - started < 5
     assert "local script timed out after 1 s" in failed.value.message
     assert _wait_until_gone(f"sleep {duration}", within=1) == []
@@ -308,7 +308,7 @@ def test_local_timeout_kills_the_process_group() -> None:
 def test_local_background_process_holding_output_is_a_timeout_not_a_hang() -> None:
     duration = _unique_sleep()
     with pytest.raises(StepFailed) as failed:
-        LocalExecutor().run(ShellCommand(script=f"sleep {duration} &\necho done", timeout=1))
+        LocalExecutor().execute(ShellCommand(script=f"sleep {duration} &\necho done", timeout=1))
     assert "kept its output open" in failed.value.message
     assert _wait_until_gone(f"sleep {duration}", within=1) == []
 
@@ -316,19 +316,19 @@ def test_local_background_process_holding_output_is_a_timeout_not_a_hang() -> No
 def test_local_large_output_does_not_deadlock() -> None:
     # Far more than a pipe buffer on both streams, while a big script is still being written.
     script = "head -c 3000000 /dev/zero | tr '\\0' a\nhead -c 3000000 /dev/zero | tr '\\0' b >&2\n" + "#" * 500000
-    result = LocalExecutor().run(ShellCommand(script=script, timeout=20))
+    result = LocalExecutor().execute(ShellCommand(script=script, timeout=20))
     assert len(result.data["stdout"]) == 3_000_000 and len(result.data["stderr"]) == 3_000_000
 
 
 def test_local_refuses_a_script_meant_for_a_node(tmp_path: Path) -> None:
     with pytest.raises(StepFailed) as failed:
-        LocalExecutor().run(ShellCommand(script=f"touch {tmp_path}/ran", node="pve01"))
+        LocalExecutor().execute(ShellCommand(script=f"touch {tmp_path}/ran", node="pve01"))
     assert failed.value.sent is False and not (tmp_path / "ran").exists()
 
 
 def test_local_nonpositive_timeout_is_refused() -> None:
     with pytest.raises(StepFailed) as failed:
-        LocalExecutor().run(ShellCommand(script="true", timeout=0))
+        LocalExecutor().execute(ShellCommand(script="true", timeout=0))
     assert failed.value.sent is False
 
 

@@ -51,7 +51,7 @@ def executor(sim: SimCluster) -> ApiExecutor:
 
 
 def call(api: ApiExecutor, method: str, path: str, **params: Any) -> Any:
-    return api.call(ApiRequest(method, path, params)).data
+    return api.execute(ApiRequest(method, path, params)).data
 
 
 def vms(api: ApiExecutor) -> dict[int, dict[str, Any]]:
@@ -125,7 +125,7 @@ def test_a_shared_default_storage_is_seeded_shared_and_clones_can_target_any_nod
 def test_clone_then_migrate_moves_the_vm(api: ApiExecutor) -> None:
     clone(api)
     assert vms(api)[1031]["node"] == "pve01"
-    task = api.call(ApiRequest("POST", "/nodes/pve01/qemu/1031/migrate", {"target": "pve02"})).data
+    task = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/1031/migrate", {"target": "pve02"})).data
     assert task["exitstatus"] == "OK"
     assert ":qmigrate:1031:" in task["upid"]
     assert vms(api)[1031]["node"] == "pve02"
@@ -153,7 +153,7 @@ def test_migrate_refusals_use_pves_words_and_move_nothing(
     if running:
         call(api, "POST", "/nodes/pve01/qemu/1031/status/start")
     with pytest.raises(StepFailed) as refused:
-        api.call(ApiRequest("POST", f"/nodes/pve01/qemu/{vmid}/migrate", params))
+        api.execute(ApiRequest("POST", f"/nodes/pve01/qemu/{vmid}/migrate", params))
     assert words in refused.value.message
     assert vms(api)[vmid]["node"] == "pve01"
 

@@ -72,14 +72,14 @@ def node() -> tuple[SimShellExecutor, FakeVms, NodeFiles]:
 
 
 def ssh(executor: SimShellExecutor, script: str, node: str = "pve01") -> dict:
-    return executor.run(ShellCommand(script=script, node=node)).data
+    return executor.execute(ShellCommand(script=script, node=node)).data
 
 
 def test_template_creation_sequence(node) -> None:
     executor, vms, files = node
     iso = "/var/lib/vz/template/iso"
     lines: list[str] = []
-    result = executor.run(
+    result = executor.execute(
         ShellCommand(
             node="pve01",
             script=f"""
@@ -213,7 +213,7 @@ class Cluster:
 
     def run(self, *argv: str) -> dict:
         command = TalosctlCommand(argv=argv, talosconfig=str(self.folder / "talosconfig"), cwd=str(self.folder))
-        return self.executor.run(command).data
+        return self.executor.execute(command).data
 
     def fails(self, *argv: str) -> StepFailed:
         with pytest.raises(StepFailed) as failed:
@@ -346,7 +346,7 @@ def test_unreachable_nodes_and_foreign_configs(cluster: Cluster, tmp_path: Path)
     # a talosconfig from other secrets is not trusted
     other = tmp_path / "other"
     other.mkdir()
-    cluster.executor.run(TalosctlCommand(argv=("gen", "config", "stg", "https://10.20.0.30:6443"), cwd=str(other)))
+    cluster.executor.execute(TalosctlCommand(argv=("gen", "config", "stg", "https://10.20.0.30:6443"), cwd=str(other)))
     failed = cluster.fails("bootstrap", "--nodes", CP1, "-e", CP1, "--talosconfig", "other/talosconfig")
     assert "x509: certificate signed by unknown authority" in failed.message
     # a VM made again under the same address boots from a fresh disk: maintenance again
@@ -412,8 +412,8 @@ def test_factory_schematic_id_is_deterministic_and_matches_the_real_factory() ->
     as_json = json.dumps(
         {"customization": {"systemExtensions": {"officialExtensions": ["siderolabs/qemu-guest-agent"]}}}
     )
-    first = executor.request(HttpRequest("POST", "https://factory.talos.dev/schematics", body=as_yaml))
-    second = executor.request(HttpRequest("POST", "https://factory.talos.dev/schematics", body=as_json))
+    first = executor.execute(HttpRequest("POST", "https://factory.talos.dev/schematics", body=as_yaml))
+    second = executor.execute(HttpRequest("POST", "https://factory.talos.dev/schematics", body=as_json))
     assert first.data["json"] == second.data["json"] == {"id": SCHEMATIC}  # the id factory.talos.dev gives
     assert first.data["status"] == 201 and set(first.data) == {"status", "headers", "body", "json"}
     assert schematic_id("")[0] == "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
@@ -425,22 +425,22 @@ def test_factory_schematic_id_is_deterministic_and_matches_the_real_factory() ->
     assert schematic_id(json.dumps(two)) == schematic_id(yaml.safe_dump(two))
     assert schematic_id(json.dumps(two))[0] != SCHEMATIC
     with pytest.raises(StepFailed, match=r"returned 400 Bad Request.*field systemExtension not found"):
-        executor.request(
+        executor.execute(
             HttpRequest("POST", "https://factory.talos.dev/schematics", body="customization:\n  systemExtension: {}\n")
         )
 
 
 def test_factory_versions_images_and_other_hosts() -> None:
     executor = SimHttpExecutor(Factory())
-    versions = executor.request(HttpRequest("GET", "https://factory.talos.dev/versions")).data["json"]
+    versions = executor.execute(HttpRequest("GET", "https://factory.talos.dev/versions")).data["json"]
     assert "v1.9.5" in versions
-    head = executor.request(HttpRequest("HEAD", IMAGE_URL)).data
+    head = executor.execute(HttpRequest("HEAD", IMAGE_URL)).data
     assert head["status"] == 200 and int(head["headers"]["content-length"]) > 50_000_000
     assert (
-        executor.request(HttpRequest("GET", IMAGE_URL.replace("v1.9.5", "v0.1.0"), expect=(404,))).data["status"] == 404
+        executor.execute(HttpRequest("GET", IMAGE_URL.replace("v1.9.5", "v0.1.0"), expect=(404,))).data["status"] == 404
     )
     with pytest.raises(StepFailed) as failed:
-        executor.request(HttpRequest("GET", "https://example.org/versions"))
+        executor.execute(HttpRequest("GET", "https://example.org/versions"))
     assert "simulation: only the Talos Image Factory is simulated for http steps" in failed.value.message
     assert failed.value.sent is False
 

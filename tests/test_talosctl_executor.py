@@ -25,7 +25,7 @@ def test_argv_talosconfig_and_cwd_reach_the_binary(fake: FakeTalosctl, tmp_path:
     fake.respond(["version"], stdout='{"version": "v1.9.5"}\n', stderr="note\n")
     talosconfig = tmp_path / "talosconfig"
     argv = ("version", "--nodes", "10.0.0.1", "--short; touch /tmp/pwned")
-    result = TalosctlExecutor().run(TalosctlCommand(argv=argv, talosconfig=str(talosconfig), cwd=str(tmp_path)))
+    result = TalosctlExecutor().execute(TalosctlCommand(argv=argv, talosconfig=str(talosconfig), cwd=str(tmp_path)))
     assert result.data == {"stdout": '{"version": "v1.9.5"}\n', "stderr": "note\n", "exit_code": 0}
     [call] = fake.calls()
     assert call["argv"] == list(argv)
@@ -35,14 +35,14 @@ def test_argv_talosconfig_and_cwd_reach_the_binary(fake: FakeTalosctl, tmp_path:
 
 def test_without_talosconfig_the_inherited_one_is_kept(fake: FakeTalosctl, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TALOSCONFIG", "/home/op/.talos/config")
-    TalosctlExecutor().run(TalosctlCommand(argv=("health",)))
+    TalosctlExecutor().execute(TalosctlCommand(argv=("health",)))
     assert fake.calls()[0]["talosconfig"] == "/home/op/.talos/config"
 
 
 def test_missing_binary_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(StepFailed) as failed:
-        TalosctlExecutor().run(TalosctlCommand(argv=("version",)))
+        TalosctlExecutor().execute(TalosctlCommand(argv=("version",)))
     message = failed.value.message
     assert "talosctl is not installed" in message and INSTALL_DOCS in message
     assert f"searched: {tmp_path}" in message
@@ -51,14 +51,14 @@ def test_missing_binary_says_how_to_install(tmp_path: Path, monkeypatch: pytest.
 
 def test_missing_binary_given_as_path(tmp_path: Path) -> None:
     with pytest.raises(StepFailed) as failed:
-        TalosctlExecutor(binary=str(tmp_path / "talosctl")).run(TalosctlCommand(argv=("version",)))
+        TalosctlExecutor(binary=str(tmp_path / "talosctl")).execute(TalosctlCommand(argv=("version",)))
     assert f"{tmp_path / 'talosctl'} does not exist or is not executable" in failed.value.message
 
 
 def test_failure_has_exit_code_and_stderr_tail(fake: FakeTalosctl) -> None:
     fake.respond(["apply-config"], stderr="error applying config: rpc error: code = Unavailable\n", exit=1)
     with pytest.raises(StepFailed) as failed:
-        TalosctlExecutor().run(TalosctlCommand(argv=("apply-config", "--file", "cp.yaml")))
+        TalosctlExecutor().execute(TalosctlCommand(argv=("apply-config", "--file", "cp.yaml")))
     message = failed.value.message
     assert "`talosctl apply-config --file cp.yaml` exited with 1" in message
     assert "code = Unavailable" in message
@@ -69,7 +69,7 @@ def test_hang_is_killed_at_the_timeout(fake: FakeTalosctl) -> None:
     fake.respond(stdout="waiting for node\n", hang=True)
     started = time.monotonic()
     with pytest.raises(StepFailed) as failed:
-        TalosctlExecutor().run(TalosctlCommand(argv=("health", "--wait-timeout", "10m"), timeout=1))
+        TalosctlExecutor().execute(TalosctlCommand(argv=("health", "--wait-timeout", "10m"), timeout=1))
     assert time.monotonic() - started < 5
     assert "timed out after 1 s and was killed" in failed.value.message
     assert failed.value.data["stdout"] == "waiting for node\n"
@@ -80,6 +80,6 @@ def test_hang_is_killed_at_the_timeout(fake: FakeTalosctl) -> None:
 
 def test_missing_cwd_is_refused_before_running(fake: FakeTalosctl, tmp_path: Path) -> None:
     with pytest.raises(StepFailed) as failed:
-        TalosctlExecutor().run(TalosctlCommand(argv=("version",), cwd=str(tmp_path / "nope")))
+        TalosctlExecutor().execute(TalosctlCommand(argv=("version",), cwd=str(tmp_path / "nope")))
     assert "does not exist" in failed.value.message and failed.value.sent is False
     assert fake.calls() == []

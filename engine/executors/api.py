@@ -32,19 +32,21 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
-from engine.actions import ApiRequest, Result, StepFailed
-from engine.credentials import ApiToken, CredentialError, TokenSource
-from engine.secrets import Secret, scrub
-
 from .. import exitcodes
+from ..actions import ApiRequest, Result, StepFailed
+from ..credentials import ApiToken, CredentialError
 from ..errors import RunbookError
+from ..facts import Facts
+from ..secrets import Secret, scrub
+from .base import Change, Progress, TokenProvider
+from .preview import api_changes
 
 log = logging.getLogger("runbook.api")
 
@@ -57,8 +59,6 @@ TASK_SUCCESS = re.compile(r"OK|WARNINGS: \d+")
 LOG_TAIL_LINES = 20
 LOG_PAGE = 500  # task log lines asked for per request
 BACKOFF_CAP = 10.0  # seconds: the longest pause between retries of an idempotent request
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -219,10 +219,12 @@ class ApiExecutor:
     operator must be told on every run (insecure TLS).
     """
 
+    kind = "api"
+
     def __init__(
         self,
         endpoints: Sequence[tuple[str, str]],
-        token_source: TokenSource,
+        token_source: TokenProvider,
         verify: Verify | Mapping[str, Verify],
         *,
         timeout: float = 30.0,
@@ -267,7 +269,12 @@ class ApiExecutor:
 
     @classmethod
     def from_config(
-        cls, config_data: Mapping[str, Any], token_source: TokenSource, *, base_dir: Path | None = None, **options: Any
+        cls,
+        config_data: Mapping[str, Any],
+        token_source: TokenProvider,
+        *,
+        base_dir: Path | None = None,
+        **options: Any,
     ) -> ApiExecutor:
         """The executor for a validated cluster config: its nodes as endpoints, its ``tls`` as verification.
 
@@ -332,7 +339,11 @@ class ApiExecutor:
 
     # ------------------------------------------------------------------ the call
 
-    def call(self, request: ApiRequest, progress: Progress | None = None) -> Result:
+    def preview(self, request: ApiRequest, facts: Facts) -> list[Change]:
+        """What sending ``request`` would change (see ``engine.executors.preview``); sends nothing."""
+        return api_changes(request, facts)
+
+    def execute(self, request: ApiRequest, progress: Progress | None = None) -> Result:
         """Send ``request``; wait for its task when it starts one and ``request.poll``; raise ``StepFailed``.
 
         ``request.timeout``, when given, bounds each HTTP request and the wait for the task.

@@ -16,8 +16,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from engine.actions import HttpRequest, Result, StepFailed
-from engine.executors.shell import Progress
+from ..actions import HttpRequest, Result, StepFailed
+from ..facts import Facts
+from .base import Change, Progress
+from .preview import http_changes
 
 BODY_LIMIT = 1024 * 1024  # bytes kept of a response body; past this it is cut and not parsed as JSON
 EXCERPT = 300  # characters of the body quoted in a failure message
@@ -30,6 +32,8 @@ class HttpExecutor:
     ``timeout`` is the default for requests without their own. ``verify`` is httpx's: True for the
     system trust store, or an ``ssl.SSLContext`` holding a specific CA.
     """
+
+    kind = "http"
 
     def __init__(self, timeout: float = 30, verify: bool | ssl.SSLContext = True):
         self.timeout = timeout
@@ -44,7 +48,10 @@ class HttpExecutor:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def request(self, req: HttpRequest, progress: Progress | None = None) -> Result:
+    def preview(self, req: HttpRequest, facts: Facts) -> list[Change]:
+        return http_changes(req, facts)
+
+    def execute(self, req: HttpRequest, progress: Progress | None = None) -> Result:
         """Send ``req``; Result.data is ``{status, headers, body}`` plus ``json`` when the body is JSON.
 
         ``timeout`` bounds the whole exchange, not just each read: a server trickling bytes must

@@ -22,16 +22,16 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.actions import Result, ShellCommand, StepFailed
-from engine.credentials import ENV_TOKEN_RE
-from engine.secrets import Secret, scrub
-
-Progress = Callable[[str], None]
-"""Called with each line a command writes (stdout and stderr, newline stripped, secrets masked)."""
+from ..actions import Result, ShellCommand, StepFailed
+from ..credentials import ENV_TOKEN_RE, CredentialError
+from ..facts import Facts
+from ..secrets import Secret, scrub
+from .base import Change, Progress, TokenProvider
+from .preview import shell_changes
 
 STDERR_TAIL_LINES = 20
 OUTPUT_LIMIT = 16 * 1024 * 1024  # bytes kept per stream; beyond this a runaway command only wastes memory
@@ -295,10 +295,38 @@ def _seconds(value: float) -> str:
 
 
 class LocalExecutor:
-    """Runs ``ShellCommand`` scripts (``node`` None) on this machine with ``bash -s``."""
+    """Runs ``ShellCommand`` scripts (``node`` None) on this machine with ``bash -s``.
 
-    def __init__(self, default_timeout: float = 600):
+    ``token_source`` gives the API token to a command that asks for it (``token_env``); it is
+    asked at each such command, never before, so a run whose commands need no token needs none.
+    """
+
+    kind = "local"
+
+    def __init__(self, default_timeout: float = 600, *, token_source: TokenProvider | None = None):
         self.default_timeout = default_timeout
+        self.token_source = token_source
+
+    def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
+        """Run the script, with the API token in ``command.token_env`` when it asks for it."""
+        secret_env = {command.token_env: self._token_value()} if command.token_env else {}
+        return self.run(command, progress, secret_env=secret_env)
+
+    def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
+        return shell_changes(command, facts)
+
+    def close(self) -> None:
+        """Nothing to release: every script is its own process, ended when it returns."""
+
+    def _token_value(self) -> Secret:
+        """The API token as ``user@realm!tokenid=secret`` (the form Ansible's PROXMOX_API_TOKEN takes)."""
+        if self.token_source is None:
+            raise StepFailed("the command asks for the API token, but this executor was given none", sent=False)
+        try:
+            token = self.token_source.get()
+        except CredentialError as exc:
+            raise StepFailed(f"cannot get the Proxmox VE API token for the command: {exc}", sent=False) from None
+        return Secret(f"{token.token_id}={token.secret.reveal()}")
 
     def run(
         self,
@@ -309,8 +337,10 @@ class LocalExecutor:
     ) -> Result:
         """Run the script; ``command.env`` and ``secret_env`` reach only the child's environment.
 
-        ``secret_env`` holds values resolved at the moment of use (never stored in the action);
-        they are masked in the output, the progress lines and any failure message.
+        ``execute`` is the executor's interface; this is the transport under it, for a caller
+        that holds the secrets itself. ``secret_env`` holds values resolved at the moment of use
+        (never stored in the action); they are masked in the output, the progress lines and any
+        failure message.
         """
         if command.node is not None:
             # One action type serves both executors; a node's script must never run here by mistake.
@@ -349,6 +379,8 @@ class SshExecutor:
     (passphrase, unknown host key) a failure instead of a prompt nobody sees.
     """
 
+    kind = "ssh"
+
     def __init__(
         self,
         hosts: Mapping[str, str],
@@ -363,6 +395,20 @@ class SshExecutor:
         self.ssh_config = ssh_config
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
+
+    def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
+        """Run the script on ``command.node``. The API token is handed to local commands only."""
+        if command.token_env:
+            raise StepFailed(
+                f"a script for node {command.node} asks for the API token, which only local commands get", sent=False
+            )
+        return self.run(command, progress)
+
+    def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
+        return shell_changes(command, facts)
+
+    def close(self) -> None:
+        """Nothing to release: every script is its own ssh process, ended when it returns."""
 
     def host_of(self, node: str | None) -> str:
         """The host for ``node``; StepFailed (never sent) naming the known nodes otherwise."""
@@ -418,6 +464,9 @@ class SshExecutor:
         secret_env: Mapping[str, Secret] | None = None,
     ) -> Result:
         """Run the script on ``command.node``; ``command.env`` and ``secret_env`` are exported in it.
+
+        ``execute`` is the executor's interface; this is the transport under it, for a caller
+        that holds the secrets itself.
 
         The exports travel on stdin with the script, so neither a value nor a secret is in any
         argument list, here or on the node. Secrets are masked in output and messages.

@@ -12,14 +12,19 @@ import os
 import shlex
 import shutil
 
-from engine.actions import Result, StepFailed, TalosctlCommand
-from engine.executors.shell import Progress, run_process
+from ..actions import Result, StepFailed, TalosctlCommand
+from ..facts import Facts
+from .base import Change, Progress
+from .preview import talosctl_changes
+from .shell import run_process
 
 INSTALL_DOCS = "https://www.talos.dev/latest/talos-guides/install/talosctl/"
 
 
 class TalosctlExecutor:
     """Runs talosctl with ``command.argv``; ``binary`` is a name looked up on PATH, or a path."""
+
+    kind = "talosctl"
 
     def __init__(self, binary: str = "talosctl", default_timeout: float = 600):
         self.binary = binary
@@ -45,7 +50,13 @@ class TalosctlExecutor:
             sent=False,
         )
 
-    def run(self, command: TalosctlCommand, progress: Progress | None = None) -> Result:
+    def preview(self, command: TalosctlCommand, facts: Facts) -> list[Change]:
+        return talosctl_changes(command, facts)
+
+    def close(self) -> None:
+        """Nothing to release: every command is its own process, ended when it returns."""
+
+    def execute(self, command: TalosctlCommand, progress: Progress | None = None) -> Result:
         """Run talosctl; stdout/stderr/exit_code in ``Result.data``, StepFailed on failure or timeout."""
         binary = self.resolve()
         timeout = command.timeout if command.timeout is not None else self.default_timeout

@@ -30,8 +30,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from engine.actions import HttpRequest, Result, StepFailed
-from engine.executors.shell import Progress
+from ..actions import HttpRequest, Result, StepFailed
+from ..executors.base import Change, Progress
+from ..executors.preview import http_changes
+from ..facts import Facts
 
 FACTORY_HOST = "factory.talos.dev"
 EXCERPT = 300
@@ -215,6 +217,8 @@ class SimHttpExecutor:
     ``factory`` holds the posted schematics; give one over a persisted dict to keep them.
     """
 
+    kind = "http"
+
     def __init__(self, factory: Factory | None = None):
         self.factory = factory if factory is not None else Factory()
 
@@ -227,7 +231,10 @@ class SimHttpExecutor:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def request(self, req: HttpRequest, progress: Progress | None = None) -> Result:
+    def preview(self, req: HttpRequest, facts: Facts) -> list[Change]:
+        return http_changes(req, facts)
+
+    def execute(self, req: HttpRequest, progress: Progress | None = None) -> Result:
         method = req.method.upper()
         parts = urlsplit(req.url)
         shown = f"{method} {parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

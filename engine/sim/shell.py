@@ -32,9 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from engine.actions import Result, ShellCommand, StepFailed
-from engine.executors.shell import Progress
-from engine.sim.http import Factory, image_sizes, is_factory_url, parse_image_url
+from ..actions import Result, ShellCommand, StepFailed
+from ..executors.base import Change, Progress
+from ..executors.preview import shell_changes
+from ..facts import Facts
+from .http import Factory, image_sizes, is_factory_url, parse_image_url
 
 SIMULATED = "simulated: qm set/template/config/list/status, wget, curl, xz -d, test -f, rm -f, mkdir -p, echo"
 DEFAULT_DOWNLOAD_SIZE = 50 * 1024 * 1024  # size given to a non-factory download
@@ -181,15 +183,21 @@ class SimShellExecutor:
     from factory.talos.dev (a fresh ``Factory`` when not given).
     """
 
+    kind = "ssh"
+
     def __init__(self, vms: VmOps, files: NodeFiles, factory: Factory | None = None):
         self.vms = vms
         self.files = files
         self.factory = factory if factory is not None else Factory()
         self._lock = threading.Lock()
 
-    def run(
-        self, command: ShellCommand, progress: Progress | None = None, *, secret_env: Mapping[str, Any] | None = None
-    ) -> Result:
+    def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
+        return shell_changes(command, facts)
+
+    def close(self) -> None:
+        """Nothing to release: the simulated nodes' state belongs to the simulation."""
+
+    def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
         node = command.node
         if node is None:
             raise StepFailed(
@@ -228,8 +236,6 @@ class SimShellExecutor:
             "HOSTNAME": node,
         }
         env.update(command.env)
-        for name, value in (secret_env or {}).items():
-            env[name] = value.reveal() if hasattr(value, "reveal") else str(value)
         with self._lock:
             run = _Run(self, node, env, progress)
             code = run.program(program)

@@ -45,10 +45,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from engine.actions import Result, StepFailed, TalosctlCommand
-from engine.executors.shell import Progress
-from engine.sim.http import VERSIONS
-from engine.sim.shell import VmInfo
+from ..actions import Result, StepFailed, TalosctlCommand
+from ..executors.base import Change, Progress
+from ..executors.preview import talosctl_changes
+from ..facts import Facts
+from .http import VERSIONS
+from .shell import VmInfo
 
 DEFAULT_TALOS_VERSION = "v1.9.5"
 DEFAULT_KUBERNETES_VERSION = "v1.32.3"
@@ -445,6 +447,8 @@ class SimTalosctlExecutor:
     TALOSCONFIG and HOME are read when the command does not set them (default ``os.environ``).
     """
 
+    kind = "talosctl"
+
     def __init__(
         self,
         world: TalosWorld,
@@ -461,7 +465,13 @@ class SimTalosctlExecutor:
         self.environ = environ if environ is not None else os.environ
         self._lock = threading.Lock()
 
-    def run(self, command: TalosctlCommand, progress: Progress | None = None) -> Result:
+    def preview(self, command: TalosctlCommand, facts: Facts) -> list[Change]:
+        return talosctl_changes(command, facts)
+
+    def close(self) -> None:
+        """Nothing to release: the Talos state belongs to the simulation."""
+
+    def execute(self, command: TalosctlCommand, progress: Progress | None = None) -> Result:
         shown = shlex.join(["talosctl", *command.argv])
         if command.cwd is not None and not os.path.isdir(command.cwd):
             raise StepFailed(f"talosctl working directory {command.cwd} does not exist", sent=False)

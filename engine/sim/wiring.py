@@ -5,7 +5,8 @@ fakepve with its fresh certificate and token), the runner, gates and journal are
 ``ssh``, ``talosctl`` and ``http`` steps go to the simulated node shell, Talos and Image Factory;
 ``local`` steps run for real with simulated ``ansible-playbook``, ``flux`` and ``kubectl`` first
 on PATH. The state is saved after every step, so a run that dies leaves the cluster as it was at
-its last step, like a real one.
+its last step, like a real one. The simulation registers its executors with an ordinary
+``Dispatcher``, each wrapped to save after every action; the dispatcher itself is the real one.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..actions import Action, Result, ShellCommand
+from ..actions import Result, ShellCommand
 from ..config import ClusterConfig
 from ..credentials import ApiToken
 from ..dispatch import Dispatcher
 from ..executors.api import ApiExecutor
+from ..executors.base import Change, Executor, ExecutorFactory, Progress, TokenProvider
 from ..executors.shell import LocalExecutor
+from ..facts import Facts
 from ..home import Home
 from ..profiles import Profile, load_profiles
 from ..runlock import ProfileLock
-from ..secrets import Secret
 from .http import Factory, SimHttpExecutor
 from .server import SimCluster, sim_dir
 from .shell import NodeFiles, SimShellExecutor, VmInfo
@@ -113,17 +115,44 @@ class _Tokens:
 
 
 class _PathLocal:
-    """Local steps run for real, with the simulated tools first on PATH."""
+    """Local steps run for real, with the simulated tools first on PATH (and the simulated token)."""
 
-    def __init__(self, bin_dir: Path):
+    kind = "local"
+
+    def __init__(self, bin_dir: Path, token_source: TokenProvider):
         self.bin_dir = bin_dir
-        self.local = LocalExecutor()
+        self.local = LocalExecutor(token_source=token_source)
 
-    def run(
-        self, command: ShellCommand, progress: Any = None, *, secret_env: Mapping[str, Secret] | None = None
-    ) -> Result:
+    def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
         env = {**command.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
-        return self.local.run(dataclasses.replace(command, env=env), progress, secret_env=secret_env)
+        return self.local.execute(dataclasses.replace(command, env=env), progress)
+
+    def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
+        return self.local.preview(command, facts)
+
+    def close(self) -> None:
+        self.local.close()
+
+
+class _Saving:
+    """An executor that saves the simulated cluster after every action, whatever its outcome."""
+
+    def __init__(self, executor: Executor, save: Callable[[], None]):
+        self.executor = executor
+        self.kind = executor.kind
+        self.save = save
+
+    def execute(self, action: Any, progress: Progress | None = None) -> Result:
+        try:
+            return self.executor.execute(action, progress)
+        finally:
+            self.save()
+
+    def preview(self, action: Any, facts: Facts) -> list[Change]:
+        return self.executor.preview(action, facts)
+
+    def close(self) -> None:
+        self.executor.close()
 
 
 class Simulation:
@@ -169,28 +198,32 @@ class Simulation:
             name = names_by_ip.get(ip)
             return self.vms.by_name(name) if name else None
 
-        factory = Factory()
+        image_factory = Factory()
         bin_dir = sim_dir(self.home) / "bin"
         write_shims(bin_dir, cluster.state_file)
-        self.executors = {
-            "ssh": SimShellExecutor(self.vms, self.files, factory),
-            "talosctl": SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
-            "http": SimHttpExecutor(factory),
-            "local": _PathLocal(bin_dir),
+        tokens = _Tokens(cluster)
+        self.factories: dict[str, ExecutorFactory] = {
+            "api": lambda: ApiExecutor(cluster.endpoints(), tokens, cluster.verify()),
+            "ssh": lambda: SimShellExecutor(self.vms, self.files, image_factory),
+            "talosctl": lambda: SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
+            "http": lambda: SimHttpExecutor(image_factory),
+            "local": lambda: _PathLocal(bin_dir, tokens),
         }
 
     def dispatcher(self) -> Dispatcher:
-        cluster = self.cluster
-        assert cluster is not None
-        dispatcher = _SavingDispatcher(
-            self,
-            self.config.data,
-            self.home.root,
-            api_factory=lambda: ApiExecutor(cluster.endpoints(), _Tokens(cluster), cluster.verify()),
-            overrides=self.executors,
-        )
-        dispatcher.token_source = _Tokens(cluster)
+        """A dispatcher whose every executor is the simulation's, each saving after every action."""
+        assert self.cluster is not None
+        dispatcher = Dispatcher(self.config.data, self.home.root, adjust_context=self.adjust_context)
+        for kind, make in self.factories.items():
+            dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))
         return dispatcher
+
+    def adjust_context(self, context: dict[str, Any]) -> None:
+        """Keep a simulated cluster's Talos files (secrets, configs, kubeconfig) inside the simulation's
+        folder: a simulated run must never overwrite a real cluster's secrets in ``talos.config_dir``."""
+        profile = context.get("profile")
+        if profile and context.get("talos_config_dir"):
+            context["talos_config_dir"] = str(sim_dir(self.home) / "talos" / str(profile["name"]))
 
     def banner(self) -> str:
         assert self.cluster is not None
@@ -214,30 +247,3 @@ class Simulation:
             self.cluster = None
             if self.lock.held:
                 self.lock.release()
-
-
-class _SavingDispatcher(Dispatcher):
-    """Saves the simulated cluster after every step, whatever its outcome."""
-
-    def __init__(self, simulation: Simulation, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.simulation = simulation
-
-    def execute(self, action: Action, progress: Callable[[str], None]) -> Result:
-        try:
-            return super().execute(action, progress)
-        finally:
-            self.simulation.save()
-
-    def adjust_context(self, context: dict[str, Any]) -> None:
-        """Keep a simulated cluster's Talos files (secrets, configs, kubeconfig) inside the simulation's
-        folder: a simulated run must never overwrite a real cluster's secrets in ``talos.config_dir``."""
-        profile = context.get("profile")
-        if profile and context.get("talos_config_dir"):
-            context["talos_config_dir"] = str(sim_dir(self.simulation.home) / "talos" / str(profile["name"]))
-
-    def close(self) -> None:
-        """The simulated executors belong to the simulation; only the API client is closed here."""
-        api = self._made.get("api")
-        if api is not None:
-            api.close()
