@@ -45,6 +45,7 @@ from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
 from .render import Renderer, StepOutputs, split_api_body
+from .retry import Backoff, Policy, retry
 from .stepcheck import rendered_problems
 from .unknown import Unknown, UnknownValue, contains_unknown
 
@@ -55,6 +56,9 @@ DEFAULT_LOCK_RETRIES = 5
 #: First pause before retrying a lock failure (seconds), doubled each time up to LOCK_BACKOFF_CAP, jittered.
 LOCK_BACKOFF = 1.0
 LOCK_BACKOFF_CAP = 30.0
+#: First pause before a step's ``retries`` try again (seconds), doubled each time up to RETRY_BACKOFF_CAP, jittered.
+RETRY_BACKOFF = 0.2
+RETRY_BACKOFF_CAP = 5.0
 #: How many earlier runs' journals are read to learn how long tasks of each kind take.
 HISTORY_RUNS = 20
 HISTORY_SAMPLES = 32
@@ -286,6 +290,10 @@ def pipeline_problems(members: Sequence[Step], name: str, file: str) -> list[Pro
 
 class _Stop(Exception):
     """Raised inside a worker when new work must not start (an earlier failure)."""
+
+
+class _NotYet(Exception):
+    """An attempt of an ``until`` step that did not find its condition true (or failed); says what it saw."""
 
 
 class _OtherItem(ValueError):
@@ -844,59 +852,63 @@ class Runner:
         retries = int(step.attrs.get("retries", 0))
         concurrent = "parallel" in step.attrs or "pipeline" in step.attrs
         lock_retries = max(retries, self.lock_retries if concurrent else 0)
-        attempt = locked = 0
-        while True:
-            try:
-                return self._once(step, action, entry)
-            except ExtractRefused as refusal:
-                self._fail_step(step, entry, f"refused: {refusal}", started)
-            except StepFailed as failure:
-                if failure.retryable and locked < lock_retries and _lock_error(failure.message):
-                    locked += 1
-                    pause = min(LOCK_BACKOFF_CAP, self.lock_backoff * 2 ** (locked - 1)) * self._random.uniform(0.5, 1)
-                    reason = failure.message.strip().splitlines()[0][:160]
-                    self.on_event(
-                        "progress",
-                        _note(
-                            entry,
-                            f"a lock is held ({reason}); trying again in {pause:.1f} s ({locked} of {lock_retries})",
-                        ),
-                    )
-                    time.sleep(pause)
-                    continue
-                if attempt < retries and (failure.retryable or reads_only(step) or not failure.sent):
-                    attempt += 1
-                    time.sleep(min(2**attempt * 0.1, 5) * self._random.uniform(0.5, 1))
-                    continue
-                self._fail_step(step, entry, failure.message, started)
+
+        def lock_held(error: Exception) -> bool:
+            return isinstance(error, StepFailed) and error.retryable and _lock_error(error.message)
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            assert isinstance(error, StepFailed)
+            reason = error.message.strip().splitlines()[0][:160]
+            self.on_event(
+                "progress",
+                _note(entry, f"a lock is held ({reason}); trying again in {pause:.1f} s ({number} of {lock_retries})"),
+            )
+
+        def safe(error: Exception) -> bool:
+            return isinstance(error, StepFailed) and (error.retryable or reads_only(step) or not error.sent)
+
+        try:
+            return retry(
+                lambda: self._once(step, action, entry),
+                Policy(lock_retries, Backoff(self.lock_backoff, LOCK_BACKOFF_CAP), lock_held, waiting),
+                Policy(retries, Backoff(RETRY_BACKOFF, RETRY_BACKOFF_CAP), safe),
+                rng=self._random,
+            )
+        except ExtractRefused as refusal:
+            self._fail_step(step, entry, f"refused: {refusal}", started)
+        except StepFailed as failure:
+            self._fail_step(step, entry, failure.message, started)
 
     def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
         """Repeat a read-only step until its ``until`` expression holds over ``result``; a failed attempt
         (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
         delay = float(step.attrs.get("delay", 2))
-        last = "no answer yet"
-        for attempt in range(attempts + 1):
+
+        def attempt() -> tuple[Any, str]:
             try:
                 output, summary = self._once(step, action, entry)
-            except ExtractRefused as refusal:
-                self._fail_step(step, entry, f"refused: {refusal}", started)
             except StepFailed as failure:
-                last = f"failed: {failure.message}"
-            else:
-                if self.renderer.truth(step, "until", {"result": output}):
-                    return output, summary
-                last = f"last result: {str(output)[:200]}"
-            if attempt < attempts:
-                self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {attempt + 1})"))
-                time.sleep(delay)
-        self._fail_step(
-            step,
-            entry,
-            f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
-            f"{step.attrs['until']} is still false ({last})",
-            started,
-        )
+                raise _NotYet(f"failed: {failure.message}") from None
+            if self.renderer.truth(step, "until", {"result": output}):
+                return output, summary
+            raise _NotYet(f"last result: {str(output)[:200]}")
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {number})"))
+
+        try:
+            return retry(attempt, Policy(attempts, Backoff.fixed(delay), lambda e: isinstance(e, _NotYet), waiting))
+        except ExtractRefused as refusal:
+            self._fail_step(step, entry, f"refused: {refusal}", started)
+        except _NotYet as last:
+            self._fail_step(
+                step,
+                entry,
+                f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
+                f"{step.attrs['until']} is still false ({last})",
+                started,
+            )
 
     def _extract(self, step: Step, data: Any) -> Any:
         if "extract" not in step.attrs:

@@ -39,9 +39,10 @@ from typing import Any, Literal
 
 import httpx
 
-from engine.actions import ApiRequest, Result, StepFailed
-from engine.credentials import ApiToken, CredentialError, TokenSource
-from engine.secrets import Secret, scrub
+from ..actions import ApiRequest, Result, StepFailed
+from ..credentials import ApiToken, CredentialError, TokenSource
+from ..retry import Backoff, Policy, retry
+from ..secrets import Secret, scrub
 
 log = logging.getLogger("runbook.api")
 
@@ -378,38 +379,45 @@ class ApiExecutor:
         self, method: str, path: str, params: dict[str, str], state: _Call, *, prefer: str | None, timeout: float
     ) -> tuple[str, httpx.Response]:
         """Send with failover; retry an unanswered idempotent request. Returns (node, response), any status."""
-        attempt = 0
-        while True:
-            try:
-                return self._send_once(method, path, params, state, prefer, timeout)
-            except _MaybeSent as exc:
-                if method not in IDEMPOTENT:
-                    raise StepFailed(
-                        f"{method} {path} was sent to {exc.node}, but no answer came back ({exc.reason}). It may "
-                        f"or may not have been carried out, so it is not sent again: check the cluster (the "
-                        f"node's task list, or the object the step changes) before running this step again.",
-                        sent=True,
-                    ) from None
-                if attempt >= self.retries:
-                    raise StepFailed(
-                        f"{method} {path}: no answer from {exc.node} after {attempt + 1} attempts (last: "
-                        f"{exc.reason}). Check the network to the nodes and that pveproxy is healthy "
-                        f"(systemctl status pveproxy).",
-                        retryable=True,
-                        sent=True,
-                    ) from None
-                pause = min(BACKOFF_CAP, self.backoff * 2**attempt) * self._random.uniform(0.5, 1.0)
-                log.warning(
-                    "%s %s: no answer from %s (%s); trying again in %.2f s",
-                    method,
-                    path,
-                    exc.node,
-                    scrub(exc.reason, state.token.secret),
-                    pause,
-                )
-                time.sleep(pause)
-                attempt += 1
-                prefer = exc.node
+
+        def once() -> tuple[str, httpx.Response]:
+            return self._send_once(method, path, params, state, prefer, timeout)
+
+        def unanswered(error: Exception) -> bool:
+            return isinstance(error, _MaybeSent) and method in IDEMPOTENT
+
+        def again(error: Exception, number: int, pause: float) -> None:
+            nonlocal prefer
+            assert isinstance(error, _MaybeSent)
+            log.warning(
+                "%s %s: no answer from %s (%s); trying again in %.2f s",
+                method,
+                path,
+                error.node,
+                scrub(error.reason, state.token.secret),
+                pause,
+            )
+            prefer = error.node
+
+        try:
+            return retry(
+                once, Policy(self.retries, Backoff(self.backoff, BACKOFF_CAP), unanswered, again), rng=self._random
+            )
+        except _MaybeSent as exc:
+            if method not in IDEMPOTENT:
+                raise StepFailed(
+                    f"{method} {path} was sent to {exc.node}, but no answer came back ({exc.reason}). It may "
+                    f"or may not have been carried out, so it is not sent again: check the cluster (the "
+                    f"node's task list, or the object the step changes) before running this step again.",
+                    sent=True,
+                ) from None
+            raise StepFailed(
+                f"{method} {path}: no answer from {exc.node} after {self.retries + 1} attempts (last: "
+                f"{exc.reason}). Check the network to the nodes and that pveproxy is healthy "
+                f"(systemctl status pveproxy).",
+                retryable=True,
+                sent=True,
+            ) from None
 
     def _send_once(
         self, method: str, path: str, params: dict[str, str], state: _Call, prefer: str | None, timeout: float
