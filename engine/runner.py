@@ -854,7 +854,7 @@ class Runner:
         lock_retries = max(retries, self.lock_retries if concurrent else 0)
 
         def lock_held(error: Exception) -> bool:
-            return isinstance(error, StepFailed) and error.retryable and _lock_error(error.message)
+            return isinstance(error, StepFailed) and error.retryable and error.lock
 
         def waiting(error: Exception, number: int, pause: float) -> None:
             assert isinstance(error, StepFailed)
@@ -950,13 +950,6 @@ def _accepted(step: Step, failure: StepFailed) -> Result:
             data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts (accept_task_error)"
         )
     raise failure
-
-
-def _lock_error(message: str) -> bool:
-    """Whether PVE refused because a lock is held ("can't lock file", "VM is locked", "cfs-lock")."""
-    from .executors.api import LOCK_ERROR  # only when a step failed: the API executor is loaded by then
-
-    return bool(LOCK_ERROR.search(message))
 
 
 def task_history(run_folder: Any, runs: int = HISTORY_RUNS) -> dict[str, float]:

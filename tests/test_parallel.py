@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from engine.actions import Action, ApiRequest, Result, StepFailed
+from engine.executors.api import LOCK_ERROR
 from engine.journal import RunMeta, RunRecord, load_run, new_run_id, read_journal
 from engine.parser import parse_runbook
 from engine.problems import InputError
@@ -468,7 +469,9 @@ def test_clones_are_limited_per_template_and_per_storage() -> None:
 
 
 def locked() -> StepFailed:
-    return StepFailed("POST /nodes/pve01/qemu/100/clone on pve01: HTTP 500 VM is locked (clone)", retryable=True)
+    return StepFailed(
+        "POST /nodes/pve01/qemu/100/clone on pve01: HTTP 500 VM is locked (clone)", retryable=True, lock=True
+    )
 
 
 def test_a_held_lock_is_waited_out_with_jittered_backoff_up_to_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -500,7 +503,9 @@ def test_every_pve_lock_message_counts_and_other_failures_do_not(monkeypatch: py
         "HTTP 500 VM is locked (backup)",
         "HTTP 500 cfs-lock 'storage-local-lvm' error: got lock request timeout",
     ):
-        fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [StepFailed(message, retryable=True)]})
+        # As the API executor reports it: PVE's lock messages are recognised there.
+        failure = StepFailed(message, retryable=True, lock=bool(LOCK_ERROR.search(message)))
+        fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [failure]})
         assert runner(body, fake).run()[0].status == "succeeded", message
     other = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [StepFailed("HTTP 500 boom", retryable=True)]})
     with pytest.raises(StepError, match="boom"):

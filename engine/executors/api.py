@@ -348,6 +348,7 @@ class ApiExecutor:
                 retryable=exc.retryable,
                 sent=exc.sent,
                 data=_scrub_data(exc.data, token.secret),
+                lock=exc.lock,
             ) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence: a library error must not carry the token
             raise StepFailed(
@@ -584,12 +585,8 @@ class ApiExecutor:
             return data, f"task {kind} on {node}: {exitstatus} after {elapsed:.1f} s"
         tail = self._log_tail(node, upid, via, state, timeout)
         hint, transient = _advice(exitstatus, upid.split(":")[6] if upid.count(":") >= 7 else "VMID")
-        raise StepFailed(
-            f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\ntask: {upid}",
-            retryable=transient,
-            sent=True,
-            data=data,
-        )
+        message = f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\ntask: {upid}"
+        raise StepFailed(message, retryable=transient, sent=True, data=data, lock=_lock_held(message))
 
     def _until_expected(self, kind: str, expected: float, began: float, state: _Call) -> float:
         """Wait until a task started at ``began`` is expected to have ended, following what this
@@ -836,10 +833,11 @@ def _http_failure(
             f"{where}: {status} {text}: {node} could not reach the node named in the path. Check that "
             f"node is up and in the cluster (`pvecm status`).",
             retryable=True,
+            lock=_lock_held(text),
         )
     vmid = re.search(r"/(?:qemu|lxc)/(\d+)", path)
     hint, transient = _advice(text, vmid[1] if vmid else "VMID")
-    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=transient)
+    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=transient, lock=_lock_held(text))
 
 
 def _advice(text: str, vmid: str) -> tuple[str, bool]:
@@ -860,7 +858,7 @@ def _advice(text: str, vmid: str) -> tuple[str, bool]:
             f"node.",
             True,
         )
-    if LOCK_ERROR.search(text):
+    if _lock_held(text):
         return " Another task holds the lock; wait for it to end, then run the step again.", True
     if "no quorum" in text:
         return (
@@ -875,6 +873,11 @@ def _advice(text: str, vmid: str) -> tuple[str, bool]:
             False,
         )
     return "", False
+
+
+def _lock_held(text: str) -> bool:
+    """Whether PVE's words say a lock held by someone else stopped it (``StepFailed.lock``)."""
+    return LOCK_ERROR.search(text) is not None
 
 
 def _task_data(upid: str, node: str, exitstatus: str | None) -> dict[str, Any]:
