@@ -33,6 +33,7 @@ class Dispatcher:
         self._api_factory = api_factory
         self.token_source: Any = None  # set by simulation; else the config's pass entry or environment
         self._made: dict[str, Any] = dict(overrides or {})  # executors given ready-made (simulation)
+        self._task_estimates: dict[str, float] = {}
         self.warnings: list[str] = []
 
     def _get(self, kind: str) -> Any:
@@ -52,6 +53,7 @@ class Dispatcher:
                 except ApiSetupError as exc:
                     raise StepFailed(str(exc), sent=False) from None
             self.warnings.extend(executor.warnings)
+            executor.expect_tasks(self._task_estimates)
             return executor
         if kind == "ssh":
             from .executors.shell import SshExecutor
@@ -90,6 +92,12 @@ class Dispatcher:
         if isinstance(action, HttpRequest):
             return self._get("http").request(action, progress)
         raise TypeError(f"no executor for {type(action).__name__}")
+
+    def expect_tasks(self, estimates: Mapping[str, float]) -> None:
+        """Hand the API executor (now, or when it is made) how long PVE tasks took in earlier runs."""
+        self._task_estimates = dict(estimates)
+        if "api" in self._made:
+            self._made["api"].expect_tasks(self._task_estimates)
 
     def adjust_context(self, context: dict[str, Any]) -> None:
         """Change what templates see for this cluster; the real cluster needs no change."""

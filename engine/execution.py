@@ -16,7 +16,7 @@ from . import exitcodes
 from .actions import ApiRequest, StepFailed
 from .dispatch import Dispatcher
 from .home import Home
-from .journal import RunMeta, RunRecord, load_run, new_run_id
+from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
 from .plan import ExistingVm
 from .problems import InputError
 from .runlock import LockHeld, ProfileLock
@@ -168,6 +168,7 @@ def start_run(
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
+            dispatcher.expect_tasks(task_history(record.folder.parent))
             runner = Runner(
                 session.runbook,
                 session.context,
@@ -236,6 +237,7 @@ def resume_run(
     try:
         record, before = RunRecord.resume(home.state_dir, run_id)
         with record:
+            dispatcher.expect_tasks(task_history(record.folder.parent))
             steps = before.state.steps
             done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
             doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)

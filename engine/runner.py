@@ -35,7 +35,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
@@ -59,11 +58,7 @@ LOCK_BACKOFF_CAP = 30.0
 #: First pause before a step's ``retries`` try again (seconds), doubled each time up to RETRY_BACKOFF_CAP, jittered.
 RETRY_BACKOFF = 0.2
 RETRY_BACKOFF_CAP = 5.0
-#: How many earlier runs' journals are read to learn how long tasks of each kind take.
-HISTORY_RUNS = 20
-HISTORY_SAMPLES = 32
 _CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
-_TASK_OUTPUT = {"upid", "node", "exitstatus", "data"}
 
 
 class Executor(Protocol):
@@ -392,16 +387,11 @@ class _Limits:
 
 
 class _ItemProgress:
-    """The progress callback handed to an executor for one step item.
-
-    ``task_estimates`` maps a PVE task type (``qmclone``) to how long such tasks took in earlier
-    runs, from their journals; the API executor polls a task first when it is likely to have ended.
-    """
+    """The progress callback handed to an executor for one step item."""
 
     def __init__(self, runner: Runner, entry: PlanEntry):
         self._runner = runner
         self._entry = entry
-        self.task_estimates = runner.task_estimates
 
     def __call__(self, text: str) -> None:
         self._runner.on_event("progress", _note(self._entry, text))
@@ -456,7 +446,6 @@ class Runner:
         self.limits = _Limits(limits.get("clones_per_template"), limits.get("clones_per_storage"))
         self.lock_retries = int(limits.get("lock_retries", DEFAULT_LOCK_RETRIES))
         self.lock_backoff = lock_backoff
-        self.task_estimates: dict[str, float] = {}
         self._lock = threading.Lock()  # the entries list
         self._gate_lock = threading.Lock()  # one gate question at a time
         self._random = random.Random()
@@ -472,8 +461,6 @@ class Runner:
             if self.collect is None:
                 raise InputError(problems)
             self.collect.extend(problems)
-        if not self.dry_run and self.recorder is not None:
-            self.task_estimates = task_history(getattr(self.recorder, "folder", None))
         for section in groups:
             if section.name is None:
                 self._guarded(self._step_items, section.steps[0])
@@ -950,57 +937,6 @@ def _accepted(step: Step, failure: StepFailed) -> Result:
             data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts (accept_task_error)"
         )
     raise failure
-
-
-def task_history(run_folder: Any, runs: int = HISTORY_RUNS) -> dict[str, float]:
-    """How long PVE tasks of each type took in the most recent runs of this home, from their journals.
-
-    Every ``step_finished`` record whose output is a task the API executor waited for (``upid``,
-    ``exitstatus`` OK) is a sample of its task type (``qmclone``, ``qmstart``...): the step's
-    duration, which is the task's plus its requests (and any wait for a clone slot). The estimate
-    is the shortest of the latest samples; the API executor polls a task of that type first when
-    it is likely to have ended, and refines the figure from its own polls. Unreadable journals are
-    skipped.
-    """
-    if run_folder is None:
-        return {}
-    runs_dir = Path(run_folder).parent
-    try:
-        folders = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
-    except OSError:
-        return {}
-    samples: dict[str, list[float]] = {}
-    for folder in folders[:runs]:
-        try:
-            data = (folder / "journal.jsonl").read_bytes()
-        except OSError:
-            continue
-        for line in data.splitlines():
-            if b'"step_finished"' not in line or b'"upid":"UPID:' not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            outputs, duration = record.get("outputs"), record.get("duration")
-            # Only what the API executor answers for a task it waited for, not a step that read a task's status.
-            if not (
-                isinstance(outputs, dict)
-                and set(outputs) == _TASK_OUTPUT
-                and isinstance(duration, (int, float))
-                and duration > 0
-            ):
-                continue
-            upid, status = str(outputs.get("upid", "")), str(outputs.get("exitstatus", ""))
-            parts = upid.split(":")
-            if len(parts) > 5 and (status == "OK" or status.startswith("WARNINGS")):
-                kind = samples.setdefault(parts[5], [])
-                if len(kind) < HISTORY_SAMPLES:
-                    kind.append(float(duration))
-    # The shortest: a step's duration also holds its requests and, in a busy run, waiting for a
-    # clone slot or for the interpreter; a task cannot take less than its shortest step did, and an
-    # expectation a little short costs one more poll, where one too long costs time on every task.
-    return {kind: min(values) for kind, values in samples.items() if values}
 
 
 def _note(entry: PlanEntry, text: str) -> PlanEntry:

@@ -237,6 +237,7 @@ class ApiExecutor:
         self.backoff = backoff
         self.poll = poll
         self.task_times = task_times or TaskTimes()
+        self._task_estimates: dict[str, float] = {}
         self.warnings: list[str] = []
         self._tokens = token_source
         if isinstance(verify, Mapping):
@@ -314,6 +315,12 @@ class ApiExecutor:
                 "nodes' certificate can be verified"
             )
         return cls(endpoints, token_source, verify, **options)
+
+    def expect_tasks(self, estimates: Mapping[str, float]) -> None:
+        """How long PVE tasks of each type (``qmclone``) took in earlier runs, from their journals
+        (``engine.journal.task_history``): a task of a known type is polled first when it is likely
+        to have ended, and the figure is refined from this executor's own polls (``TaskTimes``)."""
+        self._task_estimates = dict(estimates)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -538,10 +545,7 @@ class ApiExecutor:
         for the task's node, and ``via`` is known to be reachable.
         """
         node, kind = parse_upid(upid)
-        # The caller may know from earlier runs how long such tasks take (the runner hands the
-        # journals' figures over as ``progress.task_estimates``).
-        hints = getattr(progress, "task_estimates", None) or {}
-        expected, source = self.task_times.expect(kind, hints.get(kind))
+        expected, source = self.task_times.expect(kind, self._task_estimates.get(kind))
         if expected is not None and expected < self.poll.initial:
             # A quick task: ask at once when this executor saw it end that fast; when only earlier
             # runs say so, give it ``initial`` (a busy cluster, or a run of many items, is slower).
