@@ -151,8 +151,9 @@ def start_run(
     approver: Approver,
     mode: str = "run",
     on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
 ) -> Outcome:
-    """Run a runbook for real, journaled, under its profile's lock."""
+    """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it."""
     try:
         session = _prepare(home, name, profile, given, dispatcher)
     except StepFailed as exc:
@@ -177,6 +178,7 @@ def start_run(
                 approver=approver,
                 recorder=record,
                 on_event=on_event,
+                concurrency=concurrency,
             )
             outcome = _drive(runner, record, session, run_id)
     finally:
@@ -195,6 +197,7 @@ def resume_run(
     approver: Approver,
     force: bool,
     on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
 ) -> Outcome:
     """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked."""
     loaded = load_run(home.state_dir, run_id)
@@ -251,6 +254,7 @@ def resume_run(
                 done=done,
                 check_unfinished=doubt,
                 on_event=on_event,
+                concurrency=concurrency,
             )
             outcome = _drive(runner, record, session, run_id)
     finally:

@@ -400,8 +400,8 @@ class _ItemProgress:
 class Runner:
     """Runs (or plans) one runbook with one context.
 
-    ``concurrency`` bounds how many items run at once anywhere in the run (default: the
-    executor's ``concurrency`` attribute if it has one, else ``DEFAULT_CONCURRENCY``);
+    ``concurrency`` bounds how many items run at once anywhere in the run (default:
+    ``DEFAULT_CONCURRENCY``);
     ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
     """
 
@@ -439,8 +439,7 @@ class Runner:
         # In a dry-run, read-only steps query the cluster only until a step would change it: after
         # that, what they would read is not what the run would read.
         self.plan_changes = False
-        given = concurrency if concurrency is not None else getattr(executor, "concurrency", None)
-        self.concurrency = max(1, given if isinstance(given, int) else DEFAULT_CONCURRENCY)
+        self.concurrency = max(1, concurrency if concurrency is not None else DEFAULT_CONCURRENCY)
         config = context.get("config") if isinstance(context.get("config"), dict) else {}
         limits = config.get("limits") or {}
         self.limits = _Limits(limits.get("clones_per_template"), limits.get("clones_per_storage"))

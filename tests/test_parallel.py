@@ -147,13 +147,6 @@ def test_the_run_level_concurrency_bounds_every_step() -> None:
     assert one.most == 1 and one.calls == [f"echo {n}" for n in range(1, 9)]
 
 
-def test_the_concurrency_can_come_with_the_executor() -> None:
-    fake = Fake()
-    fake.concurrency = 2  # type: ignore[attr-defined]  (the CLI sets it on the dispatcher)
-    runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", fake).run()
-    assert fake.most == 2
-
-
 def test_a_step_without_parallel_runs_one_item_at_a_time() -> None:
     fake = Fake(seconds=0.01)
     runner(f"```local {{id: s, foreach: '{ITEMS}'}}\necho {{{{ item }}}}\n```\n", fake).run()
