@@ -15,36 +15,39 @@ Concurrency (real runs only; a plan is always made one item at a time, step by s
   as a pipeline: each item goes through the steps in order, items run at once up to the first
   step's ``parallel``. Each step of each item still renders just before it runs, with the
   outputs of the steps before it. Gated steps are refused in a pipeline, and every step of a
-  pipeline that changes something needs a ``check`` (see ``pipeline_problems``).
+  pipeline that changes something needs a ``check`` (see ``engine.sections``).
 - ``concurrency`` (``runbook run --concurrency``) bounds every one of these for the whole run.
 - The first failure stops new work: no item starts and no item begins its next step; the steps
   already running finish and are journaled, then the run stops with that failure.
 - Clones are limited per template and per storage (``limits`` in cluster-config.yaml), and a
   failure PVE gives because a lock is held is retried with jittered exponential backoff, up to
   ``limits.lock_retries`` times in concurrent steps (``retries`` on any step).
+
+This module keeps the step loop; what it leans on lives next to it: how steps group into sections
+and pipelines (``engine.sections``), the worker threads and clone slots (``engine.concurrency``),
+and the one retry loop with its backoff (``engine.retry``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
-from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
+from .actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from .concurrency import CloneSlots, run_jobs
 from .executors.shell import parse_json_output
 from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
-from .render import Renderer, StepOutputs, split_api_body
+from .render import Renderer, StepOutputs
 from .retry import Backoff, Policy, retry
+from .sections import Section, reads_only, sections
 from .stepcheck import rendered_problems
 from .unknown import Unknown, UnknownValue, contains_unknown
 
@@ -58,7 +61,6 @@ LOCK_BACKOFF_CAP = 30.0
 #: First pause before a step's ``retries`` try again (seconds), doubled each time up to RETRY_BACKOFF_CAP, jittered.
 RETRY_BACKOFF = 0.2
 RETRY_BACKOFF_CAP = 5.0
-_CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
 
 
 class Executor(Protocol):
@@ -140,147 +142,10 @@ def display(action: Action) -> str:
     return f"{data['method']} {data['url']}" + (f"\n{data['body'].rstrip()}" if data["body"] else "")
 
 
-def reads_only(step: Step) -> bool:
-    """Whether a step changes nothing, known before rendering: marked readonly, or an API GET."""
-    return bool(step.attrs.get("readonly")) or (step.kind == "api" and split_api_body(step).method == "GET")
-
-
 def is_readonly(step: Step, action: Action) -> bool:
     if step.attrs.get("readonly"):
         return True
     return isinstance(action, ApiRequest) and action.method == "GET"
-
-
-def static_gate_reasons(step: Step) -> list[str]:
-    """Why ``step`` is gated, judged from its attributes and unrendered body (before any rendering).
-
-    Templated parts stay as written, so a body that ends ``/status/stop`` or runs ``qm destroy``
-    is recognised; a destructive action hidden entirely in a template value is only found when
-    the step renders (``gate_reasons``), and is then still asked before it runs.
-    """
-    action: Action | None = None
-    if step.kind == "api":
-        body = split_api_body(step)
-        action = ApiRequest(body.method, body.path)
-    elif step.kind in ("ssh", "local"):
-        action = ShellCommand(step.body)
-    elif step.kind == "talosctl":
-        action = TalosctlCommand(tuple(step.body.split()))
-    return gate_reasons(step, action)
-
-
-@dataclass(frozen=True)
-class Section:
-    """Steps that run together: one step, or the steps of one pipeline (``name`` set)."""
-
-    steps: tuple[Step, ...]
-    name: str | None = None
-
-
-def sections(runbook: Runbook) -> tuple[list[Section], list[Problem]]:
-    """The runbook's steps grouped into sections, and the problems of its pipelines.
-
-    A pipeline with problems comes back as one section per step (so a validation goes on checking
-    each step); a run refuses to start with any of them.
-    """
-    out: list[Section] = []
-    problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    steps = runbook.steps
-    index = 0
-    while index < len(steps):
-        name = steps[index].attrs.get("pipeline")
-        if name is None:
-            out.append(Section((steps[index],)))
-            index += 1
-            continue
-        end = index
-        while end < len(steps) and steps[end].attrs.get("pipeline") == name:
-            end += 1
-        members = tuple(steps[index:end])
-        found = pipeline_problems(members, str(name), runbook.file)
-        if name in seen:
-            found.insert(
-                0,
-                Problem(
-                    runbook.file,
-                    members[0].line,
-                    "attributes.pipeline",
-                    f"pipeline '{name}' already ended at line {seen[name]}: the steps of a pipeline "
-                    "are consecutive; give this group another name or move its steps together",
-                ),
-            )
-        seen[str(name)] = members[-1].line
-        problems += found
-        out += [Section((step,)) for step in members] if found else [Section(members, str(name))]
-        index = end
-    return out, problems
-
-
-def pipeline_problems(members: Sequence[Step], name: str, file: str) -> list[Problem]:
-    """What keeps these consecutive steps from running as pipeline ``name``."""
-    problems: list[Problem] = []
-    first = members[0]
-    for step in members:
-        where = f"step {step.id} (pipeline {name})"
-        if "foreach" not in step.attrs:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.pipeline",
-                    f"{where} has no foreach: a pipeline runs each item of a list through its steps",
-                )
-            )
-        elif step is not first and (step.attrs["foreach"], step.loop_var) != (first.attrs["foreach"], first.loop_var):
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.foreach",
-                    f"{where} must loop over the same items, with the same 'as', as its first step "
-                    f"{first.id} (line {first.line}): foreach: {first.attrs['foreach']}, "
-                    f"as: {first.loop_var}",
-                )
-            )
-        if step is not first and "parallel" in step.attrs:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.parallel",
-                    f"{where}: a pipeline has one width, given by parallel on its first step "
-                    f"{first.id} (line {first.line}); remove it here",
-                )
-            )
-        try:
-            reasons, reading = static_gate_reasons(step), reads_only(step)
-        except InputError as exc:  # an api body that is not a mapping: reported as it is
-            problems += exc.problems
-            continue
-        if reasons:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.pipeline",
-                    f"{where} is gated ({'; '.join(reasons)}), but a pipeline never stops to ask in "
-                    "the middle of its items: make it a step of its own after the pipeline "
-                    "(with parallel, its gates are asked for every item before any runs)",
-                )
-            )
-        elif not reading and "check" not in step.attrs:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.check",
-                    f"{where} changes something but has no check: after an interruption several "
-                    "items may be half-way through the pipeline, and resume redoes a step only "
-                    "when its check says its effect is not in place. Add a check",
-                )
-            )
-    return problems
 
 
 class _Stop(Exception):
@@ -327,63 +192,6 @@ class _OwnItemOutputs(list):  # type: ignore[type-arg]
 
 
 _PENDING = object()  # a pipeline step that has not run for an item yet
-
-
-class _Limits:
-    """How many clones may run at once per template and per storage (cluster-config.yaml ``limits``).
-
-    A clone takes a slot of its template and of its target storage, both at once or neither (so two
-    clones never hold one slot each while waiting for the other's); slots are released when the
-    clone's task has ended. Nothing else is limited here: PVE itself serialises the rest.
-    """
-
-    def __init__(self, per_template: int | None, per_storage: int | None):
-        self.per_template = per_template
-        self.per_storage = per_storage
-        self._held: Counter[tuple[str, str]] = Counter()
-        self._changed = threading.Condition()
-
-    def _slots(self, action: Action) -> list[tuple[tuple[str, str], int]]:
-        if not isinstance(action, ApiRequest) or action.method != "POST":
-            return []
-        match = _CLONE.match(action.path)
-        if match is None:
-            return []
-        slots = []
-        if self.per_template:
-            slots.append((("template", match[1]), int(self.per_template)))
-        if self.per_storage:
-            # Without ``storage`` PVE clones onto the template's own storage: count it as the template's.
-            storage = str(action.params.get("storage") or f"storage of VM {match[1]}")
-            slots.append((("storage", storage), int(self.per_storage)))
-        return slots
-
-    @contextmanager
-    def hold(self, action: Action, waiting: Callable[[str], None]) -> Iterator[None]:
-        slots = self._slots(action)
-        if not slots:
-            yield
-            return
-        with self._changed:
-            told = False
-            while any(self._held[key] >= limit for key, limit in slots):
-                if not told:
-                    full = next(key for key, limit in slots if self._held[key] >= limit)
-                    waiting(
-                        f"waiting for a clone slot: {self._held[full]} clone(s) of {full[0]} {full[1]} are "
-                        f"running (limits.clones_per_{full[0]})"
-                    )
-                    told = True
-                self._changed.wait()
-            for key, _ in slots:
-                self._held[key] += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                for key, _ in slots:
-                    self._held[key] -= 1
-                self._changed.notify_all()
 
 
 class _ItemProgress:
@@ -442,7 +250,7 @@ class Runner:
         self.concurrency = max(1, concurrency if concurrency is not None else DEFAULT_CONCURRENCY)
         config = context.get("config") if isinstance(context.get("config"), dict) else {}
         limits = config.get("limits") or {}
-        self.limits = _Limits(limits.get("clones_per_template"), limits.get("clones_per_storage"))
+        self.limits = CloneSlots(limits.get("clones_per_template"), limits.get("clones_per_storage"))
         self.lock_retries = int(limits.get("lock_retries", DEFAULT_LOCK_RETRIES))
         self.lock_backoff = lock_backoff
         self._lock = threading.Lock()  # the entries list
@@ -542,7 +350,7 @@ class Runner:
             else:
                 outputs[index] = ready
         try:
-            self._run_jobs(jobs, width)
+            run_jobs(jobs, width)
         finally:
             self._order_entries(mark, {step.id: 0}, items)
         if stopped is not None:
@@ -596,7 +404,7 @@ class Runner:
 
                     return run_chain
 
-                self._run_jobs([chain(index) for index in range(len(items))], width)
+                run_jobs([chain(index) for index in range(len(items))], width)
         finally:
             self._order_entries(mark, {step.id: number for number, step in enumerate(steps)}, items)
         for step in steps:
@@ -615,49 +423,6 @@ class Runner:
             else:
                 view[step_id] = _OwnItemOutputs(step_id, pipeline, len(values), index, value)
         return view
-
-    # ------------------------------------------------------------------ workers
-
-    def _run_jobs(self, jobs: list[Callable[[threading.Event], None]], width: int) -> None:
-        """Run ``jobs`` in order on up to ``width`` threads; the first failure stops new jobs and is raised
-        once the running ones have ended (their records and entries are kept). Each job is handed the
-        stop event, set once anything failed."""
-        if not jobs:
-            return
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        queue = list(reversed(jobs))
-        take = threading.Lock()
-
-        def worker() -> None:
-            while True:
-                with take:
-                    if stop.is_set() or not queue:
-                        return
-                    job = queue.pop()
-                try:
-                    job(stop)
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
-                    with take:
-                        errors.append(exc)
-                    stop.set()
-
-        # Daemon threads: a Ctrl-C stops the run at once; steps in flight are left in doubt in the
-        # journal, which is what resume is for.
-        threads = [
-            threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True) for n in range(min(width, len(jobs)))
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
-        except BaseException:
-            stop.set()
-            raise
-        if errors:
-            raise errors[0]
 
     def _order_entries(self, mark: int, step_order: dict[str, int], items: Sequence[Any]) -> None:
         """Entries of a concurrent section in plan order (step, then item), whatever order they ended in."""

@@ -23,7 +23,8 @@ from engine.executors.api import LOCK_ERROR
 from engine.journal import RunMeta, RunRecord, load_run, new_run_id, read_journal
 from engine.parser import parse_runbook
 from engine.problems import InputError
-from engine.runner import GateStop, Runner, StepError, sections
+from engine.runner import GateStop, Runner, StepError
+from engine.sections import sections
 from tests.conftest import REPO
 
 HEAD = "---\nname: t\ndescription: d\n---\n"
