@@ -235,12 +235,13 @@ def one_run(home: Path, cluster: Cluster, runbook: str, concurrency: int) -> dic
     h = Home(home)
     config = load_config(h)
     dispatcher = Dispatcher(config.data, h.root, env={"PROXMOX_API_TOKEN": cluster.info["token"]})
-    dispatcher.concurrency = concurrency
     before = cluster.counts()
     cpu0 = time.process_time()
     started = time.perf_counter()
     try:
-        outcome = start_run(h, runbook, "bench", {}, dispatcher=dispatcher, approver=_Yes(), mode="run")
+        outcome = start_run(
+            h, runbook, "bench", {}, dispatcher=dispatcher, approver=_Yes(), mode="run", concurrency=concurrency
+        )
     finally:
         dispatcher.close()
     wall = time.perf_counter() - started

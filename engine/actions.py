@@ -112,14 +112,20 @@ class StepFailed(RunbookError):
 
     ``retryable`` marks failures that may succeed if tried again (a lock held, a dropped
     connection on an idempotent request). ``sent`` is False when the request or command provably
-    never reached the target, so trying another node cannot run it twice.
+    never reached the target, so trying another node cannot run it twice. ``lock`` is True when
+    the executor recognised that a lock held by someone else was the cause (PVE's "VM is locked",
+    "can't lock file"...): the runner waits such a failure out with backoff, since in a concurrent
+    step the run's own items may be what holds the lock.
     """
 
     exit_code = exitcodes.FAILED
 
-    def __init__(self, message: str, *, retryable: bool = False, sent: bool = True, data: Any = None):
+    def __init__(
+        self, message: str, *, retryable: bool = False, sent: bool = True, data: Any = None, lock: bool = False
+    ):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.sent = sent
         self.data = data
+        self.lock = lock

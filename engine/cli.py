@@ -628,7 +628,6 @@ def run_cmd(
             _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
             return
         approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-        dispatcher.concurrency = concurrency  # the runner's run-level bound travels with the executors
         with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
             outcome = start_run(
                 home,
@@ -639,6 +638,7 @@ def run_cmd(
                 approver=approver,
                 mode="simulate" if simulate else "run",
                 on_event=progress,
+                concurrency=concurrency,
             )
         _finish(outcome, as_json)
 
@@ -720,9 +720,16 @@ def resume_cmd(
         _not_example(home, "resuming a run against a real cluster")
     approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     with _executors(home, config, simulate) as dispatcher:
-        dispatcher.concurrency = concurrency
         with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-            outcome = resume_run(home, run_id, dispatcher=dispatcher, approver=approver, force=force, on_event=progress)
+            outcome = resume_run(
+                home,
+                run_id,
+                dispatcher=dispatcher,
+                approver=approver,
+                force=force,
+                on_event=progress,
+                concurrency=concurrency,
+            )
         _finish(outcome, as_json)
 
 

@@ -40,6 +40,9 @@ class Dispatcher:
         self._env = env
         self._adjust_context = adjust_context
         self.warnings: list[str] = []
+        #: How long PVE tasks of each type took in earlier runs; shared with the API executor, which
+        #: polls a task of a known type when it is likely to have ended (``expect_tasks``).
+        self.task_estimates: dict[str, float] = {}
         self.registry = Registry(
             [
                 ("api", self._make_api),
@@ -64,6 +67,11 @@ class Dispatcher:
         """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""
         return self.registry.get(action.kind).preview(action, facts)
 
+    def expect_tasks(self, estimates: Mapping[str, float]) -> None:
+        """Tell the API executor (built now or later) how long PVE tasks took in earlier runs."""
+        self.task_estimates.clear()
+        self.task_estimates.update(estimates)
+
     def adjust_context(self, context: dict[str, Any]) -> None:
         """Change what templates see for this cluster, before the first step renders."""
         if self._adjust_context is not None:
@@ -82,7 +90,9 @@ class Dispatcher:
         from .executors.api import ApiExecutor, ApiSetupError
 
         try:
-            executor = ApiExecutor.from_config(self._config, self._tokens(), base_dir=self._home)
+            executor = ApiExecutor.from_config(
+                self._config, self._tokens(), base_dir=self._home, task_estimates=self.task_estimates
+            )
         except ApiSetupError as exc:
             raise StepFailed(str(exc), sent=False) from None
         self.warnings.extend(executor.warnings)

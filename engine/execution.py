@@ -18,7 +18,7 @@ from .dispatch import Dispatcher
 from .executors.base import Change
 from .facts import Facts
 from .home import Home
-from .journal import RunMeta, RunRecord, load_run, new_run_id
+from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
 from .problems import InputError
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
@@ -149,8 +149,9 @@ def start_run(
     approver: Approver,
     mode: str = "run",
     on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
 ) -> Outcome:
-    """Run a runbook for real, journaled, under its profile's lock."""
+    """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it."""
     try:
         session = _prepare(home, name, profile, given, dispatcher)
     except StepFailed as exc:
@@ -166,6 +167,7 @@ def start_run(
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
+            dispatcher.expect_tasks(task_history(record.folder.parent))
             runner = Runner(
                 session.runbook,
                 session.context,
@@ -174,6 +176,7 @@ def start_run(
                 approver=approver,
                 recorder=record,
                 on_event=on_event,
+                concurrency=concurrency,
             )
             outcome = _drive(runner, record, session, run_id)
     finally:
@@ -192,6 +195,7 @@ def resume_run(
     approver: Approver,
     force: bool,
     on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
 ) -> Outcome:
     """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked."""
     loaded = load_run(home.state_dir, run_id)
@@ -234,6 +238,7 @@ def resume_run(
     try:
         record, before = RunRecord.resume(home.state_dir, run_id)
         with record:
+            dispatcher.expect_tasks(task_history(record.folder.parent))
             steps = before.state.steps
             done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
             doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)
@@ -247,6 +252,7 @@ def resume_run(
                 done=done,
                 check_unfinished=doubt,
                 on_event=on_event,
+                concurrency=concurrency,
             )
             outcome = _drive(runner, record, session, run_id)
     finally:

@@ -70,6 +70,10 @@ RUN_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
 _SLUG_MAX = 40
 _EXCERPT = 60
+#: How many earlier runs' journals are read to learn how long tasks of each kind take.
+HISTORY_RUNS = 20
+HISTORY_SAMPLES = 32
+_TASK_OUTPUT = {"upid", "node", "exitstatus", "data"}
 
 Record = dict[str, Any]
 
@@ -643,3 +647,51 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def task_history(runs_dir: Path, runs: int = HISTORY_RUNS) -> dict[str, float]:
+    """How long PVE tasks of each type took in the most recent runs in ``runs_dir``, from their journals.
+
+    Every ``step_finished`` record whose output is a task the API executor waited for (``upid``,
+    ``exitstatus`` OK) is a sample of its task type (``qmclone``, ``qmstart``...): the step's
+    duration, which is the task's plus its requests (and any wait for a clone slot). The estimate
+    is the shortest of the latest samples; the API executor polls a task of that type first when
+    it is likely to have ended, and refines the figure from its own polls. Unreadable journals are
+    skipped.
+    """
+    try:
+        folders = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+    except OSError:
+        return {}
+    samples: dict[str, list[float]] = {}
+    for folder in folders[:runs]:
+        try:
+            data = (folder / JOURNAL_FILE).read_bytes()
+        except OSError:
+            continue
+        for line in data.splitlines():
+            if b'"step_finished"' not in line or b'"upid":"UPID:' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            outputs, duration = record.get("outputs"), record.get("duration")
+            # Only what the API executor answers for a task it waited for, not a step that read a task's status.
+            if not (
+                isinstance(outputs, dict)
+                and set(outputs) == _TASK_OUTPUT
+                and isinstance(duration, (int, float))
+                and duration > 0
+            ):
+                continue
+            upid, status = str(outputs.get("upid", "")), str(outputs.get("exitstatus", ""))
+            parts = upid.split(":")
+            if len(parts) > 5 and (status == "OK" or status.startswith("WARNINGS")):
+                kind = samples.setdefault(parts[5], [])
+                if len(kind) < HISTORY_SAMPLES:
+                    kind.append(float(duration))
+    # The shortest: a step's duration also holds its requests and, in a busy run, waiting for a
+    # clone slot or for the interpreter; a task cannot take less than its shortest step did, and an
+    # expectation a little short costs one more poll, where one too long costs time on every task.
+    return {kind: min(values) for kind, values in samples.items() if values}

@@ -15,31 +15,32 @@ Concurrency (real runs only; a plan is always made one item at a time, step by s
   as a pipeline: each item goes through the steps in order, items run at once up to the first
   step's ``parallel``. Each step of each item still renders just before it runs, with the
   outputs of the steps before it. Gated steps are refused in a pipeline, and every step of a
-  pipeline that changes something needs a ``check`` (see ``pipeline_problems``).
+  pipeline that changes something needs a ``check`` (see ``engine.sections``).
 - ``concurrency`` (``runbook run --concurrency``) bounds every one of these for the whole run.
 - The first failure stops new work: no item starts and no item begins its next step; the steps
   already running finish and are journaled, then the run stops with that failure.
 - Clones are limited per template and per storage (``limits`` in cluster-config.yaml), and a
   failure PVE gives because a lock is held is retried with jittered exponential backoff, up to
   ``limits.lock_retries`` times in concurrent steps (``retries`` on any step).
+
+This module keeps the step loop; what it leans on lives next to it: how steps group into sections
+and pipelines (``engine.sections``), the worker threads and clone slots (``engine.concurrency``),
+and the one retry loop with its backoff (``engine.retry``).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from . import exitcodes
-from .actions import Action, ApiRequest, Result, ShellCommand, StepFailed, TalosctlCommand, action_as_dict
+from .actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from .concurrency import CloneSlots, run_jobs
 from .errors import RunbookError
 from .executors.base import Change, Executes
 from .executors.shell import parse_json_output
@@ -47,7 +48,9 @@ from .extract import ExtractRefused, apply_extract
 from .gates import gate_reasons
 from .model import Runbook, Step
 from .problems import InputError, Problem
-from .render import Renderer, StepOutputs, split_api_body
+from .render import Renderer, StepOutputs
+from .retry import Backoff, Policy, retry
+from .sections import Section, reads_only, sections
 from .stepcheck import rendered_problems
 from .unknown import Unknown, UnknownValue, contains_unknown
 
@@ -58,11 +61,9 @@ DEFAULT_LOCK_RETRIES = 5
 #: First pause before retrying a lock failure (seconds), doubled each time up to LOCK_BACKOFF_CAP, jittered.
 LOCK_BACKOFF = 1.0
 LOCK_BACKOFF_CAP = 30.0
-#: How many earlier runs' journals are read to learn how long tasks of each kind take.
-HISTORY_RUNS = 20
-HISTORY_SAMPLES = 32
-_CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
-_TASK_OUTPUT = {"upid", "node", "exitstatus", "data"}
+#: First pause before a step's ``retries`` try again (seconds), doubled each time up to RETRY_BACKOFF_CAP, jittered.
+RETRY_BACKOFF = 0.2
+RETRY_BACKOFF_CAP = 5.0
 
 
 class Recorder(Protocol):
@@ -142,151 +143,18 @@ def display(action: Action) -> str:
     return f"{data['method']} {data['url']}" + (f"\n{data['body'].rstrip()}" if data["body"] else "")
 
 
-def reads_only(step: Step) -> bool:
-    """Whether a step changes nothing, known before rendering: marked readonly, or an API GET."""
-    return bool(step.attrs.get("readonly")) or (step.kind == "api" and split_api_body(step).method == "GET")
-
-
 def is_readonly(step: Step, action: Action) -> bool:
     if step.attrs.get("readonly"):
         return True
     return isinstance(action, ApiRequest) and action.method == "GET"
 
 
-def static_gate_reasons(step: Step) -> list[str]:
-    """Why ``step`` is gated, judged from its attributes and unrendered body (before any rendering).
-
-    Templated parts stay as written, so a body that ends ``/status/stop`` or runs ``qm destroy``
-    is recognised; a destructive action hidden entirely in a template value is only found when
-    the step renders (``gate_reasons``), and is then still asked before it runs.
-    """
-    action: Action | None = None
-    if step.kind == "api":
-        body = split_api_body(step)
-        action = ApiRequest(body.method, body.path)
-    elif step.kind in ("ssh", "local"):
-        action = ShellCommand(step.body)
-    elif step.kind == "talosctl":
-        action = TalosctlCommand(tuple(step.body.split()))
-    return gate_reasons(step, action)
-
-
-@dataclass(frozen=True)
-class Section:
-    """Steps that run together: one step, or the steps of one pipeline (``name`` set)."""
-
-    steps: tuple[Step, ...]
-    name: str | None = None
-
-
-def sections(runbook: Runbook) -> tuple[list[Section], list[Problem]]:
-    """The runbook's steps grouped into sections, and the problems of its pipelines.
-
-    A pipeline with problems comes back as one section per step (so a validation goes on checking
-    each step); a run refuses to start with any of them.
-    """
-    out: list[Section] = []
-    problems: list[Problem] = []
-    seen: dict[str, int] = {}
-    steps = runbook.steps
-    index = 0
-    while index < len(steps):
-        name = steps[index].attrs.get("pipeline")
-        if name is None:
-            out.append(Section((steps[index],)))
-            index += 1
-            continue
-        end = index
-        while end < len(steps) and steps[end].attrs.get("pipeline") == name:
-            end += 1
-        members = tuple(steps[index:end])
-        found = pipeline_problems(members, str(name), runbook.file)
-        if name in seen:
-            found.insert(
-                0,
-                Problem(
-                    runbook.file,
-                    members[0].line,
-                    "attributes.pipeline",
-                    f"pipeline '{name}' already ended at line {seen[name]}: the steps of a pipeline "
-                    "are consecutive; give this group another name or move its steps together",
-                ),
-            )
-        seen[str(name)] = members[-1].line
-        problems += found
-        out += [Section((step,)) for step in members] if found else [Section(members, str(name))]
-        index = end
-    return out, problems
-
-
-def pipeline_problems(members: Sequence[Step], name: str, file: str) -> list[Problem]:
-    """What keeps these consecutive steps from running as pipeline ``name``."""
-    problems: list[Problem] = []
-    first = members[0]
-    for step in members:
-        where = f"step {step.id} (pipeline {name})"
-        if "foreach" not in step.attrs:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.pipeline",
-                    f"{where} has no foreach: a pipeline runs each item of a list through its steps",
-                )
-            )
-        elif step is not first and (step.attrs["foreach"], step.loop_var) != (first.attrs["foreach"], first.loop_var):
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.foreach",
-                    f"{where} must loop over the same items, with the same 'as', as its first step "
-                    f"{first.id} (line {first.line}): foreach: {first.attrs['foreach']}, "
-                    f"as: {first.loop_var}",
-                )
-            )
-        if step is not first and "parallel" in step.attrs:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.parallel",
-                    f"{where}: a pipeline has one width, given by parallel on its first step "
-                    f"{first.id} (line {first.line}); remove it here",
-                )
-            )
-        try:
-            reasons, reading = static_gate_reasons(step), reads_only(step)
-        except InputError as exc:  # an api body that is not a mapping: reported as it is
-            problems += exc.problems
-            continue
-        if reasons:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.pipeline",
-                    f"{where} is gated ({'; '.join(reasons)}), but a pipeline never stops to ask in "
-                    "the middle of its items: make it a step of its own after the pipeline "
-                    "(with parallel, its gates are asked for every item before any runs)",
-                )
-            )
-        elif not reading and "check" not in step.attrs:
-            problems.append(
-                Problem(
-                    file,
-                    step.line,
-                    "attributes.check",
-                    f"{where} changes something but has no check: after an interruption several "
-                    "items may be half-way through the pipeline, and resume redoes a step only "
-                    "when its check says its effect is not in place. Add a check",
-                )
-            )
-    return problems
-
-
 class _Stop(Exception):
     """Raised inside a worker when new work must not start (an earlier failure)."""
+
+
+class _NotYet(Exception):
+    """An attempt of an ``until`` step that did not find its condition true (or failed); says what it saw."""
 
 
 class _OtherItem(ValueError):
@@ -327,74 +195,12 @@ class _OwnItemOutputs(list):  # type: ignore[type-arg]
 _PENDING = object()  # a pipeline step that has not run for an item yet
 
 
-class _Limits:
-    """How many clones may run at once per template and per storage (cluster-config.yaml ``limits``).
-
-    A clone takes a slot of its template and of its target storage, both at once or neither (so two
-    clones never hold one slot each while waiting for the other's); slots are released when the
-    clone's task has ended. Nothing else is limited here: PVE itself serialises the rest.
-    """
-
-    def __init__(self, per_template: int | None, per_storage: int | None):
-        self.per_template = per_template
-        self.per_storage = per_storage
-        self._held: Counter[tuple[str, str]] = Counter()
-        self._changed = threading.Condition()
-
-    def _slots(self, action: Action) -> list[tuple[tuple[str, str], int]]:
-        if not isinstance(action, ApiRequest) or action.method != "POST":
-            return []
-        match = _CLONE.match(action.path)
-        if match is None:
-            return []
-        slots = []
-        if self.per_template:
-            slots.append((("template", match[1]), int(self.per_template)))
-        if self.per_storage:
-            # Without ``storage`` PVE clones onto the template's own storage: count it as the template's.
-            storage = str(action.params.get("storage") or f"storage of VM {match[1]}")
-            slots.append((("storage", storage), int(self.per_storage)))
-        return slots
-
-    @contextmanager
-    def hold(self, action: Action, waiting: Callable[[str], None]) -> Iterator[None]:
-        slots = self._slots(action)
-        if not slots:
-            yield
-            return
-        with self._changed:
-            told = False
-            while any(self._held[key] >= limit for key, limit in slots):
-                if not told:
-                    full = next(key for key, limit in slots if self._held[key] >= limit)
-                    waiting(
-                        f"waiting for a clone slot: {self._held[full]} clone(s) of {full[0]} {full[1]} are "
-                        f"running (limits.clones_per_{full[0]})"
-                    )
-                    told = True
-                self._changed.wait()
-            for key, _ in slots:
-                self._held[key] += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                for key, _ in slots:
-                    self._held[key] -= 1
-                self._changed.notify_all()
-
-
 class _ItemProgress:
-    """The progress callback handed to an executor for one step item.
-
-    ``task_estimates`` maps a PVE task type (``qmclone``) to how long such tasks took in earlier
-    runs, from their journals; the API executor polls a task first when it is likely to have ended.
-    """
+    """The progress callback handed to an executor for one step item."""
 
     def __init__(self, runner: Runner, entry: PlanEntry):
         self._runner = runner
         self._entry = entry
-        self.task_estimates = runner.task_estimates
 
     def __call__(self, text: str) -> None:
         self._runner.on_event("progress", _note(self._entry, text))
@@ -403,8 +209,8 @@ class _ItemProgress:
 class Runner:
     """Runs (or plans) one runbook with one context.
 
-    ``concurrency`` bounds how many items run at once anywhere in the run (default: the
-    executor's ``concurrency`` attribute if it has one, else ``DEFAULT_CONCURRENCY``);
+    ``concurrency`` bounds how many items run at once anywhere in the run (default:
+    ``DEFAULT_CONCURRENCY``);
     ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
     ``preview`` (dry-run) tells what a step that would run would change; its answers are
     gathered in ``changes`` and change nothing about the plan itself.
@@ -445,17 +251,15 @@ class Runner:
         # In a dry-run, read-only steps query the cluster only until a step would change it: after
         # that, what they would read is not what the run would read.
         self.plan_changes = False
-        given = concurrency if concurrency is not None else getattr(executor, "concurrency", None)
-        self.concurrency = max(1, given if isinstance(given, int) else DEFAULT_CONCURRENCY)
+        self.concurrency = max(1, concurrency if concurrency is not None else DEFAULT_CONCURRENCY)
         config = context.get("config") if isinstance(context.get("config"), dict) else {}
         limits = config.get("limits") or {}
-        self.limits = _Limits(limits.get("clones_per_template"), limits.get("clones_per_storage"))
+        self.limits = CloneSlots(limits.get("clones_per_template"), limits.get("clones_per_storage"))
         self.lock_retries = int(limits.get("lock_retries", DEFAULT_LOCK_RETRIES))
         self.lock_backoff = lock_backoff
         # A dry-run against the cluster asks each would-run, changing step what it would change.
         self.preview = preview
         self.changes: list[Change] = []
-        self.task_estimates: dict[str, float] = {}
         self._lock = threading.Lock()  # the entries list
         self._gate_lock = threading.Lock()  # one gate question at a time
         self._random = random.Random()
@@ -471,8 +275,6 @@ class Runner:
             if self.collect is None:
                 raise InputError(problems)
             self.collect.extend(problems)
-        if not self.dry_run and self.recorder is not None:
-            self.task_estimates = task_history(getattr(self.recorder, "folder", None))
         for section in groups:
             if section.name is None:
                 self._guarded(self._step_items, section.steps[0])
@@ -555,7 +357,7 @@ class Runner:
             else:
                 outputs[index] = ready
         try:
-            self._run_jobs(jobs, width)
+            run_jobs(jobs, width)
         finally:
             self._order_entries(mark, {step.id: 0}, items)
         if stopped is not None:
@@ -609,7 +411,7 @@ class Runner:
 
                     return run_chain
 
-                self._run_jobs([chain(index) for index in range(len(items))], width)
+                run_jobs([chain(index) for index in range(len(items))], width)
         finally:
             self._order_entries(mark, {step.id: number for number, step in enumerate(steps)}, items)
         for step in steps:
@@ -628,49 +430,6 @@ class Runner:
             else:
                 view[step_id] = _OwnItemOutputs(step_id, pipeline, len(values), index, value)
         return view
-
-    # ------------------------------------------------------------------ workers
-
-    def _run_jobs(self, jobs: list[Callable[[threading.Event], None]], width: int) -> None:
-        """Run ``jobs`` in order on up to ``width`` threads; the first failure stops new jobs and is raised
-        once the running ones have ended (their records and entries are kept). Each job is handed the
-        stop event, set once anything failed."""
-        if not jobs:
-            return
-        stop = threading.Event()
-        errors: list[BaseException] = []
-        queue = list(reversed(jobs))
-        take = threading.Lock()
-
-        def worker() -> None:
-            while True:
-                with take:
-                    if stop.is_set() or not queue:
-                        return
-                    job = queue.pop()
-                try:
-                    job(stop)
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
-                    with take:
-                        errors.append(exc)
-                    stop.set()
-
-        # Daemon threads: a Ctrl-C stops the run at once; steps in flight are left in doubt in the
-        # journal, which is what resume is for.
-        threads = [
-            threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True) for n in range(min(width, len(jobs)))
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
-        except BaseException:
-            stop.set()
-            raise
-        if errors:
-            raise errors[0]
 
     def _order_entries(self, mark: int, step_order: dict[str, int], items: Sequence[Any]) -> None:
         """Entries of a concurrent section in plan order (step, then item), whatever order they ended in."""
@@ -855,59 +614,63 @@ class Runner:
         retries = int(step.attrs.get("retries", 0))
         concurrent = "parallel" in step.attrs or "pipeline" in step.attrs
         lock_retries = max(retries, self.lock_retries if concurrent else 0)
-        attempt = locked = 0
-        while True:
-            try:
-                return self._once(step, action, entry)
-            except ExtractRefused as refusal:
-                self._fail_step(step, entry, f"refused: {refusal}", started)
-            except StepFailed as failure:
-                if failure.retryable and locked < lock_retries and _lock_error(failure.message):
-                    locked += 1
-                    pause = min(LOCK_BACKOFF_CAP, self.lock_backoff * 2 ** (locked - 1)) * self._random.uniform(0.5, 1)
-                    reason = failure.message.strip().splitlines()[0][:160]
-                    self.on_event(
-                        "progress",
-                        _note(
-                            entry,
-                            f"a lock is held ({reason}); trying again in {pause:.1f} s ({locked} of {lock_retries})",
-                        ),
-                    )
-                    time.sleep(pause)
-                    continue
-                if attempt < retries and (failure.retryable or reads_only(step) or not failure.sent):
-                    attempt += 1
-                    time.sleep(min(2**attempt * 0.1, 5) * self._random.uniform(0.5, 1))
-                    continue
-                self._fail_step(step, entry, failure.message, started)
+
+        def lock_held(error: Exception) -> bool:
+            return isinstance(error, StepFailed) and error.retryable and error.lock
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            assert isinstance(error, StepFailed)
+            reason = error.message.strip().splitlines()[0][:160]
+            self.on_event(
+                "progress",
+                _note(entry, f"a lock is held ({reason}); trying again in {pause:.1f} s ({number} of {lock_retries})"),
+            )
+
+        def safe(error: Exception) -> bool:
+            return isinstance(error, StepFailed) and (error.retryable or reads_only(step) or not error.sent)
+
+        try:
+            return retry(
+                lambda: self._once(step, action, entry),
+                Policy(lock_retries, Backoff(self.lock_backoff, LOCK_BACKOFF_CAP), lock_held, waiting),
+                Policy(retries, Backoff(RETRY_BACKOFF, RETRY_BACKOFF_CAP), safe),
+                rng=self._random,
+            )
+        except ExtractRefused as refusal:
+            self._fail_step(step, entry, f"refused: {refusal}", started)
+        except StepFailed as failure:
+            self._fail_step(step, entry, failure.message, started)
 
     def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
         """Repeat a read-only step until its ``until`` expression holds over ``result``; a failed attempt
         (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
         delay = float(step.attrs.get("delay", 2))
-        last = "no answer yet"
-        for attempt in range(attempts + 1):
+
+        def attempt() -> tuple[Any, str]:
             try:
                 output, summary = self._once(step, action, entry)
-            except ExtractRefused as refusal:
-                self._fail_step(step, entry, f"refused: {refusal}", started)
             except StepFailed as failure:
-                last = f"failed: {failure.message}"
-            else:
-                if self.renderer.truth(step, "until", {"result": output}):
-                    return output, summary
-                last = f"last result: {str(output)[:200]}"
-            if attempt < attempts:
-                self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {attempt + 1})"))
-                time.sleep(delay)
-        self._fail_step(
-            step,
-            entry,
-            f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
-            f"{step.attrs['until']} is still false ({last})",
-            started,
-        )
+                raise _NotYet(f"failed: {failure.message}") from None
+            if self.renderer.truth(step, "until", {"result": output}):
+                return output, summary
+            raise _NotYet(f"last result: {str(output)[:200]}")
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {number})"))
+
+        try:
+            return retry(attempt, Policy(attempts, Backoff.fixed(delay), lambda e: isinstance(e, _NotYet), waiting))
+        except ExtractRefused as refusal:
+            self._fail_step(step, entry, f"refused: {refusal}", started)
+        except _NotYet as last:
+            self._fail_step(
+                step,
+                entry,
+                f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
+                f"{step.attrs['until']} is still false ({last})",
+                started,
+            )
 
     def _extract(self, step: Step, data: Any) -> Any:
         if "extract" not in step.attrs:
@@ -949,64 +712,6 @@ def _accepted(step: Step, failure: StepFailed) -> Result:
             data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts (accept_task_error)"
         )
     raise failure
-
-
-def _lock_error(message: str) -> bool:
-    """Whether PVE refused because a lock is held ("can't lock file", "VM is locked", "cfs-lock")."""
-    from .executors.api import LOCK_ERROR  # only when a step failed: the API executor is loaded by then
-
-    return bool(LOCK_ERROR.search(message))
-
-
-def task_history(run_folder: Any, runs: int = HISTORY_RUNS) -> dict[str, float]:
-    """How long PVE tasks of each type took in the most recent runs of this home, from their journals.
-
-    Every ``step_finished`` record whose output is a task the API executor waited for (``upid``,
-    ``exitstatus`` OK) is a sample of its task type (``qmclone``, ``qmstart``...): the step's
-    duration, which is the task's plus its requests (and any wait for a clone slot). The estimate
-    is the shortest of the latest samples; the API executor polls a task of that type first when
-    it is likely to have ended, and refines the figure from its own polls. Unreadable journals are
-    skipped.
-    """
-    if run_folder is None:
-        return {}
-    runs_dir = Path(run_folder).parent
-    try:
-        folders = sorted((p for p in runs_dir.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
-    except OSError:
-        return {}
-    samples: dict[str, list[float]] = {}
-    for folder in folders[:runs]:
-        try:
-            data = (folder / "journal.jsonl").read_bytes()
-        except OSError:
-            continue
-        for line in data.splitlines():
-            if b'"step_finished"' not in line or b'"upid":"UPID:' not in line:
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            outputs, duration = record.get("outputs"), record.get("duration")
-            # Only what the API executor answers for a task it waited for, not a step that read a task's status.
-            if not (
-                isinstance(outputs, dict)
-                and set(outputs) == _TASK_OUTPUT
-                and isinstance(duration, (int, float))
-                and duration > 0
-            ):
-                continue
-            upid, status = str(outputs.get("upid", "")), str(outputs.get("exitstatus", ""))
-            parts = upid.split(":")
-            if len(parts) > 5 and (status == "OK" or status.startswith("WARNINGS")):
-                kind = samples.setdefault(parts[5], [])
-                if len(kind) < HISTORY_SAMPLES:
-                    kind.append(float(duration))
-    # The shortest: a step's duration also holds its requests and, in a busy run, waiting for a
-    # clone slot or for the interpreter; a task cannot take less than its shortest step did, and an
-    # expectation a little short costs one more poll, where one too long costs time on every task.
-    return {kind: min(values) for kind, values in samples.items() if values}
 
 
 def _note(entry: PlanEntry, text: str) -> PlanEntry:

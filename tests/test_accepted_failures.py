@@ -102,7 +102,7 @@ def test_api_steps_have_no_exit_code_to_accept() -> None:
 
 
 class FailedTask:
-    """An API executor whose task ends in error, as ApiExecutor reports it (``retryable`` for a lock)."""
+    """An API executor whose task ends in error, as ApiExecutor reports it (``retryable`` and ``lock`` for a lock)."""
 
     def __init__(self, exitstatus: str, retryable: bool = False) -> None:
         self.exitstatus, self.retryable, self.calls = exitstatus, retryable, 0
@@ -113,6 +113,7 @@ class FailedTask:
         raise StepFailed(
             f"task qmshutdown on pve01 failed: {self.exitstatus}",
             retryable=self.retryable,
+            lock=self.retryable,
             data={"upid": upid, "node": "pve01", "exitstatus": self.exitstatus, "data": upid},
         )
 

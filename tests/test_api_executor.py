@@ -273,7 +273,7 @@ def test_task_failing_on_a_lock_is_retryable(server: FakePveServer, pass_env: di
     with executor(server, pass_env) as api:
         exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), all_logs)
     assert "can't lock file '/var/lock/qemu-server/lock-200.conf' - got timeout" in exc.message
-    assert exc.retryable
+    assert exc.retryable and exc.lock
 
 
 def test_http_lock_error_is_retryable(server: FakePveServer, pass_env: dict[str, str], all_logs: Logs) -> None:
@@ -282,7 +282,7 @@ def test_http_lock_error_is_retryable(server: FakePveServer, pass_env: dict[str,
     with executor(server, pass_env) as api:
         exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/shutdown"), all_logs)
     assert "HTTP 500 VM is locked (backup)" in exc.message and "wait for it to end" in exc.message
-    assert exc.retryable
+    assert exc.retryable and exc.lock
 
 
 def test_wrong_secret_is_401_naming_the_token_id(

@@ -27,6 +27,7 @@ from engine.journal import (
     load_run,
     new_run_id,
     read_journal,
+    task_history,
 )
 from engine.runlock import ProcessIdentity
 from engine.secrets import MASK, Secret
@@ -309,3 +310,20 @@ def test_runs_started_in_the_same_second_are_listed_by_their_full_start_time(tmp
     second.close()
     assert first.run_id[:15] == second.run_id[:15] and first.run_id > second.run_id
     assert [s.run_id for s in list_runs(tmp_path)] == [second.run_id, first.run_id]
+
+
+def test_task_history_is_the_shortest_recent_duration_of_each_task_type(tmp_path: Path) -> None:
+    def task(kind: str, status: str = "OK") -> dict[str, Any]:
+        upid = f"UPID:pve01:0000A1B2:00C0FFEE:6745A1B2:{kind}:101:root@pam!runbook:"
+        return {"upid": upid, "node": "pve01", "exitstatus": status, "data": upid}
+
+    with start(tmp_path, NOW) as older:
+        older.step_finished("clone", "a", task("qmclone"), 9.5)
+        older.step_finished("start", "a", task("qmstart"), 2.0)
+    with start(tmp_path, NOW + timedelta(seconds=1)) as newer:
+        newer.step_finished("clone", "a", task("qmclone"), 8.0)
+        newer.step_finished("clone", "b", task("qmclone", "clone failed: no space"), 1.0)  # not a sample
+        newer.step_finished("read", None, {"upid": task("qmstart")["upid"]}, 0.1)  # read a task, did not wait
+    assert task_history(tmp_path / "runs") == {"qmclone": 8.0, "qmstart": 2.0}
+    assert task_history(tmp_path / "runs", runs=1) == {"qmclone": 8.0}
+    assert task_history(tmp_path / "nowhere") == {}

@@ -19,10 +19,12 @@ import pytest
 import yaml
 
 from engine.actions import Action, ApiRequest, Result, StepFailed
+from engine.executors.api import LOCK_ERROR
 from engine.journal import RunMeta, RunRecord, load_run, new_run_id, read_journal
 from engine.parser import parse_runbook
 from engine.problems import InputError
-from engine.runner import GateStop, Runner, StepError, sections
+from engine.runner import GateStop, Runner, StepError
+from engine.sections import sections
 from tests.conftest import REPO
 
 HEAD = "---\nname: t\ndescription: d\n---\n"
@@ -144,13 +146,6 @@ def test_the_run_level_concurrency_bounds_every_step() -> None:
     one = Fake(seconds=0.01)
     runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", one, concurrency=1).run()
     assert one.most == 1 and one.calls == [f"echo {n}" for n in range(1, 9)]
-
-
-def test_the_concurrency_can_come_with_the_executor() -> None:
-    fake = Fake()
-    fake.concurrency = 2  # type: ignore[attr-defined]  (the CLI sets it on the dispatcher)
-    runner(f"```local {{id: s, foreach: '{ITEMS}', parallel: 8}}\necho {{{{ item }}}}\n```\n", fake).run()
-    assert fake.most == 2
 
 
 def test_a_step_without_parallel_runs_one_item_at_a_time() -> None:
@@ -468,7 +463,9 @@ def test_clones_are_limited_per_template_and_per_storage() -> None:
 
 
 def locked() -> StepFailed:
-    return StepFailed("POST /nodes/pve01/qemu/100/clone on pve01: HTTP 500 VM is locked (clone)", retryable=True)
+    return StepFailed(
+        "POST /nodes/pve01/qemu/100/clone on pve01: HTTP 500 VM is locked (clone)", retryable=True, lock=True
+    )
 
 
 def test_a_held_lock_is_waited_out_with_jittered_backoff_up_to_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -500,7 +497,9 @@ def test_every_pve_lock_message_counts_and_other_failures_do_not(monkeypatch: py
         "HTTP 500 VM is locked (backup)",
         "HTTP 500 cfs-lock 'storage-local-lvm' error: got lock request timeout",
     ):
-        fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [StepFailed(message, retryable=True)]})
+        # As the API executor reports it: PVE's lock messages are recognised there.
+        failure = StepFailed(message, retryable=True, lock=bool(LOCK_ERROR.search(message)))
+        fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [failure]})
         assert runner(body, fake).run()[0].status == "succeeded", message
     other = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [StepFailed("HTTP 500 boom", retryable=True)]})
     with pytest.raises(StepError, match="boom"):
@@ -649,15 +648,10 @@ def test_polling_asks_a_known_kind_of_task_when_it_is_likely_to_have_ended(tmp_p
         # Seen: the first poll comes when the task is likely to have ended; one status request, or two.
         assert second.requests <= 3
 
-        class Hinted:
-            task_estimates = {"qmstart": 0.4}  # what the journals of earlier runs said
-
-            def __call__(self, text: str) -> None:
-                pass
-
         with ApiExecutor([("pve01", server.url)], tokens, ssl.create_default_context(cafile=server.certfile)) as api:
-            probe = start(api, 203, Hinted())  # the first of its kind in this run asks 10% early
-            hinted = start(api, 204, Hinted())
+            api.expect_tasks({"qmstart": 0.4})  # what the journals of earlier runs said
+            probe = start(api, 203)  # the first of its kind in this run asks 10% early
+            hinted = start(api, 204)
         assert probe.requests <= 4 and hinted.requests <= 3
 
 

@@ -44,6 +44,7 @@ from ..actions import ApiRequest, Result, StepFailed
 from ..credentials import ApiToken, CredentialError
 from ..errors import RunbookError
 from ..facts import Facts
+from ..retry import Backoff, Policy, retry
 from ..secrets import Secret, scrub
 from .base import Change, Progress, TokenProvider
 from .preview import api_changes
@@ -233,6 +234,7 @@ class ApiExecutor:
         backoff: float = 0.5,
         poll: PollPolicy = PollPolicy(),
         task_times: TaskTimes | None = None,
+        task_estimates: Mapping[str, float] | None = None,
     ):
         if not endpoints:
             raise ApiSetupError("no API endpoints: cluster.nodes in cluster-config.yaml lists no node")
@@ -243,6 +245,8 @@ class ApiExecutor:
         self.backoff = backoff
         self.poll = poll
         self.task_times = task_times or TaskTimes()
+        # Shared with the dispatcher, which fills it from the journals when the run starts.
+        self._task_estimates: Mapping[str, float] = task_estimates if task_estimates is not None else {}
         self.warnings: list[str] = []
         self._tokens = token_source
         if isinstance(verify, Mapping):
@@ -326,6 +330,12 @@ class ApiExecutor:
             )
         return cls(endpoints, token_source, verify, **options)
 
+    def expect_tasks(self, estimates: Mapping[str, float]) -> None:
+        """How long PVE tasks of each type (``qmclone``) took in earlier runs, from their journals
+        (``engine.journal.task_history``): a task of a known type is polled first when it is likely
+        to have ended, and the figure is refined from this executor's own polls (``TaskTimes``)."""
+        self._task_estimates = dict(estimates)
+
     def close(self) -> None:
         for client in self._clients.values():
             client.close()
@@ -363,6 +373,7 @@ class ApiExecutor:
                 retryable=exc.retryable,
                 sent=exc.sent,
                 data=_scrub_data(exc.data, token.secret),
+                lock=exc.lock,
             ) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence: a library error must not carry the token
             raise StepFailed(
@@ -394,38 +405,45 @@ class ApiExecutor:
         self, method: str, path: str, params: dict[str, str], state: _Call, *, prefer: str | None, timeout: float
     ) -> tuple[str, httpx.Response]:
         """Send with failover; retry an unanswered idempotent request. Returns (node, response), any status."""
-        attempt = 0
-        while True:
-            try:
-                return self._send_once(method, path, params, state, prefer, timeout)
-            except _MaybeSent as exc:
-                if method not in IDEMPOTENT:
-                    raise StepFailed(
-                        f"{method} {path} was sent to {exc.node}, but no answer came back ({exc.reason}). It may "
-                        f"or may not have been carried out, so it is not sent again: check the cluster (the "
-                        f"node's task list, or the object the step changes) before running this step again.",
-                        sent=True,
-                    ) from None
-                if attempt >= self.retries:
-                    raise StepFailed(
-                        f"{method} {path}: no answer from {exc.node} after {attempt + 1} attempts (last: "
-                        f"{exc.reason}). Check the network to the nodes and that pveproxy is healthy "
-                        f"(systemctl status pveproxy).",
-                        retryable=True,
-                        sent=True,
-                    ) from None
-                pause = min(BACKOFF_CAP, self.backoff * 2**attempt) * self._random.uniform(0.5, 1.0)
-                log.warning(
-                    "%s %s: no answer from %s (%s); trying again in %.2f s",
-                    method,
-                    path,
-                    exc.node,
-                    scrub(exc.reason, state.token.secret),
-                    pause,
-                )
-                time.sleep(pause)
-                attempt += 1
-                prefer = exc.node
+
+        def once() -> tuple[str, httpx.Response]:
+            return self._send_once(method, path, params, state, prefer, timeout)
+
+        def unanswered(error: Exception) -> bool:
+            return isinstance(error, _MaybeSent) and method in IDEMPOTENT
+
+        def again(error: Exception, number: int, pause: float) -> None:
+            nonlocal prefer
+            assert isinstance(error, _MaybeSent)
+            log.warning(
+                "%s %s: no answer from %s (%s); trying again in %.2f s",
+                method,
+                path,
+                error.node,
+                scrub(error.reason, state.token.secret),
+                pause,
+            )
+            prefer = error.node
+
+        try:
+            return retry(
+                once, Policy(self.retries, Backoff(self.backoff, BACKOFF_CAP), unanswered, again), rng=self._random
+            )
+        except _MaybeSent as exc:
+            if method not in IDEMPOTENT:
+                raise StepFailed(
+                    f"{method} {path} was sent to {exc.node}, but no answer came back ({exc.reason}). It may "
+                    f"or may not have been carried out, so it is not sent again: check the cluster (the "
+                    f"node's task list, or the object the step changes) before running this step again.",
+                    sent=True,
+                ) from None
+            raise StepFailed(
+                f"{method} {path}: no answer from {exc.node} after {self.retries + 1} attempts (last: "
+                f"{exc.reason}). Check the network to the nodes and that pveproxy is healthy "
+                f"(systemctl status pveproxy).",
+                retryable=True,
+                sent=True,
+            ) from None
 
     def _send_once(
         self, method: str, path: str, params: dict[str, str], state: _Call, prefer: str | None, timeout: float
@@ -545,10 +563,7 @@ class ApiExecutor:
         for the task's node, and ``via`` is known to be reachable.
         """
         node, kind = parse_upid(upid)
-        # The caller may know from earlier runs how long such tasks take (the runner hands the
-        # journals' figures over as ``progress.task_estimates``).
-        hints = getattr(progress, "task_estimates", None) or {}
-        expected, source = self.task_times.expect(kind, hints.get(kind))
+        expected, source = self.task_times.expect(kind, self._task_estimates.get(kind))
         if expected is not None and expected < self.poll.initial:
             # A quick task: ask at once when this executor saw it end that fast; when only earlier
             # runs say so, give it ``initial`` (a busy cluster, or a run of many items, is slower).
@@ -592,12 +607,8 @@ class ApiExecutor:
             return data, f"task {kind} on {node}: {exitstatus} after {elapsed:.1f} s"
         tail = self._log_tail(node, upid, via, state, timeout)
         hint, transient = _advice(exitstatus, upid.split(":")[6] if upid.count(":") >= 7 else "VMID")
-        raise StepFailed(
-            f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\ntask: {upid}",
-            retryable=transient,
-            sent=True,
-            data=data,
-        )
+        message = f"task {kind} on {node} failed: {exitstatus}{hint}\nlast lines of its log:\n{tail}\ntask: {upid}"
+        raise StepFailed(message, retryable=transient, sent=True, data=data, lock=_lock_held(message))
 
     def _until_expected(self, kind: str, expected: float, began: float, state: _Call) -> float:
         """Wait until a task started at ``began`` is expected to have ended, following what this
@@ -844,10 +855,11 @@ def _http_failure(
             f"{where}: {status} {text}: {node} could not reach the node named in the path. Check that "
             f"node is up and in the cluster (`pvecm status`).",
             retryable=True,
+            lock=_lock_held(text),
         )
     vmid = re.search(r"/(?:qemu|lxc)/(\d+)", path)
     hint, transient = _advice(text, vmid[1] if vmid else "VMID")
-    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=transient)
+    return StepFailed(f"{where}: HTTP {status} {text}{hint}", retryable=transient, lock=_lock_held(text))
 
 
 def _advice(text: str, vmid: str) -> tuple[str, bool]:
@@ -868,7 +880,7 @@ def _advice(text: str, vmid: str) -> tuple[str, bool]:
             f"node.",
             True,
         )
-    if LOCK_ERROR.search(text):
+    if _lock_held(text):
         return " Another task holds the lock; wait for it to end, then run the step again.", True
     if "no quorum" in text:
         return (
@@ -883,6 +895,11 @@ def _advice(text: str, vmid: str) -> tuple[str, bool]:
             False,
         )
     return "", False
+
+
+def _lock_held(text: str) -> bool:
+    """Whether PVE's words say a lock held by someone else stopped it (``StepFailed.lock``)."""
+    return LOCK_ERROR.search(text) is not None
 
 
 def _task_data(upid: str, node: str, exitstatus: str | None) -> dict[str, Any]:

@@ -202,8 +202,10 @@ class Simulation:
         bin_dir = sim_dir(self.home) / "bin"
         write_shims(bin_dir, cluster.state_file)
         tokens = _Tokens(cluster)
+        self.api = lambda estimates: ApiExecutor(
+            cluster.endpoints(), tokens, cluster.verify(), task_estimates=estimates
+        )
         self.factories: dict[str, ExecutorFactory] = {
-            "api": lambda: ApiExecutor(cluster.endpoints(), tokens, cluster.verify()),
             "ssh": lambda: SimShellExecutor(self.vms, self.files, image_factory),
             "talosctl": lambda: SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
             "http": lambda: SimHttpExecutor(image_factory),
@@ -216,6 +218,7 @@ class Simulation:
         dispatcher = Dispatcher(self.config.data, self.home.root, adjust_context=self.adjust_context)
         for kind, make in self.factories.items():
             dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))
+        dispatcher.register("api", lambda: _Saving(self.api(dispatcher.task_estimates), self.save))
         return dispatcher
 
     def adjust_context(self, context: dict[str, Any]) -> None:
