@@ -19,19 +19,19 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .commands import (
-    NODE_COMMANDS,
+from ..shell.parse import (
     AndOr,
     Compound,
     Pipeline,
     Script,
-    ShellSyntax,
+    ShellSyntaxError,
     Simple,
     Word,
     assignment,
     iter_simple,
     parse,
 )
+from .commands import NODE_COMMANDS
 from .extract import Code
 
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
@@ -177,7 +177,7 @@ class Classifier:
         text = protect(code.text)
         try:
             script = parse(text)
-        except ShellSyntax as exc:
+        except ShellSyntaxError as exc:
             draft = self._shell(code, text, (0, len(text.rstrip("\n"))), [], "local")
             draft.warnings.append(f"kept as one shell script: it could not be parsed ({exc})")
             draft.original = shown(text)
@@ -297,7 +297,7 @@ class Classifier:
                 inner = substitutions[0][2:-1]
                 try:
                     script = parse(inner)
-                except ShellSyntax:
+                except ShellSyntaxError:
                     script = None
                 if script and len(script.units) == 1 and len(script.units[0].pipelines) == 1:
                     made = self._pipeline(code, inner, script.units[0].pipelines[0], False)
@@ -608,7 +608,7 @@ class Classifier:
         remote = " ".join(w.text for w in remote_words) if len(remote_words) > 1 else remote_words[0].text
         try:
             script = parse(remote)
-        except ShellSyntax as exc:
+        except ShellSyntaxError as exc:
             draft = Draft(
                 "ssh",
                 code.line,
