@@ -190,6 +190,10 @@ class Script:
     units: list[AndOr]
     comments: list[tuple[int, str]]
 
+    def line(self, offset: int) -> int:
+        """The line (from 1) of an offset in the source, as bash counts lines in its messages."""
+        return _line(self.source, offset)
+
 
 # ---------------------------------------------------------------------------------------- lexer
 
@@ -210,7 +214,7 @@ class _Lexer:
         src = self.src
         while self.i < len(src):
             char = src[self.i]
-            if char in " \t":
+            if char in " \t\r":
                 self.i += 1
             elif src.startswith("\\\n", self.i):
                 self.i += 2
@@ -287,7 +291,7 @@ class _Lexer:
 
         while self.i < len(src):
             char = src[self.i]
-            if char in " \t\n" or char in "|&;<>()":
+            if char in " \t\r\n" or char in "|&;<>()":
                 if char in "<>" and lit and not parts and "".join(lit).isdigit():
                     # "2>" is one redirection operator: the digits are a file descriptor.
                     lit = []
