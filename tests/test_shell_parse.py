@@ -7,6 +7,9 @@ from __future__ import annotations
 import pytest
 
 from engine.actions import ShellCommand, StepFailed
+from engine.ingest.classify import Classifier
+from engine.ingest.extract import Code
+from engine.shell.curl import parse_curl, takes_value
 from engine.shell.parse import ShellSyntaxError, Simple, parse
 from engine.sim.shell import NodeFiles, SimShellExecutor
 from tests.test_sim_tools import FakeVms
@@ -84,3 +87,38 @@ def test_syntax_errors_say_the_line_to_both_users() -> None:
     with pytest.raises(StepFailed, match="did not run: bash: line 2: a single quote is never closed") as failed:
         _node("echo ok\necho 'open\n")
     assert failed.value.sent is False
+
+
+def test_curl_options_are_split_the_same_for_both_users() -> None:
+    call = parse_curl(["-sSkX", "PUT", "-fsSLo/tmp/x", "--data=a=1", "-C", "-", "-4", "https://h/api2/json/y"])
+    assert call.options == (
+        ("-s", None),
+        ("-S", None),
+        ("-k", None),
+        ("-X", "PUT"),
+        ("-f", None),
+        ("-s", None),
+        ("-S", None),
+        ("-L", None),
+        ("-o", "/tmp/x"),
+        ("--data", "a=1"),
+        ("-C", "-"),
+        ("-4", None),
+    )
+    assert (call.urls, call.method, call.data, call.value("-o")) == (
+        ("https://h/api2/json/y",),
+        "PUT",
+        [("--data", "a=1")],
+        "/tmp/x",
+    )
+    assert parse_curl(["-o"]).options == (("-o", None),) and takes_value("-o") and not takes_value("-k")
+    # ingest sees the -k in a cluster that ends with -X, as the simulation sees -fsSL before -o
+    classifier = Classifier()
+    draft = classifier.block(Code("curl -sSkX PUT --data a=1 https://h/api2/json/y", "bash", 1, None))[0]
+    assert (draft.method, draft.params) == ("PUT", [("a", "1")])
+    assert any("TLS options" in note for note in draft.notes)
+    files = NodeFiles()
+    SimShellExecutor(FakeVms(), files).run(ShellCommand(script="curl -fsSLo/tmp/x https://example.org/x", node="pve01"))
+    assert files.get("pve01", "/tmp/x") is not None
+    with pytest.raises(StepFailed, match="curl: option -o: requires parameter"):
+        _node("curl https://example.org/x -o")

@@ -37,6 +37,7 @@ from engine.actions import Result, ShellCommand, StepFailed
 from engine.executors.shell import Progress
 from engine.sim.http import Factory, image_sizes, is_factory_url, parse_image_url
 
+from ..shell.curl import parse_curl, takes_value
 from ..shell.parse import (
     AndOr,
     Compound,
@@ -1068,79 +1069,22 @@ def _wget(run: _Run, args: list[str], stdin: str) -> _Out:
 
 
 def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
-    fail = silent = show_error = remote_name = create_dirs = False
-    output: str | None = None
-    urls = []
-    rest = args[1:]
-    value_flags = {
-        "--retry",
-        "--retry-delay",
-        "--retry-max-time",
-        "--connect-timeout",
-        "--max-time",
-        "-m",
-        "-C",
-        "--continue-at",
-    }
-    while rest:
-        arg = rest.pop(0)
-        if arg in ("-f", "--fail", "--fail-with-body"):
-            fail = True
-        elif arg in ("-s", "--silent"):
-            silent = True
-        elif arg in ("-S", "--show-error"):
-            show_error = True
-        elif arg in (
-            "-L",
-            "--location",
-            "-k",
-            "--insecure",
-            "--progress-bar",
-            "-#",
-            "--compressed",
-            "--retry-all-errors",
-        ):
-            pass
-        elif arg in ("-O", "--remote-name"):
-            remote_name = True
-        elif arg == "--create-dirs":
-            create_dirs = True
-        elif arg in ("-o", "--output"):
-            if not rest:
-                return _Out(status=2, err=f"curl: option {arg}: requires parameter\n")
-            output = rest.pop(0)
-        elif arg.startswith("--output="):
-            output = arg.split("=", 1)[1]
-        elif arg in value_flags:
-            if rest:
-                rest.pop(0)
-        elif any(arg.startswith(flag + "=") for flag in value_flags if flag.startswith("--")):
-            pass
-        elif re.fullmatch(r"-[fsSLkO#]*[o]?", arg) and len(arg) > 1:
-            letters = arg[1:]
-            fail |= "f" in letters
-            silent |= "s" in letters
-            show_error |= "S" in letters
-            remote_name |= "O" in letters
-            if letters.endswith("o"):
-                if not rest:
-                    return _Out(status=2, err="curl: option -o: requires parameter\n")
-                output = rest.pop(0)
-        elif re.fullmatch(r"-[fsSLkO#]*o.+", arg):
-            head, _, tail = arg[1:].partition("o")
-            fail |= "f" in head
-            silent |= "s" in head
-            show_error |= "S" in head
-            output = tail
-        elif arg.startswith("-"):
-            run.unsupported = f"simulation: curl option {arg} is not simulated on PVE nodes (script line {run.line})"
+    call = parse_curl(args[1:])
+    for option, value in call.options:
+        if option not in _CURL_SIMULATED:
+            run.unsupported = f"simulation: curl option {option} is not simulated on PVE nodes (script line {run.line})"
             raise _Exit(127)
-        else:
-            urls.append(arg)
+        if value is None and takes_value(option):
+            return _Out(status=2, err=f"curl: option {option}: requires parameter\n")
+    fail = call.has("-f", "--fail", "--fail-with-body")
+    silent = call.has("-s", "--silent")
+    show_error = call.has("-S", "--show-error")
+    output = call.value("-o", "--output")
+    urls = call.urls
     if not urls:
         return _Out(status=2, err="curl: no URL specified!\n")
     url = urls[0]
-    if output is None and remote_name:
+    if output is None and call.has("-O", "--remote-name"):
         output = posixpath.basename(urlsplit(url).path)
     if output is None:
         # to stdout: text answers (the factory's JSON) are printed; a binary image is not
@@ -1164,7 +1108,7 @@ def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
             'Warning: <FILE>" to save to a file.\n',
         )
     path = run.path(output)
-    if create_dirs:
+    if call.has("--create-dirs"):
         folder = posixpath.dirname(path)
         while not run.x.files.is_dir(run.node, folder):
             run.x.files.mkdir(run.node, folder)
@@ -1240,6 +1184,40 @@ def _xz(run: _Run, args: list[str], stdin: str) -> _Out:
             result.err += f"{arg} (1/1)\n  100 %   {_human(int(record.get('size', 0)))} / {_human(size)}\n"
     return result
 
+
+# Options the simulated curl knows: those it acts on, and those that change nothing in a simulation.
+_CURL_SIMULATED = frozenset(
+    {
+        "-f",
+        "--fail",
+        "--fail-with-body",
+        "-s",
+        "--silent",
+        "-S",
+        "--show-error",
+        "-o",
+        "--output",
+        "-O",
+        "--remote-name",
+        "--create-dirs",
+        "-L",
+        "--location",
+        "-k",
+        "--insecure",
+        "--progress-bar",
+        "-#",
+        "--compressed",
+        "--retry-all-errors",
+        "--retry",
+        "--retry-delay",
+        "--retry-max-time",
+        "--connect-timeout",
+        "--max-time",
+        "-m",
+        "-C",
+        "--continue-at",
+    }
+)
 
 # ---- qm
 
