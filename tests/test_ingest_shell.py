@@ -8,10 +8,10 @@ import pytest
 from engine.config import ClusterConfig
 from engine.ingest.adapt import Adapter
 from engine.ingest.classify import Classifier
-from engine.ingest.commands import Compound, ShellSyntax, Simple, parse, tokenize
 from engine.ingest.convert import html_to_markdown, text_to_markdown
 from engine.ingest.extract import Code, split_document
 from engine.ingest.redact import redact, safe_source
+from engine.shell.parse import Compound, ShellSyntaxError, Simple, parse, tokenize
 from engine.yamlsource import read_yaml_file
 from tests.conftest import REPO
 
@@ -89,7 +89,7 @@ def test_heredocs_belong_to_their_command() -> None:
     ],
 )
 def test_text_outside_the_subset_is_refused_with_a_reason(src: str, message: str) -> None:
-    with pytest.raises(ShellSyntax, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
+    with pytest.raises(ShellSyntaxError, match=message.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
         parse(src)
 
 

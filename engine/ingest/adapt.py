@@ -28,8 +28,8 @@ from typing import Any
 
 import jq
 
+from ..shell.parse import Simple, Word
 from .classify import CLOSE, OPEN, Classifier, Draft, shown
-from .commands import Simple, Word
 
 _TOKEN = re.compile(rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b)")
 _SHELL_VARS = frozenset(

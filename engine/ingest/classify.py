@@ -19,19 +19,20 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from .commands import (
-    NODE_COMMANDS,
+from ..shell.curl import DATA_OPTIONS, parse_curl
+from ..shell.parse import (
     AndOr,
     Compound,
     Pipeline,
     Script,
-    ShellSyntax,
+    ShellSyntaxError,
     Simple,
     Word,
     assignment,
     iter_simple,
     parse,
 )
+from .commands import NODE_COMMANDS
 from .extract import Code
 
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
@@ -40,61 +41,6 @@ _CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|cred
 _STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias", "read", "shift", "trap", "umask"})
 _NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
 _PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
-_CURL_VALUE_OPTS = frozenset(
-    {
-        "-X",
-        "--request",
-        "-d",
-        "--data",
-        "--data-raw",
-        "--data-binary",
-        "--data-ascii",
-        "--data-urlencode",
-        "-H",
-        "--header",
-        "-o",
-        "--output",
-        "-w",
-        "--write-out",
-        "-u",
-        "--user",
-        "-b",
-        "--cookie",
-        "-c",
-        "--cookie-jar",
-        "--cacert",
-        "--capath",
-        "--cert",
-        "--key",
-        "-m",
-        "--max-time",
-        "--connect-timeout",
-        "--retry",
-        "--retry-delay",
-        "--retry-max-time",
-        "-e",
-        "--referer",
-        "-A",
-        "--user-agent",
-        "-F",
-        "--form",
-        "-T",
-        "--upload-file",
-        "--resolve",
-        "--url",
-        "-x",
-        "--proxy",
-        "--limit-rate",
-        "-K",
-        "--config",
-        "--pinnedpubkey",
-        "--interface",
-        "-r",
-        "--range",
-        "-E",
-    }
-)
-_CURL_SHORT_VALUE = frozenset("XdHowubcmeAFTxKrE")
 _SSH_VALUE_OPTS = frozenset("bcDEeFIiJLlmOopQRSWw")
 _JQ_VALUE_OPTS = frozenset({"--arg", "--argjson", "--slurpfile", "--rawfile", "--indent", "-L", "-f", "--from-file"})
 
@@ -177,7 +123,7 @@ class Classifier:
         text = protect(code.text)
         try:
             script = parse(text)
-        except ShellSyntax as exc:
+        except ShellSyntaxError as exc:
             draft = self._shell(code, text, (0, len(text.rstrip("\n"))), [], "local")
             draft.warnings.append(f"kept as one shell script: it could not be parsed ({exc})")
             draft.original = shown(text)
@@ -297,7 +243,7 @@ class Classifier:
                 inner = substitutions[0][2:-1]
                 try:
                     script = parse(inner)
-                except ShellSyntax:
+                except ShellSyntaxError:
                     script = None
                 if script and len(script.units) == 1 and len(script.units[0].pipelines) == 1:
                     made = self._pipeline(code, inner, script.units[0].pipelines[0], False)
@@ -406,36 +352,24 @@ class Classifier:
 
     def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
         draft = Draft("api", code.line, code.heading, excerpt=_excerpt(text[pipeline.start : pipeline.end]))
-        method, url, data, query_data = None, None, [], False
-        dropped: set[str] = set()
-        index = 1
-        options: list[tuple[str, str | None]] = []
-        while index < len(words):
-            word = words[index].text
-            option, value, index = _option(words, index, _CURL_VALUE_OPTS, _CURL_SHORT_VALUE)
-            if option is None:
-                if url is not None:
-                    return self._review(code, text, pipeline, "calls more than one URL")
-                url = word
-                continue
-            if re.fullmatch(r"-[A-Za-z0-9#]{2,}", option) and value is None:
-                options += [(f"-{letter}", None) for letter in option[1:]]
-            else:
-                options.append((option, value))
-        for option, value in options:
-            if option in ("-X", "--request"):
-                method = (value or "").upper()
-            elif option in ("-d", "--data", "--data-raw", "--data-binary", "--data-ascii"):
-                if (value or "").startswith("@"):
-                    return self._review(code, text, pipeline, "sends data from a file (@file)")
-                data += [(unquote(k), unquote(v)) for k, v in _pairs(value or "")]  # '+10G' means +10G
-            elif option == "--data-urlencode":
-                key, sep, val = (value or "").partition("=")
+        call = parse_curl([word.text for word in words[1:]])
+        if len(call.urls) > 1:
+            return self._review(code, text, pipeline, "calls more than one URL")
+        data: list[tuple[str, str]] = []
+        for option, value in call.data:
+            if option == "--data-urlencode":
+                key, sep, val = value.partition("=")
                 if not sep or "@" in key:
                     return self._review(code, text, pipeline, "sends url-encoded data from a file or without a name")
                 data.append((key, val))
-            elif option in ("-G", "--get"):
-                query_data = True
+            elif value.startswith("@"):
+                return self._review(code, text, pipeline, "sends data from a file (@file)")
+            else:
+                data += [(unquote(k), unquote(v)) for k, v in _pairs(value)]  # '+10G' means +10G
+        dropped: set[str] = set()
+        for option, value in call.options:
+            if option in ("-X", "--request", "-G", "--get", *DATA_OPTIONS):
+                pass  # the method and the parameters, read above
             elif option in ("-H", "--header"):
                 header = (value or "").split(":", 1)[0].strip().lower()
                 if header in ("authorization", "cookie", "csrfpreventiontoken") or "[redacted]" in (value or ""):
@@ -488,15 +422,15 @@ class Classifier:
                 pass
             else:
                 draft.warnings.append(f"curl option {option} has no equivalent in an api step and was left out")
-        if url is None:
+        if not call.urls:
             return self._review(code, text, pipeline, "has no URL")
-        split = urlsplit(url)
+        split = urlsplit(call.urls[0])
         path = split.path
         if "/api2/json" not in path:
             return self._review(code, text, pipeline, "calls a URL outside /api2/json")
         path = path.split("/api2/json", 1)[1] or "/"
         query = [(unquote(k), unquote(v)) for k, v in (_pair(q) for q in split.query.split("&") if q)]
-        method = method or ("POST" if data and not query_data else "GET")
+        method = call.method or ("POST" if data and not call.has("-G", "--get") else "GET")
         if method not in ("GET", "POST", "PUT", "DELETE"):
             return self._review(code, text, pipeline, f"uses the method {method}, which the PVE API does not have")
         if re.match(r"^/access/(ticket|password)\b", path):
@@ -608,7 +542,7 @@ class Classifier:
         remote = " ".join(w.text for w in remote_words) if len(remote_words) > 1 else remote_words[0].text
         try:
             script = parse(remote)
-        except ShellSyntax as exc:
+        except ShellSyntaxError as exc:
             draft = Draft(
                 "ssh",
                 code.line,
@@ -754,32 +688,6 @@ def _loop_items(words: list[Word]) -> list[str] | None:
         else:
             out.append(text)
     return out
-
-
-def _option(
-    words: list[Word], index: int, long_values: frozenset[str], short_values: frozenset[str]
-) -> tuple[str | None, str | None, int]:
-    """(option, its value, next index) at ``index``; option None for a positional word."""
-    word = words[index].text
-    if word.startswith("--"):
-        name, sep, value = word.partition("=")
-        if sep:
-            return name, value, index + 1
-        if name in long_values and index + 1 < len(words):
-            return name, words[index + 1].text, index + 2
-        return name, None, index + 1
-    if word.startswith("-") and len(word) > 1 and not word[1].isdigit():
-        letters = word[1:]
-        for position, letter in enumerate(letters):
-            if letter in short_values:
-                rest = letters[position + 1 :]
-                if rest:
-                    return f"-{letter}", rest, index + 1
-                if index + 1 < len(words):
-                    return f"-{letter}", words[index + 1].text, index + 2
-                return f"-{letter}", None, index + 1
-        return f"-{letters[-1]}" if len(letters) == 1 else f"-{letters}", None, index + 1
-    return None, None, index + 1
 
 
 def _pair(item: str) -> tuple[str, str]:

@@ -1,9 +1,10 @@
 """Simulated PVE nodes for ``ssh`` steps: a small shell interpreter over the simulated cluster.
 
-``SimShellExecutor`` takes the place of ``SshExecutor`` under ``--simulate``. It reads the script the
-way bash would under ``set -eu`` (the whole script is parsed before anything runs, so a command the
-simulation does not know fails the step before its first line, with nothing done), then runs it
-command by command against two small interfaces, so it can be wired to any simulated cluster:
+``SimShellExecutor`` takes the place of ``SshExecutor`` under ``--simulate``. It reads the script with
+the parser ingest uses (``engine/shell/parse.py``) and runs it the way bash would under ``set -eu``
+(the whole script is parsed before anything runs, so a command the simulation does not know fails
+the step before its first line, with nothing done), command by command against two small
+interfaces, so it can be wired to any simulated cluster:
 
 - ``VmOps`` (the PVE side): find a VM by vmid, list VMs, change a VM's config, make it a template,
   and say which nodes and storages exist;
@@ -14,9 +15,9 @@ What is simulated: ``qm set/template/config/list/status``, ``wget``, ``curl``, `
 ``test``/``[``, ``rm``, ``mkdir``, ``echo``, ``cd``, ``hostname``, ``true``/``false``/``:``, ``set``,
 ``exit``, ``export``/``NAME=value``, and ``grep``/``head``/``tail`` as filters in a pipe. The
 shell part: ``;``, ``&&``, ``||``, ``|``, ``!``, comments, ``\\`` continuations, single and double quotes,
-``$VAR``/``${VAR}``/``${VAR:-default}`` (an unset variable is an error, as under ``set -u``), ``~``,
-``*`` globs over the node's files, and the redirections ``>``, ``>>``, ``2>``, ``2>&1``, ``>&2`` (to
-``/dev/null`` or a file). Anything else (``if``, loops, ``$(...)``, here-documents, other programs)
+``$'...'``, ``$VAR``/``${VAR}``/``${VAR:-default}`` (an unset variable is an error, as under ``set -u``),
+``NAME=value``/``NAME+=value``, ``~``, ``*`` globs over the node's files, and the redirections ``>``,
+``>>``, ``2>``, ``2>&1``, ``>&2``, ``&>`` (to ``/dev/null`` or a file). Anything else (``if``, loops, ``$(...)``, here-documents, other programs)
 fails clearly, saying what is simulated.
 """
 
@@ -36,6 +37,19 @@ from ..actions import Result, ShellCommand, StepFailed
 from ..executors.base import Change, Progress
 from ..executors.preview import shell_changes
 from ..facts import Facts
+from ..shell.curl import parse_curl, takes_value
+from ..shell.parse import (
+    AndOr,
+    Compound,
+    Pipeline,
+    Script,
+    ShellSyntaxError,
+    Simple,
+    Word,
+    assignment,
+    iter_simple,
+    parse,
+)
 from .http import Factory, image_sizes, is_factory_url, parse_image_url
 
 SIMULATED = "simulated: qm set/template/config/list/status, wget, curl, xz -d, test -f, rm -f, mkdir -p, echo"
@@ -218,13 +232,14 @@ class SimShellExecutor:
                 sent=False,
             )
         try:
-            program = parse(command.script)
+            script = parse(command.script)
+            _check(script)
         except ShellSyntaxError as exc:
             raise StepFailed(
-                f"script on node {node} (simulated) did not run: bash: line {exc.line}: {exc.message}",
+                f"script on node {node} (simulated) did not run: bash: line {exc.line}: {exc}",
                 sent=False,
             ) from None
-        unsupported = _first_unsupported(program)
+        unsupported = _first_unsupported(script)
         if unsupported is not None:
             raise StepFailed(unsupported, sent=False, data={"stdout": "", "stderr": "", "exit_code": None})
         env = {
@@ -237,8 +252,8 @@ class SimShellExecutor:
         }
         env.update(command.env)
         with self._lock:
-            run = _Run(self, node, env, progress)
-            code = run.program(program)
+            run = _Run(self, script, node, env, progress)
+            code = run.program()
         data = {"stdout": run.stdout_text(), "stderr": run.stderr_text(), "exit_code": code}
         if run.unsupported is not None:
             raise StepFailed(run.unsupported, data=data)
@@ -249,376 +264,29 @@ class SimShellExecutor:
         return Result(data=data, summary=f"{node}: done (simulated)")
 
 
-# ---------------------------------------------------------------- parsing
+# ---------------------------------------------------------------- reading the script
 
-
-class ShellSyntaxError(Exception):
-    def __init__(self, line: int, message: str):
-        super().__init__(message)
-        self.line = line
-        self.message = message
-
-
-# A word is a list of parts: (kind, text) with kind "lit" (unquoted), "q" (quoted literal),
-# "var" (unquoted $NAME), "qvar" (quoted $NAME); a var's text is "NAME" or "NAME\0default".
-Word = list[tuple[str, str]]
-
-
-@dataclass
-class Redirect:
-    fd: int
-    op: str  # ">", ">>", "<", ">&"
-    target: Word | None = None  # for ">&": None and ``dup`` set
-    dup: int | None = None
-
-
-@dataclass
-class SimpleCommand:
-    line: int
-    assigns: list[tuple[str, Word]] = field(default_factory=list)
-    words: list[Word] = field(default_factory=list)
-    redirects: list[Redirect] = field(default_factory=list)
-    problem: str | None = None  # an unsupported construct, reported before anything runs
-
-
-@dataclass
-class Pipeline:
-    commands: list[SimpleCommand]
-    negated: bool = False
-
-
-@dataclass
-class AndOr:
-    items: list[tuple[str, Pipeline]]  # (connector before it: "", "&&", "||", pipeline)
-
-
+# ``${NAME:-default}`` (and ``${NAME-default}``, read the same way): the expansions beyond $NAME that run.
+_PARAMETER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?-(.*)\}", re.S)
+_REDIRECT = re.compile(r"(\d*)(.+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEYWORDS = {
-    "if",
-    "then",
-    "else",
-    "elif",
-    "fi",
-    "for",
-    "while",
-    "until",
-    "do",
-    "done",
-    "case",
-    "esac",
-    "function",
-    "select",
-    "{",
-    "}",
-    "[[",
-    "]]",
-    "time",
-    "coproc",
-}
 
 
-def parse(script: str) -> list[AndOr]:
-    """The script as and-or lists; ShellSyntaxError for what bash would refuse to parse."""
-    tokens = _Lexer(script).tokens()
-    program: list[AndOr] = []
-    i = 0
-    n = len(tokens)
-
-    def at(kind: str, value: str | None = None) -> bool:
-        return i < n and tokens[i][0] == kind and (value is None or tokens[i][1] == value)
-
-    while i < n:
-        if at("op", "\n") or at("op", ";"):
-            i += 1
-            continue
-        items: list[tuple[str, Pipeline]] = []
-        connector = ""
-        while True:
-            negated = False
-            while at("word") and tokens[i][1] == [("lit", "!")]:
-                negated = not negated
-                i += 1
-            commands: list[SimpleCommand] = []
-            while True:
-                command, i = _simple_command(tokens, i)
-                commands.append(command)
-                if at("op", "|"):
-                    i += 1
-                    while at("op", "\n"):
-                        i += 1
-                    continue
-                break
-            items.append((connector, Pipeline(commands, negated)))
-            if at("op", "&&") or at("op", "||"):
-                connector = tokens[i][1]
-                i += 1
-                while at("op", "\n"):
-                    i += 1
-                continue
-            break
-        program.append(AndOr(items))
-        if i < n and not (at("op", "\n") or at("op", ";")):
-            kind, value, line = tokens[i]
-            shown = value if kind == "op" else "word"
-            raise ShellSyntaxError(line, f"syntax error near unexpected token `{shown}'")
-    return program
+def _check(script: Script) -> None:
+    """Refuse, as bash's parser would, what cannot run at all: ``>&`` to anything but a descriptor."""
+    for command in iter_simple(script.units):
+        for op, target in command.redirects:
+            if op.lstrip("0123456789") in (">&", "<&") and not (target and (target.literal or "").isdigit()):
+                raise ShellSyntaxError(f"syntax error near `{op}'", script.line(command.start))
 
 
-def _simple_command(tokens: list[tuple[str, Any, int]], i: int) -> tuple[SimpleCommand, int]:
-    n = len(tokens)
-    line = tokens[i][2] if i < n else (tokens[-1][2] if tokens else 1)
-    command = SimpleCommand(line=line)
-    while i < n:
-        kind, value, line = tokens[i]
-        if kind == "word":
-            if not command.words and _assignment(value):
-                name = value[0][1].partition("=")[0]
-                command.assigns.append((name, _after_equals(value)))
-            else:
-                command.words.append(value)
-            i += 1
-            continue
-        if kind == "redir":
-            fd, op = value
-            if op in ("&>", "&>>"):
-                i += 1
-                if i >= n or tokens[i][0] != "word":
-                    raise ShellSyntaxError(line, "syntax error near unexpected token `newline'")
-                command.redirects.append(Redirect(1, op[1:], target=tokens[i][1]))
-                command.redirects.append(Redirect(2, ">&", dup=1))
-                i += 1
-                continue
-            if op == "<<":
-                command.problem = "here-documents (<<) are not simulated"
-                i += 1
-                continue
-            if op in (">&", "<&"):
-                i += 1
-                if i < n and tokens[i][0] == "word" and (_literal(tokens[i][1]) or "").isdigit():
-                    command.redirects.append(Redirect(fd, ">&", dup=int(_literal(tokens[i][1]) or "1")))
-                    i += 1
-                    continue
-                raise ShellSyntaxError(line, f"syntax error near `{op}'")
-            i += 1
-            if i >= n or tokens[i][0] != "word":
-                raise ShellSyntaxError(line, "syntax error near unexpected token `newline'")
-            command.redirects.append(Redirect(fd, op, target=tokens[i][1]))
-            i += 1
-            continue
-        if value in ("(", ")"):
-            command.problem = "subshells and groups ( ... ) are not simulated"
-            i += 1
-            continue
-        if value == "&":
-            command.problem = "background jobs (&) are not simulated"
-            i += 1
-            continue
-        if value == ";;":
-            raise ShellSyntaxError(line, "syntax error near unexpected token `;;'")
-        break
-    if not command.words and not command.assigns and not command.redirects and command.problem is None:
-        kind, value, line = tokens[i] if i < n else ("op", "newline", line)
-        raise ShellSyntaxError(line, f"syntax error near unexpected token `{value if kind == 'op' else 'word'}'")
-    return command, i
-
-
-def _literal(word: Word) -> str | None:
-    """The word's text when it has no variable in it, else None."""
-    if any(kind in ("var", "qvar", "sub") for kind, _ in word):
-        return None
-    return "".join(text for _, text in word)
-
-
-def _assignment(word: Word) -> bool:
-    kind, text = word[0]
-    return kind == "lit" and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", text) is not None
-
-
-def _after_equals(word: Word) -> Word:
-    kind, text = word[0]
-    rest = text.partition("=")[2]
-    return ([(kind, rest)] if rest else []) + word[1:]
-
-
-class _Lexer:
-    """Tokens: ("word", Word, line), ("op", text, line), ("redir", (fd, op), line)."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.i = 0
-        self.line = 1
-        self.out: list[tuple[str, Any, int]] = []
-
-    def tokens(self) -> list[tuple[str, Any, int]]:
-        text = self.text
-        while self.i < len(text):
-            c = text[self.i]
-            if c in " \t\r":
-                self.i += 1
-            elif c == "\\" and text.startswith("\\\n", self.i):
-                self.i += 2
-                self.line += 1
-            elif c == "\n":
-                self.out.append(("op", "\n", self.line))
-                self.i += 1
-                self.line += 1
-            elif c == "#":
-                while self.i < len(text) and text[self.i] != "\n":
-                    self.i += 1
-            elif text.startswith(("&&", "||", ";;"), self.i):
-                self.out.append(("op", text[self.i : self.i + 2], self.line))
-                self.i += 2
-            elif text.startswith("&>", self.i):
-                self.i += 2
-                append = text.startswith(">", self.i)
-                self.i += append
-                self.out.append(("redir", (1, "&>>" if append else "&>"), self.line))
-            elif c in ";|&()":
-                self.out.append(("op", c, self.line))
-                self.i += 1
-            elif c in "<>":
-                self._redirect(1 if c == ">" else 0)
-            else:
-                self._word()
-        return self.out
-
-    def _redirect(self, fd: int) -> None:
-        text = self.text
-        for op in (">>", ">&", "<<", "<&", ">|", ">", "<"):
-            if text.startswith(op, self.i):
-                self.i += len(op)
-                self.out.append(("redir", (fd, ">" if op == ">|" else op), self.line))
-                return
-
-    def _word(self) -> None:
-        text = self.text
-        parts: Word = []
-        start_line = self.line
-        lit = ""
-
-        def flush(kind: str = "lit") -> None:
-            nonlocal lit
-            if lit:
-                parts.append((kind, lit))
-                lit = ""
-
-        while self.i < len(text):
-            c = text[self.i]
-            if c in " \t\r\n;|&()<>":
-                if c in "<>" and not parts and lit.isdigit():
-                    self._redirect(int(lit))
-                    return
-                break
-            if c == "~" and not parts and not lit and (self.i + 1 >= len(text) or text[self.i + 1] in "/ \t\n;|&"):
-                parts.append(("var", "HOME"))
-                self.i += 1
-            elif c == "'":
-                end = text.find("'", self.i + 1)
-                if end < 0:
-                    raise ShellSyntaxError(start_line, "unexpected EOF while looking for matching `''")
-                flush()
-                parts.append(("q", text[self.i + 1 : end]))
-                self.line += text.count("\n", self.i, end)
-                self.i = end + 1
-            elif c == '"':
-                flush()
-                self._double_quoted(parts, start_line)
-            elif c == "\\":
-                flush()
-                if self.i + 1 < len(text):
-                    parts.append(("q", text[self.i + 1]))
-                self.i += 2
-            elif c == "`":
-                flush()
-                parts.append(("sub", "`...`"))
-                end = text.find("`", self.i + 1)
-                self.i = len(text) if end < 0 else end + 1
-            elif c == "$":
-                flush()
-                self._dollar(parts, quoted=False)
-            else:
-                lit += c
-                self.i += 1
-        flush()
-        if parts:
-            self.out.append(("word", parts, start_line))
-
-    def _double_quoted(self, parts: Word, start_line: int) -> None:
-        text = self.text
-        self.i += 1
-        lit = ""
-        while True:
-            if self.i >= len(text):
-                raise ShellSyntaxError(start_line, "unexpected EOF while looking for matching `\"'")
-            c = text[self.i]
-            if c == '"':
-                self.i += 1
-                break
-            if c == "\\" and self.i + 1 < len(text) and text[self.i + 1] in '$`"\\\n':
-                if text[self.i + 1] != "\n":
-                    lit += text[self.i + 1]
-                else:
-                    self.line += 1
-                self.i += 2
-            elif c == "$":
-                if lit:
-                    parts.append(("q", lit))
-                    lit = ""
-                self._dollar(parts, quoted=True)
-            elif c == "`":
-                parts.append(("sub", "`...`"))
-                end = text.find("`", self.i + 1)
-                self.i = len(text) if end < 0 else end + 1
-            else:
-                if c == "\n":
-                    self.line += 1
-                lit += c
-                self.i += 1
-        # "" is an empty word, not no word
-        parts.append(("q", lit))
-
-    def _dollar(self, parts: Word, quoted: bool) -> None:
-        text = self.text
-        kind = "qvar" if quoted else "var"
-        nxt = text[self.i + 1] if self.i + 1 < len(text) else ""
-        if nxt == "(":
-            depth = 0
-            j = self.i + 1
-            while j < len(text):
-                if text[j] == "(":
-                    depth += 1
-                elif text[j] == ")":
-                    depth -= 1
-                    if depth == 0:
-                        break
-                j += 1
-            parts.append(("sub", text[self.i : j + 1]))
-            self.i = j + 1
-            return
-        if nxt == "{":
-            end = text.find("}", self.i + 2)
-            if end < 0:
-                raise ShellSyntaxError(self.line, "bad substitution")
-            inner = text[self.i + 2 : end]
-            self.i = end + 1
-            match = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?::?-(.*))?", inner, re.S)
-            if not match:
-                parts.append(("sub", "${" + inner + "}"))
-                return
-            name, default = match.group(1), match.group(2)
-            parts.append((kind, name if default is None else f"{name}\0{default}"))
-            return
-        match = _NAME.match(text, self.i + 1)
-        if match:
-            parts.append((kind, match.group(0)))
-            self.i = match.end()
-            return
-        if nxt and (nxt.isdigit() or nxt in "?#@*$!-"):
-            parts.append(("sub", "$" + nxt))
-            self.i += 2
-            return
-        parts.append(("q" if quoted else "lit", "$"))
-        self.i += 1
+def _redirect(op: str) -> tuple[int, str]:
+    """(file descriptor, operator) of a redirection as the parser gives it (``2>&`` -> (2, ">&"))."""
+    match = _REDIRECT.fullmatch(op)
+    assert match is not None
+    fd, kind = match.groups()
+    kind = ">" if kind == ">|" else kind
+    return (int(fd) if fd else (0 if kind.startswith("<") else 1)), kind
 
 
 # ---------------------------------------------------------------- what is supported
@@ -647,40 +315,49 @@ _COMMANDS = {
     "tail",
 }
 _QM = {"set", "template", "config", "list", "status"}
+_COMPOUNDS = {
+    "subshell": "subshells and groups ( ... ) are not simulated",
+    "function": "shell functions are not simulated",
+}
 
 
 def _not_simulated(name: str) -> str:
     return f"simulation: '{name}' is not simulated on PVE nodes ({SIMULATED})"
 
 
-def _first_unsupported(program: list[AndOr]) -> str | None:
+def _first_unsupported(script: Script) -> str | None:
     """The message for the first construct the simulation cannot run, checked before anything runs."""
-    for and_or in program:
-        for _, pipeline in and_or.items:
+    for unit in script.units:
+        for pipeline in unit.pipelines:
             for command in pipeline.commands:
-                where = f" (script line {command.line})"
-                if command.problem:
-                    return f"simulation: {command.problem} on PVE nodes{where}"
-                for word in (
-                    [w for _, w in command.assigns]
-                    + command.words
-                    + [r.target for r in command.redirects if r.target is not None]
-                ):
-                    for kind, text in word:
-                        if kind == "sub":
-                            what = "command substitution" if text.startswith(("$(", "`")) else f"the expansion {text}"
-                            return f"simulation: {what} is not simulated on PVE nodes{where}"
+                where = f" (script line {script.line(command.start)})"
+                if isinstance(command, Compound):
+                    if command.kind in _COMPOUNDS:
+                        return f"simulation: {_COMPOUNDS[command.kind]} on PVE nodes{where}"
+                    return _not_simulated("{" if command.kind == "group" else command.kind) + where
+                if command.heredoc:
+                    return f"simulation: here-documents (<<) are not simulated on PVE nodes{where}"
+                if unit.background and command is unit.pipelines[-1].commands[-1]:
+                    return f"simulation: background jobs (&) are not simulated on PVE nodes{where}"
+                for word in command.assigns + command.words + [w for _, w in command.redirects if w is not None]:
+                    for part in word.parts:
+                        if part.kind == "lit" or (part.kind == "var" and _NAME.fullmatch(part.text)):
+                            continue
+                        if part.kind == "subst" and _PARAMETER.fullmatch(part.raw):
+                            continue
+                        what = (
+                            "command substitution" if part.raw.startswith(("$(", "`")) else f"the expansion {part.raw}"
+                        )
+                        return f"simulation: {what} is not simulated on PVE nodes{where}"
                 if not command.words:
                     continue
-                name = _literal(command.words[0])
+                name = command.words[0].literal
                 if name is None:
                     continue  # a variable as command name: checked when it runs
-                if name in _KEYWORDS:
-                    return _not_simulated(name) + where
                 if name not in _COMMANDS:
                     return _not_simulated(name) + where
                 if name == "qm":
-                    sub = _literal(command.words[1]) if len(command.words) > 1 else ""
+                    sub = command.words[1].literal if len(command.words) > 1 else ""
                     if sub is not None and sub not in _QM:
                         return _not_simulated(f"qm {sub}".strip()) + where
     return None
@@ -704,8 +381,11 @@ class _Out:
 class _Run:
     """One script's run: variables, working folder, errexit and the collected output."""
 
-    def __init__(self, executor: SimShellExecutor, node: str, env: dict[str, str], progress: Progress | None):
+    def __init__(
+        self, executor: SimShellExecutor, script: Script, node: str, env: dict[str, str], progress: Progress | None
+    ):
         self.x = executor
+        self.script = script
         self.node = node
         self.vars = dict(env)
         self.cwd = "/root"
@@ -736,10 +416,10 @@ class _Run:
 
     # -- structure
 
-    def program(self, program: list[AndOr]) -> int:
+    def program(self) -> int:
         status = 0
         try:
-            for and_or in program:
+            for and_or in self.script.units:
                 status, last_is_final = self.and_or(and_or)
                 if status != 0 and self.errexit and last_is_final:
                     return status
@@ -750,13 +430,14 @@ class _Run:
     def and_or(self, and_or: AndOr) -> tuple[int, bool]:
         status = 0
         ran_last = False
-        for index, (connector, pipeline) in enumerate(and_or.items):
+        for index, pipeline in enumerate(and_or.pipelines):
+            connector = and_or.ops[index - 1] if index else ""
             if connector == "&&" and status != 0:
                 continue
             if connector == "||" and status == 0:
                 continue
             status = self.pipeline(pipeline)
-            ran_last = index == len(and_or.items) - 1 and not pipeline.negated
+            ran_last = index == len(and_or.pipelines) - 1 and not pipeline.negated
         return status, ran_last
 
     def pipeline(self, pipeline: Pipeline) -> int:
@@ -764,6 +445,7 @@ class _Run:
         statuses = []
         for index, command in enumerate(pipeline.commands):
             last = index == len(pipeline.commands) - 1
+            assert isinstance(command, Simple)  # compounds were refused before the run
             result = self.command(command, data)
             statuses.append(result.status)
             if last:
@@ -778,17 +460,21 @@ class _Run:
             status = 0 if status else 1
         return status
 
-    def command(self, command: SimpleCommand, stdin: str) -> _Out:
-        self.line = command.line
+    def command(self, command: Simple, stdin: str) -> _Out:
+        self.line = self.script.line(command.start)
         try:
             return self._command(command, stdin)
         except _Unbound as exc:
             # set -u: the shell itself stops, whatever && or || says
-            self.emit("", f"bash: line {command.line}: {exc.name}: unbound variable\n")
+            self.emit("", f"bash: line {self.line}: {exc.name}: unbound variable\n")
             raise _Exit(1) from None
 
-    def _command(self, command: SimpleCommand, stdin: str) -> _Out:
-        assigns = [(name, self.expand_one(word)) for name, word in command.assigns]
+    def _command(self, command: Simple, stdin: str) -> _Out:
+        assigns = []
+        for word in command.assigns:
+            name, value = assignment(word)
+            text = self.expand_one(value, tilde=False)
+            assigns.append((name, self.vars.get(name, "") + text if word.text.startswith(name + "+=") else text))
         args: list[str] = []
         for word in command.words:
             args += self.expand(word)
@@ -799,7 +485,7 @@ class _Run:
         name = args[0]
         if name not in _COMMANDS or (name == "qm" and len(args) > 1 and args[1] not in _QM):
             shown = f"qm {args[1]}" if name == "qm" and len(args) > 1 else name
-            self.unsupported = _not_simulated(shown) + f" (script line {command.line})"
+            self.unsupported = _not_simulated(shown) + f" (script line {self.line})"
             raise _Exit(127)
         saved = dict(self.vars)
         self.vars.update(assigns)  # NAME=value before a command: for that command only
@@ -810,22 +496,23 @@ class _Run:
                 self.vars = saved
         return self.redirect(command, result)
 
-    def redirect(self, command: SimpleCommand, result: _Out) -> _Out:
+    def redirect(self, command: Simple, result: _Out) -> _Out:
         if not command.redirects:
             return result
         streams = {1: result.out, 2: result.err}
         targets: dict[int, Any] = {1: "out", 2: "err"}
-        for redirect in command.redirects:
-            if redirect.op == "<":
+        for op, target in command.redirects:
+            fd, kind = _redirect(op)
+            if kind.startswith("<"):
                 continue  # input is never read by the simulated commands
-            if redirect.op == ">&":
-                targets[redirect.fd] = targets.get(redirect.dup or 1, "out")
+            assert target is not None  # the parser wants a word after each redirection
+            if kind == ">&":
+                targets[fd] = targets.get(int(target.literal or "1"), "out")
                 continue
-            path = self.path(self.expand_one(redirect.target or []))
-            if path == "/dev/null":
-                targets[redirect.fd] = "null"
-            else:
-                targets[redirect.fd] = ("file", path, redirect.op == ">>")
+            path = self.path(self.expand_one(target))
+            destination = "null" if path == "/dev/null" else ("file", path, kind.endswith(">>"))
+            for each in (1, 2) if kind.startswith("&>") else (fd,):
+                targets[each] = destination
         routed = _Out(status=result.status)
         written: dict[str, tuple[int, bool]] = {}
         for fd in (1, 2):
@@ -842,7 +529,7 @@ class _Run:
         for path, (size, append) in written.items():
             parent = posixpath.dirname(path)
             if not self.x.files.is_dir(self.node, parent):
-                routed.err += f"bash: line {command.line}: {path}: No such file or directory\n"
+                routed.err += f"bash: line {self.line}: {path}: No such file or directory\n"
                 routed.status = 1
                 continue
             old = self.x.files.get(self.node, path)
@@ -854,7 +541,13 @@ class _Run:
 
     def expand(self, word: Word) -> list[str]:
         text = self.expand_one(word)
-        has_glob = any(kind == "lit" and any(ch in t for ch in "*?") for kind, t in word)
+        has_glob = any(
+            part.kind == "lit"
+            and not part.quote
+            and not part.raw.startswith("\\")
+            and any(ch in part.text for ch in "*?")
+            for part in word.parts
+        )
         if not has_glob:
             return [text]
         pattern = self.path(text)
@@ -869,22 +562,35 @@ class _Run:
             return matches
         return [posixpath.relpath(p, self.cwd) for p in matches]
 
-    def expand_one(self, word: Word) -> str:
+    def expand_one(self, word: Word, *, tilde: bool = True) -> str:
+        """The word's value; ``tilde``: a leading ``~`` alone or before ``/`` is $HOME (not in an assignment)."""
         out = []
-        for kind, text in word:
-            if kind in ("var", "qvar"):
-                name, _, default = text.partition("\0")
-                if name in self.vars and (self.vars[name] != "" or "\0" not in text):
-                    out.append(self.vars[name])
-                elif "\0" in text:
-                    out.append(default)
-                elif name == "PWD":
-                    out.append(self.cwd)
-                elif self.nounset:
-                    raise _Unbound(name)
-            else:
+        for index, part in enumerate(word.parts):
+            if part.kind == "lit":
+                text = part.text
+                if index == 0 and tilde and not part.quote and (word.raw == "~" or word.raw.startswith("~/")):
+                    out.append(self.variable("HOME", None))
+                    text = text[1:]
                 out.append(text)
+            elif part.kind == "var":
+                out.append(self.variable(part.text, None))
+            else:
+                parameter = _PARAMETER.fullmatch(part.raw)
+                assert parameter is not None  # other expansions were refused before the run
+                out.append(self.variable(parameter[1], parameter[2]))
         return "".join(out)
+
+    def variable(self, name: str, default: str | None) -> str:
+        """$name, or ``default`` when it is unset or empty; unset without a default is an error under set -u."""
+        if name in self.vars and (self.vars[name] != "" or default is None):
+            return self.vars[name]
+        if default is not None:
+            return default
+        if name == "PWD":
+            return self.cwd
+        if self.nounset:
+            raise _Unbound(name)
+        return ""
 
     def path(self, text: str) -> str:
         return posixpath.normpath(posixpath.join(self.cwd, text)) if text else self.cwd
@@ -1368,79 +1074,22 @@ def _wget(run: _Run, args: list[str], stdin: str) -> _Out:
 
 
 def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
-    fail = silent = show_error = remote_name = create_dirs = False
-    output: str | None = None
-    urls = []
-    rest = args[1:]
-    value_flags = {
-        "--retry",
-        "--retry-delay",
-        "--retry-max-time",
-        "--connect-timeout",
-        "--max-time",
-        "-m",
-        "-C",
-        "--continue-at",
-    }
-    while rest:
-        arg = rest.pop(0)
-        if arg in ("-f", "--fail", "--fail-with-body"):
-            fail = True
-        elif arg in ("-s", "--silent"):
-            silent = True
-        elif arg in ("-S", "--show-error"):
-            show_error = True
-        elif arg in (
-            "-L",
-            "--location",
-            "-k",
-            "--insecure",
-            "--progress-bar",
-            "-#",
-            "--compressed",
-            "--retry-all-errors",
-        ):
-            pass
-        elif arg in ("-O", "--remote-name"):
-            remote_name = True
-        elif arg == "--create-dirs":
-            create_dirs = True
-        elif arg in ("-o", "--output"):
-            if not rest:
-                return _Out(status=2, err=f"curl: option {arg}: requires parameter\n")
-            output = rest.pop(0)
-        elif arg.startswith("--output="):
-            output = arg.split("=", 1)[1]
-        elif arg in value_flags:
-            if rest:
-                rest.pop(0)
-        elif any(arg.startswith(flag + "=") for flag in value_flags if flag.startswith("--")):
-            pass
-        elif re.fullmatch(r"-[fsSLkO#]*[o]?", arg) and len(arg) > 1:
-            letters = arg[1:]
-            fail |= "f" in letters
-            silent |= "s" in letters
-            show_error |= "S" in letters
-            remote_name |= "O" in letters
-            if letters.endswith("o"):
-                if not rest:
-                    return _Out(status=2, err="curl: option -o: requires parameter\n")
-                output = rest.pop(0)
-        elif re.fullmatch(r"-[fsSLkO#]*o.+", arg):
-            head, _, tail = arg[1:].partition("o")
-            fail |= "f" in head
-            silent |= "s" in head
-            show_error |= "S" in head
-            output = tail
-        elif arg.startswith("-"):
-            run.unsupported = f"simulation: curl option {arg} is not simulated on PVE nodes (script line {run.line})"
+    call = parse_curl(args[1:])
+    for option, value in call.options:
+        if option not in _CURL_SIMULATED:
+            run.unsupported = f"simulation: curl option {option} is not simulated on PVE nodes (script line {run.line})"
             raise _Exit(127)
-        else:
-            urls.append(arg)
+        if value is None and takes_value(option):
+            return _Out(status=2, err=f"curl: option {option}: requires parameter\n")
+    fail = call.has("-f", "--fail", "--fail-with-body")
+    silent = call.has("-s", "--silent")
+    show_error = call.has("-S", "--show-error")
+    output = call.value("-o", "--output")
+    urls = call.urls
     if not urls:
         return _Out(status=2, err="curl: no URL specified!\n")
     url = urls[0]
-    if output is None and remote_name:
+    if output is None and call.has("-O", "--remote-name"):
         output = posixpath.basename(urlsplit(url).path)
     if output is None:
         # to stdout: text answers (the factory's JSON) are printed; a binary image is not
@@ -1464,7 +1113,7 @@ def _curl(run: _Run, args: list[str], stdin: str) -> _Out:
             'Warning: <FILE>" to save to a file.\n',
         )
     path = run.path(output)
-    if create_dirs:
+    if call.has("--create-dirs"):
         folder = posixpath.dirname(path)
         while not run.x.files.is_dir(run.node, folder):
             run.x.files.mkdir(run.node, folder)
@@ -1540,6 +1189,40 @@ def _xz(run: _Run, args: list[str], stdin: str) -> _Out:
             result.err += f"{arg} (1/1)\n  100 %   {_human(int(record.get('size', 0)))} / {_human(size)}\n"
     return result
 
+
+# Options the simulated curl knows: those it acts on, and those that change nothing in a simulation.
+_CURL_SIMULATED = frozenset(
+    {
+        "-f",
+        "--fail",
+        "--fail-with-body",
+        "-s",
+        "--silent",
+        "-S",
+        "--show-error",
+        "-o",
+        "--output",
+        "-O",
+        "--remote-name",
+        "--create-dirs",
+        "-L",
+        "--location",
+        "-k",
+        "--insecure",
+        "--progress-bar",
+        "-#",
+        "--compressed",
+        "--retry-all-errors",
+        "--retry",
+        "--retry-delay",
+        "--retry-max-time",
+        "--connect-timeout",
+        "--max-time",
+        "-m",
+        "-C",
+        "--continue-at",
+    }
+)
 
 # ---- qm
 
