@@ -20,7 +20,7 @@ def _commands(src: str) -> list[Simple]:
 
 
 def _node(script: str) -> dict:
-    return SimShellExecutor(FakeVms(), NodeFiles()).run(ShellCommand(script=script, node="pve01")).data
+    return SimShellExecutor(FakeVms(), NodeFiles()).execute(ShellCommand(script=script, node="pve01")).data
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_expansions_keep_their_kind_and_quoting() -> None:
     files = NodeFiles({"pve01": {"/tmp/a.xz": {"type": "file", "size": 1}}})
     node = SimShellExecutor(FakeVms(), files)
     script = 'echo ~ ~/x a~ ${NOPE:-d} /tmp/*.xz /tmp/\\*.xz "/tmp/*.xz"'
-    assert node.run(ShellCommand(script=script, node="pve01")).data["stdout"] == (
+    assert node.execute(ShellCommand(script=script, node="pve01")).data["stdout"] == (
         "/root /root/x a~ d /tmp/a.xz /tmp/*.xz /tmp/*.xz\n"
     )
 
@@ -118,7 +118,9 @@ def test_curl_options_are_split_the_same_for_both_users() -> None:
     assert (draft.method, draft.params) == ("PUT", [("a", "1")])
     assert any("TLS options" in note for note in draft.notes)
     files = NodeFiles()
-    SimShellExecutor(FakeVms(), files).run(ShellCommand(script="curl -fsSLo/tmp/x https://example.org/x", node="pve01"))
+    SimShellExecutor(FakeVms(), files).execute(
+        ShellCommand(script="curl -fsSLo/tmp/x https://example.org/x", node="pve01")
+    )
     assert files.get("pve01", "/tmp/x") is not None
     with pytest.raises(StepFailed, match="curl: option -o: requires parameter"):
         _node("curl https://example.org/x -o")
