@@ -134,9 +134,9 @@ def serve(options: dict[str, Any]) -> None:
     from aiohttp import web
     from fakepve.certs import make_cert
 
-    from engine.config import load_config
-    from engine.home import Home
-    from engine.profiles import load_profiles
+    from engine.load.config import load_config
+    from engine.load.home import Home
+    from engine.load.profiles import load_profiles
     from engine.sim.server import SimPve, _seed
 
     class BenchPve(SimPve):
@@ -227,10 +227,10 @@ def point_home_at(home: Path, cluster: Cluster) -> None:
 
 def one_run(home: Path, cluster: Cluster, runbook: str, concurrency: int) -> dict[str, Any]:
     """Run ``runbook`` once, in this process, against the cluster process; what it took."""
-    from engine.config import load_config
-    from engine.dispatch import Dispatcher
-    from engine.execution import start_run
-    from engine.home import Home
+    from engine.load.config import load_config
+    from engine.load.home import Home
+    from engine.run.dispatch import Dispatcher
+    from engine.run.execution import start_run
 
     h = Home(home)
     config = load_config(h)

@@ -19,8 +19,8 @@ import click
 
 from . import exitcodes
 from .errors import RunbookError
-from .home import Home, HomeError, find_home
-from .problems import InputError, Problem
+from .load.home import Home, HomeError, find_home
+from .load.problems import InputError, Problem
 
 
 class _BadArgument(RunbookError):
@@ -211,7 +211,7 @@ def main() -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """List every runbook in runbooks/ with its parameters."""
-    from .parser import parse_runbook_file
+    from .runbook.parser import parse_runbook_file
 
     home = _home(ctx)
     runbooks, problems = [], []
@@ -255,8 +255,8 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 
 def _load_runbook(home: Home, name: str) -> tuple[Path, Any]:
     """A runbook by name or path, parsed; ``InputError`` with every problem when it is broken."""
-    from .parser import parse_runbook_file
-    from .session import runbook_path
+    from .run.session import runbook_path
+    from .runbook.parser import parse_runbook_file
 
     path = runbook_path(home, name)
     return path, parse_runbook_file(path, home.shown(path))
@@ -308,7 +308,7 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> 
     With no PATHS, checks the whole home. PATHS may be runbook files, profile files,
     the cluster config, or folders.
     """
-    from .validate import validate_home
+    from .runbook.validate import validate_home
 
     home = _home(ctx)
     report = validate_home(home, list(paths) or None)
@@ -335,7 +335,7 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
     """List the cluster profiles in clusters/ (see 'profiles show NAME')."""
     if ctx.invoked_subcommand is not None:
         return
-    from .profiles import load_profiles
+    from .load.profiles import load_profiles
 
     home = _home(ctx)
     config = _config_or_fail(home)
@@ -381,7 +381,7 @@ def _profile_summary(data: dict[str, Any], file: str) -> dict[str, Any]:
 
 def _config_or_fail(home: Home) -> Any:
     """The home's cluster config; its problems end the command with exit 3 (no usable home), not 1."""
-    from .config import load_config
+    from .load.config import load_config
 
     try:
         return load_config(home)
@@ -395,7 +395,7 @@ def _config_or_fail(home: Home) -> Any:
 @click.pass_context
 def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     """Show one profile and its computed plan (every VM: name, role, VMID, node, size, tags)."""
-    from .profiles import load_profile
+    from .load.profiles import load_profile
 
     home = _home(ctx)
     config = _config_or_fail(home)
@@ -462,7 +462,7 @@ class _Approver:
         self.who: str | None = None
 
     def approve(self, entry: Any) -> bool:
-        from .journal import current_who
+        from .run.journal import current_who
 
         keys = {entry.step_id, f"{entry.step_id}[{entry.item_key}]"}
         if self.yes or keys & self.ids:
@@ -524,7 +524,7 @@ def _finish(outcome: Any, as_json: bool) -> None:
 @contextmanager
 def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
     """The dispatcher for this invocation: the real cluster's, or a simulated cluster's."""
-    from .dispatch import Dispatcher
+    from .run.dispatch import Dispatcher
 
     if not simulate:
         dispatcher = Dispatcher(config.data, home.root)
@@ -533,7 +533,7 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
         finally:
             dispatcher.close()
         return
-    from .runlock import LockHeld
+    from .run.runlock import LockHeld
     from .sim.wiring import Simulation
 
     try:
@@ -610,8 +610,8 @@ def run_cmd(
     Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
     before the gate (exit 4) unless --yes or --approve STEP says otherwise.
     """
-    from .execution import start_run
-    from .progress import Progress
+    from .report.progress import Progress
+    from .run.execution import start_run
 
     if offline and not dry_run:
         raise _BadArgument("--offline only makes sense with --dry-run")
@@ -653,14 +653,14 @@ def _dry_run(
     html_path: Path | None,
     as_json: bool,
 ) -> None:
-    from .execution import plan_run
-    from .planview import plan_json, plan_text
+    from .report.plantext import plan_json, plan_text
+    from .run.execution import plan_run
 
     outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
     if html_path and outcome.session is not None:
-        from .htmlreport import plan_view
+        from .report.html import plan_view
 
         stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
         _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline, outcome=stopped))
@@ -674,7 +674,7 @@ def _dry_run(
 
 
 def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
-    from .htmlreport import write_html
+    from .report.html import write_html
 
     try:
         write_html(path, make_view())
@@ -708,9 +708,9 @@ def resume_cmd(
 ) -> None:
     """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
     never finished is re-checked (its check guard, or a gate when it has none)."""
-    from .execution import resume_run
-    from .journal import load_run
-    from .progress import Progress
+    from .report.progress import Progress
+    from .run.execution import resume_run
+    from .run.journal import load_run
 
     home = _home(ctx)
     config = _config_or_fail(home)
@@ -740,7 +740,7 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
     """List runs, newest first, with their status (see 'runs show RUN_ID')."""
     if ctx.invoked_subcommand is not None:
         return
-    from .journal import list_runs
+    from .run.journal import list_runs
 
     home = _home(ctx)
     runs = list_runs(home.state_dir)
@@ -776,12 +776,12 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Path | None) -> None:
     """Show one run: its inputs, and each step's outcome, duration and error."""
-    from .journal import load_run
+    from .run.journal import load_run
 
     home = _home(ctx)
     run = load_run(home.state_dir, run_id)
     if html_path:
-        from .htmlreport import run_view
+        from .report.html import run_view
 
         _write_html(html_path, lambda: run_view(home, run))
     state = run.state
@@ -885,7 +885,7 @@ def ingest_cmd(ctx: click.Context, source: str, name: str | None, yes: bool, for
 def trust_cmd(ctx: click.Context, name: str, yes: bool) -> None:
     """Record that you reviewed ingested runbook NAME as it is now; any later edit needs a new review."""
     from .ingest.trust import content_hash, needs_review, record, review_of
-    from .validate import validate_home
+    from .runbook.validate import validate_home
 
     home = _own_home(ctx, "trust (it records a review in the home)")
     path, runbook = _load_runbook(home, name)
@@ -982,7 +982,7 @@ def sim_reset_cmd(ctx: click.Context) -> None:
     """Forget the simulated cluster; the next --simulate run starts from a fresh one."""
     import shutil
 
-    from .runlock import LockHeld, ProfileLock
+    from .run.runlock import LockHeld, ProfileLock
     from .sim.server import sim_dir
     from .sim.wiring import LOCK_NAME
 

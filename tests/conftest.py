@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from engine.cli import main
-from engine.home import Home
+from engine.load.home import Home
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).resolve().parent / "corpus"

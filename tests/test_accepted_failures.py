@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from engine.actions import Result, ShellCommand, StepFailed
 from engine.executors.shell import LocalExecutor
-from engine.parser import parse_runbook
-from engine.problems import InputError
-from engine.runner import Runner, StepError
+from engine.load.problems import InputError
+from engine.run.runner import Runner, StepError
+from engine.runbook.actions import Result, ShellCommand, StepFailed
+from engine.runbook.parser import parse_runbook
 
 HEAD = "---\nname: t\ndescription: d\n---\n"
 

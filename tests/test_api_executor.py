@@ -22,9 +22,6 @@ import httpx
 import pytest
 from fakepve.certs import make_cert
 
-from engine.actions import ApiRequest, StepFailed
-from engine.config import config_problems
-from engine.credentials import DEFAULT_TOKEN_ENV, ApiToken, TokenSource
 from engine.executors.api import (
     ApiExecutor,
     ApiSetupError,
@@ -34,8 +31,11 @@ from engine.executors.api import (
     encode_params,
     pinned_context,
 )
-from engine.secrets import Secret
-from engine.yamlsource import load_yaml
+from engine.load.config import config_problems
+from engine.load.yamlsource import load_yaml
+from engine.run.credentials import DEFAULT_TOKEN_ENV, ApiToken, TokenSource
+from engine.run.secrets import Secret
+from engine.runbook.actions import ApiRequest, StepFailed
 from tests.support.fakepve_server import EXTRA_HOSTS, HOST, TOKEN_ID, FakePveServer, closed_port_url, colon_fingerprint
 from tests.support.passstore import PassStore, create_pass_store
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from engine.home import HomeError, find_home
+from engine.load.home import HomeError, find_home
 from tests.conftest import REPO
 
 
@@ -268,16 +268,16 @@ def test_help_lists_exit_codes(cli) -> None:
 @pytest.mark.parametrize(
     ("error", "code"),
     [
-        ("engine.home:HomeError", 3),
-        ("engine.runlock:LockHeld", 6),
-        ("engine.journal:JournalError", 1),
-        ("engine.problems:InputError", 1),
+        ("engine.load.home:HomeError", 3),
+        ("engine.run.runlock:LockHeld", 6),
+        ("engine.run.journal:JournalError", 1),
+        ("engine.load.problems:InputError", 1),
         ("engine.sim.state:SimStateError", 1),
         ("engine.ingest.fetch:FetchError", 1),
         ("engine.ingest.pipeline:IngestError", 1),
         ("engine.ingest.trust:TrustError", 1),
-        ("engine.actions:StepFailed", 5),
-        ("engine.credentials:CredentialError", 5),
+        ("engine.runbook.actions:StepFailed", 5),
+        ("engine.run.credentials:CredentialError", 5),
     ],
 )
 def test_each_error_says_its_exit_code(error: str, code: int) -> None:
@@ -292,8 +292,8 @@ def test_each_error_says_its_exit_code(error: str, code: int) -> None:
 
 def test_an_error_no_command_catches_ends_as_its_lines_and_exit_code(cli, monkeypatch, tmp_path: Path) -> None:
     """The command group catches ``RunbookError`` for every command: no traceback, the error's own code."""
-    from engine import journal
-    from engine.problems import InputError, Problem
+    from engine.load.problems import InputError, Problem
+    from engine.run import journal
 
     (tmp_path / "cluster-config.yaml").write_text("{}\n")
 

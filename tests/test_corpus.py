@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.home import Home
-from engine.parser import parse_runbook_file
-from engine.problems import InputError, Problem
-from engine.validate import validate_home
+from engine.load.home import Home
+from engine.load.problems import InputError, Problem
+from engine.runbook.parser import parse_runbook_file
+from engine.runbook.validate import validate_home
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 UPDATE = os.environ.get("RUNBOOK_UPDATE_CORPUS") == "1"

@@ -50,7 +50,7 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.journal import load_run, read_journal
+from engine.run.journal import load_run, read_journal
 from tests.support.pve_process import PveProcess
 from tests.support.waiting import wait_for
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.credentials import DEFAULT_TOKEN_ENV, CredentialError, TokenSource, resolve_token
-from engine.secrets import MASK
+from engine.run.credentials import DEFAULT_TOKEN_ENV, CredentialError, TokenSource, resolve_token
+from engine.run.secrets import MASK
 from tests.support.passstore import PassStore, create_pass_store
 
 TOKEN_ID = "root@pam!runbook"

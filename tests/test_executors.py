@@ -10,21 +10,21 @@ from typing import Any
 
 import pytest
 
-from engine.actions import ApiRequest, HttpRequest, Result, ShellCommand, StepFailed, TalosctlCommand
-from engine.config import load_config
-from engine.credentials import ApiToken, CredentialError
-from engine.dispatch import Dispatcher
-from engine.execution import plan_run
 from engine.executors.api import ApiExecutor
 from engine.executors.base import Change, Registry
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import LocalExecutor, SshExecutor
 from engine.executors.talosctl import TalosctlExecutor
-from engine.facts import Facts
-from engine.home import Home
-from engine.parser import parse_runbook
-from engine.runner import Runner
-from engine.secrets import Secret
+from engine.load.config import load_config
+from engine.load.facts import Facts
+from engine.load.home import Home
+from engine.run.credentials import ApiToken, CredentialError
+from engine.run.dispatch import Dispatcher
+from engine.run.execution import plan_run
+from engine.run.runner import Runner
+from engine.run.secrets import Secret
+from engine.runbook.actions import ApiRequest, HttpRequest, Result, ShellCommand, StepFailed, TalosctlCommand
+from engine.runbook.parser import parse_runbook
 from engine.sim.http import SimHttpExecutor
 from engine.sim.shell import SimShellExecutor
 from engine.sim.talos import SimTalosctlExecutor

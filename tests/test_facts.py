@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import yaml
 
-from engine.facts import ClusterNode, ClusterStorage, ExistingVm, Facts
-from engine.plan import compute_plan
+from engine.load.facts import ClusterNode, ClusterStorage, ExistingVm, Facts
+from engine.load.placement import compute_plan
 from tests.conftest import REPO
 
 # A /cluster/resources answer (no type filter), trimmed to the fields the facts keep.

@@ -24,15 +24,15 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.config import config_problems, load_config
-from engine.home import Home
-from engine.model import STEP_KINDS, Runbook
-from engine.parser import parse_runbook
-from engine.problems import InputError, Problem
-from engine.profiles import load_profiles
-from engine.render import Renderer
-from engine.validate import validate_home
-from engine.yamlsource import MAX_DEPTH, load_yaml
+from engine.load.config import config_problems, load_config
+from engine.load.home import Home
+from engine.load.problems import InputError, Problem
+from engine.load.profiles import load_profiles
+from engine.load.yamlsource import MAX_DEPTH, load_yaml
+from engine.runbook.model import STEP_KINDS, Runbook
+from engine.runbook.parser import parse_runbook
+from engine.runbook.render import Renderer
+from engine.runbook.validate import validate_home
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((REPO / "runbooks").glob("*.md"))
@@ -585,7 +585,7 @@ def test_templates_cannot_reach_python_internals(template: str, tmp_path: Path) 
     assert [p.message for p in report.problems if "unsafe" in p.message or "undefined" in p.message], report.problems
 
 
-# Found by fuzzing: engine/render.py turned only TemplateError, KeyError, TypeError, ValueError,
+# Found by fuzzing: engine/runbook/render.py turned only TemplateError, KeyError, TypeError, ValueError,
 # AttributeError and ZeroDivisionError into problems, so these ended `runbook validate` and
 # `runbook run --dry-run` in a traceback (fixed in render.py since; MemoryError, from
 # `'x' | center(10**12)`, is caught too but not run here).
@@ -707,7 +707,7 @@ def test_huge_lines_and_many_attributes_within_5_s() -> None:
 )
 def test_hostile_yaml_is_refused_quickly(name: str, text: str, words: str) -> None:
     """Found by fuzzing: these ended in RecursionError, or ran for minutes (the line map and the
-    schema check walk every alias again); engine/yamlsource.py now refuses them before building data."""
+    schema check walk every alias again); engine/load/yamlsource.py now refuses them before building data."""
     error = bounded(5, lambda: parse_runbook(text, "runbooks/x.md"))
     assert isinstance(error, InputError) and words in str(error.problems[0]), error.problems
 

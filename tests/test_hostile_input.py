@@ -4,10 +4,10 @@ A runbook may come from a web page (``runbook ingest``), so its parameter patter
 ``foreach`` expressions are hostile input:
 
 * a parameter ``pattern`` that backtracks catastrophically (``(a|aa)+$``) is matched within
-  ``engine.patterns.MATCH_SECONDS`` and reported on the parameter's line, not run for hours;
+  ``engine.load.patterns.MATCH_SECONDS`` and reported on the parameter's line, not run for hours;
 * a pattern Python cannot compile (a huge repeat count, groups nested a thousand deep, a broken
   ``items.pattern``) is a located problem, not a traceback;
-* a ``foreach`` gives at most ``engine.render.MAX_FOREACH_ITEMS`` items, for validate and run.
+* a ``foreach`` gives at most ``engine.runbook.render.MAX_FOREACH_ITEMS`` items, for validate and run.
 
 A check that would hang without its bound runs the CLI in a child process with a generous timeout
 (the test fails, rather than hangs, if the bound is gone); nothing here asserts how fast anything is.
@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from engine.context import parse_params
-from engine.home import Home
-from engine.model import Step
-from engine.parser import parse_runbook
-from engine.patterns import MATCH_SECONDS
-from engine.problems import InputError, Problem
-from engine.render import MAX_FOREACH_ITEMS, Renderer
-from engine.validate import validate_home
+from engine.load.home import Home
+from engine.load.patterns import MATCH_SECONDS
+from engine.load.problems import InputError, Problem
+from engine.runbook.context import parse_params
+from engine.runbook.model import Step
+from engine.runbook.parser import parse_runbook
+from engine.runbook.render import MAX_FOREACH_ITEMS, Renderer
+from engine.runbook.validate import validate_home
 
 REPO = Path(__file__).resolve().parent.parent
 #: Far more than a bounded check needs (about a second, mostly Python starting), far less than an
@@ -233,7 +233,7 @@ def test_pattern_problems_in_parse_params_name_the_runbook_file_and_parameter_li
 ) -> None:
     """The Problem itself, as ``runbook run`` receives it. In-process, so with a value that Python's ``re``
     gets through in well under a second, and a bound made shorter than that. Other values are still checked."""
-    monkeypatch.setattr("engine.patterns.MATCH_SECONDS", 0.001)
+    monkeypatch.setattr("engine.load.patterns.MATCH_SECONDS", 0.001)
     runbook = parse_runbook(
         runbook_text(
             "slow",

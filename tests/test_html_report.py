@@ -16,16 +16,16 @@ from typing import Any
 
 import pytest
 
-from engine.actions import ApiRequest, action_as_dict
-from engine.execution import plan_run
-from engine.facts import ExistingVm, Facts
-from engine.home import Home
-from engine.htmlreport import plan_view, render_html, run_view
-from engine.journal import RunMeta, RunRecord, load_run, new_run_id
-from engine.planview import plan_json, plan_text
-from engine.runner import Runner
-from engine.secrets import Secret
-from engine.session import prepare
+from engine.load.facts import ExistingVm, Facts
+from engine.load.home import Home
+from engine.report.html import plan_view, render_html, run_view
+from engine.report.plantext import plan_json, plan_text
+from engine.run.execution import plan_run
+from engine.run.journal import RunMeta, RunRecord, load_run, new_run_id
+from engine.run.runner import Runner
+from engine.run.secrets import Secret
+from engine.run.session import prepare
+from engine.runbook.actions import ApiRequest, action_as_dict
 from tests.conftest import REPO
 from tests.support.cluster import SECRET, LiveCluster
 from tests.support.tools import find_tool

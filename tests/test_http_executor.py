@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from engine.actions import HttpRequest, StepFailed
 from engine.executors.http import BODY_LIMIT, HttpExecutor
+from engine.runbook.actions import HttpRequest, StepFailed
 from tests.support.sshd import find_free_port
 
 

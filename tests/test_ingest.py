@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.home import Home
-from engine.parser import parse_runbook_file
-from engine.validate import validate_home
+from engine.load.home import Home
+from engine.runbook.parser import parse_runbook_file
+from engine.runbook.validate import validate_home
 
 PAGES = Path(__file__).resolve().parent / "ingest_pages"
 FAKE_SECRETS = (

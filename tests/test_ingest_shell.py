@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import ClusterConfig
 from engine.ingest.adapt import Adapter
 from engine.ingest.classify import Classifier
 from engine.ingest.convert import html_to_markdown, text_to_markdown
-from engine.ingest.extract import Code, split_document
+from engine.ingest.page import Code, split_document
 from engine.ingest.redact import redact, safe_source
+from engine.load.config import ClusterConfig
+from engine.load.yamlsource import read_yaml_file
 from engine.shell.parse import Compound, ShellSyntaxError, Simple, parse, tokenize
-from engine.yamlsource import read_yaml_file
 from tests.conftest import REPO
 
 

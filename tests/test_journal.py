@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.actions import ShellCommand, action_as_dict
-from engine.journal import (
+from engine.run.journal import (
     JOURNAL_FILE,
     RUN_FILE,
     RUN_ID,
@@ -29,8 +28,9 @@ from engine.journal import (
     read_journal,
     task_history,
 )
-from engine.runlock import ProcessIdentity
-from engine.secrets import MASK, Secret
+from engine.run.runlock import ProcessIdentity
+from engine.run.secrets import MASK, Secret
+from engine.runbook.actions import ShellCommand, action_as_dict
 
 NOW = datetime(2026, 11, 28, 14, 22, 33, tzinfo=UTC)
 

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.actions import Action, ApiRequest, Result, StepFailed
 from engine.executors.api import LOCK_ERROR
-from engine.journal import RunMeta, RunRecord, load_run, new_run_id, read_journal
-from engine.parser import parse_runbook
-from engine.problems import InputError
-from engine.runner import GateStop, Runner, StepError
-from engine.sections import sections
+from engine.load.problems import InputError
+from engine.run.journal import RunMeta, RunRecord, load_run, new_run_id, read_journal
+from engine.run.runner import GateStop, Runner, StepError
+from engine.run.sections import sections
+from engine.runbook.actions import Action, ApiRequest, Result, StepFailed
+from engine.runbook.parser import parse_runbook
 from tests.conftest import REPO
 
 HEAD = "---\nname: t\ndescription: d\n---\n"
@@ -472,7 +472,7 @@ def test_a_held_lock_is_waited_out_with_jittered_backoff_up_to_the_bound(monkeyp
     pauses: list[float] = []
     real_sleep = time.sleep
     # (time is one module: the fake's own sleep(0) goes through here too, and is not a pause)
-    monkeypatch.setattr("engine.runner.time.sleep", lambda s: (s and pauses.append(s), real_sleep(0))[1])
+    monkeypatch.setattr("engine.run.runner.time.sleep", lambda s: (s and pauses.append(s), real_sleep(0))[1])
     body = "```api {id: s, foreach: '[1]', parallel: 2}\nPOST /nodes/pve01/qemu/100/status/start\n```\n"
     fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [locked(), locked(), locked()]})
     entries = runner(body, fake, context={"config": {"limits": {"lock_retries": 3}}}, lock_backoff=1.0).run()
@@ -490,7 +490,7 @@ def test_a_held_lock_is_waited_out_with_jittered_backoff_up_to_the_bound(monkeyp
 
 
 def test_every_pve_lock_message_counts_and_other_failures_do_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("engine.runner.time.sleep", lambda s: None)
+    monkeypatch.setattr("engine.run.runner.time.sleep", lambda s: None)
     body = "```api {id: s, foreach: '[1]', parallel: 2}\nPOST /nodes/pve01/qemu/100/status/start\n```\n"
     for message in (
         "task qmstart on pve01 failed: can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout",
@@ -507,7 +507,7 @@ def test_every_pve_lock_message_counts_and_other_failures_do_not(monkeypatch: py
 
 
 def test_a_lock_in_a_sequential_step_stops_the_run_unless_it_has_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("engine.runner.time.sleep", lambda s: None)
+    monkeypatch.setattr("engine.run.runner.time.sleep", lambda s: None)
     body = "```api {id: s}\nPOST /nodes/pve01/qemu/100/status/start\n```\n"
     fake = Fake(seconds=0, fail={"/nodes/pve01/qemu/100/status/start": [locked()]})
     with pytest.raises(StepError, match="VM is locked"):
@@ -624,8 +624,8 @@ def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(
 def test_polling_asks_a_known_kind_of_task_when_it_is_likely_to_have_ended(tmp_path: Path) -> None:
     import ssl
 
-    from engine.credentials import TokenSource
     from engine.executors.api import ApiExecutor
+    from engine.run.credentials import TokenSource
     from tests.support.fakepve_server import TOKEN_ID, FakePveServer
 
     with FakePveServer(tmp_path, "s3cret", time_scale=0.01) as server:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.parser import parse_runbook
-from engine.problems import InputError
+from engine.load.problems import InputError
+from engine.runbook.parser import parse_runbook
 
 HEAD = "---\nname: t\ndescription: test runbook\n---\n"
 

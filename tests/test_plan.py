@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.facts import ExistingVm
-from engine.plan import PlanError, compute_plan
+from engine.load.facts import ExistingVm
+from engine.load.placement import PlanError, compute_plan
 from tests.conftest import REPO
 
 CONFIG = yaml.safe_load((REPO / "cluster-config.yaml").read_text())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.progress import Progress
-from engine.runner import PlanEntry
+from engine.report.progress import Progress
+from engine.run.runner import PlanEntry
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def test_plain_mode_writes_no_escape_codes(tmp_path: Path) -> None:
 
 def test_plain_notes_repeat_after_ten_seconds_of_the_same_kind(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("engine.progress.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("engine.report.progress.time.monotonic", lambda: clock[0])
     out = io.StringIO()
     progress = Progress(out)
     e = entry("clone")
@@ -119,8 +119,8 @@ def test_quiet_plan_leaves_out_plan_entries() -> None:
 def test_piped_progress_does_not_import_rich() -> None:
     code = (
         "import io, sys\n"
-        "from engine.progress import Progress\n"
-        "from engine.runner import PlanEntry\n"
+        "from engine.report.progress import Progress\n"
+        "from engine.run.runner import PlanEntry\n"
         "p = Progress(io.StringIO())\n"
         "e = PlanEntry('a', 'api', None, 1)\n"
         "p('start', e); e.reason = 'note'; p('progress', e); e.status = 'succeeded'; p('step', e); p.close()\n"

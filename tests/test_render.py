@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 
-from engine.actions import ApiRequest, ShellCommand, TalosctlCommand
-from engine.parser import parse_runbook
-from engine.problems import InputError
-from engine.render import Renderer, StepOutputs
-from engine.unknown import Unknown, UnknownValue
+from engine.load.problems import InputError
+from engine.runbook.actions import ApiRequest, ShellCommand, TalosctlCommand
+from engine.runbook.parser import parse_runbook
+from engine.runbook.render import Renderer, StepOutputs
+from engine.runbook.unknown import Unknown, UnknownValue
 
 HEAD = "---\nname: t\ndescription: test\n---\n"
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from engine.retry import Backoff, Policy, retry
+from engine.run.retry import Backoff, Policy, retry
 
 
 class Flaky:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.home import Home
-from engine.parser import parse_runbook_file
+from engine.load.home import Home
+from engine.runbook.parser import parse_runbook_file
 from tests.conftest import REPO
 
 CLUSTER_RUNBOOKS = ("cluster-create", "cluster-teardown", "cluster-status")
@@ -454,7 +454,7 @@ def test_template_ssh_steps_run_in_the_simulated_node_shell(cli, home) -> None:
     """Every ssh command of talos-template-create is one the simulated PVE nodes understand, and a second
     pass over the download and decompression changes nothing."""
     shell = pytest.importorskip("engine.sim.shell")
-    from engine.actions import ShellCommand
+    from engine.runbook.actions import ShellCommand
 
     class Vms:
         def __init__(self) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import engine.sim.server as sim_server
-from engine.home import Home
+from engine.load.home import Home
 from tests.conftest import REPO
 
 #: The simulated cluster's API token secret and a created token's secret, for the duration of a test.

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.runlock import LockHeld, LockInfo, LockUnverifiable, ProcessIdentity, ProfileLock, lock_path, read_lock
+from engine.run.runlock import LockHeld, LockInfo, LockUnverifiable, ProcessIdentity, ProfileLock, lock_path, read_lock
 from tests.conftest import REPO
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from engine.runlock import ProfileLock
+from engine.run.runlock import ProfileLock
 ProfileLock(Path(sys.argv[1]), "prod", "20261128-142233-child-0001").acquire()
 print("locked", flush=True)
 time.sleep(60)

@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.actions import ShellCommand
 from engine.executors.shell import SshExecutor
+from engine.runbook.actions import ShellCommand
 from tests.support.cluster import PASS_PATH, TOKEN_ID, LiveCluster, node_endpoints, seed_cluster, write_home
 from tests.support.fake_talosctl import install
 from tests.support.fakepve_server import FakePveServer, closed_port_url
@@ -322,9 +322,9 @@ def test_a_command_that_prints_only_the_secret_part_of_the_token_is_masked_too(t
     """Found by the scan: the token handed to a command (``api_token_env``) is ``user@realm!id=secret``,
     and a command printing just the part after ``=`` (as ``${TOK#*=}`` or Ansible's modules split it)
     showed the secret in its output, the progress events, the failure message and the journal."""
-    from engine.actions import StepFailed
     from engine.executors.shell import LocalExecutor
-    from engine.secrets import Secret
+    from engine.run.secrets import Secret
+    from engine.runbook.actions import StepFailed
 
     lines: list[str] = []
     command = ShellCommand(script='echo "${TOK#*=}"; echo "${TOK#*=}" >&2; exit 3', token_env="TOK")

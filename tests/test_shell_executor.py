@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.actions import ShellCommand, StepFailed
 from engine.executors.shell import LocalExecutor, SshExecutor, _classify_ssh_error, parse_json_output
-from engine.secrets import MASK, Secret
+from engine.run.secrets import MASK, Secret
+from engine.runbook.actions import ShellCommand, StepFailed
 from tests.support.sshd import SshServer, find_free_port, start_sshd
 
 SECRET_VALUE = "tok-3f9c1e7a-5b2d-4c11-9e0f-8a7b6c5d4e3f"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.actions import ShellCommand, StepFailed
 from engine.ingest.classify import Classifier
-from engine.ingest.extract import Code
+from engine.ingest.page import Code
+from engine.runbook.actions import ShellCommand, StepFailed
 from engine.shell.curl import parse_curl, takes_value
 from engine.shell.parse import ShellSyntaxError, Simple, parse
 from engine.sim.shell import NodeFiles, SimShellExecutor

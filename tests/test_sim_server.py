@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from engine.actions import ApiRequest, StepFailed
-from engine.config import load_config
-from engine.credentials import ApiToken
 from engine.executors.api import ApiExecutor, PollPolicy
-from engine.home import Home
-from engine.profiles import load_profiles
+from engine.load.config import load_config
+from engine.load.home import Home
+from engine.load.profiles import load_profiles
+from engine.run.credentials import ApiToken
+from engine.runbook.actions import ApiRequest, StepFailed
 from engine.sim.server import TOKEN_ID, SimCluster, SimPve, state_path
 from engine.sim.state import FORMAT, VERSION, SimState, SimStateError, load
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.actions import HttpRequest, ShellCommand, StepFailed, TalosctlCommand
+from engine.runbook.actions import HttpRequest, ShellCommand, StepFailed, TalosctlCommand
 from engine.sim.http import Factory, SimHttpExecutor, schematic_id
 from engine.sim.shell import NodeFiles, SimShellExecutor, VmInfo
 from engine.sim.shims import calls, write_shims

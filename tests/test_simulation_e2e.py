@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import engine.sim.wiring as wiring
-from engine.home import Home
+from engine.load.home import Home
 
 STAGING = {"stg-cp01": (1031, "pve01"), "stg-cp02": (1032, "pve02"), "stg-cp03": (1033, "pve03")}
 TAGS = "talos;kubernetes;staging;controlplane"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.actions import StepFailed, TalosctlCommand
 from engine.executors.talosctl import INSTALL_DOCS, TalosctlExecutor
+from engine.runbook.actions import StepFailed, TalosctlCommand
 from tests.support.fake_talosctl import FakeTalosctl, install
 
 

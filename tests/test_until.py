@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from engine.actions import Result
-from engine.parser import parse_runbook
-from engine.runner import Runner, StepError
+from engine.run.runner import Runner, StepError
+from engine.runbook.actions import Result
+from engine.runbook.parser import parse_runbook
 
 HEAD = "---\nname: t\ndescription: d\n---\n"
 
@@ -58,7 +58,7 @@ def test_until_gives_up_with_the_last_result() -> None:
 
 
 def test_until_on_a_step_that_changes_things_is_refused() -> None:
-    from engine.problems import InputError
+    from engine.load.problems import InputError
 
     with pytest.raises(InputError, match="until repeats the step, so it is only for steps that change nothing"):
         run("```api {id: s, until: 'result'}\nPOST /nodes/pve01/qemu/100/status/start\n```\n", Counting())
@@ -90,7 +90,7 @@ def test_jq_sees_the_config_and_plan_as_variables() -> None:
 
 
 def test_a_body_that_branches_on_a_run_time_value_is_unknown_in_a_dry_run() -> None:
-    from engine.render import StepOutputs  # noqa: F401  (the runner builds it)
+    from engine.runbook.render import StepOutputs  # noqa: F401  (the runner builds it)
 
     runbook = parse_runbook(
         HEAD + "```api {id: where}\nGET /cluster/resources\n```\n\n"

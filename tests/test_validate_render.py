@@ -67,7 +67,7 @@ def test_required_parameters_stay_unknown_and_do_not_fail_validation(cli, make_h
 
 def test_a_large_home_is_checked_by_several_processes_with_the_same_result(make_home, monkeypatch) -> None:
     """Each runbook is independent: forked workers must report exactly what one process does."""
-    import engine.validate as validate
+    import engine.runbook.validate as validate
 
     files: dict[str, str] = {}
     for n in range(30):

@@ -40,12 +40,12 @@ from typing import Any, Literal
 import httpx
 
 from .. import exitcodes
-from ..actions import ApiRequest, Result, StepFailed
-from ..credentials import ApiToken, CredentialError
 from ..errors import RunbookError
-from ..facts import Facts
-from ..retry import Backoff, Policy, retry
-from ..secrets import Secret, scrub
+from ..load.facts import Facts
+from ..run.credentials import ApiToken, CredentialError
+from ..run.retry import Backoff, Policy, retry
+from ..run.secrets import Secret, scrub
+from ..runbook.actions import ApiRequest, Result, StepFailed
 from .base import Change, Progress, TokenProvider
 from .preview import api_changes
 
@@ -285,7 +285,7 @@ class ApiExecutor:
         With pinning, each node is pinned by its own ``fingerprint`` when it has one, else by
         ``tls.fingerprint``. A relative ``tls.ca_file`` is taken from ``base_dir`` (the runbook
         home), else the current folder. ``options`` are the constructor's keyword arguments.
-        The combinations the config check refuses (see ``engine.config``) are refused here too.
+        The combinations the config check refuses (see ``engine.load.config``) are refused here too.
         """
         nodes = config_data["cluster"]["nodes"]
         endpoints = [
@@ -332,7 +332,7 @@ class ApiExecutor:
 
     def expect_tasks(self, estimates: Mapping[str, float]) -> None:
         """How long PVE tasks of each type (``qmclone``) took in earlier runs, from their journals
-        (``engine.journal.task_history``): a task of a known type is polled first when it is likely
+        (``engine.run.journal.task_history``): a task of a known type is polled first when it is likely
         to have ended, and the figure is refined from this executor's own polls (``TaskTimes``)."""
         self._task_estimates = dict(estimates)
 

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..actions import Result
+from ..runbook.actions import Result
 
 if TYPE_CHECKING:
-    from ..credentials import ApiToken
-    from ..facts import Facts
+    from ..load.facts import Facts
+    from ..run.credentials import ApiToken
 
 Progress = Callable[[str], None]
 """Called with each line of progress a step makes (command output, task status); never a secret."""
@@ -65,7 +65,7 @@ class Executes(Protocol):
 
 
 class TokenProvider(Protocol):
-    """Gives the API token at each use (``engine.credentials.TokenSource``, or the simulation's)."""
+    """Gives the API token at each use (``engine.run.credentials.TokenSource``, or the simulation's)."""
 
     def get(self) -> ApiToken: ...
 

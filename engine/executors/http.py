@@ -16,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from ..actions import HttpRequest, Result, StepFailed
-from ..facts import Facts
+from ..load.facts import Facts
+from ..runbook.actions import HttpRequest, Result, StepFailed
 from .base import Change, Progress
 from .preview import http_changes
 

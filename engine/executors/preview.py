@@ -13,8 +13,8 @@ import itertools
 import re
 from urllib.parse import urlsplit
 
-from ..actions import ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
-from ..facts import Facts
+from ..load.facts import Facts
+from ..runbook.actions import ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
 from .base import Change
 
 UNKNOWN = "unknown"

@@ -26,10 +26,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..actions import Result, ShellCommand, StepFailed
-from ..credentials import ENV_TOKEN_RE, CredentialError
-from ..facts import Facts
-from ..secrets import Secret, scrub
+from ..load.facts import Facts
+from ..run.credentials import ENV_TOKEN_RE, CredentialError
+from ..run.secrets import Secret, scrub
+from ..runbook.actions import Result, ShellCommand, StepFailed
 from .base import Change, Progress, TokenProvider
 from .preview import shell_changes
 

@@ -12,8 +12,8 @@ import os
 import shlex
 import shutil
 
-from ..actions import Result, StepFailed, TalosctlCommand
-from ..facts import Facts
+from ..load.facts import Facts
+from ..runbook.actions import Result, StepFailed, TalosctlCommand
 from .base import Change, Progress
 from .preview import talosctl_changes
 from .shell import run_process

@@ -33,7 +33,7 @@ from ..shell.parse import (
     parse,
 )
 from .commands import NODE_COMMANDS
-from .extract import Code
+from .page import Code
 
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
 OPEN, CLOSE = "\u27e8", "\u27e9"  # placeholders are protected as ⟨NAME⟩ so '<' is not read as a redirection

@@ -15,20 +15,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import __version__
-from ..config import ClusterConfig
 from ..errors import RunbookError
-from ..home import Home
-from ..parser import parse_runbook
-from ..problems import InputError, Problem
-from ..profiles import load_profiles
-from ..render import syntax_problems
-from ..validate import render_problems
+from ..load.config import ClusterConfig
+from ..load.home import Home
+from ..load.problems import InputError, Problem
+from ..load.profiles import load_profiles
+from ..runbook.parser import parse_runbook
+from ..runbook.render import syntax_problems
+from ..runbook.validate import render_problems
 from .adapt import Adapted, Adapter, Unadaptable
 from .classify import Classifier, Draft
 from .compose import Demoted, compose, demoted, frontmatter, step_fence
 from .convert import html_to_markdown, text_to_markdown
-from .extract import Code, Prose, split_document
 from .fetch import Source
+from .page import Code, Prose, split_document
 from .redact import redact, scrub
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunbookError
-from ..home import Home
-from ..model import Runbook
+from ..load.home import Home
+from ..runbook.model import Runbook
 
 FILE = "trust.json"
 

@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ..actions import HttpRequest, Result, StepFailed
 from ..executors.base import Change, Progress
 from ..executors.preview import http_changes
-from ..facts import Facts
+from ..load.facts import Facts
+from ..runbook.actions import HttpRequest, Result, StepFailed
 
 FACTORY_HOST = "factory.talos.dev"
 EXCERPT = 300

@@ -43,12 +43,12 @@ from fakepve.lxc import format_size
 from fakepve.qemu import DRIVE_KEY, drives_of, is_cdrom, join_drive, split_drive, volume_ref, with_mac
 from fakepve.routing import die, param_error, split_list
 
-from engine.config import ClusterConfig
-from engine.credentials import ApiToken
-from engine.home import Home
-from engine.profiles import Profile
-from engine.secrets import Secret
-from engine.sim.state import SimNode, SimState, SimStorage, SimVm, load
+from ..load.config import ClusterConfig
+from ..load.home import Home
+from ..load.profiles import Profile
+from ..run.credentials import ApiToken
+from ..run.secrets import Secret
+from .state import SimNode, SimState, SimStorage, SimVm, load
 
 __all__ = ["HOST", "TOKEN_ID", "SimCluster", "SimPve", "sim_dir", "state_path"]
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from ..actions import Result, ShellCommand, StepFailed
 from ..executors.base import Change, Progress
 from ..executors.preview import shell_changes
-from ..facts import Facts
+from ..load.facts import Facts
+from ..runbook.actions import Result, ShellCommand, StepFailed
 from ..shell.curl import parse_curl, takes_value
 from ..shell.parse import (
     AndOr,

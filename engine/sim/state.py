@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.problems import InputError, Problem
+from ..load.problems import InputError, Problem
 
 FORMAT = "runbook-sim-state"
 VERSION = 1

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ClusterConfig
-from ..home import Home
-from ..profiles import load_profiles
+from ..load.config import ClusterConfig
+from ..load.home import Home
+from ..load.profiles import load_profiles
 from .server import state_path
 from .shell import VmInfo
 from .state import SimState, load

@@ -45,10 +45,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ..actions import Result, StepFailed, TalosctlCommand
 from ..executors.base import Change, Progress
 from ..executors.preview import talosctl_changes
-from ..facts import Facts
+from ..load.facts import Facts
+from ..runbook.actions import Result, StepFailed, TalosctlCommand
 from .http import VERSIONS
 from .shell import VmInfo
 

@@ -17,17 +17,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..actions import Result, ShellCommand
-from ..config import ClusterConfig
-from ..credentials import ApiToken
-from ..dispatch import Dispatcher
 from ..executors.api import ApiExecutor
 from ..executors.base import Change, Executor, ExecutorFactory, Progress, TokenProvider
 from ..executors.shell import LocalExecutor
-from ..facts import Facts
-from ..home import Home
-from ..profiles import Profile, load_profiles
-from ..runlock import ProfileLock
+from ..load.config import ClusterConfig
+from ..load.facts import Facts
+from ..load.home import Home
+from ..load.profiles import Profile, load_profiles
+from ..run.credentials import ApiToken
+from ..run.dispatch import Dispatcher
+from ..run.runlock import ProfileLock
+from ..runbook.actions import Result, ShellCommand
 from .http import Factory, SimHttpExecutor
 from .server import SimCluster, sim_dir
 from .shell import NodeFiles, SimShellExecutor, VmInfo

@@ -82,9 +82,9 @@ def _serve(args: argparse.Namespace) -> None:
     from fakepve.certs import make_cert
     from fakepve.server import params
 
-    from engine.config import load_config
-    from engine.home import Home
-    from engine.profiles import load_profiles
+    from engine.load.config import load_config
+    from engine.load.home import Home
+    from engine.load.profiles import load_profiles
     from engine.sim.server import SimPve, _seed
     from tests.support.fakepve_server import colon_fingerprint
 

@@ -1,0 +1,101 @@
+"""What a run read from the cluster, as one frozen snapshot taken at the edge.
+
+The cluster is read once, before planning (see ``engine.run.execution.read_facts``); everything after
+that (the VM plan, template rendering, an executor's ``preview``) is computed from this snapshot
+and stays pure: no hidden GET in the middle of planning, and a plan can later be checked against
+the facts it was computed from. The constructors take the API's own answers, so what the engine
+fetches and what it knows are one thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ExistingVm:
+    """A VM (or container) on the cluster, as ``/cluster/resources`` lists it."""
+
+    vmid: int
+    name: str
+    node: str
+    tags: tuple[str, ...] = ()
+    template: bool = False
+    status: str = ""  # running, stopped... ("" when the listing did not say)
+    lock: str | None = None  # the guest's lock (backup, migrate, clone...), None when free
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    """A PVE node as the cluster sees it."""
+
+    name: str
+    status: str = ""  # online, offline, unknown
+
+
+@dataclass(frozen=True)
+class ClusterStorage:
+    """One storage as one node sees it (a shared storage appears once per node)."""
+
+    name: str
+    node: str
+    status: str = ""  # available, unknown...
+    shared: bool = False
+    content: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The cluster as the run read it: its VMs, nodes and storages (each empty when not read)."""
+
+    vms: tuple[ExistingVm, ...] = ()
+    nodes: tuple[ClusterNode, ...] = ()
+    storages: tuple[ClusterStorage, ...] = ()
+
+    @classmethod
+    def from_cluster_resources(cls, items: Iterable[Mapping[str, Any]] | None) -> Facts:
+        """The facts in a ``GET /cluster/resources`` answer (its ``data``), whatever ``type`` it was
+        asked for: an item without a ``type`` is a VM, as in the answer for ``type=vm``."""
+        vms, nodes, storages = [], [], []
+        for item in items or ():
+            kind = item.get("type", "qemu")
+            if kind in ("qemu", "lxc") and "vmid" in item:
+                vms.append(
+                    ExistingVm(
+                        int(item["vmid"]),
+                        str(item.get("name", "")),
+                        str(item.get("node", "")),
+                        _tags(item.get("tags")),
+                        bool(item.get("template")),
+                        str(item.get("status", "")),
+                        str(item["lock"]) if item.get("lock") else None,
+                    )
+                )
+            elif kind == "node" and item.get("node"):
+                nodes.append(ClusterNode(str(item["node"]), str(item.get("status", ""))))
+            elif kind == "storage" and item.get("storage"):
+                storages.append(
+                    ClusterStorage(
+                        str(item["storage"]),
+                        str(item.get("node", "")),
+                        str(item.get("status", "")),
+                        bool(item.get("shared")),
+                        tuple(c for c in str(item.get("content") or "").split(",") if c),
+                    )
+                )
+        return cls(tuple(vms), tuple(nodes), tuple(storages))
+
+    def vm(self, vmid: int | str) -> ExistingVm | None:
+        """The VM with ``vmid``, if the cluster has it."""
+        try:
+            wanted = int(vmid)
+        except ValueError:
+            return None
+        return next((vm for vm in self.vms if vm.vmid == wanted), None)
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    """PVE's tag list: separated by ``;`` in answers, though ``,`` and spaces are accepted on input."""
+    return tuple(t for t in str(value or "").replace(",", ";").replace(" ", ";").split(";") if t)

@@ -1,0 +1,125 @@
+"""Routing each action to the executor of its kind, built from the cluster config on first use.
+
+The dispatcher holds a ``Registry`` (``engine.executors.base``) with one factory per step kind.
+Executors are created lazily: a runbook of only ``local`` steps never needs an API token or a
+CA file, and a dry-run that runs only GETs never starts an ssh client. The simulation registers
+its own factories over these (``Dispatcher.register``); nothing else about a run changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..executors.base import Change, Executor, ExecutorFactory, Progress, Registry
+from ..load.facts import Facts
+from ..runbook.actions import Action, Result, StepFailed, TalosctlCommand
+from .credentials import TokenSource
+
+
+class Dispatcher:
+    """One executor per kind, shared by every step of a run.
+
+    The API token comes from the config's pass entry or ``env`` (None: the process environment),
+    read at each use by the API executor and by local commands that ask for it. ``adjust_context``
+    changes what templates see for this cluster (the simulation moves the Talos files); the real
+    cluster needs no change.
+    """
+
+    def __init__(
+        self,
+        config_data: Mapping[str, Any],
+        home_root: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        adjust_context: Callable[[dict[str, Any]], None] | None = None,
+    ):
+        self._config = config_data
+        self._home = home_root
+        self._env = env
+        self._adjust_context = adjust_context
+        self.warnings: list[str] = []
+        #: How long PVE tasks of each type took in earlier runs; shared with the API executor, which
+        #: polls a task of a known type when it is likely to have ended (``expect_tasks``).
+        self.task_estimates: dict[str, float] = {}
+        self.registry = Registry(
+            [
+                ("api", self._make_api),
+                ("ssh", self._make_ssh),
+                ("local", self._make_local),
+                ("talosctl", self._make_talosctl),
+                ("http", self._make_http),
+            ]
+        )
+
+    def register(self, kind: str, factory: ExecutorFactory) -> None:
+        """Build ``kind``'s executor with ``factory`` instead (before the first step of that kind)."""
+        self.registry.register(kind, factory)
+
+    def execute(self, action: Action, progress: Progress) -> Result:
+        if isinstance(action, TalosctlCommand) and action.cwd:
+            # The Talos config dir holds cluster secrets: create it private, as talosctl would.
+            Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.registry.get(action.kind).execute(action, progress)
+
+    def preview(self, action: Action, facts: Facts) -> list[Change]:
+        """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""
+        return self.registry.get(action.kind).preview(action, facts)
+
+    def expect_tasks(self, estimates: Mapping[str, float]) -> None:
+        """Tell the API executor (built now or later) how long PVE tasks took in earlier runs."""
+        self.task_estimates.clear()
+        self.task_estimates.update(estimates)
+
+    def adjust_context(self, context: dict[str, Any]) -> None:
+        """Change what templates see for this cluster, before the first step renders."""
+        if self._adjust_context is not None:
+            self._adjust_context(context)
+
+    def close(self) -> None:
+        self.registry.close()
+
+    def _tokens(self) -> TokenSource:
+        """Where the API token comes from; it reads nothing until asked, and then at each use."""
+        return TokenSource(dict(self._config), self._env)
+
+    # ------------------------------------------------------------------ the real cluster's executors
+
+    def _make_api(self) -> Executor:
+        from ..executors.api import ApiExecutor, ApiSetupError
+
+        try:
+            executor = ApiExecutor.from_config(
+                self._config, self._tokens(), base_dir=self._home, task_estimates=self.task_estimates
+            )
+        except ApiSetupError as exc:
+            raise StepFailed(str(exc), sent=False) from None
+        self.warnings.extend(executor.warnings)
+        return executor
+
+    def _make_ssh(self) -> Executor:
+        from ..executors.shell import SshExecutor
+
+        credentials = self._config["credentials"]
+        ssh_config = credentials.get("ssh_config")
+        if ssh_config:
+            path = Path(str(ssh_config)).expanduser()
+            ssh_config = str(path if path.is_absolute() else self._home / path)
+        hosts = {str(n["name"]): str(n["host"]) for n in self._config["cluster"]["nodes"]}
+        return SshExecutor(hosts, str(credentials["ssh_user"]), ssh_config=ssh_config)
+
+    def _make_local(self) -> Executor:
+        from ..executors.shell import LocalExecutor
+
+        return LocalExecutor(token_source=self._tokens())
+
+    def _make_talosctl(self) -> Executor:
+        from ..executors.talosctl import TalosctlExecutor
+
+        return TalosctlExecutor()
+
+    def _make_http(self) -> Executor:
+        from ..executors.http import HttpExecutor
+
+        return HttpExecutor()

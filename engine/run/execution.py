@@ -1,0 +1,326 @@
+"""One invocation of ``runbook run`` or ``runbook resume``, from inputs to the journal's last record.
+
+Wires the pieces in the order data flows: prepare the session (planning against the live cluster
+unless offline) -> take the profile lock -> open the run record -> run the steps -> record the end.
+The CLI only prints what this returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import exitcodes
+from ..executors.base import Change
+from ..load.facts import Facts
+from ..load.home import Home
+from ..load.problems import InputError
+from ..runbook.actions import ApiRequest, StepFailed
+from .dispatch import Dispatcher
+from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
+from .runlock import LockHeld, ProfileLock
+from .runner import Approver, GateStop, PlanEntry, Runner, StepError
+from .session import Session, prepare, runbook_path
+
+
+@dataclass
+class Outcome:
+    """How an invocation ended; ``message`` is the last thing the operator reads."""
+
+    status: str  # planned | succeeded | failed | stopped_at_gate | locked | refused
+    exit_code: int
+    message: str
+    session: Session | None = None
+    run_id: str | None = None
+    entries: list[PlanEntry] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)  # a dry-run's preview, when it read the cluster
+
+
+def read_facts(dispatcher: Dispatcher) -> Facts:
+    """The cluster's VMs (one GET), read once at the edge: planning and previews use this snapshot."""
+    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), lambda _: None)
+    return Facts.from_cluster_resources(result.data)
+
+
+def _prepare(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    dispatcher: Dispatcher | None,
+    *,
+    live: bool = True,
+) -> Session:
+    """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used."""
+    session = prepare(home, name, profile, given)
+    if dispatcher is not None and live and session.profile is not None:
+        session = prepare(home, name, profile, given, read_facts(dispatcher))
+    if dispatcher is not None:
+        dispatcher.adjust_context(session.context)
+    return session
+
+
+def plan_run(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    *,
+    offline: bool,
+    dispatcher: Dispatcher | None,
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+) -> Outcome:
+    """A dry-run: the plan of every step; read-only steps may query the cluster unless ``offline``."""
+    live = None if offline else dispatcher
+    try:
+        session = _prepare(home, name, profile, given, dispatcher, live=not offline)
+    except StepFailed as exc:
+        return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    facts = session.facts
+    runner = Runner(
+        session.runbook,
+        session.context,
+        executor=live,
+        dry_run=True,
+        approver=_Never(),
+        on_event=on_event,
+        preview=(lambda action: live.preview(action, facts)) if live is not None and facts is not None else None,
+    )
+    try:
+        entries = runner.run()
+    except StepError as exc:
+        return Outcome(
+            "failed",
+            exitcodes.FAILED,
+            f"a read-only step failed while planning: {exc.message}",
+            session,
+            entries=runner.entries,
+        )
+    return Outcome(
+        "planned",
+        exitcodes.OK,
+        "dry-run: nothing was changed",
+        session,
+        entries=entries,
+        warnings=list(dispatcher.warnings) if live else [],
+        changes=runner.changes,
+    )
+
+
+class _Never:
+    who = None
+
+    def approve(self, entry: PlanEntry) -> bool:
+        return False
+
+
+def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
+    hashes = session.hashes()
+    profile = session.profile
+    return RunMeta(
+        run_id=run_id,
+        runbook=session.runbook.name,
+        runbook_file=session.runbook.file,
+        runbook_sha256=hashes["runbook"],
+        profile=profile.name if profile else None,
+        profile_file=profile.file if profile else None,
+        profile_sha256=hashes.get("profile"),
+        cluster_config_sha256=hashes["config"],
+        parameters=session.params,
+        mode=mode,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _lock_name(session: Session) -> str:
+    return session.profile.name if session.profile else f"runbook-{session.runbook.name.lstrip('_')}"
+
+
+def start_run(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    *,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    mode: str = "run",
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
+) -> Outcome:
+    """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it."""
+    try:
+        session = _prepare(home, name, profile, given, dispatcher)
+    except StepFailed as exc:
+        return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    refused = _untrusted(home, session)
+    if refused is not None:
+        return refused
+    run_id = new_run_id(session.runbook.name, datetime.now(UTC))
+    lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
+    try:
+        note = lock.acquire()
+    except LockHeld as exc:
+        return Outcome("locked", exitcodes.LOCKED, str(exc), session)
+    try:
+        with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
+            dispatcher.expect_tasks(task_history(record.folder.parent))
+            runner = Runner(
+                session.runbook,
+                session.context,
+                executor=dispatcher,
+                dry_run=False,
+                approver=approver,
+                recorder=record,
+                on_event=on_event,
+                concurrency=concurrency,
+            )
+            outcome = _drive(runner, record, session, run_id)
+    finally:
+        lock.release()
+    if note:
+        outcome.warnings.insert(0, note)
+    outcome.warnings += dispatcher.warnings
+    return outcome
+
+
+def resume_run(
+    home: Home,
+    run_id: str,
+    *,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    force: bool,
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
+) -> Outcome:
+    """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked."""
+    loaded = load_run(home.state_dir, run_id)
+    meta = loaded.meta
+    if loaded.state.status == "succeeded":
+        return Outcome("refused", exitcodes.REFUSED, f"run {run_id} already succeeded; nothing to resume")
+    path = runbook_path(home, meta.runbook)
+    given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
+    try:
+        session = _prepare(home, str(path), meta.profile, given, dispatcher)
+    except StepFailed as exc:
+        return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    refused = _untrusted(home, session, run_id)
+    if refused is not None:
+        return refused
+    changed = [
+        name
+        for name, (then, now) in {
+            "runbook": (meta.runbook_sha256, session.hashes()["runbook"]),
+            "profile": (meta.profile_sha256, session.hashes().get("profile")),
+            "cluster-config.yaml": (meta.cluster_config_sha256, session.hashes()["config"]),
+        }.items()
+        if then != now
+    ]
+    if changed and not force:
+        return Outcome(
+            "refused",
+            exitcodes.REFUSED,
+            f"refusing to resume {run_id}: {', '.join(changed)} changed since the run started, so the "
+            "remaining steps would not be the ones that were reviewed. Review the change, then resume "
+            "with --force, or start a new run",
+            session,
+            run_id,
+        )
+    lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
+    try:
+        note = lock.acquire()
+    except LockHeld as exc:
+        return Outcome("locked", exitcodes.LOCKED, str(exc), session, run_id)
+    try:
+        record, before = RunRecord.resume(home.state_dir, run_id)
+        with record:
+            dispatcher.expect_tasks(task_history(record.folder.parent))
+            steps = before.state.steps
+            done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
+            doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)
+            runner = Runner(
+                session.runbook,
+                session.context,
+                executor=dispatcher,
+                dry_run=False,
+                approver=approver,
+                recorder=record,
+                done=done,
+                check_unfinished=doubt,
+                on_event=on_event,
+                concurrency=concurrency,
+            )
+            outcome = _drive(runner, record, session, run_id)
+    finally:
+        lock.release()
+    outcome.warnings = ([note] if note else []) + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
+    if changed:
+        outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
+    return outcome
+
+
+def _untrusted(home: Home, session: Session, run_id: str | None = None) -> Outcome | None:
+    """An ingested runbook (one with an ``origin``) runs for real only as reviewed: ``runbook trust``."""
+    from ..ingest.trust import untrusted_reason
+
+    reason = untrusted_reason(home, session.runbook, session.runbook_path)
+    return None if reason is None else Outcome("refused", exitcodes.REFUSED, reason, session, run_id)
+
+
+def _as_param(value: Any) -> str:
+    """A recorded (typed) parameter back to the --param text it is parsed from."""
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> Outcome:
+    try:
+        entries = runner.run()
+    except GateStop as stop:
+        record.run_finished("stopped_at_gate")
+        entry = stop.entry
+        which = f"{entry.step_id}[{entry.item_key}]" if entry.item_key else entry.step_id
+        return Outcome(
+            "stopped_at_gate",
+            exitcodes.GATE,
+            f"stopped before gated step '{which}' ({'; '.join(entry.gate_reasons)}); nothing of it ran. "
+            f"Review it (runbook runs show {run_id}), then approve and continue: "
+            f"runbook resume {run_id} --approve {entry.step_id}   (or --yes to approve every gate)",
+            session,
+            run_id,
+            runner.entries,
+        )
+    except StepError as exc:
+        record.run_finished("failed")
+        which = f"{exc.entry.step_id}[{exc.entry.item_key}]" if exc.entry.item_key else exc.entry.step_id
+        return Outcome(
+            "failed",
+            exitcodes.FAILED,
+            f"step '{which}' failed: {exc.message}\nFix the cause, then continue where it stopped: "
+            f"runbook resume {run_id}",
+            session,
+            run_id,
+            runner.entries,
+        )
+    except InputError as exc:
+        record.run_finished("failed")
+        return Outcome(
+            "failed",
+            exitcodes.PROBLEMS,
+            "\n".join(str(p) for p in exc.problems) + f"\nFix the runbook, then: runbook resume {run_id} "
+            "--force (the runbook changed, so resume needs --force)",
+            session,
+            run_id,
+            runner.entries,
+        )
+    record.run_finished("succeeded")
+    return Outcome("succeeded", exitcodes.OK, f"run {run_id} succeeded", session, run_id, entries)

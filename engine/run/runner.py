@@ -1,0 +1,737 @@
+"""Running a runbook: for each step, render -> check -> gate -> execute -> record.
+
+The same loop makes a dry-run plan and a real run, so the two cannot disagree. In a dry-run no
+mutating request or command leaves the machine: read-only steps (API GETs, steps marked
+``readonly``) may run against a reachable cluster so the plan shows real values, and with
+``offline`` nothing runs at all; values only a later step can produce stay visible unknowns.
+
+Concurrency (real runs only; a plan is always made one item at a time, step by step):
+
+- A ``foreach`` step with ``parallel: N`` runs up to N items at once. Its items are rendered,
+  checked and gated one after the other, in order, before any of them runs, so gate questions
+  never interleave and a declined gate leaves the items before it to run, as a sequential run
+  would. Then the items run on worker threads.
+- Consecutive ``foreach`` steps with the same ``pipeline: NAME`` (and the same ``foreach``) run
+  as a pipeline: each item goes through the steps in order, items run at once up to the first
+  step's ``parallel``. Each step of each item still renders just before it runs, with the
+  outputs of the steps before it. Gated steps are refused in a pipeline, and every step of a
+  pipeline that changes something needs a ``check`` (see ``engine.run.sections``).
+- ``concurrency`` (``runbook run --concurrency``) bounds every one of these for the whole run.
+- The first failure stops new work: no item starts and no item begins its next step; the steps
+  already running finish and are journaled, then the run stops with that failure.
+- Clones are limited per template and per storage (``limits`` in cluster-config.yaml), and a
+  failure PVE gives because a lock is held is retried with jittered exponential backoff, up to
+  ``limits.lock_retries`` times in concurrent steps (``retries`` on any step).
+
+This module keeps the step loop; what it leans on lives next to it: how steps group into sections
+and pipelines (``engine.run.sections``), the worker threads and clone slots (``engine.run.concurrency``),
+and the one retry loop with its backoff (``engine.run.retry``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
+
+from .. import exitcodes
+from ..errors import RunbookError
+from ..executors.base import Change, Executes
+from ..executors.shell import parse_json_output
+from ..load.problems import InputError, Problem
+from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from ..runbook.extract import ExtractRefused, apply_extract
+from ..runbook.model import Runbook, Step
+from ..runbook.render import Renderer, StepOutputs
+from ..runbook.stepcheck import rendered_problems
+from ..runbook.unknown import Unknown, UnknownValue, contains_unknown
+from .concurrency import CloneSlots, run_jobs
+from .gates import gate_reasons
+from .retry import Backoff, Policy, retry
+from .sections import Section, reads_only, sections
+
+#: The run-level bound on items running at once when the operator gives no --concurrency.
+DEFAULT_CONCURRENCY = 16
+#: Lock failures retried in concurrent steps when cluster-config.yaml says nothing (limits.lock_retries).
+DEFAULT_LOCK_RETRIES = 5
+#: First pause before retrying a lock failure (seconds), doubled each time up to LOCK_BACKOFF_CAP, jittered.
+LOCK_BACKOFF = 1.0
+LOCK_BACKOFF_CAP = 30.0
+#: First pause before a step's ``retries`` try again (seconds), doubled each time up to RETRY_BACKOFF_CAP, jittered.
+RETRY_BACKOFF = 0.2
+RETRY_BACKOFF_CAP = 5.0
+
+
+class Recorder(Protocol):
+    """Where a real run writes its journal (``engine.run.journal.RunRecord``); called from several threads
+    when steps run concurrently, so it must append one whole record at a time."""
+
+    def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None: ...
+    def step_finished(self, step: str, item: str | None, outputs: Any, duration: float) -> None: ...
+    def step_skipped(self, step: str, item: str | None, reason: str) -> None: ...
+    def step_failed(self, step: str, item: str | None, error: str, duration: float) -> None: ...
+    def gate_waiting(self, step: str, item: str | None) -> None: ...
+    def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None: ...
+
+
+class Approver(Protocol):
+    who: str | None
+
+    def approve(self, entry: PlanEntry) -> bool:
+        """True to run the gated step; False stops the run before it."""
+
+
+@dataclass
+class PlanEntry:
+    """One step (or one loop item of a step) as planned or as run."""
+
+    step_id: str
+    kind: str
+    title: str | None
+    line: int
+    item_key: str | None = None
+    status: str = "pending"  # run | skipped | unknown | succeeded | failed | stopped_at_gate | would_run
+    reason: str = ""
+    action: dict[str, Any] | None = None
+    display: str = ""
+    gated: bool = False
+    gate_reasons: list[str] = field(default_factory=list)
+    output: Any = None
+    error: str | None = None
+    duration: float | None = None
+    show: bool = False  # the operator came for this step's output: print it with the progress
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class GateStop(Exception):
+    """The run stopped before a gated step that was not approved."""
+
+    def __init__(self, entry: PlanEntry):
+        super().__init__(entry.step_id)
+        self.entry = entry
+
+
+class StepError(RunbookError):
+    """A step failed; the run stops here and can be resumed."""
+
+    exit_code = exitcodes.FAILED
+
+    def __init__(self, entry: PlanEntry, message: str):
+        super().__init__(message)
+        self.entry = entry
+        self.message = message
+
+
+def display(action: Action) -> str:
+    """A human-readable form of what would be sent or run."""
+    data = action_as_dict(action)
+    kind = data.pop("type")
+    if kind == "ApiRequest":
+        params = " ".join(f"{k}={v}" for k, v in action.params.items())  # type: ignore[union-attr]
+        return f"{data['method']} {data['path']}" + (f"  {params}" if params else "")
+    if kind == "ShellCommand":
+        where = f"on {data['node']}" if data["node"] else "locally"
+        return f"({where})\n{data['script'].rstrip()}"
+    if kind == "TalosctlCommand":
+        return "talosctl " + " ".join(json.dumps(a) if (" " in a or not a) else a for a in data["argv"])
+    return f"{data['method']} {data['url']}" + (f"\n{data['body'].rstrip()}" if data["body"] else "")
+
+
+def is_readonly(step: Step, action: Action) -> bool:
+    if step.attrs.get("readonly"):
+        return True
+    return isinstance(action, ApiRequest) and action.method == "GET"
+
+
+class _Stop(Exception):
+    """Raised inside a worker when new work must not start (an earlier failure)."""
+
+
+class _NotYet(Exception):
+    """An attempt of an ``until`` step that did not find its condition true (or failed); says what it saw."""
+
+
+class _OtherItem(ValueError):
+    """A template inside a pipeline read another item's output, which may not exist yet."""
+
+
+class _OwnItemOutputs(list):  # type: ignore[type-arg]
+    """``steps.<id>`` of an earlier step of the same pipeline, as one item sees it while it runs.
+
+    Items run at the same time, so only this item's own entry (``steps.<id>[loop_index]``) is
+    known; reading another entry, or iterating, is an error naming the way out, never a value
+    that depends on timing. After the pipeline, ``steps.<id>`` is the usual list.
+    """
+
+    def __init__(self, step_id: str, pipeline: str, size: int, index: int, value: Any):
+        super().__init__([None] * size)
+        self._step_id, self._pipeline, self._index, self._value = step_id, pipeline, index, value
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise _OtherItem(
+            f"{what} reads other items of pipeline '{self._pipeline}', which run at the same time as "
+            f"this one: inside the pipeline only this item's output is known, as "
+            f"steps.{self._step_id}[loop_index]; read the whole list after the pipeline"
+        )
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int) and key in (self._index, self._index - len(self)):
+            return self._value
+        self._refuse(f"steps.{self._step_id}[{key}]")
+
+    def __iter__(self) -> Iterator[Any]:
+        self._refuse(f"going through steps.{self._step_id}")
+
+    def __contains__(self, item: object) -> bool:
+        self._refuse(f"looking into steps.{self._step_id}")
+
+
+_PENDING = object()  # a pipeline step that has not run for an item yet
+
+
+class _ItemProgress:
+    """The progress callback handed to an executor for one step item."""
+
+    def __init__(self, runner: Runner, entry: PlanEntry):
+        self._runner = runner
+        self._entry = entry
+
+    def __call__(self, text: str) -> None:
+        self._runner.on_event("progress", _note(self._entry, text))
+
+
+class Runner:
+    """Runs (or plans) one runbook with one context.
+
+    ``concurrency`` bounds how many items run at once anywhere in the run (default:
+    ``DEFAULT_CONCURRENCY``);
+    ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
+    ``preview`` (dry-run) tells what a step that would run would change; its answers are
+    gathered in ``changes`` and change nothing about the plan itself.
+    """
+
+    def __init__(
+        self,
+        runbook: Runbook,
+        context: dict[str, Any],
+        *,
+        executor: Executes | None,
+        dry_run: bool,
+        approver: Approver,
+        recorder: Recorder | None = None,
+        done: dict[tuple[str, str | None], Any] | None = None,
+        on_event: Callable[[str, PlanEntry], None] | None = None,
+        check_unfinished: frozenset[tuple[str, str | None]] = frozenset(),
+        collect: list[Problem] | None = None,
+        concurrency: int | None = None,
+        lock_backoff: float = LOCK_BACKOFF,
+        preview: Callable[[Action], list[Change]] | None = None,
+    ):
+        self.runbook = runbook
+        self.dry_run = dry_run
+        self.executor = executor
+        self.approver = approver
+        self.recorder = recorder
+        self.done = dict(done or {})
+        self.check_unfinished = check_unfinished
+        # With ``collect`` (validation), a step that cannot render is noted there and treated as
+        # unknown, so one broken step does not hide the problems of the steps after it.
+        self.collect = collect
+        self.on_event = on_event or (lambda event, entry: None)
+        pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
+        self.steps = StepOutputs({}, pending)
+        self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
+        self.entries: list[PlanEntry] = []
+        # In a dry-run, read-only steps query the cluster only until a step would change it: after
+        # that, what they would read is not what the run would read.
+        self.plan_changes = False
+        self.concurrency = max(1, concurrency if concurrency is not None else DEFAULT_CONCURRENCY)
+        config = context.get("config") if isinstance(context.get("config"), dict) else {}
+        limits = config.get("limits") or {}
+        self.limits = CloneSlots(limits.get("clones_per_template"), limits.get("clones_per_storage"))
+        self.lock_retries = int(limits.get("lock_retries", DEFAULT_LOCK_RETRIES))
+        self.lock_backoff = lock_backoff
+        # A dry-run against the cluster asks each would-run, changing step what it would change.
+        self.preview = preview
+        self.changes: list[Change] = []
+        self._lock = threading.Lock()  # the entries list
+        self._gate_lock = threading.Lock()  # one gate question at a time
+        self._random = random.Random()
+
+    def _record(self, kind: str, *args: Any) -> None:
+        if self.recorder is not None and not self.dry_run:
+            getattr(self.recorder, kind)(*args)
+
+    def run(self) -> list[PlanEntry]:
+        """Run every step in order; raises GateStop or StepError to stop, InputError for a bad template."""
+        groups, problems = sections(self.runbook)
+        if problems:
+            if self.collect is None:
+                raise InputError(problems)
+            self.collect.extend(problems)
+        for section in groups:
+            if section.name is None:
+                self._guarded(self._step_items, section.steps[0])
+            else:
+                self._guarded(self._pipeline, section)
+        return self.entries
+
+    def _guarded(self, run: Callable[[Any], None], what: Any) -> None:
+        if self.collect is None:
+            run(what)
+            return
+        try:
+            run(what)
+        except InputError as exc:
+            self.collect.extend(exc.problems)
+
+    def _width(self, step: Step) -> int:
+        """How many items of this step (or of the pipeline it starts) may run at once."""
+        if self.dry_run:
+            return 1
+        return max(1, min(int(step.attrs.get("parallel", 1)), self.concurrency))
+
+    # ------------------------------------------------------------------ one step
+
+    def _step_items(self, step: Step) -> None:
+        entry = PlanEntry(step.id, step.kind, step.title, step.line, show=bool(step.attrs.get("show")))
+        if "foreach" not in step.attrs:
+            output = self._item(step, None, {}, entry)
+            self._publish(step, output)
+            return
+        try:
+            items = self.renderer.items(step)
+        except UnknownValue as unknown:
+            entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
+            self._add(entry)
+            return
+        width = self._width(step)
+        if width > 1 and len(items) > 1:
+            outputs = self._parallel_items(step, items, width)
+        else:
+            outputs = []
+            for index, item in enumerate(items):
+                key = _item_key(item, index)
+                item_entry = PlanEntry(
+                    step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
+                )
+                outputs.append(self._item(step, key, {step.loop_var: item, "loop_index": index}, item_entry))
+        self._publish(step, _NOTHING if any(o is _NOTHING for o in outputs) else outputs)
+
+    def _parallel_items(self, step: Step, items: list[Any], width: int) -> list[Any]:
+        """Render, check and gate every item in order (one question at a time), then run the ready
+        ones on up to ``width`` threads. A refusal (gate, template) stops the preparing; the items
+        before it still run, as they would have in a sequential run."""
+        outputs: list[Any] = [None] * len(items)
+        jobs: list[Callable[[threading.Event], None]] = []
+        stopped: BaseException | None = None
+        mark = len(self.entries)
+        for index, item in enumerate(items):
+            key = _item_key(item, index)
+            entry = PlanEntry(
+                step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
+            )
+            try:
+                ready = self._prepare(step, key, {step.loop_var: item, "loop_index": index}, entry)
+            except (GateStop, InputError, StepError) as exc:
+                stopped = exc
+                break
+            if isinstance(ready, _Ready):
+
+                def job(
+                    stop: threading.Event,
+                    index: int = index,
+                    key: str = key,
+                    ready: _Ready = ready,
+                    entry: PlanEntry = entry,
+                ) -> None:
+                    outputs[index] = self._execute(step, key, ready.action, entry)
+
+                jobs.append(job)
+            else:
+                outputs[index] = ready
+        try:
+            run_jobs(jobs, width)
+        finally:
+            self._order_entries(mark, {step.id: 0}, items)
+        if stopped is not None:
+            raise stopped
+        return outputs
+
+    # ------------------------------------------------------------------ pipelines
+
+    def _pipeline(self, section: Section) -> None:
+        steps = section.steps
+        first = steps[0]
+        try:
+            items = self.renderer.items(first)
+        except UnknownValue as unknown:
+            for step in steps:
+                entry = PlanEntry(step.id, step.kind, step.title, step.line, show=bool(step.attrs.get("show")))
+                entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
+                self._add(entry)
+            return
+        outputs: dict[str, list[Any]] = {step.id: [_PENDING] * len(items) for step in steps}
+        keys = [_item_key(item, index) for index, item in enumerate(items)]
+        name = str(section.name)
+
+        def one(step: Step, index: int) -> None:
+            entry = PlanEntry(
+                step.id, step.kind, step.title, step.line, item_key=keys[index], show=bool(step.attrs.get("show"))
+            )
+            local = {step.loop_var: items[index], "loop_index": index, "steps": self._item_view(outputs, name, index)}
+            outputs[step.id][index] = self._item(step, keys[index], local, entry)
+
+        width = self._width(first)
+        mark = len(self.entries)
+        try:
+            if self.dry_run:
+                # A plan lists the steps one after the other, as the run journals each (step, item).
+                for step in steps:
+                    for index in range(len(items)):
+                        one(step, index)
+            elif width == 1:
+                for index in range(len(items)):
+                    for step in steps:
+                        one(step, index)
+            else:
+
+                def chain(index: int) -> Callable[[threading.Event], None]:
+                    def run_chain(stop: threading.Event) -> None:
+                        for number, step in enumerate(steps):
+                            if number and stop.is_set():
+                                return  # another item failed: this one begins no further step
+                            one(step, index)
+
+                    return run_chain
+
+                run_jobs([chain(index) for index in range(len(items))], width)
+        finally:
+            self._order_entries(mark, {step.id: number for number, step in enumerate(steps)}, items)
+        for step in steps:
+            values = outputs[step.id]
+            self._publish(step, _NOTHING if any(v is _NOTHING or v is _PENDING for v in values) else values)
+
+    def _item_view(self, outputs: dict[str, list[Any]], pipeline: str, index: int) -> StepOutputs:
+        """``steps`` for one item inside a pipeline: earlier steps of the pipeline show only this item's output."""
+        view = StepOutputs(dict(self.steps), self.steps.pending_ids)
+        for step_id, values in outputs.items():
+            value = values[index]
+            if value is _PENDING:
+                continue  # not run for this item yet: the usual "has not run yet"
+            if value is _NOTHING:
+                view[step_id] = Unknown(f"steps.{step_id}")
+            else:
+                view[step_id] = _OwnItemOutputs(step_id, pipeline, len(values), index, value)
+        return view
+
+    def _order_entries(self, mark: int, step_order: dict[str, int], items: Sequence[Any]) -> None:
+        """Entries of a concurrent section in plan order (step, then item), whatever order they ended in."""
+        keys = {_item_key(item, index): index for index, item in enumerate(items)}
+        with self._lock:
+            self.entries[mark:] = sorted(
+                self.entries[mark:], key=lambda e: (step_order.get(e.step_id, 0), keys.get(e.item_key or "", 0))
+            )
+
+    # ------------------------------------------------------------------ one item
+
+    def _publish(self, step: Step, output: Any) -> None:
+        if output is _NOTHING:
+            return
+        self.steps[step.id] = output
+        if step.attrs.get("register"):
+            self.renderer.context[str(step.attrs["register"])] = output
+
+    def _add(self, entry: PlanEntry) -> None:
+        with self._lock:
+            self.entries.append(entry)
+        self.on_event("step", entry)
+
+    def _item(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
+        ready = self._prepare(step, key, local, entry)
+        if isinstance(ready, _Ready):
+            return self._execute(step, key, ready.action, entry)
+        return ready
+
+    def _prepare(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
+        """Everything before executing: done before? conditions, render, checks, dry-run, gate.
+
+        Returns ``_Ready(action)`` when the item is to run, else its output (None when skipped,
+        ``_NOTHING`` when a plan cannot know it).
+        """
+        # A read-only step runs again on resume, so the guards after it see the cluster as it is now,
+        # not as it was before the interruption.
+        if (step.id, key) in self.done and not reads_only(step):
+            entry.status, entry.reason, entry.output = (
+                "succeeded",
+                "finished in an earlier attempt",
+                self.done[(step.id, key)],
+            )
+            self._add(entry)
+            return entry.output
+        if "until" in step.attrs and not reads_only(step):
+            raise InputError(
+                Problem(
+                    self.runbook.file,
+                    step.line,
+                    "attributes.until",
+                    "until repeats the step, so it is only for steps that change nothing: "
+                    "an API GET, or a step marked readonly: true",
+                )
+            )
+        pending_condition = ""
+        try:
+            if "when" in step.attrs and not self.renderer.truth(step, "when", local):
+                entry.status, entry.reason = "skipped", "when is false"
+                self._add(entry)
+                self._record("step_skipped", step.id, key, "when_false")
+                return None
+            if "check" in step.attrs and self.renderer.truth(step, "check", local):
+                entry.status, entry.reason = "skipped", "check is true: already in place"
+                self._add(entry)
+                self._record("step_skipped", step.id, key, "check_true")
+                return None
+        except UnknownValue as unknown:
+            if not self.dry_run:
+                raise InputError(
+                    Problem(
+                        self.runbook.file,
+                        step.line,
+                        f"step {step.id}",
+                        f"condition needs {unknown.source}, which no earlier step produced",
+                    )
+                ) from None
+            pending_condition = f"runs only if its condition holds, which depends on {unknown.source}"
+        if (step.id, key) in self.check_unfinished and "check" not in step.attrs and not reads_only(step):
+            # A step that only reads is simply run again, like every read-only step on resume.
+            entry.gate_reasons.append(
+                "started in an earlier attempt but never finished, and has no check to tell whether it took effect"
+            )
+        try:
+            action = self.renderer.action(step, local)
+        except UnknownValue as unknown:
+            if not self.dry_run:
+                raise InputError(
+                    Problem(
+                        self.runbook.file,
+                        step.line,
+                        f"step {step.id}",
+                        f"needs {unknown.source}, which no earlier step produced",
+                    )
+                ) from None
+            entry.status = "unknown"
+            entry.reason = f"what it sends depends on {unknown.source}, known only after run"
+            self._add(entry)
+            return _NOTHING
+        entry.action = action_as_dict(action)
+        entry.display = display(action)
+        entry.gate_reasons += gate_reasons(step, action)
+        entry.gated = bool(entry.gate_reasons)
+        unknown = contains_unknown(entry.action)
+        problems = rendered_problems(entry.action, step, self.runbook.file)
+        if problems:
+            raise InputError(problems)
+        if self.dry_run and (unknown or pending_condition):
+            entry.status = "unknown"
+            entry.reason = pending_condition or "uses values known only after run"
+            self._add(entry)
+            return _NOTHING
+        if self.dry_run:
+            readonly = is_readonly(step, action)
+            if readonly and self.executor is not None and not self.plan_changes:
+                return _Ready(action)
+            entry.status = "would_run"
+            if entry.gated:
+                entry.reason = "gated: needs approval"
+            elif readonly:
+                entry.reason = (
+                    "read-only; not run while planning, because an earlier step would change the cluster first"
+                    if self.plan_changes and self.executor is not None
+                    else "read-only"
+                )
+            else:
+                self.plan_changes = True
+            if not readonly and self.preview is not None:
+                changes = self.preview(action)
+                with self._lock:
+                    self.changes += changes
+            self._add(entry)
+            return _NOTHING
+        if entry.gated:
+            # One question at a time, even from the items of a pipeline (whose gates can only come
+            # from a rendered value: gated steps are refused there).
+            with self._gate_lock:
+                self._record("gate_waiting", step.id, key)
+                if not self.approver.approve(entry):
+                    entry.status = "stopped_at_gate"
+                    self._add(entry)
+                    raise GateStop(entry)
+                self._record("gate_approved", step.id, key, self.approver.who)
+        return _Ready(action)
+
+    def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
+        assert self.executor is not None
+        self._record("step_started", step.id, key, entry.action)
+        self.on_event("start", entry)
+        started = time.monotonic()
+        if "until" in step.attrs and not self.dry_run:
+            output, summary = self._until(step, action, entry, started)
+        else:
+            output, summary = self._attempts(step, action, entry, started)
+        entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
+        entry.reason = summary
+        self._record("step_finished", step.id, key, output, entry.duration)
+        self._add(entry)
+        return output
+
+    def _once(self, step: Step, action: Action, entry: PlanEntry) -> tuple[Any, str]:
+        """Execute once; the output after ``json`` parsing and ``extract`` (``ExtractRefused`` on refusal)."""
+        assert self.executor is not None
+        progress = _ItemProgress(self, entry)
+        with self.limits.hold(action, progress):
+            try:
+                result = self.executor.execute(action, progress)
+            except StepFailed as failure:
+                result = _accepted(step, failure)
+        data = result.data
+        if step.attrs.get("json") and isinstance(data, dict) and "stdout" in data:
+            # An accepted failure that printed nothing has no document: ``json`` is then null.
+            silent = data.get("exit_code") != 0 and not str(data["stdout"]).strip()
+            data = {**data, "json": None if silent else parse_json_output(str(data["stdout"]))}
+        return self._extract(step, data), result.summary
+
+    def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
+        """Execute with ``retries``: a failure is retried when it is safe (read-only step, nothing sent,
+        or a failure PVE marks as transient such as a held lock). A held lock is waited out with
+        jittered exponential backoff, also without ``retries`` in a concurrent step, where the run's
+        own items may be what holds it."""
+        retries = int(step.attrs.get("retries", 0))
+        concurrent = "parallel" in step.attrs or "pipeline" in step.attrs
+        lock_retries = max(retries, self.lock_retries if concurrent else 0)
+
+        def lock_held(error: Exception) -> bool:
+            return isinstance(error, StepFailed) and error.retryable and error.lock
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            assert isinstance(error, StepFailed)
+            reason = error.message.strip().splitlines()[0][:160]
+            self.on_event(
+                "progress",
+                _note(entry, f"a lock is held ({reason}); trying again in {pause:.1f} s ({number} of {lock_retries})"),
+            )
+
+        def safe(error: Exception) -> bool:
+            return isinstance(error, StepFailed) and (error.retryable or reads_only(step) or not error.sent)
+
+        try:
+            return retry(
+                lambda: self._once(step, action, entry),
+                Policy(lock_retries, Backoff(self.lock_backoff, LOCK_BACKOFF_CAP), lock_held, waiting),
+                Policy(retries, Backoff(RETRY_BACKOFF, RETRY_BACKOFF_CAP), safe),
+                rng=self._random,
+            )
+        except ExtractRefused as refusal:
+            self._fail_step(step, entry, f"refused: {refusal}", started)
+        except StepFailed as failure:
+            self._fail_step(step, entry, failure.message, started)
+
+    def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
+        """Repeat a read-only step until its ``until`` expression holds over ``result``; a failed attempt
+        (a node still booting, say) counts as not yet."""
+        attempts = int(step.attrs.get("retries", 30))
+        delay = float(step.attrs.get("delay", 2))
+
+        def attempt() -> tuple[Any, str]:
+            try:
+                output, summary = self._once(step, action, entry)
+            except StepFailed as failure:
+                raise _NotYet(f"failed: {failure.message}") from None
+            if self.renderer.truth(step, "until", {"result": output}):
+                return output, summary
+            raise _NotYet(f"last result: {str(output)[:200]}")
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            self.on_event("progress", _note(entry, f"waiting: {step.attrs['until']} (attempt {number})"))
+
+        try:
+            return retry(attempt, Policy(attempts, Backoff.fixed(delay), lambda e: isinstance(e, _NotYet), waiting))
+        except ExtractRefused as refusal:
+            self._fail_step(step, entry, f"refused: {refusal}", started)
+        except _NotYet as last:
+            self._fail_step(
+                step,
+                entry,
+                f"gave up after {attempts + 1} attempts over {time.monotonic() - started:.0f} s: "
+                f"{step.attrs['until']} is still false ({last})",
+                started,
+            )
+
+    def _extract(self, step: Step, data: Any) -> Any:
+        if "extract" not in step.attrs:
+            return data
+        context = self.renderer.context
+        variables = {
+            "config": context.get("config"),
+            "profile": context.get("profile"),
+            "plan": context.get("plan"),
+            **context.get("params", {}),
+        }
+        return apply_extract(str(step.attrs["extract"]), data, variables, self.runbook.file, step)
+
+    def _fail_step(self, step: Step, entry: PlanEntry, message: str, started: float) -> NoReturn:
+        entry.status, entry.error, entry.duration = "failed", message, time.monotonic() - started
+        self._record("step_failed", step.id, entry.item_key, message, entry.duration)
+        self._add(entry)
+        raise StepError(entry, message)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """An item rendered, checked and approved: what to execute."""
+
+    action: Action
+
+
+def _accepted(step: Step, failure: StepFailed) -> Result:
+    """A failure the step declares an answer is its result: a command ending with one of its
+    ``accept_exit`` codes (``exit_code`` in the output tells later steps which), or, with
+    ``accept_task_error``, a PVE task that ended in error (``exitstatus`` tells how). A held lock
+    (retryable) and a timeout are never answers; anything else is raised again."""
+    data = failure.data if isinstance(failure.data, dict) else {}
+    code = data.get("exit_code")
+    if isinstance(code, int) and not isinstance(code, bool) and code in (step.attrs.get("accept_exit") or ()):
+        return Result(data=data, summary=f"exited with {code}, an answer this step accepts (accept_exit)")
+    if step.attrs.get("accept_task_error") and data.get("upid") and data.get("exitstatus") and not failure.retryable:
+        return Result(
+            data=data, summary=f"task ended: {data['exitstatus']}, an answer this step accepts (accept_task_error)"
+        )
+    raise failure
+
+
+def _note(entry: PlanEntry, text: str) -> PlanEntry:
+    entry.reason = text
+    return entry
+
+
+def _item_key(item: Any, index: int) -> str:
+    """A stable key for a loop item (checkpoints key on it): its name or vmid when it has one."""
+    if isinstance(item, dict):
+        for name in ("name", "vmid", "node", "id"):
+            if name in item:
+                return f"{name}={item[name]}"
+    if isinstance(item, (str, int)):
+        return str(item)
+    return f"#{index}"
+
+
+class _Nothing:
+    """Marker: the step produced no output in this (dry) run, so later templates see an Unknown."""
+
+
+_NOTHING = _Nothing()

@@ -1,0 +1,131 @@
+"""Rendered, checked steps ready to execute, and what executing them returns.
+
+The renderer turns a ``Step`` (plus context) into one of these actions; an executor turns an action
+into a ``Result`` or raises ``StepFailed``. Actions hold no secret: credentials are resolved by the
+executor at the moment of use. Everything here is plain data, so plans and journals can record it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import exitcodes
+from ..errors import RunbookError
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    """A Proxmox VE REST call; ``path`` is relative to ``/api2/json``."""
+
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    node: str | None = None  # cluster node whose endpoint to try first
+    poll: bool = True  # wait for a returned task UPID to end
+    timeout: float | None = None
+
+    kind = "api"  # the step kind, and so the executor, that runs it (a class attribute, not data)
+
+    @property
+    def mutating(self) -> bool:
+        return self.method != "GET"
+
+
+@dataclass(frozen=True)
+class ShellCommand:
+    """A shell script, run under ``set -eu`` on a PVE node (``node`` set) or on this machine (``node`` None)."""
+
+    script: str
+    node: str | None = None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)  # never secrets; see Secret handling in executors
+    token_env: str | None = None  # hand the API token to the command in this variable, at the moment of use
+
+    @property
+    def kind(self) -> str:
+        """One action type serves both shell kinds: a script for a node goes over ssh."""
+        return "ssh" if self.node else "local"
+
+
+@dataclass(frozen=True)
+class TalosctlCommand:
+    """``talosctl`` with these arguments (no shell); TALOSCONFIG is set from the profile's config dir."""
+
+    argv: tuple[str, ...]
+    talosconfig: str | None = None
+    cwd: str | None = None
+    timeout: float | None = None
+
+    kind = "talosctl"
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """A plain HTTP(S) request to another service, such as the Talos Image Factory."""
+
+    method: str
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None
+    expect: tuple[int, ...] = ()  # empty: any 2xx
+    timeout: float | None = None
+
+    kind = "http"
+
+
+Action = ApiRequest | ShellCommand | TalosctlCommand | HttpRequest
+
+
+def action_as_dict(action: Action) -> dict[str, Any]:
+    """JSON-ready form of an action (tuples as lists), tagged with its type, for plans and the journal."""
+    return {"type": type(action).__name__, **_json_ready(asdict(action))}
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
+
+
+@dataclass
+class Result:
+    """What a step produced.
+
+    ``data`` is the step's output as later steps and ``extract`` see it:
+    - api: the response's ``data``; for a task, ``{"upid", "node", "exitstatus", "data"}`` where
+      ``data`` is the original UPID string;
+    - shell, talosctl: ``{"stdout", "stderr", "exit_code"}`` plus ``"json"`` when stdout was parsed;
+    - http: ``{"status", "headers", "body"}`` plus ``"json"`` when the body is JSON.
+    ``summary`` is one line for progress output (never a secret).
+    """
+
+    data: Any
+    summary: str = ""
+    requests: int = 0  # API requests this step made (for performance reports)
+
+
+class StepFailed(RunbookError):
+    """A step did not succeed. ``message`` says what happened and what to do, in an operator's words.
+
+    ``retryable`` marks failures that may succeed if tried again (a lock held, a dropped
+    connection on an idempotent request). ``sent`` is False when the request or command provably
+    never reached the target, so trying another node cannot run it twice. ``lock`` is True when
+    the executor recognised that a lock held by someone else was the cause (PVE's "VM is locked",
+    "can't lock file"...): the runner waits such a failure out with backoff, since in a concurrent
+    step the run's own items may be what holds the lock.
+    """
+
+    exit_code = exitcodes.FAILED
+
+    def __init__(
+        self, message: str, *, retryable: bool = False, sent: bool = True, data: Any = None, lock: bool = False
+    ):
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.sent = sent
+        self.data = data
+        self.lock = lock

@@ -1,0 +1,157 @@
+"""What templates see: the cluster config, the profile and its plan, the parameters, step outputs.
+
+Never a secret: the API token and other credentials are resolved by executors at the moment of
+use and are not part of any context, so no template can print them into a command or a plan.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..load.config import ClusterConfig
+from ..load.patterns import PatternTooSlow, short
+from ..load.placement import Plan
+from ..load.problems import InputError, Problem
+from ..load.profiles import Profile
+from .model import Runbook
+from .parser import parameter_value_errors
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
+    """Typed, checked parameter values from ``--param k=v`` strings plus the runbook's defaults.
+
+    Every problem (unknown name, bad value, missing required parameter) is reported at once.
+    """
+    specs = {p.name: p for p in runbook.parameters}
+    problems: list[Problem] = []
+    values: dict[str, Any] = {}
+    for name, raw in given.items():
+        param = specs.get(name)
+        if param is None:
+            known = ", ".join(specs) or "none"
+            problems.append(
+                Problem("--param", None, name, f"{runbook.name} has no parameter '{name}' (parameters: {known})")
+            )
+            continue
+        try:
+            value = _typed(param.type, raw)
+        except ValueError as exc:
+            problems.append(Problem("--param", None, name, f"{exc} (given: {raw!r})"))
+            continue
+        try:
+            errors = parameter_value_errors(param.spec, value)
+        except PatternTooSlow as slow:  # the runbook's fault, not the value's: point at its frontmatter
+            what = (
+                f"the value {short(raw)} given with --param {name}"
+                if slow.text == value
+                else f"{short(slow.text)}, an item of the value given with --param {name}"
+            )
+            problems.append(slow.problem(runbook.file, param.line, name, param.spec, what))
+            continue
+        if errors:
+            problems.extend(Problem("--param", None, name, message) for message in errors)
+            continue
+        values[name] = value
+    for param in runbook.parameters:
+        if param.name in values or param.name in given:
+            continue
+        if param.required:
+            problems.append(
+                Problem(
+                    "--param",
+                    None,
+                    param.name,
+                    f"required parameter missing: add --param {param.name}=VALUE ({param.description})",
+                )
+            )
+        else:
+            values[param.name] = param.default
+    if problems:
+        raise InputError(problems)
+    return values
+
+
+def _typed(kind: str, raw: str) -> Any:
+    text = raw.strip()
+    if kind == "integer":
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if kind == "number":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    if kind == "boolean":
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError("must be true or false")
+    if kind == "array":
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not a JSON list ({exc.msg})") from None
+            if not isinstance(value, list):
+                raise ValueError("must be a list")
+            return value
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def template_context(
+    config: ClusterConfig,
+    profile: Profile | None,
+    plan: Plan | None,
+    params: Mapping[str, Any],
+    home_root: Path | None = None,
+) -> dict[str, Any]:
+    """The names every template of a run can use (``steps`` is added by the runner).
+
+    ``talos_config_dir`` is the profile's ``talos.config_dir`` made absolute (``~`` expanded,
+    relative to the home), because talosctl runs there and finds its TALOSCONFIG there.
+    """
+    data = config.data
+    context: dict[str, Any] = {
+        "config": data,
+        "cluster": data["cluster"],
+        "nodes": data["cluster"]["nodes"],
+        "node_names": [n["name"] for n in data["cluster"]["nodes"]],
+        "defaults": data["defaults"],
+        "vmid_ranges": data["vmid_ranges"],
+        "credentials": {k: v for k, v in data["credentials"].items() if k in ("ssh_user", "pass_path", "token_env")},
+        "tags": data.get("tags", {}),
+        "cloudinit": data.get("cloudinit", {}),
+        "ansible": data.get("ansible", {}),
+        "params": dict(params),
+        **params,
+    }
+    if profile is not None:
+        context["profile"] = profile.data
+        context["talos"] = profile.data.get("talos")
+        if context["talos"]:
+            config_dir = Path(str(context["talos"]["config_dir"])).expanduser()
+            if not config_dir.is_absolute() and home_root is not None:
+                config_dir = home_root / config_dir
+            context["talos_config_dir"] = str(config_dir)
+        context["flux"] = profile.data.get("flux")
+    if plan is not None:
+        vms = [vm.as_dict() for vm in plan.vms]
+        context["plan"] = {
+            "profile": plan.profile,
+            "vms": vms,
+            "controlplanes": [vm for vm in vms if vm["role"] == "controlplane"],
+            "workers": [vm for vm in vms if vm["role"] == "worker"],
+            "new_vms": [vm for vm in vms if not vm["existing"]],
+            "vmids": [vm["vmid"] for vm in vms],
+        }
+    return context
