@@ -167,17 +167,7 @@ def start_run(
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
-            dispatcher.expect_tasks(task_history(record.folder.parent))
-            runner = Runner(
-                session.runbook,
-                session.context,
-                executor=dispatcher,
-                dry_run=False,
-                approver=approver,
-                recorder=record,
-                on_event=on_event,
-                concurrency=concurrency,
-            )
+            runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
@@ -185,6 +175,32 @@ def start_run(
         outcome.warnings.insert(0, note)
     outcome.warnings += dispatcher.warnings
     return outcome
+
+
+def _real_runner(
+    session: Session,
+    record: RunRecord,
+    dispatcher: Dispatcher,
+    approver: Any,
+    on_event: Any,
+    concurrency: int | None,
+    **resumed: Any,
+) -> Runner:
+    """A runner that changes the cluster and journals into ``record``; ``resumed`` carries what a
+    resume knows (finished steps' outputs, steps in doubt). The dispatcher learns first how long
+    tasks took in the home's earlier runs, so the API executor polls them when they likely ended."""
+    dispatcher.expect_tasks(task_history(record.folder.parent))
+    return Runner(
+        session.runbook,
+        session.context,
+        executor=dispatcher,
+        dry_run=False,
+        approver=approver,
+        recorder=record,
+        on_event=on_event,
+        concurrency=concurrency,
+        **resumed,
+    )
 
 
 def resume_run(
@@ -238,21 +254,11 @@ def resume_run(
     try:
         record, before = RunRecord.resume(home.state_dir, run_id)
         with record:
-            dispatcher.expect_tasks(task_history(record.folder.parent))
             steps = before.state.steps
             done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
             doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)
-            runner = Runner(
-                session.runbook,
-                session.context,
-                executor=dispatcher,
-                dry_run=False,
-                approver=approver,
-                recorder=record,
-                done=done,
-                check_unfinished=doubt,
-                on_event=on_event,
-                concurrency=concurrency,
+            runner = _real_runner(
+                session, record, dispatcher, approver, on_event, concurrency, done=done, check_unfinished=doubt
             )
             outcome = _drive(runner, record, session, run_id)
     finally:
