@@ -142,7 +142,10 @@ def _emit_json(data: Any) -> None:
 def _console(width: int | None = None) -> Any:
     from rich.console import Console
 
-    return Console(highlight=False, width=width)
+    from .report.progress import no_color
+
+    # NO_COLOR: not even bold or dim (rich alone would keep those), so no escape codes at all.
+    return Console(highlight=False, width=width, color_system=None if no_color() else "auto")
 
 
 def _pipe_width() -> int:

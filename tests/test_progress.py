@@ -342,3 +342,30 @@ def _strip(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_no_color_turns_off_every_style_and_the_spinner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = _TtyStringIO()
+    with Progress(out, total=4) as progress:
+        assert not progress.tty, "no live spinner line"
+        a_run(progress)
+    text = out.getvalue()
+    assert "\x1b" not in text and "-> clone[name=web1] (api)" in text
+    monkeypatch.setenv("NO_COLOR", "")  # empty means unset (no-color.org)
+    assert Progress(_TtyStringIO()).tty
+
+
+def test_no_color_tables_carry_no_escape_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import cli
+
+    def header(**env: str) -> str:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        console = cli._console()
+        with console.capture() as captured:
+            console.print(cli._Table("NAME", "STATE").table)
+        return captured.get()
+
+    assert "\x1b[1m" in header(FORCE_COLOR="1"), "a forced terminal shows the bold header"
+    assert "\x1b" not in header(FORCE_COLOR="1", NO_COLOR="1")

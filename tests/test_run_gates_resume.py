@@ -311,8 +311,8 @@ def test_resume_refuses_a_changed_profile_and_a_finished_run(cluster: LiveCluste
     log_before = len(requests(cluster))
     for extra in ((), ("--force",)):
         again = cli(cluster, "resume", run_id, *extra)
-        assert again.returncode != 0, extra
-        assert f"run {run_id} already succeeded; nothing to resume" in again.stderr, extra
+        assert again.returncode == 0, extra
+        assert f"run {run_id} already succeeded; nothing to do" in again.stdout, extra
     assert mutating(requests(cluster)[log_before:]) == []
 
 

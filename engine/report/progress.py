@@ -64,7 +64,8 @@ class Progress:
         self.as_json = as_json
         self.quiet_plan = quiet_plan
         self.total = total
-        self.tty = not as_json and (console is not None or _isatty(self.stream))
+        # NO_COLOR (no-color.org) asks for plain text: no styles and no live spinner line either.
+        self.tty = not as_json and not no_color() and (console is not None or _isatty(self.stream))
         self._last_note = ("", 0.0)
         self._console = console
         self._live: Any = None
@@ -302,6 +303,13 @@ def _why(entry: PlanEntry) -> str:
 def _one_line(text: str) -> str:
     """A note fit for one status line: no control characters or line breaks."""
     return " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())
+
+
+def no_color() -> bool:
+    """Whether the operator set ``NO_COLOR`` (to anything but the empty string), as no-color.org says."""
+    import os
+
+    return bool(os.environ.get("NO_COLOR"))
 
 
 def _isatty(stream: Any) -> bool:

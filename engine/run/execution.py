@@ -217,7 +217,8 @@ def resume_run(
     loaded = load_run(home.state_dir, run_id)
     meta = loaded.meta
     if loaded.state.status == "succeeded":
-        return Outcome("refused", exitcodes.REFUSED, f"run {run_id} already succeeded; nothing to resume")
+        # Not a refusal: what the operator wants (the run done) already holds.
+        return Outcome("succeeded", exitcodes.OK, f"run {run_id} already succeeded; nothing to do", run_id=run_id)
     path = runbook_path(home, meta.runbook)
     given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
     try:
