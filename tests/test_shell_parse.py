@@ -11,7 +11,8 @@ from engine.ingest.page import Code
 from engine.runbook.actions import ShellCommand, StepFailed
 from engine.shell.curl import parse_curl, takes_value
 from engine.shell.parse import ShellSyntaxError, Simple, parse
-from engine.sim.shell import NodeFiles, SimShellExecutor
+from engine.sim.nodefiles import NodeFiles
+from engine.sim.shell import SimShellExecutor
 from tests.test_sim_tools import FakeVms
 
 

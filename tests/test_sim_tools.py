@@ -19,7 +19,8 @@ import yaml
 
 from engine.runbook.actions import HttpRequest, ShellCommand, StepFailed, TalosctlCommand
 from engine.sim.http import Factory, SimHttpExecutor, schematic_id
-from engine.sim.shell import NodeFiles, SimShellExecutor, VmInfo
+from engine.sim.nodefiles import NodeFiles
+from engine.sim.shell import SimShellExecutor, VmInfo
 from engine.sim.shims import calls, write_shims
 from engine.sim.talos import SimTalosctlExecutor, TalosWorld
 

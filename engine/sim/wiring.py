@@ -29,8 +29,9 @@ from ..run.dispatch import Dispatcher
 from ..run.runlock import ProfileLock
 from ..runbook.actions import Result, ShellCommand
 from .http import Factory, SimHttpExecutor
+from .nodefiles import NodeFiles
 from .server import SimCluster, sim_dir
-from .shell import NodeFiles, SimShellExecutor, VmInfo
+from .shell import SimShellExecutor, VmInfo
 from .shims import write_shims
 from .talos import SimTalosctlExecutor, TalosWorld
 
