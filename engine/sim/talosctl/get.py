@@ -101,44 +101,12 @@ def _resources(
     type_name: str,
 ) -> None:
     if output == "json":
-        for node, namespace, _kind, ident, spec in rows:
-            call.out(
-                json.dumps(
-                    {
-                        "node": node,
-                        "metadata": {
-                            "namespace": namespace,
-                            "type": type_name,
-                            "id": ident,
-                            "version": 1,
-                            "phase": "running",
-                        },
-                        "spec": spec,
-                    },
-                    indent=4,
-                )
-                + "\n"
-            )
+        for row in rows:
+            call.out(json.dumps(_document(row, type_name), indent=4) + "\n")
         return
     if output == "yaml":
-        for node, namespace, _kind, ident, spec in rows:
-            call.out(
-                yaml.safe_dump(
-                    {
-                        "node": node,
-                        "metadata": {
-                            "namespace": namespace,
-                            "type": type_name,
-                            "id": ident,
-                            "version": 1,
-                            "phase": "running",
-                        },
-                        "spec": spec,
-                    },
-                    sort_keys=False,
-                )
-                + "---\n"
-            )
+        for row in rows:
+            call.out(yaml.safe_dump(_document(row, type_name), sort_keys=False) + "---\n")
         return
     table = [["NODE", "NAMESPACE", "TYPE", "ID", "VERSION", *columns]]
     for node, namespace, kind, ident, spec in rows:
@@ -172,3 +140,13 @@ COMMANDS = {
         2,
     ),
 }
+
+
+def _document(row: tuple[Any, ...], type_name: str) -> dict[str, Any]:
+    """One resource as ``talosctl get -o json|yaml`` prints it."""
+    node, namespace, _kind, ident, spec = row
+    return {
+        "node": node,
+        "metadata": {"namespace": namespace, "type": type_name, "id": ident, "version": 1, "phase": "running"},
+        "spec": spec,
+    }
