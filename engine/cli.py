@@ -133,6 +133,10 @@ class _Group(click.Group):
             for line in exc.lines():
                 click.echo(line, err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Not click's "Aborted!" and exit 1 (which means problems in a runbook): the documented 130.
+            click.echo("\ninterrupted", err=True)
+            sys.exit(exitcodes.INTERRUPTED)
 
 
 def _emit_json(data: Any) -> None:
@@ -456,13 +460,42 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
 
 
 class _Approver:
-    """Approves gates from --yes/--approve, else asks on a terminal; never assumes yes without one."""
+    """Approves gates from --yes/--approve, else asks on a terminal; never assumes yes without one.
+
+    ``ahead`` is shown the gates a run will meet before its first change (``engine.run.upfront``):
+    on a terminal it asks for each one not approved yet, once; the steps approved there run without
+    a second question. Without a terminal it only names them, and returns those left unapproved,
+    which refuses the run before it changes anything.
+    """
 
     def __init__(self, yes: bool, approve: tuple[str, ...], interactive: bool):
         self.yes = yes
         self.ids = set(approve)
+        self.ahead_ids: set[str] = set()  # approved at the terminal before the run started
         self.interactive = interactive
         self.who: str | None = None
+
+    def ahead(self, gates: list[Any], heading: str) -> list[Any]:
+        click.echo(f"{heading}:", err=True)
+        for gate in gates:
+            given = " (approved: --yes)" if self.yes else (" (approved: --approve)" if gate.step in self.ids else "")
+            mark = "  gate: " if gate.certain else "  may need approval (known only at run time): "
+            click.echo(f"{mark}{gate.describe()}{given}", err=True)
+        waiting = [gate for gate in gates if gate.certain and not self.yes and gate.step not in self.ids]
+        if not waiting or not self.interactive:
+            return waiting
+        refused = []
+        for gate in waiting:
+            try:
+                approved = click.confirm(f"Approve gate '{gate.step}' for this run?", default=False, err=True)
+            except (click.Abort, EOFError):
+                approved = False
+            if approved:
+                self.ahead_ids.add(gate.step)
+            else:
+                refused.append(gate)
+                break  # one "no" ends the run before it starts; no need to ask for the rest
+        return refused
 
     def approve(self, entry: Any) -> bool:
         from .run.journal import current_who
@@ -470,6 +503,9 @@ class _Approver:
         keys = {entry.step_id, f"{entry.step_id}[{entry.item_key}]"}
         if self.yes or keys & self.ids:
             self.who = f"{current_who()} via {'--yes' if self.yes else '--approve'}"
+            return True
+        if entry.step_id in self.ahead_ids:
+            self.who = f"{current_who()} at the terminal, before the run"
             return True
         if not self.interactive:
             return False
@@ -487,6 +523,46 @@ class _Approver:
             # End of input or Ctrl-C at the question is a "no": stop before the gate, resumably.
             click.echo("", err=True)
             return False
+
+
+class _Interrupted(RunbookError):
+    """Ctrl-C or SIGTERM before a run was made (while reading the cluster, planning, asking): nothing changed."""
+
+    exit_code = exitcodes.INTERRUPTED
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C and SIGTERM during a run: both interrupt the main thread (``KeyboardInterrupt``), which
+    ends the run as interrupted (exit 130, its id and resume command printed) once the steps running
+    on worker threads have finished theirs; a second one stops that wait. Before a run exists, the
+    interruption ends the command with nothing changed."""
+    import signal
+
+    presses = 0
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            try:
+                click.echo(
+                    "\ninterrupted: stopping; steps running on worker threads finish theirs first "
+                    "(Ctrl-C again to stop at once)",
+                    err=True,
+                )
+            except (OSError, RuntimeError):  # stderr was being written when the signal came
+                pass
+        raise KeyboardInterrupt
+
+    before = {number: signal.signal(number, interrupt) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise _Interrupted("interrupted before any step ran: nothing was changed") from None
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 def _params(items: tuple[str, ...]) -> dict[str, str]:
@@ -519,6 +595,8 @@ def _finish(outcome: Any, as_json: bool) -> None:
         )
     elif outcome.status == "succeeded":
         click.echo(outcome.message)
+    elif outcome.status == "interrupted":
+        click.echo(outcome.message, err=True)
     else:
         click.echo(f"{'error' if outcome.exit_code else 'note'}: {outcome.message}", err=True)
     sys.exit(outcome.exit_code)
@@ -631,7 +709,7 @@ def run_cmd(
             _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
             return
         approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+        with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
             outcome = start_run(
                 home,
                 name,
@@ -642,6 +720,7 @@ def run_cmd(
                 mode="simulate" if simulate else "run",
                 on_event=progress,
                 concurrency=concurrency,
+                ahead=None if yes else approver.ahead,
             )
         _finish(outcome, as_json)
 
@@ -723,7 +802,7 @@ def resume_cmd(
         _not_example(home, "resuming a run against a real cluster")
     approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
     with _executors(home, config, simulate) as dispatcher:
-        with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+        with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
             outcome = resume_run(
                 home,
                 run_id,
@@ -732,6 +811,7 @@ def resume_cmd(
                 force=force,
                 on_event=progress,
                 concurrency=concurrency,
+                ahead=None if yes else approver.ahead,
             )
         _finish(outcome, as_json)
 

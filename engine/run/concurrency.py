@@ -101,19 +101,30 @@ def run_jobs(jobs: list[Callable[[threading.Event], None]], width: int) -> None:
                     errors.append(exc)
                 stop.set()
 
-    # Daemon threads: a Ctrl-C stops the run at once; steps in flight are left in doubt in the
-    # journal, which is what resume is for.
+    # Daemon threads, so that a second Ctrl-C ends the process at once. On the first, no new job
+    # starts and the jobs running finish their step (a PVE task cannot be called back, and its end
+    # belongs in the journal) while the caller still holds the profile lock; then the interruption
+    # goes on. A second Ctrl-C stops waiting: those steps are left in doubt for resume to check.
     threads = [
         threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True) for n in range(min(width, len(jobs)))
     ]
     for thread in threads:
         thread.start()
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        _join(threads)
+    except KeyboardInterrupt:
+        stop.set()
+        _join(threads)
+        raise
     except BaseException:
         stop.set()
         raise
     if errors:
         raise errors[0]
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Wait for every thread, waking often so a signal (Ctrl-C) reaches the main thread at once."""
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.2)

@@ -13,16 +13,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .. import exitcodes
+from ..errors import RunbookError
+from ..executors.api import ApiSetupError
 from ..executors.base import Change
 from ..load.facts import Facts
 from ..load.home import Home
 from ..load.problems import InputError
 from ..runbook.actions import ApiRequest, StepFailed
+from .credentials import CredentialError
 from .dispatch import Dispatcher
-from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
+from .journal import JournalError, RunMeta, RunRecord, load_run, new_run_id, task_history
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
 from .session import Session, prepare, runbook_path
+from .upfront import Gate, gates_ahead
+
+#: Shown the gates a run will meet (and a heading saying whose), before its first change; returns
+#: the certain gates it leaves unapproved (empty: the run goes on). ``cli._Approver.ahead`` asks on a terminal.
+AskAhead = Callable[[list[Gate], str], list[Gate]]
 
 
 @dataclass
@@ -43,6 +51,19 @@ def read_facts(dispatcher: Dispatcher) -> Facts:
     """The cluster's VMs (one GET), read once at the edge: planning and previews use this snapshot."""
     result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), lambda _: None)
     return Facts.from_cluster_resources(result.data)
+
+
+#: What the first read of the cluster can fail with: no node answered, TLS, the token (missing, refused).
+_UNREADABLE = (StepFailed, CredentialError, ApiSetupError)
+
+
+def _not_started(exc: RunbookError) -> Outcome:
+    """The first read of the cluster failed: nothing ran and no run was made, so nothing is to resume."""
+    return Outcome(
+        "failed",
+        exitcodes.NOT_STARTED,
+        f"cannot read the cluster to plan: {exc}\nNothing ran and no run was made: fix the cause, then run again",
+    )
 
 
 def _prepare(
@@ -77,8 +98,8 @@ def plan_run(
     live = None if offline else dispatcher
     try:
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
-    except StepFailed as exc:
-        return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    except _UNREADABLE as exc:
+        return _not_started(exc)
     facts = session.facts
     runner = Runner(
         session.runbook,
@@ -150,12 +171,18 @@ def start_run(
     mode: str = "run",
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
+    ahead: AskAhead | None = None,
 ) -> Outcome:
-    """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it."""
+    """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it.
+
+    With ``ahead``, the run is planned first and the gates it will meet are handed to ``ahead``
+    before anything changes; a gate it leaves unapproved ends the run there (exit 4), with no run
+    made. Without it, each gate is asked when it is met (library callers that approve everything).
+    """
     try:
         session = _prepare(home, name, profile, given, dispatcher)
-    except StepFailed as exc:
-        return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    except _UNREADABLE as exc:
+        return _not_started(exc)
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
@@ -166,9 +193,12 @@ def start_run(
     except LockHeld as exc:
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
+        refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
+        if refused is not None:
+            return refused
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
             runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
-            outcome = _drive(runner, record, session, run_id)
+            outcome = _drive(runner, record, session, run_id, home)
     finally:
         lock.release()
     if note:
@@ -212,8 +242,12 @@ def resume_run(
     force: bool,
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
+    ahead: AskAhead | None = None,
 ) -> Outcome:
-    """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked."""
+    """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked.
+
+    ``ahead`` as for ``start_run``: the gates left to meet are approved before the resume changes anything.
+    """
     loaded = load_run(home.state_dir, run_id)
     meta = loaded.meta
     if loaded.state.status == "succeeded":
@@ -223,8 +257,8 @@ def resume_run(
     given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
     try:
         session = _prepare(home, str(path), meta.profile, given, dispatcher)
-    except StepFailed as exc:
-        return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    except _UNREADABLE as exc:
+        return _not_started(exc)
     refused = _untrusted(home, session, run_id)
     if refused is not None:
         return refused
@@ -253,21 +287,82 @@ def resume_run(
     except LockHeld as exc:
         return Outcome("locked", exitcodes.LOCKED, str(exc), session, run_id)
     try:
-        record, before = RunRecord.resume(home.state_dir, run_id)
+        now = load_run(home.state_dir, run_id).state  # as the last writer left it, now that it is ours
+        done = {(k.step, k.item): s.outputs for k, s in now.steps.items() if s.status == "finished"}
+        doubt = frozenset((k.step, k.item) for k in now.in_doubt)
+        heading = (
+            f"Resuming {run_id} will meet these gates (approvals given to the run before, with --yes, --approve "
+            "or at a terminal, are not carried over: each gate is approved again)"
+        )
+        refused = _ask_ahead(ahead, session, dispatcher, heading, done, doubt, run_id)
+        if refused is not None:
+            return refused
+        record, _ = RunRecord.resume(home.state_dir, run_id)
         with record:
-            steps = before.state.steps
-            done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
-            doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)
             runner = _real_runner(
                 session, record, dispatcher, approver, on_event, concurrency, done=done, check_unfinished=doubt
             )
-            outcome = _drive(runner, record, session, run_id)
+            outcome = _drive(runner, record, session, run_id, home)
     finally:
         lock.release()
     outcome.warnings = ([note] if note else []) + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
     if changed:
         outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
     return outcome
+
+
+def _ask_ahead(
+    ahead: AskAhead | None,
+    session: Session,
+    dispatcher: Dispatcher,
+    heading: str,
+    done: dict[tuple[str, str | None], Any] | None = None,
+    doubt: frozenset[tuple[str, str | None]] = frozenset(),
+    run_id: str | None = None,
+) -> Outcome | None:
+    """Plan the run (a dry-run reading the cluster) and hand its gates to ``ahead`` before any change;
+    an Outcome (exit 4) when a gate was left unapproved, else None: the run may go on."""
+    if ahead is None:
+        return None
+    runner = Runner(
+        session.runbook,
+        session.context,
+        executor=dispatcher,
+        dry_run=True,
+        approver=_Never(),
+        done=done,
+        check_unfinished=doubt,
+    )
+    try:
+        entries = runner.run()
+    except (StepError, InputError):
+        # The run meets the same failure before its first change, and reports it there.
+        return None
+    gates = gates_ahead(entries, session.runbook)
+    if not gates:
+        return None
+    refused = ahead(gates, heading)
+    if not refused:
+        return None
+    maybe = [gate for gate in gates if not gate.certain]
+    again = f"runbook resume {run_id}" if run_id else "run it again, adding"
+    approvals = " ".join(f"--approve {gate.step}" for gate in refused)
+    return Outcome(
+        "stopped_at_gate",
+        exitcodes.GATE,
+        "nothing was changed: "
+        + ("the resume" if run_id else "the run")
+        + " would meet gated steps that are not approved: "
+        + "; ".join(gate.describe() for gate in refused)
+        + (
+            ". May also need approval, known only at run time: " + "; ".join(gate.describe() for gate in maybe)
+            if maybe
+            else ""
+        )
+        + f". Review them (--dry-run), then approve: {again} {approvals}   (or --yes to approve every gate)",
+        session,
+        run_id,
+    )
 
 
 def _untrusted(home: Home, session: Session, run_id: str | None = None) -> Outcome | None:
@@ -289,11 +384,23 @@ def _as_param(value: Any) -> str:
     return str(value)
 
 
-def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> Outcome:
+def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str, home: Home) -> Outcome:
     try:
         entries = runner.run()
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM, which the CLI turns into the same): worker threads have finished the
+        # step each was running (``run_jobs``); the step the main thread ran is left in doubt.
+        _finish_record(record, "interrupted")
+        return Outcome(
+            "interrupted",
+            exitcodes.INTERRUPTED,
+            _interrupted_message(home, run_id),
+            session,
+            run_id,
+            runner.entries,
+        )
     except GateStop as stop:
-        record.run_finished("stopped_at_gate")
+        _finish_record(record, "stopped_at_gate")
         entry = stop.entry
         which = f"{entry.step_id}[{entry.item_key}]" if entry.item_key else entry.step_id
         return Outcome(
@@ -307,7 +414,7 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
             runner.entries,
         )
     except StepError as exc:
-        record.run_finished("failed")
+        _finish_record(record, "failed")
         which = f"{exc.entry.step_id}[{exc.entry.item_key}]" if exc.entry.item_key else exc.entry.step_id
         return Outcome(
             "failed",
@@ -319,7 +426,7 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
             runner.entries,
         )
     except InputError as exc:
-        record.run_finished("failed")
+        _finish_record(record, "failed")
         return Outcome(
             "failed",
             exitcodes.PROBLEMS,
@@ -331,3 +438,36 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
         )
     record.run_finished("succeeded")
     return Outcome("succeeded", exitcodes.OK, f"run {run_id} succeeded", session, run_id, entries)
+
+
+def _finish_record(record: RunRecord, status: str) -> None:
+    """Record how the run ended; a journal an interruption closed mid-record is left for resume to repair."""
+    try:
+        record.run_finished(status)
+    except JournalError:
+        pass
+
+
+def resume_command(home: Home, run_id: str) -> str:
+    """The exact command that resumes ``run_id``, from any folder (the example home needs no --home)."""
+    import shlex
+
+    where = "" if home.example else f" --home {shlex.quote(str(home.root))}"
+    return f"runbook resume {run_id}{where}"
+
+
+def _interrupted_message(home: Home, run_id: str) -> str:
+    """What an interrupted run tells: its id, the resume command, and which gates it will ask again."""
+    state = load_run(home.state_dir, run_id).state
+    unfinished = [key.step for key in state.approved if getattr(state.steps.get(key), "status", None) != "finished"]
+    approved = list(dict.fromkeys(unfinished))
+    again = (
+        f" Gates approved in this run and not finished ({', '.join(approved)}) are asked again: approvals are "
+        "not carried over to a resume (add --approve STEP or --yes)."
+        if approved
+        else ""
+    )
+    return (
+        f"run {run_id} interrupted. Steps running on worker threads were let finish; a step stopped "
+        f"half-way is checked when the run resumes.{again}\nResume it: {resume_command(home, run_id)}"
+    )

@@ -17,7 +17,8 @@ Record schema (every record also has ``seq``, counting from 1, ``ts``, ISO 8601 
 - ``step_failed``: ``step``, ``item``, ``error``, ``duration``
 - ``gate_waiting``: ``step``, ``item``
 - ``gate_approved``: ``step``, ``item``, ``by`` (user@host)
-- ``run_finished``: ``status`` (``succeeded``, ``failed`` or ``stopped_at_gate``)
+- ``run_finished``: ``status`` (``succeeded``, ``failed``, ``stopped_at_gate``, or ``interrupted``: Ctrl-C
+  or SIGTERM; steps in flight on worker threads finished first, so the last records may follow it)
 
 ``item`` is the loop item's key for ``foreach`` steps and null otherwise. Readers accept fields
 they do not know, so later versions may add some.
@@ -51,7 +52,7 @@ from .secrets import Secret
 FORMAT = 1  # run.json layout version; bumped when a reader of the old layout would misread the new
 MODES = ("run", "dry-run", "simulate")
 SKIP_REASONS = ("when_false", "check_true")
-FINAL_STATUSES = ("succeeded", "failed", "stopped_at_gate")
+FINAL_STATUSES = ("succeeded", "failed", "stopped_at_gate", "interrupted")
 _STEP = ("step", "item")
 RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "run_started": ("run_id", "process"),
@@ -201,6 +202,7 @@ class RunState:
     steps: dict[StepKey, StepState] = field(default_factory=dict)
     last_step: StepKey | None = None
     gate: StepKey | None = None  # waiting for approval
+    approved: list[StepKey] = field(default_factory=list)  # gates approved, in any attempt (not carried over)
     started: str | None = None
     finished: str | None = None
     resumes: int = 0
@@ -236,6 +238,7 @@ class RunState:
             self.gate = StepKey(record["step"], record["item"])
         elif kind == "gate_approved":
             self.gate = None
+            self.approved.append(StepKey(record["step"], record["item"]))
         else:
             key = StepKey(record["step"], record["item"])
             before = self.steps.get(key, StepState(key, "in_doubt"))
