@@ -579,17 +579,19 @@ def _finish(outcome: Any, as_json: bool) -> None:
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
+        from .report.jsonformat import finished
+
         # The last line of the JSON-lines stream the progress events started.
         click.echo(
             json.dumps(
-                {
-                    "event": "finished",
-                    "status": outcome.status,
-                    "run_id": outcome.run_id,
-                    "message": outcome.message,
-                    "steps": [e.as_dict() for e in outcome.entries],
-                    "warnings": outcome.warnings,
-                },
+                finished(
+                    outcome.status,
+                    outcome.exit_code,
+                    outcome.run_id,
+                    outcome.message,
+                    outcome.entries,
+                    outcome.warnings,
+                ),
                 default=str,
             )
         )
@@ -691,38 +693,62 @@ def run_cmd(
     Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
     before the gate (exit 4) unless --yes or --approve STEP says otherwise.
     """
+    from .report.plantext import plan_json
+
+    if dry_run:
+        document: Callable[[RunbookError], dict[str, Any]] = lambda exc: plan_json(  # noqa: E731
+            None, [], offline=offline, name=name, **_failure(exc)
+        )
+    else:
+        document = _finished_event
+    with _json_on_error(as_json, document, indent=dry_run):
+        if offline and not dry_run:
+            raise _BadArgument("--offline only makes sense with --dry-run")
+        if html_path and not dry_run:
+            raise _BadArgument(
+                "--html only works with --dry-run; for a run, write its page afterwards: "
+                "runbook runs show RUN_ID --html PATH"
+            )
+        home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
+        given = _params(params)
+        config = _config_or_fail(home)
+        with _executors(home, config, simulate) as dispatcher:
+            if dry_run:
+                _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
+                return
+            outcome = _run(home, name, profile_name, given, dispatcher, simulate, yes, approve, as_json, concurrency)
+        _finish(outcome, as_json)
+
+
+def _run(
+    home: Home,
+    name: str,
+    profile_name: str | None,
+    given: dict[str, str],
+    dispatcher: Any,
+    simulate: bool,
+    yes: bool,
+    approve: tuple[str, ...],
+    as_json: bool,
+    concurrency: int | None,
+) -> Any:
     from .report.progress import Progress
     from .run.execution import start_run
 
-    if offline and not dry_run:
-        raise _BadArgument("--offline only makes sense with --dry-run")
-    if html_path and not dry_run:
-        raise _BadArgument(
-            "--html only works with --dry-run; for a run, write its page afterwards: "
-            "runbook runs show RUN_ID --html PATH"
+    approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+    with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+        return start_run(
+            home,
+            name,
+            profile_name,
+            given,
+            dispatcher=dispatcher,
+            approver=approver,
+            mode="simulate" if simulate else "run",
+            on_event=progress,
+            concurrency=concurrency,
+            ahead=None if yes else approver.ahead,
         )
-    home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
-    given = _params(params)
-    config = _config_or_fail(home)
-    with _executors(home, config, simulate) as dispatcher:
-        if dry_run:
-            _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
-            return
-        approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-        with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-            outcome = start_run(
-                home,
-                name,
-                profile_name,
-                given,
-                dispatcher=dispatcher,
-                approver=approver,
-                mode="simulate" if simulate else "run",
-                on_event=progress,
-                concurrency=concurrency,
-                ahead=None if yes else approver.ahead,
-            )
-        _finish(outcome, as_json)
 
 
 def _dry_run(
@@ -746,13 +772,62 @@ def _dry_run(
 
         stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
         _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline, outcome=stopped))
-    if outcome.session is not None and outcome.status == "planned":
+    planned = outcome.session is not None and outcome.status == "planned"
+    if as_json:
+        # A plan that could not be made is a plan document too, saying why (``error``).
+        error = None if planned else outcome.message
+        _emit_json(
+            plan_json(
+                outcome.session,
+                outcome.entries,
+                offline=offline,
+                name=name,
+                error=error,
+                exit_code=outcome.exit_code,
+                warnings=outcome.warnings,
+            )
+        )
+    elif planned:
+        click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+    if not planned:
+        click.echo(f"error: {outcome.message}", err=True)
+    sys.exit(outcome.exit_code)
+
+
+def _failure(exc: RunbookError) -> dict[str, Any]:
+    """An error as the ``error`` and ``exit_code`` of a JSON document (its lines, without ``error:``)."""
+    return {"error": "\n".join(line.removeprefix("error: ") for line in exc.lines()), "exit_code": exc.exit_code}
+
+
+@contextmanager
+def _json_on_error(
+    as_json: bool, document: Callable[[RunbookError], dict[str, Any]], *, indent: bool = False
+) -> Iterator[None]:
+    """With --json, an error before the output began still prints its document (a plan, indented, or
+    the last event, one line), so a script always reads one; the error then ends the command as
+    usual (its lines on stderr, its exit code)."""
+    try:
+        yield
+    except RunbookError as exc:
         if as_json:
-            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
-        else:
-            click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
-        return
-    _finish(outcome, as_json)
+            if indent:
+                _emit_json(document(exc))
+            else:
+                click.echo(json.dumps(document(exc), default=str))
+        raise
+
+
+def _finished_event(exc: RunbookError) -> dict[str, Any]:
+    from .report.jsonformat import finished
+
+    failure = _failure(exc)
+    status = {
+        exitcodes.GATE: "stopped_at_gate",
+        exitcodes.LOCKED: "locked",
+        exitcodes.REFUSED: "refused",
+        exitcodes.INTERRUPTED: "interrupted",
+    }.get(exc.exit_code, "failed")
+    return finished(status, exc.exit_code, None, failure["error"], [], [])
 
 
 def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
@@ -794,26 +869,27 @@ def resume_cmd(
     from .run.execution import resume_run
     from .run.journal import load_run
 
-    home = _home(ctx)
-    config = _config_or_fail(home)
-    # A simulated run resumes on the simulated cluster and a real one on the real cluster, always.
-    simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
-    if not simulate:
-        _not_example(home, "resuming a run against a real cluster")
-    approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
-    with _executors(home, config, simulate) as dispatcher:
-        with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
-            outcome = resume_run(
-                home,
-                run_id,
-                dispatcher=dispatcher,
-                approver=approver,
-                force=force,
-                on_event=progress,
-                concurrency=concurrency,
-                ahead=None if yes else approver.ahead,
-            )
-        _finish(outcome, as_json)
+    with _json_on_error(as_json, _finished_event):
+        home = _home(ctx)
+        config = _config_or_fail(home)
+        # A simulated run resumes on the simulated cluster and a real one on the real cluster, always.
+        simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
+        if not simulate:
+            _not_example(home, "resuming a run against a real cluster")
+        approver = _Approver(yes, approve, interactive=sys.stdin.isatty() and not as_json)
+        with _executors(home, config, simulate) as dispatcher:
+            with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+                outcome = resume_run(
+                    home,
+                    run_id,
+                    dispatcher=dispatcher,
+                    approver=approver,
+                    force=force,
+                    on_event=progress,
+                    concurrency=concurrency,
+                    ahead=None if yes else approver.ahead,
+                )
+    _finish(outcome, as_json)
 
 
 @main.group("runs", invoke_without_command=True)
@@ -869,27 +945,10 @@ def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Pat
         _write_html(html_path, lambda: run_view(home, run))
     state = run.state
     if as_json:
-        _emit_json(
-            {
-                "meta": run.meta.as_dict(),
-                "status": state.status,
-                "warnings": run.warnings,
-                "steps": [
-                    {
-                        "step": k.step,
-                        "item": k.item,
-                        "status": s.status,
-                        "attempts": s.attempts,
-                        "duration": s.duration,
-                        "error": s.error,
-                        "reason": s.reason,
-                        "action": s.action,
-                        "outputs": s.outputs,
-                    }
-                    for k, s in state.steps.items()
-                ],
-            }
-        )
+        from .report.jsonformat import recorded_run
+        from .run.journal import run_status
+
+        _emit_json(recorded_run(run.meta.as_dict(), state, run_status(state), run.warnings))
         return
     meta = run.meta
     click.echo(f"run {meta.run_id}: {meta.runbook}" + (f" on profile {meta.profile}" if meta.profile else ""))

@@ -86,7 +86,7 @@ def plan_view(
     data = _checked(plan_json(session, entries, offline=offline))
     when = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
     hashes = [{"name": name, "sha256": digest, "note": ""} for name, digest in data["hashes"].items()]
-    view = _common(data["runbook"], session.runbook, data["steps"], PLAN_LABELS)
+    view = _common(data["runbook"], session.runbook, [entry.as_dict() for entry in entries], PLAN_LABELS)
     view.update(
         {
             "kind": "plan",
@@ -106,7 +106,7 @@ def plan_view(
                 if offline
                 else "nothing is changed; read-only steps queried the cluster to make this plan"
             ),
-            "summary": _summary_view(data["summary"], PLAN_LABELS),
+            "summary": _summary_view(data["counts"], PLAN_LABELS),
             "nodes": _nodes(session.config.data, data["plan"]),
             "plan_note": "" if offline or data["plan"] is None else "planned against the VMs on the cluster now",
             "legend": ["new VM, created by this run", "already on the cluster, kept as it is"],

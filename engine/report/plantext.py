@@ -6,6 +6,7 @@ from typing import Any
 
 from ..run.runner import PlanEntry
 from ..run.session import Session
+from . import jsonformat
 
 _STATUS = {
     "would_run": "would run",
@@ -16,26 +17,43 @@ _STATUS = {
 }
 
 
-def plan_json(session: Session, entries: list[PlanEntry], *, offline: bool) -> dict[str, Any]:
+def plan_json(
+    session: Session | None,
+    entries: list[PlanEntry],
+    *,
+    offline: bool,
+    name: str | None = None,
+    error: str | None = None,
+    exit_code: int = 0,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
+    """The plan document (``schemas/plan.schema.json``). With ``error``, planning stopped (a read-only
+    step failed, the cluster could not be read, or the inputs are wrong, when there is no ``session``):
+    the document says so, with what is known up to there."""
+    steps = [jsonformat.step(entry) for entry in entries]
+    runbook = session.runbook if session else None
     return {
-        "runbook": session.runbook.name,
-        "file": session.runbook.file,
-        "profile": session.profile.name if session.profile else None,
-        "cluster": session.config.data["cluster"]["name"],
-        "parameters": session.params,
+        "format": jsonformat.FORMAT,
+        "status": "failed" if error else "planned",
+        "exit_code": exit_code,
+        "error": error,
+        "runbook": runbook.name if runbook else name,
+        "file": runbook.file if runbook else None,
+        "profile": session.profile.name if session and session.profile else None,
+        "cluster": session.config.data["cluster"]["name"] if session else None,
+        "parameters": session.params if session else {},
         "offline": offline,
-        "hashes": session.hashes(),
-        "plan": session.plan.as_dict() if session.plan else None,
-        "steps": [entry.as_dict() for entry in entries],
-        "summary": summary(entries),
+        "hashes": session.hashes() if session else {},
+        "plan": session.plan.as_dict() if session and session.plan else None,
+        "steps": steps,
+        "counts": jsonformat.counts(steps),
+        "warnings": list(warnings or []),
     }
 
 
 def summary(entries: list[PlanEntry]) -> dict[str, int]:
-    counts: dict[str, int] = {"steps": len(entries), "gated": sum(1 for e in entries if e.gated)}
-    for entry in entries:
-        counts[entry.status] = counts.get(entry.status, 0) + 1
-    return counts
+    """Every step status counted (zeros included), with the number of steps and of gated ones."""
+    return jsonformat.counts(jsonformat.step(entry) for entry in entries)
 
 
 def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> str:
@@ -72,7 +90,7 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> s
     counts = summary(entries)
     out.append("")
     out.append(
-        f"{counts['steps']} steps: {counts.get('would_run', 0)} would run, {counts['gated']} gated, "
-        f"{counts.get('unknown', 0)} depend on run-time values, {counts.get('skipped', 0)} skipped"
+        f"{counts['steps']} steps: {counts['would_run']} would run, {counts['gated']} gated, "
+        f"{counts['unknown']} depend on run-time values, {counts['skipped']} skipped"
     )
     return "\n".join(out)

@@ -238,18 +238,9 @@ class Progress:
     # -- machines ----------------------------------------------------------------------------
 
     def _json(self, event: str, entry: PlanEntry) -> None:
-        record: dict[str, Any] = {
-            "event": event,
-            "step": entry.step_id,
-            "item": entry.item_key,
-            "status": entry.status,
-            "ts": round(time.time(), 3),
-        }
-        if event == "progress":
-            record["note"] = entry.reason
-        elif event == "step":
-            record.update(reason=entry.reason, error=entry.error, duration=entry.duration, gated=entry.gated)
-        self.stream.write(json.dumps(record, default=str) + "\n")
+        from .jsonformat import event as event_json
+
+        self.stream.write(json.dumps(event_json(event, entry), default=str) + "\n")
         self.stream.flush()
 
 

@@ -516,6 +516,15 @@ class RunSummary:
     problem: str | None = None
 
 
+def run_status(state: RunState) -> str:
+    """A run's status for people and scripts: its final status, else ``running``, ``interrupted``
+    (its process is gone: resume it) or ``unknown`` (run from another host)."""
+    if state.status != "unfinished":
+        return state.status
+    alive = state.process.liveness().alive if state.process else False
+    return {True: "running", False: "interrupted", None: "unknown"}[alive]
+
+
 def list_runs(state_dir: Path) -> list[RunSummary]:
     """Every run folder, newest first; a damaged one is listed, never fatal.
 
@@ -530,10 +539,7 @@ def list_runs(state_dir: Path) -> list[RunSummary]:
             summaries.append(RunSummary(run_id, None, None, None, "damaged", None, None, None, str(exc)))
             continue
         state = run.state
-        status = state.status
-        if status == "unfinished":
-            alive = state.process.liveness().alive if state.process else False
-            status = {True: "running", False: "interrupted", None: "unknown"}[alive]
+        status = run_status(state)
         summaries.append(
             RunSummary(
                 run_id,

@@ -23,7 +23,7 @@ from ..runbook.model import Runbook, Step
 from .gates import gate_reasons
 from .runner import PlanEntry
 
-_REQUEST_LINE = re.compile(r"^\s*([A-Z]+)\s+(\S+)", re.MULTILINE)
+_REQUEST_LINE = re.compile(r"^\s*([A-Z]+)\s+(\S.*?)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
