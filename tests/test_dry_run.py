@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from engine.report.jsonformat import STEP_STATUSES
 from tests.conftest import REPO
+
+ZERO_COUNTS = dict.fromkeys(STEP_STATUSES, 0)
 
 
 def test_offline_dry_run_of_the_template_plans_every_step(cli) -> None:
@@ -25,13 +28,13 @@ def test_offline_dry_run_of_the_template_plans_every_step(cli) -> None:
     plan = json.loads(result.stdout)
     assert plan["offline"] is True and plan["profile"] == "talos-staging"
     assert set(plan["hashes"]) == {"runbook", "config", "profile"}
-    steps = {s["step_id"]: s for s in plan["steps"]}
+    steps = {s["step"]: s for s in plan["steps"]}
     assert steps["version"]["status"] == "would_run" and steps["version"]["reason"] == "read-only"
     stop = steps["stop"]
     assert stop["status"] == "unknown" and "steps.where.status" in stop["reason"]
     assert stop["gated"] and "marked destructive" in stop["gate_reasons"]
     assert stop["display"] == "POST /nodes/(known after run: steps.where.node)/qemu/1031/status/shutdown"
-    assert plan["summary"] == {"steps": 4, "gated": 1, "would_run": 2, "unknown": 2}
+    assert plan["counts"] == {**ZERO_COUNTS, "steps": 4, "gated": 1, "would_run": 2, "unknown": 2}
 
 
 def test_dry_run_text_says_nothing_changes_and_marks_gates(cli) -> None:

@@ -326,7 +326,7 @@ def resumed_ok(cluster: Faulty, run_id: str, *extra: str) -> dict[str, Any]:
 
 
 def step_status(report: dict[str, Any]) -> dict[tuple[str, str | None], str]:
-    return {(s["step_id"], s["item_key"]): s["status"] for s in report["steps"]}
+    return {(s["step"], s["item"]): s["status"] for s in report["steps"]}
 
 
 # ------------------------------------------------------------------ the network

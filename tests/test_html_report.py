@@ -86,7 +86,7 @@ def test_the_page_data_is_the_plan_json_data(repo_home: Home) -> None:
         for b in blocks_in_prose(view)
         for e in b["entries"]
     ]
-    assert shown == [(s["step_id"], s["status"], s["display"], s["gated"], s["gate_reasons"]) for s in data["steps"]]
+    assert shown == [(s["step"], s["status"], s["display"] or "", s["gated"], s["gate_reasons"]) for s in data["steps"]]
     assert view["hashes"] == [{"name": k, "sha256": v, "note": ""} for k, v in data["hashes"].items()]
     assert view["parameters"] == [{"name": "vmid", "value": "1031"}, {"name": "mode", "value": "force"}]
     assert (view["profile"], view["cluster"], view["who"], view["when"]) == (
@@ -98,7 +98,7 @@ def test_the_page_data_is_the_plan_json_data(repo_home: Home) -> None:
     text = plan_text(session, entries, offline=True)
     labels = {e["label"] for b in blocks_in_prose(view) for e in b["entries"]}
     assert labels == {"would run", "depends on run-time values"} and all(label in text for label in labels)
-    assert view["summary"]["steps"] == data["summary"]["steps"] and view["summary"]["gated"] == 1
+    assert view["summary"]["steps"] == data["counts"]["steps"] and view["summary"]["gated"] == 1
 
 
 def test_gated_and_unknown_steps_are_marked(repo_home: Home) -> None:

@@ -118,10 +118,7 @@ def _dry_run(cli: Callable[..., object], home: Home, name: str, *params: str) ->
     args = [a for p in params for a in ("--param", p)]
     result = cli("--home", str(home.root), "run", name, "--dry-run", "--offline", "--json", *args)
     assert result.exit_code == 0, result.output
-    return {
-        f"{s['step_id']}[{s['item_key']}]" if s["item_key"] else s["step_id"]: s
-        for s in json.loads(result.stdout)["steps"]
-    }
+    return {f"{s['step']}[{s['item']}]" if s["item"] else s["step"]: s for s in json.loads(result.stdout)["steps"]}
 
 
 def _valid(home: Home, name: str) -> None:

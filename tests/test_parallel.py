@@ -607,7 +607,7 @@ def test_cluster_create_on_a_slow_simulated_cluster_is_faster_with_concurrency(
         took[concurrency] = time.monotonic() - started
         assert result.exit_code == 0, result.output
         final = json.loads(result.stdout.splitlines()[-1])
-        migrated = [s for s in final["steps"] if s["step_id"] == "migrate" and s["status"] == "succeeded"]
+        migrated = [s for s in final["steps"] if s["step"] == "migrate" and s["status"] == "succeeded"]
         assert len(migrated) == 6
         status = json.loads(cli("--home", str(root), "sim", "status", "--json").stdout)
         vms = {vm["name"]: (vm["node"], vm["status"]) for vm in status["vms"] if not vm["template"]}

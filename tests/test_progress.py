@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.load.schemas import validator
 from engine.report.progress import Progress
 from engine.run.runner import PlanEntry
 
@@ -160,16 +161,28 @@ def test_json_lines_parse(stream_type: type[io.StringIO]) -> None:
     ]
     assert records[1]["note"] == "waiting for task qmclone on pve01: running 0.5 s"  # JSON is never throttled
     assert records[4] | {"ts": 0} == {
+        "format": 1,
         "event": "step",
+        "ts": 0,
         "step": "clone",
         "item": "name=web1",
+        "kind": "api",
+        "title": "Clone the template",
+        "line": 1,
         "status": "succeeded",
-        "ts": 0,
         "reason": "",
         "error": None,
         "duration": 1.234,
+        "attempts": None,
         "gated": False,
+        "gate_reasons": [],
+        "action": None,
+        "display": None,
+        "output": None,
     }
+    for record in records:
+        errors = list(validator("events.schema.json").iter_errors(record))
+        assert not errors, errors[0].message
     assert records[7]["error"] == "exit status 1"
     assert all(isinstance(r["ts"], float) for r in records)
 

@@ -61,7 +61,7 @@ def test_a_second_run_skips_what_is_in_place(cluster: LiveCluster) -> None:
     again = cluster.run("run", "e2e-create", "--profile", "talos-staging", "--json")
     assert again.returncode == 0, again.stderr
     steps = report(again)["steps"]
-    assert [s["status"] for s in steps if s["step_id"] == "clone"] == ["skipped"] * 3
+    assert [s["status"] for s in steps if s["step"] == "clone"] == ["skipped"] * 3
     assert staging_vms(cluster) == before
 
 
@@ -86,7 +86,7 @@ def test_a_task_error_stops_the_run_and_resume_finishes_it(cluster: LiveCluster)
     assert f"runbook resume {final['run_id']}" in final["message"]
     resumed = cluster.run("resume", final["run_id"], "--json")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    steps = {(s["step_id"], s["item_key"]): s for s in report(resumed)["steps"]}
+    steps = {(s["step"], s["item"]): s for s in report(resumed)["steps"]}
     assert steps[("clone", "name=stg-cp01")]["reason"] == "finished in an earlier attempt"
     assert steps[("configure", "name=stg-cp02")]["status"] == "succeeded"
     clones = [r for r in cluster.pve.pve.requests if r[0] == "POST" and r[1].endswith("/clone")]

@@ -398,7 +398,7 @@ def test_a_dry_run_reads_the_live_cluster_with_gets_only(cluster: LiveCluster) -
     plan = json.loads(result.stdout)
     assert plan["offline"] is False
     assert {vm["name"]: vm["existing"] for vm in plan["plan"]["vms"]} == dict.fromkeys(STAGING, True)
-    steps = {(s["step_id"], s["item_key"]): s for s in plan["steps"]}
+    steps = {(s["step"], s["item"]): s for s in plan["steps"]}
     assert steps[("existing", None)]["status"] == "succeeded"
     assert {1031, 1032, 1033} <= set(steps[("existing", None)]["output"])
     assert [steps[("clone", f"name={n}")]["status"] for n in STAGING] == ["skipped"] * 3
@@ -412,7 +412,7 @@ def test_a_dry_run_reads_the_live_cluster_with_gets_only(cluster: LiveCluster) -
     plan = json.loads(offline.stdout)
     assert plan["offline"] is True
     assert {vm["name"]: vm["existing"] for vm in plan["plan"]["vms"]} == dict.fromkeys(STAGING, False)
-    steps = {(s["step_id"], s["item_key"]): s for s in plan["steps"]}
+    steps = {(s["step"], s["item"]): s for s in plan["steps"]}
     assert steps[("existing", None)]["status"] == "would_run"
 
     assert len(cluster.talos.calls()) == talos_before, "a dry-run ran talosctl"
@@ -432,7 +432,7 @@ def test_a_hung_talosctl_is_killed_at_the_step_timeout(cluster: LiveCluster) -> 
     assert "step 'health' failed" in final["message"]
     assert "timed out after 2 s and was killed" in final["message"]
     assert "waiting for the node to answer" in final["message"], "stderr so far should be shown"
-    assert [s["step_id"] for s in final["steps"]] == ["health"], "the run went on after a failed step"
+    assert [s["step"] for s in final["steps"]] == ["health"], "the run went on after a failed step"
     assert took < 15, f"a 2 s timeout took {took:.1f}s to end the run"
     (call,) = cluster.talos.calls()
     assert call["argv"][:3] == ["--nodes", "10.20.0.31", "health"]

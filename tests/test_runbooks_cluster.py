@@ -78,19 +78,19 @@ def plan(
 
 
 def entries(planned: dict, step_id: str) -> list[dict]:
-    found = [s for s in planned["steps"] if s["step_id"] == step_id]
+    found = [s for s in planned["steps"] if s["step"] == step_id]
     assert found, f"no step {step_id} in the plan"
     return found
 
 
 def one(planned: dict, step_id: str, item: str | None = None) -> dict:
-    found = [s for s in entries(planned, step_id) if item is None or s["item_key"] == item]
+    found = [s for s in entries(planned, step_id) if item is None or s["item"] == item]
     assert len(found) == 1, (step_id, item, found)
     return found[0]
 
 
 def gated(planned: dict) -> list[tuple[str, str | None]]:
-    return [(s["step_id"], s["item_key"]) for s in planned["steps"] if s["gated"]]
+    return [(s["step"], s["item"]) for s in planned["steps"] if s["gated"]]
 
 
 def argv(entry: dict) -> list[str]:
@@ -140,7 +140,7 @@ def test_the_talos_steps_of_create_and_bootstrap_are_the_same() -> None:
 
 def test_create_plans_clones_from_the_template_node_and_moves_them(cli, home) -> None:
     planned = plan(cli, home, "cluster-create")
-    assert planned["summary"]["gated"] == 1 and gated(planned) == [("flux_bootstrap", None)]
+    assert planned["counts"]["gated"] == 1 and gated(planned) == [("flux_bootstrap", None)]
     clone = one(planned, "clone", "name=stg-cp02")
     assert clone["status"] == "unknown" and "steps.vms_in_use" in clone["reason"]
     assert clone["display"] == (
@@ -151,7 +151,7 @@ def test_create_plans_clones_from_the_template_node_and_moves_them(cli, home) ->
     migrate = one(planned, "migrate", "name=stg-cp02")
     assert migrate["action"]["path"] == '/nodes/(known after run: steps.vms_in_use["101"].node)/qemu/1032/migrate'
     assert migrate["action"]["params"] == {"target": "pve02", "online": "0"}
-    assert [s["item_key"] for s in entries(planned, "clone")] == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
+    assert [s["item"] for s in entries(planned, "clone")] == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
 
 
 def test_create_configures_sizes_and_starts_each_vm_on_its_node(cli, home) -> None:
@@ -262,7 +262,7 @@ def test_create_for_a_generic_profile_skips_talos_and_flux(cli, home) -> None:
     talos_steps = [
         s
         for s in planned["steps"]
-        if s["step_id"].startswith("talos_") or s["step_id"] in ("kubernetes_nodes", "flux_bootstrap")
+        if s["step"].startswith("talos_") or s["step"] in ("kubernetes_nodes", "flux_bootstrap")
     ]
     assert talos_steps and all(s["status"] == "skipped" and s["reason"] == "when is false" for s in talos_steps)
     clone = one(planned, "clone", "name=dev-w02")
@@ -315,7 +315,7 @@ def test_status_reads_only(cli, home) -> None:
 
 def test_bootstrap_plans_the_talos_part_only(cli, home) -> None:
     planned = plan(cli, home, "talos-cluster-bootstrap")
-    ids = {s["step_id"] for s in planned["steps"]}
+    ids = {s["step"] for s in planned["steps"]}
     assert not ids & {"clone", "migrate", "configure", "resize", "start"}
     assert [argv(s) for s in entries(planned, "talos_bootstrap")] == [
         ["bootstrap", "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
@@ -323,7 +323,7 @@ def test_bootstrap_plans_the_talos_part_only(cli, home) -> None:
     assert gated(planned) == [("flux_bootstrap", None)]
     generic = plan(cli, home, "talos-cluster-bootstrap", profile="dev-generic")
     assert one(generic, "not_talos")["status"] == "would_run"  # it refuses
-    assert all(s["status"] == "skipped" for s in generic["steps"] if s["step_id"] not in ("api_version", "not_talos"))
+    assert all(s["status"] == "skipped" for s in generic["steps"] if s["step"] not in ("api_version", "not_talos"))
 
 
 def test_upgrade_gates_kubernetes_then_each_node_with_health_between(cli, home) -> None:
@@ -334,7 +334,7 @@ def test_upgrade_gates_kubernetes_then_each_node_with_health_between(cli, home) 
         ("rolling_upgrade", "2"),
         ("rolling_upgrade", "4"),
     ]
-    order = [s["step_id"] for s in planned["steps"]]
+    order = [s["step"] for s in planned["steps"]]
     assert order.index("etcd_snapshot") < order.index("upgrade_kubernetes") < order.index("rolling_upgrade")
     snapshot = argv(one(planned, "etcd_snapshot"))
     assert snapshot[:2] == ["etcd", "snapshot"] and snapshot[-4:] == [
@@ -483,7 +483,7 @@ def test_template_ssh_steps_run_in_the_simulated_node_shell(cli, home) -> None:
             return storage in ("local", "local-lvm")
 
     planned = plan(cli, home, "talos-template-create", *TEMPLATE_PARAMS, "--param", "remove_image=true", profile=None)
-    scripts = {s["step_id"]: s["action"]["script"] for s in planned["steps"] if s["kind"] == "ssh" and s["action"]}
+    scripts = {s["step"]: s["action"]["script"] for s in planned["steps"] if s["kind"] == "ssh" and s["action"]}
     vms, files = Vms(), shell.NodeFiles()
     node = shell.SimShellExecutor(vms, files)
     for step_id in (
@@ -554,7 +554,7 @@ def test_teardown_dry_run_shows_each_member_and_gates_each_destruction(cli, fake
     home, _pve, env = fake_cluster
     planned = plan(cli, home, "cluster-teardown", env=env)
     members = entries(planned, "members")
-    assert [m["item_key"] for m in members] == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
+    assert [m["item"] for m in members] == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
     assert all(m["status"] == "succeeded" for m in members)  # read for real: the operator sees the disks
     shutdowns = entries(planned, "shutdown")
     assert [s["display"] for s in shutdowns] == [

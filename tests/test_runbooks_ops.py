@@ -43,7 +43,7 @@ def plan(cli: Callable[..., Any], name: str, *params: str, home: Path = REPO) ->
     result = cli(*args)
     assert result.exit_code == 0, result.output
     steps = json.loads(result.stdout)["steps"]
-    return {s["step_id"] + (f"[{s['item_key']}]" if s["item_key"] else ""): s for s in steps}
+    return {s["step"] + (f"[{s['item']}]" if s["item"] else ""): s for s in steps}
 
 
 def runbook_json(cli: Callable[..., Any], name: str) -> dict[str, Any]:
@@ -484,9 +484,7 @@ def report(result: Any) -> dict[str, Any]:
 
 
 def statuses(result: Any) -> dict[str, str]:
-    return {
-        s["step_id"] + (f"[{s['item_key']}]" if s["item_key"] else ""): s["status"] for s in report(result)["steps"]
-    }
+    return {s["step"] + (f"[{s['item']}]" if s["item"] else ""): s["status"] for s in report(result)["steps"]}
 
 
 def recorded(home: Path) -> str:
@@ -502,7 +500,7 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
     planned = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--dry-run", "--json")
     assert planned.exit_code == 0, planned.output
     steps = json.loads(planned.stdout)["steps"]
-    moves = [s for s in steps if s["step_id"] == "migrate"]
+    moves = [s for s in steps if s["step"] == "migrate"]
     assert [s["display"] for s in moves] == [
         "POST /nodes/pve01/qemu/1031/migrate  target=pve02 online=1 with-local-disks=1",
         "POST /nodes/pve01/qemu/1032/migrate  target=pve03 online=0 with-local-disks=0",
@@ -529,7 +527,7 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
 def test_api_token_bootstrap_never_records_the_new_tokens_secret(cli, pve) -> None:
     result = live(cli, pve, "api-token-bootstrap", "--yes", "--json")
     assert result.exit_code == 0, result.output
-    token = [s for s in report(result)["steps"] if s["step_id"] == "token"][0]
+    token = [s for s in report(result)["steps"] if s["step"] == "token"][0]
     assert token["output"] == {"full-tokenid": "runbook@pve!runbook"}
     assert NEW_TOKEN_SECRET not in result.output
     assert NEW_TOKEN_SECRET not in recorded(pve.home) and TOKEN_SECRET not in recorded(pve.home)
@@ -548,7 +546,7 @@ def test_vm_clone_skips_its_own_clone_and_refuses_a_vmid_in_use(cli, pve) -> Non
     args = ("--param", "template=101", "--param", "newid=1040", "--param", "name=app01", "--json")
     first = live(cli, pve, "vm-clone", *args)
     assert first.exit_code == 0, first.output
-    clone = [s for s in report(first)["steps"] if s["step_id"] == "clone"][0]
+    clone = [s for s in report(first)["steps"] if s["step"] == "clone"][0]
     assert clone["display"] == "POST /nodes/pve02/qemu/101/clone  newid=1040 name=app01 full=1 storage=local-lvm"
     again = live(cli, pve, "vm-clone", *args)
     assert again.exit_code == 0 and statuses(again)["clone"] == "skipped"

@@ -98,7 +98,7 @@ class Run:
 
     def __init__(self, report: dict[str, Any]):
         self.report = report
-        self.steps = {s["step_id"] + (f"[{s['item_key']}]" if s["item_key"] else ""): s for s in report["steps"]}
+        self.steps = {s["step"] + (f"[{s['item']}]" if s["item"] else ""): s for s in report["steps"]}
 
     def output(self, step: str) -> Any:
         return self.steps[step]["output"]

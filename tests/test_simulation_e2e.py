@@ -97,7 +97,7 @@ def test_a_second_create_changes_nothing(cli, make_home) -> None:
     again = create(cli, home)
     assert again.exit_code == 0, again.output
     changing = [
-        (s["step_id"], s["item_key"], s["status"])
+        (s["step"], s["item"], s["status"])
         for s in report(again)["steps"]
         if s["status"] == "succeeded" and _changes_cluster(s)
     ]
