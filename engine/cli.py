@@ -486,6 +486,10 @@ class _Approver:
             return waiting
         refused = []
         for gate in waiting:
+            click.echo(f"\nGATE: {gate.describe()}", err=True)
+            for shown in gate.shown:
+                for line in shown.splitlines():
+                    click.echo(f"    | {line}", err=True)
             try:
                 approved = click.confirm(f"Approve gate '{gate.step}' for this run?", default=False, err=True)
             except (click.Abort, EOFError):
@@ -690,8 +694,9 @@ def run_cmd(
 ) -> None:
     """Run runbook NAME against the cluster (with --dry-run: show what it would do).
 
-    Gated steps (destructive, or marked confirm) ask on a terminal; without one the run stops
-    before the gate (exit 4) unless --yes or --approve STEP says otherwise.
+    The gates it will meet (destructive steps, or marked confirm) are listed and asked on a terminal
+    before the first change; without one the run refuses before changing anything (exit 4) unless
+    --yes or --approve STEP approves them. Ctrl-C stops it (exit 130) and prints the resume command.
     """
     from .report.plantext import plan_json
 

@@ -449,11 +449,11 @@ def test_an_ingested_runbook_runs_for_real_only_as_reviewed(cli, home, tmp_path)
 
 def test_resume_also_needs_the_review(cli, home, tmp_path) -> None:
     page = tmp_path / "two.txt"
-    page.write_text("Two steps\n\necho one\n\nsleep 0\n")
+    page.write_text("Two steps\n\necho one\n\nls /nonexistent/runbook-test\n")
     assert _ingest(cli, home, str(page), "two").exit_code == 0
     cli("--home", str(home.root), "trust", "two", "--yes")
-    stopped = cli("--home", str(home.root), "run", "two")  # review: true gates; no terminal, so it stops
-    assert stopped.exit_code == 4, stopped.output
+    stopped = cli("--home", str(home.root), "run", "two", "--yes")  # its second step fails: resumable
+    assert stopped.exit_code == 5, stopped.output
     run_id = re.search(r"runbook resume (\S+-two-\w+)", stopped.stderr)[1]
     with (home.runbooks_dir / "two.md").open("a") as handle:
         handle.write("\n")

@@ -97,7 +97,8 @@ def test_a_task_error_stops_the_run_and_resume_finishes_it(cluster: LiveCluster)
 def test_a_wrong_token_is_a_401_message_without_the_secret(cluster: LiveCluster) -> None:
     cluster.store.insert(PASS_PATH, [TOKEN_ID, "not-the-secret-" + SECRET[::-1]])
     result = cluster.run("run", "e2e-create", "--profile", "talos-staging")
-    assert result.returncode == 5
+    assert result.returncode == 8, "refused on the first read: no run exists, so the code must not say resume"
+    assert "no run was made" in result.stderr and "runbook resume" not in result.stderr
     assert "401" in result.stderr and TOKEN_ID in result.stderr
     assert "not-the-secret" not in result.stderr
     cluster.store.insert(PASS_PATH, [TOKEN_ID, SECRET])
@@ -124,7 +125,7 @@ def test_all_nodes_down_is_a_clear_error(cluster: LiveCluster) -> None:
     dead = [closed_port_url().replace("127.0.0.1", host) for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3")]
     write_home(cluster.home, cluster.pve, cluster.sshd, node_urls=dead)
     result = cluster.run("run", "e2e-create", "--profile", "talos-staging")
-    assert result.returncode == 5
+    assert result.returncode == 8
     assert "pve01" in result.stderr and "pve03" in result.stderr and "8006" in result.stderr
 
 
@@ -133,11 +134,12 @@ def test_gates_stop_without_a_tty_and_resume_with_approval(cluster: LiveCluster)
     stopped = cluster.run("run", "e2e-teardown", "--profile", "talos-staging", "--json")
     assert stopped.returncode == 4
     final = report(stopped)
-    assert "stopped before gated step 'delete[name=stg-cp01]'" in final["message"]
-    assert f"runbook resume {final['run_id']} --approve delete" in final["message"]
+    assert final["run_id"] is None, "the run refused before it began, so no run was made"
+    assert "nothing was changed" in final["message"] and "delete (3 items" in final["message"]
+    assert "run it again, adding --approve delete" in final["message"]
     assert len(staging_vms(cluster)) == 3, "nothing was deleted"
-    resumed = cluster.run("resume", final["run_id"], "--approve", "delete")
-    assert resumed.returncode == 0, resumed.stderr
+    approved = cluster.run("run", "e2e-teardown", "--profile", "talos-staging", "--approve", "delete")
+    assert approved.returncode == 0, approved.stderr
     assert staging_vms(cluster) == {}
 
 

@@ -195,51 +195,54 @@ class Terminal:
 
 
 def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveCluster) -> None:
+    """The gates are asked before the first change, once per step, showing what each item sends."""
     create_vms(cluster)
     before = staging_vms(cluster)
     log_before = len(requests(cluster))
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE) as term:
-        shown = term.expect("Run this step?")
-        assert "GATE: delete[name=stg-cp01] (DELETE /nodes/pve01/qemu/1031)" in shown
-        assert "| DELETE /nodes/pve01/qemu/1031  purge=1 destroy-unreferenced-disks=1" in shown
+        shown = term.expect("Approve gate 'delete' for this run?")
+        assert "This run will meet these gates:" in shown
+        assert "GATE: delete (3 items: name=stg-cp01, name=stg-cp02, name=stg-cp03)" in shown
+        for vmid in (1031, 1032, 1033):
+            assert f"| DELETE /nodes/pve01/qemu/{vmid}  purge=1 destroy-unreferenced-disks=1" in shown
         term.send("n\r")
         assert term.finish() == 4, term.text
-        after = term.text[term.text.index("Run this step?") :]
-        assert "stopped before gated step 'delete[name=stg-cp01]'" in after
-        assert "Run this step?" not in after[len("Run this step?") :], "asked again after a no"
+        after = term.text[term.text.index("for this run?") :]
+        assert "nothing was changed" in after and "--approve delete" in after
+        assert "for this run?" not in after[len("for this run?") :], "asked again after a no"
     assert staging_vms(cluster) == before, "a 'no' deleted something"
     assert mutating(requests(cluster)[log_before:]) == []
+    runs_before = run_folders(cluster)
 
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE) as term:
-        for vmid, name in zip((1031, 1032, 1033), STAGING):
-            shown = term.expect("Run this step?")
-            assert f"GATE: delete[name={name}] (DELETE /nodes/pve01/qemu/{vmid})" in shown
-            assert f"| DELETE /nodes/pve01/qemu/{vmid}  purge=1" in shown
-            term.send("y\r")
+        term.expect("Approve gate 'delete' for this run?")
+        term.send("y\r")
         assert term.finish() == 0, term.text
+        assert "for this run?" not in term.text[term._seen :], "asked again during the run"
         assert "succeeded" in term.text[term._seen :]
     assert staging_vms(cluster) == {}
     deletes = [path for method, path in mutating(requests(cluster)[log_before:]) if method == "DELETE"]
     assert [p.rsplit("/", 1)[-1] for p in deletes] == ["1031", "1032", "1033"]
     run_id = run_folders(cluster)[-1]
-    approved = [(r["step"], r["item"]) for r in journal(cluster, run_id) if r["type"] == "gate_approved"]
-    assert approved == [("delete", f"name={name}") for name in STAGING]
+    assert run_id not in runs_before and len(run_folders(cluster)) == len(runs_before) + 1
+    approved = [(r["step"], r["item"], r["by"]) for r in journal(cluster, run_id) if r["type"] == "gate_approved"]
+    assert [(step, item) for step, item, _ in approved] == [("delete", f"name={name}") for name in STAGING]
+    assert all(by.endswith("at the terminal, before the run") for _, _, by in approved)
 
 
 def test_end_of_input_at_the_prompt_stops_like_a_no(cluster: LiveCluster) -> None:
     create_vms(cluster)
     before = staging_vms(cluster)
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE) as term:
-        term.expect("Run this step?")
+        term.expect("for this run?")
         term.send("\x04")  # Ctrl-D: end of input on a terminal in canonical mode
         code = term.finish()
         text = term.text
     if staging_vms(cluster) != before or code == 0:  # not an AssertionError: this must fail, never xfail
         raise RuntimeError(f"end of input at a gate approved it (exit {code}):\n{text}")
     assert code == 4, text
-    assert "stopped before gated step 'delete[name=stg-cp01]'" in text
-    runs = json.loads(cli(cluster, "runs", "--json").stdout)["runs"]
-    assert runs[0]["status"] == "stopped_at_gate"
+    assert "nothing was changed" in text and "--approve delete" in text
+    assert run_folders(cluster) == [r for r in run_folders(cluster) if "e2e-teardown" not in r], "a run was made"
 
 
 # -- 2. no terminal, no approval: never yes ---------------------------------------------------------
@@ -252,11 +255,12 @@ def test_approving_another_step_does_not_approve_this_one(cluster: LiveCluster) 
     for other in ("members", "delete[name=stg-cp02]"):
         stopped = cli(cluster, "run", "e2e-teardown", *PROFILE, "--approve", other)
         assert stopped.returncode == 4, (other, stopped.stderr)
-        assert "stopped before gated step 'delete[name=stg-cp01]'" in stopped.stderr, other
-        run_id = run_folders(cluster)[-1]
-        assert f"runbook resume {run_id} --approve delete" in stopped.stderr
+        assert "nothing was changed: the run would meet gated steps that are not approved: delete (3 items" in (
+            stopped.stderr
+        ), other
+        assert "run it again, adding --approve delete" in stopped.stderr
         assert "--yes" in stopped.stderr
-        assert "Run this step?" not in stopped.stderr
+        assert "for this run?" not in stopped.stderr
     assert staging_vms(cluster) == before, "nothing may be deleted"
     assert mutating(requests(cluster)[log_before:]) == []
 
@@ -266,8 +270,8 @@ def test_a_terminal_for_output_only_is_not_one_to_answer_on(cluster: LiveCluster
     create_vms(cluster)
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE, stdin_tty=False) as term:
         assert term.finish() == 4, term.text
-        assert "stopped before gated step 'delete[name=stg-cp01]'" in term.text
-        assert "Run this step?" not in term.text
+        assert "nothing was changed" in term.text and "gate: delete (3 items" in term.text
+        assert "for this run?" not in term.text
     assert sorted(staging_vms(cluster)) == list(STAGING)
 
 
@@ -368,8 +372,8 @@ def test_a_step_killed_in_flight_without_check_is_gated_on_resume(cluster: LiveC
 
     stopped = cli(cluster, "resume", run_id)
     assert stopped.returncode == 4, stopped.stderr
-    assert "stopped before gated step 'wait_for_go'" in stopped.stderr
-    assert "started in an earlier attempt but never finished" in stopped.stderr
+    assert "nothing was changed: the resume would meet gated steps" in stopped.stderr
+    assert "gate: wait_for_go: started in an earlier attempt but never finished" in stopped.stderr
     assert f"runbook resume {run_id} --approve wait_for_go" in stopped.stderr
     assert log.read_text().splitlines() == ["before"], "the step in doubt ran without approval"
 

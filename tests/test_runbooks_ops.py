@@ -510,7 +510,9 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
     assert steps[0]["output"]["left_behind"]["templates"] == [{"vmid": 101, "name": "tpl"}]
 
     stopped = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
-    assert stopped.exit_code == 4 and statuses(stopped)["migrate[name=a]"] == "stopped_at_gate"
+    assert stopped.exit_code == 4 and report(stopped)["run_id"] is None, "refused before any change"
+    assert "migrate (3 items: name=a, name=b, name=c): marked confirm" in report(stopped)["message"]
+    assert pve.do(lambda: {vm.node for vm in pve.pve.vms}) == {"pve01"}
     done = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--approve", "migrate", "--json")
     assert done.exit_code == 0, done.output
     assert statuses(done)["remaining"] == "succeeded"
@@ -559,7 +561,7 @@ def test_vm_power_stop_waits_for_approval_and_a_second_run_changes_nothing(cli, 
     pve.do(pve.pve.add_vm, 1031, "web01", node="pve03")
     pve.do(lambda: setattr(pve.pve.vm(1031), "status", "running"))
     gated = live(cli, pve, "vm-power", "--param", "vmid=1031", "--param", "action=stop", "--json")
-    assert gated.exit_code == 4 and "runbook resume" in report(gated)["message"]
+    assert gated.exit_code == 4 and "adding --approve stop" in report(gated)["message"]
     assert pve.do(lambda: pve.pve.vm(1031).status) == "running"
     done = live(cli, pve, "vm-power", "--param", "vmid=1031", "--param", "action=stop", "--approve", "stop", "--json")
     assert done.exit_code == 0, done.output

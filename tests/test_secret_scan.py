@@ -212,12 +212,11 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         cluster.pve.do(lambda: [cluster.pve.pve.vms.remove(vm) for vm in list(cluster.pve.pve.vms) if not vm.template])
         failed = report(run("run", "e2e-create", *profile, "--json", expect=5))
         run("resume", failed["run_id"], "--json")
-        run("run", "e2e-teardown", *profile, expect=4)  # stopped at a gate
-        gated = json.loads(run("runs", "--json").stdout)["runs"][0]["run_id"]
-        run("resume", gated, "--approve", "delete")
-        # A wrong secret in the store: a 401 that names the token id, never a secret.
+        run("run", "e2e-teardown", *profile, expect=4)  # refused before its first change: a gate
+        run("run", "e2e-teardown", *profile, "--approve", "delete")
+        # A wrong secret in the store: a 401 that names the token id, never a secret (before any run: 8).
         cluster.store.insert(PASS_PATH, [TOKEN_ID, WRONG])
-        run("run", "e2e-create", *profile, "--json", expect=5)
+        run("run", "e2e-create", *profile, "--json", expect=8)
         cluster.store.insert(PASS_PATH, [TOKEN_ID, SECRET])
         run("run", "e2e-create", *profile, "--json")
         # The token from the environment instead of pass; and a malformed one.
@@ -237,12 +236,12 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         config = yaml.safe_load(config_path.read_text())
         config["tls"] = {"fingerprint": "AB:" * 31 + "CD"}
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        run("run", "e2e-create", *profile, expect=5)
+        run("run", "e2e-create", *profile, expect=8)
         (tmp_path / "other").mkdir()
         with FakePveServer(tmp_path / "other", "another-cluster") as other:
             config["tls"] = {"ca_file": str(other.certfile)}
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-            run("run", "e2e-create", *profile, expect=5)
+            run("run", "e2e-create", *profile, expect=8)
         write_home(cluster.home, cluster.pve, cluster.sshd, node_urls=live)
         # Programs failing: a talosctl that hangs, an ssh host that refuses.
         cluster.talos.respond(stderr="waiting\n", hang=True)

@@ -37,7 +37,7 @@ AskAhead = Callable[[list[Gate], str], list[Gate]]
 class Outcome:
     """How an invocation ended; ``message`` is the last thing the operator reads."""
 
-    status: str  # planned | succeeded | failed | stopped_at_gate | locked | refused
+    status: str  # planned | succeeded | failed | stopped_at_gate | interrupted | locked | refused
     exit_code: int
     message: str
     session: Session | None = None

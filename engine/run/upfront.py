@@ -37,6 +37,7 @@ class Gate:
     items: tuple[str, ...]
     reasons: tuple[str, ...]
     certain: bool = True
+    shown: tuple[str, ...] = ()  # what each gated item would send or run, rendered, as a reader sees it
 
     def describe(self) -> str:
         """``grow (2 items: name=a, name=b): marked confirm``, one line for the list shown up front."""
@@ -48,6 +49,7 @@ def gates_ahead(entries: Iterable[PlanEntry], runbook: Runbook) -> list[Gate]:
     """The gates of a dry-run's entries, one per step in plan order: certain ones, then those that may be."""
     steps = {step.id: step for step in runbook.steps}
     found: dict[str, tuple[list[str], list[str], bool]] = {}
+    shown: dict[str, list[str]] = {}
     for entry in entries:
         if entry.status == "would_run" and entry.gated:
             reasons, certain = entry.gate_reasons, True
@@ -65,7 +67,12 @@ def gates_ahead(entries: Iterable[PlanEntry], runbook: Runbook) -> list[Gate]:
             items.append(entry.item_key)
         known.extend(reason for reason in reasons if reason not in known)
         found[entry.step_id] = (items, known, was_certain or certain)
-    gates = [Gate(step, tuple(items), tuple(reasons), certain) for step, (items, reasons, certain) in found.items()]
+        if entry.display:
+            shown.setdefault(entry.step_id, []).append(entry.display)
+    gates = [
+        Gate(step, tuple(items), tuple(reasons), certain, tuple(shown.get(step, ())))
+        for step, (items, reasons, certain) in found.items()
+    ]
     return [g for g in gates if g.certain] + [g for g in gates if not g.certain]
 
 
