@@ -29,7 +29,7 @@ GATE = 4  # stopped before a gated step that was not approved (no TTY and no --y
 FAILED = 5  # a step failed; the run can be resumed with `runbook resume RUN_ID`
 LOCKED = 6  # another run holds the profile's lock
 REFUSED = 7  # refused: inputs changed since the run started (resume), or an ingested runbook is not trusted
-NOT_STARTED = 8  # the cluster could not be used before anything ran (unreachable, TLS, token): no run to resume
+NOT_STARTED = 8  # stopped before any run was made (cluster unusable, a read failed): nothing to resume
 WRONG_CLUSTER = 9  # another cluster answers than the one expected; no --force overrides it
 MISSING_TOOL = 10  # a tool a step needs is missing, found before the first change
 INTERRUPTED = 130  # Ctrl-C (SIGINT, 128 + 2) or SIGTERM during a run: the next step is the same, resume it
@@ -51,8 +51,9 @@ TABLE: tuple[ExitCode, ...] = (
     ExitCode(
         NOT_STARTED,
         "NOT_STARTED",
-        "the cluster could not be used before anything ran (no node reachable, TLS, API token refused); "
-        "no run was made, so there is nothing to resume: fix the cause and run again",
+        "stopped before any run was made: the cluster could not be used (no node reachable, TLS, API token "
+        "refused) or a read before the first change failed (a dry-run's too); nothing to resume: fix the "
+        "cause and run again",
     ),
     ExitCode(WRONG_CLUSTER, "WRONG_CLUSTER", "refused: another cluster answers than the one expected (no --force)"),
     ExitCode(MISSING_TOOL, "MISSING_TOOL", "a tool a step needs is missing; found before the first change"),

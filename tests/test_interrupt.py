@@ -83,7 +83,7 @@ class Child:
         self.proc = subprocess.Popen(
             [str(RUNBOOK), "--home", str(home.root), *args],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
@@ -99,10 +99,10 @@ class Child:
                 raise AssertionError(f"{text!r} never appeared; stderr so far:\n{''.join(self.lines)}")
             time.sleep(0.05)
 
-    def finish(self) -> tuple[int, str, str]:
-        out, _ = self.proc.communicate(timeout=TIMEOUT)
+    def finish(self) -> tuple[int, str]:
+        code = self.proc.wait(TIMEOUT)
         self.reader.join(TIMEOUT)
-        return self.proc.returncode, out, "".join(self.lines)
+        return code, "".join(self.lines)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -132,7 +132,7 @@ def test_ctrl_c_during_a_step_exits_130_and_the_printed_command_resumes(make_hom
         child.wait_for("-> slow (local)")
         time.sleep(0.3)
         os.killpg(child.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground job
-        code, _, stderr = child.finish()
+        code, stderr = child.finish()
     finally:
         child.kill()
     assert code == exitcodes.INTERRUPTED, stderr
@@ -183,7 +183,7 @@ def test_worker_threads_finish_their_step_under_the_lock(make_home) -> None:
         else:
             lock.release()
             raise AssertionError("the profile lock was released while steps were still running")
-        code, _, stderr = child.finish()
+        code, stderr = child.finish()
     finally:
         child.kill()
     assert code == exitcodes.INTERRUPTED, stderr

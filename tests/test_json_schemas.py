@@ -62,7 +62,7 @@ def test_plans_are_valid_whether_made_or_not(cli: Any, home: Home) -> None:
     offline = plan(cli, home, "cluster-teardown", "--profile", "talos-staging", "--offline")
     assert offline["offline"] is True and offline["counts"]["steps"] == len(offline["steps"])
     # A read-only step fails while planning: still a plan document, saying why.
-    missing = plan(cli, home, "vm-resize", *SIM, "--param", "vmid=1099", code=exitcodes.FAILED)
+    missing = plan(cli, home, "vm-resize", *SIM, "--param", "vmid=1099", code=exitcodes.NOT_STARTED)
     assert missing["status"] == "failed" and "no VM with VMID 1099" in missing["error"]
     assert missing["steps"][-1]["status"] == "failed"
     # Inputs that are wrong before anything is planned: a plan document with the error, no steps.
@@ -108,7 +108,10 @@ def test_stops_and_failures_before_a_run_are_valid_events(cli: Any, home: Home) 
     assert gate[-1]["status"] == "stopped_at_gate" and gate[-1]["run_id"] is None
     wrong = events(cli, home, "run", "vm-resize", *SIM, "--param", "vmid=12", code=exitcodes.PROBLEMS)
     assert len(wrong) == 1 and wrong[0]["status"] == "failed" and "vmid" in wrong[0]["message"]
-    failed = events(cli, home, "run", "vm-resize", *SIM, "--param", "vmid=1099", code=exitcodes.FAILED)
+    refused = events(cli, home, "run", "vm-resize", *SIM, "--param", "vmid=1099", code=exitcodes.NOT_STARTED)
+    assert refused[-1]["run_id"] is None and "no run was made" in refused[-1]["message"]
+    # With --yes nothing is planned first: the run is made, and its first read fails (resumable).
+    failed = events(cli, home, "run", "vm-resize", *SIM, "--param", "vmid=1099", "--yes", code=exitcodes.FAILED)
     run_id = failed[-1]["run_id"]
     assert failed[-1]["counts"]["failed"] == 1
     record = shown(cli, home, run_id)

@@ -553,7 +553,7 @@ def test_vm_clone_skips_its_own_clone_and_refuses_a_vmid_in_use(cli, pve) -> Non
     again = live(cli, pve, "vm-clone", *args)
     assert again.exit_code == 0 and statuses(again)["clone"] == "skipped"
     taken = live(cli, pve, "vm-clone", "--param", "template=101", "--param", "newid=1031", "--param", "name=app02")
-    assert taken.exit_code == 5, "a refusal on what the cluster answered fails the step (resumable), exit 5"
+    assert taken.exit_code == 8, "refused by a read before the first change: no run was made, exit 8"
     assert "refused: VMID 1031 is already used by web01 on pve01; choose a free VMID" in taken.stderr
 
 
@@ -579,6 +579,6 @@ def test_vm_resize_refuses_to_shrink_a_disk(cli, pve) -> None:
         config={"cores": 2, "memory": 2048, "scsi0": "local-lvm:vm-1031-disk-0,size=32G"},
     )
     result = live(cli, pve, "vm-resize", "--param", "vmid=1031", "--param", "disk_size=16G")
-    assert result.exit_code == 5
+    assert result.exit_code == 8, "refused before the first change, with no run made"
     assert "refused: refusing to shrink scsi0 of VM 1031 from 32G to 16G: disks only grow" in result.stderr
     assert not [r for r in pve.pve.requests if r[0] == "PUT"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -87,26 +88,31 @@ def run_jobs(jobs: list[Callable[[threading.Event], None]], width: int) -> None:
     errors: list[BaseException] = []
     queue = list(reversed(jobs))
     take = threading.Lock()
+    count = min(width, len(jobs))
+    ended = [False] * count  # set by each worker as it returns (see _wait_ended)
 
-    def worker() -> None:
-        while True:
-            with take:
-                if stop.is_set() or not queue:
-                    return
-                job = queue.pop()
-            try:
-                job(stop)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+    def worker(number: int) -> None:
+        try:
+            while True:
                 with take:
-                    errors.append(exc)
-                stop.set()
+                    if stop.is_set() or not queue:
+                        return
+                    job = queue.pop()
+                try:
+                    job(stop)
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+                    with take:
+                        errors.append(exc)
+                    stop.set()
+        finally:
+            ended[number] = True
 
     # Daemon threads, so that a second Ctrl-C ends the process at once. On the first, no new job
     # starts and the jobs running finish their step (a PVE task cannot be called back, and its end
     # belongs in the journal) while the caller still holds the profile lock; then the interruption
     # goes on. A second Ctrl-C stops waiting: those steps are left in doubt for resume to check.
     threads = [
-        threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True) for n in range(min(width, len(jobs)))
+        threading.Thread(target=worker, args=(n,), name=f"runbook-item-{n}", daemon=True) for n in range(count)
     ]
     for thread in threads:
         thread.start()
@@ -114,7 +120,7 @@ def run_jobs(jobs: list[Callable[[threading.Event], None]], width: int) -> None:
         _join(threads)
     except KeyboardInterrupt:
         stop.set()
-        _join(threads)
+        _wait_ended(ended)
         raise
     except BaseException:
         stop.set()
@@ -128,3 +134,11 @@ def _join(threads: list[threading.Thread]) -> None:
     for thread in threads:
         while thread.is_alive():
             thread.join(0.2)
+
+
+def _wait_ended(ended: list[bool]) -> None:
+    """Wait for every worker after an interruption by polling their flags: a ``Thread.join`` that a
+    signal interrupted may already report a running thread as stopped (CPython), and a lock's wait
+    could be left half-done; reading a flag and sleeping cannot be."""
+    while not all(ended):
+        time.sleep(0.05)

@@ -115,7 +115,7 @@ def plan_run(
     except StepError as exc:
         return Outcome(
             "failed",
-            exitcodes.FAILED,
+            exitcodes.NOT_STARTED,
             f"a read-only step failed while planning: {exc.message}",
             session,
             entries=runner.entries,
@@ -258,7 +258,13 @@ def resume_run(
     try:
         session = _prepare(home, str(path), meta.profile, given, dispatcher)
     except _UNREADABLE as exc:
-        return _not_started(exc)
+        return Outcome(
+            "failed",
+            exitcodes.FAILED,
+            f"cannot read the cluster to plan: {exc}\nNothing ran: fix the cause, then resume again: "
+            f"runbook resume {run_id}",
+            run_id=run_id,
+        )
     refused = _untrusted(home, session, run_id)
     if refused is not None:
         return refused
@@ -335,9 +341,31 @@ def _ask_ahead(
     )
     try:
         entries = runner.run()
-    except (StepError, InputError):
-        # The run meets the same failure before its first change, and reports it there.
-        return None
+    except InputError:
+        return None  # the run reports the runbook's problem itself, at the step that has it
+    except StepError as exc:
+        # Read-only steps run while planning only before the first change, as in the run: this
+        # read fails there too, before anything changed. Unless the run would wait for it.
+        step = next((s for s in session.runbook.steps if s.id == exc.entry.step_id), None)
+        if step is None or "until" in step.attrs or step.attrs.get("retries"):
+            return None
+        which = f"{exc.entry.step_id}[{exc.entry.item_key}]" if exc.entry.item_key else exc.entry.step_id
+        if run_id is None:
+            return Outcome(
+                "failed",
+                exitcodes.NOT_STARTED,
+                f"read-only step '{which}' failed before the first change: {exc.message}\n"
+                "Nothing ran and no run was made: fix the cause, then run again",
+                session,
+            )
+        return Outcome(
+            "failed",
+            exitcodes.FAILED,
+            f"read-only step '{which}' failed before the resume changed anything: {exc.message}\n"
+            f"Fix the cause, then resume again: runbook resume {run_id}",
+            session,
+            run_id,
+        )
     gates = gates_ahead(entries, session.runbook)
     if not gates:
         return None
