@@ -111,9 +111,7 @@ def run_jobs(jobs: list[Callable[[threading.Event], None]], width: int) -> None:
     # starts and the jobs running finish their step (a PVE task cannot be called back, and its end
     # belongs in the journal) while the caller still holds the profile lock; then the interruption
     # goes on. A second Ctrl-C stops waiting: those steps are left in doubt for resume to check.
-    threads = [
-        threading.Thread(target=worker, args=(n,), name=f"runbook-item-{n}", daemon=True) for n in range(count)
-    ]
+    threads = [threading.Thread(target=worker, args=(n,), name=f"runbook-item-{n}", daemon=True) for n in range(count)]
     for thread in threads:
         thread.start()
     try:
