@@ -51,21 +51,7 @@ def load_config(home: Home) -> ClusterConfig:
 
 def config_problems(doc: YamlDoc) -> list[Problem]:
     """Every problem in a loaded config document: YAML structure, schema, then cross-field rules."""
-    fields = schemas.field_list(schemas.required_fields("cluster-config.schema.json"))
-    if doc.data is None:
-        return [
-            Problem(doc.file, 1, None, f"the file is empty; the cluster config needs {fields} (see docs/profiles.md)")
-        ]
-    if not isinstance(doc.data, dict):
-        return [
-            Problem(
-                doc.file,
-                doc.line_of(()),
-                None,
-                f"the cluster config is a YAML mapping ({fields}), but this file holds {schemas.describe(doc.data)}",
-            )
-        ]
-    problems = list(doc.problems) + schemas.check(doc, "cluster-config.schema.json")
+    problems = schemas.check_document(doc, "cluster-config.schema.json", "the cluster config")
     if problems:
         return problems
     data = doc.data

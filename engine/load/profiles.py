@@ -44,19 +44,7 @@ def read_profile(path: Path, home: Home) -> YamlDoc:
 
 def profile_problems(doc: YamlDoc, expected_name: str, config: ClusterConfig | None) -> list[Problem]:
     """Problems of one profile on its own (and against the cluster config when it loaded)."""
-    fields = schemas.field_list(schemas.required_fields("cluster-profile.schema.json"))
-    if doc.data is None:
-        return [Problem(doc.file, 1, None, f"the file is empty; a profile needs {fields} (see docs/profiles.md)")]
-    if not isinstance(doc.data, dict):
-        return [
-            Problem(
-                doc.file,
-                doc.line_of(()),
-                None,
-                f"a profile is a YAML mapping ({fields}), but this file holds {schemas.describe(doc.data)}",
-            )
-        ]
-    problems = list(doc.problems) + schemas.check(doc, "cluster-profile.schema.json")
+    problems = schemas.check_document(doc, "cluster-profile.schema.json", "a profile")
     if problems:
         return problems
     data = doc.data
