@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..load import schemas
 from ..load.config import ClusterConfig, load_config
 from ..load.facts import Facts
 from ..load.home import Home
@@ -58,6 +59,12 @@ def runbook_path(home: Home, name: str) -> Path:
     return path
 
 
+def _section_fields(section: str) -> list[str]:
+    """The fields of an optional config section, for the message saying it is missing."""
+    properties = schemas.validator("cluster-config.schema.json").schema["properties"][section]
+    return list(properties.get("required") or properties.get("properties") or [])
+
+
 def prepare(
     home: Home, name: str, profile_name: str | None, given: Mapping[str, str], facts: Facts | None = None
 ) -> Session:
@@ -78,6 +85,19 @@ def prepare(
                 "requires",
                 f"{runbook.name} acts on a cluster profile: add --profile NAME "
                 f"(profiles: {', '.join(p.stem for p in home.profile_paths()) or 'none'})",
+            )
+        )
+    missing = [section for section in runbook.requires if section != "profile" and section not in config.data]
+    if missing:
+        raise InputError(
+            Problem(
+                runbook.file,
+                None,
+                "requires",
+                f"{runbook.name} needs the {' and '.join(missing)} section{'s' if len(missing) > 1 else ''} of "
+                f"{home.shown(home.config_path)}, which has none: add "
+                + "; ".join(f"{section}: ({schemas.field_list(_section_fields(section))})" for section in missing)
+                + " (see docs/profiles.md)",
             )
         )
     if profile_name is not None:
