@@ -93,6 +93,10 @@ class Dispatcher:
         """``tokens``, with each token it gives added to the masker before anyone can print it."""
         return _MaskedTokens(tokens, self.masker)
 
+    def missing(self, action: Action) -> list[str]:
+        """The programs ``action`` needs on this machine that are not installed (nothing is run)."""
+        return self.registry.get(action.kind).missing(action)
+
     def preview(self, action: Action, facts: Facts) -> list[Change]:
         """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""
         return self.registry.get(action.kind).preview(action, facts)

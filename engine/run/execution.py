@@ -17,9 +17,10 @@ from ..executors.base import Change
 from ..load.facts import Facts
 from ..load.home import Home
 from ..load.problems import InputError
-from ..runbook.actions import ApiRequest, StepFailed
+from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
 from .dispatch import Dispatcher
 from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
+from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
 from .session import Session, prepare, runbook_path
@@ -135,6 +136,51 @@ def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
     )
 
 
+def preflight(session: Session, dispatcher: Dispatcher) -> list[str]:
+    """Raise ``NotReady`` when this machine lacks what the run will need; else the warnings to show.
+
+    The run's plan (offline: nothing is sent) says which steps may run; a plan that stops early
+    (a template that needs a step's output, a gate) is checked as far as it got.
+    """
+    planner = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_Never())
+    try:
+        planner.run()
+    except (InputError, StepError, GateStop):
+        pass  # the run stops there too, and says why; what comes before it is checked
+    actions = planned_actions(session.runbook, planner.entries)
+    missing = missing_programs(actions, dispatcher.missing)
+    talos = (session.profile.data.get("talos") if session.profile is not None else None) or {}
+    problem = warning = None
+    uses_talosctl = any(action.kind == "talosctl" for _, action in actions)
+    if talos.get("version") and uses_talosctl and not any(m.program == "talosctl" for m in missing):
+        assert session.profile is not None
+        try:
+            answer = dispatcher.execute(TalosctlCommand(("version", "--client", "--short"), timeout=30), _quiet)
+            output = str(answer.data.get("stdout", "")) if isinstance(answer.data, dict) else ""
+        except StepFailed:
+            output = ""
+        problem, warning = version_problem(
+            talosctl_version(output), str(talos["version"]), f"talos.version in {session.profile.file}"
+        )
+    if missing or problem:
+        raise NotReady(missing, problem)
+    return [warning] if warning else []
+
+
+def _quiet(line: str) -> None:
+    """Progress of a preflight command: not shown (its answer is what counts)."""
+
+
+def _ready(session: Session, dispatcher: Dispatcher, run_id: str | None = None) -> Outcome | list[str]:
+    """The preflight's warnings, or the Outcome that stops the run before its first change."""
+    try:
+        return preflight(session, dispatcher)
+    except NotReady as exc:
+        return Outcome("refused", exc.exit_code, str(exc), session, run_id)
+    except StepFailed as exc:
+        return Outcome("failed", exitcodes.FAILED, f"cannot get ready to run: {exc.message}", session, run_id)
+
+
 def _lock_name(session: Session) -> str:
     return session.profile.name if session.profile else f"runbook-{session.runbook.name.lstrip('_')}"
 
@@ -159,6 +205,9 @@ def start_run(
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
+    ready = _ready(session, dispatcher)
+    if isinstance(ready, Outcome):
+        return ready
     run_id = new_run_id(session.runbook.name, datetime.now(UTC))
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
@@ -171,8 +220,7 @@ def start_run(
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
-    if note:
-        outcome.warnings.insert(0, note)
+    outcome.warnings[:0] = ([note] if note else []) + ready
     outcome.warnings += dispatcher.warnings
     return outcome
 
@@ -247,6 +295,9 @@ def resume_run(
             session,
             run_id,
         )
+    ready = _ready(session, dispatcher, run_id)
+    if isinstance(ready, Outcome):
+        return ready
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
         note = lock.acquire()
@@ -264,7 +315,7 @@ def resume_run(
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
-    outcome.warnings = ([note] if note else []) + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
+    outcome.warnings = ([note] if note else []) + ready + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
     if changed:
         outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
     return outcome
