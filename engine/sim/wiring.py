@@ -228,7 +228,9 @@ class Simulation:
         and local steps its child environment, as on a real cluster."""
         cluster = self.cluster
         assert cluster is not None
-        dispatcher = Dispatcher(self.config.data, self.home.root, adjust_context=self.adjust_context)
+        dispatcher = Dispatcher(
+            self.config.data, self.home.root, adjust_context=self.adjust_context, trust="the simulated cluster's own CA"
+        )
         tokens = dispatcher.watched(self.tokens)
         for kind, make in self.factories.items():
             dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))
