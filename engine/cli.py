@@ -444,6 +444,11 @@ def _params(items: tuple[str, ...]) -> dict[str, str]:
 def _finish(outcome: Any, as_json: bool) -> None:
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if not as_json and outcome.run_id and outcome.entries and outcome.session is not None:
+        from .report.summary import summary_lines
+
+        for line in summary_lines(outcome.session.runbook, outcome.entries, outcome.changes):
+            click.echo(line, err=True)
     if as_json:
         # The last line of the JSON-lines stream the progress events started.
         click.echo(
