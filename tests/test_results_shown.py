@@ -214,3 +214,21 @@ def test_a_label_expression_names_items_the_list_cannot() -> None:
         ("2", "b up", "each[b up]"),
         ("3", "b check", "each[b check]"),
     ]
+
+
+def test_a_label_that_cannot_be_evaluated_is_a_located_problem(cli: Callable[..., Any], make_home) -> None:
+    body = (
+        '```local {id: a, label: "x"}\necho a\n```\n\n'
+        '```local {id: b, foreach: "[1, 2]", label: "item.nosuch +"}\necho b\n```\n\n'
+        '```local {id: c, foreach: "[1, 2]", label: "nothing_here.x"}\necho c\n```\n'
+    )
+    head = "---\nname: labels\ndescription: Labels that do not work.\n---\n\n# Labels\n\n"
+    home = make_home({"runbooks/labels.md": head + body})
+    first = cli("--home", str(home.root), "validate", str(home.root / "runbooks" / "labels.md"))
+    assert first.exit_code == 1
+    assert "runbooks/labels.md:8: attributes.label: label needs foreach, which is not given" in first.stdout
+    home.root.joinpath("runbooks/labels.md").write_text(head + body.split("\n\n", 1)[1], encoding="utf-8")
+    second = cli("--home", str(home.root), "validate", str(home.root / "runbooks" / "labels.md"))
+    assert second.exit_code == 1
+    assert "runbooks/labels.md:8: attributes.label: template error: unexpected 'end of template'" in second.stdout
+    assert "runbooks/labels.md:12: attributes.label: template error: 'nothing_here' is undefined" in second.stdout
