@@ -6,6 +6,7 @@ from typing import Any
 
 from ..run.runner import PlanEntry
 from ..run.session import Session
+from .progress import shown_output
 
 _STATUS = {
     "would_run": "would run",
@@ -69,6 +70,7 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> s
         out.append(f"       {status}{': ' + entry.reason if entry.reason else ''}{gate}")
         for line in entry.display.splitlines():
             out.append(f"       | {line}")
+        out += shown_output(entry)  # a read-only step the dry-run ran, marked show: what it found
     counts = summary(entries)
     out.append("")
     out.append(

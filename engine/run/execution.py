@@ -379,7 +379,7 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
     except GateStop as stop:
         record.run_finished("stopped_at_gate")
         entry = stop.entry
-        which = f"{entry.step_id}[{entry.item_key}]" if entry.item_key else entry.step_id
+        which = entry.label
         return Outcome(
             "stopped_at_gate",
             exitcodes.GATE,
@@ -392,7 +392,7 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
         )
     except StepError as exc:
         record.run_finished("failed")
-        which = f"{exc.entry.step_id}[{exc.entry.item_key}]" if exc.entry.item_key else exc.entry.step_id
+        which = exc.entry.label
         return Outcome(
             "failed",
             exitcodes.FAILED,

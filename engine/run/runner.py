@@ -104,9 +104,16 @@ class PlanEntry:
     error: str | None = None
     duration: float | None = None
     show: bool = False  # the operator came for this step's output: print it with the progress
+    item_label: str | None = None  # how the operator knows the loop item (its name), when item_key is not it
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
+
+    @property
+    def label(self) -> str:
+        """The step as the operator reads it: ``vm_status[stg-cp01]``, ``rolling_upgrade[stg-cp01 upgrade]``."""
+        item = self.item_label or self.item_key
+        return self.step_id + (f"[{item}]" if item else "")
 
 
 class GateStop(Exception):
@@ -465,6 +472,8 @@ class Runner:
         Returns ``_Ready(action)`` when the item is to run, else its output (None when skipped,
         ``_NOTHING`` when a plan cannot know it).
         """
+        if key is not None:
+            entry.item_label = self._item_label(step, local)
         # A read-only step runs again on resume, so the guards after it see the cluster as it is now,
         # not as it was before the interruption.
         if (step.id, key) in self.done and not reads_only(step):
@@ -574,6 +583,17 @@ class Runner:
                     raise GateStop(entry)
                 self._record("gate_approved", step.id, key, self.approver.who)
         return _Ready(action)
+
+    def _item_label(self, step: Step, local: dict[str, Any]) -> str:
+        """The step's ``label`` for this item when it has one (and it is known), else the item's name."""
+        if "label" in step.attrs:
+            try:
+                value = self.renderer.expression(step, "label", local)
+            except UnknownValue:
+                value = None
+            if value is not None and not isinstance(value, Unknown):
+                return " ".join(str(value).split())
+        return item_label(local.get(step.loop_var), int(local.get("loop_index", 0)))
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None
@@ -725,6 +745,18 @@ def _item_key(item: Any, index: int) -> str:
         for name in ("name", "vmid", "node", "id"):
             if name in item:
                 return f"{name}={item[name]}"
+    if isinstance(item, (str, int)):
+        return str(item)
+    return f"#{index}"
+
+
+def item_label(item: Any, index: int) -> str:
+    """How the operator knows a loop item: its name, hostname, node or vmid, else itself (a string or a
+    number), else its place in the list. Only shown, never a checkpoint key (that is ``_item_key``)."""
+    if isinstance(item, dict):
+        for name in ("name", "hostname", "node", "vmid", "id"):
+            if item.get(name) not in (None, ""):
+                return " ".join(str(item[name]).split())
     if isinstance(item, (str, int)):
         return str(item)
     return f"#{index}"
