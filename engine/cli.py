@@ -666,12 +666,17 @@ def _dry_run(
         from .report.html import plan_view
 
         stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
-        _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline, outcome=stopped))
+        _write_html(
+            html_path,
+            lambda: plan_view(
+                outcome.session, outcome.entries, offline=offline, outcome=stopped, changes=outcome.changes
+            ),
+        )
     if outcome.session is not None and outcome.status == "planned":
         if as_json:
-            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
+            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline, changes=outcome.changes))
         else:
-            click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+            click.echo(plan_text(outcome.session, outcome.entries, offline=offline, changes=outcome.changes))
         return
     _finish(outcome, as_json)
 

@@ -14,12 +14,14 @@ from typing import Any
 
 from .. import exitcodes
 from ..executors.base import Change
+from ..executors.changeset import fold
 from ..load.facts import Facts
 from ..load.home import Home
 from ..load.problems import InputError
 from ..runbook.actions import ApiRequest, StepFailed
 from .dispatch import Dispatcher
 from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
+from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
 from .session import Session, prepare, runbook_path
@@ -36,7 +38,7 @@ class Outcome:
     run_id: str | None = None
     entries: list[PlanEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)  # a dry-run's preview, when it read the cluster
+    changes: list[Change] = field(default_factory=list)  # a dry-run's change set (values before read live)
 
 
 def read_facts(dispatcher: Dispatcher) -> Facts:
@@ -79,7 +81,7 @@ def plan_run(
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
-    facts = session.facts
+    previewer = Previewer(session.facts, live)
     runner = Runner(
         session.runbook,
         session.context,
@@ -87,7 +89,7 @@ def plan_run(
         dry_run=True,
         approver=_Never(),
         on_event=on_event,
-        preview=(lambda action: live.preview(action, facts)) if live is not None and facts is not None else None,
+        preview=previewer,
     )
     try:
         entries = runner.run()
@@ -106,7 +108,7 @@ def plan_run(
         session,
         entries=entries,
         warnings=list(dispatcher.warnings) if live else [],
-        changes=runner.changes,
+        changes=fold(runner.changes),
     )
 
 

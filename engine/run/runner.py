@@ -30,6 +30,7 @@ and the one retry loop with its backoff (``engine.run.retry``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
@@ -558,7 +559,7 @@ class Runner:
             else:
                 self.plan_changes = True
             if not readonly and self.preview is not None:
-                changes = self.preview(action)
+                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self.preview(action)]
                 with self._lock:
                     self.changes += changes
             self._add(entry)

@@ -41,6 +41,8 @@ class ShellCommand:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)  # never secrets; see Secret handling in executors
     token_env: str | None = None  # hand the API token to the command in this variable, at the moment of use
+    # What the script changes, as its step's ``changes`` attribute declares (None: not declared).
+    changes: tuple[dict[str, str], ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -56,6 +58,7 @@ class TalosctlCommand:
     talosconfig: str | None = None
     cwd: str | None = None
     timeout: float | None = None
+    changes: tuple[dict[str, str], ...] | None = None  # as ShellCommand.changes
 
     kind = "talosctl"
 
