@@ -320,9 +320,12 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> 
     else:
         for problem in report.problems:
             click.echo(str(problem))
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
         files = {p.file for p in report.problems}
         if report.ok:
-            click.echo(f"ok: {len(report.checked)} files checked, no problems")
+            warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+            click.echo(f"ok: {len(report.checked)} files checked, no problems{warned}")
         else:
             click.echo(
                 f"\n{len(report.problems)} problem(s) in {len(files)} file(s) ({len(report.checked)} files checked)",

@@ -88,7 +88,8 @@ class Change:
     ``1031/scsi0``, ``root@pam!ci``), ``name`` the line a reader recognises it by
     (``vm 1031 stg-cp01 (pve01, running)``). ``fields`` are the fields it sets (with their values
     before, read live in a dry-run), ``lost`` what a destroy takes with it, ``step``/``item`` the
-    step (and loop item) that makes the change, ``detail`` one more line for the reader. Never a
+    step (and loop item) that makes the change, ``detail`` one more line for the reader, ``when``
+    the run-time condition it depends on (a step whose inputs only the run produces). Never a
     secret: values come from the rendered action, which holds none.
     """
 
@@ -101,6 +102,7 @@ class Change:
     step: str = ""
     item: str | None = None
     detail: str = ""
+    when: str = ""  # not "": the change happens only if this holds, known at run time (not counted as certain)
 
     def as_dict(self) -> dict[str, Any]:
         """The change as JSON (the keys are stable: plans, saved plans and the HTML page read them)."""
@@ -114,6 +116,7 @@ class Change:
             "step": self.step,
             "item": self.item,
             "detail": self.detail,
+            "when": self.when,
         }
 
 

@@ -1,7 +1,7 @@
 """What an action would change, as resource changes: shared by each kind's real and simulated executor.
 
 Pure functions of the action and the ``Facts``: nothing here reads the cluster. For ``api`` steps
-the table of PVE calls (``engine.executors.pvetable``) says which resource a call creates,
+the table of PVE calls (``engine.load.pvetable``) says which resource a call creates,
 changes, destroys or acts on; the values before come from what the live dry-run read into the
 facts (a guest's config, status and snapshots), and a resource an earlier step of the plan creates
 has none. A call the table does not know is one change of ``unknown`` effect. ``ssh``, ``local``
@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..load.facts import NOT_READ, Facts
+from ..load.pvetable import Match, fill, table
 from ..runbook.actions import ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
+from ..runbook.unknown import contains_unknown
 from .base import UNKNOWN, Change, FieldChange, Lost, unknown_value
-from .pvetable import Match, fill, table
 
 DETAIL_LIMIT = 80  # characters of a script line or command shown as a change's detail
 
@@ -50,7 +51,7 @@ def api_changes(request: ApiRequest, facts: Facts) -> list[Change]:
 def shell_changes(command: ShellCommand, facts: Facts) -> list[Change]:
     """What the step's ``changes`` attribute declares; without one, an unknown change where it runs."""
     first = next((line.strip() for line in command.script.splitlines() if line.strip()), "")
-    declared = _declared(command.changes, _cut(first))
+    declared = declared_changes(command.changes, _cut(first))
     if declared is not None:
         return declared
     if command.node:
@@ -62,7 +63,7 @@ def talosctl_changes(command: TalosctlCommand, facts: Facts) -> list[Change]:
     """What the step's ``changes`` declares; without one, an unknown change on the nodes it names."""
     words = list(itertools.takewhile(lambda word: not word.startswith("-"), command.argv))[:2]
     detail = _cut(" ".join(["talosctl", *words]))
-    declared = _declared(command.changes, detail)
+    declared = declared_changes(command.changes, detail)
     if declared is not None:
         return declared
     target = _talos_target(command.argv)
@@ -288,9 +289,12 @@ def _disk_order(key: str) -> tuple[str, int]:
 
 
 def _plain(value: Any) -> Any:
-    """A parameter as JSON shows it: booleans as PVE's 0/1, everything else as given."""
+    """A parameter as JSON shows it: booleans as PVE's 0/1, a value known only at run time as
+    ``unknown_value("until run")``, everything else as given."""
     if isinstance(value, bool):
         return 1 if value else 0
+    if contains_unknown(value):
+        return unknown_value("until run")
     return value
 
 
@@ -316,7 +320,7 @@ def _unknown_call(request: ApiRequest, facts: Facts) -> Change:
 # ---------------------------------------------------------------- declared effects (changes: ...)
 
 
-def _declared(declared: tuple[Mapping[str, str], ...] | None, detail: str) -> list[Change] | None:
+def declared_changes(declared: tuple[Mapping[str, str], ...] | None, detail: str) -> list[Change] | None:
     """The changes a step declares (``changes:``), or None when it declares none (``[]`` is "nothing")."""
     if declared is None:
         return None

@@ -22,6 +22,7 @@ SECTIONS = {
     "replace": "will be replaced",
     "act": "will be acted on",
     UNKNOWN: "of unknown effect",
+    "possible": "may happen, depending on values known only at run time",
 }
 
 
@@ -99,4 +100,6 @@ def change_lines(changes: Iterable[Change], gated: Collection[tuple[str, str | N
             out.append(f"      loses {lost}")
         if change.detail:
             out.append(f"      {change.detail}")
+        if change.when:
+            out.append(f"      {change.when}")
     return out

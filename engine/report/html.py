@@ -557,7 +557,7 @@ def _changes_view(changes: Sequence[Change], entries: Sequence[PlanEntry]) -> li
     gated = {(e.step_id, e.item_key) for e in entries if e.gated}
     groups: dict[str, list[dict[str, Any]]] = {}
     for change in changes:
-        groups.setdefault(section(change.action), []).append(
+        groups.setdefault("possible" if change.when else section(change.action), []).append(
             {
                 "symbol": symbol(change.action),
                 "headline": headline(change),
@@ -569,6 +569,7 @@ def _changes_view(changes: Sequence[Change], entries: Sequence[PlanEntry]) -> li
                 "create": change.action == "create",
                 "loses": lost_text(change.lost),
                 "detail": change.detail,
+                "when": change.when,
                 "step": change.step,
                 "item": change.item,
                 "anchor": _anchor(change.step),

@@ -36,20 +36,33 @@ def plan_json(
         "steps": [entry.as_dict() for entry in entries],
         "summary": summary(entries),
         "changes": [change.as_dict() for change in changes],
-        "change_counts": counts(changes),
+        "change_counts": {**counts(c for c in changes if not c.when), "possible": sum(1 for c in changes if c.when)},
         "change_summary": change_summary(entries, changes, _read_only(session)),
     }
 
 
 def change_summary(entries: list[PlanEntry], changes: Sequence[Change], read_only: Collection[str] = ()) -> str:
-    """The Terraform-like line, and what it cannot count: changing steps (not in ``read_only``) whose
-    effect depends on run-time values."""
-    line = summary_line(changes)
-    later = sum(1 for e in entries if e.status == "unknown" and e.step_id not in read_only)
+    """The Terraform-like line over the changes the run will make; then, apart, the changes that
+    depend on a run-time condition, and the changing steps (not in ``read_only``) whose effect the
+    plan cannot tell at all. The line never counts what the run may not do."""
+    certain = [c for c in changes if not c.when]
+    line = summary_line(certain)
+    possible = len(changes) - len(certain)
+    if possible:
+        line += (
+            f" {possible} more change{'s' if possible > 1 else ''} may happen, depending on values known "
+            "only at run time."
+        )
+    covered = {(c.step, c.item) for c in changes}
+    later = sum(
+        1
+        for e in entries
+        if e.status == "unknown" and e.step_id not in read_only and (e.step_id, e.item_key) not in covered
+    )
     if later:
         line += (
             f" {later} more step{'s' if later > 1 else ''} depend{'' if later > 1 else 's'} on values known "
-            "only when the run gets there: their changes are not counted."
+            "only when the run gets there: what they change is not listed."
         )
     return line
 
@@ -103,10 +116,17 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool, chan
         f"{steps['steps']} steps: {steps.get('would_run', 0)} would run, {steps['gated']} gated, "
         f"{steps.get('unknown', 0)} depend on run-time values, {steps.get('skipped', 0)} skipped"
     )
-    if changes:
+    gated = {(e.step_id, e.item_key) for e in entries if e.gated}
+    certain = [c for c in changes if not c.when]
+    possible = [c for c in changes if c.when]
+    if certain:
         out.append("")
         out.append("Changes (+ create, ~ change, - destroy, > action, ? unknown effect):")
-        out += change_lines(changes, {(e.step_id, e.item_key) for e in entries if e.gated})
+        out += change_lines(certain, gated)
+    if possible:
+        out.append("")
+        out.append("Changes that depend on values known only at run time (not counted below):")
+        out += change_lines(possible, gated)
     out.append("")
     out.append(change_summary(entries, changes, _read_only(session)))
     return "\n".join(out)

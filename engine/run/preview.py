@@ -17,9 +17,10 @@ from typing import Any
 
 from ..executors.base import Change
 from ..executors.preview import preview_action
-from ..executors.pvetable import table
 from ..load.facts import Facts, Planned
+from ..load.pvetable import table
 from ..runbook.actions import Action, ApiRequest, StepFailed
+from ..runbook.unknown import contains_unknown
 from .dispatch import Dispatcher
 
 
@@ -53,8 +54,8 @@ class Previewer:
         reads: dict[str, Any] = {}
         assert self.dispatcher is not None
         for path in table().read_paths(found).values():
-            if self.facts.was_read(path) or path in reads:
-                continue
+            if self.facts.was_read(path) or path in reads or contains_unknown(path):
+                continue  # read already, or names what only the run knows (a node found by an earlier step)
             try:
                 reads[path] = self.dispatcher.execute(ApiRequest("GET", path), lambda _: None).data
             except StepFailed:

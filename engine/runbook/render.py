@@ -298,7 +298,7 @@ class Renderer:
                 node=(node or self._first_node()) if step.kind == "ssh" else None,
                 timeout=timeout,
                 token_env=step.attrs.get("api_token_env"),
-                changes=self._changes(step, local),
+                changes=self.changes(step, local),
             )
         if step.kind == "talosctl":
             text = self.text(step, step.body, local, shell=True, line=step.body_line, field="body")
@@ -313,18 +313,19 @@ class Renderer:
             cwd = self.context.get("talos_config_dir")
             talosconfig = f"{cwd}/talosconfig" if cwd else None
             return TalosctlCommand(
-                argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout, changes=self._changes(step, local)
+                argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout, changes=self.changes(step, local)
             )
         text = self.text(step, step.body, local, shell=False, line=step.body_line, field="body")
         return _http_request(text, step, self.file, timeout)
 
-    def _changes(self, step: Step, local: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
-        """The step's ``changes`` attribute rendered (one mapping or a list of them), None without one."""
+    def changes(self, step: Step, local: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
+        """The step's ``changes`` attribute rendered (one mapping or a list of them), None without one; an
+        entry whose action renders empty is left out (the items of a loop that differ in what they do)."""
         if "changes" not in step.attrs:
             return None
         declared = step.attrs["changes"]
         entries = declared if isinstance(declared, list) else [declared]
-        return tuple(
+        rendered = (
             {
                 str(key): self.text(
                     step, str(value), local, shell=False, line=step.line, field=f"attributes.changes.{key}"
@@ -333,6 +334,7 @@ class Renderer:
             }
             for entry in entries
         )
+        return tuple(entry for entry in rendered if entry.get("action"))  # an empty action: no change here
 
     def _first_node(self) -> str:
         nodes = self.context.get("nodes") or []
