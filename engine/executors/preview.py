@@ -71,12 +71,16 @@ def talosctl_changes(command: TalosctlCommand, facts: Facts) -> list[Change]:
 
 
 def http_changes(request: HttpRequest, facts: Facts) -> list[Change]:
-    """A GET reads; any other method changes what the URL names (shown without credentials or query)."""
+    """A GET reads; any other method changes what its ``changes`` declares, else what the URL names (an
+    unknown change, shown without credentials or query)."""
     method = request.method.upper()
     if method in _READS:
         return []
     parts = urlsplit(request.url)
     target = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    declared = declared_changes(request.changes, f"{method} {target}")
+    if declared is not None:
+        return declared
     return [Change(UNKNOWN, "http", target, target, detail=method)]
 
 

@@ -73,6 +73,7 @@ class HttpRequest:
     body: str | None = None
     expect: tuple[int, ...] = ()  # empty: any 2xx
     timeout: float | None = None
+    changes: tuple[dict[str, str], ...] | None = None  # as ShellCommand.changes
 
     kind = "http"
 

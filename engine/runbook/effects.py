@@ -29,6 +29,14 @@ def effect_warnings(runbook: Runbook) -> list[Problem]:
 
 
 def _unknown_effect(step: Step, file: str) -> str | None:
+    if step.kind == "http":
+        if "changes" in step.attrs or _http_method(step) in _READS:
+            return None
+        return (
+            "an http step that may change something, without `changes`: a review shows it as a change of unknown "
+            "effect. Say what it changes (changes: {action: ..., resource: ..., id: ...}), or changes: [] when "
+            "it changes nothing"
+        )
     if step.kind in ("ssh", "local", "talosctl"):
         if "changes" in step.attrs:
             return None
@@ -64,3 +72,8 @@ def _known(method: str, path: str) -> bool:
         ):
             return True
     return False
+
+
+def _http_method(step: Step) -> str:
+    first = next((line for line in step.body.splitlines() if line.strip()), "")
+    return first.strip().split(" ", 1)[0].upper()

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -316,7 +317,7 @@ class Renderer:
                 argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout, changes=self.changes(step, local)
             )
         text = self.text(step, step.body, local, shell=False, line=step.body_line, field="body")
-        return _http_request(text, step, self.file, timeout)
+        return dataclasses.replace(_http_request(text, step, self.file, timeout), changes=self.changes(step, local))
 
     def changes(self, step: Step, local: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
         """The step's ``changes`` attribute rendered (one mapping or a list of them), None without one; an
