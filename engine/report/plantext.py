@@ -62,7 +62,7 @@ def change_summary(entries: list[PlanEntry], changes: Sequence[Change], read_onl
     if later:
         line += (
             f" {later} more step{'s' if later > 1 else ''} depend{'' if later > 1 else 's'} on values known "
-            "only when the run gets there: what they change is not listed."
+            f"only when the run gets there: what {'they change is' if later > 1 else 'it changes is'} not listed."
         )
     return line
 
