@@ -252,3 +252,25 @@ def test_the_teardown_page_in_a_browser_shows_its_vms_under_will_be_destroyed(
         assert "Will be destroyed" in card and name in card and "loses disks: scsi0 100G on local-lvm" in card
         assert "Already on the cluster" not in card and "adds nothing; frees 4 cores, 8 GiB" in card
     assert destroyed.count("loses disks: scsi0 100G on local-lvm") == 3
+
+
+def test_the_run_page_of_a_teardown_shows_its_vms_destroyed_not_new(cli, staged: Home, tmp_path: Path) -> None:
+    ran = cli(
+        "--home",
+        str(staged.root),
+        "run",
+        "cluster-teardown",
+        "--profile",
+        "talos-staging",
+        "--simulate",
+        "--yes",
+        "--json",
+    )
+    assert ran.exit_code == 0, ran.stderr
+    run_id = json.loads(ran.stdout.splitlines()[-1])["run_id"]
+    page = tmp_path / "run.html"
+    assert cli("--home", str(staged.root), "runs", "show", run_id, "--html", str(page)).exit_code == 0
+    text = " ".join(re.sub(r"<[^>]+>", " ", page.read_text(encoding="utf-8")).split())
+    for name in ("stg-cp01", "stg-cp02", "stg-cp03"):
+        assert f"Destroyed by this run {name}" in text
+    assert "adds 4 cores" not in text and text.count("adds nothing; frees 4 cores, 8 GiB") == 3

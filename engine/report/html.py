@@ -29,6 +29,9 @@ from markdown_it import MarkdownIt
 
 from .. import __version__
 from ..executors.base import Change, Lost
+from ..executors.changeset import fold
+from ..executors.preview import preview_action
+from ..load.facts import Facts
 from ..load.home import Home
 from ..run.journal import LoadedRun, StepKey, _check_value, current_who
 from ..run.runner import PlanEntry, display
@@ -203,7 +206,7 @@ def run_view(home: Home, loaded: LoadedRun, *, now: datetime | None = None) -> d
             "generated": _time_text((now or datetime.now(UTC)).isoformat(timespec="seconds")),
             "mode_note": f"mode {meta.mode}, engine {meta.engine_version}",
             "summary": _summary_view(_run_summary(steps), RUN_LABELS),
-            "nodes": _nodes(config.data, plan) if config is not None else None,
+            "nodes": _nodes(config.data, plan, _run_changes(steps)) if config is not None else None,
             "plan_note": "computed from the profile as it is now, without the cluster's state" if plan else "",
             "legend": ["a VM of the profile's plan", "a VM already on the cluster", "destroyed"],
             "changes": None,
@@ -286,6 +289,23 @@ _RUN_STATUS = {"finished": "succeeded", "skipped": "skipped", "failed": "failed"
 
 def _entry_dict(step_id: str, kind: str, title: str | None, line: int, item: str | None, status: str) -> dict[str, Any]:
     return PlanEntry(step_id, kind, title, line, item_key=item, status=status).as_dict()
+
+
+def _run_changes(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the run's succeeded steps changed, told from their recorded actions as a review tells it
+    (without values before): so the page shows the VMs a teardown destroyed as destroyed, not new."""
+    made = []
+    for step in steps:
+        fields = dict(step.get("action") or {})
+        cls = _ACTIONS.get(str(fields.pop("type", "")))
+        if step["status"] != "succeeded" or cls is None:
+            continue
+        try:
+            action = cls(**fields)
+        except TypeError:  # a record from another engine version: nothing to tell
+            continue
+        made += preview_action(action, Facts(offline=True))
+    return [change.as_dict() for change in fold(made)]
 
 
 def _run_summary(steps: list[dict[str, Any]]) -> dict[str, int]:
@@ -514,8 +534,8 @@ def _nodes(
     for name in names + sorted({str(vm["node"]) for vm in vms} - set(names)):
         mine = [_vm_view(vm, destroyed.get(str(vm["vmid"]))) for vm in vms if vm["node"] == name]
         node = declared.get(name, {})
-        cores = sum(vm["cores"] for vm in mine if not vm["existing"])
-        memory = sum(vm["memory"] for vm in mine if not vm["existing"])
+        cores = sum(vm["cores"] for vm in mine if not vm["existing"] and not vm["destroyed"])
+        memory = sum(vm["memory"] for vm in mine if not vm["existing"] and not vm["destroyed"])
         freed = [vm for vm in mine if vm["destroyed"]]
         adds = f"adds {cores} cores, {_mib(memory)}" if cores or memory else "adds nothing"
         if freed:
@@ -528,7 +548,7 @@ def _nodes(
                 "host": str(node.get("host", "")),
                 "capacity": _capacity(node.get("cores"), node.get("memory")),
                 "adds": adds,
-                "new": [vm for vm in mine if not vm["existing"]],
+                "new": [vm for vm in mine if not vm["existing"] and not vm["destroyed"]],
                 "existing": [vm for vm in mine if vm["existing"] and not vm["destroyed"]],
                 "destroyed": freed,
             }
