@@ -84,6 +84,13 @@ def test_a_config_change_shows_each_field_before_and_after_and_what_stays_pendin
     assert change.fields == (FieldChange("cores", 4, 8, True), FieldChange("tags", None, "a", False))
 
 
+def test_a_call_that_sets_only_what_is_already_so_changes_nothing() -> None:
+    assert api_changes(ApiRequest("PUT", "/nodes/pve01/qemu/1031/config", {"cores": 4, "memory": "8192"}), FACTS) == []
+    assert (
+        api_changes(ApiRequest("PUT", "/nodes/pve01/qemu/1031/resize", {"disk": "scsi0", "size": "100G"}), FACTS) == []
+    )
+
+
 def test_cpu_hotplug_makes_cores_apply_at_once() -> None:
     facts = FACTS.with_reads({"/nodes/pve01/qemu/1031/config": {**CONFIG, "hotplug": "disk,network,cpu"}})
     (change,) = api_changes(ApiRequest("PUT", "/nodes/pve01/qemu/1031/config", {"cores": 8}), facts)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..load.facts import NOT_READ, Facts
-from ..load.pvetable import Match, fill, table
+from ..load.pvetable import GUESTS, Match, fill, table
 from ..runbook.actions import ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
 from ..runbook.unknown import contains_unknown
 from .base import UNKNOWN, Change, FieldChange, Lost, unknown_value
@@ -45,7 +45,8 @@ def api_changes(request: ApiRequest, facts: Facts) -> list[Change]:
         return [_unknown_call(request, facts)]
     if found.rule.action == "none":
         return []
-    return [_PveChange(request, found, facts).change()]
+    change = _PveChange(request, found, facts).change()
+    return [change] if change is not None else []
 
 
 def shell_changes(command: ShellCommand, facts: Facts) -> list[Change]:
@@ -96,7 +97,7 @@ class _PveChange:
         self.values: dict[str, Any] = {**{k: _plain(v) for k, v in self.params.items()}, **found.path_params}
         self.reads = table().read_paths(found)
         vmid = found.path_params.get("vmid")
-        self.guest = GUEST_RESOURCE.get(self.rule.guest or "", "")
+        self.guest = GUESTS.get(self.rule.guest or "", "")
         self.vmid = vmid
         self.planned = facts.plan_of(self.guest, vmid) if vmid and self.guest else None
 
@@ -107,7 +108,8 @@ class _PveChange:
         """What a value before is when it was not read: unknown, and why (offline, or a failed read)."""
         return unknown_value("offline" if self.facts.offline else "not read")
 
-    def change(self) -> Change:
+    def change(self) -> Change | None:
+        """The change, or None when the call would change nothing: every field it sets has that value already."""
         rule = self.rule
         action, resource, detail = rule.action, rule.resource, ""
         for variant in rule.variants:
@@ -117,7 +119,9 @@ class _PveChange:
                 detail = fill(variant.detail, self.values) if variant.detail else ""
                 break
         ident = fill(rule.id, self.values)
-        fields = self._fields(action)
+        fields = self._fields()
+        if action == "change" and rule.before and not fields and self._read("config") is not NOT_READ:
+            return None
         lost = self._lost() if action == "destroy" and resource == self.guest else ()
         if action == "destroy" and resource == self.guest and not lost and self._read("config") is NOT_READ:
             detail = detail or f"what it loses (disks, snapshots) is unknown ({self._unknown_before()['unknown']})"
@@ -171,7 +175,7 @@ class _PveChange:
 
     # ------------------------------------------------------------ fields before -> after
 
-    def _fields(self, action: str) -> list[FieldChange]:
+    def _fields(self) -> list[FieldChange]:
         rule = self.rule
         fields: list[FieldChange] = []
         if rule.status and self.guest:
@@ -187,30 +191,33 @@ class _PveChange:
             return fields + self._disk_size()
         config = self._read("config") if rule.before == "config" else NOT_READ
         running = self._status_before() == "running"
-        hotplug = table().hotplug
         for name in names:
             after = _plain(self.params[name])
             before = self._before(config, name) if rule.before == "config" else None
             if rule.before == "config" and before is not None and str(before) == str(after):
                 continue  # already so: nothing changes
-            pending = (
-                rule.pending == "hotplug"
-                and running
-                and (
-                    hotplug.pending(
-                        name, str(config.get("hotplug")) if isinstance(config, dict) and "hotplug" in config else None
-                    )
-                    if self.rule.guest == "qemu"
-                    else name not in hotplug.immediate
-                )
-            )
-            fields.append(FieldChange(name, before, after, pending))
+            fields.append(FieldChange(name, before, after, running and self._stays_pending(name, config)))
         if "delete" in self.params and rule.before == "config":
             for name in str(self.params["delete"]).replace(";", ",").split(","):
                 name = name.strip()
                 if name:
-                    fields.append(FieldChange(name, self._before(config, name), None, running))
+                    fields.append(
+                        FieldChange(
+                            name, self._before(config, name), None, running and self._stays_pending(name, config)
+                        )
+                    )
         return fields
+
+    def _stays_pending(self, name: str, config: Any) -> bool:
+        """Whether a running guest keeps a new value of ``name`` pending until it restarts: a VM unless
+        its ``hotplug`` option covers the field (or PVE applies it at once), a container unless PVE does."""
+        if self.rule.pending != "hotplug":
+            return False
+        hotplug = table().hotplug
+        if self.rule.guest != "qemu":
+            return name not in hotplug.immediate
+        option = config.get("hotplug") if isinstance(config, dict) else None
+        return hotplug.pending(name, None if option is None else str(option))
 
     def _before(self, config: Any, name: str) -> Any:
         if self.planned is not None and self.planned.action == "create":
@@ -244,6 +251,8 @@ class _PveChange:
             before = found[1] if found else None
         else:
             before = self._unknown_before()
+        if before is not None and str(before) == str(size):
+            return []  # already that size
         return [FieldChange("size", before, _plain(size))]
 
     # ------------------------------------------------------------ what a destroy loses
@@ -270,10 +279,6 @@ class _PveChange:
                 if isinstance(snap, dict) and snap.get("name") and snap["name"] != "current":
                     lost.append(Lost("snapshot", str(snap["name"]), str(snap.get("description") or "").strip()))
         return lost
-
-
-#: The resource a guest path names: ``qemu`` guests are VMs, ``lxc`` ones containers.
-GUEST_RESOURCE = {"qemu": "vm", "lxc": "container"}
 
 
 def _words(resource: str, ident: str, name: str, tail: str) -> str:

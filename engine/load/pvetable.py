@@ -83,12 +83,12 @@ class Hotplug:
         """True when a running VM keeps ``field`` pending, given its ``hotplug`` option (None: PVE's default)."""
         if field in self.immediate:
             return False
-        if hotplug_option in ("1",):
-            enabled = tuple(self.default)
-        elif hotplug_option in ("0",):
+        if hotplug_option in (None, "", "1"):
+            enabled = self.default  # PVE's default, which "1" also stands for
+        elif hotplug_option == "0":
             enabled = ()
         else:
-            enabled = tuple(hotplug_option.split(",")) if hotplug_option else self.default
+            enabled = tuple(part.strip() for part in hotplug_option.split(","))
         return not any(name in enabled and re.match(regex, field) for name, regex in self.categories)
 
 
