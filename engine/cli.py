@@ -414,11 +414,12 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     click.echo(f"{data['name']} ({data['type']}): {data.get('description', '').strip() or profile.file}")
     click.echo(f"file: {profile.file}")
     click.echo(f"template: VMID {data['template']}   tags: {', '.join(data['tags'])}")
-    net = data["network"]
-    click.echo(
-        f"network: pods {net['pod_cidr']}, services {net['service_cidr']}"
-        + (f", API endpoint {net['api_endpoint']}" if net.get("api_endpoint") else "")
-    )
+    net = data.get("network") or {}
+    shown = [f"pods {net['pod_cidr']}"] if "pod_cidr" in net else []
+    shown += [f"services {net['service_cidr']}"] if "service_cidr" in net else []
+    shown += [f"API endpoint {net['api_endpoint']}"] if net.get("api_endpoint") else []
+    if shown:
+        click.echo(f"network: {', '.join(shown)}")
     if data.get("talos"):
         talos = data["talos"]
         click.echo(

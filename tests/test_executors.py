@@ -270,6 +270,9 @@ class _Fake:
     def preview(self, action: Any, facts: Facts) -> list[Change]:
         return [Change("unknown", self.kind, "fake")]
 
+    def missing(self, action: Any) -> list[str]:
+        return []
+
     def close(self) -> None:
         self.closed = True
 

@@ -412,6 +412,21 @@ def test_ansible_provision_hands_the_token_over_in_the_environment_only(cli) -> 
     assert "--tags" not in everything and everything.rstrip().endswith("--check --diff")
 
 
+def test_ansible_provision_without_an_ansible_section_stops_before_any_step(cli, make_home) -> None:
+    """The config schema calls ``ansible:`` optional and the runbook reads it: the runbook says so
+    (``requires: [ansible]``), and a config without it gets a message naming the section and its
+    fields, before anything renders, instead of an undefined-variable error in the middle."""
+    config = (REPO / "cluster-config.yaml").read_text()
+    start = config.index("\nansible:")
+    end = config.index("\n\n", start + 1) if "\n\n" in config[start + 1 :] else len(config)
+    home = make_home({"cluster-config.yaml": config[:start] + config[end:]})
+    assert cli("--home", str(home.root), "validate").exit_code == 0, "the config without ansible: is valid"
+    result = cli("--home", str(home.root), "run", "ansible-provision", "--dry-run", "--offline")
+    assert result.exit_code == 1
+    assert "ansible-provision needs the ansible section of cluster-config.yaml, which has none" in result.stderr
+    assert "ansible: (fleet_infra_path:, inventory: and playbooks_dir:)" in result.stderr
+
+
 # -- against fakepve over HTTPS ------------------------------------------------------------------
 
 TOKEN_SECRET = "sekret-ops-4b1e-runbook-token"

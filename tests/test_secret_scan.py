@@ -81,6 +81,32 @@ exit 3
 """
 
 
+#: Found on a real cluster: with the token only in $PROXMOX_API_TOKEN, a ``local`` step running
+#: ``env`` printed it. Children inherit no variable holding it now, and steps that ask for it and
+#: print it in any form show the mask.
+SCAN_ENV_RUNBOOK = """\
+---
+name: scan-env
+description: Print the environment, and the token in the forms tools print it (tests only).
+---
+
+## What every child inherits
+
+```local {id: print_env}
+env
+```
+
+## The token, asked for and printed on purpose
+
+```local {id: print_forms, api_token_env: TOK}
+echo "as is: $TOK"
+printf %s "PVEAPIToken=$TOK" | base64 -w0; echo
+python3 -c 'import json, os, urllib.parse; t = os.environ["TOK"]; print(urllib.parse.quote(t, safe="")); print(json.dumps(t))'
+printf %s "${TOK#*=}" | fold -w 10; echo
+```
+"""
+
+
 def forms(secret: str) -> dict[str, str]:
     """What a leak of ``secret`` could look like: itself, pieces of it, and encodings."""
     found = {
@@ -143,6 +169,7 @@ def scan_cluster(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             seed_cluster(pve)
             home = write_home(tmp_path / "home", pve, sshd)
             (home / "runbooks" / "scan-token.md").write_text(SCAN_RUNBOOK)
+            (home / "runbooks" / "scan-env.md").write_text(SCAN_ENV_RUNBOOK)
             yield LiveCluster(home, pve, sshd, store, install(tmp_path / "talos"))
     finally:
         sshd.stop()
@@ -222,6 +249,10 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         run("run", "e2e-create", *profile, "--json")
         # The token from the environment instead of pass; and a malformed one.
         run("run", "e2e-create", *profile, env={"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET}"})
+        in_env = {"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET}"}
+        run("run", "scan-env", env=in_env)
+        printed = report(run("run", "scan-env", "--json", env=in_env))
+        run("runs", "show", printed["run_id"], "--json")
         run("run", "e2e-create", *profile, env={"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET} x"}, expect=None)
         run("run", "e2e-create", *profile, env={"PROXMOX_API_TOKEN": f"{SECRET}"}, expect=None)
         # httpx failing in every way: dropped connections, a refused node, a certificate that does not match.

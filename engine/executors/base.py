@@ -7,6 +7,8 @@ that runs steps elsewhere all talk to an executor through these four members onl
 - ``kind``: the step kind it serves (``api``, ``ssh``, ``local``, ``talosctl``, ``http``);
 - ``execute(action, progress)``: do it, return a ``Result`` or raise ``StepFailed``;
 - ``preview(action, facts)``: what doing it would change on the cluster, without doing it;
+- ``missing(action)``: the programs doing it needs on this machine that are not installed, so a
+  run stops before its first change rather than in the middle;
 - ``close()``: release connections; the executor is not used afterwards.
 
 Credentials are given to an executor when it is built (a token source it asks at the moment of
@@ -15,6 +17,7 @@ use), never through ``execute``: an action stays plain data that can be planned 
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -129,7 +132,14 @@ class Executor(Protocol):
 
     def preview(self, action: Any, facts: Facts) -> list[Change]: ...
 
+    def missing(self, action: Any) -> list[str]: ...
+
     def close(self) -> None: ...
+
+
+def not_installed(names: Iterable[str], path: str | None) -> list[str]:
+    """Those of ``names`` that are not programs on ``path`` (a PATH value; None: this process's)."""
+    return [name for name in dict.fromkeys(names) if shutil.which(name, path=path) is None]
 
 
 class Executes(Protocol):

@@ -63,6 +63,47 @@ class Planned:
 
 
 @dataclass(frozen=True)
+class ClusterIdentity:
+    """Which cluster answered: its name (PVE's cluster name; a standalone node's own name) and how
+    this machine checks its certificates (the CA's digest, or the pinned fingerprints).
+
+    A run belongs to one cluster: a leaf certificate renewed under the same CA is the same cluster;
+    another CA, other pins or another name is not, whatever the address says.
+    """
+
+    name: str  # "" when the cluster did not say (the token may not read /cluster/status)
+    trust: str
+
+    @classmethod
+    def from_cluster_status(cls, items: Iterable[Mapping[str, Any]] | None, trust: str) -> ClusterIdentity:
+        """From ``GET /cluster/status``: the ``cluster`` entry's name, or the only node's on a standalone one."""
+        entries = list(items or ())
+        cluster = next((e for e in entries if e.get("type") == "cluster" and e.get("name")), None)
+        nodes = [e for e in entries if e.get("type") == "node" and e.get("name")]
+        name = cluster["name"] if cluster else (nodes[0]["name"] if len(nodes) == 1 else "")
+        return cls(str(name), trust)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "trust": self.trust}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClusterIdentity:
+        return cls(str(data.get("name", "")), str(data.get("trust", "")))
+
+    def differences(self, now: ClusterIdentity) -> list[str]:
+        """How ``now`` differs from this identity, in words; empty when it is the same cluster."""
+        found = []
+        if self.name and now.name and self.name != now.name:
+            found.append(f"the cluster is named '{now.name}', not '{self.name}'")
+        if self.trust != now.trust:
+            found.append(f"its certificates are checked with {now.trust}, not {self.trust}")
+        return found
+
+    def __str__(self) -> str:
+        return f"cluster '{self.name or 'unnamed'}' ({self.trust})"
+
+
+@dataclass(frozen=True)
 class Facts:
     """The cluster as the run read it: its VMs, nodes and storages (each empty when not read).
 
@@ -136,6 +177,10 @@ class Facts:
                     )
                 )
         return cls(tuple(vms), tuple(nodes), tuple(storages))
+
+    def offline_nodes(self) -> tuple[str, ...]:
+        """Nodes the cluster reports as not online (offline, unknown): no new VM goes there."""
+        return tuple(node.name for node in self.nodes if node.status and node.status != "online")
 
     def vm(self, vmid: int | str) -> ExistingVm | None:
         """The VM with ``vmid``, if the cluster has it."""

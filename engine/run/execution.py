@@ -15,12 +15,14 @@ from typing import Any
 from .. import exitcodes
 from ..executors.base import Change
 from ..executors.changeset import fold
-from ..load.facts import Facts
+from ..load.facts import ClusterIdentity, Facts
 from ..load.home import Home
 from ..load.problems import InputError
-from ..runbook.actions import ApiRequest, StepFailed
+from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
 from .dispatch import Dispatcher
+from .identity import read_identity, talks_to_cluster
 from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
+from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
 from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
@@ -42,8 +44,9 @@ class Outcome:
 
 
 def read_facts(dispatcher: Dispatcher) -> Facts:
-    """The cluster's VMs (one GET), read once at the edge: planning and previews use this snapshot."""
-    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), lambda _: None)
+    """The cluster's VMs, nodes and storages (one GET), read once at the edge: planning and previews
+    use this snapshot."""
+    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources"), lambda _: None)
     return Facts.from_cluster_resources(result.data)
 
 
@@ -55,11 +58,13 @@ def _prepare(
     dispatcher: Dispatcher | None,
     *,
     live: bool = True,
+    placed: Mapping[str, str] | None = None,
 ) -> Session:
-    """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used."""
-    session = prepare(home, name, profile, given)
+    """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used;
+    ``placed`` keeps a resumed run's VMs where it put them."""
+    session = prepare(home, name, profile, given, placed=placed)
     if dispatcher is not None and live and session.profile is not None:
-        session = prepare(home, name, profile, given, read_facts(dispatcher))
+        session = prepare(home, name, profile, given, read_facts(dispatcher), placed=placed)
     if dispatcher is not None:
         dispatcher.adjust_context(session.context)
     return session
@@ -107,7 +112,7 @@ def plan_run(
         "dry-run: nothing was changed",
         session,
         entries=entries,
-        warnings=list(dispatcher.warnings) if live else [],
+        warnings=_notes(session) + (list(dispatcher.warnings) if live else []),
         changes=fold(runner.changes),
     )
 
@@ -119,7 +124,19 @@ class _Never:
         return False
 
 
-def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
+def _notes(session: Session) -> list[str]:
+    """What the plan says the operator must know (a node left out of placement)."""
+    return list(session.plan.notes) if session.plan is not None else []
+
+
+def _identity(session: Session, dispatcher: Dispatcher) -> ClusterIdentity | None:
+    """Which cluster answers, for a run that talks to one (a profile, or API steps)."""
+    if not talks_to_cluster(session.runbook, session.profile is not None):
+        return None
+    return read_identity(dispatcher.execute, dispatcher.trust)
+
+
+def _meta(session: Session, run_id: str, mode: str, cluster: ClusterIdentity | None = None) -> RunMeta:
     hashes = session.hashes()
     profile = session.profile
     return RunMeta(
@@ -134,7 +151,54 @@ def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
         parameters=session.params,
         mode=mode,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        cluster=cluster.as_dict() if cluster is not None else None,
+        placement={vm.name: vm.node for vm in session.plan.vms} if session.plan is not None else None,
     )
+
+
+def preflight(session: Session, dispatcher: Dispatcher) -> list[str]:
+    """Raise ``NotReady`` when this machine lacks what the run will need; else the warnings to show.
+
+    The run's plan (offline: nothing is sent) says which steps may run; a plan that stops early
+    (a template that needs a step's output, a gate) is checked as far as it got.
+    """
+    planner = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_Never())
+    try:
+        planner.run()
+    except (InputError, StepError, GateStop):
+        pass  # the run stops there too, and says why; what comes before it is checked
+    actions = planned_actions(session.runbook, planner.entries)
+    missing = missing_programs(actions, dispatcher.missing)
+    talos = (session.profile.data.get("talos") if session.profile is not None else None) or {}
+    problem = warning = None
+    uses_talosctl = any(action.kind == "talosctl" for _, action in actions)
+    if talos.get("version") and uses_talosctl and not any(m.program == "talosctl" for m in missing):
+        assert session.profile is not None
+        try:
+            answer = dispatcher.execute(TalosctlCommand(("version", "--client", "--short"), timeout=30), _quiet)
+            output = str(answer.data.get("stdout", "")) if isinstance(answer.data, dict) else ""
+        except StepFailed:
+            output = ""
+        problem, warning = version_problem(
+            talosctl_version(output), str(talos["version"]), f"talos.version in {session.profile.file}"
+        )
+    if missing or problem:
+        raise NotReady(missing, problem)
+    return [warning] if warning else []
+
+
+def _quiet(line: str) -> None:
+    """Progress of a preflight command: not shown (its answer is what counts)."""
+
+
+def _ready(session: Session, dispatcher: Dispatcher, run_id: str | None = None) -> Outcome | list[str]:
+    """The preflight's warnings, or the Outcome that stops the run before its first change."""
+    try:
+        return preflight(session, dispatcher)
+    except NotReady as exc:
+        return Outcome("refused", exc.exit_code, str(exc), session, run_id)
+    except StepFailed as exc:
+        return Outcome("failed", exitcodes.FAILED, f"cannot get ready to run: {exc.message}", session, run_id)
 
 
 def _lock_name(session: Session) -> str:
@@ -156,11 +220,15 @@ def start_run(
     """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it."""
     try:
         session = _prepare(home, name, profile, given, dispatcher)
+        cluster = _identity(session, dispatcher)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
+    ready = _ready(session, dispatcher)
+    if isinstance(ready, Outcome):
+        return ready
     run_id = new_run_id(session.runbook.name, datetime.now(UTC))
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
@@ -168,13 +236,12 @@ def start_run(
     except LockHeld as exc:
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
-        with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
+        with RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster)) as record:
             runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
-    if note:
-        outcome.warnings.insert(0, note)
+    outcome.warnings[:0] = ([note] if note else []) + ready + _notes(session)
     outcome.warnings += dispatcher.warnings
     return outcome
 
@@ -224,9 +291,23 @@ def resume_run(
     path = runbook_path(home, meta.runbook)
     given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
     try:
-        session = _prepare(home, str(path), meta.profile, given, dispatcher)
+        session = _prepare(home, str(path), meta.profile, given, dispatcher, placed=meta.placement)
+        cluster = _identity(session, dispatcher) if meta.cluster is not None else None
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    if meta.cluster is not None and cluster is not None:
+        started_on = ClusterIdentity.from_dict(meta.cluster)
+        differences = started_on.differences(cluster)
+        if differences:
+            return Outcome(
+                "refused",
+                exitcodes.OTHER_CLUSTER,
+                f"refusing to resume {run_id}: it started on {started_on}, and another cluster answers now: "
+                f"{'; '.join(differences)}. A run belongs to the cluster it started on, and no --force changes "
+                "that. Point cluster-config.yaml back at that cluster to resume, or start a new run here.",
+                session,
+                run_id,
+            )
     refused = _untrusted(home, session, run_id)
     if refused is not None:
         return refused
@@ -249,6 +330,9 @@ def resume_run(
             session,
             run_id,
         )
+    ready = _ready(session, dispatcher, run_id)
+    if isinstance(ready, Outcome):
+        return ready
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
         note = lock.acquire()
@@ -266,7 +350,7 @@ def resume_run(
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
-    outcome.warnings = ([note] if note else []) + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
+    outcome.warnings = ([note] if note else []) + ready + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
     if changed:
         outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
     return outcome

@@ -125,6 +125,10 @@ def runbook_problems(home: Home, config: ClusterConfig | None, profiles: list[Pr
     syntax = [p for step in runbook.steps for p in syntax_problems(step, runbook.file)]
     if syntax or config is None:
         return syntax + warnings
+    if any(section != "profile" and section not in config.data for section in runbook.requires):
+        # It reads a config section this home does not use (``requires``): it cannot render here,
+        # and is not wrong for it; running it says which section to add.
+        return warnings
     return render_problems(runbook, config, profiles, home) + warnings
 
 
