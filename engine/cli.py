@@ -263,9 +263,12 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> 
     else:
         for problem in report.problems:
             click.echo(str(problem))
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
         files = {p.file for p in report.problems}
         if report.ok:
-            click.echo(f"ok: {len(report.checked)} files checked, no problems")
+            warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+            click.echo(f"ok: {len(report.checked)} files checked, no problems{warned}")
         else:
             click.echo(
                 f"\n{len(report.problems)} problem(s) in {len(files)} file(s) ({len(report.checked)} files checked)",
@@ -614,12 +617,17 @@ def _dry_run(
         from .report.html import plan_view
 
         stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
-        _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline, outcome=stopped))
+        _write_html(
+            html_path,
+            lambda: plan_view(
+                outcome.session, outcome.entries, offline=offline, outcome=stopped, changes=outcome.changes
+            ),
+        )
     if outcome.session is not None and outcome.status == "planned":
         if as_json:
-            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
+            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline, changes=outcome.changes))
         else:
-            click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+            click.echo(plan_text(outcome.session, outcome.entries, offline=offline, changes=outcome.changes))
         return
     _finish(outcome, as_json)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import exitcodes
 from ..executors.base import Change
+from ..executors.changeset import fold
 from ..load.facts import ClusterIdentity, Facts
 from ..load.home import Home
 from ..load.problems import InputError
@@ -22,6 +23,7 @@ from .dispatch import Dispatcher
 from .identity import read_identity, talks_to_cluster
 from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
 from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
+from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
 from .session import Session, prepare, runbook_path
@@ -38,7 +40,7 @@ class Outcome:
     run_id: str | None = None
     entries: list[PlanEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)  # a dry-run's preview, when it read the cluster
+    changes: list[Change] = field(default_factory=list)  # a dry-run's change set (values before read live)
 
 
 def read_facts(dispatcher: Dispatcher) -> Facts:
@@ -84,7 +86,7 @@ def plan_run(
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
-    facts = session.facts
+    previewer = Previewer(session.facts, live)
     runner = Runner(
         session.runbook,
         session.context,
@@ -92,7 +94,7 @@ def plan_run(
         dry_run=True,
         approver=_Never(),
         on_event=on_event,
-        preview=(lambda action: live.preview(action, facts)) if live is not None and facts is not None else None,
+        preview=previewer,
     )
     try:
         entries = runner.run()
@@ -111,7 +113,7 @@ def plan_run(
         session,
         entries=entries,
         warnings=_notes(session) + (list(dispatcher.warnings) if live else []),
-        changes=runner.changes,
+        changes=fold(runner.changes),
     )
 
 

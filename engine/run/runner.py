@@ -30,6 +30,7 @@ and the one retry loop with its backoff (``engine.run.retry``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
@@ -41,6 +42,7 @@ from typing import Any, NoReturn, Protocol
 from .. import exitcodes
 from ..errors import RunbookError
 from ..executors.base import Change, Executes
+from ..executors.preview import declared_changes
 from ..executors.shell import parse_json_output
 from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
@@ -536,6 +538,7 @@ class Runner:
                 ) from None
             entry.status = "unknown"
             entry.reason = f"what it sends depends on {unknown.source}, known only after run"
+            self._possible(step, key, local, None, pending_condition)
             self._add(entry)
             return _NOTHING
         entry.action = action_as_dict(action)
@@ -549,6 +552,8 @@ class Runner:
         if self.dry_run and (unknown or pending_condition):
             entry.status = "unknown"
             entry.reason = pending_condition or "uses values known only after run"
+            if not is_readonly(step, action):
+                self._possible(step, key, local, action, pending_condition)
             self._add(entry)
             return _NOTHING
         if self.dry_run:
@@ -567,7 +572,7 @@ class Runner:
             else:
                 self.plan_changes = True
             if not readonly and self.preview is not None:
-                changes = self.preview(action)
+                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self.preview(action)]
                 with self._lock:
                     self.changes += changes
             self._add(entry)
@@ -594,6 +599,28 @@ class Runner:
             if value is not None and not isinstance(value, Unknown):
                 return " ".join(str(value).split())
         return item_label(local.get(step.loop_var), int(local.get("loop_index", 0)))
+
+    def _possible(self, step: Step, key: str | None, local: dict[str, Any], action: Action | None, when: str) -> None:
+        """What a step whose values only the run knows would change: from its action when it rendered
+        (values known after run shown as such), else from its ``changes`` attribute alone when that
+        renders. ``when`` is the run-time condition it runs under ("": it runs, only values are
+        unknown), kept on each change (``Change.when``) so the summary counts it apart."""
+        if self.preview is None:
+            return
+        if reads_only(step):
+            return
+        if action is not None:
+            found = self.preview(action)
+        elif step.kind != "api" and "changes" in step.attrs:
+            try:
+                found = declared_changes(self.renderer.changes(step, local), "")
+            except UnknownValue:
+                return
+        else:
+            return
+        changes = [dataclasses.replace(c, step=step.id, item=key, when=when) for c in found or ()]
+        with self._lock:
+            self.changes += changes
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None

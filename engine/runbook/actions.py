@@ -42,6 +42,8 @@ class ShellCommand:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)  # never secrets; see Secret handling in executors
     token_env: str | None = None  # hand the API token to the command in this variable, at the moment of use
+    # What the script changes, as its step's ``changes`` attribute declares (None: not declared).
+    changes: tuple[dict[str, str], ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -57,6 +59,7 @@ class TalosctlCommand:
     talosconfig: str | None = None
     cwd: str | None = None
     timeout: float | None = None
+    changes: tuple[dict[str, str], ...] | None = None  # as ShellCommand.changes
 
     kind = "talosctl"
 
@@ -71,6 +74,7 @@ class HttpRequest:
     body: str | None = None
     expect: tuple[int, ...] = ()  # empty: any 2xx
     timeout: float | None = None
+    changes: tuple[dict[str, str], ...] | None = None  # as ShellCommand.changes
 
     kind = "http"
 
