@@ -29,9 +29,9 @@ GATE = 4  # stopped before a gated step that was not approved (no TTY and no --y
 FAILED = 5  # a step failed; the run can be resumed with `runbook resume RUN_ID`
 LOCKED = 6  # another run holds the profile's lock
 REFUSED = 7  # refused: inputs changed since the run started (resume), or an ingested runbook is not trusted
-NOT_STARTED = 8  # stopped before any run was made (cluster unusable, a read failed): nothing to resume
-WRONG_CLUSTER = 9  # another cluster answers than the one expected; no --force overrides it
-MISSING_TOOL = 10  # a tool a step needs is missing, found before the first change
+OTHER_CLUSTER = 8  # another cluster answers than the one the run (or plan) was made against; no --force overrides it
+TOOL_MISSING = 9  # this machine lacks a program the run needs (or has a talosctl too old); found before any change
+NOT_STARTED = 10  # stopped before any run was made (cluster unusable, a read failed): nothing to resume
 INTERRUPTED = 130  # Ctrl-C (SIGINT, 128 + 2) or SIGTERM during a run: the next step is the same, resume it
 
 TABLE: tuple[ExitCode, ...] = (
@@ -49,14 +49,18 @@ TABLE: tuple[ExitCode, ...] = (
         "or an ingested runbook was not reviewed yet (runbook trust)",
     ),
     ExitCode(
+        OTHER_CLUSTER,
+        "OTHER_CLUSTER",
+        "refused: another cluster answers than the one the run started on (no --force overrides it)",
+    ),
+    ExitCode(TOOL_MISSING, "TOOL_MISSING", "a program the run needs is not installed here (found before any change)"),
+    ExitCode(
         NOT_STARTED,
         "NOT_STARTED",
         "stopped before any run was made: the cluster could not be used (no node reachable, TLS, API token "
         "refused) or a read before the first change failed (a dry-run's too); nothing to resume: fix the "
         "cause and run again",
     ),
-    ExitCode(WRONG_CLUSTER, "WRONG_CLUSTER", "refused: another cluster answers than the one expected (no --force)"),
-    ExitCode(MISSING_TOOL, "MISSING_TOOL", "a tool a step needs is missing; found before the first change"),
     ExitCode(
         INTERRUPTED,
         "INTERRUPTED",

@@ -153,7 +153,7 @@ def test_profiles_show_unknown_and_broken(cli, make_home) -> None:
     home = make_home({"clusters/dev-generic.yaml": "name: dev-generic\n"})
     broken = cli("--home", str(home.root), "profiles", "show", "dev-generic")
     assert broken.exit_code == 1
-    assert "error: clusters/dev-generic.yaml:1: network: missing: this field is required" in broken.stderr
+    assert "error: clusters/dev-generic.yaml:1: nodes: missing: this field is required" in broken.stderr
 
 
 def test_broken_config_stops_profile_commands_with_exit_3(cli, make_home) -> None:

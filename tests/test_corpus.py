@@ -22,6 +22,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,3 +234,44 @@ def test_every_schema_pattern_has_operator_wording() -> None:
         for problem in walk(json.loads(path.read_text(encoding="utf-8")), path.name)
     ]
     assert not missing, "patterns without an x-message:\n" + "\n".join(missing)
+
+
+def test_a_config_without_pass_path_is_valid_when_the_token_comes_from_a_variable(
+    make_home: Callable[..., Home],
+) -> None:
+    """Automation that always exports the token need not name a pass entry (the run says what to do
+    when the variable is unset: tests/test_credentials.py)."""
+    config = (CORPUS.parent.parent / "cluster-config.yaml").read_text(encoding="utf-8")
+    without = "\n".join(line for line in config.splitlines() if "pass_path:" not in line) + "\n"
+    assert without != config
+    home = make_home({"cluster-config.yaml": without}, runbooks=False)
+    assert validate_home(home).problems == []
+
+
+def test_a_generic_profile_needs_no_kubernetes_networks(
+    make_home: Callable[..., Home], cli: Callable[..., Any]
+) -> None:
+    """Found on a real cluster: generic profiles had to carry pod and service CIDRs they never use."""
+    profile = (CORPUS.parent.parent / "clusters" / "dev-generic.yaml").read_text(encoding="utf-8")
+    without = "\n".join(line for line in profile.splitlines() if "network:" not in line and "_cidr:" not in line)
+    home = make_home({"clusters/dev-generic.yaml": without + "\n"}, runbooks=False)
+    assert validate_home(home).problems == []
+    shown = cli("profiles", "show", "dev-generic", "--home", str(home.root))
+    assert shown.exit_code == 0 and "network:" not in shown.output, shown.output
+
+
+def test_a_ca_file_that_is_not_there_is_a_warning_naming_its_line(make_home: Callable[..., Home]) -> None:
+    """Not an error (a home used with --simulate needs no CA), but every real run would stop on it."""
+    config = (CORPUS.parent.parent / "cluster-config.yaml").read_text(encoding="utf-8")
+    home = make_home({"cluster-config.yaml": config.replace("~/.config/runbook/lab-pve-root-ca.pem", "ca/lab.pem")})
+    report = validate_home(home)
+    assert report.ok
+    [warning] = [w for w in report.warnings if w.file == "cluster-config.yaml"]
+    assert (
+        warning.field == "tls.ca_file"
+        and warning.line == config.splitlines().index("  ca_file: ~/.config/runbook/lab-pve-root-ca.pem") + 1
+    )
+    assert "ca/lab.pem does not exist here: a run against the cluster stops before its first request" in warning.message
+    (home.root / "ca").mkdir()
+    (home.root / "ca" / "lab.pem").write_text("(the CA)")
+    assert not [w for w in validate_home(home).warnings if w.file == "cluster-config.yaml"]

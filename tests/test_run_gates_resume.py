@@ -202,7 +202,7 @@ def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveClu
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE) as term:
         shown = term.expect("Approve gate 'delete' for this run?")
         assert "This run will meet these gates:" in shown
-        assert "GATE: delete (3 items: name=stg-cp01, name=stg-cp02, name=stg-cp03)" in shown
+        assert "GATE: delete (3 items: stg-cp01, stg-cp02, stg-cp03)" in shown
         for vmid in (1031, 1032, 1033):
             assert f"| DELETE /nodes/pve01/qemu/{vmid}  purge=1 destroy-unreferenced-disks=1" in shown
         term.send("n\r")

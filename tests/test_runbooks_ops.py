@@ -412,6 +412,21 @@ def test_ansible_provision_hands_the_token_over_in_the_environment_only(cli) -> 
     assert "--tags" not in everything and everything.rstrip().endswith("--check --diff")
 
 
+def test_ansible_provision_without_an_ansible_section_stops_before_any_step(cli, make_home) -> None:
+    """The config schema calls ``ansible:`` optional and the runbook reads it: the runbook says so
+    (``requires: [ansible]``), and a config without it gets a message naming the section and its
+    fields, before anything renders, instead of an undefined-variable error in the middle."""
+    config = (REPO / "cluster-config.yaml").read_text()
+    start = config.index("\nansible:")
+    end = config.index("\n\n", start + 1) if "\n\n" in config[start + 1 :] else len(config)
+    home = make_home({"cluster-config.yaml": config[:start] + config[end:]})
+    assert cli("--home", str(home.root), "validate").exit_code == 0, "the config without ansible: is valid"
+    result = cli("--home", str(home.root), "run", "ansible-provision", "--dry-run", "--offline")
+    assert result.exit_code == 1
+    assert "ansible-provision needs the ansible section of cluster-config.yaml, which has none" in result.stderr
+    assert "ansible: (fleet_infra_path:, inventory: and playbooks_dir:)" in result.stderr
+
+
 # -- against fakepve over HTTPS ------------------------------------------------------------------
 
 TOKEN_SECRET = "sekret-ops-4b1e-runbook-token"
@@ -511,7 +526,7 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
 
     stopped = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
     assert stopped.exit_code == 4 and report(stopped)["run_id"] is None, "refused before any change"
-    assert "migrate (3 items: name=a, name=b, name=c): marked confirm" in report(stopped)["message"]
+    assert "migrate (3 items: a, b, c): marked confirm" in report(stopped)["message"]
     assert pve.do(lambda: {vm.node for vm in pve.pve.vms}) == {"pve01"}
     done = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--approve", "migrate", "--json")
     assert done.exit_code == 0, done.output
@@ -553,7 +568,7 @@ def test_vm_clone_skips_its_own_clone_and_refuses_a_vmid_in_use(cli, pve) -> Non
     again = live(cli, pve, "vm-clone", *args)
     assert again.exit_code == 0 and statuses(again)["clone"] == "skipped"
     taken = live(cli, pve, "vm-clone", "--param", "template=101", "--param", "newid=1031", "--param", "name=app02")
-    assert taken.exit_code == 8, "refused by a read before the first change: no run was made, exit 8"
+    assert taken.exit_code == 10, "refused by a read before the first change: no run was made, exit 10"
     assert "refused: VMID 1031 is already used by web01 on pve01; choose a free VMID" in taken.stderr
 
 
@@ -579,6 +594,6 @@ def test_vm_resize_refuses_to_shrink_a_disk(cli, pve) -> None:
         config={"cores": 2, "memory": 2048, "scsi0": "local-lvm:vm-1031-disk-0,size=32G"},
     )
     result = live(cli, pve, "vm-resize", "--param", "vmid=1031", "--param", "disk_size=16G")
-    assert result.exit_code == 8, "refused before the first change, with no run made"
+    assert result.exit_code == 10, "refused before the first change, with no run made"
     assert "refused: refusing to shrink scsi0 of VM 1031 from 32G to 16G: disks only grow" in result.stderr
     assert not [r for r in pve.pve.requests if r[0] == "PUT"]

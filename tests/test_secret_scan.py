@@ -81,6 +81,32 @@ exit 3
 """
 
 
+#: Found on a real cluster: with the token only in $PROXMOX_API_TOKEN, a ``local`` step running
+#: ``env`` printed it. Children inherit no variable holding it now, and steps that ask for it and
+#: print it in any form show the mask.
+SCAN_ENV_RUNBOOK = """\
+---
+name: scan-env
+description: Print the environment, and the token in the forms tools print it (tests only).
+---
+
+## What every child inherits
+
+```local {id: print_env}
+env
+```
+
+## The token, asked for and printed on purpose
+
+```local {id: print_forms, api_token_env: TOK}
+echo "as is: $TOK"
+printf %s "PVEAPIToken=$TOK" | base64 -w0; echo
+python3 -c 'import json, os, urllib.parse; t = os.environ["TOK"]; print(urllib.parse.quote(t, safe="")); print(json.dumps(t))'
+printf %s "${TOK#*=}" | fold -w 10; echo
+```
+"""
+
+
 def forms(secret: str) -> dict[str, str]:
     """What a leak of ``secret`` could look like: itself, pieces of it, and encodings."""
     found = {
@@ -143,6 +169,7 @@ def scan_cluster(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> It
             seed_cluster(pve)
             home = write_home(tmp_path / "home", pve, sshd)
             (home / "runbooks" / "scan-token.md").write_text(SCAN_RUNBOOK)
+            (home / "runbooks" / "scan-env.md").write_text(SCAN_ENV_RUNBOOK)
             yield LiveCluster(home, pve, sshd, store, install(tmp_path / "talos"))
     finally:
         sshd.stop()
@@ -216,11 +243,15 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         run("run", "e2e-teardown", *profile, "--approve", "delete")
         # A wrong secret in the store: a 401 that names the token id, never a secret (before any run: 8).
         cluster.store.insert(PASS_PATH, [TOKEN_ID, WRONG])
-        run("run", "e2e-create", *profile, "--json", expect=8)
+        run("run", "e2e-create", *profile, "--json", expect=10)
         cluster.store.insert(PASS_PATH, [TOKEN_ID, SECRET])
         run("run", "e2e-create", *profile, "--json")
         # The token from the environment instead of pass; and a malformed one.
         run("run", "e2e-create", *profile, env={"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET}"})
+        in_env = {"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET}"}
+        run("run", "scan-env", env=in_env)
+        printed = report(run("run", "scan-env", "--json", env=in_env))
+        run("runs", "show", printed["run_id"], "--json")
         run("run", "e2e-create", *profile, env={"PROXMOX_API_TOKEN": f"{TOKEN_ID}={SECRET} x"}, expect=None)
         run("run", "e2e-create", *profile, env={"PROXMOX_API_TOKEN": f"{SECRET}"}, expect=None)
         # httpx failing in every way: dropped connections, a refused node, a certificate that does not match.
@@ -236,12 +267,12 @@ def test_every_command_and_scenario_leaves_no_trace_of_the_token(scan_cluster: L
         config = yaml.safe_load(config_path.read_text())
         config["tls"] = {"fingerprint": "AB:" * 31 + "CD"}
         config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        run("run", "e2e-create", *profile, expect=8)
+        run("run", "e2e-create", *profile, expect=10)
         (tmp_path / "other").mkdir()
         with FakePveServer(tmp_path / "other", "another-cluster") as other:
             config["tls"] = {"ca_file": str(other.certfile)}
             config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-            run("run", "e2e-create", *profile, expect=8)
+            run("run", "e2e-create", *profile, expect=10)
         write_home(cluster.home, cluster.pve, cluster.sshd, node_urls=live)
         # Programs failing: a talosctl that hangs, an ssh host that refuses.
         cluster.talos.respond(stderr="waiting\n", hang=True)

@@ -349,6 +349,10 @@ class ApiExecutor:
 
     # ------------------------------------------------------------------ the call
 
+    def missing(self, request: ApiRequest) -> list[str]:
+        """Nothing: requests go over HTTPS from this process."""
+        return []
+
     def preview(self, request: ApiRequest, facts: Facts) -> list[Change]:
         """What sending ``request`` would change (see ``engine.executors.preview``); sends nothing."""
         return api_changes(request, facts)
@@ -544,7 +548,8 @@ class ApiExecutor:
             if body is None or "data" not in body:
                 raise StepFailed(
                     f"{method} {path}: {node} answered HTTP {response.status_code} without PVE's JSON "
-                    f"body; is the address a Proxmox VE node (port 8006)?"
+                    f"body; is the address a Proxmox VE node (its API listens on port {DEFAULT_PORT} unless "
+                    "changed)?"
                 )
             return body
         raise _http_failure(method, path, node, response, body, state.token)
@@ -793,13 +798,15 @@ def _untrusted(method: str, path: str, name: str, base: str, why: str, verify: V
 def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, str]]) -> StepFailed:
     lines = "\n".join(f"  - {name} ({base}): {why}" for name, base, why in unreachable)
     tls = any(why.startswith("TLS certificate does not verify") for _, _, why in unreachable)
+    ports = sorted({str(httpx.URL(base).port or 443) for _, base, _ in unreachable})
+    port = f"port {ports[0]} is" if len(ports) == 1 else f"ports {', '.join(ports)} are"
     advice = (
         "Check tls.ca_file / tls.fingerprint and the nodes' own fingerprints in cluster-config.yaml (the "
         "cluster CA is /etc/pve/pve-root-ca.pem on any node) and that the node names in the certificate match "
         "the hosts configured."
         if tls
-        else "Check that pveproxy runs on the nodes (systemctl status pveproxy) and that port 8006 is reachable "
-        "from here (firewall, VPN, host names in cluster-config.yaml)."
+        else f"Check that pveproxy runs on the nodes (systemctl status pveproxy) and that {port} reachable "
+        "from here (firewall, VPN, host names and ports in cluster-config.yaml)."
     )
     return StepFailed(
         f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}",

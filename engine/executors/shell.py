@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..load.facts import Facts
-from ..run.credentials import ENV_TOKEN_RE, CredentialError
-from ..run.secrets import Secret, scrub
+from ..run.credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, CredentialError
+from ..run.secrets import ChildEnvironment, Secret, scrub
 from ..runbook.actions import Result, ShellCommand, StepFailed
-from .base import Change, Progress, TokenProvider
+from ..shell.programs import programs
+from .base import Change, Progress, TokenProvider, not_installed
 from .preview import shell_changes
 
 STDERR_TAIL_LINES = 20
@@ -303,14 +304,26 @@ class LocalExecutor:
 
     kind = "local"
 
-    def __init__(self, default_timeout: float = 600, *, token_source: TokenProvider | None = None):
+    def __init__(
+        self,
+        default_timeout: float = 600,
+        *,
+        token_source: TokenProvider | None = None,
+        environment: ChildEnvironment | None = None,
+    ):
         self.default_timeout = default_timeout
         self.token_source = token_source
+        self.environment = environment or ChildEnvironment([DEFAULT_TOKEN_ENV])
 
     def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
         """Run the script, with the API token in ``command.token_env`` when it asks for it."""
         secret_env = {command.token_env: self._token_value()} if command.token_env else {}
         return self.run(command, progress, secret_env=secret_env)
+
+    def missing(self, command: ShellCommand) -> list[str]:
+        """bash, and every program the script names that is not on the PATH it will run with."""
+        path = {**self.environment(), **command.env}.get("PATH", os.defpath)
+        return not_installed(["bash", *programs(command.script)], path)
 
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return shell_changes(command, facts)
@@ -349,7 +362,7 @@ class LocalExecutor:
         _check_env(command.env)
         _check_env(secret_env)
         timeout = _timeout_of(command, self.default_timeout)
-        env = {**os.environ, **command.env, **{k: v.reveal() for k, v in secret_env.items()}}
+        env = self.environment({**command.env, **{k: v.reveal() for k, v in secret_env.items()}})
         try:
             outcome = run_process(
                 ["bash", "-s"],
@@ -389,12 +402,15 @@ class SshExecutor:
         ssh_config: str | None = None,
         connect_timeout: float = 10,
         default_timeout: float = 600,
+        environment: ChildEnvironment | None = None,
     ):
         self.hosts = dict(hosts)
         self.user = user
         self.ssh_config = ssh_config
         self.connect_timeout = connect_timeout
         self.default_timeout = default_timeout
+        # The ssh client's own environment: it forwards none by default, but a user's SendEnv may.
+        self.environment = environment or ChildEnvironment([DEFAULT_TOKEN_ENV])
 
     def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
         """Run the script on ``command.node``. The API token is handed to local commands only."""
@@ -403,6 +419,10 @@ class SshExecutor:
                 f"a script for node {command.node} asks for the API token, which only local commands get", sent=False
             )
         return self.run(command, progress)
+
+    def missing(self, command: ShellCommand) -> list[str]:
+        """The OpenSSH client; what the script runs on the node cannot be known from here."""
+        return not_installed(["ssh"], self.environment().get("PATH", os.defpath))
 
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return shell_changes(command, facts)
@@ -483,6 +503,7 @@ class SshExecutor:
                 argv,
                 timeout=timeout,
                 stdin_data=_script_payload(command.script, exports),
+                env=self.environment(),
                 progress=progress,
                 secrets=masks(secret_env.values()),
             )

@@ -13,8 +13,10 @@ import shlex
 import shutil
 
 from ..load.facts import Facts
+from ..run.credentials import DEFAULT_TOKEN_ENV
+from ..run.secrets import ChildEnvironment
 from ..runbook.actions import Result, StepFailed, TalosctlCommand
-from .base import Change, Progress
+from .base import Change, Progress, not_installed
 from .preview import talosctl_changes
 from .shell import run_process
 
@@ -26,9 +28,12 @@ class TalosctlExecutor:
 
     kind = "talosctl"
 
-    def __init__(self, binary: str = "talosctl", default_timeout: float = 600):
+    def __init__(
+        self, binary: str = "talosctl", default_timeout: float = 600, *, environment: ChildEnvironment | None = None
+    ):
         self.binary = binary
         self.default_timeout = default_timeout
+        self.environment = environment or ChildEnvironment([DEFAULT_TOKEN_ENV])
 
     def resolve(self) -> str:
         """The absolute path of the binary, looked up at call time (PATH may change between runs).
@@ -50,6 +55,12 @@ class TalosctlExecutor:
             sent=False,
         )
 
+    def missing(self, command: TalosctlCommand) -> list[str]:
+        """The talosctl binary, when it is not installed (looked up as ``resolve`` does)."""
+        if os.sep in self.binary:
+            return [] if os.access(self.binary, os.X_OK) else [self.binary]
+        return not_installed([self.binary], os.environ.get("PATH", os.defpath))
+
     def preview(self, command: TalosctlCommand, facts: Facts) -> list[Change]:
         return talosctl_changes(command, facts)
 
@@ -64,7 +75,7 @@ class TalosctlExecutor:
             raise StepFailed(f"timeout must be a positive number of seconds, not {timeout!r}", sent=False)
         if command.cwd is not None and not os.path.isdir(command.cwd):
             raise StepFailed(f"talosctl working directory {command.cwd} does not exist", sent=False)
-        env = dict(os.environ)
+        env = self.environment()
         if command.talosconfig is not None:
             env["TALOSCONFIG"] = command.talosconfig
         shown = shlex.join(["talosctl", *command.argv])

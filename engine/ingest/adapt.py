@@ -28,6 +28,7 @@ from typing import Any
 
 import jq
 
+from ..runbook.model import RESERVED_NAMES
 from ..shell.parse import Simple, Word
 from .classify import CLOSE, OPEN, Classifier, Draft, shown
 
@@ -105,45 +106,24 @@ _INTEGER_NAME = re.compile(
     r"(^|_)(CORES|SOCKETS|MEMORY|MEM|MEM_MB|PORT|COUNT|\w*_MB|\w*_GB|SIZE_GB|VLAN|TAG_ID|"
     r"VCPUS|NUM\w*)$"
 )
-_RESERVED = frozenset(
-    {
-        "config",
-        "cluster",
-        "nodes",
-        "node_names",
-        "defaults",
-        "vmid_ranges",
-        "tags",
-        "cloudinit",
-        "ansible",
-        "credentials",
-        "profile",
-        "talos",
-        "flux",
-        "plan",
-        "params",
-        "steps",
-        "loop_index",
-        "item",
-        "result",
-        "talos_config_dir",
-        "raw",
-        "quote",
-        "exists",
-        "range",
-        "loop",
-        "true",
-        "false",
-        "none",
-        "in",
-        "not",
-        "and",
-        "or",
-        "is",
-        "if",
-        "else",
-    }
-)
+#: Names an ingested parameter or loop variable may not take: those templates already see, and
+#: the words of Jinja's own syntax and globals, which would make the composed template misread.
+_RESERVED = RESERVED_NAMES | {
+    "raw",
+    "quote",
+    "range",
+    "loop",
+    "true",
+    "false",
+    "none",
+    "in",
+    "not",
+    "and",
+    "or",
+    "is",
+    "if",
+    "else",
+}
 _DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate|rootfs|mp|unused)\d*$")
 _DISK_VALUE = re.compile(r"^(?P<store>[A-Za-z][\w.-]*):(?P<rest>(\d+(\.\d+)?|0,|vm-|base-|cloudinit|subvol-).*)$")
 _VOLUME_VMID = re.compile(r"\b(vm|base|subvol)-(\d+)-(disk|cloudinit)")

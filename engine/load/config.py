@@ -8,6 +8,7 @@ here: only where to fetch it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import schemas
@@ -51,21 +52,7 @@ def load_config(home: Home) -> ClusterConfig:
 
 def config_problems(doc: YamlDoc) -> list[Problem]:
     """Every problem in a loaded config document: YAML structure, schema, then cross-field rules."""
-    fields = schemas.field_list(schemas.required_fields("cluster-config.schema.json"))
-    if doc.data is None:
-        return [
-            Problem(doc.file, 1, None, f"the file is empty; the cluster config needs {fields} (see docs/profiles.md)")
-        ]
-    if not isinstance(doc.data, dict):
-        return [
-            Problem(
-                doc.file,
-                doc.line_of(()),
-                None,
-                f"the cluster config is a YAML mapping ({fields}), but this file holds {schemas.describe(doc.data)}",
-            )
-        ]
-    problems = list(doc.problems) + schemas.check(doc, "cluster-config.schema.json")
+    problems = schemas.check_document(doc, "cluster-config.schema.json", "the cluster config")
     if problems:
         return problems
     data = doc.data
@@ -189,3 +176,25 @@ def _pins_named(cluster_wide: bool, own: list[str]) -> str:
             f"the fingerprint of node {own[0]}" if len(own) == 1 else f"the fingerprints of nodes {', '.join(own)}"
         )
     return " and ".join(named)
+
+
+def config_warnings(config: ClusterConfig, home: Home) -> list[Problem]:
+    """What is not wrong in the file but will stop real runs: a ``tls.ca_file`` that is not there.
+
+    Not an error: a home used only with ``--simulate``, or before the CA is copied, is usable.
+    """
+    ca_file = (config.data.get("tls") or {}).get("ca_file")
+    if not ca_file:
+        return []
+    path = Path(str(ca_file)).expanduser()
+    path = path if path.is_absolute() else home.root / path
+    if path.is_file():
+        return []
+    return [
+        config.doc.problem(
+            ("tls", "ca_file"),
+            f"{ca_file} does not exist here: a run against the cluster stops before its first request. "
+            f"Copy the cluster CA from a node (`scp root@NODE:/etc/pve/pve-root-ca.pem {path}`), or fix "
+            "the path (a --simulate run does not need it)",
+        )
+    ]

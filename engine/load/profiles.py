@@ -10,6 +10,7 @@ unique addresses. Each rule is its own function returning located problems.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,16 @@ class Profile:
     def file(self) -> str:
         return self.doc.file
 
-    def plan(self, config: ClusterConfig, cluster_vms: Any = ()) -> Plan:
-        return compute_plan(self.data, config.data, cluster_vms)
+    def plan(
+        self,
+        config: ClusterConfig,
+        cluster_vms: Any = (),
+        *,
+        offline: Iterable[str] = (),
+        placed: Mapping[str, str] | None = None,
+    ) -> Plan:
+        """Where each VM of this profile goes (see ``compute_plan`` for ``offline`` and ``placed``)."""
+        return compute_plan(self.data, config.data, cluster_vms, offline=offline, placed=placed)
 
 
 def read_profile(path: Path, home: Home) -> YamlDoc:
@@ -44,19 +53,7 @@ def read_profile(path: Path, home: Home) -> YamlDoc:
 
 def profile_problems(doc: YamlDoc, expected_name: str, config: ClusterConfig | None) -> list[Problem]:
     """Problems of one profile on its own (and against the cluster config when it loaded)."""
-    fields = schemas.field_list(schemas.required_fields("cluster-profile.schema.json"))
-    if doc.data is None:
-        return [Problem(doc.file, 1, None, f"the file is empty; a profile needs {fields} (see docs/profiles.md)")]
-    if not isinstance(doc.data, dict):
-        return [
-            Problem(
-                doc.file,
-                doc.line_of(()),
-                None,
-                f"a profile is a YAML mapping ({fields}), but this file holds {schemas.describe(doc.data)}",
-            )
-        ]
-    problems = list(doc.problems) + schemas.check(doc, "cluster-profile.schema.json")
+    problems = schemas.check_document(doc, "cluster-profile.schema.json", "a profile")
     if problems:
         return problems
     data = doc.data
@@ -145,12 +142,15 @@ def _addresses(doc: YamlDoc) -> list[Problem]:
     for path, value in _ip_fields(doc.data):
         if (reason := _bad_ip(value)) is not None:
             problems.append(doc.problem(path, reason))
-    endpoint = doc.data["network"].get("api_endpoint")
+    network = doc.data.get("network") or {}
+    endpoint = network.get("api_endpoint")
     if endpoint is not None and _looks_numeric(endpoint) and (reason := _bad_ip(endpoint)) is not None:
         problems.append(doc.problem(("network", "api_endpoint"), reason))
     nets = {}
     for key in ("pod_cidr", "service_cidr"):
-        value = str(doc.data["network"][key])
+        if key not in network:
+            continue  # a generic profile needs no Kubernetes networks
+        value = str(network[key])
         try:
             nets[key] = ipaddress.ip_network(value, strict=True)
         except ValueError as exc:
@@ -234,13 +234,19 @@ def _ip_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     return out
 
 
+def _networks(data: dict[str, Any]) -> dict[str, ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The profile's pod and service networks that it names (a generic profile may name none)."""
+    network = data.get("network") or {}
+    return {key: ipaddress.ip_network(network[key]) for key in ("pod_cidr", "service_cidr") if key in network}
+
+
 def _address_fields(data: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
     """Addresses that must not be shared with another profile: node IPs, the VIP and the API endpoint.
 
     Inside one profile the API endpoint may be the VIP (that is what a VIP is for), so it is only
     compared across profiles; host names compare without regard to case.
     """
-    endpoint = data["network"].get("api_endpoint")
+    endpoint = (data.get("network") or {}).get("api_endpoint")
     extra = [(("network", "api_endpoint"), str(endpoint).lower())] if endpoint else []
     return _ip_fields(data) + extra
 
@@ -340,10 +346,9 @@ def _clashes(mine: Profile, theirs: Profile, plans: dict[str, Plan]) -> list[Pro
                 "two clusters reconciling one path fight over it",
             )
         )
-    for key in ("pod_cidr", "service_cidr"):
-        my_net = ipaddress.ip_network(mine.data["network"][key])
-        for other_key in ("pod_cidr", "service_cidr"):
-            their_net = ipaddress.ip_network(theirs.data["network"][other_key])
+    mine_nets, their_nets = _networks(mine.data), _networks(theirs.data)
+    for key, my_net in mine_nets.items():
+        for other_key, their_net in their_nets.items():
             if my_net.version == their_net.version and my_net.overlaps(their_net):
                 problems.append(
                     mine.doc.problem(

@@ -89,6 +89,27 @@ def describe(value: object) -> str:
     return _describe(value)
 
 
+def check_document(doc: YamlDoc, schema_id: str, what: str) -> list[Problem]:
+    """A whole YAML file checked against its schema: first that it holds a mapping at all (an empty
+    file, or a list, gets one problem naming the fields it needs), then every YAML and schema problem.
+
+    ``what`` names the file's role in the messages ("the cluster config", "a profile").
+    """
+    fields = field_list(required_fields(schema_id))
+    if doc.data is None:
+        return [Problem(doc.file, 1, None, f"the file is empty; {what} needs {fields} (see docs/profiles.md)")]
+    if not isinstance(doc.data, dict):
+        return [
+            Problem(
+                doc.file,
+                doc.line_of(()),
+                None,
+                f"{what} is a YAML mapping ({fields}), but this file holds {describe(doc.data)}",
+            )
+        ]
+    return list(doc.problems) + check(doc, schema_id)
+
+
 def check(doc: YamlDoc, schema_id: str, data: Any = None, prefix: tuple[str, ...] = ()) -> list[Problem]:
     """Every schema violation of ``data`` (default: the whole document) as located problems."""
     instance = doc.data if data is None else data

@@ -32,6 +32,8 @@ PASS_TIMEOUT = 60.0
 _TOKEN_ID = r"[^\s:/]+@[A-Za-z][A-Za-z0-9._-]*![A-Za-z][A-Za-z0-9._-]*"
 TOKEN_ID_RE = re.compile(_TOKEN_ID)
 ENV_TOKEN_RE = re.compile(rf"(?P<id>{_TOKEN_ID})=(?P<secret>\S+)")
+#: The HTTP header's prefix, often pasted along with the token: PVE then answers 401, which says nothing.
+_HEADER_PREFIX = re.compile(r"\s*(?:Authorization:\s*)?PVEAPIToken[=\s]", re.IGNORECASE)
 
 _ENTRY_FORMAT = "line 1 the token id (user@realm!tokenid), line 2 the secret"
 _BOOTSTRAP = (
@@ -66,18 +68,27 @@ def resolve_token(config_data: dict[str, Any], env: Mapping[str, str], *, timeou
     """
     credentials = config_data["credentials"]
     var = credentials.get("token_env") or DEFAULT_TOKEN_ENV
+    pass_path = credentials.get("pass_path")
     if var in env:
-        return parse_env_token(env[var], var, credentials["pass_path"])
-    return read_pass_token(credentials["pass_path"], env, timeout=timeout)
+        return parse_env_token(env[var], var, pass_path)
+    if not pass_path:
+        raise CredentialError(
+            f"no API token: environment variable {var} is not set, and cluster-config.yaml names no pass "
+            f"entry (credentials.pass_path). Export {var}=user@realm!tokenid=secret, or add credentials.pass_path "
+            f"naming a pass entry with {_ENTRY_FORMAT}."
+        )
+    return read_pass_token(pass_path, env, timeout=timeout)
 
 
-def parse_env_token(value: str, var: str, pass_path: str) -> ApiToken:
+def parse_env_token(value: str, var: str, pass_path: str | None) -> ApiToken:
     """Parse ``user@realm!tokenid=secret`` from variable ``var``; errors describe the value, never show it."""
     value = value.strip()
     match = ENV_TOKEN_RE.fullmatch(value)
-    if match:
+    if match and not _HEADER_PREFIX.match(value):
         return ApiToken(match["id"], Secret(match["secret"]), f"environment variable {var}")
-    if not value:
+    if _HEADER_PREFIX.match(value):
+        problem = "starts with 'PVEAPIToken=', the prefix of the HTTP Authorization header; leave it out"
+    elif not value:
         problem = "is set but empty"
     elif "=" not in value:
         problem = "has no '=' between the token id and the secret"
@@ -87,10 +98,10 @@ def parse_env_token(value: str, var: str, pass_path: str) -> ApiToken:
         problem = "has nothing after the '='"
     else:
         problem = "has whitespace in the secret"
+    otherwise = f"unset it to read the token from pass entry '{pass_path}'" if pass_path else "fix it"
     raise CredentialError(
         f"environment variable {var} {problem} (its value is not shown). Set it to "
-        f"user@realm!tokenid=secret, e.g. runbook@pve!ci=<secret>, or unset it to read the "
-        f"token from pass entry '{pass_path}'."
+        f"user@realm!tokenid=secret, e.g. runbook@pve!ci=<secret>, or {otherwise}."
     )
 
 
@@ -163,6 +174,11 @@ def _token_from_entry(text: str, pass_path: str) -> ApiToken:
     if len(lines) != 2:
         raise CredentialError(f"pass entry '{pass_path}' has {len(lines)} line(s); it must have exactly 2. {fix}")
     token_id, secret = lines
+    if _HEADER_PREFIX.match(token_id):
+        raise CredentialError(
+            f"line 1 of pass entry '{pass_path}' starts with 'PVEAPIToken=', the prefix of the HTTP "
+            f"Authorization header; leave it out. {fix}"
+        )
     if not TOKEN_ID_RE.fullmatch(token_id):
         raise CredentialError(
             f"line 1 of pass entry '{pass_path}' is not a token id of the form "

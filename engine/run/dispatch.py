@@ -8,14 +8,17 @@ its own factories over these (``Dispatcher.register``); nothing else about a run
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..executors.base import Change, Executor, ExecutorFactory, Progress, Registry
+from ..executors.base import Change, Executor, ExecutorFactory, Progress, Registry, TokenProvider
 from ..load.facts import Facts
 from ..runbook.actions import Action, Result, StepFailed, TalosctlCommand
-from .credentials import TokenSource
+from .credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, ApiToken, TokenSource
+from .identity import trust_of
+from .secrets import ChildEnvironment, Masker
 
 
 class Dispatcher:
@@ -34,12 +37,27 @@ class Dispatcher:
         env: Mapping[str, str] | None = None,
         *,
         adjust_context: Callable[[dict[str, Any]], None] | None = None,
+        trust: str | None = None,
     ):
         self._config = config_data
         self._home = home_root
         self._env = env
         self._adjust_context = adjust_context
+        #: How this machine checks the cluster's certificates, part of the cluster's identity
+        #: (``engine.run.identity``); the simulation says its own.
+        self.trust = trust if trust is not None else trust_of(config_data, home_root)
         self.warnings: list[str] = []
+        #: Every secret this run resolved or was given, masked in whatever an executor returns or
+        #: reports; children inherit no variable that holds one (``ChildEnvironment``).
+        self.masker = Masker()
+        token_env = str((config_data.get("credentials") or {}).get("token_env") or DEFAULT_TOKEN_ENV)
+        given = (os.environ if env is None else env).get(token_env)
+        if given:
+            self.masker.add(given)
+            token = ENV_TOKEN_RE.fullmatch(given.strip())
+            if token:
+                self.masker.add(token["secret"])
+        self.child_env = ChildEnvironment({token_env, DEFAULT_TOKEN_ENV}, self.masker)
         #: How long PVE tasks of each type took in earlier runs; shared with the API executor, which
         #: polls a task of a known type when it is likely to have ended (``expect_tasks``).
         self.task_estimates: dict[str, float] = {}
@@ -58,10 +76,31 @@ class Dispatcher:
         self.registry.register(kind, factory)
 
     def execute(self, action: Action, progress: Progress) -> Result:
+        """Run ``action`` on its kind's executor; its output, progress lines and failure are masked
+        against every secret the run knows, whichever executor (real or simulated) produced them."""
         if isinstance(action, TalosctlCommand) and action.cwd:
             # The Talos config dir holds cluster secrets: create it private, as talosctl would.
             Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
-        return self.registry.get(action.kind).execute(action, progress)
+        executor = self.registry.get(action.kind)
+        lines = self.masker.lines(progress)
+        try:
+            result = executor.execute(action, lines)
+        except StepFailed as failure:
+            failure.message = self.masker.mask(failure.message)
+            failure.args = (failure.message,)
+            failure.data = self.masker.mask_data(failure.data)
+            raise
+        finally:
+            lines.close()
+        return Result(self.masker.mask_data(result.data), self.masker.mask(result.summary))
+
+    def watched(self, tokens: TokenProvider) -> TokenProvider:
+        """``tokens``, with each token it gives added to the masker before anyone can print it."""
+        return _MaskedTokens(tokens, self.masker)
+
+    def missing(self, action: Action) -> list[str]:
+        """The programs ``action`` needs on this machine that are not installed (nothing is run)."""
+        return self.registry.get(action.kind).missing(action)
 
     def preview(self, action: Action, facts: Facts) -> list[Change]:
         """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""
@@ -80,9 +119,9 @@ class Dispatcher:
     def close(self) -> None:
         self.registry.close()
 
-    def _tokens(self) -> TokenSource:
+    def _tokens(self) -> TokenProvider:
         """Where the API token comes from; it reads nothing until asked, and then at each use."""
-        return TokenSource(dict(self._config), self._env)
+        return self.watched(TokenSource(dict(self._config), self._env))
 
     # ------------------------------------------------------------------ the real cluster's executors
 
@@ -107,19 +146,33 @@ class Dispatcher:
             path = Path(str(ssh_config)).expanduser()
             ssh_config = str(path if path.is_absolute() else self._home / path)
         hosts = {str(n["name"]): str(n["host"]) for n in self._config["cluster"]["nodes"]}
-        return SshExecutor(hosts, str(credentials["ssh_user"]), ssh_config=ssh_config)
+        return SshExecutor(hosts, str(credentials["ssh_user"]), ssh_config=ssh_config, environment=self.child_env)
 
     def _make_local(self) -> Executor:
         from ..executors.shell import LocalExecutor
 
-        return LocalExecutor(token_source=self._tokens())
+        return LocalExecutor(token_source=self._tokens(), environment=self.child_env)
 
     def _make_talosctl(self) -> Executor:
         from ..executors.talosctl import TalosctlExecutor
 
-        return TalosctlExecutor()
+        return TalosctlExecutor(environment=self.child_env)
 
     def _make_http(self) -> Executor:
         from ..executors.http import HttpExecutor
 
         return HttpExecutor()
+
+
+class _MaskedTokens:
+    """A token provider that tells the masker each token it gives (whole, and its secret alone)."""
+
+    def __init__(self, tokens: TokenProvider, masker: Masker):
+        self._tokens = tokens
+        self._masker = masker
+
+    def get(self) -> ApiToken:
+        token = self._tokens.get()
+        self._masker.add(f"{token.token_id}={token.secret.reveal()}")
+        self._masker.add(token.secret)
+        return token

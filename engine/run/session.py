@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..load import schemas
 from ..load.config import ClusterConfig, load_config
 from ..load.facts import Facts
 from ..load.home import Home
@@ -58,13 +59,26 @@ def runbook_path(home: Home, name: str) -> Path:
     return path
 
 
+def _section_fields(section: str) -> list[str]:
+    """The fields of an optional config section, for the message saying it is missing."""
+    properties = schemas.validator("cluster-config.schema.json").schema["properties"][section]
+    return list(properties.get("required") or properties.get("properties") or [])
+
+
 def prepare(
-    home: Home, name: str, profile_name: str | None, given: Mapping[str, str], facts: Facts | None = None
+    home: Home,
+    name: str,
+    profile_name: str | None,
+    given: Mapping[str, str],
+    facts: Facts | None = None,
+    *,
+    placed: Mapping[str, str] | None = None,
 ) -> Session:
     """Load and check every input of a run; raises ``InputError`` with every problem found.
 
-    ``facts`` (the cluster as read before planning) keep the VMIDs in use from being handed out
-    and let a profile's existing VMs keep theirs; without them the plan assumes an empty cluster.
+    ``facts`` (the cluster as read before planning) keep the VMIDs in use from being handed out,
+    let a profile's existing VMs keep theirs and keep new VMs off offline nodes; without them the
+    plan assumes an empty, healthy cluster. ``placed``: where a resumed run already put its VMs.
     """
     config = load_config(home)
     path = runbook_path(home, name)
@@ -80,13 +94,31 @@ def prepare(
                 f"(profiles: {', '.join(p.stem for p in home.profile_paths()) or 'none'})",
             )
         )
+    missing = [section for section in runbook.requires if section != "profile" and section not in config.data]
+    if missing:
+        raise InputError(
+            Problem(
+                runbook.file,
+                None,
+                "requires",
+                f"{runbook.name} needs the {' and '.join(missing)} section{'s' if len(missing) > 1 else ''} of "
+                f"{home.shown(home.config_path)}, which has none: add "
+                + "; ".join(f"{section}: ({schemas.field_list(_section_fields(section))})" for section in missing)
+                + " (see docs/profiles.md)",
+            )
+        )
     if profile_name is not None:
         profile = load_profile(home, profile_name, config)
     params = parse_params(runbook, given)
     plan = None
     if profile is not None:
         try:
-            plan = profile.plan(config, facts.vms if facts is not None else ())
+            plan = profile.plan(
+                config,
+                facts.vms if facts is not None else (),
+                offline=facts.offline_nodes() if facts is not None else (),
+                placed=placed,
+            )
         except PlanError as exc:
             raise InputError(profile.doc.problem(exc.field, exc.message)) from None
     context = template_context(config, profile, plan, params, home.root)

@@ -64,7 +64,7 @@ def gates_ahead(entries: Iterable[PlanEntry], runbook: Runbook) -> list[Gate]:
             continue
         items, known, was_certain = found.setdefault(entry.step_id, ([], [], certain))
         if entry.item_key is not None:
-            items.append(entry.item_key)
+            items.append(entry.item_label or entry.item_key)
         known.extend(reason for reason in reasons if reason not in known)
         found[entry.step_id] = (items, known, was_certain or certain)
         if entry.display:

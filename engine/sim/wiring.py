@@ -27,6 +27,7 @@ from ..load.profiles import Profile, load_profiles
 from ..run.credentials import ApiToken
 from ..run.dispatch import Dispatcher
 from ..run.runlock import ProfileLock
+from ..run.secrets import ChildEnvironment
 from ..runbook.actions import Result, ShellCommand
 from .http import Factory, SimHttpExecutor
 from .nodefiles import NodeFiles
@@ -120,16 +121,23 @@ class _PathLocal:
 
     kind = "local"
 
-    def __init__(self, bin_dir: Path, token_source: TokenProvider):
+    def __init__(self, bin_dir: Path, token_source: TokenProvider, environment: ChildEnvironment):
         self.bin_dir = bin_dir
-        self.local = LocalExecutor(token_source=token_source)
+        self.local = LocalExecutor(token_source=token_source, environment=environment)
 
     def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
+        return self.local.execute(self._on_path(command), progress)
+
+    def _on_path(self, command: ShellCommand) -> ShellCommand:
+        """The command with the simulated tools first on its PATH."""
         env = {**command.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
-        return self.local.execute(dataclasses.replace(command, env=env), progress)
+        return dataclasses.replace(command, env=env)
 
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return self.local.preview(command, facts)
+
+    def missing(self, command: ShellCommand) -> list[str]:
+        return self.local.missing(self._on_path(command))
 
     def close(self) -> None:
         self.local.close()
@@ -151,6 +159,9 @@ class _Saving:
 
     def preview(self, action: Any, facts: Facts) -> list[Change]:
         return self.executor.preview(action, facts)
+
+    def missing(self, action: Any) -> list[str]:
+        return self.executor.missing(action)
 
     def close(self) -> None:
         self.executor.close()
@@ -202,24 +213,35 @@ class Simulation:
         image_factory = Factory()
         bin_dir = sim_dir(self.home) / "bin"
         write_shims(bin_dir, cluster.state_file)
-        tokens = _Tokens(cluster)
-        self.api = lambda estimates: ApiExecutor(
-            cluster.endpoints(), tokens, cluster.verify(), task_estimates=estimates
-        )
+        self.tokens = _Tokens(cluster)
+        self.bin_dir = bin_dir
         self.factories: dict[str, ExecutorFactory] = {
             "ssh": lambda: SimShellExecutor(self.vms, self.files, image_factory),
             "talosctl": lambda: SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
             "http": lambda: SimHttpExecutor(image_factory),
-            "local": lambda: _PathLocal(bin_dir, tokens),
         }
 
     def dispatcher(self) -> Dispatcher:
-        """A dispatcher whose every executor is the simulation's, each saving after every action."""
-        assert self.cluster is not None
-        dispatcher = Dispatcher(self.config.data, self.home.root, adjust_context=self.adjust_context)
+        """A dispatcher whose every executor is the simulation's, each saving after every action.
+
+        The API executor and local steps get the simulated token through the dispatcher's masker,
+        and local steps its child environment, as on a real cluster."""
+        cluster = self.cluster
+        assert cluster is not None
+        dispatcher = Dispatcher(
+            self.config.data, self.home.root, adjust_context=self.adjust_context, trust="the simulated cluster's own CA"
+        )
+        tokens = dispatcher.watched(self.tokens)
         for kind, make in self.factories.items():
             dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))
-        dispatcher.register("api", lambda: _Saving(self.api(dispatcher.task_estimates), self.save))
+        dispatcher.register(
+            "api",
+            lambda: _Saving(
+                ApiExecutor(cluster.endpoints(), tokens, cluster.verify(), task_estimates=dispatcher.task_estimates),
+                self.save,
+            ),
+        )
+        dispatcher.register("local", lambda: _Saving(_PathLocal(self.bin_dir, tokens, dispatcher.child_env), self.save))
         return dispatcher
 
     def adjust_context(self, context: dict[str, Any]) -> None:
