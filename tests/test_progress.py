@@ -275,6 +275,7 @@ def test_json_lines_parse(stream_type: type[io.StringIO]) -> None:
         "ts": 0,
         "step": "clone",
         "item": "name=web1",
+        "label": "clone[name=web1]",
         "kind": "api",
         "title": "Clone the template",
         "line": 1,

@@ -42,6 +42,7 @@ def step(entry: PlanEntry) -> dict[str, Any]:
     return {
         "step": entry.step_id,
         "item": entry.item_key,
+        "label": entry.label,
         "kind": entry.kind,
         "title": entry.title,
         "line": entry.line,
@@ -70,6 +71,7 @@ def recorded_step(key: StepKey, state: StepState, approved: bool) -> dict[str, A
     return {
         "step": key.step,
         "item": key.item,
+        "label": None,  # the journal keeps the item's key, not the name a run labels it by
         "kind": kind,
         "title": None,
         "line": None,
