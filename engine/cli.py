@@ -622,6 +622,13 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
     help="With --dry-run: also write the plan as one self-contained HTML page for review.",
 )
 @click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="With --dry-run: save the reviewed plan, to run exactly it later with 'runbook apply PATH'.",
+)
+@click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
     metavar="N",
@@ -641,9 +648,11 @@ def run_cmd(
     approve: tuple[str, ...],
     as_json: bool,
     html_path: Path | None,
+    out_path: Path | None,
     concurrency: int | None,
 ) -> None:
-    """Run runbook NAME against the cluster (with --dry-run: show what it would do).
+    """Run runbook NAME against the cluster (with --dry-run: show what it would do; with --out, save
+    that plan for 'runbook apply').
 
     The gates it will meet (destructive steps, or marked confirm) are listed and asked on a terminal
     before the first change; without one the run refuses before changing anything (exit 4) unless
@@ -660,6 +669,11 @@ def run_cmd(
     with _json_on_error(as_json, document, indent=dry_run):
         if offline and not dry_run:
             raise _BadArgument("--offline only makes sense with --dry-run")
+        if out_path and (not dry_run or offline):
+            raise _BadArgument(
+                "--out saves a plan made against the live cluster (it records what the plan was checked "
+                "against): use it with --dry-run, without --offline"
+            )
         if html_path and not dry_run:
             raise _BadArgument(
                 "--html only works with --dry-run; for a run, write its page afterwards: "
@@ -670,7 +684,7 @@ def run_cmd(
         config = _config_or_fail(home)
         with _executors(home, config, simulate) as dispatcher:
             if dry_run:
-                _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json)
+                _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json, out_path, simulate)
                 return
             outcome = _run(home, name, profile_name, given, dispatcher, simulate, yes, approve, as_json, concurrency)
         _finish(outcome, as_json)
@@ -707,6 +721,33 @@ def _run(
         )
 
 
+def _save_plan(path: Path, outcome: Any, name: str, simulate: bool) -> None:
+    """Write the reviewed plan, sealed, with what it was made against (see engine/run/savedplan.py)."""
+    from .report.plantext import plan_json
+    from .run.savedplan import planned_against, seal
+    from .run.upfront import gates_ahead
+
+    document = plan_json(outcome.session, outcome.entries, offline=False, changes=outcome.changes, name=name)
+    document.update(
+        simulated=simulate,
+        identity=outcome.cluster.as_dict() if outcome.cluster is not None else None,
+        planned_against=planned_against(outcome.facts.reads if outcome.facts is not None else ()),
+        gates=[
+            {"step": g.step, "items": list(g.items), "reasons": list(g.reasons), "certain": g.certain}
+            for g in gates_ahead(outcome.entries, outcome.session.runbook)
+        ],
+    )
+    text = json.dumps(seal(document), indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        raise _BadArgument(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
+    click.echo(f"plan saved to {path}; run exactly it with: runbook apply {path}", err=True)
+
+
 def _dry_run(
     home: Home,
     name: str,
@@ -716,11 +757,15 @@ def _dry_run(
     dispatcher: Any,
     html_path: Path | None,
     as_json: bool,
+    out_path: Path | None = None,
+    simulate: bool = False,
 ) -> None:
     from .report.plantext import plan_json, plan_text
     from .run.execution import plan_run
 
     outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
+    if out_path is not None and outcome.session is not None and outcome.status == "planned":
+        _save_plan(out_path, outcome, name, simulate)
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
     if html_path and outcome.session is not None:
@@ -850,6 +895,75 @@ def resume_cmd(
                     on_event=progress,
                     concurrency=concurrency,
                     ahead=None if yes else approver.ahead,
+                )
+    _finish(outcome, as_json)
+
+
+class _PlanNotApproved(RunbookError):
+    """A saved plan with gates, applied without a terminal and without --yes."""
+
+    exit_code = exitcodes.GATE
+
+
+@main.command("apply")
+@click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path), metavar="PLAN")
+@click.option("--yes", is_flag=True, help="Approve the plan and every gate it lists, without asking.")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines, one per event, the last one the report.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time.",
+)
+@click.pass_context
+def apply_cmd(ctx: click.Context, plan_file: Path, yes: bool, as_json: bool, concurrency: int | None) -> None:
+    """Run exactly the plan saved by 'runbook run NAME --dry-run --out PLAN'.
+
+    Refused (exit 7, nothing changed) when the plan file was edited, when the runbook, profile or
+    config changed, or when anything the plan was made against moved on the cluster (a VM's config
+    digest, status, existence); exit 8 when another cluster answers. Approving the plan approves
+    every gate it lists, asked once before the first change (--yes without a terminal). A step
+    that would send anything other than what the plan reviewed stops the run before it is sent.
+    """
+    from .report.progress import Progress
+    from .run.execution import apply_plan
+    from .run.savedplan import unseal
+
+    with _json_on_error(as_json, _finished_event):
+        home = _home(ctx)
+        try:
+            text = plan_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise _BadArgument(f"cannot read the plan {plan_file}: {exc.strerror or exc}") from None
+        document = unseal(text, str(plan_file))
+        simulate = bool(document.get("simulated"))
+        if not simulate:
+            _not_example(home, "applying a plan to a real cluster")
+        config = _config_or_fail(home)
+        gates = [str(gate["step"]) for gate in document.get("gates") or () if gate.get("certain")]
+        interactive = sys.stdin.isatty() and not as_json
+        click.echo(f"plan {plan_file}: {document.get('runbook')} — {document.get('change_summary')}", err=True)
+        if gates and not yes:
+            listed = ", ".join(gates)
+            if not interactive:
+                raise _PlanNotApproved(
+                    f"this plan has gates ({listed}); nothing was changed. Approving the plan approves them: "
+                    f"runbook apply {plan_file} --yes"
+                )
+            if not click.confirm(f"Apply this plan, approving its gates ({listed})?", default=False, err=True):
+                raise _PlanNotApproved("not approved; nothing was changed")
+        approver = _Approver(yes, tuple(gates), interactive=interactive)
+        with _executors(home, config, simulate) as dispatcher:
+            with _interruptible(), Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+                outcome = apply_plan(
+                    home,
+                    document,
+                    str(plan_file),
+                    dispatcher=dispatcher,
+                    approver=approver,
+                    mode="simulate" if simulate else "run",
+                    on_event=progress,
+                    concurrency=concurrency,
                 )
     _finish(outcome, as_json)
 

@@ -28,7 +28,8 @@ from .journal import JournalError, RunMeta, RunRecord, load_run, new_run_id, tas
 from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
 from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
-from .runner import Approver, GateStop, PlanEntry, Runner, StepError
+from .runner import Approver, GateStop, PlanDiverged, PlanEntry, Runner, StepError
+from .savedplan import inputs_moved, moved, planned_against
 from .session import Session, prepare, runbook_path
 from .upfront import Gate, gates_ahead
 
@@ -49,6 +50,8 @@ class Outcome:
     entries: list[PlanEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)  # a dry-run's change set (values before read live)
+    facts: Facts | None = None  # what a live dry-run read: the facts a saved plan is checked against
+    cluster: ClusterIdentity | None = None  # which cluster a live dry-run was made against
 
 
 def read_facts(dispatcher: Dispatcher) -> Facts:
@@ -105,6 +108,7 @@ def plan_run(
     live = None if offline else dispatcher
     try:
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
+        cluster = _identity(session, live) if live is not None else None
     except _UNREADABLE as exc:
         return _not_started(exc)
     previewer = Previewer(session.facts, live)
@@ -135,6 +139,8 @@ def plan_run(
         entries=entries,
         warnings=_notes(session) + (list(dispatcher.warnings) if live else []),
         changes=fold(runner.changes),
+        facts=previewer.facts,
+        cluster=cluster,
     )
 
 
@@ -240,8 +246,10 @@ def start_run(
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
     ahead: AskAhead | None = None,
+    expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
 ) -> Outcome:
     """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it.
+    ``expected``: applying a saved plan, what each changing step must send (see ``apply_plan``).
 
     With ``ahead``, the run is planned first and the gates it will meet are handed to ``ahead``
     before anything changes; a gate it leaves unapproved ends the run there (exit 4), with no run
@@ -269,7 +277,7 @@ def start_run(
         if refused is not None:
             return refused
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster)) as record:
-            runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
+            runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency, expected=expected)
             outcome = _drive(runner, record, session, run_id, home)
     finally:
         lock.release()
@@ -515,6 +523,19 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str, hom
             run_id,
             runner.entries,
         )
+    except PlanDiverged as diverged:
+        _finish_record(record, "failed")
+        entry = diverged.entry
+        return Outcome(
+            "refused",
+            exitcodes.REFUSED,
+            f"step '{entry.label}' is not what the plan reviewed: {entry.error}; nothing of it was sent. "
+            "The cluster or a step's output moved between the review and now: review again (runbook run ... "
+            "--dry-run --out FILE), then apply the new plan",
+            session,
+            run_id,
+            runner.entries,
+        )
     except GateStop as stop:
         _finish_record(record, "stopped_at_gate")
         entry = stop.entry
@@ -587,3 +608,86 @@ def _interrupted_message(home: Home, run_id: str) -> str:
         f"run {run_id} interrupted. Steps running on worker threads were let finish; a step stopped "
         f"half-way is checked when the run resumes.{again}\nResume it: {resume_command(home, run_id)}"
     )
+
+
+def apply_plan(
+    home: Home,
+    document: Mapping[str, Any],
+    where: str,
+    *,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    mode: str = "run",
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
+) -> Outcome:
+    """Run exactly the saved plan ``document`` (unsealed from file ``where``): refused (exit 7) when
+    an input changed or anything it was planned against moved on the cluster, exit 8 when another
+    cluster answers. Its gates are approved by whoever applies it (``approver``); each changing
+    step must send what the plan reviewed, or the run stops before sending it."""
+    given = {key: _as_param(value) for key, value in (document.get("parameters") or {}).items()}
+    try:
+        session = _prepare(home, str(document["runbook"]), document.get("profile"), given, dispatcher)
+        cluster = _identity(session, dispatcher)
+    except _UNREADABLE as exc:
+        return _not_started(exc)
+    changed = inputs_moved(document.get("hashes") or {}, session.hashes())
+    if changed:
+        return Outcome(
+            "refused",
+            exitcodes.REFUSED,
+            f"refusing to apply {where}: {', '.join(changed)} changed since the plan was made, so the plan is "
+            "not what would run. Review again and save a new plan",
+            session,
+        )
+    planned_on = ClusterIdentity.from_dict(document["identity"]) if document.get("identity") else None
+    if planned_on is not None and cluster is not None and planned_on.differences(cluster):
+        return Outcome(
+            "refused",
+            exitcodes.OTHER_CLUSTER,
+            f"refusing to apply {where}: it was made against {planned_on}, and another cluster answers now: "
+            f"{'; '.join(planned_on.differences(cluster))}. No --force changes that",
+            session,
+        )
+    saved = document.get("planned_against") or {}
+    try:
+        now = planned_against((path, _read_or_none(dispatcher, path)) for path in saved)
+    except _UNREADABLE as exc:
+        return _not_started(exc)
+    drift = moved(saved, now)
+    if drift:
+        return Outcome(
+            "refused",
+            exitcodes.REFUSED,
+            f"refusing to apply {where}: the cluster moved since the plan was made:\n  "
+            + "\n  ".join(drift)
+            + "\nReview again and save a new plan",
+            session,
+        )
+    expected = {
+        (str(step["step"]), step.get("item")): (step.get("action") if step["status"] == "would_run" else None)
+        for step in document.get("steps") or ()
+        if step["status"] in ("would_run", "skipped")
+    }
+    return start_run(
+        home,
+        session.runbook.name,
+        document.get("profile"),
+        given,
+        dispatcher=dispatcher,
+        approver=approver,
+        mode=mode,
+        on_event=on_event,
+        concurrency=concurrency,
+        expected=expected,
+    )
+
+
+def _read_or_none(dispatcher: Dispatcher, path: str) -> Any:
+    """A GET of ``path``'s data, None when the object is gone (PVE answers 404 or 500 "does not exist")."""
+    try:
+        return dispatcher.execute(ApiRequest("GET", path), _quiet).data
+    except StepFailed as failure:
+        if not failure.sent or failure.retryable:
+            raise
+        return None

@@ -37,7 +37,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -123,6 +123,14 @@ class PlanEntry:
 
 class GateStop(Exception):
     """The run stopped before a gated step that was not approved."""
+
+    def __init__(self, entry: PlanEntry):
+        super().__init__(entry.step_id)
+        self.entry = entry
+
+
+class PlanDiverged(Exception):
+    """Applying a saved plan, a changing step would do what the plan did not review; nothing of it was sent."""
 
     def __init__(self, entry: PlanEntry):
         super().__init__(entry.step_id)
@@ -240,8 +248,12 @@ class Runner:
         concurrency: int | None = None,
         lock_backoff: float = LOCK_BACKOFF,
         preview: Callable[[Action], list[Change]] | None = None,
+        expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
     ):
         self.runbook = runbook
+        # Applying a saved plan: what each changing step of the plan sends (None: the plan skipped
+        # it). A step that would send anything else stops the run before it is sent (PlanDiverged).
+        self.expected = expected
         self.dry_run = dry_run
         self.executor = executor
         self.approver = approver
@@ -516,6 +528,8 @@ class Runner:
             return _NOTHING
         entry.action = action_as_dict(action)
         entry.display = display(action)
+        if self.expected is not None and not self.dry_run and not is_readonly(step, action):
+            self._as_planned(step, key, entry)
         entry.gate_reasons += gate_reasons(step, action)
         entry.gated = bool(entry.gate_reasons)
         unknown = contains_unknown(entry.action)
@@ -594,6 +608,23 @@ class Runner:
         changes = [dataclasses.replace(c, step=step.id, item=key, when=when) for c in found or ()]
         with self._lock:
             self.changes += changes
+
+    def _as_planned(self, step: Step, key: str | None, entry: PlanEntry) -> None:
+        """Refuse (PlanDiverged) a changing step that the applied plan did not review as it is now."""
+        assert self.expected is not None
+        if (step.id, key) not in self.expected:
+            return  # the plan could not know it (its values came from earlier steps): shown as such in review
+        planned = self.expected[(step.id, key)]
+        if planned == entry.action:
+            return
+        entry.status = "failed"
+        entry.error = (
+            "the plan skipped this step, and now it would run"
+            if planned is None
+            else f"it would now send {entry.display!r}, not what the plan reviewed"
+        )
+        self._add(entry)
+        raise PlanDiverged(entry)
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None
