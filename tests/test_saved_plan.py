@@ -11,6 +11,7 @@ import pytest
 
 from engine import exitcodes
 from engine.load.home import Home
+from engine.load.schemas import validator
 from engine.run.savedplan import (
     SEAL,
     PlanFileError,
@@ -137,6 +138,8 @@ def test_a_saved_plan_is_applied_as_reviewed_and_only_with_its_gates_approved(
     saved = cli(*home, "run", *RESIZE, "--param", "disk_size=120G", "--dry-run", "--out", str(plan))
     assert saved.exit_code == 0 and f"plan saved to {plan}" in saved.stderr, saved.output
     document = json.loads(plan.read_text())
+    errors = [e.message for e in validator("plan.schema.json").iter_errors(document)]
+    assert errors == [], errors  # a saved plan is a plan document, with its own keys described in the schema
     assert [g["step"] for g in document["gates"]] == ["grow"]
     assert any(path.endswith("/qemu/1031/config") for path in document["planned_against"])
     assert document["identity"]["trust"] == "the simulated cluster's own CA"
