@@ -83,6 +83,28 @@ class Recorder(Protocol):
     def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None: ...
 
 
+class _Unrecorded:
+    """The journal of a plan (or of a runner given none): records nothing."""
+
+    def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None:
+        pass
+
+    def step_finished(self, step: str, item: str | None, outputs: Any, duration: float) -> None:
+        pass
+
+    def step_skipped(self, step: str, item: str | None, reason: str) -> None:
+        pass
+
+    def step_failed(self, step: str, item: str | None, error: str, duration: float) -> None:
+        pass
+
+    def gate_waiting(self, step: str, item: str | None) -> None:
+        pass
+
+    def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None:
+        pass
+
+
 class Approver(Protocol):
     who: str | None
 
@@ -258,6 +280,8 @@ class Runner:
         self.executor = executor
         self.approver = approver
         self.recorder = recorder
+        # Where records go: a plan writes none, whatever it is given.
+        self.journal: Recorder = recorder if recorder is not None and not dry_run else _Unrecorded()
         self.done = dict(done or {})
         self.check_unfinished = check_unfinished
         # With ``collect`` (validation), a step that cannot render is noted there and treated as
@@ -283,10 +307,6 @@ class Runner:
         self._lock = threading.Lock()  # the entries list
         self._gate_lock = threading.Lock()  # one gate question at a time
         self._random = random.Random()
-
-    def _record(self, kind: str, *args: Any) -> None:
-        if self.recorder is not None and not self.dry_run:
-            getattr(self.recorder, kind)(*args)
 
     def run(self) -> list[PlanEntry]:
         """Run every step in order; raises GateStop or StepError to stop, InputError for a bad template."""
@@ -486,12 +506,12 @@ class Runner:
             if "when" in step.attrs and not self.renderer.truth(step, "when", local):
                 entry.status, entry.reason = "skipped", "when is false"
                 self._add(entry)
-                self._record("step_skipped", step.id, key, "when_false")
+                self.journal.step_skipped(step.id, key, "when_false")
                 return None
             if "check" in step.attrs and self.renderer.truth(step, "check", local):
                 entry.status, entry.reason = "skipped", "check is true: already in place"
                 self._add(entry)
-                self._record("step_skipped", step.id, key, "check_true")
+                self.journal.step_skipped(step.id, key, "check_true")
                 return None
         except UnknownValue as unknown:
             if not self.dry_run:
@@ -568,12 +588,12 @@ class Runner:
             # One question at a time, even from the items of a pipeline (whose gates can only come
             # from a rendered value: gated steps are refused there).
             with self._gate_lock:
-                self._record("gate_waiting", step.id, key)
+                self.journal.gate_waiting(step.id, key)
                 if not self.approver.approve(entry):
                     entry.status = "stopped_at_gate"
                     self._add(entry)
                     raise GateStop(entry)
-                self._record("gate_approved", step.id, key, self.approver.who)
+                self.journal.gate_approved(step.id, key, self.approver.who)
         return _Ready(action)
 
     def _item_label(self, step: Step, local: dict[str, Any]) -> str:
@@ -628,7 +648,7 @@ class Runner:
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None
-        self._record("step_started", step.id, key, entry.action)
+        self.journal.step_started(step.id, key, entry.action)
         self.on_event("start", entry)
         started = time.monotonic()
         if "until" in step.attrs and not self.dry_run:
@@ -637,7 +657,7 @@ class Runner:
             output, summary = self._attempts(step, action, entry, started)
         entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
         entry.reason = summary
-        self._record("step_finished", step.id, key, output, entry.duration)
+        self.journal.step_finished(step.id, key, output, entry.duration)
         self._add(entry)
         return output
 
@@ -737,7 +757,7 @@ class Runner:
 
     def _fail_step(self, step: Step, entry: PlanEntry, message: str, started: float) -> NoReturn:
         entry.status, entry.error, entry.duration = "failed", message, time.monotonic() - started
-        self._record("step_failed", step.id, entry.item_key, message, entry.duration)
+        self.journal.step_failed(step.id, entry.item_key, message, entry.duration)
         self._add(entry)
         raise StepError(entry, message)
 
