@@ -437,7 +437,9 @@ CLONE = (
 
 
 def test_clones_are_limited_per_template_and_per_storage() -> None:
-    fake = Fake(seconds=0.08)
+    # Each clone lasts long enough (0.4 s) that items allowed at once do overlap, even when a loaded
+    # machine starts the threads late: the counts below are about limits, not about speed.
+    fake = Fake(seconds=0.4)
     runner(CLONE, fake, context={"config": {"limits": {"clones_per_template": 2}}}).run()
     assert fake.most_by == {"/nodes/pve01/qemu/100": 2, "/nodes/pve01/qemu/200": 2}
     assert fake.most == 4  # two templates, two each
@@ -454,10 +456,10 @@ def test_clones_are_limited_per_template_and_per_storage() -> None:
                 with self.lock:
                     self._by[storage] -= 1
 
-    storage = ByStorage(seconds=0.08)
+    storage = ByStorage(seconds=0.4)
     runner(CLONE, storage, context={"config": {"limits": {"clones_per_storage": 1}}}).run()
     assert storage.most_by["fast"] == 1 and storage.most_by["slow"] == 1
-    free = Fake(seconds=0.05)
+    free = Fake(seconds=0.4)
     runner(CLONE, free).run()
     assert free.most == 6  # no limits configured: only the step's parallel and the run's bound
 
