@@ -275,6 +275,7 @@ def start_run(
     try:
         refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
         if refused is not None:
+            refused.warnings[:0] = [note] if note else []  # a reclaimed lock is said, whatever follows
             return refused
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster)) as record:
             runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency, expected=expected)
@@ -398,6 +399,7 @@ def resume_run(
         )
         refused = _ask_ahead(ahead, session, dispatcher, heading, done, doubt, run_id)
         if refused is not None:
+            refused.warnings[:0] = [note] if note else []  # a reclaimed lock is said, whatever follows
             return refused
         record, _ = RunRecord.resume(home.state_dir, run_id)
         with record:
