@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 """Called with each line of progress a step makes (command output, task status); never a secret."""
 
+TaskStarted = Callable[[str, str], None]
+"""Told ``(upid, node)`` when a PVE task the step started is known, before it is first polled: the
+runner journals it, so a resume can follow the task to its end (``ApiExecutor.execute``'s ``on_task``)."""
+
 
 @dataclass(frozen=True)
 class Change:
@@ -59,9 +63,11 @@ class Executor(Protocol):
 
 
 class Executes(Protocol):
-    """What the runner needs to run a step: ``execute`` alone (a ``Dispatcher``, or a test's fake)."""
+    """What the runner needs to run a step: ``execute`` alone (a ``Dispatcher``, or a test's fake).
 
-    def execute(self, action: Any, progress: Progress) -> Result: ...
+    A real run passes ``on_task`` with API requests, to journal the UPID of a task they start."""
+
+    def execute(self, action: Any, progress: Progress, on_task: TaskStarted | None = None) -> Result: ...
 
 
 class TokenProvider(Protocol):

@@ -19,10 +19,11 @@ from ..load.home import Home
 from ..load.problems import InputError
 from ..runbook.actions import ApiRequest, StepFailed
 from .dispatch import Dispatcher
-from .journal import RunMeta, RunRecord, load_run, new_run_id, task_history
+from .journal import RunMeta, RunRecord, RunState, load_run, new_run_id, task_history
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
 from .session import Session, prepare, runbook_path
+from .settle import StaleLock, follow_in_flight, read_vms, run_vmids, wait_for_locks
 
 
 @dataclass
@@ -166,6 +167,10 @@ def start_run(
     except LockHeld as exc:
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
+        try:
+            session = _settled(home, session, dispatcher, _notes(on_event), name=name, profile=profile, given=given)
+        except (StepFailed, StaleLock) as exc:
+            return Outcome("failed", exitcodes.FAILED, f"cannot start: {_message(exc)}", session)
         with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
             runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
             outcome = _drive(runner, record, session, run_id)
@@ -257,7 +262,27 @@ def resume_run(
         with record:
             steps = before.state.steps
             done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
-            doubt = frozenset((k.step, k.item) for k in before.state.in_doubt)
+            try:
+                session = _settled(
+                    home,
+                    session,
+                    dispatcher,
+                    _notes(on_event),
+                    name=str(path),
+                    profile=meta.profile,
+                    given=given,
+                    resumed=(before.state, record, done),
+                )
+            except (StepFailed, StaleLock) as exc:
+                record.run_finished("failed")
+                return Outcome(
+                    "failed",
+                    exitcodes.FAILED,
+                    f"cannot resume {run_id}: {_message(exc)}\nOnce that is resolved: runbook resume {run_id}",
+                    session,
+                    run_id,
+                )
+            doubt = frozenset((k.step, k.item) for k in before.state.in_doubt if (k.step, k.item) not in done)
             runner = _real_runner(
                 session, record, dispatcher, approver, on_event, concurrency, done=done, check_unfinished=doubt
             )
@@ -268,6 +293,64 @@ def resume_run(
     if changed:
         outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
     return outcome
+
+
+def _settled(
+    home: Home,
+    session: Session,
+    dispatcher: Dispatcher,
+    note: Callable[[str], None],
+    *,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    resumed: tuple[RunState, RunRecord, dict[tuple[str, str | None], Any]] | None = None,
+) -> Session:
+    """The session to run with once the cluster has finished what this run (or anyone) is doing to its
+    VMs (``engine.run.settle``): on resume, the tasks the interrupted run left running are followed to
+    their end (a step in doubt whose task ended well is journaled as finished, into ``done``); then the
+    VMs of the plan that hold a lock are waited for. When anything was waited for, the cluster is read
+    again and the run re-planned, so no VM is planned half made."""
+    if session.profile is None and resumed is None:
+        return session
+    state = resumed[0] if resumed else None
+    vmids = run_vmids(session.plan, session.profile.data.get("template") if session.profile else None, state)
+    followed = 0
+    facts = session.facts
+    if resumed is not None:
+        state, record, done = resumed
+        nodes = [str(node["name"]) for node in session.config.data["cluster"]["nodes"]]
+        finished, followed = follow_in_flight(dispatcher, state, nodes, vmids, note)
+        steps = {step.id: step for step in session.runbook.steps}
+        for key, output in finished.items():
+            step = steps.get(key.step)
+            if step is not None and not ({"extract", "json"} & set(step.attrs)):
+                # What the step would have returned had the run waited; 0 s, so it is no sample of the task's length.
+                record.step_finished(key.step, key.item, output, 0.0)
+                done[(key.step, key.item)] = output
+        if followed:
+            facts = read_vms(dispatcher)
+    names = {vm.name for vm in session.plan.vms} if session.plan else set()
+    waited = wait_for_locks(dispatcher, facts, names, vmids, note)
+    if followed or waited:
+        return _prepare(home, name, profile, given, dispatcher)
+    return session
+
+
+def _notes(on_event: Callable[[str, PlanEntry], None] | None) -> Callable[[str], None]:
+    """Progress lines about the cluster itself (tasks followed, locks waited for) outside any step."""
+    entry = PlanEntry("cluster", "api", "tasks in flight", 0)
+
+    def note(text: str) -> None:
+        if on_event is not None:
+            entry.reason = text
+            on_event("progress", entry)
+
+    return note
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, StepFailed) else str(exc)
 
 
 def _untrusted(home: Home, session: Session, run_id: str | None = None) -> Outcome | None:
