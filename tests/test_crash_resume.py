@@ -83,9 +83,13 @@ SAFE_IN_DOUBT = {"template_missing", "vmid_taken", "talos_inputs_missing", "talo
 SUMMARY = Path(os.environ.get("RUNBOOK_CRASH_SUMMARY", REPO / ".pytest_cache" / "crash-resume-summary.json"))
 #: PVE seconds per task type: a clone holds its new VM's lock for 0.6 s, so kills catch clones in flight.
 TASK_SECS = {"qmclone": 30.0, "qmstart": 5.0}
+#: For kills at journal records: clones outlast a resume's start-up (2.4 s), so the resume meets them running.
+SLOW_CLONE = 120.0
 #: Kills just after a journal record, in CI: (profile, record type, step, which one of them). One of each
 #: kind the engine writes while it changes the cluster, at the steps where a kill used to need a second resume.
 RECORD_KILLS = (
+    ("talos-staging/shared", "task_started", "clone", 1),
+    ("talos-staging/shared", "step_started", "clone", 3),
     ("dev-generic", "task_started", "clone", 1),
     ("talos-staging", "task_started", "migrate", 1),
     ("talos-staging", "step_finished", "clone", 2),
@@ -174,6 +178,7 @@ class Rig:
     profile: str
     fake: PveProcess
     env: dict[str, str]
+    setup: str = ""  # the profile, or PROFILE/shared (make_rig)
     outputs: list[str] = field(default_factory=list)
 
     @property
@@ -232,10 +237,17 @@ class Rig:
         self.fake.stop()
 
 
-def make_rig(root: Path, profile: str) -> Rig:
+def make_rig(root: Path, setup: str) -> Rig:
+    """A rig for ``setup``: a profile name, or ``PROFILE/shared`` for the shared storage ``ceph-vm``
+    (each clone is made straight onto its VM's node, with ``target``: no migration)."""
+    profile, _, storage = setup.partition("/")
     home = root / "home"
     home.mkdir(parents=True)
     shutil.copy(REPO / "cluster-config.yaml", home / "cluster-config.yaml")
+    if storage == "shared":
+        config = yaml.safe_load((home / "cluster-config.yaml").read_text())
+        config["defaults"].update(storage="ceph-vm", shared_storage=True)
+        (home / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.copytree(REPO / "clusters", home / "clusters")
     (home / "runbooks").mkdir()
     shutil.copy(REPO / "runbooks" / "cluster-create.md", home / "runbooks" / "cluster-create.md")
@@ -269,7 +281,7 @@ def make_rig(root: Path, profile: str) -> Rig:
     except BaseException:
         fake.stop()
         raise
-    return Rig(root, home, profile, fake, env)
+    return Rig(root, home, profile, fake, env, setup)
 
 
 # ------------------------------------------------------------------ what a cluster looks like
@@ -516,19 +528,19 @@ _SUMMARY: list[dict[str, Any]] = []
 
 
 def reference(
-    profile: str, tmp_path_factory: pytest.TempPathFactory
+    setup: str, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], Counter, tuple[float, float]]:
     """A clean run's cluster, effects, and (seconds until its first journal record, seconds in all);
     made once per profile per session. Two clean runs: they must give the same cluster and effects,
     and the quicker one's timing is kept, so a busy moment during one does not push the kills of
     every sequence past the end of their runs."""
-    if profile not in _REFERENCE:
+    if setup not in _REFERENCE:
         made = []
         for attempt in range(2):
-            rig = make_rig(tmp_path_factory.mktemp(f"clean-{profile}-{attempt}"), profile)
+            rig = make_rig(tmp_path_factory.mktemp(f"clean-{setup.replace('/', '-')}-{attempt}"), setup)
             try:
                 started, wall = time.monotonic(), time.time()
-                result = rig.cli("run", "cluster-create", "--profile", profile, "--approve", "flux_bootstrap")
+                result = rig.cli("run", "cluster-create", "--profile", rig.profile, "--approve", "flux_bootstrap")
                 took = time.monotonic() - started
                 assert result.returncode == 0, result.stdout + result.stderr
                 (run_id,) = rig.run_folders()
@@ -544,16 +556,16 @@ def reference(
             made.append((clean, done, (startup, took)))
         (clean, done, timing), (again, done_again, other) = made
         assert again == clean and done_again == done, "two clean runs of the same profile differ"
-        _REFERENCE[profile] = (clean, done, min(timing, other, key=lambda t: t[1]))
-    return _REFERENCE[profile]
+        _REFERENCE[setup] = (clean, done, min(timing, other, key=lambda t: t[1]))
+    return _REFERENCE[setup]
 
 
 @pytest.fixture
 def rig_for(tmp_path: Path) -> Iterator[Any]:
     made: list[Rig] = []
 
-    def make(profile: str) -> Rig:
-        rig = make_rig(tmp_path / f"rig{len(made)}", profile)
+    def make(setup: str) -> Rig:
+        rig = make_rig(tmp_path / f"rig{len(made)}", setup)
         made.append(rig)
         return rig
 
@@ -630,7 +642,8 @@ def kill_after_record(rig: Rig, args: list[str], wanted: Any, what: str) -> tupl
 
 
 def _kill_and_resume_once(rig: Rig, wanted: Any, what: str, tmp_path_factory: pytest.TempPathFactory) -> None:
-    clean, clean_effects, _ = reference(rig.profile, tmp_path_factory)
+    clean, clean_effects, _ = reference(rig.setup, tmp_path_factory)
+    rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})
     report = Sequence(0, rig.profile)
     operator = _Operator(rig, report)
     run_id, point = kill_after_record(rig, operator.command(), wanted, what)
@@ -646,14 +659,14 @@ def _kill_and_resume_once(rig: Rig, wanted: Any, what: str, tmp_path_factory: py
 
 
 @pytest.mark.skipif(ALL_RECORDS, reason="RUNBOOK_CRASH_RECORDS=all runs the whole sweep instead")
-@pytest.mark.parametrize(("profile", "kind", "step", "nth"), RECORD_KILLS)
+@pytest.mark.parametrize(("setup", "kind", "step", "nth"), RECORD_KILLS)
 def test_a_run_killed_at_a_journal_record_converges_with_one_resume(
-    profile: str, kind: str, step: str, nth: int, rig_for: Any, tmp_path_factory: pytest.TempPathFactory
+    setup: str, kind: str, step: str, nth: int, rig_for: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     def wanted(records: list[dict[str, Any]]) -> bool:
         return sum(1 for r in records if r["type"] == kind and r.get("step") == step) >= nth
 
-    _kill_and_resume_once(rig_for(profile), wanted, f"{kind} {step} #{nth}", tmp_path_factory)
+    _kill_and_resume_once(rig_for(setup), wanted, f"{kind} {step} #{nth}", tmp_path_factory)
 
 
 @pytest.mark.skipif(not ALL_RECORDS, reason="the sweep over every record: RUNBOOK_CRASH_RECORDS=all")
