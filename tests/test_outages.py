@@ -164,3 +164,38 @@ def test_an_api_outage_mid_wave_is_ridden_out_and_every_vm_is_made_once(wave: Wa
     upids = [r for r in records if r["type"] == "task_started" and r["step"] == "clone"]
     assert len(upids) == len(VMS), "each clone's UPID is journaled"
     assert SECRET not in out + err
+
+
+# ------------------------------------------------------------------ locks held when a run plans
+
+
+def _finished(wave: Wave) -> None:
+    process = wave.start()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out + err
+
+
+def test_a_run_waits_for_the_task_holding_a_lock_on_one_of_its_vms(wave: Wave) -> None:
+    """A VM of the plan locked by a running backup is neither "already in place" nor "misplaced": the run
+    follows the vzdump to its end, then plans and goes on."""
+    _finished(wave)
+    wave.fake.call("backup", 1211, 60)  # 3 s holding lock 'backup'
+    started = time.monotonic()
+    process = wave.start()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out + err
+    assert time.monotonic() - started > 2, "the run did not wait for the backup"
+    assert "VM 1211 (dev-w01) is locked (backup): waiting for task vzdump of 1211 on " in err, err
+    assert not [vm for vm in wave.fake.state()["vms"] if vm["lock"]]
+
+
+def test_a_stale_lock_on_a_vm_of_the_run_stops_it_before_anything_changes(wave: Wave) -> None:
+    _finished(wave)
+    wave.fake.call("snapshot_lock", 1212, "clone")  # as a clone interrupted on the node leaves it
+    before = len(wave.fake.outcomes())
+    process = wave.start()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 5, out + err
+    assert "VM 1212 (dev-w02) on pve0" in err and "holds lock 'clone', but no task runs on it" in err, err
+    assert "`qm unlock 1212`" in err, err
+    assert [o for o in wave.fake.outcomes()[before:] if o["method"] != "GET"] == []
