@@ -461,14 +461,14 @@ class ApiExecutor:
         """``failure`` as a success when PVE's words say the state the request asks for already holds
         (``ALREADY_HOLDS``); otherwise ``failure`` is raised again."""
         words = str(data.get("exitstatus") or failure.message)
-        if method == "POST" and any(p.search(path) and w.search(words) for p, w in ALREADY_HOLDS):
-            said = next(w.search(words) for p, w in ALREADY_HOLDS if p.search(path) and w.search(words))
-            assert said is not None
-            return Result(
-                data=data,
-                summary=f"{method} {path}: PVE answered '{said[0]}', the state this step asks for already holds",
-                requests=state.requests,
-            )
+        for wanted_path, wanted_words in ALREADY_HOLDS if method == "POST" else ():
+            said = wanted_words.search(words) if wanted_path.search(path) else None
+            if said is not None:
+                return Result(
+                    data=data,
+                    summary=f"{method} {path}: PVE answered '{said[0]}', the state this step asks for already holds",
+                    requests=state.requests,
+                )
         raise failure
 
     # ------------------------------------------------------------- sending
