@@ -50,7 +50,8 @@ def main() -> int:
         codes.append(code)
         cases += done
     if options.seeds:
-        code, done = sweep("seeds", "converge_to_a_clean_run", {"RUNBOOK_CRASH_SEEDS": str(options.seeds)})
+        seeds = {"RUNBOOK_CRASH_SEEDS": str(options.seeds), "RUNBOOK_CRASH_CLONE_SECS": "30"}
+        code, done = sweep("seeds", "converge_to_a_clean_run", seeds)
         codes.append(code)
         cases += done
     took = time.monotonic() - started

@@ -22,7 +22,8 @@ What is compared after every sequence (``converged``):
   resume cuts off, noting ``repaired``), and ``runbook runs show`` reports the run succeeded;
 - the lock: every resume after a kill reclaims the dead run's lock, saying so;
 - one resume: after the last kill, the next ``resume`` finishes the run. Tasks the killed run left
-  running (clones take 0.6 s here, holding their new VM's lock) are followed by the resume itself;
+  running (a migration; clones too, when they take time: ``RUNBOOK_CRASH_CLONE_SECS``) are followed
+  by the resume itself;
   the steps a kill may leave in doubt without a check (``SAFE_IN_DOUBT``) are approved up front,
   as an operator who read the runbook would.
 
@@ -81,17 +82,15 @@ FINISH_ATTEMPTS = 8
 #: re-run without a gate): each only prints and fails, or rewrites a file from the profile.
 SAFE_IN_DOUBT = {"template_missing", "vmid_taken", "talos_inputs_missing", "talos_patches"}
 SUMMARY = Path(os.environ.get("RUNBOOK_CRASH_SUMMARY", REPO / ".pytest_cache" / "crash-resume-summary.json"))
-#: PVE seconds per task type: a clone holds its new VM's lock for 0.6 s, so kills catch clones in flight.
-TASK_SECS = {"qmclone": 30.0, "qmstart": 5.0}
+#: PVE seconds per task type (``RUNBOOK_CRASH_CLONE_SECS``, default 0: a clone ends with its request;
+#: the sweep in bench/crash.py sets 30, so a clone holds its new VM's lock for 0.6 s and kills catch it in flight).
+TASK_SECS = {"qmclone": float(os.environ.get("RUNBOOK_CRASH_CLONE_SECS", "0")), "qmstart": 5.0}
 #: For kills at journal records: clones outlast a resume's start-up (2.4 s), so the resume meets them running.
 SLOW_CLONE = 120.0
 #: Kills just after a journal record, in CI: (profile, record type, step, which one of them). One of each
 #: kind the engine writes while it changes the cluster, at the steps where a kill used to need a second resume.
 RECORD_KILLS = (
     ("talos-staging/shared", "task_started", "clone", 1),
-    ("talos-staging/shared", "step_started", "clone", 3),
-    ("dev-generic", "task_started", "clone", 1),
-    ("talos-staging", "task_started", "migrate", 1),
     ("talos-staging", "step_finished", "clone", 2),
     ("dev-generic", "step_started", "start", 1),
     ("dev-generic", "step_skipped", "wait_running", 1),

@@ -32,9 +32,9 @@ RUNBOOK = Path(sys.executable).parent / "runbook"
 SECRET = "outage-3c9e71d2a5b84f06-wave-8d2f"
 TOKEN_ID = "root@pam!runbook"
 TIME_SCALE = 0.05  # real seconds per PVE second
-#: PVE seconds per task type: a clone holds its VM's lock for 2 s, a start takes 0.5 s (a migration 1 s).
-TASK_SECS = {"qmclone": 40.0, "qmstart": 10.0}
-OUTAGE = 3.0  # seconds every node's API is gone
+#: PVE seconds per task type: a clone holds its VM's lock for 1.5 s, a start takes 0.5 s (a migration 1 s).
+TASK_SECS = {"qmclone": 30.0, "qmstart": 10.0}
+OUTAGE = 2.5  # seconds every node's API is gone
 VMS = ("dev-cp01", "dev-w01", "dev-w02", "dev-w03")
 
 
@@ -175,11 +175,12 @@ def _finished(wave: Wave) -> None:
     assert process.returncode == 0, out + err
 
 
-def test_a_run_waits_for_the_task_holding_a_lock_on_one_of_its_vms(wave: Wave) -> None:
+def test_a_run_waits_for_the_task_holding_a_lock_and_stops_on_a_stale_one(wave: Wave) -> None:
     """A VM of the plan locked by a running backup is neither "already in place" nor "misplaced": the run
-    follows the vzdump to its end, then plans and goes on."""
+    follows the vzdump to its end, then plans and goes on. A lock no task holds stops the run before it
+    changes anything, saying how to clear it."""
     _finished(wave)
-    wave.fake.call("backup", 1211, 60)  # 3 s holding lock 'backup'
+    wave.fake.call("backup", 1211, 50)  # 2.5 s holding lock 'backup'
     started = time.monotonic()
     process = wave.start()
     out, err = process.communicate(timeout=120)
@@ -188,9 +189,6 @@ def test_a_run_waits_for_the_task_holding_a_lock_on_one_of_its_vms(wave: Wave) -
     assert "VM 1211 (dev-w01) is locked (backup): waiting for task vzdump of 1211 on " in err, err
     assert not [vm for vm in wave.fake.state()["vms"] if vm["lock"]]
 
-
-def test_a_stale_lock_on_a_vm_of_the_run_stops_it_before_anything_changes(wave: Wave) -> None:
-    _finished(wave)
     wave.fake.call("snapshot_lock", 1212, "clone")  # as a clone interrupted on the node leaves it
     before = len(wave.fake.outcomes())
     process = wave.start()
