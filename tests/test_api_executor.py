@@ -808,7 +808,7 @@ def test_a_task_is_followed_through_an_api_outage_and_its_upid_is_told_before_th
             relay.close()
     assert result.data["exitstatus"] == "OK"
     assert events[0] == f"task {result.data['upid']} on pve01", events  # before any poll said anything
-    notes = [e for e in events if e.startswith("API outage: no answer for ")]
+    notes = [e for e in events if e.startswith("API outage: no node answers (")]
     assert notes and all("trying again in" in n and "for up to 10 s" in n for n in notes), events
     assert "Connection refused" in notes[0] or "disconnected" in notes[0], notes[0]
     assert any(e.startswith("API answers again, through pve01, after ") for e in events), events

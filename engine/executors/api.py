@@ -72,7 +72,7 @@ LOG_PAGE = 500  # task log lines asked for per request
 BACKOFF_CAP = 10.0  # seconds: the longest pause between retries of an idempotent request
 #: How long (seconds) a run waits for the API to answer again once it has answered (limits.api_outage_window).
 OUTAGE_WINDOW = 120.0
-OUTAGE_BACKOFF, OUTAGE_BACKOFF_CAP = 0.5, 5.0  # first and longest pause between tries during an outage
+OUTAGE_BACKOFF, OUTAGE_BACKOFF_CAP = 0.5, 3.0  # first and longest pause between tries during an outage
 #: PVE's refusals that say what a power request asks for already holds (path, PVE's words): its success.
 ALREADY_HOLDS = (
     (re.compile(r"/status/(?:shutdown|stop)$"), re.compile(r"\b(?:VM|CT) \d+ not running\b")),
@@ -508,11 +508,11 @@ class ApiExecutor:
                 else str(error)
             )
             note = (
-                f"API outage: no answer for {time.monotonic() - state.outage_since:.0f} s "
-                f"({scrub(str(why), state.token.secret)}); trying again in {pause:.1f} s, for up to "
+                f"API outage: no node answers ({scrub(str(why), state.token.secret)}) since "
+                f"{time.monotonic() - state.outage_since:.0f} s; trying again in {pause:.1f} s, for up to "
                 f"{self.outage_window:.0f} s"
             )
-            log.warning("%s %s: %s", method, path, note)
+            log.info("%s %s: %s", method, path, note)  # the progress line says it; a warning per item and try is noise
             if state.progress is not None:
                 state.progress(note)
             prefer = None  # the next try goes round the nodes again, the last one that answered first
@@ -941,7 +941,10 @@ def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, s
     message = f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}"
     if tls:
         return StepFailed(message, retryable=False, sent=False)
-    return _Unreachable(message, "; ".join(f"{name}: {why}" for name, _, why in unreachable))
+    by_why: dict[str, list[str]] = {}
+    for name, _, why in unreachable:
+        by_why.setdefault(why, []).append(name)
+    return _Unreachable(message, "; ".join(f"{', '.join(names)}: {why}" for why, names in by_why.items()))
 
 
 def _http_failure(
