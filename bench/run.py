@@ -329,6 +329,39 @@ def validation(count: int = 200) -> tuple[float, float]:
     return (full - empty) * 1000 / count, empty * 1000
 
 
+def parsing() -> dict[str, float]:
+    """Milliseconds to parse the large inputs tests/test_fuzz.py feeds the parser (it checks only that
+    they finish and what they report; how fast is this report's)."""
+    from engine.load.problems import InputError
+    from engine.runbook.parser import parse_runbook
+
+    front = "---\nname: big\ndescription: A large runbook.\n---\n\n"
+    inputs = {
+        "5000 steps": front
+        + "".join(
+            f'## Step {i}\n\n```local {{id: s{i}, when: "true"}}\necho {i} {{{{ 1 + {i} }}}}\n```\n\n'
+            for i in range(5000)
+        ),
+        "5000 broken steps": front
+        + "".join(f"```local {{id: s{i % 50}, bogus: {i}}}\necho\n```\n\n" for i in range(5000)),
+        "a 2 MB line, 20000 attributes": front
+        + "```local {id: a}\necho "
+        + "x" * 2_000_000
+        + "\n```\n\n```local {"
+        + ", ".join(f"k{i}: {i}" for i in range(20_000))
+        + "}\necho\n```\n",
+    }
+    took = {}
+    for name, text in inputs.items():
+        started = time.perf_counter()
+        try:
+            parse_runbook(text, "runbooks/big.md")
+        except InputError:
+            pass
+        took[name] = (time.perf_counter() - started) * 1000
+    return took
+
+
 def _timed(argv: list[str]) -> float:
     started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True)
@@ -447,6 +480,7 @@ def main() -> None:
             f"runbook validate: {per:.1f} ms per runbook over 200 generated runbooks "
             f"(the same home without them: {empty:.0f} ms)"
         )
+        print("parsing: " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in parsing().items()))
 
 
 if __name__ == "__main__":

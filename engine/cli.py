@@ -21,6 +21,7 @@ from . import exitcodes
 from .errors import RunbookError
 from .load.home import Home, HomeError, find_home
 from .load.problems import InputError, Problem
+from .report.table import Table
 
 
 class _BadArgument(RunbookError):
@@ -139,64 +140,6 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-def _console(width: int | None = None) -> Any:
-    from rich.console import Console
-
-    from .report.progress import no_color
-
-    # NO_COLOR: not even bold or dim (rich alone would keep those), so no escape codes at all.
-    return Console(highlight=False, width=width, color_system=None if no_color() else "auto")
-
-
-def _pipe_width() -> int:
-    """The width a pipe's reader sees: $COLUMNS, else the terminal on stderr (``runbook list | less``), else 80."""
-    import os
-
-    if os.environ.get("COLUMNS", "").isdigit():
-        return int(os.environ["COLUMNS"])
-    try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
-    except (OSError, ValueError):
-        return 80
-
-
-class _Table:
-    """A plain table. Its first ``keep`` columns (names, ids, states) are never cut. The others fold
-    onto more lines on a terminal; in a pipe each row stays one line, the long cells cut with an
-    ellipsis to fit the reader's width (see ``_pipe_width``), so ``grep`` finds whole rows. ``--json``
-    has every value in full."""
-
-    def __init__(self, *columns: str, keep: int = 1, title: str | None = None):
-        from rich.table import Table
-
-        self.keep = keep
-        self.pipe = not sys.stdout.isatty()
-        self.widths = [len(column) for column in columns[:keep]]
-        self.table = Table(title=title, title_justify="left", box=None, pad_edge=False, header_style="bold")
-        for number, column in enumerate(columns):
-            self.table.add_column(column, no_wrap=number < keep, overflow="fold")
-
-    def add_row(self, *cells: str) -> None:
-        from rich.text import Text
-
-        self.widths = [max(width, len(cell)) for width, cell in zip(self.widths, cells)]
-        self.table.add_row(
-            *(
-                Text(cell, no_wrap=True, overflow="ellipsis") if self.pipe and number >= self.keep else cell
-                for number, cell in enumerate(cells)
-            )
-        )
-
-    def print(self) -> None:
-        if not self.pipe:
-            _console().print(self.table)
-            return
-        # The kept columns at full width (one space between columns), and at least 12 for each other.
-        others = len(self.table.columns) - self.keep
-        needed = sum(self.widths) + len(self.table.columns) - 1 + 12 * others
-        _console(max(_pipe_width(), needed)).print(self.table)
-
-
 @click.group(
     cls=_Group, epilog=exitcodes.HELP, context_settings={"help_option_names": ["-h", "--help"]}, params=[_home_option()]
 )
@@ -240,7 +183,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
             }
         )
     else:
-        table = _Table("NAME", "DESCRIPTION", "PARAMETERS")
+        table = Table("NAME", "DESCRIPTION", "PARAMETERS")
         for runbook in runbooks:
             params = ", ".join(
                 f"{p.name}*" if p.required else f"{p.name}={json.dumps(p.default)}" for p in runbook.parameters
@@ -320,9 +263,12 @@ def validate_cmd(ctx: click.Context, paths: tuple[Path, ...], as_json: bool) -> 
     else:
         for problem in report.problems:
             click.echo(str(problem))
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
         files = {p.file for p in report.problems}
         if report.ok:
-            click.echo(f"ok: {len(report.checked)} files checked, no problems")
+            warned = f", {len(report.warnings)} warning(s)" if report.warnings else ""
+            click.echo(f"ok: {len(report.checked)} files checked, no problems{warned}")
         else:
             click.echo(
                 f"\n{len(report.problems)} problem(s) in {len(files)} file(s) ({len(report.checked)} files checked)",
@@ -351,7 +297,7 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
             }
         )
     else:
-        table = _Table("NAME", "TYPE", "CONTROL PLANES", "WORKERS", "TEMPLATE", "TAGS", keep=5)
+        table = Table("NAME", "TYPE", "CONTROL PLANES", "WORKERS", "TEMPLATE", "TAGS", keep=5)
         for profile in profiles:
             row = _profile_summary(profile.data, profile.file)
             table.add_row(
@@ -427,7 +373,7 @@ def profiles_show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
     if data.get("flux"):
         flux = data["flux"]
         click.echo(f"flux: {flux['repo']} path {flux['path']} branch {flux.get('branch', 'main')}")
-    table = _Table(
+    table = Table(
         "NAME",
         "ROLE",
         "VMID",
@@ -468,15 +414,14 @@ class _Approver:
     def approve(self, entry: Any) -> bool:
         from .run.journal import current_who
 
-        keys = {entry.step_id, f"{entry.step_id}[{entry.item_key}]"}
+        keys = {entry.step_id, f"{entry.step_id}[{entry.item_key}]", entry.label}
         if self.yes or keys & self.ids:
             self.who = f"{current_who()} via {'--yes' if self.yes else '--approve'}"
             return True
         if not self.interactive:
             return False
         click.echo(
-            f"\nGATE: {entry.step_id}{f'[{entry.item_key}]' if entry.item_key else ''} "
-            f"({'; '.join(entry.gate_reasons)})",
+            f"\nGATE: {entry.label} ({'; '.join(entry.gate_reasons)})",
             err=True,
         )
         for line in entry.display.splitlines():
@@ -503,6 +448,11 @@ def _params(items: tuple[str, ...]) -> dict[str, str]:
 def _finish(outcome: Any, as_json: bool) -> None:
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if not as_json and outcome.run_id and outcome.entries and outcome.session is not None:
+        from .report.summary import summary_lines
+
+        for line in summary_lines(outcome.session.runbook, outcome.entries, outcome.changes):
+            click.echo(line, err=True)
     if as_json:
         # The last line of the JSON-lines stream the progress events started.
         click.echo(
@@ -667,12 +617,17 @@ def _dry_run(
         from .report.html import plan_view
 
         stopped = None if outcome.status == "planned" else (outcome.status, outcome.message)
-        _write_html(html_path, lambda: plan_view(outcome.session, outcome.entries, offline=offline, outcome=stopped))
+        _write_html(
+            html_path,
+            lambda: plan_view(
+                outcome.session, outcome.entries, offline=offline, outcome=stopped, changes=outcome.changes
+            ),
+        )
     if outcome.session is not None and outcome.status == "planned":
         if as_json:
-            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline))
+            _emit_json(plan_json(outcome.session, outcome.entries, offline=offline, changes=outcome.changes))
         else:
-            click.echo(plan_text(outcome.session, outcome.entries, offline=offline))
+            click.echo(plan_text(outcome.session, outcome.entries, offline=offline, changes=outcome.changes))
         return
     _finish(outcome, as_json)
 
@@ -754,7 +709,7 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
     if not runs:
         click.echo(f"no runs yet in {home.shown(home.state_dir)}/runs")
         return
-    table = _Table("RUN", "RUNBOOK", "PROFILE", "STATUS", "STARTED", "LAST STEP", keep=4)
+    table = Table("RUN", "RUNBOOK", "PROFILE", "STATUS", "STARTED", "LAST STEP", keep=4)
     for run in runs:
         table.add_row(
             run.run_id,
@@ -958,7 +913,7 @@ def sim_status_cmd(ctx: click.Context, as_json: bool) -> None:
         return
     click.echo(f"SIMULATED cluster ({status.state_file})")
     click.echo("nodes: " + ", ".join(f"{n['name']} ({'online' if n['online'] else 'offline'})" for n in status.nodes))
-    table = _Table("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS", keep=6)
+    table = Table("VMID", "NAME", "NODE", "STATUS", "CORES", "MEMORY", "TAGS", keep=6)
     for vm in status.vms:
         table.add_row(
             str(vm["vmid"]),

@@ -84,9 +84,7 @@ def test_token_source_reads_again_on_every_get(store: PassStore, env: dict[str, 
     source = TokenSource(config("rotating"), env)
     assert source.get().secret.reveal() == "first-secret"
     store.insert("rotating", [TOKEN_ID, "second-secret"])
-    started = time.monotonic()
     assert source.get().secret.reveal() == "second-secret"
-    assert time.monotonic() - started < 1.0  # about 25 ms: cheap enough to do at every use
 
 
 def test_environment_variable_wins_over_pass(env: dict[str, str]) -> None:

@@ -1,5 +1,5 @@
 """One executor protocol: every kind (real and simulated) has it, the registry builds executors lazily
-by kind, the dispatcher routes by an action's kind, and ``preview`` is coarse but honest."""
+by kind, the dispatcher routes by an action's kind, and ``preview`` says what would change, honestly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from engine.executors.api import ApiExecutor
-from engine.executors.base import Change, Registry
+from engine.executors.base import Change, FieldChange, Registry
 from engine.executors.http import HttpExecutor
 from engine.executors.shell import LocalExecutor, SshExecutor
 from engine.executors.talosctl import TalosctlExecutor
@@ -21,6 +21,7 @@ from engine.load.home import Home
 from engine.run.credentials import ApiToken, CredentialError
 from engine.run.dispatch import Dispatcher
 from engine.run.execution import plan_run
+from engine.run.preview import Previewer
 from engine.run.runner import Runner
 from engine.run.secrets import Secret
 from engine.runbook.actions import ApiRequest, HttpRequest, Result, ShellCommand, StepFailed, TalosctlCommand
@@ -57,40 +58,60 @@ def test_every_executor_has_the_protocol(cls: type) -> None:
 # ---------------------------------------------------------------- preview
 
 
-def test_an_api_read_changes_nothing_and_a_write_is_one_unknown_change_on_what_its_path_names() -> None:
+def test_an_api_read_changes_nothing_and_a_write_is_the_change_the_table_of_pve_calls_says() -> None:
     api = ApiExecutor([("pve01", "https://pve01:8006")], _Tokens(), True)
     assert api.preview(ApiRequest("GET", "/nodes/pve01/qemu/1031/config"), FACTS) == []
-    assert api.preview(ApiRequest("PUT", "/nodes/pve01/qemu/1031/config", {"cores": 8}), FACTS) == [
-        Change("unknown", "vm", "1031", "PUT /nodes/pve01/qemu/1031/config (stg-cp01 on pve01, running)")
-    ]
-    assert api.preview(ApiRequest("DELETE", "/nodes/pve02/qemu/1099"), FACTS) == [
-        Change("unknown", "vm", "1099", "DELETE /nodes/pve02/qemu/1099")
-    ]
-    assert api.preview(ApiRequest("POST", "/nodes/pve01/storage/local/upload"), FACTS)[0].target == "pve01/local"
-    assert api.preview(ApiRequest("POST", "/nodes/pve01/execute"), FACTS)[0].resource == "node"
-    assert api.preview(ApiRequest("POST", "/cluster/ha/resources"), FACTS)[0].target == "/cluster/ha/resources"
+    (change,) = api.preview(ApiRequest("PUT", "/nodes/pve01/qemu/1031/config", {"cores": 8, "digest": "ab"}), FACTS)
+    assert (change.action, change.resource, change.id, change.name) == (
+        "change",
+        "vm",
+        "1031",
+        "vm 1031 stg-cp01 (pve01, running)",
+    )
+    # The config was not read into these facts: the value before is unknown, never made up; the digest is no field.
+    assert change.fields == (FieldChange("cores", {"unknown": "not read"}, 8, True),)
+    (destroy,) = api.preview(ApiRequest("DELETE", "/nodes/pve02/qemu/1099"), FACTS)
+    assert (destroy.action, destroy.resource, destroy.id) == ("destroy", "vm", "1099")
+    assert api.preview(ApiRequest("POST", "/nodes/pve01/qemu/1031/vncproxy"), FACTS) == []  # a console ticket
 
 
-def test_a_script_is_one_unknown_change_on_its_node_or_this_machine() -> None:
+def test_a_changing_call_the_table_does_not_know_is_one_unknown_change_on_what_its_path_names() -> None:
+    api = ApiExecutor([("pve01", "https://pve01:8006")], _Tokens(), True)
+    (node,) = api.preview(ApiRequest("POST", "/nodes/pve01/execute"), FACTS)
+    assert (node.action, node.resource, node.id) == ("unknown", "node", "pve01")
+    assert "does not know" in node.detail
+    assert api.preview(ApiRequest("POST", "/cluster/ha/resources"), FACTS)[0].id == "/cluster/ha/resources"
+
+
+def test_a_script_without_changes_is_one_unknown_change_on_its_node_or_this_machine() -> None:
     ssh = SshExecutor({"pve01": "10.0.0.1"}, "root")
     script = "\n  qm set 1031 --cores 8\nqm reboot 1031\n"
     assert ssh.preview(ShellCommand(script, node="pve01"), FACTS) == [
-        Change("unknown", "node", "pve01", "qm set 1031 --cores 8")
+        Change("unknown", "node", "pve01", "node pve01", detail="qm set 1031 --cores 8")
     ]
-    assert LocalExecutor().preview(ShellCommand("x" * 200), FACTS)[0].target == "this machine"
+    assert LocalExecutor().preview(ShellCommand("x" * 200), FACTS)[0].id == "this machine"
     assert len(LocalExecutor().preview(ShellCommand("x" * 200), FACTS)[0].detail) == 80
+
+
+def test_a_script_that_declares_its_changes_is_previewed_as_declared() -> None:
+    declared = ({"action": "create", "resource": "file", "id": "/tmp/x"},)
+    assert LocalExecutor().preview(ShellCommand("touch /tmp/x", changes=declared), FACTS) == [
+        Change("create", "file", "/tmp/x", "file /tmp/x", detail="touch /tmp/x")
+    ]
+    assert LocalExecutor().preview(ShellCommand("exit 1", changes=()), FACTS) == []  # declared: changes nothing
 
 
 def test_talosctl_names_its_nodes_and_http_its_url_without_credentials() -> None:
     command = TalosctlCommand(("apply-config", "--nodes", "10.20.0.31", "--file", "cp.yaml"))
     assert TalosctlExecutor().preview(command, FACTS) == [
-        Change("unknown", "talos", "10.20.0.31", "talosctl apply-config")
+        Change("unknown", "talos-node", "10.20.0.31", "talos-node 10.20.0.31", detail="talosctl apply-config")
     ]
-    assert TalosctlExecutor().preview(TalosctlCommand(("-e=10.0.0.5", "health")), FACTS)[0].target == "10.0.0.5"
+    assert TalosctlExecutor().preview(TalosctlCommand(("-e=10.0.0.5", "health")), FACTS)[0].id == "10.0.0.5"
     with HttpExecutor() as http:
         assert http.preview(HttpRequest("GET", "https://factory.talos.dev/versions"), FACTS) == []
         post = HttpRequest("POST", "https://user:pw@factory.talos.dev/schematics?token=hunter2", body="{}")
-        assert http.preview(post, FACTS) == [Change("unknown", "http", "https://factory.talos.dev/schematics", "POST")]
+        url = "https://factory.talos.dev/schematics"
+        assert http.preview(post, FACTS) == [Change("unknown", "http", url, url, detail="POST")]
 
 
 def test_a_simulated_executor_previews_as_the_real_one_of_its_kind() -> None:
@@ -117,12 +138,15 @@ def test_the_runner_asks_for_changes_of_would_run_steps_only_not_of_read_only_on
 
     def preview(action: Any) -> list[Change]:
         asked.append(action.script.strip())
-        return [Change("unknown", "local", "this machine", action.script.strip())]
+        return [Change("unknown", "local", "this machine", detail=action.script.strip())]
 
     runner = Runner(book, {}, executor=_Recording(), dry_run=True, approver=_No(), preview=preview)
     entries = runner.run()
     assert [e.status for e in entries][-1] == "would_run"
-    assert asked == ["touch x"] and runner.changes == [Change("unknown", "local", "this machine", "touch x")]
+    # Each change is told which step made it.
+    assert asked == ["touch x"] and runner.changes == [
+        Change("unknown", "local", "this machine", detail="touch x", step="act")
+    ]
 
 
 # ---------------------------------------------------------------- registry and dispatcher
@@ -197,11 +221,27 @@ def test_a_live_dry_run_previews_against_the_facts_it_read(tmp_path: Path) -> No
     assert outcome.status == "planned" and outcome.session is not None
     facts = outcome.session.facts
     assert facts is not None and facts.vms  # the template is on the simulated cluster
-    clone = next(c for c in outcome.changes if c.detail.startswith("POST") and c.detail.split()[1].endswith("/clone"))
-    template = facts.vm(clone.target)  # a clone's path names its template, which the facts know
-    assert template is not None and template.template and template.name in clone.detail
-    assert {c.resource for c in outcome.changes} >= {"vm", "local", "talos"}
-    assert offline.session is not None and offline.session.facts is None and offline.changes == []
+    clones = [c for c in outcome.changes if c.step == "clone"]
+    # A clone creates the planned VM, and the steps after it (config, disk) are folded into that create.
+    assert [(c.action, c.resource, c.id) for c in clones] == [
+        ("create", "vm", str(vm.vmid)) for vm in outcome.session.plan.vms
+    ]
+    assert {"cores", "memory", "tags"} <= {f.name for f in clones[0].fields}
+    assert all(f.before is None for c in clones for f in c.fields)
+    # Offline nothing is read: whether a VM is cloned depends on the cluster's listing, known only at run
+    # time, so each clone is a possible change (``when`` says why), never counted as certain.
+    assert offline.session is not None and offline.session.facts is None
+    offline_clones = [c for c in offline.changes if c.step == "clone"]
+    assert len(offline_clones) == len(clones) and all("vms_in_use" in c.when for c in offline_clones)
+
+
+def test_offline_every_value_before_is_unknown_never_made_up() -> None:
+    previewer = Previewer(None, None)
+    (change,) = previewer(ApiRequest("PUT", "/nodes/pve01/qemu/1031/config", {"cores": 8}))
+    assert change.fields == (FieldChange("cores", {"unknown": "offline"}, 8, False),)
+    assert change.name == "vm 1031 (pve01, status unknown (offline))"
+    (destroy,) = previewer(ApiRequest("DELETE", "/nodes/pve01/qemu/1031"))
+    assert destroy.lost == () and "unknown (offline)" in destroy.detail
 
 
 # ---------------------------------------------------------------- helpers
@@ -229,6 +269,9 @@ class _Fake:
 
     def preview(self, action: Any, facts: Facts) -> list[Change]:
         return [Change("unknown", self.kind, "fake")]
+
+    def missing(self, action: Any) -> list[str]:
+        return []
 
     def close(self) -> None:
         self.closed = True

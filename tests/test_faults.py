@@ -254,7 +254,7 @@ def test_a_dropped_post_is_not_sent_again_and_the_run_stops_saying_to_check(clus
     assert code == 5
     message = report["message"]
     assert (
-        "step 'clone[name=stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone was sent to pve01, but no answer "
+        "step 'clone[stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone was sent to pve01, but no answer "
         "came back" in message
     )
     assert "It may or may not have been carried out, so it is not sent again: check the cluster" in message
@@ -365,7 +365,7 @@ def test_a_node_that_dies_mid_run_is_failed_over_and_its_own_vm_stops_the_run(cl
     assert status[("configure", "name=stg-cp02")] == "succeeded"
     message = report["message"]
     assert (
-        "step 'configure[name=stg-cp01]' failed: PUT /nodes/pve01/qemu/1031/config on pve02: 595 No route to "
+        "step 'configure[stg-cp01]' failed: PUT /nodes/pve01/qemu/1031/config on pve02: 595 No route to "
         "host: pve02 could not reach the node named in the path. Check that node is up and in the cluster "
         "(`pvecm status`)" in message
     )
@@ -379,7 +379,7 @@ def test_lost_quorum_stops_before_any_change_and_resume_finishes(cluster: Faulty
     assert code == 5
     message = report["message"]
     assert (
-        "step 'clone[name=stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone on pve01: HTTP 500 cluster not "
+        "step 'clone[stg-cp01]' failed: POST /nodes/pve01/qemu/101/clone on pve01: HTTP 500 cluster not "
         "ready - no quorum?" in message
     )
     assert "lost quorum" in message and "pvecm status" in message and "nothing was changed" in message
@@ -393,7 +393,7 @@ def test_a_backup_lock_is_retried_then_stops_and_resume_finishes(cluster: Faulty
     assert code == 5
     message = report["message"]
     assert (
-        "step 'configure[name=stg-cp02]' failed: PUT /nodes/pve02/qemu/1032/config on pve01: HTTP 500 VM is "
+        "step 'configure[stg-cp02]' failed: PUT /nodes/pve02/qemu/1032/config on pve01: HTTP 500 VM is "
         "locked (backup)" in message
     )
     assert "backup" in message and "qm unlock 1032" in message
@@ -422,7 +422,7 @@ def test_a_task_error_stops_the_run_with_the_task_log_and_resume_finishes(cluste
     code, report, _ = through_pause(cluster, 2, fail_start)
     assert code == 5
     message = report["message"]
-    assert "step 'start[name=stg-cp02]' failed: task qmstart on pve02 failed: QEMU exited with code" in message
+    assert "step 'start[stg-cp02]' failed: task qmstart on pve02 failed: QEMU exited with code" in message
     assert "last lines of its log:" in message and "TASK ERROR: QEMU exited with code" in message
     assert f"Fix the cause, then continue where it stopped: runbook resume {report['run_id']}" in message
     report = resumed_ok(cluster, report["run_id"])
@@ -458,7 +458,7 @@ def test_a_full_storage_fails_the_clone_task_and_resume_finishes_once_there_is_r
     assert code == 5
     message = report["message"]
     assert (
-        "step 'clone[name=stg-cp02]' failed: task qmclone on pve01 failed: clone failed: unable to write to "
+        "step 'clone[stg-cp02]' failed: task qmclone on pve01 failed: clone failed: unable to write to "
         "storage 'local-lvm': No space left on device" in message
     )
     assert "storage is full" in message

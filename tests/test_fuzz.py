@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import tempfile
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -630,46 +630,55 @@ def test_lipsum_is_not_available_to_templates(tmp_path: Path) -> None:
     assert any("'lipsum' is undefined" in p.message for p in problems), problems
 
 
-# ------------------------------------------------------------------ large inputs, in bounded time
+# ------------------------------------------------------------------ large inputs
+#
+# How fast these are is bench/run.py's to report ("parsing"), never a test's to assert. The inputs
+# that once ran for minutes are guarded against hanging: they must finish at all.
+
+#: Far above what any of these takes on a loaded machine (they ran for minutes before their fixes).
+HANG = 120.0
 
 
-def bounded(seconds: float, work: Callable[[], Any]) -> Any:
-    started = time.monotonic()
-    result = clean(work)
-    took = time.monotonic() - started
-    assert took < seconds, f"took {took:.1f} s (bound {seconds} s)"
-    return result
+def finishes(work: Callable[[], Any]) -> Any:
+    """``clean(work)``, failing the test if it has not finished after HANG seconds (a hang, not a speed)."""
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(clean(work)), daemon=True)
+    worker.start()
+    worker.join(HANG)
+    assert done, f"still running after {HANG:g} s: the input makes it hang"
+    return done[0]
 
 
 FRONT = "---\nname: big\ndescription: A large runbook.\n---\n\n"
 
 
-def test_a_5000_step_runbook_parses_within_5_s() -> None:
+def test_a_5000_step_runbook_parses() -> None:
+    """How long it takes is bench/run.py's to report (parsing), not a test's to assert."""
     text = FRONT + "".join(
         f'## Step {i}\n\n```local {{id: s{i}, when: "true"}}\necho {i} {{{{ 1 + {i} }}}}\n```\n\n' for i in range(5000)
     )
-    runbook = bounded(5, lambda: parse_runbook(text, "runbooks/big.md", expected_name="big"))
+    runbook = clean(lambda: parse_runbook(text, "runbooks/big.md", expected_name="big"))
     assert len(runbook.steps) == 5000
 
 
-def test_a_runbook_of_5000_broken_steps_reports_them_within_5_s() -> None:
+def test_a_runbook_of_5000_broken_steps_reports_them_all() -> None:
     text = FRONT + "".join(f"```local {{id: s{i % 50}, bogus: {i}}}\necho\n```\n\n" for i in range(5000))
-    error = bounded(5, lambda: parse_runbook(text, "runbooks/big.md"))
+    error = clean(lambda: parse_runbook(text, "runbooks/big.md"))
     assert isinstance(error, InputError) and len(error.problems) >= 5000
 
 
-def test_a_1000_step_runbook_validates_within_10_s(tmp_path: Path) -> None:
+def test_a_1000_step_runbook_validates(tmp_path: Path) -> None:
     text = FRONT.replace("big", "fuzz") + "".join(
         f'```api {{id: s{i}, when: "profile is not defined"}}\nPUT /nodes/pve01/qemu/{100 + i}/config\n'
         f'name: "vm-{{{{ {i} }}}}"\n```\n\n'
         for i in range(1000)
     )
     home = make_home(tmp_path / "home", runbook=text)
-    report = bounded(10, lambda: validate_home(home))
+    report = clean(lambda: validate_home(home))
     assert report.ok, report.problems[:3]
 
 
-def test_huge_lines_and_many_attributes_within_5_s() -> None:
+def test_huge_lines_and_many_attributes_are_a_located_error() -> None:
     text = (
         FRONT
         + "```local {id: a}\necho "
@@ -678,7 +687,7 @@ def test_huge_lines_and_many_attributes_within_5_s() -> None:
         + ", ".join(f"k{i}: {i}" for i in range(20_000))
         + "}\necho\n```\n"
     )
-    error = bounded(5, lambda: parse_runbook(text, "runbooks/big.md"))
+    error = clean(lambda: parse_runbook(text, "runbooks/big.md"))
     assert isinstance(error, InputError)
 
 
@@ -708,7 +717,7 @@ def test_huge_lines_and_many_attributes_within_5_s() -> None:
 def test_hostile_yaml_is_refused_quickly(name: str, text: str, words: str) -> None:
     """Found by fuzzing: these ended in RecursionError, or ran for minutes (the line map and the
     schema check walk every alias again); engine/load/yamlsource.py now refuses them before building data."""
-    error = bounded(5, lambda: parse_runbook(text, "runbooks/x.md"))
+    error = finishes(lambda: parse_runbook(text, "runbooks/x.md"))
     assert isinstance(error, InputError) and words in str(error.problems[0]), error.problems
 
 
@@ -723,7 +732,7 @@ def test_a_profile_with_aliases_and_deep_nesting_is_a_problem_not_a_crash(tmp_pa
             "talos-staging": "name: [" * 3000,
         },
     )
-    profiles, problems = bounded(5, lambda: load_profiles(home, load_config(home)))
+    profiles, problems = finishes(lambda: load_profiles(home, load_config(home)))
     assert {p.file for p in problems} == {"clusters/dev-generic.yaml", "clusters/talos-staging.yaml"}
     assert profiles == []
 

@@ -191,3 +191,37 @@ def test_a_clone_not_yet_configured_is_adopted_but_an_untagged_namesake_is_not()
     stranger = [ExistingVm(1031, "cp01", "pve01", ())]
     planned = compute_plan(profile(1, 0), config_with(3), stranger).vms[0]
     assert (planned.existing, planned.vmid) == (False, 1032)
+
+
+# -- nodes the cluster reports offline, and a resumed run's placement -----------------------------
+
+
+def test_an_offline_node_gets_no_new_vm_and_the_plan_says_so() -> None:
+    plan = compute_plan(profile(3, 3), config_with(3), offline=["pve02"])
+    assert {vm.node for vm in plan.vms} == {"pve01", "pve03"}
+    assert plan.notes == ("pve02 is offline as the cluster reports it: no new VM is placed there",)
+    packed = compute_plan(profile(1, 4, placement="pack"), config_with(3, capacity=(6, 65536)), offline=["pve01"])
+    assert Counter(vm.node for vm in packed.vms) == {"pve02": 3, "pve03": 2}
+
+
+def test_an_assignment_to_an_offline_node_is_an_error_naming_the_vm() -> None:
+    with pytest.raises(PlanError) as caught:
+        compute_plan(STAGING, CONFIG, offline=["pve03"])
+    assert caught.value.field == ("nodes", "controlplane", "assignments", "2", "node")
+    assert "stg-cp03 is assigned to node pve03, which the cluster reports offline" in caught.value.message
+
+
+def test_with_every_node_offline_there_is_nowhere_to_place() -> None:
+    with pytest.raises(PlanError) as caught:
+        compute_plan(profile(1, 0), config_with(2), offline=["pve01", "pve02"])
+    assert "every node of the cluster is offline (pve01, pve02)" in caught.value.message
+
+
+def test_a_resumed_run_keeps_its_vms_where_it_placed_them_whatever_changed() -> None:
+    first = compute_plan(profile(2, 2), config_with(3))
+    placed = {vm.name: vm.node for vm in first.vms}
+    # Since the run started, pve01 went offline: a fresh plan would move its VMs, a resume does not.
+    again = compute_plan(profile(2, 2), config_with(3), offline=["pve01"], placed=placed)
+    assert {vm.name: vm.node for vm in again.vms} == placed
+    moved = compute_plan(profile(2, 2), config_with(3), offline=["pve01"])
+    assert "pve01" not in {vm.node for vm in moved.vms}

@@ -47,8 +47,8 @@ def a_run(progress: Progress) -> None:
     clone = entry("clone", "api", "Clone the template", item="name=web1")
     progress("start", clone)
     progress_note(progress, clone, "waiting for task qmclone on pve01: running 0.5 s")
-    progress_note(progress, clone, "waiting for task qmclone on pve01: running 1.0 s")  # same kind: throttled
-    progress_note(progress, clone, "task log: transferred 2 GiB")
+    progress_note(progress, clone, "waiting for task qmclone on pve01: running 1.0 s")
+    progress_note(progress, clone, "task log: transferred 2 GiB")  # held back, printed when the step ends
     finish(progress, clone, "succeeded", duration=1.234)
     finish(progress, entry("start-vm"), "skipped", "check is true: already in place")
     wait = entry("wait", "shell", None, item="web1")
@@ -60,6 +60,7 @@ def a_run(progress: Progress) -> None:
 PLAIN = [
     "-> clone[name=web1] (api)  Clone the template",
     "   ... clone[name=web1]: waiting for task qmclone on pve01: running 0.5 s",
+    "   ... clone[name=web1]: waiting for task qmclone on pve01: running 1.0 s",
     "   ... clone[name=web1]: task log: transferred 2 GiB",
     "   [ok] clone[name=web1] 1.2s",
     "   [skip] start-vm: check is true: already in place",
@@ -91,20 +92,128 @@ def test_plain_mode_writes_no_escape_codes(tmp_path: Path) -> None:
     assert "\x1b" not in text and "\r" not in text
 
 
-def test_plain_notes_repeat_after_ten_seconds_of_the_same_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_chatter_is_folded_to_its_first_and_last_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("engine.report.progress.time.monotonic", lambda: clock[0])
+    out = io.StringIO()
+    progress = Progress(out)
+    e = entry("health", "talosctl")
+    progress("start", e)
+    for number in range(1, 18):
+        progress_note(progress, e, f"waiting for check {number}: OK")
+    finish(progress, e, "succeeded", duration=0.1)
+    assert out.getvalue().splitlines() == [
+        "-> health (talosctl)",
+        "   ... health: waiting for check 1: OK",
+        "   ... health: waiting for check 2: OK",
+        "   ... health: (12 more lines; the journal keeps the whole output)",
+        "   ... health: waiting for check 15: OK",
+        "   ... health: waiting for check 16: OK",
+        "   ... health: waiting for check 17: OK",
+        "   [ok] health 0.1s",
+    ]
+
+
+def test_plain_chatter_shows_a_line_every_ten_seconds_of_a_long_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
     monkeypatch.setattr("engine.report.progress.time.monotonic", lambda: clock[0])
     out = io.StringIO()
     progress = Progress(out)
     e = entry("clone")
     progress("start", e)
-    for seconds in (0, 5, 11):
+    for seconds in (0, 1, 2, 5, 13, 14):
         clock[0] = 100.0 + seconds
         progress_note(progress, e, f"waiting for task qmclone on pve01: running {seconds} s")
     assert out.getvalue().splitlines()[1:] == [
         "   ... clone: waiting for task qmclone on pve01: running 0 s",
-        "   ... clone: waiting for task qmclone on pve01: running 11 s",
+        "   ... clone: waiting for task qmclone on pve01: running 1 s",
+        "   ... clone: waiting for task qmclone on pve01: running 13 s",
     ]
+    finish(progress, e, "succeeded", duration=14.0)
+    assert out.getvalue().splitlines()[4:] == [
+        "   ... clone: (2 more lines; the journal keeps the whole output)",
+        "   ... clone: waiting for task qmclone on pve01: running 14 s",
+        "   [ok] clone 14.0s",
+    ]
+
+
+def test_plain_notes_of_items_are_never_dropped_for_looking_alike() -> None:
+    # On an empty cluster, cluster-status printed only the first of three "missing: ..." notes.
+    out = io.StringIO()
+    progress = Progress(out)
+    for name in ("stg-cp01", "stg-cp02", "stg-cp03"):
+        e = entry("missing", "local", item=f"name={name}")
+        e.item_label = name
+        progress("start", e)
+        progress_note(progress, e, f"missing: {name} (controlplane)")
+        finish(progress, e, "succeeded", duration=0.0)
+    notes = [line for line in out.getvalue().splitlines() if line.startswith("   ... ")]
+    assert notes == [f"   ... missing[{n}]: missing: {n} (controlplane)" for n in ("stg-cp01", "stg-cp02", "stg-cp03")]
+
+
+def test_a_shown_step_prints_its_output_once() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    e = entry("nodes", "local")
+    e.show = True
+    progress("start", e)
+    table = "NAME  STATUS\nstg-cp01  Ready\n"
+    for line in table.splitlines():
+        progress_note(progress, e, line)  # a command's output, streamed line by line
+    e.output = {"stdout": table, "stderr": "", "exit_code": 0}
+    finish(progress, e, "succeeded", duration=0.1)
+    assert out.getvalue().splitlines() == [
+        "-> nodes (local)",
+        "   [ok] nodes 0.1s",
+        "      NAME  STATUS",
+        "      stg-cp01  Ready",
+    ]
+
+
+def test_a_shown_list_of_objects_is_a_table_and_an_object_key_value_lines() -> None:
+    out = io.StringIO()
+    progress = Progress(out)
+    vms = entry("vms")
+    vms.show, vms.status, vms.duration = True, "succeeded", 0.0
+    vms.output = [
+        {"name": "stg-cp01", "vmid": 1031, "node": "pve01", "status": "running", "uptime": None},
+        {"name": "stg-cp02", "vmid": 1032, "node": "pve02", "status": "stopped", "uptime": "3h 2m"},
+    ]
+    progress("step", vms)
+    archive = entry("archive")
+    archive.show, archive.status = True, "succeeded"
+    archive.output = {"volid": "local:backup/vzdump-qemu-1031.vma.zst", "protected": False, "tags": ["a", "b"]}
+    progress("step", archive)
+    assert out.getvalue().splitlines() == [
+        "   [ok] vms 0.0s",
+        "      NAME      VMID  NODE   STATUS   UPTIME",
+        "      stg-cp01  1031  pve01  running  -",
+        "      stg-cp02  1032  pve02  stopped  3h 2m",
+        "   [ok] archive",
+        "      volid:     local:backup/vzdump-qemu-1031.vma.zst",
+        "      protected: no",
+        "      tags:      a, b",
+    ]
+
+
+def test_a_failed_step_on_a_terminal_leaves_its_last_notes() -> None:
+    out = io.StringIO()
+    progress = Progress(io.StringIO(), console=_console(out))
+    e = entry("health", "talosctl")
+    progress("start", e)
+    for number in range(1, 6):
+        progress_note(progress, e, f"waiting for check {number}: ...")
+    finish(progress, e, "failed", duration=1.0, error="exited with 1")
+    progress.close()
+    lines = _strip(out.getvalue()).splitlines()
+    tail = [line for line in lines if line.startswith("   ... ")]
+    assert tail == [
+        "   ... health: (2 more lines; the journal keeps the whole output)",
+        "   ... health: waiting for check 3: ...",
+        "   ... health: waiting for check 4: ...",
+        "   ... health: waiting for check 5: ...",
+    ]
+    assert "   [FAIL] health 1.0s: exited with 1" in lines
 
 
 def test_quiet_plan_leaves_out_plan_entries() -> None:
@@ -357,14 +466,14 @@ def test_no_color_turns_off_every_style_and_the_spinner(monkeypatch: pytest.Monk
 
 
 def test_no_color_tables_carry_no_escape_codes(monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine import cli
+    from engine.report.table import Table, console
 
     def header(**env: str) -> str:
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        console = cli._console()
-        with console.capture() as captured:
-            console.print(cli._Table("NAME", "STATE").table)
+        printer = console()
+        with printer.capture() as captured:
+            printer.print(Table("NAME", "STATE").table)
         return captured.get()
 
     assert "\x1b[1m" in header(FORCE_COLOR="1"), "a forced terminal shows the bold header"

@@ -200,12 +200,12 @@ def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveClu
     log_before = len(requests(cluster))
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE) as term:
         shown = term.expect("Run this step?")
-        assert "GATE: delete[name=stg-cp01] (DELETE /nodes/pve01/qemu/1031)" in shown
+        assert "GATE: delete[stg-cp01] (DELETE /nodes/pve01/qemu/1031)" in shown
         assert "| DELETE /nodes/pve01/qemu/1031  purge=1 destroy-unreferenced-disks=1" in shown
         term.send("n\r")
         assert term.finish() == 4, term.text
         after = term.text[term.text.index("Run this step?") :]
-        assert "stopped before gated step 'delete[name=stg-cp01]'" in after
+        assert "stopped before gated step 'delete[stg-cp01]'" in after
         assert "Run this step?" not in after[len("Run this step?") :], "asked again after a no"
     assert staging_vms(cluster) == before, "a 'no' deleted something"
     assert mutating(requests(cluster)[log_before:]) == []
@@ -213,7 +213,7 @@ def test_a_gate_answered_no_on_a_terminal_stops_and_yes_deletes(cluster: LiveClu
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE) as term:
         for vmid, name in zip((1031, 1032, 1033), STAGING):
             shown = term.expect("Run this step?")
-            assert f"GATE: delete[name={name}] (DELETE /nodes/pve01/qemu/{vmid})" in shown
+            assert f"GATE: delete[{name}] (DELETE /nodes/pve01/qemu/{vmid})" in shown
             assert f"| DELETE /nodes/pve01/qemu/{vmid}  purge=1" in shown
             term.send("y\r")
         assert term.finish() == 0, term.text
@@ -237,7 +237,7 @@ def test_end_of_input_at_the_prompt_stops_like_a_no(cluster: LiveCluster) -> Non
     if staging_vms(cluster) != before or code == 0:  # not an AssertionError: this must fail, never xfail
         raise RuntimeError(f"end of input at a gate approved it (exit {code}):\n{text}")
     assert code == 4, text
-    assert "stopped before gated step 'delete[name=stg-cp01]'" in text
+    assert "stopped before gated step 'delete[stg-cp01]'" in text
     runs = json.loads(cli(cluster, "runs", "--json").stdout)["runs"]
     assert runs[0]["status"] == "stopped_at_gate"
 
@@ -252,7 +252,7 @@ def test_approving_another_step_does_not_approve_this_one(cluster: LiveCluster) 
     for other in ("members", "delete[name=stg-cp02]"):
         stopped = cli(cluster, "run", "e2e-teardown", *PROFILE, "--approve", other)
         assert stopped.returncode == 4, (other, stopped.stderr)
-        assert "stopped before gated step 'delete[name=stg-cp01]'" in stopped.stderr, other
+        assert "stopped before gated step 'delete[stg-cp01]'" in stopped.stderr, other
         run_id = run_folders(cluster)[-1]
         assert f"runbook resume {run_id} --approve delete" in stopped.stderr
         assert "--yes" in stopped.stderr
@@ -266,7 +266,7 @@ def test_a_terminal_for_output_only_is_not_one_to_answer_on(cluster: LiveCluster
     create_vms(cluster)
     with Terminal(cluster, "run", "e2e-teardown", *PROFILE, stdin_tty=False) as term:
         assert term.finish() == 4, term.text
-        assert "stopped before gated step 'delete[name=stg-cp01]'" in term.text
+        assert "stopped before gated step 'delete[stg-cp01]'" in term.text
         assert "Run this step?" not in term.text
     assert sorted(staging_vms(cluster)) == list(STAGING)
 

@@ -237,7 +237,9 @@ def test_talos_cluster_lifecycle(sim: Sim, tmp_path: Path) -> None:
     assert (sim.talos_dir("talos-staging") / "kubeconfig").is_file()
 
     status = sim.run("cluster-status", profile="talos-staging")
-    assert {status.output(f"vm_status[name={n}]")["status"] for n in STAGING} == {"running"}
+    assert [(vm["name"], vm["vmid"], vm["node"], vm["status"]) for vm in status.output("vms")] == [
+        (name, vmid, node, "running") for name, (vmid, node, _ip) in STAGING.items()
+    ]
     assert status.statuses("missing") == ["skipped"] * 3
     assert status.status("talos_health") == "succeeded"
     assert "stg-cp03" in status.output("talos_members")["stdout"]
@@ -310,7 +312,7 @@ def test_generic_cluster_create_and_teardown(sim: Sim) -> None:
     assert sim.status()["talos"] == []
 
     status = sim.run("cluster-status", profile="dev-generic")
-    assert len(status.statuses("vm_status")) == 4
+    assert sorted(vm["vmid"] for vm in status.output("vms")) == [1201, 1211, 1212, 1213]
     assert status.status("talos_version") == "skipped"
 
     sim.run("cluster-teardown", profile="dev-generic")
@@ -424,8 +426,8 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     assert int(restored["cores"]) == 4 and mac(restored["net0"]) != mac(original["net0"])  # unique=true
 
     overview = sim.run("storage-overview", "node=pve03").output("usage")
-    [pve03] = overview["nodes"]
-    usage = {s["storage"]: s for s in pve03["storages"]}
+    assert {s["node"] for s in overview["storages"]} == {"pve03"}
+    usage = {s["storage"]: s for s in overview["storages"]}
     assert usage["local-lvm"]["used_gib"] == 64.0  # the disks of 1500 and 1600, 32 GiB each
     assert usage["local"]["used_gib"] == int(stored["size"] / 1024**3 * 10) / 10 > 0  # the backup archive
     assert overview["warnings"] == []

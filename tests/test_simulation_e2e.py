@@ -146,7 +146,7 @@ def test_a_failure_halfway_stops_and_resume_converges(cli, make_home, monkeypatc
     failed = create(cli, home)
     assert failed.exit_code == 5, failed.output
     final = report(failed)
-    assert "step 'start[name=stg-cp03]' failed" in final["message"]
+    assert "step 'start[stg-cp03]' failed" in final["message"]
     assert "simulated host out of memory" in final["message"]
     monkeypatch.setattr(wiring.SimCluster, "start", real_start)
 

@@ -385,6 +385,10 @@ class ApiExecutor:
 
     # ------------------------------------------------------------------ the call
 
+    def missing(self, request: ApiRequest) -> list[str]:
+        """Nothing: requests go over HTTPS from this process."""
+        return []
+
     def preview(self, request: ApiRequest, facts: Facts) -> list[Change]:
         """What sending ``request`` would change (see ``engine.executors.preview``); sends nothing."""
         return api_changes(request, facts)

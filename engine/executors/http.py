@@ -48,6 +48,10 @@ class HttpExecutor:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def missing(self, req: HttpRequest) -> list[str]:
+        """Nothing: requests go from this process."""
+        return []
+
     def preview(self, req: HttpRequest, facts: Facts) -> list[Change]:
         return http_changes(req, facts)
 

@@ -30,7 +30,8 @@ from ..load.facts import Facts
 from ..run.credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, CredentialError
 from ..run.secrets import ChildEnvironment, Secret, scrub
 from ..runbook.actions import Result, ShellCommand, StepFailed
-from .base import Change, Progress, TokenProvider
+from ..shell.programs import programs
+from .base import Change, Progress, TokenProvider, not_installed
 from .preview import shell_changes
 
 STDERR_TAIL_LINES = 20
@@ -319,6 +320,11 @@ class LocalExecutor:
         secret_env = {command.token_env: self._token_value()} if command.token_env else {}
         return self.run(command, progress, secret_env=secret_env)
 
+    def missing(self, command: ShellCommand) -> list[str]:
+        """bash, and every program the script names that is not on the PATH it will run with."""
+        path = {**self.environment(), **command.env}.get("PATH", os.defpath)
+        return not_installed(["bash", *programs(command.script)], path)
+
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return shell_changes(command, facts)
 
@@ -413,6 +419,10 @@ class SshExecutor:
                 f"a script for node {command.node} asks for the API token, which only local commands get", sent=False
             )
         return self.run(command, progress)
+
+    def missing(self, command: ShellCommand) -> list[str]:
+        """The OpenSSH client; what the script runs on the node cannot be known from here."""
+        return not_installed(["ssh"], self.environment().get("PATH", os.defpath))
 
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return shell_changes(command, facts)

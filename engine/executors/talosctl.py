@@ -16,7 +16,7 @@ from ..load.facts import Facts
 from ..run.credentials import DEFAULT_TOKEN_ENV
 from ..run.secrets import ChildEnvironment
 from ..runbook.actions import Result, StepFailed, TalosctlCommand
-from .base import Change, Progress
+from .base import Change, Progress, not_installed
 from .preview import talosctl_changes
 from .shell import run_process
 
@@ -54,6 +54,12 @@ class TalosctlExecutor:
             "(for example `curl -sL https://talos.dev/install | sh`), or put it on PATH.",
             sent=False,
         )
+
+    def missing(self, command: TalosctlCommand) -> list[str]:
+        """The talosctl binary, when it is not installed (looked up as ``resolve`` does)."""
+        if os.sep in self.binary:
+            return [] if os.access(self.binary, os.X_OK) else [self.binary]
+        return not_installed([self.binary], os.environ.get("PATH", os.defpath))
 
     def preview(self, command: TalosctlCommand, facts: Facts) -> list[Change]:
         return talosctl_changes(command, facts)

@@ -10,7 +10,7 @@ fetches and what it knows are one thing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -46,13 +46,104 @@ class ClusterStorage:
     content: tuple[str, ...] = ()
 
 
+#: ``Facts.read(path)`` of a path that was not read (offline, or nothing asked for it).
+NOT_READ = None
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A resource an earlier step of the same plan creates or destroys: what a preview sees instead
+    of the cluster (a VM cloned earlier has no values before; a VM destroyed earlier is gone)."""
+
+    resource: str
+    id: str
+    action: str  # create | destroy | act (an action that leaves the resource with ``status``)
+    name: str = ""
+    status: str = ""  # the guest's status after it ("" when the action does not say)
+
+
+@dataclass(frozen=True)
+class ClusterIdentity:
+    """Which cluster answered: its name (PVE's cluster name; a standalone node's own name) and how
+    this machine checks its certificates (the CA's digest, or the pinned fingerprints).
+
+    A run belongs to one cluster: a leaf certificate renewed under the same CA is the same cluster;
+    another CA, other pins or another name is not, whatever the address says.
+    """
+
+    name: str  # "" when the cluster did not say (the token may not read /cluster/status)
+    trust: str
+
+    @classmethod
+    def from_cluster_status(cls, items: Iterable[Mapping[str, Any]] | None, trust: str) -> ClusterIdentity:
+        """From ``GET /cluster/status``: the ``cluster`` entry's name, or the only node's on a standalone one."""
+        entries = list(items or ())
+        cluster = next((e for e in entries if e.get("type") == "cluster" and e.get("name")), None)
+        nodes = [e for e in entries if e.get("type") == "node" and e.get("name")]
+        name = cluster["name"] if cluster else (nodes[0]["name"] if len(nodes) == 1 else "")
+        return cls(str(name), trust)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "trust": self.trust}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ClusterIdentity:
+        return cls(str(data.get("name", "")), str(data.get("trust", "")))
+
+    def differences(self, now: ClusterIdentity) -> list[str]:
+        """How ``now`` differs from this identity, in words; empty when it is the same cluster."""
+        found = []
+        if self.name and now.name and self.name != now.name:
+            found.append(f"the cluster is named '{now.name}', not '{self.name}'")
+        if self.trust != now.trust:
+            found.append(f"its certificates are checked with {now.trust}, not {self.trust}")
+        return found
+
+    def __str__(self) -> str:
+        return f"cluster '{self.name or 'unnamed'}' ({self.trust})"
+
+
 @dataclass(frozen=True)
 class Facts:
-    """The cluster as the run read it: its VMs, nodes and storages (each empty when not read)."""
+    """The cluster as the run read it: its VMs, nodes and storages (each empty when not read).
+
+    A live dry-run adds what it reads for a review's values before (``with_reads``: a guest's
+    config, status, snapshots, each by its API path) and what earlier steps of the plan create or
+    destroy (``with_planned``); each returns new facts, so a preview stays a pure function of them.
+    ``offline`` says the cluster was not read at all, so values before are unknown, not absent.
+    """
 
     vms: tuple[ExistingVm, ...] = ()
     nodes: tuple[ClusterNode, ...] = ()
     storages: tuple[ClusterStorage, ...] = ()
+    reads: tuple[tuple[str, Any], ...] = ()  # (API path, its data; None when the read failed)
+    planned: tuple[Planned, ...] = ()
+    offline: bool = False
+
+    def read(self, path: str) -> Any:
+        """What a GET of ``path`` answered (its ``data``); ``NOT_READ`` when it was not read or failed."""
+        return next((data for known, data in reversed(self.reads) if known == path), NOT_READ)
+
+    def was_read(self, path: str) -> bool:
+        return any(known == path for known, _ in self.reads)
+
+    def with_reads(self, reads: Mapping[str, Any]) -> Facts:
+        return replace(self, reads=self.reads + tuple(reads.items()))
+
+    def with_planned(self, planned: Iterable[Planned]) -> Facts:
+        return replace(self, planned=self.planned + tuple(planned))
+
+    def plan_of(self, resource: str, id: str) -> Planned | None:
+        """The last create or destroy of this resource planned by an earlier step, if any."""
+        return next(
+            (p for p in reversed(self.planned) if p.resource == resource and p.id == id and p.action != "act"), None
+        )
+
+    def planned_status(self, resource: str, id: str) -> str:
+        """The status an earlier step of the plan leaves this guest in ("" when none says)."""
+        return next(
+            (p.status for p in reversed(self.planned) if p.resource == resource and p.id == id and p.status), ""
+        )
 
     @classmethod
     def from_cluster_resources(cls, items: Iterable[Mapping[str, Any]] | None) -> Facts:
@@ -86,6 +177,10 @@ class Facts:
                     )
                 )
         return cls(tuple(vms), tuple(nodes), tuple(storages))
+
+    def offline_nodes(self) -> tuple[str, ...]:
+        """Nodes the cluster reports as not online (offline, unknown): no new VM goes there."""
+        return tuple(node.name for node in self.nodes if node.status and node.status != "online")
 
     def vm(self, vmid: int | str) -> ExistingVm | None:
         """The VM with ``vmid``, if the cluster has it."""

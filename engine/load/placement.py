@@ -64,6 +64,7 @@ class Plan:
 
     profile: str
     vms: tuple[PlannedVm, ...]
+    notes: tuple[str, ...] = ()  # what the operator must know about the placement (a node left out)
 
     @property
     def controlplanes(self) -> tuple[PlannedVm, ...]:
@@ -80,17 +81,31 @@ class Plan:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {"profile": self.profile, "vms": [vm.as_dict() for vm in self.vms]}
+        return {"profile": self.profile, "vms": [vm.as_dict() for vm in self.vms], "notes": list(self.notes)}
 
 
-def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any], cluster_vms: Iterable[ExistingVm] = ()) -> Plan:
+def compute_plan(
+    profile: Mapping[str, Any],
+    config: Mapping[str, Any],
+    cluster_vms: Iterable[ExistingVm] = (),
+    *,
+    offline: Iterable[str] = (),
+    placed: Mapping[str, str] | None = None,
+) -> Plan:
     """Plan every VM of ``profile`` on the cluster of ``config``.
 
     ``cluster_vms`` are the VMs already on the cluster: their VMIDs are never handed out again,
     and those that already are this profile's VMs (same name, and every profile tag or only the
-    template's tags: see ``_belongs``) keep their VMID.
+    template's tags: see ``_belongs``) keep their VMID. ``offline`` nodes (as the cluster reports
+    them) get no new VM, and the plan says so. ``placed`` is where a run being resumed already put
+    each VM (name -> node): those are never placed again, whatever changed since.
     """
-    nodes = [str(n["name"]) for n in config["cluster"]["nodes"]]
+    down = [str(node) for node in offline]
+    configured = [str(n["name"]) for n in config["cluster"]["nodes"]]
+    nodes = [node for node in configured if node not in down]
+    notes = tuple(
+        f"{node} is offline as the cluster reports it: no new VM is placed there" for node in configured if node in down
+    )
     capacity = {str(n["name"]): (n.get("cores"), n.get("memory")) for n in config["cluster"]["nodes"]}
     low, high = int(config["vmid_ranges"]["vms"]["min"]), int(config["vmid_ranges"]["vms"]["max"])
     profile_tags = tuple(str(t) for t in profile.get("tags", ()))
@@ -100,6 +115,17 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any], cluster_
     mine = {vm.name: vm for vm in existing if not vm.template and _belongs(vm, profile_tags, template_tags)}
 
     drafts = _drafts(profile)
+    for draft in drafts:
+        if placed and draft["name"] in placed and draft["node"] is None:
+            draft["node"] = placed[draft["name"]]
+        elif draft["node"] in down and draft["name"] not in mine:
+            raise PlanError(
+                draft["field"] + ("node",),
+                f"{draft['name']} is assigned to node {draft['node']}, which the cluster reports offline; "
+                "bring the node back, or assign the VM to another node",
+            )
+    if not nodes and any(draft["node"] is None for draft in drafts):
+        raise PlanError(("nodes",), f"every node of the cluster is offline ({', '.join(down)}): nowhere to place a VM")
     # Fix what is already decided (existing VMs, explicit VMIDs) before handing out the rest.
     taken: dict[int, str] = {}
     for draft in drafts:
@@ -172,7 +198,7 @@ def compute_plan(profile: Mapping[str, Any], config: Mapping[str, Any], cluster_
         )
         for d in drafts
     )
-    return Plan(profile=str(profile.get("name", "")), vms=vms)
+    return Plan(profile=str(profile.get("name", "")), vms=vms, notes=notes)
 
 
 def _belongs(vm: ExistingVm, profile_tags: tuple[str, ...], template_tags: set[str]) -> bool:

@@ -10,6 +10,7 @@ unique addresses. Each rule is its own function returning located problems.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,16 @@ class Profile:
     def file(self) -> str:
         return self.doc.file
 
-    def plan(self, config: ClusterConfig, cluster_vms: Any = ()) -> Plan:
-        return compute_plan(self.data, config.data, cluster_vms)
+    def plan(
+        self,
+        config: ClusterConfig,
+        cluster_vms: Any = (),
+        *,
+        offline: Iterable[str] = (),
+        placed: Mapping[str, str] | None = None,
+    ) -> Plan:
+        """Where each VM of this profile goes (see ``compute_plan`` for ``offline`` and ``placed``)."""
+        return compute_plan(self.data, config.data, cluster_vms, offline=offline, placed=placed)
 
 
 def read_profile(path: Path, home: Home) -> YamlDoc:

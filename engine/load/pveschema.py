@@ -55,6 +55,22 @@ def is_task(method: str, path: str) -> bool:
     return bool(spec and _schema.is_task(method, spec))
 
 
+def methods_of(template: str) -> frozenset[str]:
+    """The methods PVE's API has for a path template (``/nodes/{node}/qemu/{vmid}/config``); empty when
+    there is no such path. What the table of PVE calls (``engine.load.pvetable``) is checked against."""
+    spec = _loaded().paths.get(template)
+    return frozenset(spec) if spec else frozenset()
+
+
+def changing_paths() -> dict[str, frozenset[str]]:
+    """Every path of PVE's API with the methods of it that are not GET."""
+    return {
+        template: frozenset(m for m in methods if m != "GET")
+        for template, methods in _loaded().paths.items()
+        if any(m != "GET" for m in methods)
+    }
+
+
 def _closest(path: str) -> str:
     templates = list(_loaded().paths)
     shape = "/".join("{x}" if part.isdigit() else part for part in path.split("/"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,12 +28,17 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markdown_it import MarkdownIt
 
 from .. import __version__
+from ..executors.base import Change, Lost
+from ..executors.changeset import fold
+from ..executors.preview import preview_action
+from ..load.facts import Facts
 from ..load.home import Home
 from ..run.journal import LoadedRun, StepKey, _check_value, current_who
 from ..run.runner import PlanEntry, display
 from ..run.session import Session
 from ..runbook.actions import ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
 from ..runbook.model import Runbook
+from .changes import SECTIONS, headline, lost_text, section, shown_fields, symbol, value_text
 from .plantext import _STATUS, plan_json
 
 #: What each status means to a reader: in a plan, the terminal plan's own words; in a run, the journal's.
@@ -78,12 +83,14 @@ def plan_view(
     who: str | None = None,
     now: datetime | None = None,
     outcome: tuple[str, str] | None = None,
+    changes: Sequence[Change] = (),
 ) -> dict[str, Any]:
     """The view model of a dry-run plan, from the very data ``plan --json`` prints.
 
     ``outcome`` is (status, message) when planning stopped early (a read-only step failed).
+    ``changes`` is the plan's change set, shown grouped like ``terraform plan`` and on the cluster picture.
     """
-    data = _checked(plan_json(session, entries, offline=offline))
+    data = _checked(plan_json(session, entries, offline=offline, changes=changes))
     when = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
     hashes = [{"name": name, "sha256": digest, "note": ""} for name, digest in data["hashes"].items()]
     view = _common(data["runbook"], session.runbook, data["steps"], PLAN_LABELS)
@@ -107,9 +114,11 @@ def plan_view(
                 else "nothing is changed; read-only steps queried the cluster to make this plan"
             ),
             "summary": _summary_view(data["summary"], PLAN_LABELS),
-            "nodes": _nodes(session.config.data, data["plan"]),
+            "changes": _changes_view(changes, entries),
+            "change_summary": data["change_summary"],
+            "nodes": _nodes(session.config.data, data["plan"], data["changes"]),
             "plan_note": "" if offline or data["plan"] is None else "planned against the VMs on the cluster now",
-            "legend": ["new VM, created by this run", "already on the cluster, kept as it is"],
+            "legend": ["new VM, created by this run", "already on the cluster, kept as it is", "will be destroyed"],
             "run": None,
             "outcome": {"status": outcome[0], "message": outcome[1]} if outcome else None,
         }
@@ -197,9 +206,11 @@ def run_view(home: Home, loaded: LoadedRun, *, now: datetime | None = None) -> d
             "generated": _time_text((now or datetime.now(UTC)).isoformat(timespec="seconds")),
             "mode_note": f"mode {meta.mode}, engine {meta.engine_version}",
             "summary": _summary_view(_run_summary(steps), RUN_LABELS),
-            "nodes": _nodes(config.data, plan) if config is not None else None,
+            "nodes": _nodes(config.data, plan, _run_changes(steps)) if config is not None else None,
             "plan_note": "computed from the profile as it is now, without the cluster's state" if plan else "",
-            "legend": ["a VM of the profile's plan", "a VM already on the cluster"],
+            "legend": ["a VM of the profile's plan", "a VM already on the cluster", "destroyed"],
+            "changes": None,
+            "change_summary": None,
             "run": {
                 "id": meta.run_id,
                 "status": state.status,
@@ -278,6 +289,23 @@ _RUN_STATUS = {"finished": "succeeded", "skipped": "skipped", "failed": "failed"
 
 def _entry_dict(step_id: str, kind: str, title: str | None, line: int, item: str | None, status: str) -> dict[str, Any]:
     return PlanEntry(step_id, kind, title, line, item_key=item, status=status).as_dict()
+
+
+def _run_changes(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the run's succeeded steps changed, told from their recorded actions as a review tells it
+    (without values before): so the page shows the VMs a teardown destroyed as destroyed, not new."""
+    made = []
+    for step in steps:
+        fields = dict(step.get("action") or {})
+        cls = _ACTIONS.get(str(fields.pop("type", "")))
+        if step["status"] != "succeeded" or cls is None:
+            continue
+        try:
+            action = cls(**fields)
+        except TypeError:  # a record from another engine version: nothing to tell
+            continue
+        made += preview_action(action, Facts(offline=True))
+    return [change.as_dict() for change in fold(made)]
 
 
 def _run_summary(steps: list[dict[str, Any]]) -> dict[str, int]:
@@ -491,19 +519,27 @@ def _summary_view(counts: Mapping[str, int], labels: Mapping[str, str]) -> dict[
     }
 
 
-def _nodes(config: Mapping[str, Any], plan: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
-    """The cluster's nodes side by side, each with the plan's VMs on it, new ones apart from existing."""
+def _nodes(
+    config: Mapping[str, Any], plan: Mapping[str, Any] | None, changes: Sequence[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]] | None:
+    """The cluster's nodes side by side, each with the plan's VMs on it: new ones, existing ones kept,
+    and existing ones the change set destroys (with what they lose), each apart."""
     if not plan:
         return None
+    destroyed = {str(c["id"]): c for c in changes if c["resource"] == "vm" and c["action"] == "destroy"}
     nodes = []
     vms = list(plan.get("vms") or [])
     names = [str(n["name"]) for n in config["cluster"]["nodes"]]
     declared = {str(n["name"]): n for n in config["cluster"]["nodes"]}
     for name in names + sorted({str(vm["node"]) for vm in vms} - set(names)):
-        mine = [_vm_view(vm) for vm in vms if vm["node"] == name]
+        mine = [_vm_view(vm, destroyed.get(str(vm["vmid"]))) for vm in vms if vm["node"] == name]
         node = declared.get(name, {})
-        cores = sum(vm["cores"] for vm in mine if not vm["existing"])
-        memory = sum(vm["memory"] for vm in mine if not vm["existing"])
+        cores = sum(vm["cores"] for vm in mine if not vm["existing"] and not vm["destroyed"])
+        memory = sum(vm["memory"] for vm in mine if not vm["existing"] and not vm["destroyed"])
+        freed = [vm for vm in mine if vm["destroyed"]]
+        adds = f"adds {cores} cores, {_mib(memory)}" if cores or memory else "adds nothing"
+        if freed:
+            adds += f"; frees {sum(vm['cores'] for vm in freed)} cores, {_mib(sum(vm['memory'] for vm in freed))}"
         nodes.append(
             {
                 "name": name,
@@ -511,16 +547,19 @@ def _nodes(config: Mapping[str, Any], plan: Mapping[str, Any] | None) -> list[di
                 "known": name in declared,
                 "host": str(node.get("host", "")),
                 "capacity": _capacity(node.get("cores"), node.get("memory")),
-                "adds": f"adds {cores} cores, {_mib(memory)}" if cores or memory else "adds nothing",
-                "new": [vm for vm in mine if not vm["existing"]],
-                "existing": [vm for vm in mine if vm["existing"]],
+                "adds": adds,
+                "new": [vm for vm in mine if not vm["existing"] and not vm["destroyed"]],
+                "existing": [vm for vm in mine if vm["existing"] and not vm["destroyed"]],
+                "destroyed": freed,
             }
         )
     return nodes
 
 
-def _vm_view(vm: Mapping[str, Any]) -> dict[str, Any]:
+def _vm_view(vm: Mapping[str, Any], destroy: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {
+        "destroyed": destroy is not None,
+        "loses": lost_text(Lost(**lost) for lost in destroy["lost"]) if destroy else "",
         "name": str(vm["name"]),
         "vmid": int(vm["vmid"]),
         "role": str(vm["role"]),
@@ -531,6 +570,33 @@ def _vm_view(vm: Mapping[str, Any]) -> dict[str, Any]:
         "ip": vm.get("ip") or "dhcp",
         "existing": bool(vm.get("existing")),
     }
+
+
+def _changes_view(changes: Sequence[Change], entries: Sequence[PlanEntry]) -> list[dict[str, Any]]:
+    """The change set grouped as Terraform words it: will be created, changed, destroyed, acted on."""
+    gated = {(e.step_id, e.item_key) for e in entries if e.gated}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for change in changes:
+        groups.setdefault("possible" if change.when else section(change.action), []).append(
+            {
+                "symbol": symbol(change.action),
+                "headline": headline(change),
+                "action": change.action,
+                "fields": [
+                    {**f, "before_text": value_text(f["before"]), "after_text": value_text(f["after"])}
+                    for f in shown_fields(change)
+                ],
+                "create": change.action == "create",
+                "loses": lost_text(change.lost),
+                "detail": change.detail,
+                "when": change.when,
+                "step": change.step,
+                "item": change.item,
+                "anchor": _anchor(change.step),
+                "gated": (change.step, change.item) in gated,
+            }
+        )
+    return [{"key": key, "title": SECTIONS[key], "changes": groups[key]} for key in SECTIONS if key in groups]
 
 
 def _capacity(cores: Any, memory: Any) -> str:

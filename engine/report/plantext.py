@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any
 
+from ..executors.base import Change
+from ..executors.changeset import counts, summary_line
 from ..run.runner import PlanEntry
+from ..run.sections import reads_only
 from ..run.session import Session
+from .changes import change_lines
+from .progress import shown_output
 
 _STATUS = {
     "would_run": "would run",
@@ -16,7 +22,9 @@ _STATUS = {
 }
 
 
-def plan_json(session: Session, entries: list[PlanEntry], *, offline: bool) -> dict[str, Any]:
+def plan_json(
+    session: Session, entries: list[PlanEntry], *, offline: bool, changes: Sequence[Change] = ()
+) -> dict[str, Any]:
     return {
         "runbook": session.runbook.name,
         "file": session.runbook.file,
@@ -28,17 +36,51 @@ def plan_json(session: Session, entries: list[PlanEntry], *, offline: bool) -> d
         "plan": session.plan.as_dict() if session.plan else None,
         "steps": [entry.as_dict() for entry in entries],
         "summary": summary(entries),
+        "changes": [change.as_dict() for change in changes],
+        "change_counts": {**counts(c for c in changes if not c.when), "possible": sum(1 for c in changes if c.when)},
+        "change_summary": change_summary(entries, changes, _read_only(session)),
     }
 
 
+def change_summary(entries: list[PlanEntry], changes: Sequence[Change], read_only: Collection[str] = ()) -> str:
+    """The Terraform-like line over the changes the run will make; then, apart, the changes that
+    depend on a run-time condition, and the changing steps (not in ``read_only``) whose effect the
+    plan cannot tell at all. The line never counts what the run may not do."""
+    certain = [c for c in changes if not c.when]
+    line = summary_line(certain)
+    possible = len(changes) - len(certain)
+    if possible:
+        line += (
+            f" {possible} more change{'s' if possible > 1 else ''} may happen, depending on values known "
+            "only at run time."
+        )
+    covered = {(c.step, c.item) for c in changes}
+    later = sum(
+        1
+        for e in entries
+        if e.status == "unknown" and e.step_id not in read_only and (e.step_id, e.item_key) not in covered
+    )
+    if later:
+        line += (
+            f" {later} more step{'s' if later > 1 else ''} depend{'' if later > 1 else 's'} on values known "
+            f"only when the run gets there: what {'they change is' if later > 1 else 'it changes is'} not listed."
+        )
+    return line
+
+
+def _read_only(session: Session) -> set[str]:
+    """The ids of the steps that change nothing: what they do is not a change to count."""
+    return {step.id for step in session.runbook.steps if reads_only(step)}
+
+
 def summary(entries: list[PlanEntry]) -> dict[str, int]:
-    counts: dict[str, int] = {"steps": len(entries), "gated": sum(1 for e in entries if e.gated)}
+    tally: dict[str, int] = {"steps": len(entries), "gated": sum(1 for e in entries if e.gated)}
     for entry in entries:
-        counts[entry.status] = counts.get(entry.status, 0) + 1
-    return counts
+        tally[entry.status] = tally.get(entry.status, 0) + 1
+    return tally
 
 
-def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> str:
+def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool, changes: Sequence[Change] = ()) -> str:
     out = []
     target = f" on profile {session.profile.name}" if session.profile else ""
     out.append(
@@ -69,10 +111,24 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool) -> s
         out.append(f"       {status}{': ' + entry.reason if entry.reason else ''}{gate}")
         for line in entry.display.splitlines():
             out.append(f"       | {line}")
-    counts = summary(entries)
+        out += shown_output(entry)  # a read-only step the dry-run ran, marked show: what it found
+    steps = summary(entries)
     out.append("")
     out.append(
-        f"{counts['steps']} steps: {counts.get('would_run', 0)} would run, {counts['gated']} gated, "
-        f"{counts.get('unknown', 0)} depend on run-time values, {counts.get('skipped', 0)} skipped"
+        f"{steps['steps']} steps: {steps.get('would_run', 0)} would run, {steps['gated']} gated, "
+        f"{steps.get('unknown', 0)} depend on run-time values, {steps.get('skipped', 0)} skipped"
     )
+    gated = {(e.step_id, e.item_key) for e in entries if e.gated}
+    certain = [c for c in changes if not c.when]
+    possible = [c for c in changes if c.when]
+    if certain:
+        out.append("")
+        out.append("Changes (+ create, ~ change, - destroy, > action, ? unknown effect):")
+        out += change_lines(certain, gated)
+    if possible:
+        out.append("")
+        out.append("Changes that depend on values known only at run time (not counted below):")
+        out += change_lines(possible, gated)
+    out.append("")
+    out.append(change_summary(entries, changes, _read_only(session)))
     return "\n".join(out)

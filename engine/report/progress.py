@@ -3,9 +3,17 @@
 * On a terminal: a live status line (rich) for the step being run -- its number, label, kind, the
   latest note from its executor and how long it has been running -- with each finished step
   printed above it as a permanent, coloured line.
-* Not on a terminal: plain lines, no escape codes (``-> label (kind)  title``, throttled
+* Not on a terminal: plain lines, no escape codes (``-> label (kind)  title``,
   ``   ... label: note`` lines, ``   [ok] label 1.2s: reason``).
-* ``--json``: one JSON event per line.
+* ``--json``: one JSON event per line, every note included.
+
+Notes are chatter (a command's output line by line, a task being waited for): in plain lines a
+step's first ``HEAD`` notes are printed as they come, then one every ``HEARTBEAT`` seconds so a long
+wait shows life, and when the step ends the lines held back are folded to their last ``TAIL``
+(the journal keeps the step's whole output). On a terminal the live line shows the latest note, and
+a failed step leaves its last ``TAIL`` notes above its line. What the operator came for is not a note:
+a step marked ``show`` prints its output once, under its line (``engine.report.shown``), and its notes
+are not printed besides.
 
 rich is imported only when a terminal is used, so a piped CLI starts fast. The live line runs only
 between a step's "start" and its "step" event, so nothing redraws over a gate's prompt (the runner
@@ -20,9 +28,12 @@ import json
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any, TextIO
 
 from ..run.runner import PlanEntry
+from .shown import shown_lines
+from .table import no_color
 
 _MARK = {
     "succeeded": "ok",
@@ -41,6 +52,12 @@ _STYLE = {
     "unknown": "cyan",
 }
 _REFRESH_PER_SECOND = 4
+#: Notes of a step printed as they come (plain lines), before the rest is held back.
+HEAD = 2
+#: Held-back notes printed when the step ends (and, on a terminal, above a failed step's line).
+TAIL = 3
+#: Seconds after which a held-back note is printed anyway, so a long wait in a pipe shows life.
+HEARTBEAT = 10.0
 
 
 class Progress:
@@ -66,7 +83,7 @@ class Progress:
         self.total = total
         # NO_COLOR (no-color.org) asks for plain text: no styles and no live spinner line either.
         self.tty = not as_json and not no_color() and (console is not None or _isatty(self.stream))
-        self._last_note = ("", 0.0)
+        self._chatter: dict[int, _Chatter] = {}
         self._console = console
         self._live: Any = None
         self._current: _Current | None = None
@@ -86,7 +103,7 @@ class Progress:
         if self.as_json:
             self._json(event, entry)
             return
-        label = entry.step_id + (f"[{entry.item_key}]" if entry.item_key else "")
+        label = entry.label
         number = self._numbers.setdefault(entry.step_id, len(self._numbers) + 1)
         if self.tty:
             self._tty_event(event, entry, label, number)
@@ -94,9 +111,16 @@ class Progress:
         if event == "start":
             title = f"  {entry.title}" if entry.title else ""
             self._line(f"-> {label} ({entry.kind}){title}")
+            self._chatter[id(entry)] = _Chatter()
         elif event == "progress":
-            self._note(label, entry.reason)
-        elif event == "step" and self._shows(entry):
+            self._note(entry, label, entry.reason)
+        elif event == "step":
+            chatter = self._chatter.pop(id(entry), None)
+            if not self._shows(entry):
+                return
+            if chatter is not None and not (entry.show and entry.status == "succeeded"):
+                for line in chatter.folded(label):
+                    self._line(line)
             self._line(f"   [{_MARK.get(entry.status, entry.status)}] {label}{_took(entry)}{_why(entry)}")
             for line in shown_output(entry):
                 self._line(line)
@@ -106,12 +130,12 @@ class Progress:
 
     # -- plain lines -------------------------------------------------------------------------
 
-    def _note(self, label: str, text: str) -> None:
+    def _note(self, entry: PlanEntry, label: str, text: str) -> None:
+        chatter = self._chatter.setdefault(id(entry), _Chatter())
         now = time.monotonic()
-        last_text, last_time = self._last_note
-        if text.split(":")[0] != last_text.split(":")[0] or now - last_time > 10:
-            self._line(f"   ... {label}: {text}")
-            self._last_note = (text, now)
+        for line in str(text).splitlines() or [""]:
+            if chatter.take(line, now, head=0 if entry.show else HEAD):
+                self._line(f"   ... {label}: {line}")
 
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
@@ -123,15 +147,22 @@ class Progress:
         if event == "start" or (event == "progress" and (self._current is None or self._current.entry is not entry)):
             self._current = _Current(entry, label, number, time.monotonic())
             self._start_live()
+        if event == "start":
+            self._chatter[id(entry)] = _Chatter()
         if event == "progress" and self._current is not None:
             self._current.note = _one_line(entry.reason)
+            self._chatter.setdefault(id(entry), _Chatter()).hold(_one_line(entry.reason))
         elif event == "step":
+            chatter = self._chatter.pop(id(entry), None)
             if self._current is not None and self._current.entry is entry:
                 self._current = None
                 self._stop_live()
             if self._shows(entry):
+                if chatter is not None and entry.status == "failed":
+                    for line in chatter.folded(label):
+                        self._plain_on_console(line, "dim")
                 self._print_finished(entry, label)
-                for line in shown_output(entry):
+                for line in shown_output(entry, self._rich().width):
                     self._plain_on_console(line)
 
     def _print_finished(self, entry: PlanEntry, label: str, status: str | None = None, why: str | None = None) -> None:
@@ -147,10 +178,10 @@ class Progress:
         line.append(reason, style="red" if status == "failed" else "")
         self._rich().print(line, soft_wrap=True)
 
-    def _plain_on_console(self, text: str) -> None:
+    def _plain_on_console(self, text: str, style: str = "") -> None:
         from rich.text import Text
 
-        self._rich().print(Text(text), soft_wrap=True)
+        self._rich().print(Text(text, style=style), soft_wrap=True)
 
     def _rich(self) -> Any:
         if self._console is None:
@@ -253,6 +284,38 @@ class Progress:
         self.stream.flush()
 
 
+class _Chatter:
+    """One running step's notes: how many came, how many were printed, the last ones held back."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.printed = 0
+        self.last_printed = time.monotonic()
+        self.held: deque[str] = deque(maxlen=TAIL)
+
+    def take(self, line: str, now: float, head: int) -> bool:
+        """Count ``line``; True to print it now (one of the first ``head``, or a heartbeat)."""
+        self.count += 1
+        if self.printed < head or now - self.last_printed >= HEARTBEAT:
+            self.printed += 1
+            self.last_printed = now
+            self.held.clear()
+            return True
+        self.held.append(line)
+        return False
+
+    def hold(self, line: str) -> None:
+        """Count ``line`` without printing it (a terminal shows it on the live line)."""
+        self.count += 1
+        self.held.append(line)
+
+    def folded(self, label: str) -> list[str]:
+        """The lines to print when the step ends: how many were left out, then the last ones."""
+        left_out = self.count - self.printed - len(self.held)
+        lines = [f"   ... {label}: ({left_out} more lines; the journal keeps the whole output)"] if left_out else []
+        return lines + [f"   ... {label}: {line}" for line in self.held]
+
+
 class _Current:
     """The step the live line shows."""
 
@@ -305,13 +368,6 @@ def _one_line(text: str) -> str:
     return " ".join("".join(ch if ch.isprintable() else " " for ch in str(text)).split())
 
 
-def no_color() -> bool:
-    """Whether the operator set ``NO_COLOR`` (to anything but the empty string), as no-color.org says."""
-    import os
-
-    return bool(os.environ.get("NO_COLOR"))
-
-
 def _isatty(stream: Any) -> bool:
     try:
         return bool(stream.isatty())
@@ -319,11 +375,8 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-def shown_output(entry: PlanEntry) -> list[str]:
-    """The output of a step marked ``show``, as indented YAML lines (empty for other steps)."""
+def shown_output(entry: PlanEntry, width: int | None = None) -> list[str]:
+    """The output of a step marked ``show``, once it succeeded (empty for other steps)."""
     if not entry.show or entry.status != "succeeded" or entry.output is None:
         return []
-    import yaml
-
-    text = yaml.safe_dump(entry.output, sort_keys=False, default_flow_style=False, allow_unicode=True, width=120)
-    return ["      " + line for line in text.rstrip("\n").splitlines()]
+    return shown_lines(entry.output, width)

@@ -17,6 +17,7 @@ from ..executors.base import Change, Executor, ExecutorFactory, Progress, Regist
 from ..load.facts import Facts
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, TalosctlCommand, TaskFollow
 from .credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, ApiToken, TokenSource
+from .identity import trust_of
 from .secrets import ChildEnvironment, Masker
 
 
@@ -36,11 +37,15 @@ class Dispatcher:
         env: Mapping[str, str] | None = None,
         *,
         adjust_context: Callable[[dict[str, Any]], None] | None = None,
+        trust: str | None = None,
     ):
         self._config = config_data
         self._home = home_root
         self._env = env
         self._adjust_context = adjust_context
+        #: How this machine checks the cluster's certificates, part of the cluster's identity
+        #: (``engine.run.identity``); the simulation says its own.
+        self.trust = trust if trust is not None else trust_of(config_data, home_root)
         self.warnings: list[str] = []
         #: Every secret this run resolved or was given, masked in whatever an executor returns or
         #: reports; children inherit no variable that holds one (``ChildEnvironment``).
@@ -96,6 +101,10 @@ class Dispatcher:
     def watched(self, tokens: TokenProvider) -> TokenProvider:
         """``tokens``, with each token it gives added to the masker before anyone can print it."""
         return _MaskedTokens(tokens, self.masker)
+
+    def missing(self, action: Action) -> list[str]:
+        """The programs ``action`` needs on this machine that are not installed (nothing is run)."""
+        return self.registry.get(action.kind).missing(action)
 
     def preview(self, action: Action, facts: Facts) -> list[Change]:
         """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""

@@ -14,12 +14,16 @@ from typing import Any
 
 from .. import exitcodes
 from ..executors.base import Change
-from ..load.facts import Facts
+from ..executors.changeset import fold
+from ..load.facts import ClusterIdentity, Facts
 from ..load.home import Home
 from ..load.problems import InputError
-from ..runbook.actions import ApiRequest, StepFailed
+from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
 from .dispatch import Dispatcher
+from .identity import read_identity, talks_to_cluster
 from .journal import RunMeta, RunRecord, RunState, load_run, new_run_id, task_history
+from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
+from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanEntry, Runner, StepError
 from .session import Session, prepare, runbook_path
@@ -37,12 +41,13 @@ class Outcome:
     run_id: str | None = None
     entries: list[PlanEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)  # a dry-run's preview, when it read the cluster
+    changes: list[Change] = field(default_factory=list)  # a dry-run's change set (values before read live)
 
 
 def read_facts(dispatcher: Dispatcher) -> Facts:
-    """The cluster's VMs (one GET), read once at the edge: planning and previews use this snapshot."""
-    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), lambda _: None)
+    """The cluster's VMs, nodes and storages (one GET), read once at the edge: planning and previews
+    use this snapshot."""
+    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources"), lambda _: None)
     return Facts.from_cluster_resources(result.data)
 
 
@@ -54,11 +59,13 @@ def _prepare(
     dispatcher: Dispatcher | None,
     *,
     live: bool = True,
+    placed: Mapping[str, str] | None = None,
 ) -> Session:
-    """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used."""
-    session = prepare(home, name, profile, given)
+    """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used;
+    ``placed`` keeps a resumed run's VMs where it put them."""
+    session = prepare(home, name, profile, given, placed=placed)
     if dispatcher is not None and live and session.profile is not None:
-        session = prepare(home, name, profile, given, read_facts(dispatcher))
+        session = prepare(home, name, profile, given, read_facts(dispatcher), placed=placed)
     if dispatcher is not None:
         dispatcher.adjust_context(session.context)
     return session
@@ -80,7 +87,7 @@ def plan_run(
         session = _prepare(home, name, profile, given, dispatcher, live=not offline)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
-    facts = session.facts
+    previewer = Previewer(session.facts, live)
     runner = Runner(
         session.runbook,
         session.context,
@@ -88,7 +95,7 @@ def plan_run(
         dry_run=True,
         approver=_Never(),
         on_event=on_event,
-        preview=(lambda action: live.preview(action, facts)) if live is not None and facts is not None else None,
+        preview=previewer,
     )
     try:
         entries = runner.run()
@@ -106,8 +113,8 @@ def plan_run(
         "dry-run: nothing was changed",
         session,
         entries=entries,
-        warnings=list(dispatcher.warnings) if live else [],
-        changes=runner.changes,
+        warnings=_notes(session) + (list(dispatcher.warnings) if live else []),
+        changes=fold(runner.changes),
     )
 
 
@@ -118,7 +125,19 @@ class _Never:
         return False
 
 
-def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
+def _notes(session: Session) -> list[str]:
+    """What the plan says the operator must know (a node left out of placement)."""
+    return list(session.plan.notes) if session.plan is not None else []
+
+
+def _identity(session: Session, dispatcher: Dispatcher) -> ClusterIdentity | None:
+    """Which cluster answers, for a run that talks to one (a profile, or API steps)."""
+    if not talks_to_cluster(session.runbook, session.profile is not None):
+        return None
+    return read_identity(dispatcher.execute, dispatcher.trust)
+
+
+def _meta(session: Session, run_id: str, mode: str, cluster: ClusterIdentity | None = None) -> RunMeta:
     hashes = session.hashes()
     profile = session.profile
     return RunMeta(
@@ -133,7 +152,54 @@ def _meta(session: Session, run_id: str, mode: str) -> RunMeta:
         parameters=session.params,
         mode=mode,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        cluster=cluster.as_dict() if cluster is not None else None,
+        placement={vm.name: vm.node for vm in session.plan.vms} if session.plan is not None else None,
     )
+
+
+def preflight(session: Session, dispatcher: Dispatcher) -> list[str]:
+    """Raise ``NotReady`` when this machine lacks what the run will need; else the warnings to show.
+
+    The run's plan (offline: nothing is sent) says which steps may run; a plan that stops early
+    (a template that needs a step's output, a gate) is checked as far as it got.
+    """
+    planner = Runner(session.runbook, session.context, executor=None, dry_run=True, approver=_Never())
+    try:
+        planner.run()
+    except (InputError, StepError, GateStop):
+        pass  # the run stops there too, and says why; what comes before it is checked
+    actions = planned_actions(session.runbook, planner.entries)
+    missing = missing_programs(actions, dispatcher.missing)
+    talos = (session.profile.data.get("talos") if session.profile is not None else None) or {}
+    problem = warning = None
+    uses_talosctl = any(action.kind == "talosctl" for _, action in actions)
+    if talos.get("version") and uses_talosctl and not any(m.program == "talosctl" for m in missing):
+        assert session.profile is not None
+        try:
+            answer = dispatcher.execute(TalosctlCommand(("version", "--client", "--short"), timeout=30), _quiet)
+            output = str(answer.data.get("stdout", "")) if isinstance(answer.data, dict) else ""
+        except StepFailed:
+            output = ""
+        problem, warning = version_problem(
+            talosctl_version(output), str(talos["version"]), f"talos.version in {session.profile.file}"
+        )
+    if missing or problem:
+        raise NotReady(missing, problem)
+    return [warning] if warning else []
+
+
+def _quiet(line: str) -> None:
+    """Progress of a preflight command: not shown (its answer is what counts)."""
+
+
+def _ready(session: Session, dispatcher: Dispatcher, run_id: str | None = None) -> Outcome | list[str]:
+    """The preflight's warnings, or the Outcome that stops the run before its first change."""
+    try:
+        return preflight(session, dispatcher)
+    except NotReady as exc:
+        return Outcome("refused", exc.exit_code, str(exc), session, run_id)
+    except StepFailed as exc:
+        return Outcome("failed", exitcodes.FAILED, f"cannot get ready to run: {exc.message}", session, run_id)
 
 
 def _lock_name(session: Session) -> str:
@@ -155,11 +221,15 @@ def start_run(
     """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it."""
     try:
         session = _prepare(home, name, profile, given, dispatcher)
+        cluster = _identity(session, dispatcher)
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
+    ready = _ready(session, dispatcher)
+    if isinstance(ready, Outcome):
+        return ready
     run_id = new_run_id(session.runbook.name, datetime.now(UTC))
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
@@ -168,16 +238,17 @@ def start_run(
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
         try:
-            session = _settled(home, session, dispatcher, _notes(on_event), name=name, profile=profile, given=given)
+            session = _settled(
+                home, session, dispatcher, _cluster_notes(on_event), name=name, profile=profile, given=given
+            )
         except (StepFailed, StaleLock) as exc:
             return Outcome("failed", exitcodes.FAILED, f"cannot start: {_message(exc)}", session)
-        with RunRecord.create(home.state_dir, _meta(session, run_id, mode)) as record:
+        with RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster)) as record:
             runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
-    if note:
-        outcome.warnings.insert(0, note)
+    outcome.warnings[:0] = ([note] if note else []) + ready + _notes(session)
     outcome.warnings += dispatcher.warnings
     return outcome
 
@@ -227,9 +298,23 @@ def resume_run(
     path = runbook_path(home, meta.runbook)
     given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
     try:
-        session = _prepare(home, str(path), meta.profile, given, dispatcher)
+        session = _prepare(home, str(path), meta.profile, given, dispatcher, placed=meta.placement)
+        cluster = _identity(session, dispatcher) if meta.cluster is not None else None
     except StepFailed as exc:
         return Outcome("failed", exitcodes.FAILED, f"cannot read the cluster to plan: {exc.message}")
+    if meta.cluster is not None and cluster is not None:
+        started_on = ClusterIdentity.from_dict(meta.cluster)
+        differences = started_on.differences(cluster)
+        if differences:
+            return Outcome(
+                "refused",
+                exitcodes.OTHER_CLUSTER,
+                f"refusing to resume {run_id}: it started on {started_on}, and another cluster answers now: "
+                f"{'; '.join(differences)}. A run belongs to the cluster it started on, and no --force changes "
+                "that. Point cluster-config.yaml back at that cluster to resume, or start a new run here.",
+                session,
+                run_id,
+            )
     refused = _untrusted(home, session, run_id)
     if refused is not None:
         return refused
@@ -252,6 +337,9 @@ def resume_run(
             session,
             run_id,
         )
+    ready = _ready(session, dispatcher, run_id)
+    if isinstance(ready, Outcome):
+        return ready
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
         note = lock.acquire()
@@ -267,11 +355,12 @@ def resume_run(
                     home,
                     session,
                     dispatcher,
-                    _notes(on_event),
+                    _cluster_notes(on_event),
                     name=str(path),
                     profile=meta.profile,
                     given=given,
                     resumed=(before.state, record, done),
+                    placed=meta.placement,
                 )
             except (StepFailed, StaleLock) as exc:
                 record.run_finished("failed")
@@ -289,7 +378,7 @@ def resume_run(
             outcome = _drive(runner, record, session, run_id)
     finally:
         lock.release()
-    outcome.warnings = ([note] if note else []) + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
+    outcome.warnings = ([note] if note else []) + ready + list(loaded.warnings) + outcome.warnings + dispatcher.warnings
     if changed:
         outcome.warnings.insert(0, f"resumed with --force although {', '.join(changed)} changed")
     return outcome
@@ -305,12 +394,14 @@ def _settled(
     profile: str | None,
     given: Mapping[str, str],
     resumed: tuple[RunState, RunRecord, dict[tuple[str, str | None], Any]] | None = None,
+    placed: Mapping[str, str] | None = None,
 ) -> Session:
     """The session to run with once the cluster has finished what this run (or anyone) is doing to its
     VMs (``engine.run.settle``): on resume, the tasks the interrupted run left running are followed to
     their end (a step in doubt whose task ended well is journaled as finished, into ``done``); then the
     VMs of the plan that hold a lock are waited for. When anything was waited for, the cluster is read
-    again and the run re-planned, so no VM is planned half made."""
+    again and the run re-planned (a resumed run's VMs kept where it ``placed`` them), so no VM is planned
+    half made."""
     if session.profile is None and resumed is None:
         return session
     state = resumed[0] if resumed else None
@@ -333,11 +424,11 @@ def _settled(
     names = {vm.name for vm in session.plan.vms} if session.plan else set()
     waited = wait_for_locks(dispatcher, facts, names, vmids, note)
     if followed or waited:
-        return _prepare(home, name, profile, given, dispatcher)
+        return _prepare(home, name, profile, given, dispatcher, placed=placed)
     return session
 
 
-def _notes(on_event: Callable[[str, PlanEntry], None] | None) -> Callable[[str], None]:
+def _cluster_notes(on_event: Callable[[str, PlanEntry], None] | None) -> Callable[[str], None]:
     """Progress lines about the cluster itself (tasks followed, locks waited for) outside any step."""
     entry = PlanEntry("cluster", "api", "tasks in flight", 0)
 
@@ -378,7 +469,7 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
     except GateStop as stop:
         record.run_finished("stopped_at_gate")
         entry = stop.entry
-        which = f"{entry.step_id}[{entry.item_key}]" if entry.item_key else entry.step_id
+        which = entry.label
         return Outcome(
             "stopped_at_gate",
             exitcodes.GATE,
@@ -391,7 +482,7 @@ def _drive(runner: Runner, record: RunRecord, session: Session, run_id: str) -> 
         )
     except StepError as exc:
         record.run_finished("failed")
-        which = f"{exc.entry.step_id}[{exc.entry.item_key}]" if exc.entry.item_key else exc.entry.step_id
+        which = exc.entry.label
         return Outcome(
             "failed",
             exitcodes.FAILED,

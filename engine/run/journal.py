@@ -39,7 +39,7 @@ import re
 import secrets
 import socket
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -141,6 +141,11 @@ class RunMeta:
     started_at: str
     who: str = field(default_factory=current_who)
     engine_version: str = __version__
+    #: Which cluster answered when the run started (``ClusterIdentity.as_dict``); None when the run
+    #: talks to no cluster. A resume against another is refused.
+    cluster: dict[str, str] | None = None
+    #: Where the run placed each VM of its profile (name -> node): a resume never places them again.
+    placement: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -158,6 +163,8 @@ class RunMeta:
             "started_at": self.started_at,
             "who": self.who,
             "engine_version": self.engine_version,
+            "cluster": self.cluster,
+            "placement": self.placement,
         }
 
     @classmethod
@@ -166,10 +173,16 @@ class RunMeta:
             raise JournalError(f"{where}: not a run record (expected a JSON object)")
         if isinstance(data.get("format"), int) and data["format"] > FORMAT:
             raise JournalError(f"{where}: written by a newer runbook (format {data['format']}); upgrade to read it")
-        names = [name for name in cls.__dataclass_fields__ if name not in data]
+        fields = cls.__dataclass_fields__
+        # Fields with a default came later: a record written before them is read without them.
+        names = [name for name, spec in fields.items() if name not in data and not _has_default(spec)]
         if names:
             raise JournalError(f"{where}: run record lacks {', '.join(names)}")
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: data[name] for name in fields if name in data})
+
+
+def _has_default(spec: Any) -> bool:
+    return spec.default is not MISSING or spec.default_factory is not MISSING
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ and the one retry loop with its backoff (``engine.run.retry``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import threading
@@ -41,6 +42,7 @@ from typing import Any, NoReturn, Protocol
 from .. import exitcodes
 from ..errors import RunbookError
 from ..executors.base import Change, Executes
+from ..executors.preview import declared_changes
 from ..executors.shell import parse_json_output
 from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
@@ -105,9 +107,16 @@ class PlanEntry:
     error: str | None = None
     duration: float | None = None
     show: bool = False  # the operator came for this step's output: print it with the progress
+    item_label: str | None = None  # how the operator knows the loop item (its name), when item_key is not it
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
+
+    @property
+    def label(self) -> str:
+        """The step as the operator reads it: ``vm_status[stg-cp01]``, ``rolling_upgrade[stg-cp01 upgrade]``."""
+        item = self.item_label or self.item_key
+        return self.step_id + (f"[{item}]" if item else "")
 
 
 class GateStop(Exception):
@@ -466,6 +475,8 @@ class Runner:
         Returns ``_Ready(action)`` when the item is to run, else its output (None when skipped,
         ``_NOTHING`` when a plan cannot know it).
         """
+        if key is not None:
+            entry.item_label = self._item_label(step, local)
         # A read-only step runs again on resume, so the guards after it see the cluster as it is now,
         # not as it was before the interruption.
         if (step.id, key) in self.done and not reads_only(step):
@@ -528,6 +539,7 @@ class Runner:
                 ) from None
             entry.status = "unknown"
             entry.reason = f"what it sends depends on {unknown.source}, known only after run"
+            self._possible(step, key, local, None, pending_condition)
             self._add(entry)
             return _NOTHING
         entry.action = action_as_dict(action)
@@ -541,6 +553,8 @@ class Runner:
         if self.dry_run and (unknown or pending_condition):
             entry.status = "unknown"
             entry.reason = pending_condition or "uses values known only after run"
+            if not is_readonly(step, action):
+                self._possible(step, key, local, action, pending_condition)
             self._add(entry)
             return _NOTHING
         if self.dry_run:
@@ -559,7 +573,7 @@ class Runner:
             else:
                 self.plan_changes = True
             if not readonly and self.preview is not None:
-                changes = self.preview(action)
+                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self.preview(action)]
                 with self._lock:
                     self.changes += changes
             self._add(entry)
@@ -575,6 +589,39 @@ class Runner:
                     raise GateStop(entry)
                 self._record("gate_approved", step.id, key, self.approver.who)
         return _Ready(action)
+
+    def _item_label(self, step: Step, local: dict[str, Any]) -> str:
+        """The step's ``label`` for this item when it has one (and it is known), else the item's name."""
+        if "label" in step.attrs:
+            try:
+                value = self.renderer.expression(step, "label", local)
+            except UnknownValue:
+                value = None
+            if value is not None and not isinstance(value, Unknown):
+                return " ".join(str(value).split())
+        return item_label(local.get(step.loop_var), int(local.get("loop_index", 0)))
+
+    def _possible(self, step: Step, key: str | None, local: dict[str, Any], action: Action | None, when: str) -> None:
+        """What a step whose values only the run knows would change: from its action when it rendered
+        (values known after run shown as such), else from its ``changes`` attribute alone when that
+        renders. ``when`` is the run-time condition it runs under ("": it runs, only values are
+        unknown), kept on each change (``Change.when``) so the summary counts it apart."""
+        if self.preview is None:
+            return
+        if reads_only(step):
+            return
+        if action is not None:
+            found = self.preview(action)
+        elif step.kind != "api" and "changes" in step.attrs:
+            try:
+                found = declared_changes(self.renderer.changes(step, local), "")
+            except UnknownValue:
+                return
+        else:
+            return
+        changes = [dataclasses.replace(c, step=step.id, item=key, when=when) for c in found or ()]
+        with self._lock:
+            self.changes += changes
 
     def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
         assert self.executor is not None
@@ -734,6 +781,18 @@ def _item_key(item: Any, index: int) -> str:
         for name in ("name", "vmid", "node", "id"):
             if name in item:
                 return f"{name}={item[name]}"
+    if isinstance(item, (str, int)):
+        return str(item)
+    return f"#{index}"
+
+
+def item_label(item: Any, index: int) -> str:
+    """How the operator knows a loop item: its name, hostname, node or vmid, else itself (a string or a
+    number), else its place in the list. Only shown, never a checkpoint key (that is ``_item_key``)."""
+    if isinstance(item, dict):
+        for name in ("name", "hostname", "node", "vmid", "id"):
+            if item.get(name) not in (None, ""):
+                return " ".join(str(item[name]).split())
     if isinstance(item, (str, int)):
         return str(item)
     return f"#{index}"

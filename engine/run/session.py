@@ -66,12 +66,19 @@ def _section_fields(section: str) -> list[str]:
 
 
 def prepare(
-    home: Home, name: str, profile_name: str | None, given: Mapping[str, str], facts: Facts | None = None
+    home: Home,
+    name: str,
+    profile_name: str | None,
+    given: Mapping[str, str],
+    facts: Facts | None = None,
+    *,
+    placed: Mapping[str, str] | None = None,
 ) -> Session:
     """Load and check every input of a run; raises ``InputError`` with every problem found.
 
-    ``facts`` (the cluster as read before planning) keep the VMIDs in use from being handed out
-    and let a profile's existing VMs keep theirs; without them the plan assumes an empty cluster.
+    ``facts`` (the cluster as read before planning) keep the VMIDs in use from being handed out,
+    let a profile's existing VMs keep theirs and keep new VMs off offline nodes; without them the
+    plan assumes an empty, healthy cluster. ``placed``: where a resumed run already put its VMs.
     """
     config = load_config(home)
     path = runbook_path(home, name)
@@ -106,7 +113,12 @@ def prepare(
     plan = None
     if profile is not None:
         try:
-            plan = profile.plan(config, facts.vms if facts is not None else ())
+            plan = profile.plan(
+                config,
+                facts.vms if facts is not None else (),
+                offline=facts.offline_nodes() if facts is not None else (),
+                placed=placed,
+            )
         except PlanError as exc:
             raise InputError(profile.doc.problem(exc.field, exc.message)) from None
     context = template_context(config, profile, plan, params, home.root)

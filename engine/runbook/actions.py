@@ -7,6 +7,7 @@ executor at the moment of use. Everything here is plain data, so plans and journ
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class ShellCommand:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)  # never secrets; see Secret handling in executors
     token_env: str | None = None  # hand the API token to the command in this variable, at the moment of use
+    # What the script changes, as its step's ``changes`` attribute declares (None: not declared).
+    changes: tuple[dict[str, str], ...] | None = None
 
     @property
     def kind(self) -> str:
@@ -72,6 +75,7 @@ class TalosctlCommand:
     talosconfig: str | None = None
     cwd: str | None = None
     timeout: float | None = None
+    changes: tuple[dict[str, str], ...] | None = None  # as ShellCommand.changes
 
     kind = "talosctl"
 
@@ -86,6 +90,7 @@ class HttpRequest:
     body: str | None = None
     expect: tuple[int, ...] = ()  # empty: any 2xx
     timeout: float | None = None
+    changes: tuple[dict[str, str], ...] | None = None  # as ShellCommand.changes
 
     kind = "http"
 
@@ -96,6 +101,20 @@ Action = ApiRequest | ShellCommand | TalosctlCommand | HttpRequest
 def action_as_dict(action: Action) -> dict[str, Any]:
     """JSON-ready form of an action (tuples as lists), tagged with its type, for plans and the journal."""
     return {"type": type(action).__name__, **_json_ready(asdict(action))}
+
+
+def action_from_dict(data: Mapping[str, Any]) -> Action:
+    """The action ``action_as_dict`` turned into ``data``: plans and journals keep actions as data,
+    and what reads them back (a preflight, a saved plan) gets the very action that was planned."""
+    fields = dict(data)
+    kinds: dict[str, type[Action]] = {
+        kind.__name__: kind for kind in (ApiRequest, ShellCommand, TalosctlCommand, HttpRequest)
+    }
+    kind = kinds[str(fields.pop("type"))]
+    for name in ("argv", "expect"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    return kind(**fields)
 
 
 def _json_ready(value: Any) -> Any:

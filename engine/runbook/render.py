@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import os
@@ -298,6 +299,7 @@ class Renderer:
                 node=(node or self._first_node()) if step.kind == "ssh" else None,
                 timeout=timeout,
                 token_env=step.attrs.get("api_token_env"),
+                changes=self.changes(step, local),
             )
         if step.kind == "talosctl":
             text = self.text(step, step.body, local, shell=True, line=step.body_line, field="body")
@@ -311,9 +313,29 @@ class Renderer:
                 argv = argv[1:]
             cwd = self.context.get("talos_config_dir")
             talosconfig = f"{cwd}/talosconfig" if cwd else None
-            return TalosctlCommand(argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout)
+            return TalosctlCommand(
+                argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout, changes=self.changes(step, local)
+            )
         text = self.text(step, step.body, local, shell=False, line=step.body_line, field="body")
-        return _http_request(text, step, self.file, timeout)
+        return dataclasses.replace(_http_request(text, step, self.file, timeout), changes=self.changes(step, local))
+
+    def changes(self, step: Step, local: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
+        """The step's ``changes`` attribute rendered (one mapping or a list of them), None without one; an
+        entry whose action renders empty is left out (the items of a loop that differ in what they do)."""
+        if "changes" not in step.attrs:
+            return None
+        declared = step.attrs["changes"]
+        entries = declared if isinstance(declared, list) else [declared]
+        rendered = (
+            {
+                str(key): self.text(
+                    step, str(value), local, shell=False, line=step.line, field=f"attributes.changes.{key}"
+                ).strip()
+                for key, value in entry.items()
+            }
+            for entry in entries
+        )
+        return tuple(entry for entry in rendered if entry.get("action"))  # an empty action: no change here
 
     def _first_node(self) -> str:
         nodes = self.context.get("nodes") or []

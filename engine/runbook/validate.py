@@ -17,6 +17,7 @@ from ..load.profiles import Profile, load_profiles
 from ..load.yamlsource import read_yaml_file
 from ..run.runner import Runner
 from .context import template_context
+from .effects import effect_warnings
 from .model import Runbook
 from .parser import parse_runbook_file
 from .render import syntax_problems
@@ -29,13 +30,20 @@ class Report:
 
     problems: list[Problem] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    #: What is not wrong but makes a review less than exact (a step of unknown effect); never fails validate.
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def as_dict(self) -> dict[str, object]:
-        return {"ok": self.ok, "checked": self.checked, "problems": [p.as_dict() for p in self.problems]}
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "problems": [p.as_dict() for p in self.problems],
+            "warnings": [p.as_dict() for p in self.warnings],
+        }
 
 
 def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
@@ -68,8 +76,10 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
     paths_to_check = _runbook_paths(home, wanted)
     report.checked += [home.shown(path) for path in paths_to_check]
     for problems in _each_runbook(home, config, profiles, paths_to_check):
-        report.problems += problems
+        report.problems += [p for p in problems if not isinstance(p, _Warning)]
+        report.warnings += [p for p in problems if isinstance(p, _Warning)]
     report.problems.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
+    report.warnings.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
     return report
 
 
@@ -111,14 +121,20 @@ def runbook_problems(home: Home, config: ClusterConfig | None, profiles: list[Pr
         runbook = parse_runbook_file(path, home.shown(path))
     except InputError as exc:
         return exc.problems
+    warnings: list[Problem] = [_Warning(p.file, p.line, p.field, p.message) for p in effect_warnings(runbook)]
     syntax = [p for step in runbook.steps for p in syntax_problems(step, runbook.file)]
     if syntax or config is None:
-        return syntax
+        return syntax + warnings
     if any(section != "profile" and section not in config.data for section in runbook.requires):
         # It reads a config section this home does not use (``requires``): it cannot render here,
         # and is not wrong for it; running it says which section to add.
-        return []
-    return render_problems(runbook, config, profiles, home)
+        return warnings
+    return render_problems(runbook, config, profiles, home) + warnings
+
+
+class _Warning(Problem):
+    """A problem that is only a warning; travels with the problems of a runbook (also from a worker
+    process, which pickles it) and is sorted out in ``validate_home``."""
 
 
 def render_problems(runbook: Runbook, config: ClusterConfig, profiles: list[Profile], home: Home) -> list[Problem]:

@@ -231,6 +231,9 @@ class SimHttpExecutor:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def missing(self, req: HttpRequest) -> list[str]:
+        return []
+
     def preview(self, req: HttpRequest, facts: Facts) -> list[Change]:
         return http_changes(req, facts)
 

@@ -119,6 +119,10 @@ class SimShellExecutor:
         self.factory = factory if factory is not None else Factory()
         self._lock = threading.Lock()
 
+    def missing(self, command: ShellCommand) -> list[str]:
+        """Nothing on this machine: the simulated nodes' shell is part of this process."""
+        return []
+
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return shell_changes(command, facts)
 

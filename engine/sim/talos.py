@@ -294,6 +294,10 @@ class SimTalosctlExecutor:
         self.environ = environ if environ is not None else os.environ
         self._lock = threading.Lock()
 
+    def missing(self, command: TalosctlCommand) -> list[str]:
+        """Nothing: the simulated talosctl is part of this process."""
+        return []
+
     def preview(self, command: TalosctlCommand, facts: Facts) -> list[Change]:
         return talosctl_changes(command, facts)
 

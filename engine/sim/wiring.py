@@ -126,11 +126,18 @@ class _PathLocal:
         self.local = LocalExecutor(token_source=token_source, environment=environment)
 
     def execute(self, command: ShellCommand, progress: Progress | None = None) -> Result:
+        return self.local.execute(self._on_path(command), progress)
+
+    def _on_path(self, command: ShellCommand) -> ShellCommand:
+        """The command with the simulated tools first on its PATH."""
         env = {**command.env, "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
-        return self.local.execute(dataclasses.replace(command, env=env), progress)
+        return dataclasses.replace(command, env=env)
 
     def preview(self, command: ShellCommand, facts: Facts) -> list[Change]:
         return self.local.preview(command, facts)
+
+    def missing(self, command: ShellCommand) -> list[str]:
+        return self.local.missing(self._on_path(command))
 
     def close(self) -> None:
         self.local.close()
@@ -152,6 +159,9 @@ class _Saving:
 
     def preview(self, action: Any, facts: Facts) -> list[Change]:
         return self.executor.preview(action, facts)
+
+    def missing(self, action: Any) -> list[str]:
+        return self.executor.missing(action)
 
     def close(self) -> None:
         self.executor.close()
@@ -218,7 +228,9 @@ class Simulation:
         and local steps its child environment, as on a real cluster."""
         cluster = self.cluster
         assert cluster is not None
-        dispatcher = Dispatcher(self.config.data, self.home.root, adjust_context=self.adjust_context)
+        dispatcher = Dispatcher(
+            self.config.data, self.home.root, adjust_context=self.adjust_context, trust="the simulated cluster's own CA"
+        )
         tokens = dispatcher.watched(self.tokens)
         for kind, make in self.factories.items():
             dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))

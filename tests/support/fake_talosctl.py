@@ -11,7 +11,8 @@ Run as a program (``main``), it
   ``{"rules": [{"argv": [...], "stdout": "", "stderr": "", "exit": 0, "hang": false}]}``.
   The first rule whose ``argv`` is a prefix of the arguments (no ``argv``: every call) decides:
   it writes ``stdout`` and ``stderr``, then hangs forever if ``hang``, else exits with ``exit``.
-  Without a matching rule it exits 0 silently.
+  Without a matching rule it exits 0 silently, except to ``version --client`` (what a run asks
+  before its first change), answered as the real talosctl at the profiles' version, v1.9.5.
 
 In tests, ``install(directory)`` writes a ``talosctl`` launcher there and returns a
 ``FakeTalosctl`` to put on PATH (``env()``), to script (``respond``) and to inspect (``calls``).
@@ -29,6 +30,10 @@ from typing import Any
 
 LOG_VAR = "FAKE_TALOSCTL_LOG"
 STATE_VAR = "FAKE_TALOSCTL_STATE"
+#: What a run asks talosctl before its first change, to compare its version with the profile's.
+PREFLIGHT = ["version", "--client"]
+#: The answer to PREFLIGHT when no rule says otherwise: the real talosctl's, at the profiles' version.
+CLIENT_VERSION = "Client:\nTalos v1.9.5\n"
 
 
 def main(argv: list[str]) -> int:
@@ -47,7 +52,11 @@ def main(argv: list[str]) -> int:
             os.write(fd, (json.dumps(record) + "\n").encode())
         finally:
             os.close(fd)
-    rule = _matching_rule(argv)
+    # A rule for every call (no argv: a talosctl that hangs, say) is about the steps, not the
+    # version question a run asks first; only a rule naming ``version`` answers that.
+    rule = _matching_rule(argv, every=argv[:2] != PREFLIGHT) or (
+        {"stdout": CLIENT_VERSION} if argv[:2] == PREFLIGHT else {}
+    )
     sys.stdout.write(rule.get("stdout", ""))
     sys.stderr.write(rule.get("stderr", ""))
     sys.stdout.flush()
@@ -58,7 +67,7 @@ def main(argv: list[str]) -> int:
     return int(rule.get("exit", 0))
 
 
-def _matching_rule(argv: list[str]) -> dict[str, Any]:
+def _matching_rule(argv: list[str], *, every: bool = True) -> dict[str, Any]:
     state = os.environ.get(STATE_VAR)
     if not state or not os.path.exists(state):
         return {}
@@ -66,7 +75,7 @@ def _matching_rule(argv: list[str]) -> dict[str, Any]:
         rules = json.load(f).get("rules", [])
     for rule in rules:
         prefix = rule.get("argv", [])
-        if argv[: len(prefix)] == prefix:
+        if (prefix or every) and argv[: len(prefix)] == prefix:
             return dict(rule)
     return {}
 
@@ -108,11 +117,13 @@ class FakeTalosctl:
         rules.append(rule)
         self.state.write_text(json.dumps({"rules": rules}))
 
-    def calls(self) -> list[dict[str, Any]]:
-        """Every recorded invocation, oldest first."""
+    def calls(self, *, preflight: bool = False) -> list[dict[str, Any]]:
+        """Every recorded invocation, oldest first; without ``preflight``, not the ``version --client``
+        a run asks before its first change (engine.run.preflight)."""
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
+        calls = [json.loads(line) for line in self.log.read_text().splitlines()]
+        return [call for call in calls if preflight or call["argv"][:2] != PREFLIGHT]
 
 
 def install(directory: Path) -> FakeTalosctl:
