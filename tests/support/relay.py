@@ -12,18 +12,13 @@ import asyncio
 import threading
 from typing import Any
 
-#: How long a graceful outage lets a request in flight finish its answer before cutting its connection.
-FINISH_ANSWER = 0.05
-
 
 class _Link:
-    """One client connection and its upstream: whether a request is waiting for its answer."""
+    """One client connection and its upstream."""
 
     def __init__(self, client: asyncio.StreamWriter, upstream: asyncio.StreamWriter):
         self.client = client
         self.upstream = upstream
-        self.waiting = False  # the client sent bytes the server has not answered yet
-        self.closing = False  # cut once the answer in flight has been passed on
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -66,44 +61,33 @@ class Relay:
         link = _Link(writer, up_writer)
         self._links.add(link)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, answer: bool) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
                     dst.write(data)
                     await dst.drain()
-                    link.waiting = not answer
-                    if answer and link.closing:
-                        self.loop.call_later(FINISH_ANSWER, self._cut, link)
             except (ConnectionError, asyncio.CancelledError):
                 pass
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._links.discard(link)
 
-    def _cut(self, link: _Link) -> None:
-        if link in self._links:
+    async def _drop(self) -> None:
+        for link in list(self._links):
             self._links.discard(link)
             self.cut += 1
             link.abort()
 
-    async def _drop(self, graceful: bool) -> None:
-        for link in list(self._links):
-            if graceful and link.waiting:
-                link.closing = True  # its answer is on the way: cut the connection once it is passed on
-            else:
-                self._cut(link)
-
-    def down(self, graceful: bool = False) -> None:
-        """The node's API dies: new connections are refused and open ones are cut. ``graceful`` (a
-        pveproxy restart) lets a request already sent get its answer before its connection is cut."""
+    def down(self) -> None:
+        """The node's API dies: new connections are refused and open ones are cut (reset)."""
 
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
                 self._server = None
-            await self._drop(graceful)
+            await self._drop()
 
         self._run(stop())
 
@@ -114,7 +98,7 @@ class Relay:
     def switch(self, target: tuple[str, int]) -> None:
         """From now on connections go to ``target``; open ones are cut."""
         self.target = target
-        self._run(self._drop(False))
+        self._run(self._drop())
 
     def close(self) -> None:
         self.down()
