@@ -648,6 +648,10 @@ def _kill_and_resume_once(rig: Rig, wanted: Any, what: str, tmp_path_factory: py
     run_id, point = kill_after_record(rig, operator.command(), wanted, what)
     report.kills.append({"after": what, "command": "run", "point": point})
     operator.run_id = run_id
+    if _succeeded(rig, run_id):  # the kill landed after the last record: the run was over
+        report.finished_before_kill += 1
+        assert_converged(rig, report, clean, clean_effects, f"killed after {what}")
+        return
     resumed = rig.cli(*operator.command())
     assert resumed.returncode == 0, f"killed after {what} ({point}): one resume did not do:\n{resumed.stderr[-4000:]}"
     assert "reclaimed the lock of profile" in resumed.stderr
