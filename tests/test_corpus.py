@@ -258,3 +258,20 @@ def test_a_generic_profile_needs_no_kubernetes_networks(
     assert validate_home(home).problems == []
     shown = cli("profiles", "show", "dev-generic", "--home", str(home.root))
     assert shown.exit_code == 0 and "network:" not in shown.output, shown.output
+
+
+def test_a_ca_file_that_is_not_there_is_a_warning_naming_its_line(make_home: Callable[..., Home]) -> None:
+    """Not an error (a home used with --simulate needs no CA), but every real run would stop on it."""
+    config = (CORPUS.parent.parent / "cluster-config.yaml").read_text(encoding="utf-8")
+    home = make_home({"cluster-config.yaml": config.replace("~/.config/runbook/lab-pve-root-ca.pem", "ca/lab.pem")})
+    report = validate_home(home)
+    assert report.ok
+    [warning] = [w for w in report.warnings if w.file == "cluster-config.yaml"]
+    assert (
+        warning.field == "tls.ca_file"
+        and warning.line == config.splitlines().index("  ca_file: ~/.config/runbook/lab-pve-root-ca.pem") + 1
+    )
+    assert "ca/lab.pem does not exist here: a run against the cluster stops before its first request" in warning.message
+    (home.root / "ca").mkdir()
+    (home.root / "ca" / "lab.pem").write_text("(the CA)")
+    assert not [w for w in validate_home(home).warnings if w.file == "cluster-config.yaml"]

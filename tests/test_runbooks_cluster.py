@@ -455,10 +455,11 @@ def test_template_ssh_steps_run_in_the_simulated_node_shell(cli, home) -> None:
     pass over the download and decompression changes nothing."""
     shell = pytest.importorskip("engine.sim.shell")
     from engine.runbook.actions import ShellCommand
+    from engine.sim.state import SimVm
 
     class Vms:
         def __init__(self) -> None:
-            self.vm = shell.VmInfo(150, "talos-v1.9.5", "pve02", config={"name": "talos-v1.9.5", "bios": "ovmf"})
+            self.vm = SimVm(150, "talos-v1.9.5", "pve02", config={"name": "talos-v1.9.5", "bios": "ovmf"})
 
         def get_vm(self, vmid: int) -> Any:
             return self.vm if vmid == 150 else None

@@ -20,8 +20,9 @@ import yaml
 from engine.runbook.actions import HttpRequest, ShellCommand, StepFailed, TalosctlCommand
 from engine.sim.http import Factory, SimHttpExecutor, schematic_id
 from engine.sim.nodefiles import NodeFiles
-from engine.sim.shell import SimShellExecutor, VmInfo
+from engine.sim.shell import SimShellExecutor
 from engine.sim.shims import calls, write_shims
+from engine.sim.state import SimVm
 from engine.sim.talos import SimTalosctlExecutor, TalosWorld
 
 SCHEMATIC = "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515"
@@ -30,16 +31,16 @@ CP1, CP2, CP3, W1 = "10.20.0.31", "10.20.0.32", "10.20.0.33", "10.20.0.41"
 
 
 class FakeVms:
-    """VmOps over a dict of VmInfo; nodes pve01..03 online, storages local and local-lvm."""
+    """VmOps over a dict of SimVm; nodes pve01..03 online, storages local and local-lvm."""
 
-    def __init__(self, *vms: VmInfo):
+    def __init__(self, *vms: SimVm):
         self.vms = {vm.vmid: vm for vm in vms}
         self.nodes = {"pve01": "online", "pve02": "online", "pve03": "offline"}
 
-    def get_vm(self, vmid: int) -> VmInfo | None:
+    def get_vm(self, vmid: int) -> SimVm | None:
         return self.vms.get(vmid)
 
-    def list_vms(self) -> list[VmInfo]:
+    def list_vms(self) -> list[SimVm]:
         return list(self.vms.values())
 
     def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:
@@ -65,8 +66,8 @@ class FakeVms:
 @pytest.fixture
 def node() -> tuple[SimShellExecutor, FakeVms, NodeFiles]:
     vms = FakeVms(
-        VmInfo(101, "talos-v1.9.5", "pve01", config={"name": "talos-v1.9.5", "bios": "ovmf", "memory": 2048}),
-        VmInfo(1031, "stg-cp01", "pve01", status="running", config={"name": "stg-cp01"}),
+        SimVm(101, "talos-v1.9.5", "pve01", config={"name": "talos-v1.9.5", "bios": "ovmf", "memory": 2048}),
+        SimVm(1031, "stg-cp01", "pve01", status="running", config={"name": "stg-cp01"}),
     )
     files = NodeFiles()
     return SimShellExecutor(vms, files), vms, files
@@ -117,7 +118,7 @@ def test_template_creation_sequence(node) -> None:
     assert 'Renamed "vm-101-disk-0" to "base-101-disk-0"' in result.data["stderr"]
     assert any(line.startswith("update VM 101: -scsi0") for line in lines)
     # a second run finds the image and skips the download (the guards work)
-    vms.vms[102] = VmInfo(102, "t2", "pve01")
+    vms.vms[102] = SimVm(102, "t2", "pve01")
     ssh(executor, f"test -f {iso}/talos-v1.9.5-nocloud-amd64.raw || wget -q -O /nonexistent/x '{IMAGE_URL}'")
 
 
@@ -199,10 +200,10 @@ class Cluster:
     def __init__(self, folder: Path):
         self.folder = folder
         self.vms = {
-            CP1: VmInfo(1031, "stg-cp01", "pve01", "running", uid="a"),
-            CP2: VmInfo(1032, "stg-cp02", "pve02", "running", uid="b"),
-            CP3: VmInfo(1033, "stg-cp03", "pve03", "stopped", uid="c"),
-            W1: VmInfo(1041, "stg-w01", "pve01", "running", uid="d"),
+            CP1: SimVm(1031, "stg-cp01", "pve01", "running", config={"vmgenid": "a"}),
+            CP2: SimVm(1032, "stg-cp02", "pve02", "running", config={"vmgenid": "b"}),
+            CP3: SimVm(1033, "stg-cp03", "pve03", "stopped", config={"vmgenid": "c"}),
+            W1: SimVm(1041, "stg-w01", "pve01", "running", config={"vmgenid": "d"}),
         }
         self.world = TalosWorld()
         self.executor = SimTalosctlExecutor(
@@ -351,7 +352,7 @@ def test_unreachable_nodes_and_foreign_configs(cluster: Cluster, tmp_path: Path)
     failed = cluster.fails("bootstrap", "--nodes", CP1, "-e", CP1, "--talosconfig", "other/talosconfig")
     assert "x509: certificate signed by unknown authority" in failed.message
     # a VM made again under the same address boots from a fresh disk: maintenance again
-    cluster.vms[CP1] = VmInfo(1031, "stg-cp01", "pve01", "running", uid="a2")
+    cluster.vms[CP1] = SimVm(1031, "stg-cp01", "pve01", "running", config={"vmgenid": "a2"})
     assert "maintenance mode" in cluster.fails("bootstrap", "--nodes", CP1).message
     assert cluster.world.node(CP1) is None and cluster.world.clusters == {}
 

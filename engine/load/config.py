@@ -8,6 +8,7 @@ here: only where to fetch it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import schemas
@@ -175,3 +176,25 @@ def _pins_named(cluster_wide: bool, own: list[str]) -> str:
             f"the fingerprint of node {own[0]}" if len(own) == 1 else f"the fingerprints of nodes {', '.join(own)}"
         )
     return " and ".join(named)
+
+
+def config_warnings(config: ClusterConfig, home: Home) -> list[Problem]:
+    """What is not wrong in the file but will stop real runs: a ``tls.ca_file`` that is not there.
+
+    Not an error: a home used only with ``--simulate``, or before the CA is copied, is usable.
+    """
+    ca_file = (config.data.get("tls") or {}).get("ca_file")
+    if not ca_file:
+        return []
+    path = Path(str(ca_file)).expanduser()
+    path = path if path.is_absolute() else home.root / path
+    if path.is_file():
+        return []
+    return [
+        config.doc.problem(
+            ("tls", "ca_file"),
+            f"{ca_file} does not exist here: a run against the cluster stops before its first request. "
+            f"Copy the cluster CA from a node (`scp root@NODE:/etc/pve/pve-root-ca.pem {path}`), or fix "
+            "the path (a --simulate run does not need it)",
+        )
+    ]

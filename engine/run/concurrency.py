@@ -1,110 +1,96 @@
-"""Running items at once: the worker threads of a concurrent section, and the clone slots PVE can bear.
+"""Driving the scheduling core on threads: a concurrent section's tasks, and the clone slots PVE can bear.
 
-The runner decides what may run together (a ``parallel`` step's items, a pipeline's chains) and
-how many at once; this module only runs such jobs on threads, stopping new work at the first
-failure, and keeps clones from piling onto one template or one storage
-(``limits.clones_per_template``, ``limits.clones_per_storage`` in cluster-config.yaml). Neither
-knows about steps, rendering or the journal, so they are kept out of the step loop.
+What may run, when, and how many at once is decided in ``engine.run.schedule``, which knows no
+thread; this module only carries its decisions out on worker threads (``run_schedule``) and makes
+a worker wait for a free clone slot (``CloneSlots``). Neither knows about steps, rendering or the
+journal, so they are kept out of the step loop.
 """
 
 from __future__ import annotations
 
-import re
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from ..runbook.actions import Action, ApiRequest
-
-_CLONE = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)/(\d+)/clone$")
+from ..runbook.actions import Action
+from .schedule import CloneLimits, Clones, Schedule, Task
 
 
 class CloneSlots:
-    """How many clones may run at once per template and per storage (cluster-config.yaml ``limits``).
+    """``schedule.Clones`` shared by the worker threads: a clone waits here until its slots are free.
 
-    A clone takes a slot of its template and of its target storage, both at once or neither (so two
-    clones never hold one slot each while waiting for the other's); slots are released when the
-    clone's task has ended. Nothing else is limited here: PVE itself serialises the rest.
+    Slots are released when the clone's task has ended.
     """
 
     def __init__(self, per_template: int | None, per_storage: int | None):
-        self.per_template = per_template
-        self.per_storage = per_storage
-        self._held: Counter[tuple[str, str]] = Counter()
+        self._clones = Clones(CloneLimits(per_template, per_storage))
         self._changed = threading.Condition()
-
-    def _slots(self, action: Action) -> list[tuple[tuple[str, str], int]]:
-        if not isinstance(action, ApiRequest) or action.method != "POST":
-            return []
-        match = _CLONE.match(action.path)
-        if match is None:
-            return []
-        slots = []
-        if self.per_template:
-            slots.append((("template", match[1]), int(self.per_template)))
-        if self.per_storage:
-            # Without ``storage`` PVE clones onto the template's own storage: count it as the template's.
-            storage = str(action.params.get("storage") or f"storage of VM {match[1]}")
-            slots.append((("storage", storage), int(self.per_storage)))
-        return slots
 
     @contextmanager
     def hold(self, action: Action, waiting: Callable[[str], None]) -> Iterator[None]:
-        slots = self._slots(action)
+        slots = self._clones.limits.slots(action)
         if not slots:
             yield
             return
         with self._changed:
             told = False
-            while any(self._held[key] >= limit for key, limit in slots):
+            while (full := self._clones.full(slots)) is not None:
                 if not told:
-                    full = next(key for key, limit in slots if self._held[key] >= limit)
                     waiting(
-                        f"waiting for a clone slot: {self._held[full]} clone(s) of {full[0]} {full[1]} are "
+                        f"waiting for a clone slot: {self._clones.held[full]} clone(s) of {full[0]} {full[1]} are "
                         f"running (limits.clones_per_{full[0]})"
                     )
                     told = True
                 self._changed.wait()
-            for key, _ in slots:
-                self._held[key] += 1
+            self._clones.take(slots)
         try:
             yield
         finally:
             with self._changed:
-                for key, _ in slots:
-                    self._held[key] -= 1
+                self._clones.release(slots)
                 self._changed.notify_all()
 
 
-def run_jobs(jobs: list[Callable[[threading.Event], None]], width: int) -> None:
-    """Run ``jobs`` in order on up to ``width`` threads; the first failure stops new jobs and is raised
-    once the running ones have ended (their records and entries are kept). Each job is handed the
-    stop event, set once anything failed."""
-    if not jobs:
+def run_schedule(schedule: Schedule, run: Callable[[Task], None]) -> None:
+    """Carry ``schedule`` out: ``run(task)`` for each task it hands out, on up to its ``width`` threads
+    (on this one when the width is 1). The first failure stops new tasks and is raised once the
+    running ones have ended (their records and entries are kept)."""
+    if schedule.width == 1:
+        while (task := schedule.take()) is not None:
+            try:
+                run(task)
+            except BaseException:
+                schedule.failed(task)
+                raise
+            schedule.finished(task)
         return
-    stop = threading.Event()
+    changed = threading.Condition()
     errors: list[BaseException] = []
-    queue = list(reversed(jobs))
-    take = threading.Lock()
 
     def worker() -> None:
         while True:
-            with take:
-                if stop.is_set() or not queue:
-                    return
-                job = queue.pop()
+            with changed:
+                while (task := schedule.take()) is None:
+                    if schedule.exhausted:
+                        return
+                    changed.wait()
             try:
-                job(stop)
+                run(task)
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
-                with take:
+                with changed:
                     errors.append(exc)
-                stop.set()
+                    schedule.failed(task)
+                    changed.notify_all()
+            else:
+                with changed:
+                    schedule.finished(task)
+                    changed.notify_all()
 
     # Daemon threads: a Ctrl-C stops the run at once; steps in flight are left in doubt in the
     # journal, which is what resume is for.
     threads = [
-        threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True) for n in range(min(width, len(jobs)))
+        threading.Thread(target=worker, name=f"runbook-item-{n}", daemon=True)
+        for n in range(min(schedule.width, schedule.items))
     ]
     for thread in threads:
         thread.start()
@@ -113,7 +99,9 @@ def run_jobs(jobs: list[Callable[[threading.Event], None]], width: int) -> None:
             while thread.is_alive():
                 thread.join(0.2)
     except BaseException:
-        stop.set()
+        with changed:
+            schedule.stop()
+            changed.notify_all()
         raise
     if errors:
         raise errors[0]

@@ -24,8 +24,10 @@ Concurrency (real runs only; a plan is always made one item at a time, step by s
   ``limits.lock_retries`` times in concurrent steps (``retries`` on any step).
 
 This module keeps the step loop; what it leans on lives next to it: how steps group into sections
-and pipelines (``engine.run.sections``), the worker threads and clone slots (``engine.run.concurrency``),
-and the one retry loop with its backoff (``engine.run.retry``).
+and pipelines (``engine.run.sections``), what may run next (``engine.run.schedule``: widths,
+pipelines, stop on the first failure, clone limits, as data without threads), the worker threads
+and clone slots that carry those decisions out (``engine.run.concurrency``), and the one retry loop
+with its backoff (``engine.run.retry``).
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ from ..runbook.model import Runbook, Step
 from ..runbook.render import Renderer, StepOutputs
 from ..runbook.stepcheck import rendered_problems
 from ..runbook.unknown import Unknown, UnknownValue, contains_unknown
-from .concurrency import CloneSlots, run_jobs
+from .concurrency import CloneSlots, run_schedule
 from .gates import gate_reasons
 from .retry import Backoff, Policy, retry
+from .schedule import Schedule, Task, plan_order, width
 from .sections import Section, reads_only, sections
 
 #: The run-level bound on items running at once when the operator gives no --concurrency.
@@ -157,10 +160,6 @@ def is_readonly(step: Step, action: Action) -> bool:
     if step.attrs.get("readonly"):
         return True
     return isinstance(action, ApiRequest) and action.method == "GET"
-
-
-class _Stop(Exception):
-    """Raised inside a worker when new work must not start (an earlier failure)."""
 
 
 class _NotYet(Exception):
@@ -301,12 +300,6 @@ class Runner:
         except InputError as exc:
             self.collect.extend(exc.problems)
 
-    def _width(self, step: Step) -> int:
-        """How many items of this step (or of the pipeline it starts) may run at once."""
-        if self.dry_run:
-            return 1
-        return max(1, min(int(step.attrs.get("parallel", 1)), self.concurrency))
-
     # ------------------------------------------------------------------ one step
 
     def _step_items(self, step: Step) -> None:
@@ -321,9 +314,9 @@ class Runner:
             entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
             self._add(entry)
             return
-        width = self._width(step)
-        if width > 1 and len(items) > 1:
-            outputs = self._parallel_items(step, items, width)
+        wide = width(step, self.concurrency, self.dry_run)
+        if wide > 1 and len(items) > 1:
+            outputs = self._parallel_items(step, items, wide)
         else:
             outputs = []
             for index, item in enumerate(items):
@@ -339,7 +332,7 @@ class Runner:
         ones on up to ``width`` threads. A refusal (gate, template) stops the preparing; the items
         before it still run, as they would have in a sequential run."""
         outputs: list[Any] = [None] * len(items)
-        jobs: list[Callable[[threading.Event], None]] = []
+        ready: list[tuple[int, str, _Ready, PlanEntry]] = []
         stopped: BaseException | None = None
         mark = len(self.entries)
         for index, item in enumerate(items):
@@ -348,26 +341,21 @@ class Runner:
                 step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
             )
             try:
-                ready = self._prepare(step, key, {step.loop_var: item, "loop_index": index}, entry)
+                prepared = self._prepare(step, key, {step.loop_var: item, "loop_index": index}, entry)
             except (GateStop, InputError, StepError) as exc:
                 stopped = exc
                 break
-            if isinstance(ready, _Ready):
-
-                def job(
-                    stop: threading.Event,
-                    index: int = index,
-                    key: str = key,
-                    ready: _Ready = ready,
-                    entry: PlanEntry = entry,
-                ) -> None:
-                    outputs[index] = self._execute(step, key, ready.action, entry)
-
-                jobs.append(job)
+            if isinstance(prepared, _Ready):
+                ready.append((index, key, prepared, entry))
             else:
-                outputs[index] = ready
+                outputs[index] = prepared
+
+        def run(task: Task) -> None:
+            index, key, prepared, entry = ready[task.item]
+            outputs[index] = self._execute(step, key, prepared.action, entry)
+
         try:
-            run_jobs(jobs, width)
+            run_schedule(Schedule(len(ready), 1, width), run)
         finally:
             self._order_entries(mark, {step.id: 0}, items)
         if stopped is not None:
@@ -398,30 +386,15 @@ class Runner:
             local = {step.loop_var: items[index], "loop_index": index, "steps": self._item_view(outputs, name, index)}
             outputs[step.id][index] = self._item(step, keys[index], local, entry)
 
-        width = self._width(first)
         mark = len(self.entries)
         try:
             if self.dry_run:
                 # A plan lists the steps one after the other, as the run journals each (step, item).
-                for step in steps:
-                    for index in range(len(items)):
-                        one(step, index)
-            elif width == 1:
-                for index in range(len(items)):
-                    for step in steps:
-                        one(step, index)
+                for task in plan_order(len(items), len(steps)):
+                    one(steps[task.stage], task.item)
             else:
-
-                def chain(index: int) -> Callable[[threading.Event], None]:
-                    def run_chain(stop: threading.Event) -> None:
-                        for number, step in enumerate(steps):
-                            if number and stop.is_set():
-                                return  # another item failed: this one begins no further step
-                            one(step, index)
-
-                    return run_chain
-
-                run_jobs([chain(index) for index in range(len(items))], width)
+                schedule = Schedule(len(items), len(steps), width(first, self.concurrency, self.dry_run))
+                run_schedule(schedule, lambda task: one(steps[task.stage], task.item))
         finally:
             self._order_entries(mark, {step.id: number for number, step in enumerate(steps)}, items)
         for step in steps:

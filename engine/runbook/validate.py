@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..load.config import ClusterConfig, config_problems
+from ..load.config import ClusterConfig, config_problems, config_warnings
 from ..load.home import Home
 from ..load.problems import InputError, Problem
 from ..load.profiles import Profile, load_profiles
@@ -59,6 +59,7 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
     if _selected(home.config_path, wanted):
         report.checked.append(home.shown(home.config_path))
         report.problems += config_report
+        report.warnings += config_warnings(config, home) if config is not None else []
     elif config is None:
         report.problems.append(
             Problem(

@@ -32,7 +32,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -937,24 +937,89 @@ class SimCluster:
         """Trust exactly this run's certificate, host name checked, as a cluster CA would be."""
         return ssl.create_default_context(cadata=self._cert_pem)
 
-    # -------------------------------------------------- for other sim modules
+    # ------------------------------------------------------------ on the fake's loop
 
     @property
     def fake(self) -> SimPve:
-        """The FakePve itself, for the other simulated pieces (shell, Talos).
+        """The FakePve itself, for what only the fake offers (a fault to inject, say).
 
-        Read and change it only inside ``do(fn, ...)``: requests are handled on the fake's own
-        loop, and a change made from another thread could land in the middle of one.
+        Read and change it only inside ``do(fn, ...)``.
         """
         return self._pve
 
     def do(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` on the fake's loop, between requests, and return its result."""
+        """Run ``fn(*args, **kwargs)`` on the fake's loop, between requests, and return its result.
+
+        The fake is read and changed only this way: requests are handled on its own loop, and a
+        change made from another thread could land in the middle of one.
+        """
 
         async def run() -> T:
             return fn(*args, **kwargs)
 
         return self._call(run())
+
+    # --------------------------- the PVE side, as the simulated nodes see it (``shell.VmOps``)
+
+    def get_vm(self, vmid: int) -> SimVm | None:
+        """The VM with this vmid, wherever it is (a copy); None when there is none."""
+        return self.do(lambda: next((SimVm.copy_of(v) for v in self._pve.vms if v.vmid == vmid), None))
+
+    def list_vms(self) -> list[SimVm]:
+        """Every VM, templates included (copies)."""
+        return self.do(lambda: [SimVm.copy_of(v) for v in self._pve.vms])
+
+    def by_name(self, name: str) -> SimVm | None:
+        """The VM (not a template) with this name (a copy); None when there is none."""
+        return self.do(
+            lambda: next((SimVm.copy_of(v) for v in self._pve.vms if v.name == name and not v.template), None)
+        )
+
+    def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:
+        """Set config keys of a VM (a None value deletes the key)."""
+
+        def change() -> None:
+            vm = next(v for v in self._pve.vms if v.vmid == vmid)
+            for key, value in changes.items():
+                if value is None:
+                    vm.config.pop(key, None)
+                else:
+                    vm.config[key] = value
+
+        self.do(change)
+
+    def make_template(self, vmid: int) -> None:
+        """Mark a VM as a template (its disks were already renamed through ``set_config``)."""
+
+        def convert() -> None:
+            vm = next(v for v in self._pve.vms if v.vmid == vmid)
+            vm.template = True
+            vm.config["template"] = 1
+
+        self.do(convert)
+
+    def node_status(self, node: str) -> str | None:
+        """``"online"``, ``"offline"``, or None when the cluster has no such node."""
+
+        def status() -> str | None:
+            found = self._pve.nodes.get(node)
+            if found is None:
+                return None
+            return "online" if found.get("online", True) else "offline"
+
+        return self.do(status)
+
+    def storage_exists(self, node: str, storage: str) -> bool:
+        """Whether the storage is defined and enabled on that node."""
+
+        def exists() -> bool:
+            config = self._pve.storages.get(storage)
+            if not config or config.get("disable"):
+                return False
+            nodes = config.get("nodes")
+            return not nodes or node in (nodes.split(",") if isinstance(nodes, str) else nodes)
+
+        return self.do(exists)
 
     def section(self, name: Section) -> dict[str, Any]:
         """A copy of the ``talos`` or ``files`` section, for the module that owns it."""
@@ -1216,18 +1281,5 @@ def _snapshot(pve: FakePve) -> SimState:
                 options=options,
             )
         )
-    vms = [
-        SimVm(
-            vmid=vm.vmid,
-            name=vm.name,
-            node=vm.node,
-            status=vm.status,
-            template=bool(vm.template),
-            config=copy.deepcopy(vm.config),
-            pending=copy.deepcopy(vm.pending),
-            lock=vm.lock,
-            snapshots=copy.deepcopy(vm.snapshots),
-        )
-        for vm in pve.vms
-    ]
+    vms = [SimVm.copy_of(vm) for vm in pve.vms]
     return SimState(nodes=nodes, storages=storages, vms=vms)

@@ -31,7 +31,6 @@ import posixpath
 import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..executors.base import Change, Progress
@@ -54,6 +53,7 @@ from .commands import COMMANDS
 from .commands.base import NAME, Exit, Out
 from .http import Factory
 from .nodefiles import NodeFiles
+from .state import SimVm
 
 SIMULATED = "simulated: qm set/template/config/list/status, wget, curl, xz -d, test -f, rm -f, mkdir -p, echo"
 
@@ -61,31 +61,14 @@ SIMULATED = "simulated: qm set/template/config/list/status, wget, curl, xz -d, t
 # ---------------------------------------------------------------- interfaces
 
 
-@dataclass
-class VmInfo:
-    """What the simulation needs to know of a PVE VM.
-
-    ``config`` is the VM's config as the API shows it (``{"scsi0": "local-lvm:vm-101-disk-0,size=1246M",
-    "name": ..., ...}``). ``uid`` is anything that changes when a VM is destroyed and created again
-    under the same vmid (``vmgenid``, a creation counter); None when unknown.
-    """
-
-    vmid: int
-    name: str
-    node: str
-    status: str = "stopped"
-    template: bool = False
-    config: dict[str, Any] = field(default_factory=dict)
-    uid: str | None = None
-
-
 class VmOps(Protocol):
-    """The PVE side of the simulated cluster, as the simulated nodes see it."""
+    """The PVE side of the simulated cluster, as the simulated nodes see it: ``SimCluster`` under
+    ``--simulate``, which hands out copies of the VMs fakepve keeps, as ``SimVm``."""
 
-    def get_vm(self, vmid: int) -> VmInfo | None:
+    def get_vm(self, vmid: int) -> SimVm | None:
         """The VM with this vmid, wherever it is; None when there is none."""
 
-    def list_vms(self) -> list[VmInfo]:
+    def list_vms(self) -> list[SimVm]:
         """Every VM (templates included)."""
 
     def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:

@@ -17,6 +17,7 @@ files; this module checks only their outer shape and keeps their contents as the
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import tempfile
@@ -72,7 +73,13 @@ class SimStorage:
 
 @dataclass
 class SimVm:
-    """A QEMU VM: where it is, whether it runs, and its config (tags are the config's ``tags``)."""
+    """A QEMU VM: where it is, whether it runs, and its config (tags are the config's ``tags``).
+
+    The simulation's one VM type outside fakepve: what the state file keeps, and what the simulated
+    nodes and Talos read (``SimCluster.get_vm`` and its neighbours copy it out of the running fake;
+    ``runbook sim status`` reads it from the file). ``config`` is the VM's config as the API shows
+    it (``{"scsi0": "local-lvm:vm-101-disk-0,size=1246M", "name": ..., ...}``).
+    """
 
     vmid: int
     name: str
@@ -83,6 +90,28 @@ class SimVm:
     pending: dict[str, Any] = field(default_factory=dict)
     lock: str | None = None
     snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def copy_of(cls, vm: Any) -> SimVm:
+        """A deep copy of fakepve's VM ``vm`` (a ``FakeVm``): the fake keeps changing its own."""
+        return cls(
+            vmid=vm.vmid,
+            name=vm.name,
+            node=vm.node,
+            status=vm.status,
+            template=bool(vm.template),
+            config=copy.deepcopy(vm.config),
+            pending=copy.deepcopy(vm.pending),
+            lock=vm.lock,
+            snapshots=copy.deepcopy(vm.snapshots),
+        )
+
+    @property
+    def uid(self) -> str | None:
+        """What changes when a VM is destroyed and made again under the same vmid (its ``smbios1``
+        or ``vmgenid``), so a Talos record of the old VM is not taken for the new one's; None when
+        the config has neither."""
+        return str(self.config.get("smbios1") or self.config.get("vmgenid") or "") or None
 
 
 @dataclass

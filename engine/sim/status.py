@@ -13,8 +13,7 @@ from ..load.config import ClusterConfig
 from ..load.home import Home
 from ..load.profiles import load_profiles
 from .server import state_path
-from .shell import VmInfo
-from .state import SimState, load
+from .state import SimState, SimVm, load
 from .talos import TalosWorld
 
 
@@ -66,8 +65,7 @@ def _talos_rows(home: Home, config: ClusterConfig, state: SimState) -> list[dict
         if planned.ip
     }
 
-    def lookup(ip: str) -> VmInfo | None:
-        vm = by_name.get(planned_at.get(ip, ""))
-        return VmInfo(vm.vmid, vm.name, vm.node, vm.status, vm.template, dict(vm.config)) if vm else None
+    def lookup(ip: str) -> SimVm | None:
+        return by_name.get(planned_at.get(ip, ""))
 
     return TalosWorld(dict(state.talos)).rows(lookup)

@@ -4,7 +4,7 @@
 same ``Result.data`` (``stdout``, ``stderr``, ``exit_code``), same failure wording, but the far end
 is a small model instead of a binary and a network:
 
-- a node is found by IP through an injected ``vm_lookup(ip) -> VmInfo | None`` (the profiles'
+- a node is found by IP through an injected ``vm_lookup(ip) -> SimVm | None`` (the profiles'
   planned IPs); no running VM there means ``connection refused`` on port 50000, as for real;
 - a running VM without a machine config is in **maintenance** mode (only ``--insecure`` calls);
   ``apply-config --insecure --file F`` makes it **installed** (F must be a Talos machine config,
@@ -37,7 +37,7 @@ from ..executors.base import Change, Progress
 from ..executors.preview import talosctl_changes
 from ..load.facts import Facts
 from ..runbook.actions import Result, StepFailed, TalosctlCommand
-from .shell import VmInfo
+from .state import SimVm
 from .talosctl import COMMANDS
 from .talosctl.base import Args, Call, Fail, NotSimulated, ip_key
 
@@ -48,7 +48,7 @@ SIMULATED = (
     "config endpoint|node|info"
 )
 
-VmLookup = Callable[[str], "VmInfo | None"]
+VmLookup = Callable[[str], "SimVm | None"]
 """IP address -> the VM that has it (running or not), or None."""
 
 Planned = Callable[[str], Mapping[str, list[str]]]
@@ -90,7 +90,7 @@ class TalosWorld:
     def node(self, ip: str) -> dict[str, Any] | None:
         return self.nodes.get(ip)
 
-    def reconcile(self, ip: str, vm: VmInfo | None) -> dict[str, Any] | None:
+    def reconcile(self, ip: str, vm: SimVm | None) -> dict[str, Any] | None:
         """The node's record if it still belongs to ``vm``; a stale one (VM made again) is dropped."""
         record = self.nodes.get(ip)
         if record is None or vm is None:

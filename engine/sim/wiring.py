@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,78 +32,12 @@ from ..runbook.actions import Result, ShellCommand
 from .http import Factory, SimHttpExecutor
 from .nodefiles import NodeFiles
 from .server import SimCluster, sim_dir
-from .shell import SimShellExecutor, VmInfo
+from .shell import SimShellExecutor
 from .shims import write_shims
+from .state import SimVm
 from .talos import SimTalosctlExecutor, TalosWorld
 
 LOCK_NAME = "simulated-cluster"
-
-
-class ClusterVms:
-    """The simulated nodes' view of the PVE side (``VmOps``), read and changed on the fake's loop."""
-
-    def __init__(self, cluster: SimCluster):
-        self.cluster = cluster
-
-    def _info(self, vm: Any) -> VmInfo:
-        return VmInfo(
-            vmid=vm.vmid,
-            name=vm.name,
-            node=vm.node,
-            status=vm.status,
-            template=bool(vm.template),
-            config=dict(vm.config),
-            uid=str(vm.config.get("smbios1") or vm.config.get("vmgenid") or "") or None,
-        )
-
-    def get_vm(self, vmid: int) -> VmInfo | None:
-        return self.cluster.do(lambda: next((self._info(v) for v in self.cluster.fake.vms if v.vmid == vmid), None))
-
-    def list_vms(self) -> list[VmInfo]:
-        return self.cluster.do(lambda: [self._info(v) for v in self.cluster.fake.vms])
-
-    def by_name(self, name: str) -> VmInfo | None:
-        return self.cluster.do(
-            lambda: next((self._info(v) for v in self.cluster.fake.vms if v.name == name and not v.template), None)
-        )
-
-    def set_config(self, vmid: int, changes: Mapping[str, str | None]) -> None:
-        def change() -> None:
-            vm = next(v for v in self.cluster.fake.vms if v.vmid == vmid)
-            for key, value in changes.items():
-                if value is None:
-                    vm.config.pop(key, None)
-                else:
-                    vm.config[key] = value
-
-        self.cluster.do(change)
-
-    def make_template(self, vmid: int) -> None:
-        def convert() -> None:
-            vm = next(v for v in self.cluster.fake.vms if v.vmid == vmid)
-            vm.template = True
-            vm.config["template"] = 1
-
-        self.cluster.do(convert)
-
-    def node_status(self, node: str) -> str | None:
-        def status() -> str | None:
-            found = self.cluster.fake.nodes.get(node)
-            if found is None:
-                return None
-            return "online" if found.get("online", True) else "offline"
-
-        return self.cluster.do(status)
-
-    def storage_exists(self, node: str, storage: str) -> bool:
-        def exists() -> bool:
-            config = self.cluster.fake.storages.get(storage)
-            if not config or config.get("disable"):
-                return False
-            nodes = config.get("nodes")
-            return not nodes or node in (nodes.split(",") if isinstance(nodes, str) else nodes)
-
-        return self.cluster.do(exists)
 
 
 class _Tokens:
@@ -193,7 +127,6 @@ class Simulation:
     def _wire(self, profiles: list[Profile]) -> None:
         cluster = self.cluster
         assert cluster is not None
-        self.vms = ClusterVms(cluster)
         self.world = TalosWorld(cluster.section("talos"))
         self.files = NodeFiles(cluster.section("files"))
         names_by_ip: dict[str, str] = {}
@@ -206,9 +139,9 @@ class Simulation:
                     roles[vm.role].append(vm.ip)
             planned[profile.name] = roles
 
-        def vm_lookup(ip: str) -> VmInfo | None:
+        def vm_lookup(ip: str) -> SimVm | None:
             name = names_by_ip.get(ip)
-            return self.vms.by_name(name) if name else None
+            return cluster.by_name(name) if name else None
 
         image_factory = Factory()
         bin_dir = sim_dir(self.home) / "bin"
@@ -216,7 +149,7 @@ class Simulation:
         self.tokens = _Tokens(cluster)
         self.bin_dir = bin_dir
         self.factories: dict[str, ExecutorFactory] = {
-            "ssh": lambda: SimShellExecutor(self.vms, self.files, image_factory),
+            "ssh": lambda: SimShellExecutor(cluster, self.files, image_factory),
             "talosctl": lambda: SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
             "http": lambda: SimHttpExecutor(image_factory),
         }

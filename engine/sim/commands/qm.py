@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from .base import Out, human
 
 if TYPE_CHECKING:
-    from ..shell import Run, VmInfo
+    from ..shell import Run
+    from ..state import SimVm
 
 
 _DISK_KEY = re.compile(r"(scsi|virtio|sata|ide)\d+\Z|efidisk0\Z|tpmstate0\Z")
@@ -66,7 +67,7 @@ def _disk_gb(config: Mapping[str, Any]) -> str:
     return "0.00"
 
 
-def _qm_template(run: Run, vm: VmInfo, extra: list[str]) -> Out:
+def _qm_template(run: Run, vm: SimVm, extra: list[str]) -> Out:
     if extra and not (len(extra) == 2 and extra[0] == "--disk"):
         return Out(status=255, err="400 too many arguments\nqm template <vmid> [OPTIONS]\n")
     if vm.template:
@@ -91,7 +92,7 @@ def _qm_template(run: Run, vm: VmInfo, extra: list[str]) -> Out:
     return Out(err=err)
 
 
-def _qm_set(run: Run, vm: VmInfo, options: list[str]) -> Out:
+def _qm_set(run: Run, vm: SimVm, options: list[str]) -> Out:
     pairs: list[tuple[str, str]] = []
     rest = list(options)
     while rest:
@@ -135,7 +136,7 @@ def _qm_set(run: Run, vm: VmInfo, options: list[str]) -> Out:
     return Out(out=out)
 
 
-def _allocate_disk(run: Run, vm: VmInfo, key: str, value: str, config: dict[str, Any]) -> tuple[str, str] | Out:
+def _allocate_disk(run: Run, vm: SimVm, key: str, value: str, config: dict[str, Any]) -> tuple[str, str] | Out:
     """The config value for a disk option, allocating or importing a volume (STORAGE:SIZE, import-from=)."""
     first, _, opts_text = value.partition(",")
     options = [opt for opt in opts_text.split(",") if opt] if opts_text else []

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from ..shell import VmInfo
+from ..state import SimVm
 from .base import Call, Command, Fail, host_of, image_version, ip_key
 from .configdocs import (
     apply_patches,
@@ -78,7 +78,7 @@ def apply_config(call: Call) -> None:
         call.out("Applied configuration without a reboot\n" if record is not None else "")
 
 
-def _install(call: Call, ip: str, vm: VmInfo, config: dict[str, Any], docs: list[Any]) -> None:
+def _install(call: Call, ip: str, vm: SimVm, config: dict[str, Any], docs: list[Any]) -> None:
     """Record node ``ip`` as installed with this config (and its cluster, if new)."""
     machine = config["machine"]
     cluster_section = config["cluster"]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ..shell import VmInfo
+from ..state import SimVm
 
 if TYPE_CHECKING:
     from ...runbook.actions import TalosctlCommand
@@ -108,7 +108,7 @@ class Call:
 
     # -- the network
 
-    def machine(self, ip: str) -> tuple[str, VmInfo | None, dict[str, Any] | None]:
+    def machine(self, ip: str) -> tuple[str, SimVm | None, dict[str, Any] | None]:
         """(state, vm, record): state is absent, stopped, maintenance or installed."""
         vm = self.x.vm_lookup(ip)
         if vm is None or vm.template:
@@ -118,7 +118,7 @@ class Call:
             return "stopped", vm, record
         return ("installed" if record else "maintenance"), vm, record
 
-    def down_reason(self, ip: str, state: str, vm: VmInfo | None) -> str:
+    def down_reason(self, ip: str, state: str, vm: SimVm | None) -> str:
         if state == "absent":
             cluster_id = self.world.vip_cluster(ip)
             if cluster_id is not None:
@@ -134,7 +134,7 @@ class Call:
     def nodes_flag(self) -> list[str]:
         return list(self.args.get("nodes") or [])
 
-    def insecure_targets(self, what: str) -> list[tuple[str, VmInfo]]:
+    def insecure_targets(self, what: str) -> list[tuple[str, SimVm]]:
         """Maintenance-mode nodes reached directly (``--insecure``): the nodes given, or the endpoints."""
         targets = self.nodes_flag() or list(self.args.get("endpoints") or [])
         if not targets:
@@ -178,7 +178,7 @@ class Call:
             raise Fail(f"error constructing client: context {name!r} is not defined in 'talosconfig'")
         return data, name, contexts[name] or {}
 
-    def connect(self, what: str) -> tuple[str, list[tuple[str, VmInfo, dict[str, Any]]]]:
+    def connect(self, what: str) -> tuple[str, list[tuple[str, SimVm, dict[str, Any]]]]:
         """Authenticated calls: (cluster id, [(ip, vm, record)] of the target nodes), or Fail as talosctl fails."""
         _data, _name, context = self.talosconfig()
         endpoints = list(self.args.get("endpoints") or context.get("endpoints") or [])
@@ -263,7 +263,7 @@ class Call:
     def vip_up(self, cluster_id: str) -> bool:
         return self.vip_holder(cluster_id) is not None
 
-    def single(self, what: str) -> tuple[str, str, VmInfo, dict[str, Any]]:
+    def single(self, what: str) -> tuple[str, str, SimVm, dict[str, Any]]:
         cluster_id, targets = self.connect(what)
         if len(targets) != 1:
             raise Fail(f"error {what}: this command takes exactly one node (--nodes), got {len(targets)}")
