@@ -12,6 +12,7 @@ import logging
 import math
 import re
 import ssl
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from engine.run.secrets import Secret
 from engine.runbook.actions import ApiRequest, StepFailed
 from tests.support.fakepve_server import EXTRA_HOSTS, HOST, TOKEN_ID, FakePveServer, closed_port_url, colon_fingerprint
 from tests.support.passstore import PassStore, create_pass_store
+from tests.support.relay import Relay
 
 SECRET = "sekret-5f1d2c7a-91e0-4c8b-a6d3-0e2f4b6c8d10"
 WRONG_SECRET = "sekret-wrong-0c1f9e27-b3a4-4d5e-8f60-718293a4b5c6"
@@ -766,3 +768,103 @@ def test_token_is_fetched_at_each_call(
         store.insert("proxmox/lab/rotating", [TOKEN_ID, WRONG_SECRET])
         exc = fails(api, ApiRequest("GET", "/nodes"), all_logs)
     assert "(401 authentication failure)" in exc.message
+
+
+# ------------------------------------------------------------------ outages and states that already hold
+
+
+def _outage(relay: Relay, after: float, lasting: float) -> threading.Thread:
+    """Take ``relay`` down ``after`` seconds from now for ``lasting`` seconds, in the background."""
+
+    def run() -> None:
+        time.sleep(after)
+        relay.down()
+        time.sleep(lasting)
+        relay.up()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_task_is_followed_through_an_api_outage_and_its_upid_is_told_before_the_first_poll(
+    tmp_path: Path, pass_env: dict[str, str], all_logs: Logs
+) -> None:
+    with serve(tmp_path, time_scale=0.01) as server:
+        server.do(setattr, server.pve.vm(200), "start_secs", 100)  # 1 s of wall time
+        relay = Relay(HOST, (HOST, server.port))
+        events: list[str] = []
+        try:
+            with ApiExecutor([("pve01", relay.url)], tokens(pass_env), ca(server), poll=FAST, outage_window=10) as api:
+                api.execute(ApiRequest("GET", "/version"))  # the API answered: from now on, losing it is an outage
+                outage = _outage(relay, 0.2, 1.5)
+                result = api.execute(
+                    ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"),
+                    events.append,
+                    on_task=lambda upid, node: events.append(f"task {upid} on {node}"),
+                )
+                outage.join()
+        finally:
+            relay.close()
+    assert result.data["exitstatus"] == "OK"
+    assert events[0] == f"task {result.data['upid']} on pve01", events  # before any poll said anything
+    notes = [e for e in events if e.startswith("API outage: no node answers (")]
+    assert notes and all("trying again in" in n and "for up to 10 s" in n for n in notes), events
+    assert "Connection refused" in notes[0] or "disconnected" in notes[0], notes[0]
+    assert any(e.startswith("API answers again, through pve01, after ") for e in events), events
+    assert SECRET not in "".join(events) + all_logs.text
+
+
+def test_an_outage_longer_than_its_window_fails_the_step_saying_how_long_it_waited(
+    tmp_path: Path, pass_env: dict[str, str], all_logs: Logs
+) -> None:
+    with serve(tmp_path, time_scale=0.01) as server:
+        server.do(setattr, server.pve.vm(200), "start_secs", 100)
+        relay = Relay(HOST, (HOST, server.port))
+        try:
+            with ApiExecutor([("pve01", relay.url)], tokens(pass_env), ca(server), poll=FAST, outage_window=0.6) as api:
+                api.execute(ApiRequest("GET", "/version"))
+                outage = _outage(relay, 0.1, 3)
+                started = time.monotonic()
+                exc = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"), all_logs)
+                took = time.monotonic() - started
+                outage.join()
+        finally:
+            relay.close()
+    assert "task qmstart on pve01 was started, but following it failed: no Proxmox VE node could be reached" in (
+        exc.message
+    )
+    assert "The API had answered earlier in this run, and did not answer again for" in exc.message
+    assert "limits.api_outage_window in cluster-config.yaml is 1 s" in exc.message
+    assert took < 3, f"a 0.6 s window took {took:.1f} s"
+
+
+def test_a_cluster_that_never_answered_is_not_waited_for(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
+    """Unreachable from the first request on is a configuration or network problem, not an outage."""
+    started = time.monotonic()
+    with ApiExecutor([("pve01", closed_port_url())], tokens(pass_env), ca(server), outage_window=30) as api:
+        exc = fails(api, ApiRequest("GET", "/version"), all_logs)
+    assert "no Proxmox VE node could be reached" in exc.message and "did not answer again" not in exc.message
+    assert time.monotonic() - started < 5
+
+
+def test_a_power_request_whose_state_already_holds_succeeds(
+    server: FakePveServer, pass_env: dict[str, str], all_logs: Logs
+) -> None:
+    with executor(server, pass_env) as api:
+        stopped = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/200/status/shutdown"))
+        assert stopped.summary == (
+            "POST /nodes/pve01/qemu/200/status/shutdown: PVE answered 'VM 200 not running', the state this step "
+            "asks for already holds"
+        )
+        assert stopped.data == {"upid": "", "node": "pve01", "exitstatus": None, "data": ""}
+        assert api.execute(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start")).data["exitstatus"] == "OK"
+        again = api.execute(ApiRequest("POST", "/nodes/pve01/qemu/200/status/start"))  # a task that fails saying so
+        assert "PVE answered 'VM 200 already running'" in again.summary
+        assert ":qmstart:200:" in again.data["upid"] and again.data["exitstatus"] == "VM 200 already running"
+        api.execute(ApiRequest("POST", "/nodes/pve01/qemu/200/status/stop"))
+        # Only the wanted state counts: a reboot of a stopped VM is still refused.
+        refused = fails(api, ApiRequest("POST", "/nodes/pve01/qemu/200/status/reboot"), all_logs)
+    assert "VM 200 not running" in refused.message

@@ -13,12 +13,10 @@ Every output and journal is scanned for the token secret, as in test_run_e2e.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ import yaml
 from tests.support.cluster import PASS_PATH, SECRET, TOKEN_ID, LiveCluster, seed_cluster, write_home
 from tests.support.fake_talosctl import install
 from tests.support.fakepve_server import EXTRA_HOSTS, HOST, FakePveServer, closed_port_url
+from tests.support.relay import Relay
 
 STAGING = ("stg-cp01", "stg-cp02", "stg-cp03")
 PROFILE = ("--profile", "talos-staging")
@@ -119,88 +118,6 @@ echo "node check: $(hostname >/dev/null && echo ok)"
 echo "created {{ plan.vms | length }} VMs"
 ```
 """
-
-
-# ------------------------------------------------------------------ a relay per node
-
-
-class Relay:
-    """A node's address: a TCP relay to the fake that can die (refuse, drop its connections) or be
-    switched to another server (a machine in the middle presenting another certificate)."""
-
-    def __init__(self, host: str, target: tuple[str, int]):
-        self.host = host
-        self.target = target
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.port = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._run(self._listen())
-
-    @property
-    def url(self) -> str:
-        return f"https://{self.host}:{self.port}"
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
-
-    async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
-        self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self._writers -= {writer, up_writer}
-
-    async def _drop_connections(self) -> None:
-        for writer in list(self._writers):
-            transport = writer.transport
-            transport.abort()
-        self._writers.clear()
-
-    def down(self) -> None:
-        """The node dies: new connections are refused and open ones are cut."""
-
-        async def stop() -> None:
-            if self._server is not None:
-                self._server.close()
-                self._server = None
-            await self._drop_connections()
-
-        self._run(stop())
-
-    def up(self) -> None:
-        if self._server is None:
-            self._run(self._listen())
-
-    def switch(self, target: tuple[str, int]) -> None:
-        """From now on connections go to ``target``; open ones are cut."""
-        self.target = target
-        self._run(self._drop_connections())
-
-    def close(self) -> None:
-        self.down()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 # ------------------------------------------------------------------ fixtures

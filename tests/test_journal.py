@@ -225,6 +225,26 @@ def test_run_state_tracks_each_step_and_item_and_what_is_in_doubt(tmp_path: Path
     assert RunState.from_records([]).status == "unfinished"
 
 
+def test_a_task_started_by_a_step_is_kept_with_its_latest_attempt(tmp_path: Path) -> None:
+    """The UPID is journaled before the task is polled: a resume follows the task of a step in doubt."""
+    upid = "UPID:pve01:0000ABCD:00001234:6B116890:qmclone:102:root@pam!runbook:"
+    with start(tmp_path) as record:
+        record.step_started("clone", "cp-1", {"type": "ApiRequest"})
+        record.task_started("clone", "cp-1", upid, "pve01")
+        record.step_started("start", "cp-1", {"type": "ApiRequest"})
+        record.task_started("start", "cp-1", upid.replace("qmclone", "qmstart"), "pve01")
+        record.step_failed("start", "cp-1", "task qmstart on pve01 failed", 1.0)
+        record.step_started("start", "cp-1", {"type": "ApiRequest"})  # a new attempt, no task yet
+    records, _ = read_journal(record.folder / "journal.jsonl")
+    assert records[2] == {**records[2], "type": "task_started", "step": "clone", "item": "cp-1", "upid": upid}
+    assert records[2]["node"] == "pve01"
+    state = load_run(tmp_path, record.run_id).state
+    assert state.in_doubt == [StepKey("clone", "cp-1"), StepKey("start", "cp-1")]
+    assert state.steps[StepKey("clone", "cp-1")].tasks == (upid,)
+    assert state.steps[StepKey("start", "cp-1")].tasks == ()
+    assert state.last_step == StepKey("start", "cp-1")
+
+
 def test_list_runs_is_newest_first_and_shows_damaged_folders(tmp_path: Path) -> None:
     runs = []
     for minutes, runbook in ((0, "cluster-create"), (5, "cluster-destroy"), (2, "upgrade")):

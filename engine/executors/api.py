@@ -17,7 +17,16 @@ What decides the design is what an operator must be able to trust afterwards:
 - The API token is fetched once per call (never kept between calls), sent only in the
   ``Authorization`` header, and scrubbed from every message and result as a last line of defence.
 - Tasks (a UPID answer) are waited for with adaptive polling, and a failed task's message holds
-  its exit status and the tail of its log, which is where PVE says what went wrong.
+  its exit status and the tail of its log, which is where PVE says what went wrong. The UPID is
+  handed to ``on_task`` before the first poll, so the run journals it and a resume can follow it.
+- Losing the API mid-run (a pveproxy restart, a network blip) is an outage, not a failure: once a
+  node has answered in this run, a request that provably was not sent (every node refused), or an
+  idempotent one whose connection was dropped, is tried again with backoff across the nodes for
+  ``outage_window`` seconds (``limits.api_outage_window``), saying so on the progress line. A task
+  being polled is therefore followed through the outage. A POST that may have reached PVE is still
+  never repeated, and a request that hangs (a timeout) is not an outage.
+- An answer saying the state a power request asks for already holds (``VM N not running`` to a
+  shutdown or stop, ``already running`` to a start: ``ALREADY_HOLDS``) is that request's success.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import logging
 import random
 import re
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -45,8 +55,8 @@ from ..load.facts import Facts
 from ..run.credentials import ApiToken, CredentialError
 from ..run.retry import Backoff, Policy, retry
 from ..run.secrets import Secret, scrub
-from ..runbook.actions import ApiRequest, Result, StepFailed
-from .base import Change, Progress, TokenProvider
+from ..runbook.actions import ApiRequest, Result, StepFailed, TaskFollow
+from .base import Change, Progress, TaskStarted, TokenProvider
 from .preview import api_changes
 
 log = logging.getLogger("runbook.api")
@@ -60,6 +70,14 @@ TASK_SUCCESS = re.compile(r"OK|WARNINGS: \d+")
 LOG_TAIL_LINES = 20
 LOG_PAGE = 500  # task log lines asked for per request
 BACKOFF_CAP = 10.0  # seconds: the longest pause between retries of an idempotent request
+#: How long (seconds) a run waits for the API to answer again once it has answered (limits.api_outage_window).
+OUTAGE_WINDOW = 120.0
+OUTAGE_BACKOFF, OUTAGE_BACKOFF_CAP = 0.5, 3.0  # first and longest pause between tries during an outage
+#: PVE's refusals that say what a power request asks for already holds (path, PVE's words): its success.
+ALREADY_HOLDS = (
+    (re.compile(r"/status/(?:shutdown|stop)$"), re.compile(r"\b(?:VM|CT) \d+ not running\b")),
+    (re.compile(r"/status/start$"), re.compile(r"\b(?:VM|CT) \d+ already running\b")),
+)
 
 
 @dataclass(frozen=True)
@@ -191,22 +209,35 @@ class _NotSent(Exception):
 
 
 class _MaybeSent(Exception):
-    """The request may have reached the node, but no (complete) answer came back."""
+    """The request may have reached the node, but no (complete) answer came back; ``timed_out``
+    when it hung (no answer in time) rather than its connection being dropped."""
 
-    def __init__(self, node: str, reason: str):
+    def __init__(self, node: str, reason: str, timed_out: bool = False):
         super().__init__(reason)
         self.node = node
         self.reason = reason
+        self.timed_out = timed_out
+
+
+class _Unreachable(StepFailed):
+    """No node accepted a connection, so nothing was sent; ``summary`` is one line of why."""
+
+    def __init__(self, message: str, summary: str):
+        super().__init__(message, retryable=True, sent=False)
+        self.summary = summary
 
 
 @dataclass
 class _Call:
-    """What one ``call()`` carries around: its token, request count and deadline."""
+    """What one ``call()`` carries around: its token, request count and deadline, where progress
+    goes, and since when the API has not answered (None: it answers)."""
 
     token: ApiToken
     requests: int = 0
     deadline: float | None = None
     started: float = field(default_factory=time.monotonic)
+    progress: Progress | None = None
+    outage_since: float | None = None
 
 
 class ApiExecutor:
@@ -216,8 +247,9 @@ class ApiExecutor:
     tried in order. ``verify`` checks every node's certificate, or maps each node name to its own
     check (a pin per node). ``timeout`` bounds each HTTP request (``connect_timeout`` its connection);
     ``retries`` is how many more times an idempotent request is sent after it got no answer, with
-    jittered exponential pauses starting at ``backoff`` seconds. ``warnings`` lists what the
-    operator must be told on every run (insecure TLS).
+    jittered exponential pauses starting at ``backoff`` seconds. ``outage_window`` is how long, once
+    the API has answered, it may stop answering before a request fails (see the module doc).
+    ``warnings`` lists what the operator must be told on every run (insecure TLS).
     """
 
     kind = "api"
@@ -235,6 +267,7 @@ class ApiExecutor:
         poll: PollPolicy = PollPolicy(),
         task_times: TaskTimes | None = None,
         task_estimates: Mapping[str, float] | None = None,
+        outage_window: float = OUTAGE_WINDOW,
     ):
         if not endpoints:
             raise ApiSetupError("no API endpoints: cluster.nodes in cluster-config.yaml lists no node")
@@ -244,6 +277,8 @@ class ApiExecutor:
         self.retries = retries
         self.backoff = backoff
         self.poll = poll
+        self.outage_window = outage_window
+        self._answered = False  # a node has answered: from then on, losing every node is an outage
         self.task_times = task_times or TaskTimes()
         # Shared with the dispatcher, which fills it from the journals when the run starts.
         self._task_estimates: Mapping[str, float] = task_estimates if task_estimates is not None else {}
@@ -328,6 +363,7 @@ class ApiExecutor:
                 "tls in cluster-config.yaml says neither ca_file nor fingerprint: set one so the "
                 "nodes' certificate can be verified"
             )
+        options.setdefault("outage_window", configured_outage_window(config_data))
         return cls(endpoints, token_source, verify, **options)
 
     def expect_tasks(self, estimates: Mapping[str, float]) -> None:
@@ -357,20 +393,29 @@ class ApiExecutor:
         """What sending ``request`` would change (see ``engine.executors.preview``); sends nothing."""
         return api_changes(request, facts)
 
-    def execute(self, request: ApiRequest, progress: Progress | None = None) -> Result:
+    def execute(
+        self, request: ApiRequest | TaskFollow, progress: Progress | None = None, *, on_task: TaskStarted | None = None
+    ) -> Result:
         """Send ``request``; wait for its task when it starts one and ``request.poll``; raise ``StepFailed``.
 
         ``request.timeout``, when given, bounds each HTTP request and the wait for the task.
+        ``on_task(upid, node)`` is told a task's UPID before it is first polled. A ``TaskFollow``
+        waits for a task already running instead of sending anything.
         """
         try:
             token = self._tokens.get()
         except CredentialError as exc:
             raise StepFailed(f"cannot get the Proxmox VE API token: {exc}", sent=False) from None
-        state = _Call(token)
+        state = _Call(token, progress=progress)
         if request.timeout is not None:
             state.deadline = state.started + request.timeout
         try:
-            result = self._call(request, state, progress)
+            if isinstance(request, TaskFollow):
+                node, _ = parse_upid(request.upid)
+                task, summary = self._wait_task(request.upid, node, state, progress, self.timeout, known=False)
+                result = Result(data=task, summary=summary, requests=state.requests)
+            else:
+                result = self._call(request, state, progress, on_task)
         except StepFailed as exc:
             raise StepFailed(
                 scrub(exc.message, token.secret),
@@ -387,21 +432,48 @@ class ApiExecutor:
         result.summary = scrub(result.summary, token.secret)
         return result
 
-    def _call(self, request: ApiRequest, state: _Call, progress: Progress | None) -> Result:
+    def _call(
+        self, request: ApiRequest, state: _Call, progress: Progress | None, on_task: TaskStarted | None
+    ) -> Result:
         method = request.method.upper()
         path = request.path if request.path.startswith("/") else "/" + request.path
         timeout = min(self.timeout, request.timeout) if request.timeout is not None else self.timeout
         params = encode_params(request.params)
         node, response = self._send(method, path, params, state, prefer=request.node, timeout=timeout)
-        data = self._data(method, path, node, response, state)["data"]
+        try:
+            data = self._data(method, path, node, response, state)["data"]
+        except StepFailed as refused:
+            return self._already_holds(method, path, refused, _task_data("", node, None), state)
         if request.poll and isinstance(data, str) and data.startswith("UPID:"):
-            task, summary = self._wait_task(data, node, state, progress, timeout)
+            if on_task is not None:
+                on_task(data, parse_upid(data)[0])
+            try:
+                task, summary = self._wait_task(data, node, state, progress, timeout)
+            except StepFailed as failed:
+                if not isinstance(failed.data, dict) or not failed.data.get("exitstatus"):
+                    raise
+                return self._already_holds(method, path, failed, failed.data, state)
             return Result(data=task, summary=summary, requests=state.requests)
         return Result(
             data=data,
             summary=f"{method} {path}: {response.status_code} {response.reason_phrase}",
             requests=state.requests,
         )
+
+    @staticmethod
+    def _already_holds(method: str, path: str, failure: StepFailed, data: dict[str, Any], state: _Call) -> Result:
+        """``failure`` as a success when PVE's words say the state the request asks for already holds
+        (``ALREADY_HOLDS``); otherwise ``failure`` is raised again."""
+        words = str(data.get("exitstatus") or failure.message)
+        for wanted_path, wanted_words in ALREADY_HOLDS if method == "POST" else ():
+            said = wanted_words.search(words) if wanted_path.search(path) else None
+            if said is not None:
+                return Result(
+                    data=data,
+                    summary=f"{method} {path}: PVE answered '{said[0]}', the state this step asks for already holds",
+                    requests=state.requests,
+                )
+        raise failure
 
     # ------------------------------------------------------------- sending
 
@@ -415,6 +487,39 @@ class ApiExecutor:
 
         def unanswered(error: Exception) -> bool:
             return isinstance(error, _MaybeSent) and method in IDEMPOTENT
+
+        def outage(error: Exception) -> bool:
+            """The API stopped answering after it had answered: nothing was sent, or an idempotent
+            request's connection was dropped. Ridden out for ``outage_window`` (and the step's timeout)."""
+            lost = isinstance(error, _Unreachable) or (
+                isinstance(error, _MaybeSent) and method in IDEMPOTENT and not error.timed_out
+            )
+            if not (lost and self._answered):
+                return False
+            now = time.monotonic()
+            if state.outage_since is None:
+                state.outage_since = now
+            return now - state.outage_since < self.outage_window and (state.deadline is None or now < state.deadline)
+
+        def waiting(error: Exception, number: int, pause: float) -> None:
+            nonlocal prefer
+            assert state.outage_since is not None
+            why = (
+                error.summary
+                if isinstance(error, _Unreachable)
+                else f"{error.node}: {error.reason}"
+                if isinstance(error, _MaybeSent)
+                else str(error)
+            )
+            note = (
+                f"API outage: no node answers ({scrub(str(why), state.token.secret)}) since "
+                f"{time.monotonic() - state.outage_since:.0f} s; trying again in {pause:.1f} s, for up to "
+                f"{self.outage_window:.0f} s"
+            )
+            log.info("%s %s: %s", method, path, note)  # the progress line says it; a warning per item and try is noise
+            if state.progress is not None:
+                state.progress(note)
+            prefer = None  # the next try goes round the nodes again, the last one that answered first
 
         def again(error: Exception, number: int, pause: float) -> None:
             nonlocal prefer
@@ -431,8 +536,20 @@ class ApiExecutor:
 
         try:
             return retry(
-                once, Policy(self.retries, Backoff(self.backoff, BACKOFF_CAP), unanswered, again), rng=self._random
+                once,
+                Policy(self.retries, Backoff(self.backoff, BACKOFF_CAP), unanswered, again),
+                Policy(sys.maxsize, Backoff(OUTAGE_BACKOFF, OUTAGE_BACKOFF_CAP), outage, waiting),
+                rng=self._random,
             )
+        except _Unreachable as exc:
+            if state.outage_since is None:
+                raise
+            raise _Unreachable(
+                f"{exc.message}\nThe API had answered earlier in this run, and did not answer again for "
+                f"{time.monotonic() - state.outage_since:.0f} s (limits.api_outage_window in cluster-config.yaml "
+                f"is {self.outage_window:.0f} s).",
+                exc.summary,
+            ) from None
         except _MaybeSent as exc:
             if method not in IDEMPOTENT:
                 raise StepFailed(
@@ -482,7 +599,8 @@ class ApiExecutor:
                 self._down.add(name)
                 continue
             except httpx.TransportError as exc:  # read/write timeout, connection dropped: may have been sent
-                raise _MaybeSent(name, scrub(_describe(exc), state.token.secret)) from None
+                timed_out = isinstance(exc, httpx.TimeoutException)
+                raise _MaybeSent(name, scrub(_describe(exc), state.token.secret), timed_out) from None
             log.debug(
                 "%s %s%s on %s: %s in %.3f s",
                 method,
@@ -494,6 +612,13 @@ class ApiExecutor:
             )
             self._last_good = name
             self._down.discard(name)
+            self._answered = True
+            if state.outage_since is not None:
+                if state.progress is not None:
+                    state.progress(
+                        f"API answers again, through {name}, after {time.monotonic() - state.outage_since:.0f} s"
+                    )
+                state.outage_since = None
             return name, response
         raise _all_unreachable(method, path, unreachable)
 
@@ -560,7 +685,7 @@ class ApiExecutor:
         return self._data("GET", path, used, response, state)["data"]
 
     def _wait_task(
-        self, upid: str, via: str, state: _Call, progress: Progress | None, timeout: float
+        self, upid: str, via: str, state: _Call, progress: Progress | None, timeout: float, *, known: bool = True
     ) -> tuple[dict[str, Any], str]:
         """Poll the task until it stops; returns (Result.data, summary) or raises with its log's tail.
 
@@ -568,7 +693,9 @@ class ApiExecutor:
         for the task's node, and ``via`` is known to be reachable.
         """
         node, kind = parse_upid(upid)
-        expected, source = self.task_times.expect(kind, self._task_estimates.get(kind))
+        # A task this call did not start (``known`` False: left by an interrupted run) started at an
+        # unknown moment: it is polled from now on, and says nothing about how long its type takes.
+        expected, source = self.task_times.expect(kind, self._task_estimates.get(kind)) if known else (None, None)
         if expected is not None and expected < self.poll.initial:
             # A quick task: ask at once when this executor saw it end that fast; when only earlier
             # runs say so, give it ``initial`` (a busy cluster, or a run of many items, is slower).
@@ -608,7 +735,8 @@ class ApiExecutor:
         data = _task_data(upid, node, exitstatus)
         elapsed = time.monotonic() - state.started
         if TASK_SUCCESS.fullmatch(exitstatus):
-            self.task_times.observe(kind, expected, running_until, time.monotonic() - began)
+            if known:
+                self.task_times.observe(kind, expected, running_until, time.monotonic() - began)
             return data, f"task {kind} on {node}: {exitstatus} after {elapsed:.1f} s"
         tail = self._log_tail(node, upid, via, state, timeout)
         hint, transient = _advice(exitstatus, upid.split(":")[6] if upid.count(":") >= 7 else "VMID")
@@ -664,6 +792,12 @@ class ApiExecutor:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def configured_outage_window(config_data: Mapping[str, Any]) -> float:
+    """``limits.api_outage_window`` of a validated cluster config, in seconds (``OUTAGE_WINDOW`` when unset)."""
+    window = (config_data.get("limits") or {}).get("api_outage_window")
+    return OUTAGE_WINDOW if window is None else float(window)
 
 
 def encode_params(params: Mapping[str, Any]) -> dict[str, str]:
@@ -808,11 +942,13 @@ def _all_unreachable(method: str, path: str, unreachable: list[tuple[str, str, s
         else f"Check that pveproxy runs on the nodes (systemctl status pveproxy) and that {port} reachable "
         "from here (firewall, VPN, host names and ports in cluster-config.yaml)."
     )
-    return StepFailed(
-        f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}",
-        retryable=not tls,
-        sent=False,
-    )
+    message = f"no Proxmox VE node could be reached for {method} {path}; nothing was sent:\n{lines}\n{advice}"
+    if tls:
+        return StepFailed(message, retryable=False, sent=False)
+    by_why: dict[str, list[str]] = {}
+    for name, _, why in unreachable:
+        by_why.setdefault(why, []).append(name)
+    return _Unreachable(message, "; ".join(f"{', '.join(names)}: {why}" for why, names in by_why.items()))
 
 
 def _http_failure(

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 Progress = Callable[[str], None]
 """Called with each line of progress a step makes (command output, task status); never a secret."""
 
+TaskStarted = Callable[[str, str], None]
+"""Told ``(upid, node)`` when a PVE task the step started is known, before it is first polled: the
+runner journals it, so a resume can follow the task to its end (``ApiExecutor.execute``'s ``on_task``)."""
+
 
 #: The action words of a ``Change`` that make, alter or remove a resource; every other word is an
 #: action done to it (``start``, ``snapshot``, ``apply-config``...), counted after the ``;`` of a summary.
@@ -143,9 +147,11 @@ def not_installed(names: Iterable[str], path: str | None) -> list[str]:
 
 
 class Executes(Protocol):
-    """What the runner needs to run a step: ``execute`` alone (a ``Dispatcher``, or a test's fake)."""
+    """What the runner needs to run a step: ``execute`` alone (a ``Dispatcher``, or a test's fake).
 
-    def execute(self, action: Any, progress: Progress) -> Result: ...
+    A real run passes ``on_task`` with API requests, to journal the UPID of a task they start."""
+
+    def execute(self, action: Any, progress: Progress, on_task: TaskStarted | None = None) -> Result: ...
 
 
 class TokenProvider(Protocol):

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..executors.base import Change, Executor, ExecutorFactory, Progress, Registry, TokenProvider
+from ..executors.base import Change, Executor, ExecutorFactory, Progress, Registry, TaskStarted, TokenProvider
 from ..load.facts import Facts
-from ..runbook.actions import Action, Result, StepFailed, TalosctlCommand
+from ..runbook.actions import Action, ApiRequest, Result, StepFailed, TalosctlCommand, TaskFollow
 from .credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, ApiToken, TokenSource
 from .identity import trust_of
 from .secrets import ChildEnvironment, Masker
@@ -75,16 +75,20 @@ class Dispatcher:
         """Build ``kind``'s executor with ``factory`` instead (before the first step of that kind)."""
         self.registry.register(kind, factory)
 
-    def execute(self, action: Action, progress: Progress) -> Result:
+    def execute(self, action: Action | TaskFollow, progress: Progress, on_task: TaskStarted | None = None) -> Result:
         """Run ``action`` on its kind's executor; its output, progress lines and failure are masked
-        against every secret the run knows, whichever executor (real or simulated) produced them."""
+        against every secret the run knows, whichever executor (real or simulated) produced them.
+        ``on_task`` (API requests only) is told the UPID of a task the request started, before it is polled."""
         if isinstance(action, TalosctlCommand) and action.cwd:
             # The Talos config dir holds cluster secrets: create it private, as talosctl would.
             Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
         executor = self.registry.get(action.kind)
         lines = self.masker.lines(progress)
         try:
-            result = executor.execute(action, lines)
+            if on_task is not None and isinstance(action, ApiRequest):
+                result = executor.execute(action, lines, on_task=on_task)  # type: ignore[call-arg]
+            else:
+                result = executor.execute(action, lines)
         except StepFailed as failure:
             failure.message = self.masker.mask(failure.message)
             failure.args = (failure.message,)

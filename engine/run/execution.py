@@ -24,13 +24,14 @@ from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
 from .credentials import CredentialError
 from .dispatch import Dispatcher
 from .identity import read_identity, talks_to_cluster
-from .journal import JournalError, RunMeta, RunRecord, load_run, new_run_id, task_history
+from .journal import JournalError, RunMeta, RunRecord, RunState, load_run, new_run_id, task_history
 from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
 from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanDiverged, PlanEntry, Runner, StepError
 from .savedplan import inputs_moved, moved, planned_against
 from .session import Session, prepare, runbook_path
+from .settle import StaleLock, follow_in_flight, read_vms, run_vmids, wait_for_locks
 from .upfront import Gate, gates_ahead
 
 #: Shown the gates a run will meet (and a heading saying whose), before its first change; returns
@@ -273,6 +274,17 @@ def start_run(
     except LockHeld as exc:
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
+        try:
+            session = _settled(
+                home, session, dispatcher, _cluster_notes(on_event), name=name, profile=profile, given=given
+            )
+        except (StepFailed, StaleLock) as exc:
+            return Outcome(
+                "failed",
+                exitcodes.NOT_STARTED,
+                f"cannot start: {_message(exc)}\nNothing ran and no run was made: once that is resolved, run again",
+                session,
+            )
         refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
         if refused is not None:
             refused.warnings[:0] = [note] if note else []  # a reclaimed lock is said, whatever follows
@@ -401,8 +413,32 @@ def resume_run(
         if refused is not None:
             refused.warnings[:0] = [note] if note else []  # a reclaimed lock is said, whatever follows
             return refused
-        record, _ = RunRecord.resume(home.state_dir, run_id)
+        record, before = RunRecord.resume(home.state_dir, run_id)
         with record:
+            steps = before.state.steps
+            done = {(k.step, k.item): s.outputs for k, s in steps.items() if s.status == "finished"}
+            try:
+                session = _settled(
+                    home,
+                    session,
+                    dispatcher,
+                    _cluster_notes(on_event),
+                    name=str(path),
+                    profile=meta.profile,
+                    given=given,
+                    resumed=(before.state, record, done),
+                    placed=meta.placement,
+                )
+            except (StepFailed, StaleLock) as exc:
+                record.run_finished("failed")
+                return Outcome(
+                    "failed",
+                    exitcodes.FAILED,
+                    f"cannot resume {run_id}: {_message(exc)}\nOnce that is resolved: runbook resume {run_id}",
+                    session,
+                    run_id,
+                )
+            doubt = frozenset((k.step, k.item) for k in before.state.in_doubt if (k.step, k.item) not in done)
             runner = _real_runner(
                 session, record, dispatcher, approver, on_event, concurrency, done=done, check_unfinished=doubt
             )
@@ -489,6 +525,66 @@ def _ask_ahead(
         session,
         run_id,
     )
+
+
+def _settled(
+    home: Home,
+    session: Session,
+    dispatcher: Dispatcher,
+    note: Callable[[str], None],
+    *,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    resumed: tuple[RunState, RunRecord, dict[tuple[str, str | None], Any]] | None = None,
+    placed: Mapping[str, str] | None = None,
+) -> Session:
+    """The session to run with once the cluster has finished what this run (or anyone) is doing to its
+    VMs (``engine.run.settle``): on resume, the tasks the interrupted run left running are followed to
+    their end (a step in doubt whose task ended well is journaled as finished, into ``done``); then the
+    VMs of the plan that hold a lock are waited for. When anything was waited for, the cluster is read
+    again and the run re-planned (a resumed run's VMs kept where it ``placed`` them), so no VM is planned
+    half made."""
+    if session.profile is None and resumed is None:
+        return session
+    state = resumed[0] if resumed else None
+    vmids = run_vmids(session.plan, session.profile.data.get("template") if session.profile else None, state)
+    followed = 0
+    facts = session.facts
+    if resumed is not None:
+        state, record, done = resumed
+        nodes = [str(node["name"]) for node in session.config.data["cluster"]["nodes"]]
+        finished, followed = follow_in_flight(dispatcher, state, nodes, vmids, note)
+        steps = {step.id: step for step in session.runbook.steps}
+        for key, output in finished.items():
+            step = steps.get(key.step)
+            if step is not None and not ({"extract", "json"} & set(step.attrs)):
+                # What the step would have returned had the run waited; 0 s, so it is no sample of the task's length.
+                record.step_finished(key.step, key.item, output, 0.0)
+                done[(key.step, key.item)] = output
+        if followed:
+            facts = read_vms(dispatcher)
+    names = {vm.name for vm in session.plan.vms} if session.plan else set()
+    waited = wait_for_locks(dispatcher, facts, names, vmids, note)
+    if followed or waited:
+        return _prepare(home, name, profile, given, dispatcher, placed=placed)
+    return session
+
+
+def _cluster_notes(on_event: Callable[[str, PlanEntry], None] | None) -> Callable[[str], None]:
+    """Progress lines about the cluster itself (tasks followed, locks waited for) outside any step."""
+    entry = PlanEntry("cluster", "api", "tasks in flight", 0)
+
+    def note(text: str) -> None:
+        if on_event is not None:
+            entry.reason = text
+            on_event("progress", entry)
+
+    return note
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, StepFailed) else str(exc)
 
 
 def _untrusted(home: Home, session: Session, run_id: str | None = None) -> Outcome | None:

@@ -12,6 +12,8 @@ Record schema (every record also has ``seq``, counting from 1, ``ts``, ISO 8601 
 - ``run_started``: ``run_id``, ``process`` (pid, host, process_start, boot_id of the runner)
 - ``run_resumed``: ``who``, ``engine_version``, ``process``; ``repaired`` when a torn tail was cut
 - ``step_started``: ``step``, ``item``, ``action`` (``engine.runbook.actions.action_as_dict``)
+- ``task_started``: ``step``, ``item``, ``upid``, ``node``: the step started a PVE task, journaled
+  before the task is first polled, so a resume can follow it to its end
 - ``step_finished``: ``step``, ``item``, ``outputs``, ``duration`` (seconds)
 - ``step_skipped``: ``step``, ``item``, ``reason`` (``when_false`` or ``check_true``)
 - ``step_failed``: ``step``, ``item``, ``error``, ``duration``
@@ -38,7 +40,7 @@ import re
 import secrets
 import socket
 import threading
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -58,6 +60,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "run_started": ("run_id", "process"),
     "run_resumed": ("who", "engine_version", "process"),
     "step_started": (*_STEP, "action"),
+    "task_started": (*_STEP, "upid", "node"),
     "step_finished": (*_STEP, "outputs", "duration"),
     "step_skipped": (*_STEP, "reason"),
     "step_failed": (*_STEP, "error", "duration"),
@@ -189,6 +192,7 @@ class StepState:
 
     ``status`` is ``finished``, ``skipped``, ``failed`` or ``in_doubt``: started, with no outcome
     recorded, so the action may or may not have taken effect and resume must check before redoing it.
+    ``tasks`` are the UPIDs of the PVE tasks its latest attempt started (``task_started``).
     """
 
     key: StepKey
@@ -199,6 +203,7 @@ class StepState:
     reason: str | None = None
     error: str | None = None
     duration: float | None = None
+    tasks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -255,6 +260,9 @@ class RunState:
         else:
             key = StepKey(record["step"], record["item"])
             before = self.steps.get(key, StepState(key, "in_doubt"))
+            if kind == "task_started":
+                self.steps[key] = replace(before, tasks=(*before.tasks, str(record["upid"])))
+                return
             if kind == "step_started":
                 now = StepState(key, "in_doubt", before.attempts + 1, record["action"])
             elif kind == "step_finished":
@@ -413,6 +421,9 @@ class RunRecord:
 
     def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None:
         self._append("step_started", step=step, item=item, action=action)
+
+    def task_started(self, step: str, item: str | None, upid: str, node: str) -> None:
+        self._append("task_started", step=step, item=item, upid=upid, node=node)
 
     def step_finished(self, step: str, item: str | None, outputs: Any, duration: float) -> None:
         self._append("step_finished", step=step, item=item, outputs=outputs, duration=duration)

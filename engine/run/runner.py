@@ -76,6 +76,7 @@ class Recorder(Protocol):
     when steps run concurrently, so it must append one whole record at a time."""
 
     def step_started(self, step: str, item: str | None, action: dict[str, Any]) -> None: ...
+    def task_started(self, step: str, item: str | None, upid: str, node: str) -> None: ...
     def step_finished(self, step: str, item: str | None, outputs: Any, duration: float) -> None: ...
     def step_skipped(self, step: str, item: str | None, reason: str) -> None: ...
     def step_failed(self, step: str, item: str | None, error: str, duration: float) -> None: ...
@@ -667,7 +668,15 @@ class Runner:
         progress = _ItemProgress(self, entry)
         with self.limits.hold(action, progress):
             try:
-                result = self.executor.execute(action, progress)
+                if isinstance(action, ApiRequest) and self.recorder is not None and not self.dry_run:
+                    # The UPID is journaled before the task is first polled: a resume follows it to its end.
+                    result = self.executor.execute(
+                        action,
+                        progress,
+                        on_task=lambda upid, node: self._record("task_started", step.id, entry.item_key, upid, node),
+                    )
+                else:
+                    result = self.executor.execute(action, progress)
             except StepFailed as failure:
                 result = _accepted(step, failure)
         data = result.data

@@ -34,6 +34,22 @@ class ApiRequest:
 
 
 @dataclass(frozen=True)
+class TaskFollow:
+    """Wait for a PVE task that is already running (``upid``), as if this run had just started it.
+
+    Not a step of any runbook: a resume uses it for the tasks an interrupted run left behind (a
+    UPID its journal holds, or one the cluster lists as running on the run's VMs), so they are
+    followed to their end, through the API executor's polling and outage handling, before the
+    run goes on. Its result is what the request that started the task would have returned.
+    """
+
+    upid: str
+    timeout: float | None = None
+
+    kind = "api"
+
+
+@dataclass(frozen=True)
 class ShellCommand:
     """A shell script, run under ``set -eu`` on a PVE node (``node`` set) or on this machine (``node`` None)."""
 

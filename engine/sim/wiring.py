@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..executors.api import ApiExecutor
+from ..executors.api import ApiExecutor, configured_outage_window
 from ..executors.base import Change, Executor, ExecutorFactory, Progress, TokenProvider
 from ..executors.shell import LocalExecutor
 from ..load.config import ClusterConfig
@@ -85,9 +85,9 @@ class _Saving:
         self.kind = executor.kind
         self.save = save
 
-    def execute(self, action: Any, progress: Progress | None = None) -> Result:
+    def execute(self, action: Any, progress: Progress | None = None, **options: Any) -> Result:
         try:
-            return self.executor.execute(action, progress)
+            return self.executor.execute(action, progress, **options)
         finally:
             self.save()
 
@@ -170,7 +170,13 @@ class Simulation:
         dispatcher.register(
             "api",
             lambda: _Saving(
-                ApiExecutor(cluster.endpoints(), tokens, cluster.verify(), task_estimates=dispatcher.task_estimates),
+                ApiExecutor(
+                    cluster.endpoints(),
+                    tokens,
+                    cluster.verify(),
+                    task_estimates=dispatcher.task_estimates,
+                    outage_window=configured_outage_window(self.config.data),
+                ),
                 self.save,
             ),
         )

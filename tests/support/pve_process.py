@@ -25,7 +25,8 @@ over HTTPS with a fresh certificate for 127.0.0.1-3, prints one JSON line
 - ``GET /settle?timeout=S``: returns once no task is running (or after S seconds, ``settled: false``);
 - ``POST /call`` ``{"method": name, "args": [...], "kwargs": {...}}``: one of the fault
   injections listed in ``CALLS`` (fakepve's own, plus ``revoke_token``/``restore_token``,
-  ``set_time_scale``, ``clear_failures``, ``set_storage_avail``).
+  ``set_time_scale``, ``clear_failures``, ``set_storage_avail``, ``set_task_secs`` (PVE seconds a
+  task type takes before its work is done, e.g. ``{"qmclone": 30}``: a clone holds its lock meanwhile)).
 
 In tests, ``PveProcess.start(...)`` runs it and wraps the control endpoint.
 """
@@ -70,6 +71,7 @@ CALLS = frozenset(
         "set_time_scale",
         "clear_failures",
         "set_storage_avail",
+        "set_task_secs",
     }
 )
 
@@ -97,6 +99,16 @@ def _serve(args: argparse.Namespace) -> None:
         """SimPve that also logs every answer (status, reason, UPID) for the test to audit."""
 
         outcomes: list[dict[str, Any]]
+        task_secs: dict[str, float] = {}
+
+        async def task(self, node, ttype, tid, user, body, vm=None, lock=True, log=()):  # type: ignore[no-untyped-def, override]
+            secs = self.task_secs.get(ttype, 0.0)
+
+            async def timed():  # type: ignore[no-untyped-def]
+                await self.pause(secs)  # the work is done at the end, as a disk copy or a boot ends
+                return await body()
+
+            return await super().task(node, ttype, tid, user, timed if secs else body, vm=vm, lock=lock, log=log)
 
         async def _answer(self, request: Any, handler: Any, generic: Any, path_node: Any) -> Any:
             values = {k: v for k, v in (await params(request)).items()}
@@ -162,6 +174,9 @@ def _serve(args: argparse.Namespace) -> None:
             result = None
         elif name == "set_time_scale":
             pve.time_scale = float(call_args[0])
+            result = None
+        elif name == "set_task_secs":
+            pve.task_secs = {str(kind): float(secs) for kind, secs in call_args[0].items()}
             result = None
         elif name == "clear_failures":
             pve.failures.clear()
