@@ -105,6 +105,9 @@ class _Unrecorded:
     def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None:
         pass
 
+    def task_started(self, step: str, item: str | None, upid: str, node: str) -> None:
+        pass
+
 
 class Approver(Protocol):
     who: str | None
@@ -673,7 +676,7 @@ class Runner:
                     result = self.executor.execute(
                         action,
                         progress,
-                        on_task=lambda upid, node: self._record("task_started", step.id, entry.item_key, upid, node),
+                        on_task=lambda upid, node: self.journal.task_started(step.id, entry.item_key, upid, node),
                     )
                 else:
                     result = self.executor.execute(action, progress)
