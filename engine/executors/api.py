@@ -267,6 +267,7 @@ class ApiExecutor:
         poll: PollPolicy = PollPolicy(),
         task_times: TaskTimes | None = None,
         task_estimates: Mapping[str, float] | None = None,
+        warnings: list[str] | None = None,
         outage_window: float = OUTAGE_WINDOW,
     ):
         if not endpoints:
@@ -282,7 +283,9 @@ class ApiExecutor:
         self.task_times = task_times or TaskTimes()
         # Shared with the dispatcher, which fills it from the journals when the run starts.
         self._task_estimates: Mapping[str, float] = task_estimates if task_estimates is not None else {}
-        self.warnings: list[str] = []
+        # Shared with the dispatcher when it gives one: what the operator must be told, as it happens.
+        self.warnings: list[str] = warnings if warnings is not None else []
+        self._named_down: set[str] = set()  # nodes already said not to answer
         self._tokens = token_source
         if isinstance(verify, Mapping):
             unchecked = [name for name, _ in self.endpoints if name not in verify]
@@ -613,6 +616,11 @@ class ApiExecutor:
             self._last_good = name
             self._down.discard(name)
             self._answered = True
+            for down, down_base, why in unreachable:
+                if down not in self._named_down:
+                    # Failover keeps the run going; the operator must still know a node's API is down.
+                    self._named_down.add(down)
+                    self._warn(f"node {down} ({down_base}) does not answer ({why}); its requests went to {name}")
             if state.outage_since is not None:
                 if state.progress is not None:
                     state.progress(

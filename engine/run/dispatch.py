@@ -133,13 +133,15 @@ class Dispatcher:
         from ..executors.api import ApiExecutor, ApiSetupError
 
         try:
-            executor = ApiExecutor.from_config(
-                self._config, self._tokens(), base_dir=self._home, task_estimates=self.task_estimates
+            return ApiExecutor.from_config(
+                self._config,
+                self._tokens(),
+                base_dir=self._home,
+                task_estimates=self.task_estimates,
+                warnings=self.warnings,
             )
         except ApiSetupError as exc:
             raise StepFailed(str(exc), sent=False) from None
-        self.warnings.extend(executor.warnings)
-        return executor
 
     def _make_ssh(self) -> Executor:
         from ..executors.shell import SshExecutor

@@ -176,6 +176,7 @@ class Simulation:
                     cluster.verify(),
                     task_estimates=dispatcher.task_estimates,
                     outage_window=configured_outage_window(self.config.data),
+                    warnings=dispatcher.warnings,
                 ),
                 self.save,
             ),
