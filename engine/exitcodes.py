@@ -46,12 +46,14 @@ TABLE: tuple[ExitCode, ...] = (
         REFUSED,
         "REFUSED",
         "refused: the runbook, profile or config changed since the run started (resume --force overrides), "
-        "or an ingested runbook was not reviewed yet (runbook trust)",
+        "an ingested runbook was not reviewed yet (runbook trust), or a saved plan no longer holds (runbook "
+        "apply: the file, an input or what it was planned against moved)",
     ),
     ExitCode(
         OTHER_CLUSTER,
         "OTHER_CLUSTER",
-        "refused: another cluster answers than the one the run started on (no --force overrides it)",
+        "refused: another cluster answers than the one the run started on, or the plan was made against "
+        "(no --force overrides it)",
     ),
     ExitCode(TOOL_MISSING, "TOOL_MISSING", "a program the run needs is not installed here (found before any change)"),
     ExitCode(
