@@ -228,7 +228,13 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
         click.echo("requires: --profile NAME")
     click.echo("\nparameters:" if runbook.parameters else "\nparameters: none")
     for param in runbook.parameters:
-        default = "required" if param.required else f"default {json.dumps(param.default)}"
+        default = (
+            "secret: --secret NAME=env:VAR|pass:PATH, or asked"
+            if param.secret
+            else "required"
+            if param.required
+            else f"default {json.dumps(param.default)}"
+        )
         extra = {k: v for k, v in param.spec.items() if k not in ("type", "description", "default")}
         constraints = " ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())
         click.echo(
@@ -525,6 +531,29 @@ def _params(items: tuple[str, ...]) -> dict[str, str]:
     return given
 
 
+_SECRET_HELP = (
+    "Where a secret parameter's value is: env:VAR or pass:PATH (never the value itself); repeatable. "
+    "Left out on a terminal, it is asked without echo."
+)
+
+
+def _secrets(items: tuple[str, ...], interactive: bool) -> Any:
+    """``--secret NAME=SOURCE`` values, and a hidden prompt for the rest when on a terminal."""
+    from .run.secretparams import SecretInput, split_sources
+
+    given: dict[str, str] = {}
+    for item in items:
+        key, sep, source = item.partition("=")
+        if not sep or not key.strip():
+            raise _BadArgument(f"--secret {key.strip() or '?'}: write NAME=env:VAR or NAME=pass:PATH")
+        given[key] = source
+
+    def ask(param: Any) -> str:
+        return str(click.prompt(f"{param.name} ({param.description})", hide_input=True, err=True))
+
+    return SecretInput(split_sources(given), ask if interactive else None)
+
+
 def _finish(outcome: Any, as_json: bool) -> None:
     for warning in outcome.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -599,6 +628,7 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
     help="Cluster profile (clusters/PROFILE.yaml).",
 )
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter; repeatable.")
+@click.option("--secret", "secret_sources", multiple=True, metavar="NAME=SOURCE", help=_SECRET_HELP)
 @click.option("--dry-run", is_flag=True, help="Show the plan: every step rendered; nothing is changed.")
 @click.option("--offline", is_flag=True, help="With --dry-run: contact nothing, not even for read-only steps.")
 @click.option(
@@ -641,6 +671,7 @@ def run_cmd(
     name: str,
     profile_name: str | None,
     params: tuple[str, ...],
+    secret_sources: tuple[str, ...],
     dry_run: bool,
     offline: bool,
     simulate: bool,
@@ -681,12 +712,27 @@ def run_cmd(
             )
         home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
         given = _params(params)
+        secrets = _secrets(secret_sources, sys.stdin.isatty() and not as_json)
         config = _config_or_fail(home)
         with _executors(home, config, simulate) as dispatcher:
             if dry_run:
-                _dry_run(home, name, profile_name, given, offline, dispatcher, html_path, as_json, out_path, simulate)
+                _dry_run(
+                    home,
+                    name,
+                    profile_name,
+                    given,
+                    offline,
+                    dispatcher,
+                    html_path,
+                    as_json,
+                    out_path,
+                    simulate,
+                    secrets,
+                )
                 return
-            outcome = _run(home, name, profile_name, given, dispatcher, simulate, yes, approve, as_json, concurrency)
+            outcome = _run(
+                home, name, profile_name, given, dispatcher, simulate, yes, approve, as_json, concurrency, secrets
+            )
         _finish(outcome, as_json)
 
 
@@ -701,6 +747,7 @@ def _run(
     approve: tuple[str, ...],
     as_json: bool,
     concurrency: int | None,
+    secrets: Any,
 ) -> Any:
     from .report.progress import Progress
     from .run.execution import start_run
@@ -718,6 +765,7 @@ def _run(
             on_event=progress,
             concurrency=concurrency,
             ahead=None if yes else approver.ahead,
+            secrets=secrets,
         )
 
 
@@ -759,11 +807,15 @@ def _dry_run(
     as_json: bool,
     out_path: Path | None = None,
     simulate: bool = False,
+    secrets: Any = None,
 ) -> None:
     from .report.plantext import plan_json, plan_text
     from .run.execution import plan_run
+    from .run.secretparams import NO_SECRETS
 
-    outcome = plan_run(home, name, profile_name, given, offline=offline, dispatcher=dispatcher)
+    outcome = plan_run(
+        home, name, profile_name, given, offline=offline, dispatcher=dispatcher, secrets=secrets or NO_SECRETS
+    )
     if out_path is not None and outcome.session is not None and outcome.status == "planned":
         _save_plan(out_path, outcome, name, simulate)
     for warning in outcome.warnings:
@@ -850,6 +902,7 @@ def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
 @main.command("resume")
 @click.argument("run_id", shell_complete=_complete_runs)
 @click.option("--force", is_flag=True, help="Resume even though the runbook, profile or config changed.")
+@click.option("--secret", "secret_sources", multiple=True, metavar="NAME=SOURCE", help=_SECRET_HELP)
 @click.option("--yes", is_flag=True, help="Approve every gate.")
 @click.option("--approve", multiple=True, metavar="STEP", help="Approve the gate of one step id; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one per event, the last one the report.")
@@ -865,6 +918,7 @@ def resume_cmd(
     ctx: click.Context,
     run_id: str,
     force: bool,
+    secret_sources: tuple[str, ...],
     yes: bool,
     approve: tuple[str, ...],
     as_json: bool,
@@ -895,6 +949,7 @@ def resume_cmd(
                     on_event=progress,
                     concurrency=concurrency,
                     ahead=None if yes else approver.ahead,
+                    secrets=_secrets(secret_sources, sys.stdin.isatty() and not as_json),
                 )
     _finish(outcome, as_json)
 
@@ -908,6 +963,7 @@ class _PlanNotApproved(RunbookError):
 @main.command("apply")
 @click.argument("plan_file", type=click.Path(dir_okay=False, path_type=Path), metavar="PLAN")
 @click.option("--yes", is_flag=True, help="Approve the plan and every gate it lists, without asking.")
+@click.option("--secret", "secret_sources", multiple=True, metavar="NAME=SOURCE", help=_SECRET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, one per event, the last one the report.")
 @click.option(
     "--concurrency",
@@ -916,7 +972,14 @@ class _PlanNotApproved(RunbookError):
     help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time.",
 )
 @click.pass_context
-def apply_cmd(ctx: click.Context, plan_file: Path, yes: bool, as_json: bool, concurrency: int | None) -> None:
+def apply_cmd(
+    ctx: click.Context,
+    plan_file: Path,
+    yes: bool,
+    secret_sources: tuple[str, ...],
+    as_json: bool,
+    concurrency: int | None,
+) -> None:
     """Run exactly the plan saved by 'runbook run NAME --dry-run --out PLAN'.
 
     Refused (exit 7, nothing changed) when the plan file was edited, when the runbook, profile or
@@ -964,6 +1027,7 @@ def apply_cmd(ctx: click.Context, plan_file: Path, yes: bool, as_json: bool, con
                     mode="simulate" if simulate else "run",
                     on_event=progress,
                     concurrency=concurrency,
+                    secrets=_secrets(secret_sources, interactive),
                 )
     _finish(outcome, as_json)
 
@@ -1034,6 +1098,9 @@ def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Pat
     )
     if meta.parameters:
         click.echo("parameters: " + ", ".join(f"{k}={v!r}" for k, v in meta.parameters.items()))
+    if meta.secret_parameters:
+        sources = ", ".join(f"{k} from {v}" for k, v in meta.secret_parameters.items())
+        click.echo(f"secret parameters (values never recorded): {sources}")
     for warning in run.warnings:
         click.echo(f"warning: {warning}")
     for key, step in state.steps.items():

@@ -49,6 +49,7 @@ def plan_json(
         "profile": session.profile.name if session and session.profile else None,
         "cluster": session.config.data["cluster"]["name"] if session else None,
         "parameters": session.params if session else {},
+        "secret_parameters": dict(session.secrets.sources) if session else {},
         "offline": offline,
         "hashes": session.hashes() if session else {},
         "plan": session.plan.as_dict() if session and session.plan else None,
@@ -107,6 +108,11 @@ def plan_text(session: Session, entries: list[PlanEntry], *, offline: bool, chan
     )
     if session.params:
         out.append("parameters: " + ", ".join(f"{k}={v!r}" for k, v in session.params.items()))
+    if session.secrets.sources:
+        out.append(
+            "secret parameters (values not shown): "
+            + ", ".join(f"{k} from {v}" for k, v in session.secrets.sources.items())
+        )
     for name, digest in session.hashes().items():
         out.append(f"{name} sha256: {digest}")
     if session.plan:

@@ -107,13 +107,27 @@ def parse_env_token(value: str, var: str, pass_path: str | None) -> ApiToken:
 
 def read_pass_token(pass_path: str, env: Mapping[str, str], *, timeout: float = PASS_TIMEOUT) -> ApiToken:
     """Run ``pass show pass_path`` (no shell) and read the token id and secret from its two lines."""
+    return _token_from_entry(pass_show(pass_path, env, "the API token", timeout=timeout), pass_path)
+
+
+def read_pass_secret(pass_path: str, env: Mapping[str, str], *, timeout: float = PASS_TIMEOUT) -> Secret:
+    """The first line of pass entry ``pass_path`` (pass's own convention: the password comes first)."""
+    text = pass_show(pass_path, env, "the secret", timeout=timeout)
+    first = text.splitlines()[0] if text.strip() else ""
+    if not first:
+        raise CredentialError(f"pass entry '{pass_path}' is empty: its first line must hold the secret.")
+    return Secret(first)
+
+
+def pass_show(pass_path: str, env: Mapping[str, str], what: str, *, timeout: float = PASS_TIMEOUT) -> str:
+    """``pass show pass_path``'s output; every failure is a ``CredentialError`` saying what to do."""
     try:
         returncode, stdout, stderr = _run_pass(pass_path, env, timeout)
     except FileNotFoundError:
         raise CredentialError(
-            f"pass is not installed (or not on PATH), so the API token in pass entry "
-            f"'{pass_path}' cannot be read. Install it (Debian: apt install pass gnupg), or set "
-            f"{DEFAULT_TOKEN_ENV}=user@realm!tokenid=secret."
+            f"pass is not installed (or not on PATH), so {what} in pass entry "
+            f"'{pass_path}' cannot be read. Install it (Debian: apt install pass gnupg)"
+            + (f", or set {DEFAULT_TOKEN_ENV}=user@realm!tokenid=secret." if what == "the API token" else ".")
         ) from None
     except subprocess.TimeoutExpired:
         raise CredentialError(
@@ -125,10 +139,12 @@ def read_pass_token(pass_path: str, env: Mapping[str, str], *, timeout: float = 
         # Whatever pass printed on stdout before failing must not leak through its stderr.
         stderr = scrub(stderr, *(Secret(line) for line in stdout.splitlines() if line.strip())).strip()
         if "is not in the password store" in stderr:
-            raise CredentialError(
-                f"pass entry '{pass_path}' does not exist. Store the API token there: "
-                f"{_BOOTSTRAP}; then `pass insert -m {pass_path}` with {_ENTRY_FORMAT}."
+            store = (
+                f"Store the API token there: {_BOOTSTRAP}; then `pass insert -m {pass_path}` with {_ENTRY_FORMAT}."
+                if what == "the API token"
+                else f"Store it there: `pass insert {pass_path}`."
             )
+            raise CredentialError(f"pass entry '{pass_path}' does not exist. {store}")
         if "gpg:" in stderr:
             raise CredentialError(
                 f"gpg could not decrypt pass entry '{pass_path}': {stderr}. Check that the "
@@ -137,7 +153,7 @@ def read_pass_token(pass_path: str, env: Mapping[str, str], *, timeout: float = 
                 f"for its passphrase."
             )
         raise CredentialError(f"`pass show {pass_path}` failed (exit {returncode}): {stderr or 'no message'}")
-    return _token_from_entry(stdout, pass_path)
+    return stdout
 
 
 def _run_pass(pass_path: str, env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:

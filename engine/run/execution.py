@@ -7,6 +7,7 @@ The CLI only prints what this returns.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanDiverged, PlanEntry, Runner, StepError
 from .savedplan import inputs_moved, moved, planned_against
+from .secretparams import NO_SECRETS, SecretInput, SecretParams, resolve
 from .session import Session, prepare, runbook_path
 from .settle import StaleLock, follow_in_flight, read_vms, run_vmids, wait_for_locks
 from .upfront import Gate, gates_ahead
@@ -84,13 +86,20 @@ def _prepare(
     *,
     live: bool = True,
     placed: Mapping[str, str] | None = None,
+    secrets: SecretInput | SecretParams = NO_SECRETS,
 ) -> Session:
     """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used;
-    ``placed`` keeps a resumed run's VMs where it put them."""
+    ``placed`` keeps a resumed run's VMs where it put them. ``secrets``: where the secret parameters
+    come from (read here, once), or the ones an earlier preparation of the same command read."""
     session = prepare(home, name, profile, given, placed=placed)
     if dispatcher is not None and live and session.profile is not None:
         session = prepare(home, name, profile, given, read_facts(dispatcher), placed=placed)
+    if isinstance(secrets, SecretInput):
+        secrets = resolve(session.runbook, secrets.sources, os.environ, secrets.ask)
+    session = session.with_secrets(secrets)
     if dispatcher is not None:
+        for value in secrets.values.values():
+            dispatcher.masker.add(value)  # before any step, or any error, could print it
         dispatcher.adjust_context(session.context)
     return session
 
@@ -104,11 +113,12 @@ def plan_run(
     offline: bool,
     dispatcher: Dispatcher | None,
     on_event: Callable[[str, PlanEntry], None] | None = None,
+    secrets: SecretInput = NO_SECRETS,
 ) -> Outcome:
     """A dry-run: the plan of every step; read-only steps may query the cluster unless ``offline``."""
     live = None if offline else dispatcher
     try:
-        session = _prepare(home, name, profile, given, dispatcher, live=not offline)
+        session = _prepare(home, name, profile, given, dispatcher, live=not offline, secrets=secrets)
         cluster = _identity(session, live) if live is not None else None
     except _UNREADABLE as exc:
         return _not_started(exc)
@@ -121,6 +131,7 @@ def plan_run(
         approver=_Never(),
         on_event=on_event,
         preview=previewer,
+        revealed=session.secrets.revealed(),
     )
     try:
         entries = runner.run()
@@ -177,6 +188,7 @@ def _meta(session: Session, run_id: str, mode: str, cluster: ClusterIdentity | N
         profile_sha256=hashes.get("profile"),
         cluster_config_sha256=hashes["config"],
         parameters=session.params,
+        secret_parameters=dict(session.secrets.sources) or None,
         mode=mode,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         cluster=cluster.as_dict() if cluster is not None else None,
@@ -248,6 +260,7 @@ def start_run(
     concurrency: int | None = None,
     ahead: AskAhead | None = None,
     expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
+    secrets: SecretInput | SecretParams = NO_SECRETS,
 ) -> Outcome:
     """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it.
     ``expected``: applying a saved plan, what each changing step must send (see ``apply_plan``).
@@ -257,7 +270,7 @@ def start_run(
     made. Without it, each gate is asked when it is met (library callers that approve everything).
     """
     try:
-        session = _prepare(home, name, profile, given, dispatcher)
+        session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
         cluster = _identity(session, dispatcher)
     except _UNREADABLE as exc:
         return _not_started(exc)
@@ -321,6 +334,7 @@ def _real_runner(
         recorder=record,
         on_event=on_event,
         concurrency=concurrency,
+        revealed=session.secrets.revealed(),
         **resumed,
     )
 
@@ -335,6 +349,7 @@ def resume_run(
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
     ahead: AskAhead | None = None,
+    secrets: SecretInput = NO_SECRETS,
 ) -> Outcome:
     """Continue a run from its journal: finished steps are not redone; steps in doubt are re-checked.
 
@@ -348,7 +363,15 @@ def resume_run(
     path = runbook_path(home, meta.runbook)
     given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
     try:
-        session = _prepare(home, str(path), meta.profile, given, dispatcher, placed=meta.placement)
+        session = _prepare(
+            home,
+            str(path),
+            meta.profile,
+            given,
+            dispatcher,
+            placed=meta.placement,
+            secrets=secrets.over(meta.secret_parameters),
+        )
         cluster = _identity(session, dispatcher) if meta.cluster is not None else None
     except _UNREADABLE as exc:
         return Outcome(
@@ -472,6 +495,7 @@ def _ask_ahead(
         approver=_Never(),
         done=done,
         check_unfinished=doubt,
+        revealed=session.secrets.revealed(),
     )
     try:
         entries = runner.run()
@@ -567,7 +591,7 @@ def _settled(
     names = {vm.name for vm in session.plan.vms} if session.plan else set()
     waited = wait_for_locks(dispatcher, facts, names, vmids, note)
     if followed or waited:
-        return _prepare(home, name, profile, given, dispatcher, placed=placed)
+        return _prepare(home, name, profile, given, dispatcher, placed=placed, secrets=session.secrets)
     return session
 
 
@@ -718,6 +742,7 @@ def apply_plan(
     mode: str = "run",
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
+    secrets: SecretInput = NO_SECRETS,
 ) -> Outcome:
     """Run exactly the saved plan ``document`` (unsealed from file ``where``): refused (exit 7) when
     an input changed or anything it was planned against moved on the cluster, exit 8 when another
@@ -725,7 +750,14 @@ def apply_plan(
     step must send what the plan reviewed, or the run stops before sending it."""
     given = {key: _as_param(value) for key, value in (document.get("parameters") or {}).items()}
     try:
-        session = _prepare(home, str(document["runbook"]), document.get("profile"), given, dispatcher)
+        session = _prepare(
+            home,
+            str(document["runbook"]),
+            document.get("profile"),
+            given,
+            dispatcher,
+            secrets=secrets.over(document.get("secret_parameters")),
+        )
         cluster = _identity(session, dispatcher)
     except _UNREADABLE as exc:
         return _not_started(exc)
@@ -778,6 +810,7 @@ def apply_plan(
         on_event=on_event,
         concurrency=concurrency,
         expected=expected,
+        secrets=session.secrets,
     )
 
 

@@ -147,6 +147,9 @@ class RunMeta:
     cluster: dict[str, str] | None = None
     #: Where the run placed each VM of its profile (name -> node): a resume never places them again.
     placement: dict[str, str] | None = None
+    #: Where each secret parameter came from (name -> env:VAR, pass:PATH or prompt), never its value:
+    #: a resume reads it again from there (and asks again for one that was typed).
+    secret_parameters: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,7 @@ class RunMeta:
             "engine_version": self.engine_version,
             "cluster": self.cluster,
             "placement": self.placement,
+            "secret_parameters": self.secret_parameters,
         }
 
     @classmethod

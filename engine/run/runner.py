@@ -275,6 +275,7 @@ class Runner:
         lock_backoff: float = LOCK_BACKOFF,
         preview: Callable[[Action], list[Change]] | None = None,
         expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
+        revealed: Mapping[str, str] | None = None,
     ):
         self.runbook = runbook
         # Applying a saved plan: what each changing step of the plan sends (None: the plan skipped
@@ -295,6 +296,9 @@ class Runner:
         pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
         self.steps = StepOutputs({}, pending)
         self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
+        # Secret parameters: every action is rendered with ``*MASKED*`` in their place (what plans,
+        # journals and progress show); only the one handed to the executor sees their values.
+        self.revealing = Renderer(runbook.file, {**context, **revealed, "steps": self.steps}) if revealed else None
         self.entries: list[PlanEntry] = []
         # In a dry-run, read-only steps query the cluster only until a step would change it: after
         # that, what they would read is not what the run would read.
@@ -570,7 +574,7 @@ class Runner:
         if self.dry_run:
             readonly = is_readonly(step, action)
             if readonly and self.executor is not None and not self.plan_changes:
-                return _Ready(action)
+                return _Ready(self._revealed(step, local, action))
             entry.status = "would_run"
             if entry.gated:
                 entry.reason = "gated: needs approval"
@@ -598,7 +602,11 @@ class Runner:
                     self._add(entry)
                     raise GateStop(entry)
                 self.journal.gate_approved(step.id, key, self.approver.who)
-        return _Ready(action)
+        return _Ready(self._revealed(step, local, action))
+
+    def _revealed(self, step: Step, local: dict[str, Any], shown: Action) -> Action:
+        """The action to execute: ``shown`` rendered again with the secret parameters' values, when any."""
+        return self.revealing.action(step, local) if self.revealing is not None else shown
 
     def _item_label(self, step: Step, local: dict[str, Any]) -> str:
         """The step's ``label`` for this item when it has one (and it is known), else the item's name."""

@@ -7,9 +7,10 @@ its file and line before anything touches a cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..load.profiles import Profile, load_profile
 from ..runbook.context import parse_params, template_context
 from ..runbook.model import Runbook
 from ..runbook.parser import parse_runbook_file
+from .secretparams import SecretParams
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class Session:
     plan: Plan | None
     context: dict[str, Any]
     facts: Facts | None = None
+    #: The secret parameters, resolved once per command (templates see ``*MASKED*`` placeholders).
+    secrets: SecretParams = field(default_factory=SecretParams)
+
+    def with_secrets(self, secrets: SecretParams) -> Session:
+        """This session with ``secrets`` resolved: their placeholders join the template context."""
+        return dataclasses.replace(self, secrets=secrets, context={**self.context, **secrets.placeholders()})
 
     def hashes(self) -> dict[str, str]:
         """SHA-256 of the runbook, profile and config files: a review and a resume must match them."""

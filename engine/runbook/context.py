@@ -39,6 +39,18 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
                 Problem("--param", None, name, f"{runbook.name} has no parameter '{name}' (parameters: {known})")
             )
             continue
+        if param.secret:
+            problems.append(
+                Problem(
+                    "--param",
+                    None,
+                    name,
+                    f"'{name}' is a secret parameter, and a value on the command line stays in shell history and "
+                    f"the process list: give it with --secret {name}=env:VAR or --secret {name}=pass:PATH "
+                    "(or leave it out to be asked for it, without echo, on a terminal)",
+                )
+            )
+            continue
         try:
             value = _typed(param.type, raw)
         except ValueError as exc:
@@ -59,8 +71,8 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
             continue
         values[name] = value
     for param in runbook.parameters:
-        if param.name in values or param.name in given:
-            continue
+        if param.name in values or param.name in given or param.secret:
+            continue  # a secret parameter is resolved apart (engine.run.secretparams), never parsed from text
         if param.required:
             problems.append(
                 Problem(

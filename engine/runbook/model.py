@@ -54,6 +54,11 @@ class Parameter:
     def default(self) -> Any:
         return self.spec.get("default")
 
+    @property
+    def secret(self) -> bool:
+        """Given at run time from the environment, pass or a hidden prompt; never recorded or shown."""
+        return self.spec.get("secret") is True
+
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,

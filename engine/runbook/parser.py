@@ -173,6 +173,7 @@ def _parameters(meta: dict[str, Any], doc: YamlDoc, problems: list[Problem]) -> 
                     "with pattern instead",
                 )
             )
+        problems += _secret_problems(str(pname), spec, doc)
         usable = _patterns_usable(spec, ("parameters", pname), doc, problems)
         if "default" in spec and spec.get("type") in ("string", "integer", "number", "boolean", "array") and usable:
             try:
@@ -195,6 +196,29 @@ def _parameters(meta: dict[str, Any], doc: YamlDoc, problems: list[Problem]) -> 
             )
         )
     return tuple(out)
+
+
+def _secret_problems(name: str, spec: dict[str, Any], doc: YamlDoc) -> list[Problem]:
+    """A secret parameter is a string given at run time: a default would sit in the file for all to read."""
+    if spec.get("secret") is not True:
+        return []
+    found = []
+    if "default" in spec:
+        found.append(
+            doc.problem(
+                ("parameters", name, "default"),
+                "a secret parameter has no default: a value written in the runbook is no secret. Remove it; "
+                f"the value is given at run time with --secret {name}=env:VAR or --secret {name}=pass:PATH",
+            )
+        )
+    if spec.get("type") != "string":
+        found.append(
+            doc.problem(
+                ("parameters", name, "type"),
+                f"a secret parameter is a string (got type {spec.get('type')!r}): write type: string",
+            )
+        )
+    return found
 
 
 def _patterns_usable(spec: dict[str, Any], where: tuple[str, ...], doc: YamlDoc, problems: list[Problem]) -> bool:

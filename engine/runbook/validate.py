@@ -149,7 +149,8 @@ def render_problems(runbook: Runbook, config: ClusterConfig, profiles: list[Prof
     found: dict[Problem, list[str]] = {}
     for profile in targets:
         params: dict[str, Any] = {
-            p.name: (Unknown(f"--param {p.name}") if p.required else p.default) for p in runbook.parameters
+            p.name: (Unknown(f"--{'secret' if p.secret else 'param'} {p.name}") if p.required else p.default)
+            for p in runbook.parameters
         }
         plan = profile.plan(config) if profile is not None else None
         context = template_context(config, profile, plan, params, home.root)
