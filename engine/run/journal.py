@@ -147,6 +147,9 @@ class RunMeta:
     cluster: dict[str, str] | None = None
     #: Where the run placed each VM of its profile (name -> node): a resume never places them again.
     placement: dict[str, str] | None = None
+    #: SHA-256 of each runbook the run's calls run (name -> hash): a resume refuses a changed callee as
+    #: it refuses a changed runbook. None in runs recorded before calls existed (and with no calls).
+    called_sha256: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,7 @@ class RunMeta:
             "engine_version": self.engine_version,
             "cluster": self.cluster,
             "placement": self.placement,
+            "called_sha256": self.called_sha256,
         }
 
     @classmethod
