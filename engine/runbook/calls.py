@@ -29,7 +29,7 @@ from ..load import patterns
 from ..load.problems import InputError, Problem, no_such
 from ..load.yamlsource import load_yaml
 from .context import typed_value
-from .model import CALL_KIND, Call, Runbook, Step
+from .model import CALL_KIND, Call, Parameter, Runbook, Step
 from .parser import parameter_value_errors
 from .unknown import contains_unknown
 
@@ -197,25 +197,35 @@ def parameter_values(call: Call, file: str, rendered: Callable[[str, Any], Any])
             continue
         value = rendered(param.name, call.params[param.name])
         where = (file, call.param_lines.get(param.name, call.step.line), f"step {call.step.id}: {param.name}")
-        if contains_unknown(value):
-            values[param.name] = value
-            continue
-        if isinstance(value, str) and param.type != "string":
-            try:
-                value = typed_value(param.type, value)
-            except ValueError as exc:
-                problems.append(Problem(*where, f"{call.runbook.name}'s parameter {param.name} {exc} (got {value!r})"))
-                continue
-        try:
-            errors = parameter_value_errors(param.spec, value)
-        except patterns.PatternTooSlow as slow:
-            problems.append(slow.problem(call.runbook.file, param.line, param.name, param.spec, "the value given"))
-            continue
-        problems += [Problem(*where, f"{call.runbook.name}'s parameter {param.name} {error}") for error in errors]
-        values[param.name] = value
+        values[param.name], found = _checked(call.runbook, param, value, where)
+        problems += found
     if problems:
         raise InputError(problems)
     return values
+
+
+def _checked(callee: Runbook, param: Parameter, value: Any, where: tuple[str, int, str]) -> tuple[Any, list[Problem]]:
+    """``value`` typed for ``param`` like a ``--param`` text, and what is wrong with it."""
+    if contains_unknown(value):
+        return value, []
+    if isinstance(value, str) and param.type != "string":
+        try:
+            value = typed_value(param.type, value)
+        except ValueError as exc:
+            return value, [Problem(*where, f"{callee.name}'s parameter {param.name} {exc} (got {value!r})")]
+    try:
+        errors = parameter_value_errors(param.spec, value)
+    except patterns.PatternTooSlow as slow:
+        return value, [slow.problem(callee.file, param.line, param.name, param.spec, "the value given")]
+    return value, [Problem(*where, f"{callee.name}'s parameter {param.name} {error}") for error in errors]
+
+
+def _is_template(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_is_template(item) for item in value)
+    if isinstance(value, dict):
+        return any(_is_template(item) for item in value.values())
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def _target(step: Step, file: str) -> _Target:
@@ -282,6 +292,10 @@ def _callee_problems(caller: Runbook, step: Step, target: _Target, callee: Runbo
                     f"in {callee.name}: " + no_such("parameter", name, specs, f"runbook show {callee.name}"),
                 )
             )
+    for name, value in target.params.items():
+        if name in specs and not _is_template(value):  # a value written out is checked now, not at run time
+            where = (file, target.lines[name], f"step {step.id}: {name}")
+            problems += _checked(callee, specs[name], value, where)[1]
     for param in callee.parameters:
         if param.required and param.name not in target.params:
             problems.append(
