@@ -266,6 +266,7 @@ def test_resume_after_a_failure_inside_the_callee_skips_its_finished_steps(
     assert started(journal(home, run_id)) == ["prep", "inner.say", "inner.again", "inner.again", "after"]
     shown = cli("--home", str(home.root), "runs", "show", run_id)
     assert "finished  inner.again" in shown.output
+    assert "(from inner#the-sequence, runbooks/inner.md)" in shown.output
 
 
 def test_resume_is_refused_when_the_callee_changed(home: Home, cli: Callable[..., Any], tmp_path: Path) -> None:
@@ -287,7 +288,7 @@ def test_an_ingested_callee_must_be_trusted_as_if_run_directly(
     ingested = runbook(
         "fetched",
         local("x", f"touch {marker}"),
-        extra="origin:\n  source: https://example.org/page\n  fetched: \"2026-01-01\"\n",
+        extra='origin:\n  source: https://example.org/page\n  fetched: "2026-01-01"\n',
     )
     caller = runbook("caller", call("f", "fetched"))
     home = make_home({"runbooks/fetched.md": ingested, "runbooks/caller.md": caller}, runbooks=False)
