@@ -1103,12 +1103,28 @@ def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Pat
         click.echo(f"secret parameters (values never recorded): {sources}")
     for warning in run.warnings:
         click.echo(f"warning: {warning}")
+    origins = _call_origins(home, meta.runbook)
     for key, step in state.steps.items():
         took = f" {step.duration:.1f}s" if step.duration is not None else ""
         extra = f": {step.error}" if step.error else (f": {step.reason}" if step.reason else "")
-        click.echo(f"  {step.status:<9} {key}{took}{extra}")
+        origin = f"  (from {origins[key.step]})" if key.step in origins else ""
+        click.echo(f"  {step.status:<9} {key}{took}{origin}{extra}")
     if state.gate:
         click.echo(f"waiting at gate: {state.gate}")
+
+
+def _call_origins(home: Home, name: str) -> dict[str, str]:
+    """Where each step that came through a call comes from (``inner#the-sequence, runbooks/inner.md``), by
+    step id, as the runbook reads now; nothing when it no longer loads."""
+    from .run.session import runbook_path, with_calls
+    from .runbook.parser import parse_runbook_file
+
+    try:
+        path = runbook_path(home, name)
+        runbook, _ = with_calls(home, parse_runbook_file(path, home.shown(path)))
+    except InputError:
+        return {}
+    return {s.id: f"{s.call.target}, {s.call.runbook.file}" for s in runbook.steps if s.call is not None}
 
 
 @main.command("ingest")

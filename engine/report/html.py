@@ -139,6 +139,7 @@ def run_view(home: Home, loaded: LoadedRun, *, now: datetime | None = None) -> d
     from ..load.config import load_config
     from ..load.problems import InputError
     from ..load.profiles import load_profile
+    from ..run.session import with_calls
     from ..runbook.parser import parse_runbook_file
 
     meta, state = loaded.meta, loaded.state
@@ -150,7 +151,7 @@ def run_view(home: Home, loaded: LoadedRun, *, now: datetime | None = None) -> d
     else:
         runbook_now = _sha256(path)
         try:
-            runbook = parse_runbook_file(path, home.shown(path))
+            runbook, _ = with_calls(home, parse_runbook_file(path, home.shown(path)))
         except InputError as exc:
             notes.append(
                 f"the runbook {home.shown(path)} no longer parses ({len(exc.problems)} problem(s)), so the "
@@ -414,6 +415,8 @@ def _step_blocks(
     blocks: dict[str, dict[str, Any]] = {}
     for step_id, source in sources.items():
         blocks[step_id] = _block(step_id, source.kind, source.title, source.line, source.attrs, source.body)
+        # A step that came through a call sits in the prose where the call's fence stands.
+        blocks[step_id]["at"] = source.call.chain()[0].step.line if source.call is not None else source.line
     for entry in steps:
         block = blocks.get(entry["step_id"])
         if block is None:
@@ -638,17 +641,19 @@ def _prose(runbook: Runbook, blocks: list[dict[str, Any]]) -> tuple[str | None, 
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
             token.tag = f"h{min(int(token.tag[1]) + 1, 6)}"
-    by_line = {b["line"]: index for index, b in enumerate(blocks)}
+    by_line: dict[int, list[int]] = {}
+    for index, block in enumerate(blocks):
+        by_line.setdefault(block.get("at", block["line"]), []).append(index)
     placed: set[str] = set()
 
     def fence(renderer: Any, toks: Any, idx: int, options: Any, env: Any) -> str:
         token = toks[idx]
         line = runbook.body_first_line + (token.map[0] if token.map else -1)
-        index = by_line.get(line)
-        if index is None or blocks[index]["id"] in placed:
+        here = [index for index in by_line.get(line, ()) if blocks[index]["id"] not in placed]
+        if not here:
             return renderer.fence(toks, idx, options, env)
-        placed.add(blocks[index]["id"])
-        return _STEP_MARK.format(index)
+        placed.update(blocks[index]["id"] for index in here)
+        return "".join(_STEP_MARK.format(index) for index in here)
 
     md.add_render_rule("fence", fence)
     html = md.renderer.render(tokens, md.options, {})

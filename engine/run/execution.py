@@ -32,7 +32,7 @@ from .runlock import LockHeld, ProfileLock
 from .runner import Approver, GateStop, PlanDiverged, PlanEntry, Runner, StepError
 from .savedplan import inputs_moved, moved, planned_against
 from .secretparams import NO_SECRETS, SecretInput, SecretParams, resolve
-from .session import Session, prepare, runbook_path
+from .session import Session, called_changed, prepare, runbook_path
 from .settle import StaleLock, follow_in_flight, read_vms, run_vmids, wait_for_locks
 from .upfront import Gate, gates_ahead
 
@@ -193,6 +193,7 @@ def _meta(session: Session, run_id: str, mode: str, cluster: ClusterIdentity | N
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         cluster=cluster.as_dict() if cluster is not None else None,
         placement={vm.name: vm.node for vm in session.plan.vms} if session.plan is not None else None,
+        called_sha256=session.called_hashes() or None,
     )
 
 
@@ -405,7 +406,7 @@ def resume_run(
             "cluster-config.yaml": (meta.cluster_config_sha256, session.hashes()["config"]),
         }.items()
         if then != now
-    ]
+    ] + called_changed(meta.called_sha256 or {}, session.called_hashes())
     if changed and not force:
         return Outcome(
             "refused",
@@ -616,6 +617,8 @@ def _untrusted(home: Home, session: Session, run_id: str | None = None) -> Outco
     from ..ingest.trust import untrusted_reason
 
     reason = untrusted_reason(home, session.runbook, session.runbook_path)
+    for callee in session.runbook.called:  # a called runbook's trust holds as if it were run directly
+        reason = reason or untrusted_reason(home, callee, session.called_paths[callee.name])
     return None if reason is None else Outcome("refused", exitcodes.REFUSED, reason, session, run_id)
 
 

@@ -150,6 +150,9 @@ class RunMeta:
     #: Where each secret parameter came from (name -> env:VAR, pass:PATH or prompt), never its value:
     #: a resume reads it again from there (and asks again for one that was typed).
     secret_parameters: dict[str, str] | None = None
+    #: SHA-256 of each runbook the run's calls run (name -> hash): a resume refuses a changed callee as
+    #: it refuses a changed runbook. None in runs recorded before calls existed (and with no calls).
+    called_sha256: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +173,7 @@ class RunMeta:
             "cluster": self.cluster,
             "placement": self.placement,
             "secret_parameters": self.secret_parameters,
+            "called_sha256": self.called_sha256,
         }
 
     @classmethod

@@ -48,6 +48,7 @@ from ..executors.preview import declared_changes
 from ..executors.shell import parse_json_output
 from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from ..runbook.calls import has_when
 from ..runbook.extract import ExtractRefused, apply_extract
 from ..runbook.model import Runbook, Step
 from ..runbook.render import Renderer, StepOutputs
@@ -468,7 +469,8 @@ class Runner:
             return
         self.steps[step.id] = output
         if step.attrs.get("register"):
-            self.renderer.context[str(step.attrs["register"])] = output
+            for renderer in filter(None, (self.renderer, self.revealing)):
+                renderer.register(step, str(step.attrs["register"]), output)
 
     def _add(self, entry: PlanEntry) -> None:
         with self._lock:
@@ -502,7 +504,7 @@ class Runner:
         if "until" in step.attrs and not reads_only(step):
             raise InputError(
                 Problem(
-                    self.runbook.file,
+                    self.renderer.file_of(step),
                     step.line,
                     "attributes.until",
                     "until repeats the step, so it is only for steps that change nothing: "
@@ -511,7 +513,7 @@ class Runner:
             )
         pending_condition = ""
         try:
-            if "when" in step.attrs and not self.renderer.truth(step, "when", local):
+            if has_when(step) and not self.renderer.truth(step, "when", local):
                 entry.status, entry.reason = "skipped", "when is false"
                 self._add(entry)
                 self.journal.step_skipped(step.id, key, "when_false")
@@ -525,7 +527,7 @@ class Runner:
             if not self.dry_run:
                 raise InputError(
                     Problem(
-                        self.runbook.file,
+                        self.renderer.file_of(step),
                         step.line,
                         f"step {step.id}",
                         f"condition needs {unknown.source}, which no earlier step produced",
@@ -543,7 +545,7 @@ class Runner:
             if not self.dry_run:
                 raise InputError(
                     Problem(
-                        self.runbook.file,
+                        self.renderer.file_of(step),
                         step.line,
                         f"step {step.id}",
                         f"needs {unknown.source}, which no earlier step produced",
@@ -561,7 +563,7 @@ class Runner:
         entry.gate_reasons += gate_reasons(step, action)
         entry.gated = bool(entry.gate_reasons)
         unknown = contains_unknown(entry.action)
-        problems = rendered_problems(entry.action, step, self.runbook.file)
+        problems = rendered_problems(entry.action, step, self.renderer.file_of(step))
         if problems:
             raise InputError(problems)
         if self.dry_run and (unknown or pending_condition):
@@ -766,14 +768,14 @@ class Runner:
     def _extract(self, step: Step, data: Any) -> Any:
         if "extract" not in step.attrs:
             return data
-        context = self.renderer.context
+        context = self.renderer.scope(step, {})
         variables = {
             "config": context.get("config"),
             "profile": context.get("profile"),
             "plan": context.get("plan"),
             **context.get("params", {}),
         }
-        return apply_extract(str(step.attrs["extract"]), data, variables, self.runbook.file, step)
+        return apply_extract(str(step.attrs["extract"]), data, variables, self.renderer.file_of(step), step)
 
     def _fail_step(self, step: Step, entry: PlanEntry, message: str, started: float) -> NoReturn:
         entry.status, entry.error, entry.duration = "failed", message, time.monotonic() - started

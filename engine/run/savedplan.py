@@ -117,4 +117,8 @@ def moved(saved: Mapping[str, Mapping[str, Any]], now: Mapping[str, Mapping[str,
 def inputs_moved(saved: Mapping[str, str | None], now: Mapping[str, str | None]) -> list[str]:
     """The inputs (runbook, profile, config) whose content differs from the plan's."""
     names = {"runbook": "the runbook", "profile": "the profile", "config": "cluster-config.yaml"}
-    return [names.get(key, key) for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    return [
+        names.get(key) or (f"the called runbook {key.removeprefix('called:')}" if key.startswith("called:") else key)
+        for key in sorted(set(saved) | set(now))
+        if saved.get(key) != now.get(key)
+    ]

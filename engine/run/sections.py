@@ -57,7 +57,7 @@ def sections(runbook: Runbook) -> tuple[list[Section], list[Problem]]:
     """
     out: list[Section] = []
     problems: list[Problem] = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, str], int] = {}  # (call prefix, name): a callee's pipeline is its own
     steps = runbook.steps
     index = 0
     while index < len(steps):
@@ -67,22 +67,28 @@ def sections(runbook: Runbook) -> tuple[list[Section], list[Problem]]:
             index += 1
             continue
         end = index
-        while end < len(steps) and steps[end].attrs.get("pipeline") == name:
+        owner = steps[index].call.prefix if steps[index].call is not None else ""
+        while (
+            end < len(steps)
+            and steps[end].attrs.get("pipeline") == name
+            and (steps[end].call.prefix if steps[end].call is not None else "") == owner
+        ):
             end += 1
         members = tuple(steps[index:end])
-        found = pipeline_problems(members, str(name), runbook.file)
-        if name in seen:
+        file = members[0].file or runbook.file
+        found = pipeline_problems(members, str(name), file)
+        if (owner, name) in seen:
             found.insert(
                 0,
                 Problem(
-                    runbook.file,
+                    file,
                     members[0].line,
                     "attributes.pipeline",
-                    f"pipeline '{name}' already ended at line {seen[name]}: the steps of a pipeline "
+                    f"pipeline '{name}' already ended at line {seen[owner, str(name)]}: the steps of a pipeline "
                     "are consecutive; give this group another name or move its steps together",
                 ),
             )
-        seen[str(name)] = members[-1].line
+        seen[owner, str(name)] = members[-1].line
         problems += found
         out += [Section((step,)) for step in members] if found else [Section(members, str(name))]
         index = end

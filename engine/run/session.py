@@ -21,6 +21,7 @@ from ..load.home import Home
 from ..load.placement import Plan, PlanError
 from ..load.problems import InputError, Problem, no_such
 from ..load.profiles import Profile, load_profile
+from ..runbook.calls import expand, gather, is_call
 from ..runbook.context import parse_params, template_context
 from ..runbook.model import Runbook
 from ..runbook.parser import parse_runbook_file
@@ -42,17 +43,55 @@ class Session:
     facts: Facts | None = None
     #: The secret parameters, resolved once per command (templates see ``*MASKED*`` placeholders).
     secrets: SecretParams = field(default_factory=SecretParams)
+    #: The files of the runbooks its calls run, by name (``engine.runbook.calls``).
+    called_paths: Mapping[str, Path] = field(default_factory=dict)
 
     def with_secrets(self, secrets: SecretParams) -> Session:
         """This session with ``secrets`` resolved: their placeholders join the template context."""
         return dataclasses.replace(self, secrets=secrets, context={**self.context, **secrets.placeholders()})
 
     def hashes(self) -> dict[str, str]:
-        """SHA-256 of the runbook, profile and config files: a review and a resume must match them."""
+        """SHA-256 of the runbook, profile and config files, and of each runbook its calls run
+        (``called:NAME``): a review and a resume must match them."""
         files = {"runbook": self.runbook_path, "config": self.home.config_path}
         if self.profile is not None:
             files["profile"] = self.home.clusters_dir / f"{self.profile.name}.yaml"
+        files.update({f"{CALLED}{name}": path for name, path in self.called_paths.items()})
         return {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in files.items()}
+
+    def called_hashes(self) -> dict[str, str]:
+        """The hashes of the called runbooks alone, by name."""
+        return {k.removeprefix(CALLED): v for k, v in self.hashes().items() if k.startswith(CALLED)}
+
+
+#: The prefix of a called runbook's key among a session's hashes.
+CALLED = "called:"
+
+
+def called_changed(then: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """The called runbooks whose content differs between a run's record and now (one called, or no
+    longer called, counts as changed), as the operator reads them."""
+    return [f"the called runbook {name}" for name in sorted(set(then) | set(now)) if then.get(name) != now.get(name)]
+
+
+def with_calls(home: Home, runbook: Runbook) -> tuple[Runbook, dict[str, Path]]:
+    """``runbook`` with its calls expanded (``engine.runbook.calls``), and the file of each runbook they
+    run; the callees are read from the home's runbooks/ here, at the edge."""
+    if not any(is_call(step) for step in runbook.steps):
+        return runbook, {}
+    paths: dict[str, Path] = {}
+
+    def parse(name: str) -> Runbook | None:
+        path = home.runbooks_dir / f"{name}.md"
+        if not path.is_file():
+            return None
+        paths[name] = path
+        return parse_runbook_file(path, home.shown(path))
+
+    library = gather(runbook, parse)
+    known = [p.stem for p in home.runbook_paths() if not p.stem.startswith("_")]
+    expanded = expand(runbook, library, known)
+    return expanded, {callee.name: paths[callee.name] for callee in expanded.called}
 
 
 def runbook_path(home: Home, name: str) -> Path:
@@ -90,7 +129,7 @@ def prepare(
     """
     config = load_config(home)
     path = runbook_path(home, name)
-    runbook = parse_runbook_file(path, home.shown(path))
+    runbook, called = with_calls(home, parse_runbook_file(path, home.shown(path)))
     profile = None
     if runbook.needs_profile and profile_name is None:
         raise InputError(
@@ -130,4 +169,4 @@ def prepare(
         except PlanError as exc:
             raise InputError(profile.doc.problem(exc.field, exc.message)) from None
     context = template_context(config, profile, plan, params, home.root)
-    return Session(home, config, runbook, path, profile, params, plan, context, facts)
+    return Session(home, config, runbook, path, profile, params, plan, context, facts, called)

@@ -52,7 +52,7 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
             )
             continue
         try:
-            value = _typed(param.type, raw)
+            value = typed_value(param.type, raw)
         except ValueError as exc:
             problems.append(Problem("--param", None, name, f"{exc} (given: {raw!r})"))
             continue
@@ -89,7 +89,8 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _typed(kind: str, raw: str) -> Any:
+def typed_value(kind: str, raw: str) -> Any:
+    """A ``--param`` text (or a rendered call parameter) as a value of the parameter's type."""
     text = raw.strip()
     if kind == "integer":
         try:

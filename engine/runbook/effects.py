@@ -20,8 +20,8 @@ def effect_warnings(runbook: Runbook) -> list[Problem]:
     """One warning per step that changes something the review could only show as ``unknown``."""
     out = []
     for step in runbook.steps:
-        if step.attrs.get("readonly"):
-            continue
+        if step.attrs.get("readonly") or step.call is not None:
+            continue  # a step that came through a call is warned about in its own runbook
         message = _unknown_effect(step, runbook.file)
         if message:
             out.append(Problem(runbook.file, step.line, f"step {step.id}", message))

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STEP_KINDS = ("api", "ssh", "talosctl", "http", "local")
+STEP_KINDS = ("api", "ssh", "talosctl", "http", "local", "runbook")
+#: The kind of a step that runs another runbook in place; ``engine.runbook.calls`` expands it away.
+CALL_KIND = "runbook"
 
 #: Names templates already see (engine.runbook.context, the runner, template globals); a parameter of the
 #: same name would silently hide them, so it is refused.
@@ -84,10 +86,18 @@ class Step:
     line: int
     body_line: int
     id_given: bool
+    #: Set on a step that came from another runbook through a call (``engine.runbook.calls``): the
+    #: innermost call it came through. None for the run's own steps.
+    call: Call | None = None
 
     @property
     def loop_var(self) -> str:
         return str(self.attrs.get("as", "item"))
+
+    @property
+    def file(self) -> str | None:
+        """The file the step is written in when it came through a call; None: the run's own runbook."""
+        return self.call.runbook.file if self.call is not None else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +113,40 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Call:
+    """How a step of another runbook came into the run: through the call step ``step`` (as expanded:
+    its full id, its own ``call`` the enclosing one), running ``runbook`` (or its ``section``) with
+    the parameter values ``params`` (templates, rendered in the caller's scope; ``param_lines``
+    says where each is written in the caller)."""
+
+    step: Step
+    runbook: Runbook
+    section: str | None
+    params: dict[str, Any]
+    param_lines: dict[str, int]
+
+    @property
+    def prefix(self) -> str:
+        """What the ids of the callee's steps start with in the run (``talos.``)."""
+        return f"{self.step.id}."
+
+    @property
+    def target(self) -> str:
+        """The call as written: ``NAME`` or ``NAME#section``."""
+        return self.runbook.name + (f"#{self.section}" if self.section else "")
+
+    def chain(self) -> tuple[Call, ...]:
+        """This call and the calls enclosing it, outermost first."""
+        outer = self.step.call.chain() if self.step.call is not None else ()
+        return (*outer, self)
+
+
+def step_file(step: Step, root: str) -> str:
+    """The file ``step`` is written in, for messages: its callee's, or ``root`` (the run's runbook)."""
+    return step.file or root
+
+
+@dataclass(frozen=True)
 class Runbook:
     """A parsed runbook: frontmatter, ordered steps and the markdown they sit in."""
 
@@ -115,6 +159,8 @@ class Runbook:
     markdown: str
     body_first_line: int
     frontmatter: dict[str, Any] = field(default_factory=dict)
+    #: The runbooks its calls run (by name, nested calls included), once expanded; empty before.
+    called: tuple[Runbook, ...] = ()
 
     @property
     def needs_profile(self) -> bool:

@@ -46,6 +46,7 @@ _EMPTY_BODY = {
     "ssh": "has no command: write the shell commands to run on the PVE node between the fences",
     "local": "has no command: write the shell commands to run on this machine between the fences",
     "talosctl": "has no arguments: write the talosctl arguments between the fences, e.g. 'health'",
+    "runbook": "names no runbook: write the runbook to run (NAME or NAME#section) on the line after the fence",
 }
 _REQUEST_LINE = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<target>\S.*?)\s*$")
 # Steps are fences and ids come from headings: inline markup (about 40% of markdown-it's time) is

@@ -23,14 +23,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined
 from jinja2.environment import TemplateExpression
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..load.problems import InputError, Problem
 from ..load.yamlsource import load_yaml
 from .actions import Action, ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
-from .model import Step
+from .calls import parameter_values
+from .model import Call, Step
 from .unknown import Unknown, UnknownValue
 
 SHELL_KINDS = ("ssh", "local", "talosctl")
@@ -137,7 +138,32 @@ class StepOutputs(dict):  # type: ignore[type-arg]
     def __missing__(self, key: str) -> Any:
         if key in self.pending_ids:
             return Unknown(f"steps.{key}")
+        prefix = f"{key}."
+        if any(k.startswith(prefix) for k in (*self.keys(), *self.pending_ids)):
+            return self.scoped(prefix)  # steps.CALLID: the steps a call ran, by their ids in the callee
         raise KeyError(key)
+
+    def scoped(self, prefix: str) -> ScopedStepOutputs:
+        """The outputs of the steps whose ids start with ``prefix`` (a call's), by the rest of their id."""
+        return ScopedStepOutputs(self, prefix)
+
+
+class ScopedStepOutputs(StepOutputs):
+    """``steps`` as a callee's templates see it: its own step X is the run's ``CALLID.X``. A live view, so
+    a step sees the outputs of the steps that finished before it."""
+
+    def __init__(self, outputs: StepOutputs, prefix: str):
+        super().__init__({}, frozenset())
+        self._outputs, self._prefix = outputs, prefix
+
+    def __missing__(self, key: str) -> Any:
+        return self._outputs[self._prefix + key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (self._prefix + key) in self._outputs
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
 
 
 @dataclass(frozen=True)
@@ -193,16 +219,74 @@ class Renderer:
     def __init__(self, file: str, context: dict[str, Any]):
         self.file = file
         self.context = context
+        # Names a step's ``register`` gave: the run's own go into ``context``; a callee's are seen by
+        # that call's steps alone (by call prefix), as they would be were the callee run directly.
+        self._registered: dict[str, dict[str, Any]] = {}
+        self._registered_here: set[str] = set()
 
-    def _scope(self, step: Step, local: dict[str, Any]) -> dict[str, Any]:
-        return {**self.context, **local}
+    def file_of(self, step: Step) -> str:
+        """The file ``step`` is written in (a callee's, for a step that came through a call)."""
+        return step.file or self.file
+
+    def register(self, step: Step, name: str, value: Any) -> None:
+        """Expose ``value`` as ``name`` to the templates of ``step``'s runbook (``register``)."""
+        if step.call is None:
+            self.context[name] = value
+            self._registered_here.add(name)
+        else:
+            self._registered.setdefault(step.call.prefix, {})[name] = value
+
+    def scope(self, step: Step, local: dict[str, Any]) -> dict[str, Any]:
+        """What ``step``'s templates see: the run's context, or for a step that came through a call its
+        callee's view of it (``_call_scope``), plus ``local`` (the loop variable)."""
+        if step.call is None:
+            return {**self.context, **local}
+        steps = local.get("steps", self.context.get("steps"))
+        return {**self._call_scope(step.call, steps), **{k: v for k, v in local.items() if k != "steps"}}
+
+    def _call_scope(self, call: Call, steps: Any) -> dict[str, Any]:
+        """The callee's scope, as if it were run directly: the engine's names, its own parameters (values
+        given by the call, rendered in the caller's scope, else defaults), ``steps.X`` its own step X."""
+        outer = self.scope(call.step, {"steps": steps})
+        values = parameter_values(
+            call,
+            self.file_of(call.step),
+            lambda name, value: self._given(call, name, value, outer),
+        )
+        hidden = set(self.context.get("params") or ()) | self._registered_here
+        base = {k: v for k, v in self.context.items() if k not in hidden}
+        scoped = steps.scoped(call.prefix) if isinstance(steps, StepOutputs) else steps
+        return {**base, **values, "params": values, "steps": scoped, **self._registered.get(call.prefix, {})}
+
+    def _given(self, call: Call, name: str, value: Any, scope: dict[str, Any]) -> Any:
+        """A parameter value written in a call, rendered in the caller's ``scope``: a string that is one
+        ``{{ expression }}`` keeps the expression's type (a list stays a list), other text renders as text."""
+        if isinstance(value, list):
+            return [self._given(call, name, item, scope) for item in value]
+        if isinstance(value, dict):
+            return {key: self._given(call, name, item, scope) for key, item in value.items()}
+        if not isinstance(value, str) or ("{{" not in value and "{%" not in value):
+            return value
+        whole = re.fullmatch(r"\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*", value, re.S)
+        line = call.param_lines.get(name, call.step.line)
+        try:
+            if whole is not None:
+                result = compiled_expression(whole["expr"].strip())(**scope)
+                if isinstance(result, Undefined):
+                    str(result)  # raises: StrictUndefined names what is missing
+                return result
+            return compiled_template(value, False).render(scope)
+        except UnknownValue:
+            raise
+        except _TEMPLATE_FAILURES as exc:
+            raise self._fail(call.step, exc, line, f"step {call.step.id}: {name}") from None
 
     def _fail(self, step: Step, exc: BaseException, line: int, field: str) -> InputError:
         message = exc.message if isinstance(exc, TemplateError) and exc.message else str(exc)
         missing = re.search(r"StepOutputs object' has no attribute '([^']+)'", message)
         if missing:
             message = f"no step '{missing[1]}' in this runbook (steps.{missing[1]}), or it has not run yet"
-        return InputError(Problem(self.file, line, field, f"template error: {message}"))
+        return InputError(Problem(self.file_of(step), line, field, f"template error: {message}"))
 
     def expression(self, step: Step, attr: str, local: dict[str, Any]) -> Any:
         """Evaluate the ``when``/``check``/``foreach`` expression of ``step``."""
@@ -210,14 +294,26 @@ class Renderer:
         if source.startswith("{{") and source.endswith("}}"):
             source = source[2:-2].strip()
         try:
-            return compiled_expression(source)(**self._scope(step, local))
+            return compiled_expression(source)(**self.scope(step, local))
         except UnknownValue:
             raise
         except _TEMPLATE_FAILURES as exc:
             raise self._fail(step, exc, step.line, f"attributes.{attr}") from None
 
     def truth(self, step: Step, attr: str, local: dict[str, Any]) -> bool:
-        """``when``/``check`` as a decision; raises ``UnknownValue`` when it depends on a run-time value."""
+        """``when``/``check`` as a decision; raises ``UnknownValue`` when it depends on a run-time value.
+
+        A step that came through calls runs only when every call's ``when`` (each in its caller's
+        scope) holds too."""
+        if attr == "when" and step.call is not None:
+            for call in step.call.chain():
+                if "when" in call.step.attrs and not self._truth(call.step, "when", {}):
+                    return False
+            if "when" not in step.attrs:
+                return True
+        return self._truth(step, attr, local)
+
+    def _truth(self, step: Step, attr: str, local: dict[str, Any]) -> bool:
         value = self.expression(step, attr, local)
         try:
             return bool(value)
@@ -236,7 +332,10 @@ class Renderer:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise InputError(
                 Problem(
-                    self.file, step.line, "attributes.foreach", f"foreach must give a list (got {type(value).__name__})"
+                    self.file_of(step),
+                    step.line,
+                    "attributes.foreach",
+                    f"foreach must give a list (got {type(value).__name__})",
                 )
             )
         items = list(itertools.islice(value.items() if isinstance(value, dict) else value, MAX_FOREACH_ITEMS + 1))
@@ -247,7 +346,7 @@ class Renderer:
                 count = f"more than {MAX_FOREACH_ITEMS} items"
             raise InputError(
                 Problem(
-                    self.file,
+                    self.file_of(step),
                     step.line,
                     "attributes.foreach",
                     f"foreach gave {count}, more than the {MAX_FOREACH_ITEMS} one step may loop "
@@ -259,7 +358,7 @@ class Renderer:
 
     def text(self, step: Step, source: str, local: dict[str, Any], *, shell: bool, line: int, field: str) -> str:
         try:
-            return compiled_template(source, shell).render(self._scope(step, local))
+            return compiled_template(source, shell).render(self.scope(step, local))
         except UnknownValue:
             raise
         except _TEMPLATE_FAILURES as exc:
@@ -276,7 +375,7 @@ class Renderer:
             else None
         )
         if step.kind == "api":
-            body = split_api_body(step, self.file)
+            body = split_api_body(step, self.file_of(step))
             path = self.text(step, body.path, local, shell=False, line=step.body_line, field="path").strip()
             params: dict[str, Any] = {}
             for key, value in body.params.items():
@@ -307,7 +406,9 @@ class Renderer:
                 argv = tuple(shlex.split(text.replace("\\\n", " "), comments=True))
             except ValueError as exc:
                 raise InputError(
-                    Problem(self.file, step.body_line, "body", f"talosctl arguments do not split into words: {exc}")
+                    Problem(
+                        self.file_of(step), step.body_line, "body", f"talosctl arguments do not split into words: {exc}"
+                    )
                 ) from None
             if argv and argv[0] == "talosctl":
                 argv = argv[1:]
@@ -317,7 +418,9 @@ class Renderer:
                 argv, talosconfig=talosconfig, cwd=cwd, timeout=timeout, changes=self.changes(step, local)
             )
         text = self.text(step, step.body, local, shell=False, line=step.body_line, field="body")
-        return dataclasses.replace(_http_request(text, step, self.file, timeout), changes=self.changes(step, local))
+        return dataclasses.replace(
+            _http_request(text, step, self.file_of(step), timeout), changes=self.changes(step, local)
+        )
 
     def changes(self, step: Step, local: dict[str, Any]) -> tuple[dict[str, str], ...] | None:
         """The step's ``changes`` attribute rendered (one mapping or a list of them), None without one; an

@@ -79,8 +79,9 @@ def validate_home(home: Home, paths: list[Path] | None = None) -> Report:
     for problems in _each_runbook(home, config, profiles, paths_to_check):
         report.problems += [p for p in problems if not isinstance(p, _Warning)]
         report.warnings += [p for p in problems if isinstance(p, _Warning)]
-    report.problems.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
-    report.warnings.sort(key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
+    # A called runbook's problems are found again through each caller: each is reported once.
+    report.problems = sorted(set(report.problems), key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
+    report.warnings = sorted(set(report.warnings), key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
     return report
 
 
@@ -118,12 +119,14 @@ def _shared_runbook_problems(path: Path) -> list[Problem]:
 def runbook_problems(home: Home, config: ClusterConfig | None, profiles: list[Profile], path: Path) -> list[Problem]:
     """Everything wrong with one runbook: its parse, its templates' syntax, and (with a usable config)
     every step rendered against each profile."""
+    from ..run.session import with_calls
+
     try:
-        runbook = parse_runbook_file(path, home.shown(path))
+        runbook, _ = with_calls(home, parse_runbook_file(path, home.shown(path)))
     except InputError as exc:
         return exc.problems
     warnings: list[Problem] = [_Warning(p.file, p.line, p.field, p.message) for p in effect_warnings(runbook)]
-    syntax = [p for step in runbook.steps for p in syntax_problems(step, runbook.file)]
+    syntax = [p for step in runbook.steps for p in syntax_problems(step, step.file or runbook.file)]
     if syntax or config is None:
         return syntax + warnings
     if any(section != "profile" and section not in config.data for section in runbook.requires):
