@@ -169,4 +169,4 @@ def prepare(
         except PlanError as exc:
             raise InputError(profile.doc.problem(exc.field, exc.message)) from None
     context = template_context(config, profile, plan, params, home.root)
-    return Session(home, config, runbook, path, profile, params, plan, context, facts, called)
+    return Session(home, config, runbook, path, profile, params, plan, context, facts, called_paths=called)
