@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .headings import Condition
 
 STEP_KINDS = ("api", "ssh", "talosctl", "http", "local")
 
@@ -79,10 +82,22 @@ class Step:
     line: int
     body_line: int
     id_given: bool
+    #: The line each attribute came from: the fence's, or the heading's that gave it (``engine.runbook.headings``).
+    origins: dict[str, int] = field(default_factory=dict)
+    #: The ``when`` conditions (headings' outermost first, then the step's own), each with its line.
+    conditions: tuple[Condition, ...] = ()
 
     @property
     def loop_var(self) -> str:
         return str(self.attrs.get("as", "item"))
+
+    def line_of(self, attr: str) -> int:
+        """The line an attribute was written on: a heading's line when the step inherits it."""
+        return self.origins.get(attr, self.line)
+
+    def inherited(self) -> dict[str, int]:
+        """Attributes that came from a heading, with that heading's line (a when joined from several: the fence's)."""
+        return {name: line for name, line in self.origins.items() if line != self.line}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +108,8 @@ class Step:
             "body_line": self.body_line,
             "id_given": self.id_given,
             "attributes": dict(self.attrs),
+            "inherited": self.inherited(),
+            "conditions": [{"when": c.expression, "line": c.line} for c in self.conditions],
             "body": self.body,
         }
 
