@@ -179,6 +179,7 @@ def test_snapshots_storages_and_the_backup_archive_are_shown(operator: Operator)
 
 LABELLED = """---
 name: labelled
+format: 2
 description: Loop items and their labels.
 ---
 
@@ -225,7 +226,7 @@ def test_a_label_that_cannot_be_evaluated_is_a_located_problem(cli: Callable[...
         '```local {id: b, foreach: "[1, 2]", label: "item.nosuch +"}\necho b\n```\n\n'
         '```local {id: c, foreach: "[1, 2]", label: "nothing_here.x"}\necho c\n```\n'
     )
-    head = "---\nname: labels\ndescription: Labels that do not work.\n---\n\n# Labels\n\n"
+    head = "---\nname: labels\nformat: 2\ndescription: Labels that do not work.\n---\n\n# Labels\n\n"
     home = make_home({"runbooks/labels.md": head + body})
     first = cli("--home", str(home.root), "validate", str(home.root / "runbooks" / "labels.md"))
     assert first.exit_code == 1

@@ -149,7 +149,7 @@ def test_the_summary_counts_only_certain_changes_and_action_words_after_the_semi
 def test_validate_warns_where_a_review_would_show_an_unknown_effect(cli, make_home) -> None:
     home = make_home(
         {
-            "runbooks/odd.md": "---\nname: odd\ndescription: t\n---\n# T\n\n"
+            "runbooks/odd.md": "---\nname: odd\nformat: 2\ndescription: t\n---\n# T\n\n"
             '```api {id: weird}\nPOST /nodes/pve01/execute\ncommands: "[]"\n```\n\n'
             "```local {id: script}\ntouch /tmp/x\n```\n\n"
             "```local {id: said, changes: {action: write, resource: file, id: /tmp/x}}\ntouch /tmp/x\n```\n"

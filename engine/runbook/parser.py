@@ -22,6 +22,7 @@ from markdown_it.token import Token
 from ..load import patterns, schemas
 from ..load.problems import InputError, Problem
 from ..load.yamlsource import YamlDoc, load_yaml, read_text
+from .formatversion import format_problems
 from .headings import HeadingScope, check_merged, closing_brace, heading_attributes, merge, split_heading
 from .model import RESERVED_NAMES, STEP_KINDS, Parameter, Runbook, Step
 
@@ -59,17 +60,24 @@ _FRONTMATTER = frontmatter.YAMLHandler()
 def parse_runbook_file(path: Path, shown_as: str) -> Runbook:
     """Read and parse a runbook file; its name must equal the file name without ``.md``."""
     text = read_text(path, shown_as)
-    return parse_runbook(text, shown_as, expected_name=path.name.removesuffix(".md"))
+    return parse_runbook(text, shown_as, expected_name=path.name.removesuffix(".md"), require_format=True)
 
 
-def parse_runbook(text: str, file: str, expected_name: str | None = None) -> Runbook:
-    """Parse runbook ``text``; raises ``InputError`` listing every problem found."""
+def parse_runbook(text: str, file: str, expected_name: str | None = None, *, require_format: bool = False) -> Runbook:
+    """Parse runbook ``text``; raises ``InputError`` listing every problem found.
+
+    ``require_format``: refuse a runbook without ``format: 2``, naming each format-1 form in it.
+    Every runbook file loaded (run, validate, show, list, resume) is held to it; text parsed in
+    process (ingest checking what it composed, unit tests of the grammar) need not be.
+    """
     text = text.removeprefix("\ufeff")
     problems: list[Problem] = []
     meta, fm_doc, body, body_first_line = _split_frontmatter(text, file)
     problems += fm_doc.problems
     if isinstance(fm_doc.data, dict):  # else the frontmatter problem is already in fm_doc.problems
         problems += schemas.check(fm_doc, "runbook-frontmatter.schema.json")
+    if require_format:
+        problems += format_problems(meta, fm_doc, text, file)
     name = meta.get("name") if isinstance(meta.get("name"), str) else None
     if expected_name is not None and name is not None and name != expected_name:
         problems.append(
