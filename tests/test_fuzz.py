@@ -554,7 +554,7 @@ def test_python_tags_are_refused_everywhere_yaml_is_read(tag: str, tmp_path: Pat
     report = validate_home(home)
     refused = [p for p in report.problems if "could not determine a constructor" in p.message]
     assert {p.file for p in refused} >= {"cluster-config.yaml", "clusters/dev-generic.yaml"}, report.problems
-    assert any(p.line == 8 for p in refused), "the api body's parameter should be refused too"
+    assert any(p.line == 9 for p in refused), "the api body's parameter should be refused too"
     assert not Path("/tmp/runbook-fuzz-pwned").exists()
 
 
@@ -612,12 +612,12 @@ def _body_problems(body: str, tmp_path: Path, attrs: str = "") -> list[Problem]:
 @pytest.mark.parametrize("body", RENDER_CRASHES.values(), ids=list(RENDER_CRASHES))
 def test_a_template_that_overflows_or_recurses_is_a_located_problem(body: str, tmp_path: Path) -> None:
     problems = _body_problems(body, tmp_path)
-    assert any(p.file == "runbooks/fuzz.md" and p.line == 7 for p in problems), problems
+    assert any(p.file == "runbooks/fuzz.md" and p.line == 8 for p in problems), problems
 
 
 def test_a_deeply_nested_expression_is_a_located_problem(tmp_path: Path) -> None:
     problems = _body_problems("echo {{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", tmp_path)
-    assert any(p.file == "runbooks/fuzz.md" and p.line == 7 for p in problems), problems
+    assert any(p.file == "runbooks/fuzz.md" and p.line == 8 for p in problems), problems
 
 
 def test_an_expression_that_fails_while_compiling_is_a_located_problem(tmp_path: Path) -> None:

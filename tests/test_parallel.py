@@ -277,7 +277,7 @@ def test_validate_reports_pipeline_problems(cli: Any, make_home: Any) -> None:
     result = cli("--home", str(home.root), "validate")
     assert result.exit_code == 1
     assert (
-        "runbooks/bad.md:6: attributes.check: step a (pipeline p) changes something but has no check" in result.stdout
+        "runbooks/bad.md:7: attributes.check: step a (pipeline p) changes something but has no check" in result.stdout
     )
 
 

@@ -161,9 +161,9 @@ def test_validate_warns_where_a_review_would_show_an_unknown_effect(cli, make_ho
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2
     assert warnings[0].startswith(
-        "warning: runbooks/odd.md:7: step weird: POST /nodes/pve01/execute is not in the table"
+        "warning: runbooks/odd.md:8: step weird: POST /nodes/pve01/execute is not in the table"
     )
-    assert warnings[1].startswith("warning: runbooks/odd.md:12: step script: a local step that may change something")
+    assert warnings[1].startswith("warning: runbooks/odd.md:13: step script: a local step that may change something")
     report = json.loads(cli("--home", str(home.root), "validate", odd, "--json").stdout)
     assert report["ok"] is True and [w["field"] for w in report["warnings"]] == ["step weird", "step script"]
 
