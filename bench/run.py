@@ -335,7 +335,7 @@ def parsing() -> dict[str, float]:
     from engine.load.problems import InputError
     from engine.runbook.parser import parse_runbook
 
-    front = "---\nname: big\ndescription: A large runbook.\n---\n\n"
+    front = "---\nname: big\nformat: 2\ndescription: A large runbook.\n---\n\n"
     inputs = {
         "5000 steps": front
         + "".join(

@@ -22,6 +22,7 @@ from .errors import RunbookError
 from .load.home import Home, HomeError, find_home
 from .load.problems import InputError, Problem
 from .report.table import Table
+from .runbook.model import Step
 
 
 class _BadArgument(RunbookError):
@@ -250,8 +251,20 @@ def show_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
             click.echo(f"     title: {step.title}")
         if attrs:
             click.echo(f"     attributes: {json.dumps(attrs)}")
+        inherited = _from_headings(step)
+        if inherited:
+            click.echo(f"     from headings: {inherited}")
         for body_line in step.body.rstrip("\n").splitlines():
             click.echo(f"     | {body_line}")
+
+
+def _from_headings(step: Step) -> str:
+    """Which of a step's attributes its headings gave, with each heading's line: ``timeout (line 8); when ...``."""
+    parts = [f"{name} (line {line})" for name, line in step.inherited().items() if name != "when"]
+    inherited_when = [c for c in step.conditions if c.line != step.line]
+    if inherited_when:
+        parts.append("when " + " and ".join(f"{json.dumps(c.expression)} (line {c.line})" for c in inherited_when))
+    return "; ".join(parts)
 
 
 @main.command("validate")

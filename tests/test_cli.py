@@ -41,7 +41,7 @@ def test_list_names_a_broken_runbook_and_exits_1(cli, make_home) -> None:
 def test_show_prints_steps_with_kind_id_title_and_line(cli) -> None:
     result = cli("--home", str(REPO), "show", "_template")
     assert result.exit_code == 0
-    assert "1. [api] version  line 40" in result.stdout
+    assert "1. [api] version  line 41" in result.stdout
     assert "title: Check the API is reachable" in result.stdout
     assert "| GET /version" in result.stdout
 
@@ -65,7 +65,12 @@ def test_validate_whole_repository_is_clean(cli) -> None:
 
 
 def test_validate_reports_problems_of_several_files_in_one_run(cli, make_home) -> None:
-    home = make_home({"runbooks/a.md": "---\nname: a\n---\n", "runbooks/b.md": "---\nname: x\ndescription: d\n---\n"})
+    home = make_home(
+        {
+            "runbooks/a.md": "---\nname: a\nformat: 2\n---\n",
+            "runbooks/b.md": "---\nname: x\nformat: 2\ndescription: d\n---\n",
+        }
+    )
     result = cli("--home", str(home.root), "validate")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
@@ -76,7 +81,7 @@ def test_validate_reports_problems_of_several_files_in_one_run(cli, make_home) -
 
 
 def test_validate_paths_limits_the_report(cli, make_home) -> None:
-    home = make_home({"runbooks/a.md": "---\nname: a\n---\n"})
+    home = make_home({"runbooks/a.md": "---\nname: a\nformat: 2\n---\n"})
     ok = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "_template.md"))
     assert ok.exit_code == 0 and "ok: 1 files checked" in ok.stdout
     missing = cli("--home", str(home.root), "validate", "nowhere.md")
@@ -84,7 +89,7 @@ def test_validate_paths_limits_the_report(cli, make_home) -> None:
 
 
 def test_validate_json(cli, make_home) -> None:
-    home = make_home({"runbooks/a.md": "---\nname: a\n---\n"})
+    home = make_home({"runbooks/a.md": "---\nname: a\nformat: 2\n---\n"})
     data = json.loads(cli("--home", str(home.root), "validate", "--json").stdout)
     assert data["ok"] is False
     assert data["problems"] == [

@@ -94,7 +94,7 @@ def test_missing_required_parameter_and_profile(cli) -> None:
 def test_a_pve_schema_violation_fails_the_plan_with_pve_wording(cli, make_home) -> None:
     home = make_home(
         {
-            "runbooks/bad-api.md": "---\nname: bad-api\ndescription: d\n---\n\n"
+            "runbooks/bad-api.md": "---\nname: bad-api\nformat: 2\ndescription: d\n---\n\n"
             '```api {id: cfg}\nPUT /nodes/pve01/qemu/1031/config\nnet0: "virtio,bridge=vmbr0,tag=5000"\n'
             "colour: red\n```\n"
         }
@@ -102,8 +102,8 @@ def test_a_pve_schema_violation_fails_the_plan_with_pve_wording(cli, make_home) 
     result = cli("--home", str(home.root), "run", "bad-api", "--dry-run", "--offline")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        "error: runbooks/bad-api.md:8: step cfg: Proxmox API: net0: invalid format - format error; "
+        "error: runbooks/bad-api.md:9: step cfg: Proxmox API: net0: invalid format - format error; "
         "net0.tag: value must have a maximum value of 4094",
-        "error: runbooks/bad-api.md:9: step cfg: Proxmox API: colour: property is not defined in schema and the "
+        "error: runbooks/bad-api.md:10: step cfg: Proxmox API: colour: property is not defined in schema and the "
         "schema does not allow additional properties",
     ]

@@ -133,7 +133,7 @@ def test_the_runner_asks_for_changes_of_would_run_steps_only_not_of_read_only_on
         "```api {id: read}\nGET /nodes\n```\n\n"
         "```local {id: act}\ntouch x\n```\n"
     )
-    book = parse_runbook(f"---\nname: t\ndescription: t\n---\n# T\n\n{body}", "runbooks/t.md", "t")
+    book = parse_runbook(f"---\nname: t\nformat: 2\ndescription: t\n---\n# T\n\n{body}", "runbooks/t.md", "t")
     asked: list[str] = []
 
     def preview(action: Any) -> list[Change]:

@@ -38,6 +38,7 @@ GIB = 1024**3
 FAULT_RUNBOOK = """\
 ---
 name: fault-create
+format: 2
 description: Create the profile's VMs, pausing where a test injects a fault (tests only).
 requires: [profile]
 parameters:

@@ -271,9 +271,11 @@ CONFIG_TEXT = (REPO / "cluster-config.yaml").read_text()
 
 @fuzz(300)
 @given(st.text())
-@example("---\nname: x\ndescription: y\n---\n```api {id: " + "[" * 5000 + "]" * 5000 + "}\nGET /version\n```\n")
-@example("---\nname: x\ndescription: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n---\n")
-@example("---\nname: x\ndescription: &a [1, *a]\n---\n")
+@example(
+    "---\nname: x\nformat: 2\ndescription: y\n---\n```api {id: " + "[" * 5000 + "]" * 5000 + "}\nGET /version\n```\n"
+)
+@example("---\nname: x\nformat: 2\ndescription: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n---\n")
+@example("---\nname: x\nformat: 2\ndescription: &a [1, *a]\n---\n")
 def test_any_text_parses_or_is_a_clean_error(text: str) -> None:
     result = clean(lambda: parse_runbook(text, "runbooks/fuzz.md"))
     assert isinstance(result, (Runbook, InputError))
@@ -404,7 +406,7 @@ def test_validate_reports_on_any_home(data: st.DataObject) -> None:
 @given(st.text())
 def test_a_value_is_one_shell_word_and_one_api_parameter_whatever_it_holds(value: str) -> None:
     book = parse_runbook(
-        "---\nname: q\ndescription: q\n---\n\n```local {id: a}\necho {{ v }}\n```\n\n"
+        "---\nname: q\nformat: 2\ndescription: q\n---\n\n```local {id: a}\necho {{ v }}\n```\n\n"
         '```api {id: b}\nPUT /nodes/pve01/qemu/100/config\ndescription: "{{ v }}"\n```\n',
         "q.md",
     )
@@ -507,7 +509,7 @@ def expressions(draw: st.DrawFn, depth: int = 0) -> str:
 def test_templates_render_or_are_located_problems(steps: list[tuple[str, str, str]]) -> None:
     """Runbooks that parse, full of random template expressions: validate renders them (once per
     profile); every failure must be a located problem."""
-    parts = ["---\nname: fuzz\ndescription: Templates.\nrequires: [profile]\n---\n"]
+    parts = ["---\nname: fuzz\nformat: 2\ndescription: Templates.\nrequires: [profile]\n---\n"]
     for index, (kind, value, condition) in enumerate(steps):
         condition = condition.replace('"', "'")
         if kind == "api":
@@ -535,12 +537,12 @@ HOSTILE_TAGS = (
 def test_python_tags_are_refused_everywhere_yaml_is_read(tag: str, tmp_path: Path) -> None:
     """The safe loader: a tag that would run code is an error in a runbook's frontmatter, its attributes
     and api bodies, a profile and the cluster config."""
-    front = f"---\nname: fuzz\ndescription: {tag}\n---\n"
+    front = f"---\nname: fuzz\nformat: 2\ndescription: {tag}\n---\n"
     assert "could not determine a constructor" in str(clean(lambda: parse_runbook(front, "fuzz.md")).problems[0])
-    attrs = f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a, when: {tag}}}\necho\n```\n"
+    attrs = f"---\nname: fuzz\nformat: 2\ndescription: x\n---\n\n```local {{id: a, when: {tag}}}\necho\n```\n"
     assert isinstance(clean(lambda: parse_runbook(attrs, "fuzz.md")), InputError)
     body = (
-        "---\nname: fuzz\ndescription: x\n---\n\n```api {id: a}\nPUT /nodes/pve01/qemu/100/config\n"
+        "---\nname: fuzz\nformat: 2\ndescription: x\n---\n\n```api {id: a}\nPUT /nodes/pve01/qemu/100/config\n"
         f"name: {tag}\n```\n"
     )
     home = make_home(
@@ -552,14 +554,14 @@ def test_python_tags_are_refused_everywhere_yaml_is_read(tag: str, tmp_path: Pat
     report = validate_home(home)
     refused = [p for p in report.problems if "could not determine a constructor" in p.message]
     assert {p.file for p in refused} >= {"cluster-config.yaml", "clusters/dev-generic.yaml"}, report.problems
-    assert any(p.line == 8 for p in refused), "the api body's parameter should be refused too"
+    assert any(p.line == 9 for p in refused), "the api body's parameter should be refused too"
     assert not Path("/tmp/runbook-fuzz-pwned").exists()
 
 
 def test_a_problem_in_an_api_body_names_the_runbook_file(tmp_path: Path) -> None:
     home = make_home(
         tmp_path / "home",
-        runbook="---\nname: fuzz\ndescription: x\n---\n\n```api {id: a}\n"
+        runbook="---\nname: fuzz\nformat: 2\ndescription: x\n---\n\n```api {id: a}\n"
         "PUT /nodes/pve01/qemu/100/config\nname: [unclosed\n```\n",
     )
     report = validate_home(home)
@@ -579,7 +581,8 @@ def test_a_problem_in_an_api_body_names_the_runbook_file(tmp_path: Path) -> None
 )
 def test_templates_cannot_reach_python_internals(template: str, tmp_path: Path) -> None:
     home = make_home(
-        tmp_path / "home", runbook=f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a}}\necho {template}\n```\n"
+        tmp_path / "home",
+        runbook=f"---\nname: fuzz\nformat: 2\ndescription: x\n---\n\n```local {{id: a}}\necho {template}\n```\n",
     )
     report = validate_home(home)
     assert [p.message for p in report.problems if "unsafe" in p.message or "undefined" in p.message], report.problems
@@ -600,7 +603,8 @@ RENDER_CRASHES = {
 
 def _body_problems(body: str, tmp_path: Path, attrs: str = "") -> list[Problem]:
     home = make_home(
-        tmp_path / "home", runbook=f"---\nname: fuzz\ndescription: x\n---\n\n```local {{id: a{attrs}}}\n{body}\n```\n"
+        tmp_path / "home",
+        runbook=f"---\nname: fuzz\nformat: 2\ndescription: x\n---\n\n```local {{id: a{attrs}}}\n{body}\n```\n",
     )
     return validate_home(home).problems
 
@@ -608,12 +612,12 @@ def _body_problems(body: str, tmp_path: Path, attrs: str = "") -> list[Problem]:
 @pytest.mark.parametrize("body", RENDER_CRASHES.values(), ids=list(RENDER_CRASHES))
 def test_a_template_that_overflows_or_recurses_is_a_located_problem(body: str, tmp_path: Path) -> None:
     problems = _body_problems(body, tmp_path)
-    assert any(p.file == "runbooks/fuzz.md" and p.line == 7 for p in problems), problems
+    assert any(p.file == "runbooks/fuzz.md" and p.line == 8 for p in problems), problems
 
 
 def test_a_deeply_nested_expression_is_a_located_problem(tmp_path: Path) -> None:
     problems = _body_problems("echo {{ " + "(" * 2000 + "1" + ")" * 2000 + " }}", tmp_path)
-    assert any(p.file == "runbooks/fuzz.md" and p.line == 7 for p in problems), problems
+    assert any(p.file == "runbooks/fuzz.md" and p.line == 8 for p in problems), problems
 
 
 def test_an_expression_that_fails_while_compiling_is_a_located_problem(tmp_path: Path) -> None:
@@ -649,7 +653,7 @@ def finishes(work: Callable[[], Any]) -> Any:
     return done[0]
 
 
-FRONT = "---\nname: big\ndescription: A large runbook.\n---\n\n"
+FRONT = "---\nname: big\nformat: 2\ndescription: A large runbook.\n---\n\n"
 
 
 def test_a_5000_step_runbook_parses() -> None:
@@ -696,20 +700,24 @@ def test_huge_lines_and_many_attributes_are_a_located_error() -> None:
     [
         (
             "nested 10,000 levels",
-            "---\nname: x\ndescription: " + "[" * 10_000 + "]" * 10_000 + "\n---\n",
+            "---\nname: x\nformat: 2\ndescription: " + "[" * 10_000 + "]" * 10_000 + "\n---\n",
             "nested far more than",
         ),
-        ("nested 40 levels", "---\nname: x\ndescription: " + "[" * 40 + "]" * 40 + "\n---\n", "nested more than"),
+        (
+            "nested 40 levels",
+            "---\nname: x\nformat: 2\ndescription: " + "[" * 40 + "]" * 40 + "\n---\n",
+            "nested more than",
+        ),
         (
             "a billion laughs",
-            "---\nname: x\ndescription: y\nparameters:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+            "---\nname: x\nformat: 2\ndescription: y\nparameters:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
             + "".join(f"  a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
             + "---\n",
             "expands to more than",
         ),
         (
             "an alias inside itself",
-            "---\nname: x\ndescription: &a [1, *a]\n---\n",
+            "---\nname: x\nformat: 2\ndescription: &a [1, *a]\n---\n",
             "refers to a value that contains it",
         ),
     ],

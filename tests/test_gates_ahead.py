@@ -15,6 +15,7 @@ from engine.runbook.parser import parse_runbook
 
 TWO_GATES = """---
 name: two-gates
+format: 2
 description: Change a VM's cores, then its memory and its description, each behind a gate.
 parameters:
   vmid:
@@ -133,6 +134,7 @@ def test_gates_whose_need_is_known_only_at_run_time_are_listed_as_may() -> None:
     runbook = parse_runbook(
         """---
 name: later
+format: 2
 description: A delete whose path only a step's output gives.
 ---
 
@@ -173,6 +175,7 @@ def test_a_gated_loop_is_one_gate_with_its_items() -> None:
     runbook = parse_runbook(
         """---
 name: loop
+format: 2
 description: A gated loop.
 ---
 

@@ -55,7 +55,7 @@ def runbook_text(
 ) -> str:
     """A runbook: frontmatter (``parameters`` is the YAML under ``parameters:``), one heading, ``body``."""
     params = f"parameters:\n{parameters}" if parameters else ""
-    return f"---\nname: {name}\ndescription: d\n{requires}{params}---\n\n# Steps\n\n{body}"
+    return f"---\nname: {name}\ndescription: d\n{requires}{params}format: 2\n---\n# Steps\n\n{body}"
 
 
 def runbook_cli(home: Home, *args: str) -> subprocess.CompletedProcess[str]:

@@ -138,7 +138,7 @@ def test_nodes_side_by_side_with_new_and_existing_vms_apart(repo_home: Home) -> 
 def test_a_runbook_without_a_profile_has_no_cluster_picture(make_home) -> None:
     home = make_home(
         {
-            "runbooks/hello.md": "---\nname: hello\ndescription: d\n---\n\nNo heading here.\n\n"
+            "runbooks/hello.md": "---\nname: hello\nformat: 2\ndescription: d\n---\n\nNo heading here.\n\n"
             "```local {id: hi}\necho hi\n```\n"
         }
     )
@@ -150,6 +150,7 @@ def test_a_runbook_without_a_profile_has_no_cluster_picture(make_home) -> None:
 
 HOSTILE = """---
 name: hostile
+format: 2
 description: "<script>alert('description')</script>"
 ---
 

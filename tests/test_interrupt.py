@@ -26,6 +26,7 @@ TIMEOUT = 60
 
 SEQUENTIAL = """---
 name: slow
+format: 2
 description: A change, a slow step, another change.
 ---
 
@@ -54,6 +55,7 @@ memory: "3072"
 
 PARALLEL = """---
 name: par
+format: 2
 description: Two slow items at once, then a change.
 ---
 

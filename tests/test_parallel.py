@@ -27,7 +27,7 @@ from engine.runbook.actions import Action, ApiRequest, Result, StepFailed
 from engine.runbook.parser import parse_runbook
 from tests.conftest import REPO
 
-HEAD = "---\nname: t\ndescription: d\n---\n"
+HEAD = "---\nname: t\nformat: 2\ndescription: d\n---\n"
 ITEMS = "[1, 2, 3, 4, 5, 6, 7, 8]"
 
 
@@ -269,7 +269,7 @@ def test_what_cannot_be_a_pipeline_is_refused_before_anything_runs(body: str, me
 def test_validate_reports_pipeline_problems(cli: Any, make_home: Any) -> None:
     home = make_home(
         {
-            "runbooks/bad.md": "---\nname: bad\ndescription: d\n---\n\n"
+            "runbooks/bad.md": "---\nname: bad\nformat: 2\ndescription: d\n---\n\n"
             "```local {id: a, foreach: '[1]', pipeline: p}\necho\n```\n"
         },
         runbooks=False,
@@ -277,7 +277,7 @@ def test_validate_reports_pipeline_problems(cli: Any, make_home: Any) -> None:
     result = cli("--home", str(home.root), "validate")
     assert result.exit_code == 1
     assert (
-        "runbooks/bad.md:6: attributes.check: step a (pipeline p) changes something but has no check" in result.stdout
+        "runbooks/bad.md:7: attributes.check: step a (pipeline p) changes something but has no check" in result.stdout
     )
 
 

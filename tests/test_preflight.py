@@ -86,6 +86,7 @@ def test_a_talosctl_older_than_the_profiles_talos_stops_the_run(cluster: LiveClu
 MISSING_LATE = """\
 ---
 name: missing-late
+format: 2
 description: Changes the cluster, then runs a program this machine does not have (tests only).
 ---
 

@@ -281,6 +281,7 @@ def test_json_lines_parse(stream_type: type[io.StringIO]) -> None:
         "line": 1,
         "status": "succeeded",
         "reason": "",
+        "waits_for": [],
         "error": None,
         "duration": 1.234,
         "attempts": None,

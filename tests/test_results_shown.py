@@ -179,6 +179,7 @@ def test_snapshots_storages_and_the_backup_archive_are_shown(operator: Operator)
 
 LABELLED = """---
 name: labelled
+format: 2
 description: Loop items and their labels.
 ---
 
@@ -225,13 +226,13 @@ def test_a_label_that_cannot_be_evaluated_is_a_located_problem(cli: Callable[...
         '```local {id: b, foreach: "[1, 2]", label: "item.nosuch +"}\necho b\n```\n\n'
         '```local {id: c, foreach: "[1, 2]", label: "nothing_here.x"}\necho c\n```\n'
     )
-    head = "---\nname: labels\ndescription: Labels that do not work.\n---\n\n# Labels\n\n"
+    head = "---\nname: labels\nformat: 2\ndescription: Labels that do not work.\n---\n\n# Labels\n\n"
     home = make_home({"runbooks/labels.md": head + body})
     first = cli("--home", str(home.root), "validate", str(home.root / "runbooks" / "labels.md"))
     assert first.exit_code == 1
-    assert "runbooks/labels.md:8: attributes.label: label needs foreach, which is not given" in first.stdout
+    assert "runbooks/labels.md:9: attributes.label: label needs foreach, which is not given" in first.stdout
     home.root.joinpath("runbooks/labels.md").write_text(head + body.split("\n\n", 1)[1], encoding="utf-8")
     second = cli("--home", str(home.root), "validate", str(home.root / "runbooks" / "labels.md"))
     assert second.exit_code == 1
-    assert "runbooks/labels.md:8: attributes.label: template error: unexpected 'end of template'" in second.stdout
-    assert "runbooks/labels.md:12: attributes.label: template error: 'nothing_here' is undefined" in second.stdout
+    assert "runbooks/labels.md:9: attributes.label: template error: unexpected 'end of template'" in second.stdout
+    assert "runbooks/labels.md:13: attributes.label: template error: 'nothing_here' is undefined" in second.stdout

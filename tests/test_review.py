@@ -149,7 +149,7 @@ def test_the_summary_counts_only_certain_changes_and_action_words_after_the_semi
 def test_validate_warns_where_a_review_would_show_an_unknown_effect(cli, make_home) -> None:
     home = make_home(
         {
-            "runbooks/odd.md": "---\nname: odd\ndescription: t\n---\n# T\n\n"
+            "runbooks/odd.md": "---\nname: odd\nformat: 2\ndescription: t\n---\n# T\n\n"
             '```api {id: weird}\nPOST /nodes/pve01/execute\ncommands: "[]"\n```\n\n'
             "```local {id: script}\ntouch /tmp/x\n```\n\n"
             "```local {id: said, changes: {action: write, resource: file, id: /tmp/x}}\ntouch /tmp/x\n```\n"
@@ -161,9 +161,9 @@ def test_validate_warns_where_a_review_would_show_an_unknown_effect(cli, make_ho
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2
     assert warnings[0].startswith(
-        "warning: runbooks/odd.md:7: step weird: POST /nodes/pve01/execute is not in the table"
+        "warning: runbooks/odd.md:8: step weird: POST /nodes/pve01/execute is not in the table"
     )
-    assert warnings[1].startswith("warning: runbooks/odd.md:12: step script: a local step that may change something")
+    assert warnings[1].startswith("warning: runbooks/odd.md:13: step script: a local step that may change something")
     report = json.loads(cli("--home", str(home.root), "validate", odd, "--json").stdout)
     assert report["ok"] is True and [w["field"] for w in report["warnings"]] == ["step weird", "step script"]
 

@@ -75,6 +75,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 #: A test-only runbook: the SHA-256 of the token secret a local step is given (never the secret itself).
 TOKEN_PROBE = """---
 name: token-probe
+format: 2
 description: Test only - which API token secret a simulated run hands to a local step, as a hash.
 ---
 

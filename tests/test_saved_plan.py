@@ -98,6 +98,7 @@ RESIZE = ("vm-resize", "--simulate", "--param", "vmid=1031", "--param", "cores=8
 ECHO_STATUS = """\
 ---
 name: echo-status
+format: 2
 description: Says the VM's status somewhere (tests only).
 ---
 

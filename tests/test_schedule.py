@@ -20,7 +20,7 @@ from engine.runbook.parser import parse_runbook
 
 
 def step(attrs: str) -> Any:
-    text = f"---\nname: t\ndescription: d\n---\n\n```local {{id: s{attrs}}}\necho\n```\n"
+    text = f"---\nname: t\nformat: 2\ndescription: d\n---\n\n```local {{id: s{attrs}}}\necho\n```\n"
     return parse_runbook(text, "runbooks/t.md", "t").steps[0]
 
 

@@ -61,6 +61,7 @@ if _log:
 SCAN_RUNBOOK = """\
 ---
 name: scan-token
+format: 2
 description: Hand the token to commands that print it, succeed and fail (tests only).
 ---
 
@@ -87,6 +88,7 @@ exit 3
 SCAN_ENV_RUNBOOK = """\
 ---
 name: scan-env
+format: 2
 description: Print the environment, and the token in the forms tools print it (tests only).
 ---
 

@@ -10,7 +10,7 @@ from engine.run.runner import Runner, StepError
 from engine.runbook.actions import Result
 from engine.runbook.parser import parse_runbook
 
-HEAD = "---\nname: t\ndescription: d\n---\n"
+HEAD = "---\nname: t\nformat: 2\ndescription: d\n---\n"
 
 
 class Counting:

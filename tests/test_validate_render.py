@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HEAD = "---\nname: {name}\ndescription: d\nrequires: [profile]\nparameters:\n  vmid: {{type: integer, description: VM}}\n---\n\n"
+HEAD = "---\nname: {name}\nformat: 2\ndescription: d\nrequires: [profile]\nparameters:\n  vmid: {{type: integer, description: VM}}\n---\n\n"
 
 
 def runbook(name: str, body: str) -> dict[str, str]:
@@ -21,9 +21,9 @@ def test_pve_schema_violations_are_found_without_a_cluster(cli, make_home) -> No
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "cfg.md"))
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "runbooks/cfg.md:11: step cfg: Proxmox API: net0: invalid format - format error; net0.tag: value must have "
+        "runbooks/cfg.md:12: step cfg: Proxmox API: net0: invalid format - format error; net0.tag: value must have "
         "a maximum value of 4094",
-        "runbooks/cfg.md:12: step cfg: Proxmox API: memroy: property is not defined in schema and the schema does "
+        "runbooks/cfg.md:13: step cfg: Proxmox API: memroy: property is not defined in schema and the schema does "
         "not allow additional properties",
     ]
 
@@ -38,8 +38,8 @@ def test_a_misspelt_variable_is_found_and_later_steps_still_checked(cli, make_ho
     )
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "typo.md"))
     assert result.stdout.splitlines() == [
-        "runbooks/typo.md:10: body: template error: 'vmidd' is undefined",
-        "runbooks/typo.md:14: step b: Proxmox API: GET is not a method of /nodes/{node}/qemu/{vmid}/clone (it has: POST)",
+        "runbooks/typo.md:11: body: template error: 'vmidd' is undefined",
+        "runbooks/typo.md:15: step b: Proxmox API: GET is not a method of /nodes/{node}/qemu/{vmid}/clone (it has: POST)",
     ]
 
 
@@ -47,7 +47,7 @@ def test_a_problem_with_only_some_profiles_names_them(cli, make_home) -> None:
     home = make_home(runbook("talos", "```talosctl {id: v}\nversion --nodes {{ talos.vip.ip }}\n```\n"))
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "talos.md"))
     assert result.stdout.splitlines() == [
-        "runbooks/talos.md:10: body: template error: 'None' has no attribute 'vip' (with profile dev-generic)"
+        "runbooks/talos.md:11: body: template error: 'None' has no attribute 'vip' (with profile dev-generic)"
     ]
 
 
@@ -55,7 +55,7 @@ def test_a_rendered_value_that_breaks_the_kind_schema(cli, make_home) -> None:
     home = make_home(runbook("url", "```http {id: u}\nGET https://{{ 'a b' }}/x\n```\n"))
     result = cli("--home", str(home.root), "validate", str(home.runbooks_dir / "url.md"))
     assert result.stdout.splitlines() == [
-        "runbooks/url.md:9: step u (rendered url): the rendered URL must be an absolute http(s) URL without spaces"
+        "runbooks/url.md:10: step u (rendered url): the rendered URL must be an absolute http(s) URL without spaces"
     ]
 
 
@@ -73,7 +73,7 @@ def test_a_large_home_is_checked_by_several_processes_with_the_same_result(make_
     for n in range(30):
         files.update(runbook(f"ok{n:02d}", "```ssh {id: a}\nqm config {{ vmid }}\n```\n"))
         files.update(runbook(f"bad{n:02d}", f"```ssh {{id: a}}\nqm config {{{{ vmid{n} }}}}\n```\n"))
-    files["runbooks/broken.md"] = "---\nname: broken\n---\n"
+    files["runbooks/broken.md"] = "---\nname: broken\nformat: 2\n---\n"
     home = make_home(files, runbooks=False)
     one_process = validate.validate_home(home)
     pools: list[int] = []
@@ -90,4 +90,4 @@ def test_a_large_home_is_checked_by_several_processes_with_the_same_result(make_
     assert pools == [2]  # 61 runbooks, 24 or more per worker
     assert several.problems == one_process.problems and several.checked == one_process.checked
     assert len(one_process.problems) == 31
-    assert str(one_process.problems[0]) == "runbooks/bad00.md:10: body: template error: 'vmid0' is undefined"
+    assert str(one_process.problems[0]) == "runbooks/bad00.md:11: body: template error: 'vmid0' is undefined"

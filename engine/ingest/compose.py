@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from ..runbook.formatversion import FORMAT
 from .adapt import Adapted
 
 _BARE = re.compile(r"[A-Za-z_][\w.-]*")
@@ -25,7 +26,7 @@ class Demoted:
 
 
 def frontmatter(name: str, description: str, parameters: dict[str, dict[str, Any]], origin: dict[str, str]) -> str:
-    data: dict[str, Any] = {"name": name, "description": description}
+    data: dict[str, Any] = {"name": name, "format": FORMAT, "description": description}
     if parameters:
         data["parameters"] = parameters
     data["origin"] = origin

@@ -191,7 +191,7 @@ def _render(
 def _problems(home: Home, config: ClusterConfig, text: str, name: str) -> list[Problem]:
     file = f"runbooks/{name}.md"
     try:
-        runbook = parse_runbook(text, file, expected_name=name)
+        runbook = parse_runbook(text, file, expected_name=name, require_format=True)
     except InputError as exc:
         return list(exc.problems)
     syntax = [p for step in runbook.steps for p in syntax_problems(step, file)]
@@ -204,7 +204,7 @@ def _problems(home: Home, config: ClusterConfig, text: str, name: str) -> list[P
 def _failing(text: str, name: str, problems: list[Problem], steps: list[Adapted]) -> dict[int, str] | None:
     """The drafts whose steps the problems are about (with the reason), or None if one is about no step."""
     try:
-        runbook = parse_runbook(text, f"runbooks/{name}.md", expected_name=name)
+        runbook = parse_runbook(text, f"runbooks/{name}.md", expected_name=name, require_format=True)
     except InputError:
         return None
     starts = sorted((step.line, step.id) for step in runbook.steps)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -137,6 +138,7 @@ class PlanEntry:
     duration: float | None = None
     show: bool = False  # the operator came for this step's output: print it with the progress
     item_label: str | None = None  # how the operator knows the loop item (its name), when item_key is not it
+    waits_for: list[str] = field(default_factory=list)  # in a plan: the earlier steps whose doing this step needs
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -194,6 +196,23 @@ def is_readonly(step: Step, action: Action) -> bool:
     if step.attrs.get("readonly"):
         return True
     return isinstance(action, ApiRequest) and action.method == "GET"
+
+
+_STEP_READ = re.compile(r"\bsteps\s*(?:\.\s*(?P<dot>[A-Za-z_]\w*)|\[\s*['\"](?P<key>[A-Za-z_]\w*)['\"]\s*\])")
+_VMID_IN_PATH = re.compile(r"/(?:qemu|lxc)/(?P<vmid>\d+)(?:/|$)")
+
+
+def steps_read(step: Step) -> set[str]:
+    """The ids of the steps whose output ``step`` reads (``steps.X`` or ``steps['X']`` in its attributes or body), found statically."""
+    texts = [step.body, *(str(value) for value in step.attrs.values())]
+    return {m["dot"] or m["key"] for text in texts for m in _STEP_READ.finditer(text)}
+
+
+def _waits_text(waits_for: list[str], reason: str) -> str:
+    if not waits_for:
+        return reason
+    names = ", ".join(waits_for)
+    return f"waits for step{'s' if len(waits_for) > 1 else ''} {names}: {reason}"
 
 
 class _NotYet(Exception):
@@ -313,6 +332,7 @@ class Runner:
         # A dry-run against the cluster asks each would-run, changing step what it would change.
         self.preview = preview
         self.changes: list[Change] = []
+        self.changing: list[tuple[str, str | None]] = []  # in a plan: the changing steps (and items) so far
         self._lock = threading.Lock()  # the entries list
         self._gate_lock = threading.Lock()  # one gate question at a time
         self._random = random.Random()
@@ -351,7 +371,8 @@ class Runner:
         try:
             items = self.renderer.items(step)
         except UnknownValue as unknown:
-            entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
+            entry.status = "unknown"
+            entry.reason = self._waiting(step, entry, f"loops over {unknown.source}, known only after run")
             self._add(entry)
             return
         wide = width(step, self.concurrency, self.dry_run)
@@ -412,7 +433,8 @@ class Runner:
         except UnknownValue as unknown:
             for step in steps:
                 entry = PlanEntry(step.id, step.kind, step.title, step.line, show=bool(step.attrs.get("show")))
-                entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
+                entry.status = "unknown"
+                entry.reason = self._waiting(step, entry, f"loops over {unknown.source}, known only after run")
                 self._add(entry)
             return
         outputs: dict[str, list[Any]] = {step.id: [_PENDING] * len(items) for step in steps}
@@ -463,6 +485,30 @@ class Runner:
             )
 
     # ------------------------------------------------------------------ one item
+
+    def _waiting(self, step: Step, entry: PlanEntry, reason: str) -> str:
+        """``reason``, led by the earlier steps of the plan whose output this step reads (``steps.X`` in its text)."""
+        read = steps_read(step)
+        entry.waits_for = [
+            other.id
+            for other in self.runbook.steps
+            if other.id in read
+            and other.id != step.id
+            and (other.id not in self.steps or isinstance(dict.get(self.steps, other.id), Unknown))
+        ]
+        return _waits_text(entry.waits_for, reason)
+
+    def _read_after_change(self, action: Action, entry: PlanEntry) -> str:
+        """A read-only step after a changing one: it waits for the latest change to what it reads (else the latest)."""
+        vmid = _VMID_IN_PATH.search(action.path) if isinstance(action, ApiRequest) else None
+        touching = [
+            (change.step, change.item) for change in self.changes if vmid is None or str(change.id) == vmid["vmid"]
+        ]
+        step_id = (touching or self.changing or [("", None)])[-1][0]
+        entry.waits_for = [step_id] if step_id else []
+        return _waits_text(
+            entry.waits_for, "read-only; not run while planning, because that step changes what it reads"
+        )
 
     def _publish(self, step: Step, output: Any) -> None:
         if output is _NOTHING:
@@ -552,7 +598,9 @@ class Runner:
                     )
                 ) from None
             entry.status = "unknown"
-            entry.reason = f"what it sends depends on {unknown.source}, known only after run"
+            entry.reason = self._waiting(
+                step, entry, f"what it sends depends on {unknown.source}, known only after run"
+            )
             self._possible(step, key, local, None, pending_condition)
             self._add(entry)
             return _NOTHING
@@ -568,7 +616,7 @@ class Runner:
             raise InputError(problems)
         if self.dry_run and (unknown or pending_condition):
             entry.status = "unknown"
-            entry.reason = pending_condition or "uses values known only after run"
+            entry.reason = self._waiting(step, entry, pending_condition or "uses values known only after run")
             if not is_readonly(step, action):
                 self._possible(step, key, local, action, pending_condition)
             self._add(entry)
@@ -582,12 +630,13 @@ class Runner:
                 entry.reason = "gated: needs approval"
             elif readonly:
                 entry.reason = (
-                    "read-only; not run while planning, because an earlier step would change the cluster first"
+                    self._read_after_change(action, entry)
                     if self.plan_changes and self.executor is not None
                     else "read-only"
                 )
-            else:
+            if not readonly:  # gated or not: a read after it would see a cluster the plan did not change
                 self.plan_changes = True
+                self.changing.append((step.id, key))
             if not readonly and self.preview is not None:
                 changes = [dataclasses.replace(c, step=step.id, item=key) for c in self.preview(action)]
                 with self._lock:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .headings import Condition
 
 STEP_KINDS = ("api", "ssh", "talosctl", "http", "local", "runbook")
 #: The kind of a step that runs another runbook in place; ``engine.runbook.calls`` expands it away.
@@ -89,6 +92,10 @@ class Step:
     #: Set on a step that came from another runbook through a call (``engine.runbook.calls``): the
     #: innermost call it came through. None for the run's own steps.
     call: Call | None = None
+    #: The line each attribute came from: the fence's, or the heading's that gave it (``engine.runbook.headings``).
+    origins: dict[str, int] = field(default_factory=dict)
+    #: The ``when`` conditions (headings' outermost first, then the step's own), each with its line.
+    conditions: tuple[Condition, ...] = ()
 
     @property
     def loop_var(self) -> str:
@@ -99,6 +106,14 @@ class Step:
         """The file the step is written in when it came through a call; None: the run's own runbook."""
         return self.call.runbook.file if self.call is not None else None
 
+    def line_of(self, attr: str) -> int:
+        """The line an attribute was written on: a heading's line when the step inherits it."""
+        return self.origins.get(attr, self.line)
+
+    def inherited(self) -> dict[str, int]:
+        """Attributes that came from a heading, with that heading's line (a when joined from several: the fence's)."""
+        return {name: line for name, line in self.origins.items() if line != self.line}
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -108,6 +123,8 @@ class Step:
             "body_line": self.body_line,
             "id_given": self.id_given,
             "attributes": dict(self.attrs),
+            "inherited": self.inherited(),
+            "conditions": [{"when": c.expression, "line": c.line} for c in self.conditions],
             "body": self.body,
         }
 

@@ -22,6 +22,8 @@ from markdown_it.token import Token
 from ..load import patterns, schemas
 from ..load.problems import InputError, Problem
 from ..load.yamlsource import YamlDoc, load_yaml, read_text
+from .formatversion import format_problems
+from .headings import HeadingScope, check_merged, closing_brace, heading_attributes, merge, split_heading
 from .model import RESERVED_NAMES, STEP_KINDS, Parameter, Runbook, Step
 
 API_METHODS = ("GET", "POST", "PUT", "DELETE")
@@ -59,17 +61,24 @@ _FRONTMATTER = frontmatter.YAMLHandler()
 def parse_runbook_file(path: Path, shown_as: str) -> Runbook:
     """Read and parse a runbook file; its name must equal the file name without ``.md``."""
     text = read_text(path, shown_as)
-    return parse_runbook(text, shown_as, expected_name=path.name.removesuffix(".md"))
+    return parse_runbook(text, shown_as, expected_name=path.name.removesuffix(".md"), require_format=True)
 
 
-def parse_runbook(text: str, file: str, expected_name: str | None = None) -> Runbook:
-    """Parse runbook ``text``; raises ``InputError`` listing every problem found."""
+def parse_runbook(text: str, file: str, expected_name: str | None = None, *, require_format: bool = False) -> Runbook:
+    """Parse runbook ``text``; raises ``InputError`` listing every problem found.
+
+    ``require_format``: refuse a runbook without ``format: 2``, naming each format-1 form in it.
+    Every runbook file loaded (run, validate, show, list, resume) is held to it; text parsed in
+    process (ingest checking what it composed, unit tests of the grammar) need not be.
+    """
     text = text.removeprefix("\ufeff")
     problems: list[Problem] = []
     meta, fm_doc, body, body_first_line = _split_frontmatter(text, file)
     problems += fm_doc.problems
     if isinstance(fm_doc.data, dict):  # else the frontmatter problem is already in fm_doc.problems
         problems += schemas.check(fm_doc, "runbook-frontmatter.schema.json")
+    if require_format:
+        problems += format_problems(meta, fm_doc, text, file)
     name = meta.get("name") if isinstance(meta.get("name"), str) else None
     if expected_name is not None and name is not None and name != expected_name:
         problems.append(
@@ -266,36 +275,59 @@ def _steps(body: str, first_line: int, file: str, problems: list[Problem]) -> tu
     lines = body.splitlines()
     drafts: list[dict[str, Any]] = []
     heading: str | None = None
+    scope = HeadingScope()
     for index, token in enumerate(tokens):
         if token.type == "heading_open":
-            heading = _inline_text(tokens[index + 1])
+            heading = _heading(token, tokens[index + 1], scope, first_line, file, problems)
         elif token.type == "fence":
-            draft = _fence_step(token, heading, first_line, file, problems)
+            draft = _fence_step(token, heading, scope, first_line, file, problems)
             if draft is not None:
                 drafts.append(draft)
                 _check_fence_closed(token, draft, lines, first_line, file, problems)
     return _assign_ids(drafts, file, problems)
 
 
-def _inline_text(token: Token) -> str:
+def _heading(
+    token: Token, inline: Token, scope: HeadingScope, first_line: int, file: str, problems: list[Problem]
+) -> str:
+    """The heading's title (its attribute mapping left out); the heading opens a scope for its attributes."""
+    line = first_line + (token.map[0] if token.map else 0)
+    title, attr_text = split_heading(inline.content)
+    attributes = heading_attributes(attr_text, line, file, problems) if attr_text else {}
+    scope.enter(int(token.tag[1:]), line, attributes)
+    return _inline_text(title)
+
+
+def _inline_text(content: str) -> str:
     """A heading's text without its markup (``## Clone **each** VM`` -> ``Clone each VM``)."""
-    children = _INLINE.parseInline(token.content)[0].children or []
+    children = _INLINE.parseInline(content)[0].children or []
     return "".join(child.content for child in children if child.type in ("text", "code_inline"))
 
 
 def _fence_step(
-    token: Token, heading: str | None, first_line: int, file: str, problems: list[Problem]
+    token: Token, heading: str | None, scope: HeadingScope, first_line: int, file: str, problems: list[Problem]
 ) -> dict[str, Any] | None:
     line = first_line + (token.map[0] if token.map else 0)
     kind, rest = _fence_kind(token.info.strip(), line, file, problems)
     if kind is None:
         return None
-    attrs: dict[str, Any] = {}
+    own: dict[str, Any] | None = {}
     if rest:
-        attrs = _attributes(rest, kind, line, file, problems)
+        own = _attributes(rest, kind, line, file, problems)
+    attrs, origins, conditions = merge(own or {}, line, scope)
+    if own is not None:  # None: the mapping itself was broken, and that problem is already reported
+        check_merged(kind, attrs, origins, line, file, problems)
     body = token.content
     _check_body(kind, body, line, file, problems)
-    return {"kind": kind, "attrs": attrs, "body": body, "line": line, "title": heading}
+    return {
+        "kind": kind,
+        "attrs": attrs,
+        "body": body,
+        "line": line,
+        "title": heading,
+        "origins": origins,
+        "conditions": conditions,
+    }
 
 
 def _fence_kind(info: str, line: int, file: str, problems: list[Problem]) -> tuple[str | None, str]:
@@ -389,7 +421,8 @@ def _check_fence_closed(
         )
 
 
-def _attributes(text: str, kind: str, line: int, file: str, problems: list[Problem]) -> dict[str, Any]:
+def _attributes(text: str, kind: str, line: int, file: str, problems: list[Problem]) -> dict[str, Any] | None:
+    """The fence's own attribute mapping, None when it is not one (reported); checked by kind after merging."""
     if not text.startswith("{"):
         pairs = re.findall(r"(\w+)=(\S+)", text)
         example = (
@@ -406,8 +439,8 @@ def _attributes(text: str, kind: str, line: int, file: str, problems: list[Probl
                 f"after the kind, e.g. '{kind} {example}' (got {text!r})",
             )
         )
-        return {}
-    end = _closing_brace(text)
+        return None
+    end = closing_brace(text)
     if end is None:
         problems.append(
             Problem(
@@ -419,7 +452,7 @@ def _attributes(text: str, kind: str, line: int, file: str, problems: list[Probl
                 f"e.g. '{kind} {{id: clone, retries: 3}}'",
             )
         )
-        return {}
+        return None
     if text[end + 1 :].strip():
         problems.append(
             Problem(
@@ -431,12 +464,12 @@ def _attributes(text: str, kind: str, line: int, file: str, problems: list[Probl
                 "as a field, or remove it",
             )
         )
-        return {}
+        return None
     try:
         doc = load_yaml(text, file, first_line=line, within="the attributes")
     except InputError as exc:
         problems.extend(Problem(p.file, line, "attributes", p.message) for p in exc.problems)
-        return {}
+        return None
     problems.extend(
         Problem(p.file, line, f"attributes.{p.field}" if p.field else "attributes", p.message) for p in doc.problems
     )
@@ -444,36 +477,8 @@ def _attributes(text: str, kind: str, line: int, file: str, problems: list[Probl
         problems.append(
             Problem(file, line, "attributes", f"step attributes must be a mapping like {{id: clone}} (got {text!r})")
         )
-        return {}
-    for problem in schemas.check(doc, f"steps/{kind}.schema.json"):
-        field = f"attributes.{problem.field}" if problem.field else "attributes"
-        problems.append(Problem(file, line, field, problem.message))
+        return None
     return doc.data
-
-
-def _closing_brace(text: str) -> int | None:
-    """Index of the '}' closing the flow mapping that ``text`` opens, skipping quoted text; None if unclosed."""
-    depth, quote, index = 0, "", 0
-    while index < len(text):
-        char = text[index]
-        if quote:
-            if char == "\\" and quote == '"':
-                index += 1
-            elif char == quote:
-                if quote == "'" and text[index + 1 : index + 2] == "'":
-                    index += 1
-                else:
-                    quote = ""
-        elif char in "'\"":
-            quote = char
-        elif char in "{[":
-            depth += 1
-        elif char in "}]":
-            depth -= 1
-            if depth == 0:
-                return index
-        index += 1
-    return None
 
 
 def _check_body(kind: str, body: str, fence_line: int, file: str, problems: list[Problem]) -> None:
@@ -604,6 +609,8 @@ def _assign_ids(drafts: list[dict[str, Any]], file: str, problems: list[Problem]
                 line=draft["line"],
                 body_line=draft["line"] + 1,
                 id_given=id_given,
+                origins=draft["origins"],
+                conditions=draft["conditions"],
             )
         )
     return tuple(steps)

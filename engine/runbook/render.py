@@ -288,9 +288,12 @@ class Renderer:
             message = f"no step '{missing[1]}' in this runbook (steps.{missing[1]}), or it has not run yet"
         return InputError(Problem(self.file_of(step), line, field, f"template error: {message}"))
 
-    def expression(self, step: Step, attr: str, local: dict[str, Any]) -> Any:
-        """Evaluate the ``when``/``check``/``foreach`` expression of ``step``."""
-        source = str(step.attrs[attr]).strip()
+    def expression(
+        self, step: Step, attr: str, local: dict[str, Any], source: str | None = None, line: int | None = None
+    ) -> Any:
+        """Evaluate the ``when``/``check``/``foreach`` expression of ``step`` (or ``source``, written on ``line``)."""
+        source = str(step.attrs[attr] if source is None else source).strip()
+        line = step.line_of(attr) if line is None else line
         if source.startswith("{{") and source.endswith("}}"):
             source = source[2:-2].strip()
         try:
@@ -298,13 +301,16 @@ class Renderer:
         except UnknownValue:
             raise
         except _TEMPLATE_FAILURES as exc:
-            raise self._fail(step, exc, step.line, f"attributes.{attr}") from None
+            raise self._fail(step, exc, line, f"attributes.{attr}") from None
 
     def truth(self, step: Step, attr: str, local: dict[str, Any]) -> bool:
         """``when``/``check`` as a decision; raises ``UnknownValue`` when it depends on a run-time value.
 
         A step that came through calls runs only when every call's ``when`` (each in its caller's
-        scope) holds too."""
+        scope) holds too. A ``when`` added up from headings is decided one condition at a time,
+        outermost first, as ``and`` would: a false heading condition skips the step whatever the
+        step's own says, and an error names the line of the condition that has it.
+        """
         if attr == "when" and step.call is not None:
             for call in step.call.chain():
                 if "when" in call.step.attrs and not self._truth(call.step, "when", {}):
@@ -314,11 +320,20 @@ class Renderer:
         return self._truth(step, attr, local)
 
     def _truth(self, step: Step, attr: str, local: dict[str, Any]) -> bool:
-        value = self.expression(step, attr, local)
+        parts = step.conditions if attr == "when" and len(step.conditions) > 1 else ()
+        if not parts:
+            return self._decide(step, attr, self.expression(step, attr, local), step.line_of(attr))
+        for condition in parts:
+            value = self.expression(step, attr, local, condition.expression, condition.line)
+            if not self._decide(step, attr, value, condition.line):
+                return False
+        return True
+
+    def _decide(self, step: Step, attr: str, value: Any, line: int) -> bool:
         try:
             return bool(value)
         except TemplateError as exc:  # StrictUndefined refuses to be true or false
-            raise self._fail(step, exc, step.line, f"attributes.{attr}") from None
+            raise self._fail(step, exc, line, f"attributes.{attr}") from None
 
     def items(self, step: Step) -> list[Any]:
         """The loop items of a ``foreach`` step (raises ``UnknownValue`` when not known yet).
@@ -333,7 +348,7 @@ class Renderer:
             raise InputError(
                 Problem(
                     self.file_of(step),
-                    step.line,
+                    step.line_of("foreach"),
                     "attributes.foreach",
                     f"foreach must give a list (got {type(value).__name__})",
                 )
@@ -347,7 +362,7 @@ class Renderer:
             raise InputError(
                 Problem(
                     self.file_of(step),
-                    step.line,
+                    step.line_of("foreach"),
                     "attributes.foreach",
                     f"foreach gave {count}, more than the {MAX_FOREACH_ITEMS} one step may loop "
                     "over; loop over a shorter list (filter it, e.g. with selectattr, or take a "
@@ -369,7 +384,7 @@ class Renderer:
         timeout = step.attrs.get("timeout")
         node = (
             self.text(
-                step, str(step.attrs["node"]), local, shell=False, line=step.line, field="attributes.node"
+                step, str(step.attrs["node"]), local, shell=False, line=step.line_of("node"), field="attributes.node"
             ).strip()
             if "node" in step.attrs
             else None
@@ -479,17 +494,21 @@ def _template_line(tb: TracebackType | None) -> int:
 def syntax_problems(step: Step, file: str) -> list[Problem]:
     """Template syntax errors in a step's body and expressions, found without rendering anything."""
     problems = []
-    for attr in EXPRESSION_ATTRS:
-        if attr in step.attrs:
-            source = str(step.attrs[attr]).strip()
-            if source.startswith("{{") and source.endswith("}}"):
-                source = source[2:-2]
-            try:
-                compiled_expression(source.strip())
-            except TemplateSyntaxError as exc:
-                problems.append(Problem(file, step.line, f"attributes.{attr}", f"bad expression: {exc.message}"))
-            except _TEMPLATE_FAILURES as exc:  # Jinja folds constants while compiling, under the sandbox
-                problems.append(Problem(file, step.line, f"attributes.{attr}", f"bad expression: {exc}"))
+    expressions = [(attr, str(step.attrs[attr]), step.line_of(attr)) for attr in EXPRESSION_ATTRS if attr in step.attrs]
+    if len(step.conditions) > 1:  # a when added up from headings: each condition on its own line
+        expressions = [e for e in expressions if e[0] != "when"] + [
+            ("when", c.expression, c.line) for c in step.conditions
+        ]
+    for attr, text, line in expressions:
+        source = text.strip()
+        if source.startswith("{{") and source.endswith("}}"):
+            source = source[2:-2]
+        try:
+            compiled_expression(source.strip())
+        except TemplateSyntaxError as exc:
+            problems.append(Problem(file, line, f"attributes.{attr}", f"bad expression: {exc.message}"))
+        except _TEMPLATE_FAILURES as exc:  # Jinja folds constants while compiling, under the sandbox
+            problems.append(Problem(file, line, f"attributes.{attr}", f"bad expression: {exc}"))
     sources = [(step.body, step.body_line, "body")]
     shell = step.kind in SHELL_KINDS
     if step.kind == "api":
