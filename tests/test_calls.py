@@ -22,7 +22,7 @@ from engine.runbook.parser import parse_runbook
 
 def runbook(name: str, body: str, *, parameters: str = "", extra: str = "") -> str:
     params = f"parameters:\n{parameters}" if parameters else ""
-    return f"---\nname: {name}\ndescription: {name} for the call tests.\n{extra}{params}---\n\n{body}"
+    return f"---\nname: {name}\ndescription: {name} for the call tests.\nformat: 2\n{extra}{params}---\n\n{body}"
 
 
 def local(step_id: str, script: str, attrs: str = "") -> str:
@@ -146,14 +146,14 @@ def test_call_problems_are_located_on_the_callers_lines_with_what_exists(
     assert result.exit_code == exitcodes.PROBLEMS
     lines = result.output.splitlines()
     for expected in (
-        "runbooks/bad.md:8: body: no runbook named 'innr'; did you mean 'inner'?",
-        "runbooks/bad.md:13: body: in inner: no section named 'the-sequense'; did you mean 'the-sequence'?",
-        "runbooks/bad.md:15: step b: colour: in inner: no parameter named 'colour' (parameters: count, flag, word)",
-        "runbooks/bad.md:18: step c: inner requires the parameter 'word' (the word): add a line 'word: VALUE' after 'inner'",
-        "runbooks/bad.md:22: step d: profiled acts on a cluster profile (requires: [profile]) and bad does not",
-        "runbooks/bad.md:27: body: the first line of a runbook step names the runbook to run, as NAME or NAME#section",
+        "runbooks/bad.md:9: body: no runbook named 'innr'; did you mean 'inner'?",
+        "runbooks/bad.md:14: body: in inner: no section named 'the-sequense'; did you mean 'the-sequence'?",
+        "runbooks/bad.md:16: step b: colour: in inner: no parameter named 'colour' (parameters: count, flag, word)",
+        "runbooks/bad.md:19: step c: inner requires the parameter 'word' (the word): add a line 'word: VALUE' after 'inner'",
+        "runbooks/bad.md:23: step d: profiled acts on a cluster profile (requires: [profile]) and bad does not",
+        "runbooks/bad.md:28: body: the first line of a runbook step names the runbook to run, as NAME or NAME#section",
         # A value written out is checked against the callee's spec at once, on the parameter's line.
-        "runbooks/bad.md:32: step f: count: inner's parameter count must be at least 1 (got 0)",
+        "runbooks/bad.md:33: step f: count: inner's parameter count must be at least 1 (got 0)",
     ):
         assert any(line.startswith(expected) for line in lines), (expected, result.output)
 
@@ -167,7 +167,7 @@ def test_a_cycle_is_refused_naming_the_chain_and_nothing_runs(
     home = make_home({"runbooks/one.md": one, "runbooks/two.md": two}, runbooks=False)
     result = cli("--home", str(home.root), "run", "one", "--simulate", "--yes")
     assert result.exit_code == exitcodes.PROBLEMS
-    assert "runbooks/two.md:6: body: calls form a cycle: one -> two -> one" in result.output
+    assert "runbooks/two.md:7: body: calls form a cycle: one -> two -> one" in result.output
     assert not marker.exists()
     with pytest.raises(InputError) as caught:
         root = parse_runbook(one, "runbooks/one.md")
@@ -227,7 +227,7 @@ def test_dry_run_text_and_json_show_callee_steps_with_prefixed_ids_and_where_the
 ) -> None:
     text = cli("--home", str(home.root), "run", "outer", "--dry-run", "--offline")
     assert text.exit_code == exitcodes.OK, text.output
-    assert "inner.say (local, line 29)  The sequence (from inner#the-sequence, runbooks/inner.md)" in text.output
+    assert "inner.say (local, line 30)  The sequence (from inner#the-sequence, runbooks/inner.md)" in text.output
     assert "echo \"'hello world' x3\"" in text.output  # the call's values, rendered in the caller's scope
     assert "called:inner sha256:" in text.output
     assert "not-called" not in text.output and "echo other" not in text.output

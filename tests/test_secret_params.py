@@ -26,6 +26,7 @@ VALUE = "s3cr3t-Hunter2-4a8f-c0ffee"
 RUNBOOK = """---
 name: secret-demo
 description: Uses a secret parameter in commands, for the tests.
+format: 2
 parameters:
   db_password:
     type: string
