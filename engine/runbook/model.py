@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STEP_KINDS = ("api", "ssh", "talosctl", "http", "local")
+STEP_KINDS = ("api", "ssh", "talosctl", "http", "local", "file")
+#: Kinds whose executor checks by itself whether the step's effect is in place (a file holding that
+#: content and mode is left alone): they need no ``check``, in a pipeline or on resume.
+SELF_CHECKING_KINDS = ("file",)
 
 #: Names templates already see (engine.runbook.context, the runner, template globals); a parameter of the
 #: same name would silently hide them, so it is refused.
