@@ -9,6 +9,7 @@ its own factories over these (``Dispatcher.register``); nothing else about a run
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -189,9 +190,9 @@ class Dispatcher:
     def _make_file(self) -> Executor:
         from ..executors.file import FileExecutor, LocalFiles, SshFiles
 
-        ssh = self._ssh()
+        ssh = functools.cache(self._ssh)  # built for the first file on a node: local files need no ssh settings
         return FileExecutor(
-            LocalFiles(), lambda action: SshFiles(ssh, str(action.node), action.timeout), needs=("ssh",)
+            LocalFiles(), lambda action: SshFiles(ssh(), str(action.node), action.timeout), needs=("ssh",)
         )
 
     def _make_http(self) -> Executor:

@@ -102,7 +102,7 @@ def content_problem(content: str, kind: str, step: Step, file: str) -> Problem |
                 pass
             return None
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
+            mark = exc.context_mark or exc.problem_mark  # where the unclosed bracket, quote or key began
             line = mark.line + 1 if mark is not None else 1
             what = "; ".join(part for part in (exc.problem, exc.context) if part) or "malformed YAML"
         except yaml.YAMLError as exc:
