@@ -70,6 +70,7 @@ def run(cli: Any, home: Home, name: str, *extra: str) -> Any:
 
 def test_talos_patches_are_yaml_documents_written_once(cli: Any, make_home: Any) -> None:
     home = home_with(make_home)
+    assert cli("--home", str(home.root), "validate").exit_code == 0  # every profile, the non-Talos ones too
     first = run(cli, home, "talos-node-patches")
     assert first.exit_code == 0, first.output
     patches = sorted((home.root / ".runbook" / "sim" / "talos" / "talos-staging" / "patches").iterdir())
