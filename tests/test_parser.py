@@ -88,7 +88,7 @@ def test_every_problem_is_reported_at_once_in_line_order() -> None:
         "runbooks/t.md:10: body: the first line of an api step must be 'METHOD /path' with METHOD one of "
         "GET, POST, PUT, DELETE, e.g. 'POST /nodes/{{ node }}/qemu/{{ vmid }}/status/start'",
         "runbooks/t.md:13: unknown step kind 'shell': did you mean ssh (runs on a PVE node) or local (runs on "
-        "this machine)? (a step is a fence of kind api, ssh, talosctl, http, local, runbook; a fence of any other language "
+        "this machine)? (a step is a fence of kind api, ssh, talosctl, http, local, file, runbook; a fence of any other language "
         "is prose and takes no attributes)",
     ]
 

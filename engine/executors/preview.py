@@ -21,9 +21,10 @@ from urllib.parse import urlsplit
 
 from ..load.facts import NOT_READ, Facts
 from ..load.pvetable import GUESTS, Match, fill, table
-from ..runbook.actions import ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
+from ..runbook.actions import ApiRequest, FileWrite, HttpRequest, ShellCommand, TalosctlCommand
 from ..runbook.unknown import contains_unknown
 from .base import UNKNOWN, Change, FieldChange, Lost, unknown_value
+from .file import file_changes
 
 DETAIL_LIMIT = 80  # characters of a script line or command shown as a change's detail
 
@@ -369,4 +370,6 @@ def preview_action(action: Any, facts: Facts) -> list[Change]:
         return shell_changes(action, facts)
     if isinstance(action, TalosctlCommand):
         return talosctl_changes(action, facts)
+    if isinstance(action, FileWrite):
+        return file_changes(action, "offline")  # nothing is read: the file as it is now is not known
     return http_changes(action, facts)

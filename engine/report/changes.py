@@ -98,8 +98,8 @@ def change_lines(changes: Iterable[Change], gated: Collection[tuple[str, str | N
         lost = lost_text(change.lost)
         if lost:
             out.append(f"      loses {lost}")
-        if change.detail:
-            out.append(f"      {change.detail}")
+        for line in change.detail.splitlines():  # a file's diff is several lines
+            out.append(f"      {line}")
         if change.when:
             out.append(f"      {change.when}")
     return out

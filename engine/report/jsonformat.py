@@ -34,7 +34,7 @@ STEP_STATUSES = ("would_run", "unknown", "succeeded", "skipped", "failed", "stop
 SKIP_REASONS = {"when_false": "when is false", "check_true": "check is true: already in place"}
 _IN_DOUBT = "started but never finished: resume checks whether it took effect"
 _JOURNAL_STATUS = {"finished": "succeeded", "skipped": "skipped", "failed": "failed", "in_doubt": "in_doubt"}
-_KINDS = {"ApiRequest": "api", "TalosctlCommand": "talosctl", "HttpRequest": "http"}
+_KINDS = {"ApiRequest": "api", "TalosctlCommand": "talosctl", "HttpRequest": "http", "FileWrite": "file"}
 
 
 def step(entry: PlanEntry) -> dict[str, Any]:

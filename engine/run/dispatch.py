@@ -8,17 +8,22 @@ its own factories over these (``Dispatcher.register``); nothing else about a run
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..executors.base import Change, Executor, ExecutorFactory, Progress, Registry, TaskStarted, TokenProvider
 from ..load.facts import Facts
-from ..runbook.actions import Action, ApiRequest, Result, StepFailed, TalosctlCommand, TaskFollow
+from ..runbook.actions import Action, ApiRequest, FileWrite, Result, StepFailed, TalosctlCommand, TaskFollow
 from .credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, ApiToken, TokenSource
 from .identity import trust_of
 from .secrets import ChildEnvironment, Masker
+
+if TYPE_CHECKING:
+    from ..executors.shell import SshExecutor
 
 
 class Dispatcher:
@@ -68,6 +73,7 @@ class Dispatcher:
                 ("local", self._make_local),
                 ("talosctl", self._make_talosctl),
                 ("http", self._make_http),
+                ("file", self._make_file),
             ]
         )
 
@@ -82,6 +88,8 @@ class Dispatcher:
         if isinstance(action, TalosctlCommand) and action.cwd:
             # The Talos config dir holds cluster secrets: create it private, as talosctl would.
             Path(action.cwd).mkdir(parents=True, exist_ok=True, mode=0o700)
+        if isinstance(action, FileWrite) and action.secret:
+            self.mask_file(action)
         executor = self.registry.get(action.kind)
         lines = self.masker.lines(progress)
         try:
@@ -96,7 +104,9 @@ class Dispatcher:
             raise
         finally:
             lines.close()
-        return Result(self.masker.mask_data(result.data), self.masker.mask(result.summary))
+        return dataclasses.replace(
+            result, data=self.masker.mask_data(result.data), summary=self.masker.mask(result.summary)
+        )
 
     def watched(self, tokens: TokenProvider) -> TokenProvider:
         """``tokens``, with each token it gives added to the masker before anyone can print it."""
@@ -108,7 +118,17 @@ class Dispatcher:
 
     def preview(self, action: Action, facts: Facts) -> list[Change]:
         """What ``action`` would change on the cluster described by ``facts``; nothing is sent."""
+        if isinstance(action, FileWrite) and action.secret:
+            self.mask_file(action)
         return self.registry.get(action.kind).preview(action, facts)
+
+    def mask_file(self, action: FileWrite) -> None:
+        """Mask a secret file's content from now on, whole and by the values in it, so a later step
+        that prints the file (or a line of it) shows the mask."""
+        from ..executors.filesecrets import secret_parts
+
+        for part in secret_parts(action.content or "", action.format):
+            self.masker.add(part)
 
     def expect_tasks(self, estimates: Mapping[str, float]) -> None:
         """Tell the API executor (built now or later) how long PVE tasks took in earlier runs."""
@@ -144,6 +164,9 @@ class Dispatcher:
             raise StepFailed(str(exc), sent=False) from None
 
     def _make_ssh(self) -> Executor:
+        return self._ssh()
+
+    def _ssh(self) -> SshExecutor:
         from ..executors.shell import SshExecutor
 
         credentials = self._config["credentials"]
@@ -163,6 +186,14 @@ class Dispatcher:
         from ..executors.talosctl import TalosctlExecutor
 
         return TalosctlExecutor(environment=self.child_env)
+
+    def _make_file(self) -> Executor:
+        from ..executors.file import FileExecutor, LocalFiles, SshFiles
+
+        ssh = functools.cache(self._ssh)  # built for the first file on a node: local files need no ssh settings
+        return FileExecutor(
+            LocalFiles(), lambda action: SshFiles(ssh(), str(action.node), action.timeout), needs=("ssh",)
+        )
 
     def _make_http(self) -> Executor:
         from ..executors.http import HttpExecutor

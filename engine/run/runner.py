@@ -51,7 +51,7 @@ from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
 from ..runbook.calls import has_when
 from ..runbook.extract import ExtractRefused, apply_extract
-from ..runbook.model import Runbook, Step
+from ..runbook.model import SELF_CHECKING_KINDS, Runbook, Step
 from ..runbook.render import Renderer, StepOutputs
 from ..runbook.stepcheck import rendered_problems
 from ..runbook.unknown import Unknown, UnknownValue, contains_unknown
@@ -189,6 +189,14 @@ def display(action: Action) -> str:
         return f"({where})\n{data['script'].rstrip()}"
     if kind == "TalosctlCommand":
         return "talosctl " + " ".join(json.dumps(a) if (" " in a or not a) else a for a in data["argv"])
+    if kind == "FileWrite":
+        where = f"on {data['node']}" if data["node"] else "locally"
+        head = (
+            f"write {data['path']} ({where}, mode {data['mode']}, {data['size']} bytes, sha256 {data['sha256'][:16]})"
+        )
+        if data["content"] is None:
+            return head + "\n(content not shown: secret)"
+        return f"{head}\n{data['content'].rstrip()}"
     return f"{data['method']} {data['url']}" + (f"\n{data['body'].rstrip()}" if data["body"] else "")
 
 
@@ -580,7 +588,12 @@ class Runner:
                     )
                 ) from None
             pending_condition = f"runs only if its condition holds, which depends on {unknown.source}"
-        if (step.id, key) in self.check_unfinished and "check" not in step.attrs and not reads_only(step):
+        if (
+            (step.id, key) in self.check_unfinished
+            and "check" not in step.attrs
+            and step.kind not in SELF_CHECKING_KINDS
+            and not reads_only(step)
+        ):
             # A step that only reads is simply run again, like every read-only step on resume.
             entry.gate_reasons.append(
                 "started in an earlier attempt but never finished, and has no check to tell whether it took effect"
@@ -715,17 +728,20 @@ class Runner:
         self.on_event("start", entry)
         started = time.monotonic()
         if "until" in step.attrs and not self.dry_run:
-            output, summary = self._until(step, action, entry, started)
+            output, summary, left_alone = self._until(step, action, entry, started)
         else:
-            output, summary = self._attempts(step, action, entry, started)
-        entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
-        entry.reason = summary
+            output, summary, left_alone = self._attempts(step, action, entry, started)
+        # Left alone: the executor found its effect in place (a file holding that content), as a check would.
+        entry.status = "skipped" if left_alone else "succeeded"
+        entry.output, entry.duration = output, time.monotonic() - started
+        entry.reason = "already in place" if left_alone else summary
         self.journal.step_finished(step.id, key, output, entry.duration)
         self._add(entry)
         return output
 
-    def _once(self, step: Step, action: Action, entry: PlanEntry) -> tuple[Any, str]:
-        """Execute once; the output after ``json`` parsing and ``extract`` (``ExtractRefused`` on refusal)."""
+    def _once(self, step: Step, action: Action, entry: PlanEntry) -> tuple[Any, str, bool]:
+        """Execute once; the output after ``json`` parsing and ``extract`` (``ExtractRefused`` on refusal),
+        the summary, and whether the executor left everything as it was (``Result.left_alone``)."""
         assert self.executor is not None
         progress = _ItemProgress(self, entry)
         with self.limits.hold(action, progress):
@@ -746,9 +762,9 @@ class Runner:
             # An accepted failure that printed nothing has no document: ``json`` is then null.
             silent = data.get("exit_code") != 0 and not str(data["stdout"]).strip()
             data = {**data, "json": None if silent else parse_json_output(str(data["stdout"]))}
-        return self._extract(step, data), result.summary
+        return self._extract(step, data), result.summary, result.left_alone
 
-    def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
+    def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
         """Execute with ``retries``: a failure is retried when it is safe (read-only step, nothing sent,
         or a failure PVE marks as transient such as a held lock). A held lock is waited out with
         jittered exponential backoff, also without ``retries`` in a concurrent step, where the run's
@@ -783,19 +799,19 @@ class Runner:
         except StepFailed as failure:
             self._fail_step(step, entry, failure.message, started)
 
-    def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str]:
+    def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
         """Repeat a read-only step until its ``until`` expression holds over ``result``; a failed attempt
         (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
         delay = float(step.attrs.get("delay", 2))
 
-        def attempt() -> tuple[Any, str]:
+        def attempt() -> tuple[Any, str, bool]:
             try:
-                output, summary = self._once(step, action, entry)
+                output, summary, left_alone = self._once(step, action, entry)
             except StepFailed as failure:
                 raise _NotYet(f"failed: {failure.message}") from None
             if self.renderer.truth(step, "until", {"result": output}):
-                return output, summary
+                return output, summary, left_alone
             raise _NotYet(f"last result: {str(output)[:200]}")
 
         def waiting(error: Exception, number: int, pause: float) -> None:

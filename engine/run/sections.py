@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, ShellCommand, TalosctlCommand
-from ..runbook.model import Runbook, Step
+from ..runbook.model import SELF_CHECKING_KINDS, Runbook, Step
 from ..runbook.render import split_api_body
 from .gates import gate_reasons
 
@@ -147,7 +147,7 @@ def pipeline_problems(members: Sequence[Step], name: str, file: str) -> list[Pro
                     "(with parallel, its gates are asked for every item before any runs)",
                 )
             )
-        elif not reading and "check" not in step.attrs:
+        elif not reading and "check" not in step.attrs and step.kind not in SELF_CHECKING_KINDS:
             problems.append(
                 Problem(
                     file,

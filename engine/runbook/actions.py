@@ -7,6 +7,7 @@ executor at the moment of use. Everything here is plain data, so plans and journ
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -95,12 +96,51 @@ class HttpRequest:
     kind = "http"
 
 
-Action = ApiRequest | ShellCommand | TalosctlCommand | HttpRequest
+@dataclass(frozen=True)
+class FileWrite:
+    """Write ``content`` to ``path`` atomically with ``mode``, on ``node`` over SSH or on this machine (None).
+
+    ``size`` and ``sha256`` describe the content; they are what a plan, the journal and ``--json``
+    show of a ``secret`` file, whose content is never recorded (``record``). An action read back
+    from such a record has ``content`` None and cannot be executed: it only says what was planned.
+    """
+
+    path: str
+    content: str | None = field(default=None, repr=False)
+    mode: str = "0600"
+    format: str = "text"  # yaml | json | text: how the content was checked
+    node: str | None = None
+    secret: bool = False
+    timeout: float | None = None
+    size: int = 0
+    sha256: str = ""
+
+    kind = "file"
+
+    def __post_init__(self) -> None:
+        if self.content is not None:
+            raw = self.content.encode()
+            object.__setattr__(self, "size", len(raw))
+            object.__setattr__(self, "sha256", hashlib.sha256(raw).hexdigest())
+
+    def record(self) -> dict[str, Any]:
+        """The action as plans and the journal keep it: a secret file's content left out. When that
+        content holds a value known only after run, the digest says so, so a plan still sees it."""
+        data = asdict(self)
+        if self.secret:
+            data["content"] = None
+            if self.content is not None and "(known after run: " in self.content:
+                data["sha256"] = "(known after run: the content)"
+        return data
+
+
+Action = ApiRequest | ShellCommand | TalosctlCommand | HttpRequest | FileWrite
 
 
 def action_as_dict(action: Action) -> dict[str, Any]:
     """JSON-ready form of an action (tuples as lists), tagged with its type, for plans and the journal."""
-    return {"type": type(action).__name__, **_json_ready(asdict(action))}
+    data = action.record() if isinstance(action, FileWrite) else asdict(action)
+    return {"type": type(action).__name__, **_json_ready(data)}
 
 
 def action_from_dict(data: Mapping[str, Any]) -> Action:
@@ -108,7 +148,7 @@ def action_from_dict(data: Mapping[str, Any]) -> Action:
     and what reads them back (a preflight, a saved plan) gets the very action that was planned."""
     fields = dict(data)
     kinds: dict[str, type[Action]] = {
-        kind.__name__: kind for kind in (ApiRequest, ShellCommand, TalosctlCommand, HttpRequest)
+        kind.__name__: kind for kind in (ApiRequest, ShellCommand, TalosctlCommand, HttpRequest, FileWrite)
     }
     kind = kinds[str(fields.pop("type"))]
     for name in ("argv", "expect"):
@@ -133,13 +173,17 @@ class Result:
     - api: the response's ``data``; for a task, ``{"upid", "node", "exitstatus", "data"}`` where
       ``data`` is the original UPID string;
     - shell, talosctl: ``{"stdout", "stderr", "exit_code"}`` plus ``"json"`` when stdout was parsed;
-    - http: ``{"status", "headers", "body"}`` plus ``"json"`` when the body is JSON.
-    ``summary`` is one line for progress output (never a secret).
+    - http: ``{"status", "headers", "body"}`` plus ``"json"`` when the body is JSON;
+    - file: ``{"path", "changed", "bytes", "sha256"}``.
+    ``summary`` is one line for progress output (never a secret). ``left_alone`` says the executor
+    found what the step asks for already in place and changed nothing (a file holding that content
+    and mode): the run shows the step as skipped, "already in place", as if a ``check`` had held.
     """
 
     data: Any
     summary: str = ""
     requests: int = 0  # API requests this step made (for performance reports)
+    left_alone: bool = False
 
 
 class StepFailed(RunbookError):

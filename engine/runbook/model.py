@@ -8,9 +8,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .headings import Condition
 
-STEP_KINDS = ("api", "ssh", "talosctl", "http", "local", "runbook")
+STEP_KINDS = ("api", "ssh", "talosctl", "http", "local", "file", "runbook")
 #: The kind of a step that runs another runbook in place; ``engine.runbook.calls`` expands it away.
 CALL_KIND = "runbook"
+#: Kinds whose executor checks by itself whether the step's effect is in place (a file holding that
+#: content and mode is left alone): they need no ``check``, in a pipeline or on resume.
+SELF_CHECKING_KINDS = ("file",)
 
 #: Names templates already see (engine.runbook.context, the runner, template globals); a parameter of the
 #: same name would silently hide them, so it is refused.

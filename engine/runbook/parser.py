@@ -40,6 +40,9 @@ _KIND_HINTS = {
     "rest": "api (a Proxmox REST call)",
     "curl": "http (a request to another service)",
     "talos": "talosctl",
+    "yaml": "file (writes its body to a file: file {path: ...})",
+    "json": "file (writes its body to a file: file {path: ...})",
+    "write": "file (writes its body to a file: file {path: ...})",
 }
 _EMPTY_BODY = {
     "api": "has no request: write 'METHOD /path' on the line after the fence, e.g. 'GET /version'",
@@ -50,6 +53,8 @@ _EMPTY_BODY = {
     "talosctl": "has no arguments: write the talosctl arguments between the fences, e.g. 'health'",
     "runbook": "names no runbook: write the runbook to run (NAME or NAME#section) on the line after the fence",
 }
+#: Kinds whose body may be empty: a file step's body is the file's content, and an empty file is one.
+_EMPTY_ALLOWED = ("file",)
 _REQUEST_LINE = re.compile(r"^(?P<method>[A-Za-z]+)\s+(?P<target>\S.*?)\s*$")
 # Steps are fences and ids come from headings: inline markup (about 40% of markdown-it's time) is
 # parsed for heading text alone, by a second parser.
@@ -482,6 +487,8 @@ def _attributes(text: str, kind: str, line: int, file: str, problems: list[Probl
 
 
 def _check_body(kind: str, body: str, fence_line: int, file: str, problems: list[Problem]) -> None:
+    if kind in _EMPTY_ALLOWED:
+        return
     line = fence_line + 1
     lines = body.splitlines()
     first = next((i for i, text in enumerate(lines) if text.strip() and not text.lstrip().startswith("#")), None)

@@ -389,6 +389,10 @@ class Renderer:
             if "node" in step.attrs
             else None
         )
+        if step.kind == "file":
+            from .filestep import file_action  # it builds on this module's environment
+
+            return file_action(self, step, local, node)
         if step.kind == "api":
             body = split_api_body(step, self.file_of(step))
             path = self.text(step, body.path, local, shell=False, line=step.body_line, field="path").strip()

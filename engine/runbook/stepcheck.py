@@ -18,6 +18,7 @@ _SCHEMAS = {
     "ShellCommand": "rendered/shell.schema.json",
     "TalosctlCommand": "rendered/talosctl.schema.json",
     "HttpRequest": "rendered/http.schema.json",
+    "FileWrite": "rendered/file.schema.json",
 }
 
 

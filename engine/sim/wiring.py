@@ -2,7 +2,8 @@
 
 Only the far ends are simulated: the API executor is the real one (talking HTTPS to the in-process
 fakepve with its fresh certificate and token), the runner, gates and journal are the real ones.
-``ssh``, ``talosctl`` and ``http`` steps go to the simulated node shell, Talos and Image Factory;
+``ssh``, ``talosctl`` and ``http`` steps go to the simulated node shell, Talos and Image Factory, and a
+``file`` step for a node to the simulated node's files (one on this machine is written for real);
 ``local`` steps run for real with simulated ``ansible-playbook``, ``flux`` and ``kubectl`` first
 on PATH. The state is saved after every step, so a run that dies leaves the cluster as it was at
 its last step, like a real one. The simulation registers its executors with an ordinary
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..executors.api import ApiExecutor, configured_outage_window
 from ..executors.base import Change, Executor, ExecutorFactory, Progress, TokenProvider
+from ..executors.file import FileExecutor, LocalFiles
 from ..executors.shell import LocalExecutor
 from ..load.config import ClusterConfig
 from ..load.facts import Facts
@@ -29,6 +31,7 @@ from ..run.dispatch import Dispatcher
 from ..run.runlock import ProfileLock
 from ..run.secrets import ChildEnvironment
 from ..runbook.actions import Result, ShellCommand
+from .filestore import SimNodeFileStore
 from .http import Factory, SimHttpExecutor
 from .nodefiles import NodeFiles
 from .server import SimCluster, sim_dir
@@ -152,6 +155,9 @@ class Simulation:
             "ssh": lambda: SimShellExecutor(cluster, self.files, image_factory),
             "talosctl": lambda: SimTalosctlExecutor(self.world, vm_lookup, planned=planned.get),
             "http": lambda: SimHttpExecutor(image_factory),
+            "file": lambda: FileExecutor(
+                LocalFiles(), lambda action: SimNodeFileStore(self.files, str(action.node), secret=action.secret)
+            ),
         }
 
     def dispatcher(self) -> Dispatcher:
