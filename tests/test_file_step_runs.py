@@ -19,6 +19,7 @@ SECRET_VALUE = "k8s-join-xxx-7d41c9e2a8f3b6"
 SECRET_RUNBOOK = """---
 name: file-secret
 description: Keep a join token in a secret file, then read it back.
+format: 2
 requires: [profile]
 ---
 
@@ -115,7 +116,7 @@ def test_bad_yaml_after_rendering_stops_before_writing(cli: Any, make_home: Any)
     result = run(cli, home, "file-secret")
     assert result.exit_code != 0
     assert (  # the line where the unclosed '[' opens
-        "file-secret.md:17: step token: body: the rendered content is not valid YAML (line 2 of the content"
+        "file-secret.md:18: step token: body: the rendered content is not valid YAML (line 2 of the content"
         in result.output
     )
     assert SECRET_VALUE not in everything(home, result.output)
@@ -164,7 +165,7 @@ def test_a_file_on_a_node_over_the_real_ssh_server(cluster: Any, tmp_path: Path)
     target = tmp_path / "on-node"
     target.mkdir()
     (cluster.home / "runbooks" / "node-file.md").write_text(
-        "---\nname: node-file\ndescription: a file on a node\n---\n\n## Write it\n\n"
+        "---\nname: node-file\ndescription: a file on a node\nformat: 2\n---\n\n## Write it\n\n"
         f'```file {{id: conf, node: pve02, path: "{target}/app.json", mode: "0644"}}\n'
         '{"node": "{{ node_names[1] }}", "enabled": true}\n```\n'
     )

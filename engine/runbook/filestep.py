@@ -63,7 +63,7 @@ def file_action(renderer: Renderer, step: Step, local: dict[str, Any], node: str
     path = renderer.text(step, str(step.attrs["path"]), local, shell=False, line=step.line, field="attributes.path")
     path = path.strip()
     try:
-        content = compiled_content(step.body).render(renderer._scope(step, local))
+        content = compiled_content(step.body).render(renderer.scope(step, local))
     except UnknownValue:
         raise
     except _TEMPLATE_FAILURES as exc:
