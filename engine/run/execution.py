@@ -7,6 +7,7 @@ The CLI only prints what this returns.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,10 +22,13 @@ from ..load.facts import ClusterIdentity, Facts
 from ..load.home import Home
 from ..load.problems import InputError
 from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
+from ..runbook.model import Runbook
+from ..runbook.render import reads_facts
 from .credentials import CredentialError
 from .dispatch import Dispatcher
 from .identity import read_identity, talks_to_cluster
 from .journal import JournalError, RunMeta, RunRecord, RunState, load_run, new_run_id, task_history
+from .livefacts import LiveFacts, PlannedFacts
 from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
 from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
@@ -55,11 +59,31 @@ class Outcome:
     cluster: ClusterIdentity | None = None  # which cluster a live dry-run was made against
 
 
-def read_facts(dispatcher: Dispatcher) -> Facts:
-    """The cluster's VMs, nodes and storages (one GET), read once at the edge: planning and previews
-    use this snapshot."""
+def read_facts(dispatcher: Dispatcher, *, named: bool = False) -> Facts:
+    """The cluster's VMs, nodes and storages (one GET), read at the edge: planning, previews and the
+    templates' facts use this snapshot. ``named``: also the cluster's name (``cluster.name``), from
+    ``/cluster/status`` (left "" when the token may not read it)."""
     result = dispatcher.execute(ApiRequest("GET", "/cluster/resources"), lambda _: None)
-    return Facts.from_cluster_resources(result.data)
+    facts = Facts.from_cluster_resources(result.data)
+    if named:
+        try:
+            status = dispatcher.execute(ApiRequest("GET", "/cluster/status"), lambda _: None).data
+        except StepFailed:
+            return facts
+        facts = dataclasses.replace(facts, name=ClusterIdentity.from_cluster_status(status, "").name)
+    return facts
+
+
+def _reads_facts(runbook: Runbook) -> bool:
+    """Whether a step of ``runbook`` reads the live facts (``cluster``, ``profile.members``...)."""
+    return any(reads_facts(step) for step in runbook.steps)
+
+
+def _live_facts(session: Session, dispatcher: Dispatcher) -> LiveFacts:
+    """A real run's facts: the snapshot it planned with, read again before a step that reads facts
+    once a changing step finished."""
+    named = any(reads_facts(step) for step in session.runbook.steps)
+    return LiveFacts(session.facts, lambda: read_facts(dispatcher, named=named))
 
 
 #: What the first read of the cluster can fail with: no node answered, TLS, the token (missing, refused).
@@ -88,8 +112,9 @@ def _prepare(
     """The session for ``dispatcher``'s cluster, planned against it when ``live`` and a profile is used;
     ``placed`` keeps a resumed run's VMs where it put them."""
     session = prepare(home, name, profile, given, placed=placed)
-    if dispatcher is not None and live and session.profile is not None:
-        session = prepare(home, name, profile, given, read_facts(dispatcher), placed=placed)
+    reads = _reads_facts(session.runbook)
+    if dispatcher is not None and live and (session.profile is not None or reads):
+        session = prepare(home, name, profile, given, read_facts(dispatcher, named=reads), placed=placed)
     if dispatcher is not None:
         dispatcher.adjust_context(session.context)
     return session
@@ -121,6 +146,7 @@ def plan_run(
         approver=_Never(),
         on_event=on_event,
         preview=previewer,
+        facts=PlannedFacts(lambda: previewer.facts),
     )
     try:
         entries = runner.run()
@@ -321,6 +347,7 @@ def _real_runner(
         recorder=record,
         on_event=on_event,
         concurrency=concurrency,
+        facts=_live_facts(session, dispatcher),
         **resumed,
     )
 
@@ -472,6 +499,7 @@ def _ask_ahead(
         approver=_Never(),
         done=done,
         check_unfinished=doubt,
+        facts=PlannedFacts(lambda: session.facts),
     )
     try:
         entries = runner.run()

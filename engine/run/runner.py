@@ -48,13 +48,15 @@ from ..executors.preview import declared_changes
 from ..executors.shell import parse_json_output
 from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
+from ..runbook.context import with_facts
 from ..runbook.extract import ExtractRefused, apply_extract
 from ..runbook.model import Runbook, Step
-from ..runbook.render import Renderer, StepOutputs
+from ..runbook.render import Renderer, StepOutputs, reads_facts
 from ..runbook.stepcheck import rendered_problems
 from ..runbook.unknown import Unknown, UnknownValue, contains_unknown
 from .concurrency import CloneSlots, run_schedule
 from .gates import gate_reasons
+from .livefacts import LiveFacts, PlannedFacts
 from .retry import Backoff, Policy, retry
 from .schedule import Schedule, Task, plan_order, width
 from .sections import Section, reads_only, sections
@@ -256,6 +258,9 @@ class Runner:
     ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
     ``preview`` (dry-run) tells what a step that would run would change; its answers are
     gathered in ``changes`` and change nothing about the plan itself.
+    ``facts`` is what templates see as ``cluster``, ``profile.members`` and ``plan.template``: a
+    run's ``LiveFacts`` (read again before a step that reads them, once a changing step finished),
+    a plan's ``PlannedFacts``; None: not read (offline, validate), so they are Unknown.
     """
 
     def __init__(
@@ -273,8 +278,9 @@ class Runner:
         collect: list[Problem] | None = None,
         concurrency: int | None = None,
         lock_backoff: float = LOCK_BACKOFF,
-        preview: Callable[[Action], list[Change]] | None = None,
+        preview: Callable[[Action, str], list[Change]] | None = None,
         expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
+        facts: LiveFacts | PlannedFacts | None = None,
     ):
         self.runbook = runbook
         # Applying a saved plan: what each changing step of the plan sends (None: the plan skipped
@@ -294,7 +300,8 @@ class Runner:
         self.on_event = on_event or (lambda event, entry: None)
         pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
         self.steps = StepOutputs({}, pending)
-        self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
+        self.facts = facts if facts is not None else PlannedFacts(lambda: None)
+        self.renderer = Renderer(runbook.file, {**with_facts(context, self.facts.current), "steps": self.steps})
         self.entries: list[PlanEntry] = []
         # In a dry-run, read-only steps query the cluster only until a step would change it: after
         # that, what they would read is not what the run would read.
@@ -344,6 +351,7 @@ class Runner:
             self._publish(step, output)
             return
         try:
+            self._fresh(step, entry)
             items = self.renderer.items(step)
         except UnknownValue as unknown:
             entry.status, entry.reason = "unknown", f"loops over {unknown.source}, known only after run"
@@ -403,6 +411,7 @@ class Runner:
         steps = section.steps
         first = steps[0]
         try:
+            self._fresh(first, PlanEntry(first.id, first.kind, first.title, first.line))
             items = self.renderer.items(first)
         except UnknownValue as unknown:
             for step in steps:
@@ -495,6 +504,7 @@ class Runner:
             )
             self._add(entry)
             return entry.output
+        self._fresh(step, entry)
         if "until" in step.attrs and not reads_only(step):
             raise InputError(
                 Problem(
@@ -583,7 +593,7 @@ class Runner:
             else:
                 self.plan_changes = True
             if not readonly and self.preview is not None:
-                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self.preview(action)]
+                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self._previewed(action, step)]
                 with self._lock:
                     self.changes += changes
             self._add(entry)
@@ -621,7 +631,7 @@ class Runner:
         if reads_only(step):
             return
         if action is not None:
-            found = self.preview(action)
+            found = self._previewed(action, step)
         elif step.kind != "api" and "changes" in step.attrs:
             try:
                 found = declared_changes(self.renderer.changes(step, local), "")
@@ -632,6 +642,24 @@ class Runner:
         changes = [dataclasses.replace(c, step=step.id, item=key, when=when) for c in found or ()]
         with self._lock:
             self.changes += changes
+
+    def _previewed(self, action: Action, step: Step) -> list[Change]:
+        """The preview's changes of ``action``, telling it which step makes them (kept with what the
+        changes leave, so a fact they make unknown names the step)."""
+        assert self.preview is not None
+        return self.preview(action, step.id)
+
+    def _fresh(self, step: Step, entry: PlanEntry, *, again: bool = False) -> None:
+        """Before a step that reads facts: read the cluster again when a changing step finished since
+        the last read (``again``: in any case). A failed read fails the step, before it runs."""
+        if not again and not reads_facts(step):
+            return
+        try:
+            self.facts.fresh(again=again)
+        except StepFailed as failure:
+            self._fail_step(
+                step, entry, f"cannot read the cluster's facts for this step: {failure.message}", time.monotonic()
+            )
 
     def _as_planned(self, step: Step, key: str | None, entry: PlanEntry) -> None:
         """Refuse (PlanDiverged) a changing step that the applied plan did not review as it is now."""
@@ -661,6 +689,8 @@ class Runner:
             output, summary = self._attempts(step, action, entry, started)
         entry.status, entry.output, entry.duration = "succeeded", output, time.monotonic() - started
         entry.reason = summary
+        if not self.dry_run and not is_readonly(step, action):
+            self.facts.changed()
         self.journal.step_finished(step.id, key, output, entry.duration)
         self._add(entry)
         return output
@@ -729,12 +759,15 @@ class Runner:
         (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
         delay = float(step.attrs.get("delay", 2))
+        waits_on_facts = reads_facts(step, ("until",))
 
         def attempt() -> tuple[Any, str]:
             try:
                 output, summary = self._once(step, action, entry)
             except StepFailed as failure:
                 raise _NotYet(f"failed: {failure.message}") from None
+            if waits_on_facts:
+                self._fresh(step, entry, again=True)
             if self.renderer.truth(step, "until", {"result": output}):
                 return output, summary
             raise _NotYet(f"last result: {str(output)[:200]}")
