@@ -165,11 +165,12 @@ def _shown(key: Any) -> str:
 
 
 class VmList:
-    """``cluster.vms`` and ``profile.members``: iterate, ``| length``, ``1031 in ...``, and index by VMID
+    """``cluster.vms`` and ``profile.members``, in VMID order: iterate, ``| length``, ``1031 in ...``, and index by VMID
     (``[1031]``, ``["1031"]``) or name (``["stg-cp01"]``); ``.get(key)`` gives none when absent."""
 
-    def __init__(self, facts: Facts, vms: tuple[ExistingVm, ...], origin: str):
-        self._facts, self._vms, self._origin = facts, vms, origin
+    def __init__(self, facts: Facts, vms: Iterable[ExistingVm], origin: str):
+        self._facts, self._origin = facts, origin
+        self._vms = tuple(sorted(vms, key=lambda vm: vm.vmid))  # in VMID order, whatever the API's order
 
     def _known(self) -> None:
         moved = _listing_moved(self._facts)
@@ -303,14 +304,15 @@ class ClusterView:
         facts = self._facts()
         if facts is None:
             return Unknown("cluster.nodes")
-        return NodeList([node_dict(node) for node in facts.nodes], "cluster.nodes")
+        return NodeList([node_dict(node) for node in sorted(facts.nodes, key=lambda n: n.name)], "cluster.nodes")
 
     @property
     def storages(self) -> Any:
         facts = self._facts()
         if facts is None:
             return Unknown("cluster.storages")
-        return StorageList([storage_dict(s) for s in facts.storages], "cluster.storages")
+        ordered = sorted(facts.storages, key=lambda s: (s.name, s.node))
+        return StorageList([storage_dict(s) for s in ordered], "cluster.storages")
 
     @property
     def name(self) -> Any:
