@@ -136,7 +136,7 @@ def test_the_runner_asks_for_changes_of_would_run_steps_only_not_of_read_only_on
     book = parse_runbook(f"---\nname: t\nformat: 2\ndescription: t\n---\n# T\n\n{body}", "runbooks/t.md", "t")
     asked: list[str] = []
 
-    def preview(action: Any) -> list[Change]:
+    def preview(action: Any, step: str) -> list[Change]:
         asked.append(action.script.strip())
         return [Change("unknown", "local", "this machine", detail=action.script.strip())]
 

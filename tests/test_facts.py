@@ -54,7 +54,7 @@ def test_a_cluster_resources_answer_becomes_vms_nodes_and_storages() -> None:
     assert facts.vms == (
         ExistingVm(1031, "stg-cp01", "pve01", ("k8s", "talos-staging"), False, "running", None),
         ExistingVm(9000, "talos-1.9", "pve02", (), True, "stopped", "clone"),
-        ExistingVm(200, "dns", "pve01", (), False, "running", None),
+        ExistingVm(200, "dns", "pve01", (), False, "running", None, "lxc"),
     )
     assert facts.nodes == (ClusterNode("pve01", "online"), ClusterNode("pve02", "offline"))
     assert facts.storages == (ClusterStorage("local-lvm", "pve01", "available", False, ("images", "rootdir")),)

@@ -2,7 +2,7 @@
 
 - Placeholders (``<NODE_HOST>``, ``<VMID>``, ``YOUR_STORAGE``) and shell variables the page never
   sets (``$VMID``) become context values when cluster-config.yaml holds the answer
-  (``<CLUSTER_DOMAIN>`` -> ``cluster.domain``, ``<STORAGE>`` -> ``defaults.storage``) and runbook
+  (``<CLUSTER_DOMAIN>`` -> ``config.cluster.domain``, ``<STORAGE>`` -> ``defaults.storage``) and runbook
   parameters otherwise. A variable the page sets to a literal (``VMID=9000``) becomes a parameter
   with that default.
 - Literal conventions become the config's: disk storage, bridges, BIOS, CPU type, SCSI controller
@@ -58,9 +58,9 @@ _SHELL_VARS = frozenset(
 _CONTEXT = {
     "PASS_PATH": ("credentials.pass_path", "credentials.pass_path"),
     "SSH_USER": ("credentials.ssh_user", "credentials.ssh_user"),
-    "CLUSTER_DOMAIN": ("cluster.domain", "cluster.domain"),
-    "DOMAIN": ("cluster.domain", "cluster.domain"),
-    "CLUSTER_NAME": ("cluster.name", "cluster.name"),
+    "CLUSTER_DOMAIN": ("config.cluster.domain", "cluster.domain"),
+    "DOMAIN": ("config.cluster.domain", "cluster.domain"),
+    "CLUSTER_NAME": ("config.cluster.name", "cluster.name"),
     "STORAGE": ("defaults.storage", "defaults.storage"),
     "STORAGE_NAME": ("defaults.storage", "defaults.storage"),
     "DISK_STORAGE": ("defaults.storage", "defaults.storage"),

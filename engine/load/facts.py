@@ -10,7 +10,7 @@ fetches and what it knows are one thing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -25,6 +25,63 @@ class ExistingVm:
     template: bool = False
     status: str = ""  # running, stopped... ("" when the listing did not say)
     lock: str | None = None  # the guest's lock (backup, migrate, clone...), None when free
+    type: str = "qemu"  # qemu | lxc
+    figures: Figures = field(default_factory=lambda: Figures())
+
+    def carries(self, tags: Iterable[str]) -> bool:
+        """Whether this VM carries every one of ``tags`` (see ``members``)."""
+        return carries_all(self.tags, tags)
+
+
+def carries_all(have: Iterable[str], wanted: Iterable[str]) -> bool:
+    """Whether the tags ``have`` include every one of ``wanted``: what "tagged" means everywhere."""
+    return set(map(str, wanted)) <= set(map(str, have))
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What ``/cluster/resources`` says of a guest's or a node's size and use, in PVE's units: bytes
+    for memory and disk, CPUs for ``maxcpu``, a share of them for ``cpu`` (0.25 = a quarter), seconds
+    for ``uptime``. Each is None when the answer did not carry it."""
+
+    cpu: float | None = None
+    maxcpu: int | None = None
+    mem: int | None = None
+    maxmem: int | None = None
+    disk: int | None = None
+    maxdisk: int | None = None
+    uptime: int | None = None
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> Figures:
+        def number(name: str, kind: type = int) -> Any:
+            value = item.get(name)
+            try:
+                return None if value is None or value == "" else kind(value)
+            except (TypeError, ValueError):
+                return None
+
+        return cls(
+            number("cpu", float),
+            number("maxcpu"),
+            number("mem"),
+            number("maxmem"),
+            number("disk"),
+            number("maxdisk"),
+            number("uptime"),
+        )
+
+
+def members(vms: Iterable[ExistingVm], tags: Iterable[str]) -> tuple[ExistingVm, ...]:
+    """The VMs of a profile: QEMU VMs (not templates) carrying ALL of its ``tags``. The one
+    tag-membership rule of the engine: placement's existing VMs, ``profile.members`` in templates
+    (status, teardown) and anything else that asks "which VMs are this cluster's" use it. A profile
+    always has a tag no other profile has (validate enforces it), so no other cluster's VM is one.
+    No tags select nothing (rather than every VM)."""
+    wanted = tuple(tags)
+    if not wanted:
+        return ()
+    return tuple(vm for vm in vms if vm.type == "qemu" and not vm.template and vm.carries(wanted))
 
 
 @dataclass(frozen=True)
@@ -33,6 +90,7 @@ class ClusterNode:
 
     name: str
     status: str = ""  # online, offline, unknown
+    figures: Figures = field(default_factory=lambda: Figures())
 
 
 @dataclass(frozen=True)
@@ -44,6 +102,8 @@ class ClusterStorage:
     status: str = ""  # available, unknown...
     shared: bool = False
     content: tuple[str, ...] = ()
+    used: int | None = None  # bytes in use (PVE's ``disk``)
+    size: int | None = None  # bytes in all (PVE's ``maxdisk``)
 
 
 #: ``Facts.read(path)`` of a path that was not read (offline, or nothing asked for it).
@@ -60,6 +120,8 @@ class Planned:
     action: str  # create | destroy | act (an action that leaves the resource with ``status``)
     name: str = ""
     status: str = ""  # the guest's status after it ("" when the action does not say)
+    step: str = ""  # the step of the plan that does it ("" when not known)
+    fields: tuple[str, ...] = ()  # the fields it sets (PVE's names: status, node, memory, tags, size...)
 
 
 @dataclass(frozen=True)
@@ -119,6 +181,7 @@ class Facts:
     reads: tuple[tuple[str, Any], ...] = ()  # (API path, its data; None when the read failed)
     planned: tuple[Planned, ...] = ()
     offline: bool = False
+    name: str = ""  # the cluster's name (``GET /cluster/status``; "" when not read)
 
     def read(self, path: str) -> Any:
         """What a GET of ``path`` answered (its ``data``); ``NOT_READ`` when it was not read or failed."""
@@ -162,10 +225,12 @@ class Facts:
                         bool(item.get("template")),
                         str(item.get("status", "")),
                         str(item["lock"]) if item.get("lock") else None,
+                        kind,
+                        Figures.from_item(item),
                     )
                 )
             elif kind == "node" and item.get("node"):
-                nodes.append(ClusterNode(str(item["node"]), str(item.get("status", ""))))
+                nodes.append(ClusterNode(str(item["node"]), str(item.get("status", "")), Figures.from_item(item)))
             elif kind == "storage" and item.get("storage"):
                 storages.append(
                     ClusterStorage(
@@ -174,6 +239,8 @@ class Facts:
                         str(item.get("status", "")),
                         bool(item.get("shared")),
                         tuple(c for c in str(item.get("content") or "").split(",") if c),
+                        Figures.from_item(item).disk,
+                        Figures.from_item(item).maxdisk,
                     )
                 )
         return cls(tuple(vms), tuple(nodes), tuple(storages))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import RunbookError
-from .facts import ExistingVm
+from .facts import ExistingVm, members
 
 ROLES = (("controlplane", "controlplane"), ("workers", "worker"))
 
@@ -51,6 +51,19 @@ class PlannedVm:
     tags: tuple[str, ...]
     existing: bool = False
     current_node: str | None = None
+
+    @property
+    def mac(self) -> str:
+        """The VM's MAC address: the locally administered prefix 02:70:76 ("pv") and the VMID as
+        three bytes, so a VM keeps its address (and its DHCP reservation) across a rebuild."""
+        return "02:70:76:" + ":".join(f"{self.vmid >> shift & 0xFF:02X}" for shift in (16, 8, 0))
+
+    @property
+    def disk_bytes(self) -> int:
+        """The planned disk size in bytes (``disk`` is PVE's size: 20G, 512M, 1T)."""
+        units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+        size = self.disk.strip().upper()
+        return int(size[:-1]) * units[size[-1]] if size[-1:] in units else int(size)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -95,8 +108,8 @@ def compute_plan(
     """Plan every VM of ``profile`` on the cluster of ``config``.
 
     ``cluster_vms`` are the VMs already on the cluster: their VMIDs are never handed out again,
-    and those that already are this profile's VMs (same name, and every profile tag or only the
-    template's tags: see ``_belongs``) keep their VMID. ``offline`` nodes (as the cluster reports
+    and those that already are this profile's VMs (same name, and one of the profile's ``members``
+    or a clone carrying only the template's tags: see ``_half_made``) keep their VMID. ``offline`` nodes (as the cluster reports
     them) get no new VM, and the plan says so. ``placed`` is where a run being resumed already put
     each VM (name -> node): those are never placed again, whatever changed since.
     """
@@ -112,7 +125,7 @@ def compute_plan(
     existing = list(cluster_vms)
     used = {vm.vmid for vm in existing}
     template_tags = set((config.get("tags") or {}).get("templates") or ())
-    mine = {vm.name: vm for vm in existing if not vm.template and _belongs(vm, profile_tags, template_tags)}
+    mine = {vm.name: vm for vm in (*_half_made(existing, template_tags), *members(existing, profile_tags))}
 
     drafts = _drafts(profile)
     for draft in drafts:
@@ -201,11 +214,11 @@ def compute_plan(
     return Plan(profile=str(profile.get("name", "")), vms=vms, notes=notes)
 
 
-def _belongs(vm: ExistingVm, profile_tags: tuple[str, ...], template_tags: set[str]) -> bool:
-    """Whether a VM with a planned name is this profile's own: it carries every profile tag, or it
-    is a clone not yet configured (it carries only the template's tags), which an interrupted
-    create leaves behind and a resume must adopt rather than clone a second time."""
-    return set(profile_tags) <= set(vm.tags) or (bool(vm.tags) and set(vm.tags) <= template_tags)
+def _half_made(existing: Iterable[ExistingVm], template_tags: set[str]) -> list[ExistingVm]:
+    """Clones not configured yet (they carry only the template's tags), which an interrupted create
+    leaves behind and a resume must adopt rather than clone a second time. With the profile's
+    ``members`` (the one tag-membership rule), these are the VMs a planned name may be."""
+    return [vm for vm in existing if not vm.template and vm.tags and set(vm.tags) <= template_tags]
 
 
 def _drafts(profile: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ The CLI only prints what this returns.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,10 +23,13 @@ from ..load.facts import ClusterIdentity, Facts
 from ..load.home import Home
 from ..load.problems import InputError
 from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
+from ..runbook.model import Runbook
+from ..runbook.render import reads_facts
 from .credentials import CredentialError
 from .dispatch import Dispatcher
 from .identity import read_identity, talks_to_cluster
 from .journal import JournalError, RunMeta, RunRecord, RunState, load_run, new_run_id, task_history
+from .livefacts import LiveFacts, PlannedFacts
 from .preflight import NotReady, missing_programs, planned_actions, talosctl_version, version_problem
 from .preview import Previewer
 from .runlock import LockHeld, ProfileLock
@@ -57,11 +61,31 @@ class Outcome:
     cluster: ClusterIdentity | None = None  # which cluster a live dry-run was made against
 
 
-def read_facts(dispatcher: Dispatcher) -> Facts:
-    """The cluster's VMs, nodes and storages (one GET), read once at the edge: planning and previews
-    use this snapshot."""
+def read_facts(dispatcher: Dispatcher, *, named: bool = False) -> Facts:
+    """The cluster's VMs, nodes and storages (one GET), read at the edge: planning, previews and the
+    templates' facts use this snapshot. ``named``: also the cluster's name (``cluster.name``), from
+    ``/cluster/status`` (left "" when the token may not read it)."""
     result = dispatcher.execute(ApiRequest("GET", "/cluster/resources"), lambda _: None)
-    return Facts.from_cluster_resources(result.data)
+    facts = Facts.from_cluster_resources(result.data)
+    if named:
+        try:
+            status = dispatcher.execute(ApiRequest("GET", "/cluster/status"), lambda _: None).data
+        except StepFailed:
+            return facts
+        facts = dataclasses.replace(facts, name=ClusterIdentity.from_cluster_status(status, "").name)
+    return facts
+
+
+def _reads_facts(runbook: Runbook) -> bool:
+    """Whether a step of ``runbook`` reads the live facts (``cluster``, ``profile.members``...)."""
+    return any(reads_facts(step) for step in runbook.steps)
+
+
+def _live_facts(session: Session, dispatcher: Dispatcher) -> LiveFacts:
+    """A real run's facts: the snapshot it planned with, read again before a step that reads facts
+    once a changing step finished."""
+    named = any(reads_facts(step) for step in session.runbook.steps)
+    return LiveFacts(session.facts, lambda: read_facts(dispatcher, named=named))
 
 
 #: What the first read of the cluster can fail with: no node answered, TLS, the token (missing, refused).
@@ -92,8 +116,9 @@ def _prepare(
     ``placed`` keeps a resumed run's VMs where it put them. ``secrets``: where the secret parameters
     come from (read here, once), or the ones an earlier preparation of the same command read."""
     session = prepare(home, name, profile, given, placed=placed)
-    if dispatcher is not None and live and session.profile is not None:
-        session = prepare(home, name, profile, given, read_facts(dispatcher), placed=placed)
+    reads = _reads_facts(session.runbook)
+    if dispatcher is not None and live and (session.profile is not None or reads):
+        session = prepare(home, name, profile, given, read_facts(dispatcher, named=reads), placed=placed)
     if isinstance(secrets, SecretInput):
         secrets = resolve(session.runbook, secrets.sources, os.environ, secrets.ask)
     session = session.with_secrets(secrets)
@@ -132,6 +157,7 @@ def plan_run(
         on_event=on_event,
         preview=previewer,
         revealed=session.secrets.revealed(),
+        facts=PlannedFacts(lambda: previewer.facts),
     )
     try:
         entries = runner.run()
@@ -336,6 +362,7 @@ def _real_runner(
         on_event=on_event,
         concurrency=concurrency,
         revealed=session.secrets.revealed(),
+        facts=_live_facts(session, dispatcher),
         **resumed,
     )
 
@@ -497,6 +524,7 @@ def _ask_ahead(
         done=done,
         check_unfinished=doubt,
         revealed=session.secrets.revealed(),
+        facts=PlannedFacts(lambda: session.facts),
     )
     try:
         entries = runner.run()

@@ -33,14 +33,16 @@ class Previewer:
         self.dispatcher = dispatcher
         self._lock = threading.Lock()
 
-    def __call__(self, action: Action) -> list[Change]:
+    def __call__(self, action: Action, step: str = "") -> list[Change]:
+        """``step`` (its id) is kept with what the changes leave for later steps, so a fact they make
+        unknown names the step that changes it."""
         with self._lock:
             if self.dispatcher is not None:
                 self.facts = self.facts.with_reads(self._before(action))
                 changes = self.dispatcher.preview(action, self.facts)
             else:
                 changes = preview_action(action, self.facts)
-            self.facts = self.facts.with_planned(_planned(c) for c in changes)
+            self.facts = self.facts.with_planned(_planned(c, step) for c in changes)
             return changes
 
     def _before(self, action: Action) -> dict[str, Any]:
@@ -63,11 +65,13 @@ class Previewer:
         return reads
 
 
-def _planned(change: Change) -> Planned:
-    """What a change leaves for the steps after it: a resource made or gone, or a guest's new status."""
+def _planned(change: Change, step: str = "") -> Planned:
+    """What a change leaves for the steps after it: a resource made or gone, or a guest's new status
+    (and which fields it sets, by which step)."""
     status = next((str(f.after) for f in change.fields if f.name == "status" and isinstance(f.after, str)), "")
+    fields = tuple(f.name for f in change.fields)
     if change.action in ("create", "replace"):
-        return Planned(change.resource, change.id, "create", change.name, status or "stopped")
+        return Planned(change.resource, change.id, "create", change.name, status or "stopped", step, fields)
     if change.action == "destroy":
-        return Planned(change.resource, change.id, "destroy", change.name)
-    return Planned(change.resource, change.id, "act", change.name, status)
+        return Planned(change.resource, change.id, "destroy", change.name, "", step, fields)
+    return Planned(change.resource, change.id, "act", change.name, status, step, fields)

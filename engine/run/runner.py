@@ -50,13 +50,15 @@ from ..executors.shell import parse_json_output
 from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
 from ..runbook.calls import has_when
+from ..runbook.context import with_facts
 from ..runbook.extract import ExtractRefused, apply_extract
 from ..runbook.model import SELF_CHECKING_KINDS, Runbook, Step
-from ..runbook.render import Renderer, StepOutputs
+from ..runbook.render import Renderer, StepOutputs, reads_facts
 from ..runbook.stepcheck import rendered_problems
 from ..runbook.unknown import Unknown, UnknownValue, contains_unknown
 from .concurrency import CloneSlots, run_schedule
 from .gates import gate_reasons
+from .livefacts import LiveFacts, PlannedFacts
 from .retry import Backoff, Policy, retry
 from .schedule import Schedule, Task, plan_order, width
 from .sections import Section, reads_only, sections
@@ -284,6 +286,9 @@ class Runner:
     ``lock_backoff`` is the first pause before retrying a lock failure, in seconds.
     ``preview`` (dry-run) tells what a step that would run would change; its answers are
     gathered in ``changes`` and change nothing about the plan itself.
+    ``facts`` is what templates see as ``cluster``, ``profile.members`` and ``plan.template``: a
+    run's ``LiveFacts`` (read again before a step that reads them, once a changing step finished),
+    a plan's ``PlannedFacts``; None: not read (offline, validate), so they are Unknown.
     """
 
     def __init__(
@@ -301,9 +306,10 @@ class Runner:
         collect: list[Problem] | None = None,
         concurrency: int | None = None,
         lock_backoff: float = LOCK_BACKOFF,
-        preview: Callable[[Action], list[Change]] | None = None,
+        preview: Callable[[Action, str], list[Change]] | None = None,
         expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
         revealed: Mapping[str, str] | None = None,
+        facts: LiveFacts | PlannedFacts | None = None,
     ):
         self.runbook = runbook
         # Applying a saved plan: what each changing step of the plan sends (None: the plan skipped
@@ -323,10 +329,12 @@ class Runner:
         self.on_event = on_event or (lambda event, entry: None)
         pending = frozenset(s.id for s in runbook.steps) if dry_run else frozenset()
         self.steps = StepOutputs({}, pending)
-        self.renderer = Renderer(runbook.file, {**context, "steps": self.steps})
+        self.facts = facts if facts is not None else PlannedFacts(lambda: None)
+        base = with_facts(context, self.facts.current)
+        self.renderer = Renderer(runbook.file, {**base, "steps": self.steps})
         # Secret parameters: every action is rendered with ``*MASKED*`` in their place (what plans,
         # journals and progress show); only the one handed to the executor sees their values.
-        self.revealing = Renderer(runbook.file, {**context, **revealed, "steps": self.steps}) if revealed else None
+        self.revealing = Renderer(runbook.file, {**base, **revealed, "steps": self.steps}) if revealed else None
         self.entries: list[PlanEntry] = []
         # In a dry-run, read-only steps query the cluster only until a step would change it: after
         # that, what they would read is not what the run would read.
@@ -377,6 +385,7 @@ class Runner:
             self._publish(step, output)
             return
         try:
+            self._fresh(step, entry)
             items = self.renderer.items(step)
         except UnknownValue as unknown:
             entry.status = "unknown"
@@ -437,6 +446,7 @@ class Runner:
         steps = section.steps
         first = steps[0]
         try:
+            self._fresh(first, PlanEntry(first.id, first.kind, first.title, first.line))
             items = self.renderer.items(first)
         except UnknownValue as unknown:
             for step in steps:
@@ -555,6 +565,7 @@ class Runner:
             )
             self._add(entry)
             return entry.output
+        self._fresh(step, entry)
         if "until" in step.attrs and not reads_only(step):
             raise InputError(
                 Problem(
@@ -651,7 +662,7 @@ class Runner:
                 self.plan_changes = True
                 self.changing.append((step.id, key))
             if not readonly and self.preview is not None:
-                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self.preview(action)]
+                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self._previewed(action, step)]
                 with self._lock:
                     self.changes += changes
             self._add(entry)
@@ -693,7 +704,7 @@ class Runner:
         if reads_only(step):
             return
         if action is not None:
-            found = self.preview(action)
+            found = self._previewed(action, step)
         elif step.kind != "api" and "changes" in step.attrs:
             try:
                 found = declared_changes(self.renderer.changes(step, local), "")
@@ -704,6 +715,24 @@ class Runner:
         changes = [dataclasses.replace(c, step=step.id, item=key, when=when) for c in found or ()]
         with self._lock:
             self.changes += changes
+
+    def _previewed(self, action: Action, step: Step) -> list[Change]:
+        """The preview's changes of ``action``, telling it which step makes them (kept with what the
+        changes leave, so a fact they make unknown names the step)."""
+        assert self.preview is not None
+        return self.preview(action, step.id)
+
+    def _fresh(self, step: Step, entry: PlanEntry, *, again: bool = False) -> None:
+        """Before a step that reads facts: read the cluster again when a changing step finished since
+        the last read (``again``: in any case). A failed read fails the step, before it runs."""
+        if not again and not reads_facts(step):
+            return
+        try:
+            self.facts.fresh(again=again)
+        except StepFailed as failure:
+            self._fail_step(
+                step, entry, f"cannot read the cluster's facts for this step: {failure.message}", time.monotonic()
+            )
 
     def _as_planned(self, step: Step, key: str | None, entry: PlanEntry) -> None:
         """Refuse (PlanDiverged) a changing step that the applied plan did not review as it is now."""
@@ -735,6 +764,8 @@ class Runner:
         entry.status = "skipped" if left_alone else "succeeded"
         entry.output, entry.duration = output, time.monotonic() - started
         entry.reason = "already in place" if left_alone else summary
+        if not self.dry_run and not left_alone and not is_readonly(step, action):
+            self.facts.changed()
         self.journal.step_finished(step.id, key, output, entry.duration)
         self._add(entry)
         return output
@@ -804,12 +835,15 @@ class Runner:
         (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
         delay = float(step.attrs.get("delay", 2))
+        waits_on_facts = reads_facts(step, ("until",))
 
         def attempt() -> tuple[Any, str, bool]:
             try:
                 output, summary, left_alone = self._once(step, action, entry)
             except StepFailed as failure:
                 raise _NotYet(f"failed: {failure.message}") from None
+            if waits_on_facts:
+                self._fresh(step, entry, again=True)
             if self.renderer.truth(step, "until", {"result": output}):
                 return output, summary, left_alone
             raise _NotYet(f"last result: {str(output)[:200]}")

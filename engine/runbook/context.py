@@ -16,6 +16,7 @@ from ..load.patterns import PatternTooSlow, short
 from ..load.placement import Plan
 from ..load.problems import InputError, Problem
 from ..load.profiles import Profile
+from .facts_view import ClusterView, Current, PlanView, ProfileView
 from .model import Runbook
 from .parser import parameter_value_errors
 
@@ -128,7 +129,8 @@ def template_context(
     params: Mapping[str, Any],
     home_root: Path | None = None,
 ) -> dict[str, Any]:
-    """The names every template of a run can use (``steps`` is added by the runner).
+    """The names every template of a run can use (``steps`` is added by the runner, and so are the
+    live facts: ``cluster``, ``profile.members``, ``plan.template``; see ``with_facts``).
 
     ``talos_config_dir`` is the profile's ``talos.config_dir`` made absolute (``~`` expanded,
     relative to the home), because talosctl runs there and finds its TALOSCONFIG there.
@@ -136,7 +138,6 @@ def template_context(
     data = config.data
     context: dict[str, Any] = {
         "config": data,
-        "cluster": data["cluster"],
         "nodes": data["cluster"]["nodes"],
         "node_names": [n["name"] for n in data["cluster"]["nodes"]],
         "defaults": data["defaults"],
@@ -158,7 +159,7 @@ def template_context(
             context["talos_config_dir"] = str(config_dir)
         context["flux"] = profile.data.get("flux")
     if plan is not None:
-        vms = [vm.as_dict() for vm in plan.vms]
+        vms = [{**vm.as_dict(), "mac": vm.mac, "disk_bytes": vm.disk_bytes} for vm in plan.vms]
         context["plan"] = {
             "profile": plan.profile,
             "vms": vms,
@@ -168,3 +169,21 @@ def template_context(
             "vmids": [vm["vmid"] for vm in vms],
         }
     return context
+
+
+def with_facts(context: Mapping[str, Any], current: Current) -> dict[str, Any]:
+    """``context`` with the live facts: ``cluster`` (its VMs, nodes, storages, ``next_vmid``, name),
+    ``profile.members`` and ``plan.template``, each answered from ``current()`` when a template reads
+    it (None: not read, so Unknown). The profile's template and planned VMIDs are never handed out
+    by ``cluster.next_vmid``."""
+    out = dict(context)
+    plan = context.get("plan")
+    reserved = [int(v) for v in plan.get("vmids", ())] if isinstance(plan, Mapping) else []
+    config = context.get("config") if isinstance(context.get("config"), Mapping) else {}
+    out["cluster"] = ClusterView(current, (config or {}).get("vmid_ranges") or {}, reserved)
+    profile = context.get("profile")
+    if isinstance(profile, Mapping):
+        out["profile"] = ProfileView(profile, current)
+        if isinstance(plan, Mapping):
+            out["plan"] = PlanView(plan, profile.get("template"), current)
+    return out

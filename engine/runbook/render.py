@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, Undefined, nodes
 from jinja2.environment import TemplateExpression
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -31,6 +31,7 @@ from ..load.problems import InputError, Problem
 from ..load.yamlsource import load_yaml
 from .actions import Action, ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
 from .calls import parameter_values
+from .facts_view import tagged, to_bytes
 from .model import Call, Step
 from .unknown import Unknown, UnknownValue
 
@@ -100,6 +101,8 @@ def _environment(finalize: Any) -> SandboxedEnvironment:
     env.filters["raw"] = lambda value: ShellRaw(_plain_value(value))
     env.filters["quote"] = lambda value: shlex.quote(_plain_value(value))
     env.globals["exists"] = exists
+    env.filters["bytes"] = env.globals["bytes"] = to_bytes
+    env.filters["tagged"] = tagged
     # lipsum(10**8) would keep a validate busy for hours from one line of an ingested page.
     env.globals.pop("lipsum", None)
     return env
@@ -493,6 +496,55 @@ def _template_line(tb: TracebackType | None) -> int:
             line = tb.tb_lineno
         tb = tb.tb_next
     return line
+
+
+#: What reads the live facts: the name ``cluster``, and these attributes of these names.
+_FACT_ATTRIBUTES = {("profile", "members"), ("plan", "template")}
+
+
+def reads_facts(step: Step, names: tuple[str, ...] = ()) -> bool:
+    """Whether any template of ``step`` (body, expressions, other attributes; not ``extract``, which is
+    jq) reads the live facts: ``cluster``, ``profile.members`` or ``plan.template`` (or, for
+    ``names``, the attributes listed there, e.g. ``("until",)``). Found in the templates' syntax
+    trees, not by running them, so the runner knows before rendering whether to refresh the facts."""
+    attrs = names or tuple(name for name in step.attrs if name != "extract")
+    sources = [] if names else [step.body]
+    for name in attrs:
+        value = step.attrs.get(name)
+        if name in EXPRESSION_ATTRS or name == "label":
+            text = str(value).strip()
+            sources.append(text if text.startswith("{{") else "{{ " + text + " }}")
+        else:
+            sources.extend(_strings(value))
+    return any(_source_reads_facts(source) for source in sources)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings(item)]
+    return []
+
+
+@functools.lru_cache(maxsize=COMPILED_KEPT)
+def _source_reads_facts(source: str) -> bool:
+    if "{" not in source:
+        return False
+    try:
+        tree = PLAIN_ENV.parse(source)
+    except _TEMPLATE_FAILURES:
+        return False  # syntax_problems reports it
+    for node in tree.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Name) and node.name == "cluster" and node.ctx == "load":
+            return True
+        if isinstance(node, (nodes.Getattr, nodes.Getitem)) and isinstance(node.node, nodes.Name):
+            attr = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+            if (node.node.name, attr) in _FACT_ATTRIBUTES:
+                return True
+    return False
 
 
 def syntax_problems(step: Step, file: str) -> list[Problem]:
