@@ -22,7 +22,7 @@ RANGES = {"templates": {"min": 100, "max": 199}, "vms": {"min": 1000, "max": 199
 
 
 def _book(cluster: LiveCluster, name: str, body: str) -> None:
-    text = f"---\nname: {name}\ndescription: facts probe\nrequires: [profile]\n---\n\n# Probe\n\n"
+    text = f"---\nname: {name}\ndescription: facts probe\nformat: 2\nrequires: [profile]\n---\n\n# Probe\n\n"
     (cluster.home / "runbooks" / f"{name}.md").write_text(text + textwrap.dedent(body))
 
 
@@ -140,7 +140,7 @@ def test_a_bad_use_is_a_located_error(cluster: LiveCluster, expression: str, mes
     _book(cluster, "facts-bad", f"```local {{id: bad, readonly: true}}\necho {{{{ {expression} }}}}\n```\n")
     result = cluster.run("run", "facts-bad", "--profile", "talos-staging", "--dry-run")
     assert result.returncode != 0
-    assert "facts-bad.md:10: body: template error: " in result.stderr and message in result.stderr, result.stderr
+    assert "facts-bad.md:11: body: template error: " in result.stderr and message in result.stderr, result.stderr
 
 
 # ---------------------------------------------------------------- the views, without a cluster
