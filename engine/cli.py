@@ -22,7 +22,7 @@ from .errors import RunbookError
 from .load.home import Home, HomeError, find_home
 from .load.problems import InputError, Problem
 from .report.table import Table
-from .runbook.model import Step
+from .runbook.model import AREAS, Step
 
 
 class _BadArgument(RunbookError):
@@ -158,10 +158,15 @@ def main() -> None:
 
 
 @main.command("list")
+@click.option(
+    "--area",
+    type=click.Choice([a for a in AREAS if a != "other"]),
+    help="Only the runbooks of one area (docs/operations.md lists the operations of each).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool) -> None:
-    """List every runbook in runbooks/ with its parameters."""
+def list_cmd(ctx: click.Context, area: str | None, as_json: bool) -> None:
+    """List the runbooks in runbooks/ by area, with their parameters."""
     from .runbook.parser import parse_runbook_file
 
     home = _home(ctx)
@@ -171,6 +176,11 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
             runbooks.append(parse_runbook_file(path, home.shown(path)))
         except InputError as exc:
             problems.append((home.shown(path), len(exc.problems)))
+    order = list(AREAS)
+    runbooks = sorted(
+        (r for r in runbooks if area is None or r.area == area),
+        key=lambda r: (order.index(r.area) if r.area in order else len(order), r.name),
+    )
     if as_json:
         _emit_json(
             {
@@ -179,6 +189,7 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
                         "name": r.name,
                         "description": r.description,
                         "file": r.file,
+                        "area": r.area,
                         "requires": list(r.requires),
                         "parameters": [p.as_dict() for p in r.parameters],
                     }
@@ -188,13 +199,16 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
             }
         )
     else:
-        table = Table("NAME", "DESCRIPTION", "PARAMETERS")
+        table = Table("AREA", "NAME", "DESCRIPTION", "PARAMETERS", keep=2)
+        shown = None
         for runbook in runbooks:
             params = ", ".join(
                 f"{p.name}*" if p.required else f"{p.name}={json.dumps(p.default)}" for p in runbook.parameters
             )
             needs = ["--profile"] if runbook.needs_profile else []
-            table.add_row(runbook.name, runbook.description, "; ".join([*needs, *filter(None, [params])]) or "-")
+            group = "" if runbook.area == shown else runbook.area  # the area once, above its runbooks
+            shown = runbook.area
+            table.add_row(group, runbook.name, runbook.description, "; ".join([*needs, *filter(None, [params])]) or "-")
         table.print()
         if runbooks:
             click.echo("\n* required parameter (no default)")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from engine.load.home import HomeError, find_home
+from engine.runbook.model import AREAS
 from tests.conftest import REPO
 
 
@@ -30,6 +31,18 @@ def test_list_json_is_machine_readable(cli) -> None:
     assert data["invalid"] == []
 
 
+def test_list_groups_runbooks_by_area_and_filters_one(cli) -> None:
+    listed = json.loads(cli("--home", str(REPO), "list", "--json").output)["runbooks"]
+    assert all(r["area"] != "other" for r in listed), "every shipped runbook says its area"
+    order = [r["area"] for r in listed]
+    assert order == sorted(order, key=list(AREAS).index), "grouped in the areas' order"
+    talos = cli("--home", str(REPO), "list", "--area", "talos")
+    rows = [line.split() for line in talos.output.splitlines()[1:] if line.strip() and not line.startswith("*")]
+    assert rows[0][:2] == ["talos", "talos-cluster-bootstrap"] and all(r[0].startswith("talos-") for r in rows[1:])
+    wrong = cli("--home", str(REPO), "list", "--area", "vms")
+    assert wrong.exit_code == 2 and "'vms' is not one of" in wrong.output
+
+
 def test_list_names_a_broken_runbook_and_exits_1(cli, make_home) -> None:
     home = make_home({"runbooks/broken.md": "no frontmatter\n"})
     result = cli("--home", str(home.root), "list")
@@ -41,7 +54,7 @@ def test_list_names_a_broken_runbook_and_exits_1(cli, make_home) -> None:
 def test_show_prints_steps_with_kind_id_title_and_line(cli) -> None:
     result = cli("--home", str(REPO), "show", "_template")
     assert result.exit_code == 0
-    assert "1. [api] version  line 41" in result.stdout
+    assert "1. [api] version  line 42" in result.stdout
     assert "title: Check the API is reachable" in result.stdout
     assert "| GET /version" in result.stdout
 
@@ -242,9 +255,11 @@ def test_list_in_a_pipe_keeps_each_runbook_on_one_line_within_the_width(cli) -> 
     result = cli("--home", str(REPO), "list", env={"COLUMNS": "80"})
     lines = result.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80
-    names = [p.stem for p in sorted((REPO / "runbooks").glob("*.md"))]
-    rows = [line for line in lines if line.split(" ", 1)[0] in names]
-    assert [row.split()[0] for row in rows] == names, "one row per runbook, its name never cut"
+    names = {p.stem for p in (REPO / "runbooks").glob("*.md")}
+    areas = set(AREAS)
+    rows = [line for line in lines if set(line.split()[:2]) & names]
+    shown = [next(word for word in row.split()[:2] if word not in areas) for row in rows]
+    assert sorted(shown) == sorted(names), "one row per runbook, its name never cut"
     assert any(row.rstrip().endswith("…") for row in rows), "long descriptions are cut, with an ellipsis"
 
 

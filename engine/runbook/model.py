@@ -8,6 +8,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .headings import Condition
 
+#: The areas of ``runbook list``, in its order, with the heading each is listed under.
+AREAS = {
+    "inventory": "Connectivity and inventory",
+    "vm": "VM lifecycle",
+    "tags": "Many VMs by tag",
+    "backup": "Snapshots and backups",
+    "storage": "Storage",
+    "cluster": "Clusters from profiles",
+    "credentials": "Credentials",
+    "talos": "Talos",
+    "automation": "Hand-off to other tools",
+    "other": "Other",
+}
+
 STEP_KINDS = ("api", "ssh", "talosctl", "http", "local", "file", "runbook")
 #: The kind of a step that runs another runbook in place; ``engine.runbook.calls`` expands it away.
 CALL_KIND = "runbook"
@@ -183,6 +197,11 @@ class Runbook:
     called: tuple[Runbook, ...] = ()
 
     @property
+    def area(self) -> str:
+        """What it works on (``area`` in the frontmatter), for ``runbook list``; ``other`` when unsaid."""
+        return str(self.frontmatter.get("area") or "other")
+
+    @property
     def needs_profile(self) -> bool:
         return "profile" in self.requires
 
@@ -201,4 +220,5 @@ class Runbook:
             "parameters": [p.as_dict() for p in self.parameters],
             "steps": [s.as_dict() for s in self.steps],
             "origin": self.frontmatter.get("origin"),
+            "area": self.area,
         }
