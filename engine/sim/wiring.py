@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ..load.profiles import Profile, load_profiles
 from ..run.credentials import ApiToken
 from ..run.dispatch import Dispatcher
 from ..run.runlock import ProfileLock
-from ..run.secrets import ChildEnvironment
+from ..run.secrets import ChildEnvironment, Secret
 from ..runbook.actions import Result, ShellCommand
 from .http import Factory, SimHttpExecutor
 from .nodefiles import NodeFiles
@@ -75,6 +75,12 @@ class _PathLocal:
 
     def close(self) -> None:
         self.local.close()
+
+
+def _simulated_pass(path: str, lines: Sequence[Secret]) -> str:
+    """``to_pass`` in a simulation: the operator's pass store is never written (the entry would replace
+    a real cluster's token by one that only this process's simulated cluster knows); the values are dropped."""
+    return f"simulated: pass entry '{path}' not written ({len(lines)} line(s) dropped; a real run stores them)"
 
 
 class _Saving:
@@ -165,6 +171,7 @@ class Simulation:
             self.config.data, self.home.root, adjust_context=self.adjust_context, trust="the simulated cluster's own CA"
         )
         tokens = dispatcher.watched(self.tokens)
+        dispatcher.pass_store = _simulated_pass
         for kind, make in self.factories.items():
             dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))
         dispatcher.register(
