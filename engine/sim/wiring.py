@@ -135,6 +135,9 @@ class Simulation:
         assert cluster is not None
         self.world = TalosWorld(cluster.section("talos"))
         self.files = NodeFiles(cluster.section("files"))
+        # The ISO images the node shell downloads are storage content (engine.sim.pvestorage).
+        files = self.files.data
+        cluster.do(lambda: setattr(cluster.fake, "node_files", files))
         names_by_ip: dict[str, str] = {}
         planned: dict[str, dict[str, list[str]]] = {}
         for profile in profiles:
