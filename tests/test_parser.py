@@ -82,7 +82,7 @@ def test_every_problem_is_reported_at_once_in_line_order() -> None:
     lines = [str(p) for p in caught.value.problems]
     assert lines == [
         "runbooks/t.md:5: attributes.colour: unknown field 'colour' (allowed: accept_task_error, as, check, confirm, delay, "
-        "destructive, extract, foreach, id, label, node, parallel, pipeline, poll, readonly, register, retries, review, show, timeout, until, when)",
+        "destructive, extract, foreach, id, label, node, parallel, pipeline, poll, readonly, register, retries, review, show, timeout, to_pass, until, when)",
         "runbooks/t.md:9: attributes.id: duplicate step id 'a' (first used on line 5); ids must be unique "
         "because checkpoints key on them",
         "runbooks/t.md:10: body: the first line of an api step must be 'METHOD /path' with METHOD one of "

@@ -429,7 +429,8 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     overview = sim.run("storage-overview", "node=pve03").output("usage")
     assert {s["node"] for s in overview["storages"]} == {"pve03"}
     usage = {s["storage"]: s for s in overview["storages"]}
-    assert usage["local-lvm"]["used_gib"] == 64.0  # the disks of 1500 and 1600, 32 GiB each
+    # the disks of 1500 and 1600, 32 GiB each, and the orphan a new simulated cluster has on pve03 (4 GiB)
+    assert usage["local-lvm"]["used_gib"] == 64.0 + sim_server.ORPHAN_SIZE / 1024**3
     assert usage["local"]["used_gib"] == int(stored["size"] / 1024**3 * 10) / 10 > 0  # the backup archive
     assert overview["warnings"] == []
 

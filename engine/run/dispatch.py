@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,8 @@ from ..load.facts import Facts
 from ..runbook.actions import Action, ApiRequest, FileWrite, Result, StepFailed, TalosctlCommand, TaskFollow
 from .credentials import DEFAULT_TOKEN_ENV, ENV_TOKEN_RE, ApiToken, TokenSource
 from .identity import trust_of
-from .secrets import ChildEnvironment, Masker
+from .secrets import ChildEnvironment, Masker, Secret
+from .topass import insert
 
 if TYPE_CHECKING:
     from ..executors.shell import SshExecutor
@@ -63,6 +64,11 @@ class Dispatcher:
             if token:
                 self.masker.add(token["secret"])
         self.child_env = ChildEnvironment({token_env, DEFAULT_TOKEN_ENV}, self.masker)
+        #: Where a step's ``to_pass`` stores its entry: ``pass insert`` with the environment the token
+        #: is read with (the simulation puts its own here, so the operator's store is never touched).
+        self.pass_store: Callable[[str, Sequence[Secret]], str] = lambda path, lines: insert(
+            path, lines, os.environ if self._env is None else self._env
+        )
         #: How long PVE tasks of each type took in earlier runs; shared with the API executor, which
         #: polls a task of a known type when it is likely to have ended (``expect_tasks``).
         self.task_estimates: dict[str, float] = {}
@@ -107,6 +113,10 @@ class Dispatcher:
         return dataclasses.replace(
             result, data=self.masker.mask_data(result.data), summary=self.masker.mask(result.summary)
         )
+
+    def write_pass(self, path: str, lines: Sequence[Secret]) -> str:
+        """Store ``lines`` as pass entry ``path`` (``engine.run.topass``); one line for progress."""
+        return self.pass_store(path, lines)
 
     def watched(self, tokens: TokenProvider) -> TokenProvider:
         """``tokens``, with each token it gives added to the masker before anyone can print it."""

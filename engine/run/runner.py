@@ -56,12 +56,14 @@ from ..runbook.model import SELF_CHECKING_KINDS, Runbook, Step
 from ..runbook.render import Renderer, StepOutputs, reads_facts
 from ..runbook.stepcheck import rendered_problems
 from ..runbook.unknown import Unknown, UnknownValue, contains_unknown
+from . import topass
 from .concurrency import CloneSlots, run_schedule
 from .gates import gate_reasons
 from .livefacts import LiveFacts, PlannedFacts
 from .retry import Backoff, Policy, retry
 from .schedule import Schedule, Task, plan_order, width
 from .sections import Section, reads_only, sections
+from .topass import PassSink, PassWriteFailed
 
 #: The run-level bound on items running at once when the operator gives no --concurrency.
 DEFAULT_CONCURRENCY = 16
@@ -352,6 +354,8 @@ class Runner:
         self._lock = threading.Lock()  # the entries list
         self._gate_lock = threading.Lock()  # one gate question at a time
         self._random = random.Random()
+        # ``to_pass`` paths rendered for each (step, item) about to run, read when its result arrives.
+        self._pass_paths: dict[tuple[str, str | None], str] = {}
 
     def run(self) -> list[PlanEntry]:
         """Run every step in order; raises GateStop or StepError to stop, InputError for a bad template."""
@@ -630,6 +634,8 @@ class Runner:
             return _NOTHING
         entry.action = action_as_dict(action)
         entry.display = display(action)
+        if topass.declared(step):
+            self._pass_path(step, key, local)
         if self.expected is not None and not self.dry_run and not is_readonly(step, action):
             self._as_planned(step, key, entry)
         entry.gate_reasons += gate_reasons(step, action)
@@ -646,7 +652,8 @@ class Runner:
             self._add(entry)
             return _NOTHING
         if self.dry_run:
-            readonly = is_readonly(step, action)
+            # A step storing its result in pass writes on this machine: never run while planning.
+            readonly = is_readonly(step, action) and not topass.declared(step)
             if readonly and self.executor is not None and not self.plan_changes:
                 return _Ready(self._revealed(step, local, action))
             entry.status = "would_run"
@@ -662,7 +669,8 @@ class Runner:
                 self.plan_changes = True
                 self.changing.append((step.id, key))
             if not readonly and self.preview is not None:
-                changes = [dataclasses.replace(c, step=step.id, item=key) for c in self._previewed(action, step)]
+                found = [*self._previewed(action, step), *self._pass_changes(step, key)]
+                changes = [dataclasses.replace(c, step=step.id, item=key) for c in found]
                 with self._lock:
                     self.changes += changes
             self._add(entry)
@@ -704,7 +712,7 @@ class Runner:
         if reads_only(step):
             return
         if action is not None:
-            found = self._previewed(action, step)
+            found = [*self._previewed(action, step), *self._pass_changes(step, key)]
         elif step.kind != "api" and "changes" in step.attrs:
             try:
                 found = declared_changes(self.renderer.changes(step, local), "")
@@ -775,25 +783,68 @@ class Runner:
         the summary, and whether the executor left everything as it was (``Result.left_alone``)."""
         assert self.executor is not None
         progress = _ItemProgress(self, entry)
+        # Lines printed before a to_pass step's secret is known cannot be masked: none is shown.
+        shown: Callable[[str], None] = (lambda text: None) if topass.declared(step) else progress
         with self.limits.hold(action, progress):
             try:
                 if isinstance(action, ApiRequest) and self.recorder is not None and not self.dry_run:
                     # The UPID is journaled before the task is first polled: a resume follows it to its end.
                     result = self.executor.execute(
                         action,
-                        progress,
+                        shown,
                         on_task=lambda upid, node: self.journal.task_started(step.id, entry.item_key, upid, node),
                     )
                 else:
-                    result = self.executor.execute(action, progress)
+                    result = self.executor.execute(action, shown)
             except StepFailed as failure:
                 result = _accepted(step, failure)
-        data = result.data
+        data, summary = result.data, result.summary
         if step.attrs.get("json") and isinstance(data, dict) and "stdout" in data:
             # An accepted failure that printed nothing has no document: ``json`` is then null.
             silent = data.get("exit_code") != 0 and not str(data["stdout"]).strip()
             data = {**data, "json": None if silent else parse_json_output(str(data["stdout"]))}
-        return self._extract(step, data), result.summary, result.left_alone
+        if topass.declared(step):
+            data, summary = self._to_pass(step, entry, data, summary)
+        return self._extract(step, data), summary, result.left_alone
+
+    def _pass_path(self, step: Step, key: str | None, local: dict[str, Any]) -> None:
+        """Check the step's ``to_pass`` and render its path (kept for when its result arrives)."""
+        problems = topass.spec_problems(step, self.runbook.file)
+        if problems:
+            raise InputError(problems)
+        source = str(step.attrs[topass.ATTRIBUTE].get("path", ""))
+        try:
+            path = self.renderer.text(step, source, local, shell=False, line=step.line, field="attributes.to_pass.path")
+        except UnknownValue:
+            path = "(known only after run)"
+        with self._lock:
+            self._pass_paths[(step.id, key)] = path.strip()
+
+    def _pass_changes(self, step: Step, key: str | None) -> list[Change]:
+        """What a review shows of a step's ``to_pass``: the pass entry it writes (on this machine)."""
+        if not topass.declared(step):
+            return []
+        path = self._pass_paths.get((step.id, key), "(known only after run)")
+        return [
+            Change(
+                "write",
+                "pass-entry",
+                path,
+                f"pass-entry {path}",
+                detail="the step's result fields "
+                + ", ".join(str(x) for x in step.attrs[topass.ATTRIBUTE].get("lines") or ())
+                + " (secret ones shown nowhere)",
+            )
+        ]
+
+    def _to_pass(self, step: Step, entry: PlanEntry, data: Any, summary: str) -> tuple[Any, str]:
+        """Store the result's fields in pass, before anyone sees the result; the result and summary, masked."""
+        sink = self.executor
+        if not isinstance(sink, PassSink):
+            raise PassWriteFailed("this run has no pass store to write to (to_pass): the result was not stored")
+        path = self._pass_paths.get((step.id, entry.item_key), "")
+        masked, said = topass.store(data, topass.target(step, path), sink)
+        return masked, "; ".join(x for x in (sink.masker.mask(summary), said) if x)
 
     def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
         """Execute with ``retries``: a failure is retried when it is safe (read-only step, nothing sent,
@@ -827,6 +878,8 @@ class Runner:
             )
         except ExtractRefused as refusal:
             self._fail_step(step, entry, f"refused: {refusal}", started)
+        except PassWriteFailed as failure:
+            self._fail_step(step, entry, str(failure), started)
         except StepFailed as failure:
             self._fail_step(step, entry, failure.message, started)
 

@@ -48,6 +48,7 @@ from ..load.home import Home
 from ..load.profiles import Profile
 from ..run.credentials import ApiToken
 from ..run.secrets import Secret
+from .pvestorage import StorageSimMixin
 from .state import SimNode, SimState, SimStorage, SimVm, load
 
 __all__ = ["HOST", "TOKEN_ID", "SimCluster", "SimPve", "sim_dir", "state_path"]
@@ -74,7 +75,7 @@ def state_path(home: Home) -> Path:
     return sim_dir(home) / "state.json"
 
 
-class SimPve(FakePve):
+class SimPve(StorageSimMixin, FakePve):
     """FakePve with the routes the shipped runbooks need that fakepve answers without changing anything.
 
     fakepve answers these with a no-op task or a made-up value, so a runbook would see nothing
@@ -96,7 +97,9 @@ class SimPve(FakePve):
       entries are recorded, not enforced;
     - storage usage per node (``/cluster/resources``, ``/nodes/{node}/storage``): what the
       volumes there take, not fakepve's constant 0; nodes have the CPUs and memory of
-      cluster-config.yaml, and their running VMs' memory in use.
+      cluster-config.yaml, and their running VMs' memory in use;
+    - backup jobs (``/cluster/backup``), ISO images the node shell downloads, detached disks left as
+      ``unusedN``: ``engine.sim.pvestorage``.
     """
 
     #: PVE seconds a migration, a backup and a restore take; real seconds are this times ``time_scale`` (0: instant).
@@ -111,6 +114,7 @@ class SimPve(FakePve):
         #: Node name -> {"maxcpu", "maxmem"}: cluster-config.yaml's cores and memory (without them, fakepve's
         #: 4 CPUs and 8 GiB).
         self.node_sizes: dict[str, dict[str, int]] = {}
+        self._init_storage_sim()
 
     # ------------------------------------------------------------ node sizes
 
@@ -420,6 +424,8 @@ class SimPve(FakePve):
         return owner.node if owner is not None else None
 
     def _visible_on(self, storage: str, volume: dict[str, Any], node: str) -> bool:
+        if volume.get("nodes"):  # a file the node shell wrote: on those nodes' disks
+            return bool(self.storages[storage].get("shared")) or node in volume["nodes"]
         return bool(self.storages[storage].get("shared")) or self._volume_node(volume) in (None, node)
 
     async def _content_list(self, v: dict[str, Any], user: str) -> list[dict[str, Any]]:
@@ -799,6 +805,12 @@ BACKUP_STORAGE_TYPES = ("dir", "nfs", "glusterfs", "cifs", "cephfs", "pbs", "btr
 ARCHIVE_RATIO = 20
 #: The file of each node where PVE keeps users, roles, ACLs and token ids (pmxcfs: the same on every node).
 USER_CFG = "/etc/pve/user.cfg"
+#: The file where PVE keeps the scheduled backup jobs (pmxcfs: the same on every node).
+JOBS_CFG = "/etc/pve/jobs.cfg"
+#: A disk left on ``defaults.storage`` by a VM deleted long ago: no VM config references it (the
+#: orphan the storage runbooks find); its VMID has no VM.
+ORPHAN_VMID = 1999
+ORPHAN_SIZE = 4 * 1024**3
 USER_FIELDS = ("enable", "expire", "firstname", "lastname", "email", "comment", "keys")
 #: The realms of a new cluster, by their type.
 REALMS = ("pam", "pve")
@@ -1046,11 +1058,14 @@ class SimCluster:
 
     def state(self) -> SimState:
         """A snapshot of the whole simulated cluster, read on the fake's loop so no request is half done."""
-        state, access = self.do(lambda: (_snapshot(self._pve), copy.deepcopy(self._pve.access)))
+        state, access, jobs = self.do(
+            lambda: (_snapshot(self._pve), copy.deepcopy(self._pve.access), copy.deepcopy(self._pve.backup_jobs))
+        )
         with self._sections_lock:
             state.talos = copy.deepcopy(self._sections["talos"])
             state.files = copy.deepcopy(self._sections["files"])
         _put_access(state.files, access, [node.name for node in state.nodes])
+        _put_jobs(state.files, jobs, [node.name for node in state.nodes])
         return state
 
     def save(self) -> None:
@@ -1133,6 +1148,10 @@ def _seed(pve: FakePve, config: ClusterConfig, profiles: Sequence[Profile]) -> N
             }
     if defaults.get("shared_storage"):
         pve.storages[storage]["shared"] = 1
+    orphan, _fmt = pve._qm_alloc(storage, ORPHAN_VMID, None, ORPHAN_SIZE)
+    volume = pve.storages[storage]["volumes"][orphan.split(":", 1)[1]]
+    if not pve.storages[storage].get("shared"):
+        volume["node"] = config.node_names[-1]  # on the last node's disk only
     first = config.node_names[0]
     for profile in profiles:
         vmid = int(profile.data["template"])
@@ -1201,6 +1220,7 @@ def _restore(pve: SimPve, state: SimState) -> None:
             entry["nodes"] = ",".join(store.nodes)
         pve.storages[store.id] = entry
     pve.access = _get_access(state.files)
+    pve.backup_jobs = _get_jobs(state.files)
     for saved in state.vms:
         vm = pve.add_vm(
             saved.vmid,
@@ -1247,6 +1267,35 @@ def _put_access(files: dict[str, dict[str, dict[str, Any]]], access: dict[str, A
             "access": copy.deepcopy(access),
             "source": "simulated PVE access control: users, roles, ACL entries, token ids (never a secret)",
         }
+
+
+def _put_jobs(files: dict[str, dict[str, dict[str, Any]]], jobs: dict[str, Any], nodes: Sequence[str]) -> None:
+    """Record the backup jobs as each node's /etc/pve/jobs.cfg in the ``files`` section (none: no file)."""
+    for paths in files.values():
+        if isinstance(paths.get(JOBS_CFG), dict) and "jobs" in paths[JOBS_CFG]:
+            del paths[JOBS_CFG]
+    if not jobs:
+        return
+    text = "".join(
+        f"vzdump: {job_id}\n" + "".join(f"\t{key} {value}\n" for key, value in sorted(job.items())) + "\n"
+        for job_id, job in sorted(jobs.items())
+    )
+    for node in nodes:
+        files.setdefault(node, {})[JOBS_CFG] = {
+            "type": "file",
+            "size": len(text.encode()),
+            "jobs": copy.deepcopy(jobs),
+            "source": "simulated PVE backup jobs (jobs.cfg)",
+        }
+
+
+def _get_jobs(files: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The backup jobs saved by ``_put_jobs`` (none when there is no such file)."""
+    for paths in files.values():
+        jobs = (paths.get(JOBS_CFG) or {}).get("jobs")
+        if isinstance(jobs, dict):
+            return copy.deepcopy(jobs)
+    return {}
 
 
 def _get_access(files: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from ..load.profiles import Profile, load_profiles
 from ..run.credentials import ApiToken
 from ..run.dispatch import Dispatcher
 from ..run.runlock import ProfileLock
-from ..run.secrets import ChildEnvironment
+from ..run.secrets import ChildEnvironment, Secret
 from ..runbook.actions import Result, ShellCommand
 from .filestore import SimNodeFileStore
 from .http import Factory, SimHttpExecutor
@@ -78,6 +78,12 @@ class _PathLocal:
 
     def close(self) -> None:
         self.local.close()
+
+
+def _simulated_pass(path: str, lines: Sequence[Secret]) -> str:
+    """``to_pass`` in a simulation: the operator's pass store is never written (the entry would replace
+    a real cluster's token by one that only this process's simulated cluster knows); the values are dropped."""
+    return f"simulated: pass entry '{path}' not written ({len(lines)} line(s) dropped; a real run stores them)"
 
 
 class _Saving:
@@ -132,6 +138,9 @@ class Simulation:
         assert cluster is not None
         self.world = TalosWorld(cluster.section("talos"))
         self.files = NodeFiles(cluster.section("files"))
+        # The ISO images the node shell downloads are storage content (engine.sim.pvestorage).
+        files = self.files.data
+        cluster.do(lambda: setattr(cluster.fake, "node_files", files))
         names_by_ip: dict[str, str] = {}
         planned: dict[str, dict[str, list[str]]] = {}
         for profile in profiles:
@@ -171,6 +180,7 @@ class Simulation:
             self.config.data, self.home.root, adjust_context=self.adjust_context, trust="the simulated cluster's own CA"
         )
         tokens = dispatcher.watched(self.tokens)
+        dispatcher.pass_store = _simulated_pass
         for kind, make in self.factories.items():
             dispatcher.register(kind, lambda make=make: _Saving(make(), self.save))
         dispatcher.register(
