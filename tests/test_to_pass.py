@@ -32,6 +32,7 @@ ENTRY = "proxmox/lab/runbook"
 RUNBOOK = """---
 name: token-to-pass
 description: Create a service user and an API token whose secret goes straight to pass, for the tests.
+format: 2
 parameters:
   tokenid:
     type: string
