@@ -22,7 +22,7 @@ from ..executors.changeset import fold
 from ..load.facts import ClusterIdentity, Facts
 from ..load.home import Home
 from ..load.problems import InputError
-from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand
+from ..runbook.actions import ApiRequest, StepFailed, TalosctlCommand, quiet
 from ..runbook.model import Runbook
 from ..runbook.render import reads_facts
 from .credentials import CredentialError
@@ -65,11 +65,11 @@ def read_facts(dispatcher: Dispatcher, *, named: bool = False) -> Facts:
     """The cluster's VMs, nodes and storages (one GET), read at the edge: planning, previews and the
     templates' facts use this snapshot. ``named``: also the cluster's name (``cluster.name``), from
     ``/cluster/status`` (left "" when the token may not read it)."""
-    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources"), lambda _: None)
+    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources"), quiet)
     facts = Facts.from_cluster_resources(result.data)
     if named:
         try:
-            status = dispatcher.execute(ApiRequest("GET", "/cluster/status"), lambda _: None).data
+            status = dispatcher.execute(ApiRequest("GET", "/cluster/status"), quiet).data
         except StepFailed:
             return facts
         facts = dataclasses.replace(facts, name=ClusterIdentity.from_cluster_status(status, "").name)
@@ -242,7 +242,7 @@ def preflight(session: Session, dispatcher: Dispatcher) -> list[str]:
     if talos.get("version") and uses_talosctl and not any(m.program == "talosctl" for m in missing):
         assert session.profile is not None
         try:
-            answer = dispatcher.execute(TalosctlCommand(("version", "--client", "--short"), timeout=30), _quiet)
+            answer = dispatcher.execute(TalosctlCommand(("version", "--client", "--short"), timeout=30), quiet)
             output = str(answer.data.get("stdout", "")) if isinstance(answer.data, dict) else ""
         except StepFailed:
             output = ""
@@ -252,10 +252,6 @@ def preflight(session: Session, dispatcher: Dispatcher) -> list[str]:
     if missing or problem:
         raise NotReady(missing, problem)
     return [warning] if warning else []
-
-
-def _quiet(line: str) -> None:
-    """Progress of a preflight command: not shown (its answer is what counts)."""
 
 
 def _ready(session: Session, dispatcher: Dispatcher, run_id: str | None = None) -> Outcome | list[str]:
@@ -848,7 +844,7 @@ def apply_plan(
 def _read_or_none(dispatcher: Dispatcher, path: str) -> Any:
     """A GET of ``path``'s data, None when the object is gone (PVE answers 404 or 500 "does not exist")."""
     try:
-        return dispatcher.execute(ApiRequest("GET", path), _quiet).data
+        return dispatcher.execute(ApiRequest("GET", path), quiet).data
     except StepFailed as failure:
         if not failure.sent or failure.retryable:
             raise

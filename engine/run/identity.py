@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..load.facts import ClusterIdentity
-from ..runbook.actions import ApiRequest, StepFailed
+from ..runbook.actions import ApiRequest, StepFailed, quiet
 from ..runbook.model import Runbook
 
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
@@ -67,13 +67,9 @@ def read_identity(execute: Any, trust: str) -> ClusterIdentity:
     """The identity of the cluster ``execute`` (a dispatcher's) reaches. A token that may not read
     ``/cluster/status`` leaves the name unknown: the trust still tells clusters apart."""
     try:
-        answer = execute(ApiRequest("GET", "/cluster/status"), _quiet)
+        answer = execute(ApiRequest("GET", "/cluster/status"), quiet)
     except StepFailed as failure:
         if "403" in failure.message:
             return ClusterIdentity("", trust)
         raise
     return ClusterIdentity.from_cluster_status(answer.data, trust)
-
-
-def _quiet(line: str) -> None:
-    """Progress of the identity read: not shown."""

@@ -19,7 +19,7 @@ from ..executors.base import Change
 from ..executors.preview import preview_action
 from ..load.facts import Facts, Planned
 from ..load.pvetable import table
-from ..runbook.actions import Action, ApiRequest, StepFailed
+from ..runbook.actions import Action, ApiRequest, StepFailed, quiet
 from ..runbook.unknown import contains_unknown
 from .dispatch import Dispatcher
 
@@ -59,7 +59,7 @@ class Previewer:
             if self.facts.was_read(path) or path in reads or contains_unknown(path):
                 continue  # read already, or names what only the run knows (a node found by an earlier step)
             try:
-                reads[path] = self.dispatcher.execute(ApiRequest("GET", path), lambda _: None).data
+                reads[path] = self.dispatcher.execute(ApiRequest("GET", path), quiet).data
             except StepFailed:
                 reads[path] = None
         return reads

@@ -28,7 +28,7 @@ from .. import exitcodes
 from ..errors import RunbookError
 from ..load.facts import Facts
 from ..load.placement import Plan
-from ..runbook.actions import ApiRequest, StepFailed, TaskFollow
+from ..runbook.actions import ApiRequest, StepFailed, TaskFollow, quiet
 from .dispatch import Dispatcher
 from .journal import RunState, StepKey
 
@@ -122,7 +122,7 @@ def wait_for_locks(dispatcher: Dispatcher, facts: Facts | None, names: set[str],
 
 def read_vms(dispatcher: Dispatcher) -> Facts:
     """The cluster's VMs now (one GET)."""
-    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), lambda _: None)
+    result = dispatcher.execute(ApiRequest("GET", "/cluster/resources", {"type": "vm"}), quiet)
     return Facts.from_cluster_resources(result.data)
 
 
@@ -134,7 +134,7 @@ def running_tasks(dispatcher: Dispatcher, nodes: Iterable[str], wanted: Callable
     for node in nodes:
         try:
             answer = dispatcher.execute(
-                ApiRequest("GET", f"/nodes/{node}/tasks", {"source": "active", "limit": 500}), lambda _: None
+                ApiRequest("GET", f"/nodes/{node}/tasks", {"source": "active", "limit": 500}), quiet
             )
         except StepFailed as failure:
             if not failure.retryable:

@@ -208,3 +208,8 @@ class StepFailed(RunbookError):
         self.sent = sent
         self.data = data
         self.lock = lock
+
+
+def quiet(line: str) -> None:
+    """The progress callback of a read the engine makes for itself (facts, identity, preflight,
+    settling): its progress is not shown."""
