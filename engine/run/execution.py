@@ -284,19 +284,24 @@ def start_run(
     ahead: AskAhead | None = None,
     expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
     secrets: SecretInput | SecretParams = NO_SECRETS,
+    prepared: tuple[Session, ClusterIdentity | None] | None = None,
 ) -> Outcome:
     """Run a runbook for real, journaled, under its profile's lock; ``concurrency`` as ``Runner`` takes it.
-    ``expected``: applying a saved plan, what each changing step must send (see ``apply_plan``).
+    ``expected``: applying a saved plan, what each changing step must send (see ``apply_plan``), whose
+    session and cluster identity, read already, are ``prepared`` (not read twice).
 
     With ``ahead``, the run is planned first and the gates it will meet are handed to ``ahead``
     before anything changes; a gate it leaves unapproved ends the run there (exit 4), with no run
     made. Without it, each gate is asked when it is met (library callers that approve everything).
     """
-    try:
-        session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
-        cluster = _identity(session, dispatcher)
-    except _UNREADABLE as exc:
-        return _not_started(exc)
+    if prepared is not None:
+        session, cluster = prepared
+    else:
+        try:
+            session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
+            cluster = _identity(session, dispatcher)
+        except _UNREADABLE as exc:
+            return _not_started(exc)
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
@@ -837,7 +842,7 @@ def apply_plan(
         on_event=on_event,
         concurrency=concurrency,
         expected=expected,
-        secrets=session.secrets,
+        prepared=(session, cluster),
     )
 
 
