@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.test_runbooks_simulated import SCENARIOS, Sim, sim  # noqa: F401  (sim: the fixture)
+from tests.test_runbooks_simulated import SCENARIOS, Sim
+from tests.test_runbooks_simulated import sim as sim  # noqa: F401 - the fixture, shared
 
 
 def fails(sim: Sim, name: str, *params: str, approve: bool = True) -> Any:
