@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine.runbook.stepcheck import _placeholders
+from engine.runbook.unknown import Unknown
 from tests.test_runbooks_simulated import SCENARIOS, Sim
 from tests.test_runbooks_simulated import sim as sim  # noqa: F401 - the fixture, shared
 
@@ -113,3 +115,11 @@ def test_vm_delete_removes_one_vm_with_its_disks_and_refuses_templates(sim: Sim)
     assert again.output("gone")["stdout"] == "VM 1500 is not on the cluster: nothing to delete.\n"
     assert [again.status(step) for step in ("shutdown", "force_stop", "delete")] == ["skipped"] * 3
     assert set(sim.vms()) == {101, 102, 1501}
+
+
+def test_a_fact_indexed_by_an_unknown_value_names_it_without_nesting() -> None:
+    """validate renders vm-delete with its VMID unknown: ``cluster.vms[vmid].node`` must read as one
+    run-time value in the API path, else the path check sees half of it and calls it a bad node name."""
+    node = Unknown("cluster.vms")[Unknown("vmid")].node
+    assert str(node) == "(known after run: cluster.vms[vmid].node)"
+    assert _placeholders(f"/nodes/{node}/qemu/1500/config") == "/nodes/unknown/qemu/1500/config"
