@@ -139,6 +139,19 @@ def test_access_and_ansible_reviews_are_exact(sim: Sim) -> None:
     proved(sim, "ansible-provision", "part=controlplane", "check_mode=true")
 
 
+def test_inventory_and_vm_delete_reviews_are_exact(sim: Sim) -> None:
+    assert proved(sim, "api-check")["changes"] == []
+    assert proved(sim, "vmid-next")["changes"] == []
+    assert proved(sim, "cluster-health")["changes"] == []
+    assert proved(sim, "node-usage")["changes"] == []
+    assert proved(sim, "vm-list")["changes"] == []
+    proved(sim, "vm-clone", "template=102", "newid=1500", "name=web01", "target=pve02")
+    proved(sim, "vm-power", "vmid=1500", "action=start")
+    deleted = proved(sim, "vm-delete", "vmid=1500", "name=web01")
+    assert ("destroy", "vm", "1500") in _certain(deleted)
+    assert proved(sim, "vm-delete", "vmid=1500", "name=web01")["changes"] == []  # gone: nothing to do
+
+
 def test_every_shipped_runbook_is_proved() -> None:
     """No runbook escapes the proof: each is reviewed and run by one of the scenarios above."""
     named = set(re.findall(r'proved\(\s*sim,\s*"([a-z0-9-]+)"', Path(__file__).read_text(encoding="utf-8")))

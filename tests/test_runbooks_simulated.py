@@ -69,6 +69,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "node-evacuate",
     ),
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
+    # tests/test_library_inventory.py
+    "inventory": ("api-check", "vmid-next", "cluster-health", "node-usage", "vm-list", "vm-delete"),
 }
 
 

@@ -41,7 +41,12 @@ class Unknown:
         return Unknown(f"{self._origin}.{name}")
 
     def __getitem__(self, key: Any) -> Unknown:
-        shown = f'"{key}"' if isinstance(key, str) else str(key)  # double quotes: they sit well in shell quoting
+        # An unknown key is named by its origin (``cluster.vms[vmid]``): its own "(known after run: ...)"
+        # would nest parentheses, which the rendered text's readers (validate's API check) cannot pair.
+        if isinstance(key, Unknown):
+            shown = describe(key)
+        else:
+            shown = f'"{key}"' if isinstance(key, str) else str(key)  # double quotes: they sit well in shell quoting
         return Unknown(f"{self._origin}[{shown}]")
 
     def __bool__(self) -> bool:
