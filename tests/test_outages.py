@@ -183,7 +183,9 @@ def test_a_run_waits_for_the_task_holding_a_lock_and_stops_on_a_stale_one(wave: 
     follows the vzdump to its end, then plans and goes on. A lock no task holds stops the run before it
     changes anything, saying how to clear it."""
     _finished(wave)
-    wave.fake.call("backup", 1211, 50)  # 2.5 s holding lock 'backup'
+    # 10 s holding lock 'backup': long enough that the run, started under a loaded machine's slow
+    # interpreter start, still finds the lock held when it reads the cluster.
+    wave.fake.call("backup", 1211, 200)
     started = time.monotonic()
     process = wave.start()
     out, err = process.communicate(timeout=120)
