@@ -97,7 +97,8 @@ def test_a_vmid_runbook_first_checks_the_vmid_against_the_config_then_finds_the_
     guard = steps[0]
     assert guard["kind"] == "local" and guard["attributes"]["readonly"] is True
     assert "vmid_ranges" in guard["attributes"]["when"] and "exit 1" in guard["body"]
-    assert steps[1]["body"].startswith("GET /cluster/resources")
+    # the VM as the cluster lists it: its resources read by the step, or the facts the engine read
+    assert steps[1]["body"].startswith("GET /cluster/resources") or "cluster.vms" in steps[1]["body"]
 
 
 def test_an_out_of_range_vmid_is_refused_before_anything_runs(cli) -> None:
@@ -242,13 +243,14 @@ def test_vm_resize_takes_a_new_total_size_never_a_relative_one(cli) -> None:
 def test_vm_migrate_asks_pve_first_and_moves_online_when_running(cli) -> None:
     steps = plan(cli, "vm-migrate", "vmid=1031", "target=pve02")
     assert list(steps) == ["vmid_range", "where", "precheck", "migrate", "arrived"]
-    assert steps["precheck"]["display"] == f"GET /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02"
+    node = "(known after run: cluster.vms[1031].node)"
+    assert steps["precheck"]["display"] == f"GET /nodes/{node}/qemu/1031/migrate  target=pve02"
     assert steps["migrate"]["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02 "
-        "online=(known after run: steps.where.online) "
-        "with-local-disks=(known after run: steps.where.online)"
+        f"POST /nodes/{node}/qemu/1031/migrate  target=pve02 "
+        "online=(known after run: cluster.vms[1031].status) "
+        "with-local-disks=(known after run: cluster.vms[1031].status)"
     )
-    assert "steps.where.node" in steps["migrate"]["reason"]  # the guard: already on the target
+    assert "cluster.vms[1031].node" in steps["migrate"]["reason"]  # the guard: already on the target
     assert not steps["migrate"]["gated"]
 
 
