@@ -354,8 +354,8 @@ def test_vm_restore_over_an_existing_vm_is_gated_and_destructive(cli) -> None:
 
 def test_node_evacuate_plans_from_the_cluster(cli) -> None:
     steps = plan(cli, "node-evacuate", "node=pve01")
-    assert steps["where"]["display"] == "GET /cluster/resources"
-    assert steps["migrate"]["status"] == "unknown" and "steps.where.vms" in steps["migrate"]["reason"]
+    assert steps["where"]["status"] == "unknown" and "cluster.nodes" in steps["where"]["reason"]
+    assert steps["migrate"]["status"] == "unknown" and "steps.where" in steps["migrate"]["reason"]
     attrs = {s["id"]: s["attributes"] for s in runbook_json(cli, "node-evacuate")["steps"]}
     assert attrs["migrate"]["confirm"] is True and "parallel" not in attrs["migrate"]
 
@@ -524,7 +524,7 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
         "POST /nodes/pve01/qemu/1033/migrate  target=pve02 online=0 with-local-disks=0",
     ]
     assert all(s["gate_reasons"] == ["marked confirm"] for s in moves)
-    assert steps[0]["output"]["left_behind"]["templates"] == [{"vmid": 101, "name": "tpl"}]
+    assert [vm["vmid"] for vm in steps[0]["output"]] == [1031, 1032, 1033], "the template stays"
 
     stopped = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
     assert stopped.exit_code == 4 and report(stopped)["run_id"] is None, "refused before any change"
@@ -540,7 +540,8 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
         (1033, "pve02"),
     ]
     again = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
-    assert again.exit_code == 0 and statuses(again)["remaining"] == "skipped"
+    assert again.exit_code == 0 and statuses(again)["remaining"] == "succeeded"
+    assert "migrate" not in statuses(again), "nothing left to move"
 
 
 def test_api_token_bootstrap_never_records_the_new_tokens_secret(cli, pve) -> None:
