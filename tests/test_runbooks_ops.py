@@ -97,7 +97,8 @@ def test_a_vmid_runbook_first_checks_the_vmid_against_the_config_then_finds_the_
     guard = steps[0]
     assert guard["kind"] == "local" and guard["attributes"]["readonly"] is True
     assert "vmid_ranges" in guard["attributes"]["when"] and "exit 1" in guard["body"]
-    assert steps[1]["body"].startswith("GET /cluster/resources")
+    # the VM as the cluster lists it: its resources read by the step, or the facts the engine read
+    assert steps[1]["body"].startswith("GET /cluster/resources") or "cluster.vms" in steps[1]["body"]
 
 
 def test_an_out_of_range_vmid_is_refused_before_anything_runs(cli) -> None:
@@ -242,13 +243,14 @@ def test_vm_resize_takes_a_new_total_size_never_a_relative_one(cli) -> None:
 def test_vm_migrate_asks_pve_first_and_moves_online_when_running(cli) -> None:
     steps = plan(cli, "vm-migrate", "vmid=1031", "target=pve02")
     assert list(steps) == ["vmid_range", "where", "precheck", "migrate", "arrived"]
-    assert steps["precheck"]["display"] == f"GET /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02"
+    node = "(known after run: cluster.vms[1031].node)"
+    assert steps["precheck"]["display"] == f"GET /nodes/{node}/qemu/1031/migrate  target=pve02"
     assert steps["migrate"]["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/migrate  target=pve02 "
-        "online=(known after run: steps.where.online) "
-        "with-local-disks=(known after run: steps.where.online)"
+        f"POST /nodes/{node}/qemu/1031/migrate  target=pve02 "
+        "online=(known after run: cluster.vms[1031].status) "
+        "with-local-disks=(known after run: cluster.vms[1031].status)"
     )
-    assert "steps.where.node" in steps["migrate"]["reason"]  # the guard: already on the target
+    assert "cluster.vms[1031].node" in steps["migrate"]["reason"]  # the guard: already on the target
     assert not steps["migrate"]["gated"]
 
 
@@ -352,8 +354,8 @@ def test_vm_restore_over_an_existing_vm_is_gated_and_destructive(cli) -> None:
 
 def test_node_evacuate_plans_from_the_cluster(cli) -> None:
     steps = plan(cli, "node-evacuate", "node=pve01")
-    assert steps["where"]["display"] == "GET /cluster/resources"
-    assert steps["migrate"]["status"] == "unknown" and "steps.where.vms" in steps["migrate"]["reason"]
+    assert steps["where"]["status"] == "unknown" and "cluster.nodes" in steps["where"]["reason"]
+    assert steps["migrate"]["status"] == "unknown" and "steps.where" in steps["migrate"]["reason"]
     attrs = {s["id"]: s["attributes"] for s in runbook_json(cli, "node-evacuate")["steps"]}
     assert attrs["migrate"]["confirm"] is True and "parallel" not in attrs["migrate"]
 
@@ -522,7 +524,7 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
         "POST /nodes/pve01/qemu/1033/migrate  target=pve02 online=0 with-local-disks=0",
     ]
     assert all(s["gate_reasons"] == ["marked confirm"] for s in moves)
-    assert steps[0]["output"]["left_behind"]["templates"] == [{"vmid": 101, "name": "tpl"}]
+    assert [vm["vmid"] for vm in steps[0]["output"]] == [1031, 1032, 1033], "the template stays"
 
     stopped = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
     assert stopped.exit_code == 4 and report(stopped)["run_id"] is None, "refused before any change"
@@ -538,7 +540,8 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
         (1033, "pve02"),
     ]
     again = live(cli, pve, "node-evacuate", "--param", "node=pve01", "--json")
-    assert again.exit_code == 0 and statuses(again)["remaining"] == "skipped"
+    assert again.exit_code == 0 and statuses(again)["remaining"] == "succeeded"
+    assert "migrate" not in statuses(again), "nothing left to move"
 
 
 def test_api_token_bootstrap_never_records_the_new_tokens_secret(cli, pve) -> None:

@@ -438,14 +438,14 @@ def test_template_and_vm_operations(sim: Sim) -> None:
 
     sim.run("vm-power", "vmid=1500", "action=start")
     evacuate = sim.run("node-evacuate", "node=pve03")
-    plan = {vm["vmid"]: vm for vm in evacuate.output("where")["vms"]}
-    assert set(plan) == {1500, 1600} and plan[1500]["online"] == 1
+    plan = {vm["vmid"]: vm for vm in evacuate.output("where")}
+    assert set(plan) == {1500, 1600} and plan[1500]["status"] == "running"
     assert evacuate.output("remaining") == []
     vms = sim.vms()
     assert not [vm for vm in vms.values() if vm["node"] == "pve03" and not vm["template"]]
     assert {vms[1500]["node"], vms[1600]["node"]} == {"pve01", "pve02"}
     assert (vms[1500]["status"], vms[1600]["status"]) == ("running", "stopped")  # moved live, moved offline
-    assert sim.run("node-evacuate", "node=pve03").output("where")["vms"] == []  # nothing left to move
+    assert sim.run("node-evacuate", "node=pve03").output("where") == []  # nothing left to move
     assert set(SCENARIOS["vm_operations"]) <= set(sim.ran)
 
 

@@ -35,6 +35,10 @@ class Unknown:
 
     __repr__ = __str__
 
+    #: What Jinja's sandbox asks of anything called: an unknown's method (``cluster.vms.get(1031)`` offline)
+    #: may be called, and gives the same unknown.
+    unsafe_callable = alters_data = False
+
     def __getattr__(self, name: str) -> Unknown:
         if name.startswith("__"):
             raise AttributeError(name)
@@ -66,7 +70,7 @@ class Unknown:
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _derived  # type: ignore[assignment]
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _derived
-    __truediv__ = __floordiv__ = __mod__ = __rmod__ = _derived
+    __truediv__ = __floordiv__ = __mod__ = __rmod__ = __call__ = _derived
     __hash__ = object.__hash__
 
 
