@@ -69,6 +69,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "node-evacuate",
     ),
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
+    # tests/test_library_tags.py
+    "tags": ("cluster-create", "tag-list", "tag-power", "tag-add", "tag-remove", "cluster-rebuild"),
 }
 
 

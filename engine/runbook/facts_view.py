@@ -392,12 +392,10 @@ class PlanView(dict):  # type: ignore[type-arg]
         self._template, self._current = template, current
 
     def __getitem__(self, key: Any) -> Any:
-        value = super().__getitem__(key)
-        if key in self._VM_LISTS:
-            return [self._now(vm) for vm in value]
         if key == "new_vms":
-            return [vm for vm in (self._now(vm) for vm in super().__getitem__("vms")) if not vm["existing"]]
-        return value
+            return [vm for vm in self["vms"] if not vm["existing"]]
+        value = super().__getitem__(key)
+        return [self._now(vm) for vm in value] if key in self._VM_LISTS else value
 
     def get(self, key: Any, default: Any = None) -> Any:
         return self[key] if key in self else default
