@@ -152,6 +152,18 @@ def test_inventory_and_vm_delete_reviews_are_exact(sim: Sim) -> None:
     assert proved(sim, "vm-delete", "vmid=1500", "name=web01")["changes"] == []  # gone: nothing to do
 
 
+def test_tag_and_rebuild_reviews_are_exact(sim: Sim) -> None:
+    proved(sim, "cluster-create", profile="dev-generic")
+    proved(sim, "tag-list", "with_tags=dev,worker")
+    shutdown = proved(sim, "tag-power", "with_tags=dev,worker", "action=shutdown")
+    assert shutdown["change_counts"]["shutdown"] == 3
+    proved(sim, "tag-power", "with_tags=dev", "action=start")
+    added = proved(sim, "tag-add", "tag=nightly", "vmids=1211,1213,101")
+    assert sorted(c["id"] for c in added["changes"]) == ["101", "1211", "1213"]
+    proved(sim, "tag-remove", "tag=nightly")
+    proved(sim, "cluster-rebuild", profile="dev-generic")
+
+
 def test_every_shipped_runbook_is_proved() -> None:
     """No runbook escapes the proof: each is reviewed and run by one of the scenarios above."""
     named = set(re.findall(r'proved\(\s*sim,\s*"([a-z0-9-]+)"', Path(__file__).read_text(encoding="utf-8")))

@@ -71,6 +71,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
     # tests/test_library_inventory.py
     "inventory": ("api-check", "vmid-next", "cluster-health", "node-usage", "vm-list", "vm-delete"),
+    # tests/test_library_tags.py
+    "tags": ("cluster-create", "tag-list", "tag-power", "tag-add", "tag-remove", "cluster-rebuild"),
 }
 
 

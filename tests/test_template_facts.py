@@ -8,7 +8,10 @@ import json
 import textwrap
 from typing import Any
 
+import jq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.load.facts import ExistingVm, Facts, Figures, Planned, members
 from engine.load.placement import compute_plan
@@ -228,3 +231,26 @@ def test_steps_that_read_facts_are_found_in_their_templates() -> None:
     )
     book = parse_runbook(text, "runbooks/t.md", "t")
     assert [step.id for step in book.steps if reads_facts(step)] == ["a", "b", "d"]
+
+
+# ---------------------------------------------------------------------------------- one membership rule
+
+_TAG = st.sampled_from(["a", "b", "dev", "k8s", "talos", "worker"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    written=st.lists(_TAG, max_size=5).flatmap(
+        lambda tags: st.sampled_from([";", ",", " ", ", ", ";;"]).map(lambda sep: sep.join(tags))
+    ),
+    wanted=st.lists(_TAG, min_size=1, max_size=3),
+)
+def test_jq_has_tags_and_the_engine_rule_agree(written: str, wanted: list[str]) -> None:
+    """Listings read with GET use jq's ``has_tags``; loops and conditions use ``tagged`` and
+    ``profile.members``: the same rule, whatever separators PVE's tag string has."""
+    from engine.runbook.extract import FUNCTIONS
+
+    item = {"vmid": 1031, "name": "x", "node": "pve01", "type": "qemu", "tags": written}
+    by_jq = jq.compile(FUNCTIONS + "has_tags($t)", args={"t": wanted}).input_value(item).first()
+    vm = Facts.from_cluster_resources([item]).vms[0]
+    assert by_jq == bool(tagged([{"tags": list(vm.tags)}], wanted)) == vm.carries(tuple(wanted))

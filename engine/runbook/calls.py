@@ -210,7 +210,7 @@ def _checked(callee: Runbook, param: Parameter, value: Any, where: tuple[str, in
         return value, []
     if isinstance(value, str) and param.type != "string":
         try:
-            value = typed_value(param.type, value)
+            value = typed_value(param.type, value, (param.spec.get("items") or {}).get("type"))
         except ValueError as exc:
             return value, [Problem(*where, f"{callee.name}'s parameter {param.name} {exc} (got {value!r})")]
     try:

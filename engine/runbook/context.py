@@ -53,7 +53,7 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
             )
             continue
         try:
-            value = typed_value(param.type, raw)
+            value = typed_value(param.type, raw, (param.spec.get("items") or {}).get("type"))
         except ValueError as exc:
             problems.append(Problem("--param", None, name, f"{exc} (given: {raw!r})"))
             continue
@@ -90,8 +90,11 @@ def parse_params(runbook: Runbook, given: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def typed_value(kind: str, raw: str) -> Any:
-    """A ``--param`` text (or a rendered call parameter) as a value of the parameter's type."""
+def typed_value(kind: str, raw: str, items: Any = None) -> Any:
+    """A ``--param`` text (or a rendered call parameter) as a value of the parameter's type.
+
+    A list written with commas (``1211,1212``) has its items typed by ``items`` (the spec's
+    ``items.type``), so a list of VMIDs is a list of integers, as ``[1211, 1212]`` would be."""
     text = raw.strip()
     if kind == "integer":
         try:
@@ -118,7 +121,13 @@ def typed_value(kind: str, raw: str) -> Any:
             if not isinstance(value, list):
                 raise ValueError("must be a list")
             return value
-        return [part.strip() for part in text.split(",") if part.strip()]
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if items in ("integer", "number", "boolean"):
+            try:
+                return [typed_value(items, part) for part in parts]
+            except ValueError as exc:
+                raise ValueError(f"each item {exc}") from None
+        return parts
     return raw
 
 

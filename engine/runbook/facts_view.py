@@ -376,11 +376,43 @@ class ProfileView(dict):  # type: ignore[type-arg]
 
 class PlanView(dict):  # type: ignore[type-arg]
     """``plan``: the profile's plan, and ``plan.template`` (the profile's template as the cluster has it:
-    ``vmid``, ``node``, ``exists``)."""
+    ``vmid``, ``node``, ``exists``).
+
+    A planned VM's ``existing`` (and ``current_node``) say what the plan found, with one correction:
+    a VM the run has destroyed since (or, in a dry-run, that an earlier step of the plan destroys) no
+    longer exists. So a runbook that tears a cluster down and creates it again in one run
+    (``cluster-rebuild``) clones the VMs again instead of skipping them as existing. A VM created by
+    the run keeps ``existing: false``: it is the plan's, made now."""
+
+    #: The lists of planned VMs whose ``existing`` is corrected against the cluster as it is now.
+    _VM_LISTS = ("vms", "controlplanes", "workers")
 
     def __init__(self, data: Mapping[str, Any], template: Any, current: Current):
         super().__init__(data)
         self._template, self._current = template, current
+
+    def __getitem__(self, key: Any) -> Any:
+        if key == "new_vms":
+            return [vm for vm in self["vms"] if not vm["existing"]]
+        value = super().__getitem__(key)
+        return [self._now(vm) for vm in value] if key in self._VM_LISTS else value
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def _now(self, vm: Any) -> Any:
+        """``vm`` with ``existing: false`` when it is gone since the plan was made."""
+        if not isinstance(vm, Mapping) or not vm.get("existing"):
+            return vm
+        facts = self._current()
+        if facts is None or facts.offline:
+            return vm
+        vmid = int(vm["vmid"])
+        destroyed = any(p.action == "destroy" for p in _touching(facts, vmid) if p.resource in _GUEST_RESOURCES)
+        found = facts.vm(vmid)
+        if destroyed or found is None or found.name != vm.get("name"):
+            return {**vm, "existing": False, "current_node": None}
+        return vm
 
     @property
     def template(self) -> Any:

@@ -238,6 +238,8 @@ def _said_happened(
             return errs
         if action == "destroy":
             if vmid not in d.destroyed_vms:
+                if _replaced(vmid, d) and _created_later(c, changes):
+                    return []  # destroyed, then made again by the same run (cluster-rebuild): a new VM
                 return [f"{what}, but VM {vmid} is still there"]
             gone = d.destroyed_vms[vmid]
             errs = []
@@ -264,6 +266,8 @@ def _said_happened(
             return errs
         if after is None:
             return [] if vmid in d.destroyed_vms else [f"{what}, but there is no VM {vmid}"]
+        if _destroyed_later(c, changes) and _replaced(vmid, d):
+            return []  # done to a VM the run destroyed and made again: the one there now is another
         errs = []
         if action == "template" and not after.get("template"):
             errs.append(f"{what}, but VM {vmid} is no template")
@@ -316,6 +320,20 @@ def _said_happened(
             return [f"{what}, but no such file changed"]
         return []
     return [f"{what}: the proof does not know how to check a {resource}"]
+
+
+def _created_later(c: Mapping[str, Any], changes: list[dict[str, Any]]) -> bool:
+    later = changes[next(i for i, x in enumerate(changes) if x is c) + 1 :]
+    return any(x["action"] == "create" and x["resource"] == c["resource"] and x["id"] == c["id"] for x in later)
+
+
+def _replaced(vmid: int, d: Diff) -> bool:
+    """VM ``vmid`` is there before and after, but as another VM: a clone gets a new SMBIOS UUID."""
+    before, after = d.before_vms.get(vmid), d.after_vms.get(vmid)
+    if before is None or after is None:
+        return False
+    uuid = lambda vm: (vm.get("config") or {}).get("smbios1")  # noqa: E731
+    return uuid(before) is not None and uuid(before) != uuid(after)
 
 
 def _destroyed_later(c: Mapping[str, Any], changes: list[dict[str, Any]]) -> bool:
@@ -401,7 +419,7 @@ def _nothing_else(changes: list[dict[str, Any]], d: Diff, by_vm: Mapping[int, li
             c["resource"] == "vm"
             and (c["action"] in ("rollback", "replace") or (c["action"] == "change" and not c["fields"]))
             for c in mine
-        )
+        ) or (_replaced(vmid, d) and named(vmid, "destroy") and named(vmid, "create"))  # a new VM, the same VMID
         for key in keys:
             if loose:
                 continue
