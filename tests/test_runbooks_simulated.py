@@ -69,6 +69,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "node-evacuate",
     ),
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
+    # tests/test_library_talos.py
+    "talos_library": ("talos-discover", "talos-node-replace", "cloud-image-template"),
 }
 
 
