@@ -164,6 +164,18 @@ def test_tag_and_rebuild_reviews_are_exact(sim: Sim) -> None:
     proved(sim, "cluster-rebuild", profile="dev-generic")
 
 
+def test_talos_library_reviews_are_exact(sim: Sim) -> None:
+    proved(sim, "talos-discover", profile="talos-staging")
+    proved(sim, "cluster-create", profile="talos-staging")
+    replace = proved(sim, "talos-node-replace", "node=stg-cp02", profile="talos-staging")
+    assert {("stop", "vm", "1032"), ("destroy", "vm", "1032")} <= set(_certain(replace))
+    assert any(c["resource"] == "etcd-member" and c["action"] == "destroy" for c in replace["changes"])
+    keys = sim.user_home / ".ssh"
+    keys.mkdir()
+    (keys / "id_ed25519.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE2e ops@lab\n")
+    proved(sim, "cloud-image-template", "vmid=110", "node=pve02", "name=debian-12-cloud", "remove_image=true")
+
+
 def test_every_shipped_runbook_is_proved() -> None:
     """No runbook escapes the proof: each is reviewed and run by one of the scenarios above."""
     named = set(re.findall(r'proved\(\s*sim,\s*"([a-z0-9-]+)"', Path(__file__).read_text(encoding="utf-8")))

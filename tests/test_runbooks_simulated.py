@@ -73,6 +73,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "inventory": ("api-check", "vmid-next", "cluster-health", "node-usage", "vm-list", "vm-delete"),
     # tests/test_library_tags.py
     "tags": ("cluster-create", "tag-list", "tag-power", "tag-add", "tag-remove", "cluster-rebuild"),
+    # tests/test_library_talos.py
+    "talos_library": ("talos-discover", "talos-node-replace", "cloud-image-template"),
 }
 
 

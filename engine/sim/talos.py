@@ -43,7 +43,7 @@ from .talosctl.base import Args, Call, Fail, NotSimulated, ip_key
 
 DEFAULT_TALOS_VERSION = "v1.9.5"
 SIMULATED = (
-    "apply-config, bootstrap, health, kubeconfig, version, get members|disks, etcd snapshot|members, "
+    "apply-config, bootstrap, health, kubeconfig, version, get members|disks, etcd snapshot|members|status|remove-member, "
     "upgrade, upgrade-k8s, reset, gen secrets|config, machineconfig patch, images default|cache-create, "
     "config endpoint|node|info"
 )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.sim.server import default_access
+from engine.sim.talosctl.etcd import member_id
 
 USER_CFG = "/etc/pve/user.cfg"
 #: Resource kinds of a change the simulated cluster keeps no state for.
@@ -75,6 +76,8 @@ class Diff:
     access: set[tuple[str, str]] = field(default_factory=set)  # (kind, id) created, changed or removed
     talos_nodes: set[str] = field(default_factory=set)  # IPs whose Talos state changed
     talos_clusters: bool = False
+    etcd_members_before: set[str] = field(default_factory=set)
+    etcd_members_after: set[str] = field(default_factory=set)
     local: set[str] = field(default_factory=set)  # local paths created, changed or removed
     after_files: set[tuple[str, str]] = field(default_factory=set)  # (node, path) on the nodes afterwards
     after_vms: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -100,9 +103,11 @@ def diff(before: Capture, after: Capture) -> Diff:
     old = {vm["vmid"]: vm for vm in before.state.get("vms", [])}
     new = {vm["vmid"]: vm for vm in after.state.get("vms", [])}
     out.before_vms, out.after_vms = old, new
-    out.created_vms = {k: v for k, v in new.items() if k not in old}
-    out.destroyed_vms = {k: v for k, v in old.items() if k not in new}
-    for vmid in old.keys() & new.keys():
+    # A VM destroyed and made again under the same vmid (another smbios1 uuid) is another VM.
+    remade = {k for k in old.keys() & new.keys() if _identity(old[k]) != _identity(new[k])}
+    out.created_vms = {k: v for k, v in new.items() if k not in old or k in remade}
+    out.destroyed_vms = {k: v for k, v in old.items() if k not in new or k in remade}
+    for vmid in old.keys() & new.keys() - remade:
         a, b = old[vmid], new[vmid]
         ea, eb = effective(a), effective(b)
         changed = {k: (ea.get(k), eb.get(k)) for k in ea.keys() | eb.keys() if str(ea.get(k)) != str(eb.get(k))}
@@ -133,8 +138,25 @@ def diff(before: Capture, after: Capture) -> Diff:
     nodes_a, nodes_b = talos_a.get("nodes", {}), talos_b.get("nodes", {})
     out.talos_nodes = {ip for ip in nodes_a.keys() | nodes_b.keys() if nodes_a.get(ip) != nodes_b.get(ip)}
     out.talos_clusters = talos_a.get("clusters", {}) != talos_b.get("clusters", {})
+    out.etcd_members_before, out.etcd_members_after = _etcd_members(before.state), _etcd_members(after.state)
     out.local = {p for p in before.local.keys() | after.local.keys() if before.local.get(p) != after.local.get(p)}
     return out
+
+
+def _identity(vm: Mapping[str, Any]) -> str:
+    """What tells a VM from one made again under its vmid: its smbios1 (or vmgenid), as ``SimVm.uid``."""
+    config = vm.get("config") or {}
+    return str(config.get("smbios1") or config.get("vmgenid") or "")
+
+
+def _etcd_members(state: Mapping[str, Any]) -> set[str]:
+    """The etcd member IDs of the simulated Talos clusters (engine.sim.talosctl.etcd)."""
+    nodes = (state.get("talos") or {}).get("nodes", {})
+    return {
+        member_id(ip, rec)
+        for ip, rec in nodes.items()
+        if rec.get("role") == "controlplane" and not rec.get("etcd_removed")
+    }
 
 
 def _access(files: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -264,7 +286,7 @@ def _said_happened(
                     if not _later_restart(c, by_vm.get(vmid, [])):
                         errs.append(f"{what}: {f['name']} was said to stay pending, but is not")
             return errs
-        if after is None:
+        if after is None or vmid in d.destroyed_vms:
             return [] if vmid in d.destroyed_vms else [f"{what}, but there is no VM {vmid}"]
         if _destroyed_later(c, changes) and _replaced(vmid, d):
             return []  # done to a VM the run destroyed and made again: the one there now is another
@@ -318,6 +340,10 @@ def _said_happened(
             if action in ("ensure", "write") and _file_exists(str(c["id"]), d):
                 return []  # already there (ensure) or rewritten with the same content (write)
             return [f"{what}, but no such file changed"]
+        return []
+    if resource == "etcd-member" and action == "destroy":
+        if str(c["id"]) not in d.etcd_members_before or str(c["id"]) in d.etcd_members_after:
+            return [f"{what}, but etcd member {c['id']} was not removed"]
         return []
     return [f"{what}: the proof does not know how to check a {resource}"]
 

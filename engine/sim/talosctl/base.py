@@ -296,6 +296,8 @@ class Call:
                     problems.append(f"{ip}: belongs to cluster {record.get('cluster_name')}")
                 elif record is not None and record.get("role") != role:
                     problems.append(f"{ip}: is a {record.get('role')}, expected a {role}")
+                elif record is not None and record.get("etcd_removed"):
+                    problems.append(f"{ip}: its etcd member was removed from the cluster (replace or reset the node)")
         if not cluster.get("bootstrapped_on"):
             problems.append("etcd is not bootstrapped (run talosctl bootstrap on one control plane node)")
         return sorted(cp_set, key=ip_key), sorted(worker_set, key=ip_key), problems
