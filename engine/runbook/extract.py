@@ -63,7 +63,8 @@ def extract_scope(expression: str, context: Mapping[str, Any], loop_var: str | N
         variables[loop_var] = _json_value(context[loop_var])
     ids = set(_STEP_READ.findall(expression))
     if ids:
-        steps = context.get("steps") or {}
+        steps = context.get("steps")  # a call's view of them is an empty mapping that still answers its ids
+        steps = {} if steps is None else steps
         variables["steps"] = {name: _json_value(steps[name]) for name in sorted(ids) if name in steps}
     return variables
 
