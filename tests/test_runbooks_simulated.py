@@ -69,6 +69,16 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "node-evacuate",
     ),
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
+    # tests/test_library_storage.py
+    "storage_and_backups": (
+        "backup-list",
+        "backup-jobs",
+        "backup-delete",
+        "iso-list",
+        "image-list",
+        "disk-orphans",
+        "disk-remove-unused",
+    ),
 }
 
 
