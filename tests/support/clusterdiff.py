@@ -315,6 +315,9 @@ def _said_happened(
                 return []  # already there (ensure) or rewritten with the same content (write)
             return [f"{what}, but no such file changed"]
         return []
+    if resource in ("storage-content", "backup") and action == "destroy":
+        storage, _, volume = str(c["id"]).partition(":")
+        return [] if (storage, volume) in d.volumes_destroyed else [f"{what}, but the volume is still there"]
     return [f"{what}: the proof does not know how to check a {resource}"]
 
 
