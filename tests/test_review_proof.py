@@ -176,6 +176,28 @@ def test_talos_library_reviews_are_exact(sim: Sim) -> None:
     proved(sim, "cloud-image-template", "vmid=110", "node=pve02", "name=debian-12-cloud", "remove_image=true")
 
 
+def test_storage_and_backup_reviews_are_exact(sim: Sim) -> None:
+    from tests.test_library_storage import ORPHAN, through_api
+
+    sim.run("vm-clone", "template=102", "newid=1500", "name=web01", "target=pve02")
+    volid = sim.run("vm-backup", "vmid=1500").output("archive")["volid"]
+    proved(sim, "backup-list")
+    proved(sim, "backup-jobs")
+    deleted = proved(sim, "backup-delete", f"volid={volid}")
+    assert _certain(deleted) == [("destroy", "backup", volid)]
+    proved(sim, "iso-list")
+    proved(sim, "image-list")
+    proved(sim, "disk-orphans")
+    through_api(
+        sim,
+        ("POST", "/nodes/pve02/qemu/1500/config", {"scsi1": "local-lvm:2"}),
+        ("PUT", "/nodes/pve02/qemu/1500/config", {"delete": "scsi1"}),
+    )
+    proved(sim, "disk-remove-unused", "vmid=1500", "disk=unused0")
+    orphan = proved(sim, "disk-remove-unused", f"volid={ORPHAN}")
+    assert _certain(orphan) == [("destroy", "storage-content", ORPHAN)]
+
+
 def test_every_shipped_runbook_is_proved() -> None:
     """No runbook escapes the proof: each is reviewed and run by one of the scenarios above."""
     named = set(re.findall(r'proved\(\s*sim,\s*"([a-z0-9-]+)"', Path(__file__).read_text(encoding="utf-8")))

@@ -75,6 +75,16 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "tags": ("cluster-create", "tag-list", "tag-power", "tag-add", "tag-remove", "cluster-rebuild"),
     # tests/test_library_talos.py
     "talos_library": ("talos-discover", "talos-node-replace", "cloud-image-template"),
+    # tests/test_library_storage.py
+    "storage_and_backups": (
+        "backup-list",
+        "backup-jobs",
+        "backup-delete",
+        "iso-list",
+        "image-list",
+        "disk-orphans",
+        "disk-remove-unused",
+    ),
 }
 
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -36,7 +37,7 @@ class Variant:
     detail: str | None = None
 
     def matches(self, path: str, params: Mapping[str, Any]) -> bool:
-        if self.path_contains is not None and self.path_contains not in path:
+        if self.path_contains is not None and self.path_contains not in unquote(path):
             return False
         if self.param is not None:
             if self.param not in params:
@@ -112,7 +113,8 @@ class Table:
             if method in rule.methods:
                 found = rule.pattern.fullmatch(path)
                 if found:
-                    return Match(rule, found.groupdict())
+                    # A volid written %2F in its path segment is named as PVE names it (local:backup/...).
+                    return Match(rule, {name: unquote(value) for name, value in found.groupdict().items()})
         return None
 
     def read_paths(self, found: Match) -> dict[str, str]:

@@ -51,7 +51,7 @@ from ..load.problems import InputError, Problem
 from ..runbook.actions import Action, ApiRequest, Result, StepFailed, action_as_dict
 from ..runbook.calls import has_when
 from ..runbook.context import with_facts
-from ..runbook.extract import ExtractRefused, apply_extract
+from ..runbook.extract import ExtractRefused, apply_extract, extract_scope
 from ..runbook.model import SELF_CHECKING_KINDS, Runbook, Step
 from ..runbook.render import Renderer, StepOutputs, reads_facts
 from ..runbook.stepcheck import rendered_problems
@@ -434,7 +434,7 @@ class Runner:
 
         def run(task: Task) -> None:
             index, key, prepared, entry = ready[task.item]
-            outputs[index] = self._execute(step, key, prepared.action, entry)
+            outputs[index] = self._execute(step, key, prepared, entry)
 
         try:
             run_schedule(Schedule(len(ready), 1, width), run)
@@ -548,7 +548,7 @@ class Runner:
     def _item(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
         ready = self._prepare(step, key, local, entry)
         if isinstance(ready, _Ready):
-            return self._execute(step, key, ready.action, entry)
+            return self._execute(step, key, ready, entry)
         return ready
 
     def _prepare(self, step: Step, key: str | None, local: dict[str, Any], entry: PlanEntry) -> Any:
@@ -655,7 +655,7 @@ class Runner:
             # A step storing its result in pass writes on this machine: never run while planning.
             readonly = is_readonly(step, action) and not topass.declared(step)
             if readonly and self.executor is not None and not self.plan_changes:
-                return _Ready(self._revealed(step, local, action))
+                return _Ready(self._revealed(step, local, action), local)
             entry.status = "would_run"
             if entry.gated:
                 entry.reason = "gated: needs approval"
@@ -685,7 +685,7 @@ class Runner:
                     self._add(entry)
                     raise GateStop(entry)
                 self.journal.gate_approved(step.id, key, self.approver.who)
-        return _Ready(self._revealed(step, local, action))
+        return _Ready(self._revealed(step, local, action), local)
 
     def _revealed(self, step: Step, local: dict[str, Any], shown: Action) -> Action:
         """The action to execute: ``shown`` rendered again with the secret parameters' values, when any."""
@@ -759,15 +759,16 @@ class Runner:
         self._add(entry)
         raise PlanDiverged(entry)
 
-    def _execute(self, step: Step, key: str | None, action: Action, entry: PlanEntry) -> Any:
+    def _execute(self, step: Step, key: str | None, ready: _Ready, entry: PlanEntry) -> Any:
         assert self.executor is not None
+        action = ready.action
         self.journal.step_started(step.id, key, entry.action)
         self.on_event("start", entry)
         started = time.monotonic()
         if "until" in step.attrs and not self.dry_run:
-            output, summary, left_alone = self._until(step, action, entry, started)
+            output, summary, left_alone = self._until(step, ready, entry, started)
         else:
-            output, summary, left_alone = self._attempts(step, action, entry, started)
+            output, summary, left_alone = self._attempts(step, ready, entry, started)
         # Left alone: the executor found its effect in place (a file holding that content), as a check would.
         entry.status = "skipped" if left_alone else "succeeded"
         entry.output, entry.duration = output, time.monotonic() - started
@@ -778,13 +779,14 @@ class Runner:
         self._add(entry)
         return output
 
-    def _once(self, step: Step, action: Action, entry: PlanEntry) -> tuple[Any, str, bool]:
+    def _once(self, step: Step, ready: _Ready, entry: PlanEntry) -> tuple[Any, str, bool]:
         """Execute once; the output after ``json`` parsing and ``extract`` (``ExtractRefused`` on refusal),
         the summary, and whether the executor left everything as it was (``Result.left_alone``)."""
         assert self.executor is not None
         progress = _ItemProgress(self, entry)
         # Lines printed before a to_pass step's secret is known cannot be masked: none is shown.
         shown: Callable[[str], None] = (lambda text: None) if topass.declared(step) else progress
+        action = ready.action
         with self.limits.hold(action, progress):
             try:
                 if isinstance(action, ApiRequest) and self.recorder is not None and not self.dry_run:
@@ -805,7 +807,7 @@ class Runner:
             data = {**data, "json": None if silent else parse_json_output(str(data["stdout"]))}
         if topass.declared(step):
             data, summary = self._to_pass(step, entry, data, summary)
-        return self._extract(step, data), summary, result.left_alone
+        return self._extract(step, data, ready.local), summary, result.left_alone
 
     def _pass_path(self, step: Step, key: str | None, local: dict[str, Any]) -> None:
         """Check the step's ``to_pass`` and render its path (kept for when its result arrives)."""
@@ -846,7 +848,7 @@ class Runner:
         masked, said = topass.store(data, topass.target(step, path), sink)
         return masked, "; ".join(x for x in (sink.masker.mask(summary), said) if x)
 
-    def _attempts(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
+    def _attempts(self, step: Step, ready: _Ready, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
         """Execute with ``retries``: a failure is retried when it is safe (read-only step, nothing sent,
         or a failure PVE marks as transient such as a held lock). A held lock is waited out with
         jittered exponential backoff, also without ``retries`` in a concurrent step, where the run's
@@ -871,7 +873,7 @@ class Runner:
 
         try:
             return retry(
-                lambda: self._once(step, action, entry),
+                lambda: self._once(step, ready, entry),
                 Policy(lock_retries, Backoff(self.lock_backoff, LOCK_BACKOFF_CAP), lock_held, waiting),
                 Policy(retries, Backoff(RETRY_BACKOFF, RETRY_BACKOFF_CAP), safe),
                 rng=self._random,
@@ -883,7 +885,7 @@ class Runner:
         except StepFailed as failure:
             self._fail_step(step, entry, failure.message, started)
 
-    def _until(self, step: Step, action: Action, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
+    def _until(self, step: Step, ready: _Ready, entry: PlanEntry, started: float) -> tuple[Any, str, bool]:
         """Repeat a read-only step until its ``until`` expression holds over ``result``; a failed attempt
         (a node still booting, say) counts as not yet."""
         attempts = int(step.attrs.get("retries", 30))
@@ -892,7 +894,7 @@ class Runner:
 
         def attempt() -> tuple[Any, str, bool]:
             try:
-                output, summary, left_alone = self._once(step, action, entry)
+                output, summary, left_alone = self._once(step, ready, entry)
             except StepFailed as failure:
                 raise _NotYet(f"failed: {failure.message}") from None
             if waits_on_facts:
@@ -917,17 +919,19 @@ class Runner:
                 started,
             )
 
-    def _extract(self, step: Step, data: Any) -> Any:
+    def _extract(self, step: Step, data: Any, local: dict[str, Any]) -> Any:
         if "extract" not in step.attrs:
             return data
-        context = self.renderer.scope(step, {})
+        expression = str(step.attrs["extract"])
+        context = self.renderer.scope(step, local)
         variables = {
             "config": context.get("config"),
             "profile": context.get("profile"),
             "plan": context.get("plan"),
             **context.get("params", {}),
+            **extract_scope(expression, context, step.loop_var if "foreach" in step.attrs else None),
         }
-        return apply_extract(str(step.attrs["extract"]), data, variables, self.renderer.file_of(step), step)
+        return apply_extract(expression, data, variables, self.renderer.file_of(step), step)
 
     def _fail_step(self, step: Step, entry: PlanEntry, message: str, started: float) -> NoReturn:
         entry.status, entry.error, entry.duration = "failed", message, time.monotonic() - started
@@ -938,9 +942,10 @@ class Runner:
 
 @dataclass(frozen=True)
 class _Ready:
-    """An item rendered, checked and approved: what to execute."""
+    """An item rendered, checked and approved: what to execute, and the loop variables it was rendered with."""
 
     action: Action
+    local: dict[str, Any]
 
 
 def _accepted(step: Step, failure: StepFailed) -> Result:

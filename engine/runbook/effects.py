@@ -8,6 +8,8 @@ an error (the run works), but a review the operator cannot fully trust, so valid
 
 from __future__ import annotations
 
+import re
+
 from ..load.problems import InputError, Problem
 from ..load.pvetable import table
 from .model import Runbook, Step
@@ -62,7 +64,8 @@ def _unknown_effect(step: Step, file: str) -> str | None:
 def _known(method: str, path: str) -> bool:
     """Whether a rule of the table matches the path as written: a segment holding a template may be
     anything, a rule's ``{name}`` segment matches anything."""
-    wanted = [s for s in path.strip().strip("/").split("/")]
+    # A template is one segment whatever it holds (``{{ volid | replace('/', '%2F') }}``).
+    wanted = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", "{{ }}", path.strip()).strip("/").split("/")
     for rule in table().rules:
         if method.upper() not in rule.methods:
             continue

@@ -2,7 +2,10 @@
 
 The procedures this tool replaces are written with jq, so extract uses jq itself (the ``jq``
 package) rather than a new language. The runbook's parameters are available as ``$name``, and
-``$config``, ``$profile`` and ``$plan`` hold the cluster config, the profile and its plan. A single
+``$config``, ``$profile`` and ``$plan`` hold the cluster config, the profile and its plan; in a
+``foreach`` step the loop variable is ``$NAME`` too (the item a listing was read for: its node, its
+storage), and ``$steps.X`` is the output of an earlier step X, so a step can join what several
+reads returned (the volumes no VM config references) where templates could only loop. A single
 result is returned as is; several results as a list; none as null.
 
 A jq ``error("...")`` (or any failure while running the expression) fails the step with that
@@ -18,7 +21,10 @@ test holds the two equal), ``human_size`` (bytes as ``8 GiB``, ``512 MiB``) and
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import jq
@@ -44,6 +50,37 @@ FUNCTIONS = (
     '(. % 3600 / 60 | floor), (. % 60)] as [$d, $h, $m, $s] | if $d > 0 then "\\($d)d \\($h)h" elif $h > 0 then '
     '"\\($h)h \\($m)m" elif $m > 0 then "\\($m)m \\($s)s" else "\\($s)s" end end;\n'
 )
+
+
+#: ``$steps.X`` in an expression: the earlier step outputs it reads (only those are handed to jq).
+_STEP_READ = re.compile(r"\$steps\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def extract_scope(expression: str, context: Mapping[str, Any], loop_var: str | None) -> dict[str, Any]:
+    """The jq variables beyond the parameters that ``expression`` reads: the loop variable (``$vm``)
+    and ``$steps`` with the outputs of the steps it names; only what it names is converted to JSON."""
+    variables: dict[str, Any] = {}
+    if loop_var and re.search(rf"\${re.escape(loop_var)}\b", expression) and loop_var in context:
+        variables[loop_var] = _json_value(context[loop_var])
+    ids = set(_STEP_READ.findall(expression))
+    if ids:
+        steps = context.get("steps")  # a call's view of them is an empty mapping that still answers its ids
+        steps = {} if steps is None else steps
+        variables["steps"] = {name: _json_value(steps[name]) for name in sorted(ids) if name in steps}
+    return variables
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` as plain JSON data (a planned VM's dataclass as its fields, anything else as text)."""
+
+    def plain(item: Any) -> Any:
+        if dataclasses.is_dataclass(item) and not isinstance(item, type):
+            return dataclasses.asdict(item)
+        if isinstance(item, Mapping):
+            return dict(item)
+        return str(item)
+
+    return json.loads(json.dumps(value, default=plain))
 
 
 def apply_extract(expression: str, data: Any, variables: dict[str, Any], file: str, step: Step) -> Any:

@@ -345,6 +345,9 @@ def _said_happened(
         if str(c["id"]) not in d.etcd_members_before or str(c["id"]) in d.etcd_members_after:
             return [f"{what}, but etcd member {c['id']} was not removed"]
         return []
+    if resource in ("storage-content", "backup") and action == "destroy":
+        storage, _, volume = str(c["id"]).partition(":")
+        return [] if (storage, volume) in d.volumes_destroyed else [f"{what}, but the volume is still there"]
     return [f"{what}: the proof does not know how to check a {resource}"]
 
 
