@@ -12,7 +12,8 @@ A jq ``error("...")`` (or any failure while running the expression) fails the st
 message: it is how a runbook refuses on what the cluster answered ("VM 1042 does not exist").
 
 A few functions for what PVE answers are defined for every expression (``FUNCTIONS``), so a step
-reads like the sentence above it instead of repeating arithmetic: ``has_tags($list)`` (the
+reads like the sentence above it instead of repeating arithmetic: ``tag_list`` (the object's PVE
+``tags``, ``a;b;c``, as a list), ``has_tags($list)`` (the
 object's PVE ``tags`` include every one given: the engine's one membership rule, the one
 ``engine.load.facts.members`` and the ``tagged`` filter apply, for listings read with ``GET``; a
 test holds the two equal), ``human_size`` (bytes as ``8 GiB``, ``512 MiB``) and
@@ -43,7 +44,8 @@ class ExtractRefused(RunbookError):
 
 #: Defined before every expression, on a line of their own (messages give the expression's own line numbers).
 FUNCTIONS = (
-    'def has_tags($tags): ((.tags // "") | [splits("[;, ]+")]) as $have | all($tags[]; . as $t | $have | index([$t]) != null); '
+    'def tag_list: [(.tags // "") | splits("[;, ]+") | select(length > 0)]; '
+    "def has_tags($tags): tag_list as $have | all($tags[]; . as $t | $have | index([$t]) != null); "
     'def human_size: if . == null then null elif . >= 1073741824 then "\\((. / 107374182.4 | round) / 10) GiB" '
     'elif . >= 1048576 then "\\(. / 1048576 | round) MiB" elif . >= 1024 then "\\(. / 1024 | round) KiB" else "\\(.) B" end; '
     "def human_duration: if (. // 0) <= 0 then null else floor | [(. / 86400 | floor), (. % 86400 / 3600 | floor), "
