@@ -409,8 +409,11 @@ def test_ansible_provision_hands_the_token_over_in_the_environment_only(cli) -> 
     playbook = steps["playbook"]
     assert playbook["gate_reasons"] == ["marked confirm"]
     assert playbook["action"]["token_env"] == "PROXMOX_API_TOKEN"
-    assert playbook["action"]["script"].splitlines()[-1] == (
-        'ansible-playbook -i "$fleet"/inventory/hosts.yaml "$fleet"/playbooks/talos-provision-vms.yaml --tags workers '
+    assert (
+        playbook["action"]["script"].splitlines()[-1].split()
+        == (
+            'ansible-playbook -i "$fleet"/inventory/hosts.yaml "$fleet"/playbooks/talos-provision-vms.yaml --tags workers'
+        ).split()
     )
     assert "PROXMOX_API_TOKEN" not in playbook["action"]["script"]
     everything = plan(cli, "ansible-provision", "check_mode=true")["playbook"]["action"]["script"]
