@@ -406,7 +406,9 @@ def test_image_cache_builds_from_the_default_images(cli, home) -> None:
     assert "--images=(known after run: steps.default_images)" in create
     assert f"--images=factory.talos.dev/installer/{SCHEMATIC}:v1.9.5" in create
     assert "--images=docker.io/library/nginx:1.27" in create
-    assert "localEnabled: true" in one(planned, "cache_patch")["action"]["script"]
+    patch = one(planned, "cache_patch")["action"]
+    assert patch["path"] == f"{talos_dir(home)}/patches/image-cache.yaml" and patch["mode"] == "0600"
+    assert yaml.safe_load(patch["content"]) == {"machine": {"features": {"imageCache": {"localEnabled": True}}}}
 
 
 def test_template_create_builds_an_uefi_vm_without_cloud_init(cli, home) -> None:
