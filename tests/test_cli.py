@@ -54,15 +54,16 @@ def test_list_names_a_broken_runbook_and_exits_1(cli, make_home) -> None:
 def test_show_prints_steps_with_kind_id_title_and_line(cli) -> None:
     result = cli("--home", str(REPO), "show", "_template")
     assert result.exit_code == 0
-    assert "1. [api] version  line 42" in result.stdout
+    assert "1. [api] version  line 54" in result.stdout
     assert "title: Check the API is reachable" in result.stdout
     assert "| GET /version" in result.stdout
 
 
 def test_show_json_has_the_parsed_steps(cli) -> None:
     data = json.loads(cli("--home", str(REPO), "show", "_template", "--json").stdout)
-    assert [s["id"] for s in data["steps"]] == ["version", "where", "stop", "disks"]
-    assert data["steps"][2]["attributes"]["destructive"] is True
+    assert [s["id"] for s in data["steps"]] == ["version", "where", "before", "stop", "note"]
+    stop = data["steps"][3]
+    assert stop["attributes"]["destructive"] is True and stop["inherited"] == {"destructive": 79}  # its heading line
 
 
 def test_show_unknown_runbook_lists_the_known_ones(cli) -> None:

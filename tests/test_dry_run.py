@@ -27,14 +27,16 @@ def test_offline_dry_run_of_the_template_plans_every_step(cli) -> None:
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert plan["offline"] is True and plan["profile"] == "talos-staging"
-    assert set(plan["hashes"]) == {"runbook", "config", "profile"}
+    assert set(plan["hashes"]) == {"runbook", "config", "profile", "called:snapshot-create"}
     steps = {s["step"]: s for s in plan["steps"]}
     assert steps["version"]["status"] == "would_run" and steps["version"]["reason"] == "read-only"
     stop = steps["stop"]
-    assert stop["status"] == "unknown" and "steps.where.status" in stop["reason"]
-    assert stop["gated"] and "marked destructive" in stop["gate_reasons"]
+    assert stop["status"] == "unknown" and "cluster.vms[1031].status" in stop["reason"]
+    assert stop["gated"] and "marked destructive" in stop["gate_reasons"], "destructive comes from its heading"
     assert stop["display"] == "POST /nodes/(known after run: steps.where.node)/qemu/1031/status/shutdown"
-    assert plan["counts"] == {**ZERO_COUNTS, "steps": 4, "gated": 1, "would_run": 2, "unknown": 2}
+    assert steps["before.snapshot"]["display"].endswith("snapname=before-stop vmstate=0"), "the call's step"
+    assert steps["note"]["action"]["path"].endswith("/talos-staging-vm-1031-stopped.yaml")
+    assert plan["counts"] == {**ZERO_COUNTS, "steps": 9, "gated": 1, "would_run": 3, "unknown": 5, "skipped": 1}
 
 
 def test_dry_run_text_says_nothing_changes_and_marks_gates(cli) -> None:

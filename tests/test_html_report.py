@@ -64,7 +64,8 @@ def test_every_step_sits_where_its_fence_stands_in_the_prose(repo_home: Home) ->
     view = template_plan(repo_home)["view"]
     assert view["title"] == "Runbook title"  # the first heading, lifted out of the prose
     assert view["description"].startswith("The standard runbook format")
-    assert [b["id"] for b in blocks_in_prose(view)] == ["version", "where", "stop", "disks"]
+    called = ["before." + s for s in ("vmid_range", "where", "existing", "snapshot", "taken")]
+    assert [b["id"] for b in blocks_in_prose(view)] == ["version", "where", *called, "stop", "note"]
     assert view["unplaced"] == []
     prose = [segment["html"] for segment in view["prose"] if segment["html"]]
     # Headings move down a level: the page's h1 is the title, and its h2 "Procedure" holds the prose.
@@ -97,7 +98,7 @@ def test_the_page_data_is_the_plan_json_data(repo_home: Home) -> None:
     )
     text = plan_text(session, entries, offline=True)
     labels = {e["label"] for b in blocks_in_prose(view) for e in b["entries"]}
-    assert labels == {"would run", "depends on run-time values"} and all(label in text for label in labels)
+    assert labels == {"would run", "depends on run-time values", "skipped"} and all(label in text for label in labels)
     assert view["summary"]["steps"] == data["counts"]["steps"] and view["summary"]["gated"] == 1
 
 
@@ -105,9 +106,9 @@ def test_gated_and_unknown_steps_are_marked(repo_home: Home) -> None:
     view = template_plan(repo_home)["view"]
     stop = next(b for b in blocks_in_prose(view) if b["id"] == "stop")
     assert stop["gated"] and stop["tone"] == "unknown" and stop["flags"] == ["destructive"]
-    assert stop["guards"] == [{"name": "check", "value": 'steps.where.status == "stopped"'}]
+    assert stop["guards"] == [{"name": "check", "value": "cluster.vms[vmid].status == 'stopped'"}]
     entry = stop["entries"][0]
-    assert entry["status"] == "unknown" and "steps.where.status" in entry["reason"]
+    assert entry["status"] == "unknown" and "cluster.vms[1031].status" in entry["reason"]
     assert entry["gate_reasons"][0] == "marked destructive"
     html = render_html(view)
     article = re.search(r'<article class="step tone-unknown gated" id="step-stop".*?</article>', html, re.S)
@@ -256,7 +257,7 @@ def test_a_failed_run_shows_its_failure_and_every_step(make_home) -> None:
     )
     assert stop["display"] == "POST /nodes/pve01/qemu/1031/status/shutdown"
     assert stop["gated"] and stop["gate_reasons"] == ["approved by lead@desk"]
-    assert steps["disks"]["entries"][0]["status"] == "not_reached"
+    assert steps["note"]["entries"][0]["status"] == "not_reached"
     assert all(h["note"] == "unchanged since the run" for h in view["hashes"]) and view["notes"] == []
     assert (view["who"], view["when"], view["cluster"]) == ("ops@desk", NOW.isoformat(), "lab")
     html = render_html(view)
@@ -320,7 +321,7 @@ def test_a_plan_that_stopped_early_says_why(repo_home: Home) -> None:
     assert "Planning stopped" in html and "where: HTTP 500" in html
     assert [b["entries"][0]["label"] for b in blocks_in_prose(view)][1:] == [
         "not planned (planning stopped before it)"
-    ] * 3
+    ] * 8
 
 
 # ---------------------------------------------------------------- the command line

@@ -406,7 +406,9 @@ def test_image_cache_builds_from_the_default_images(cli, home) -> None:
     assert "--images=(known after run: steps.default_images)" in create
     assert f"--images=factory.talos.dev/installer/{SCHEMATIC}:v1.9.5" in create
     assert "--images=docker.io/library/nginx:1.27" in create
-    assert "localEnabled: true" in one(planned, "cache_patch")["action"]["script"]
+    patch = one(planned, "cache_patch")["action"]
+    assert patch["path"] == f"{talos_dir(home)}/patches/image-cache.yaml" and patch["mode"] == "0600"
+    assert yaml.safe_load(patch["content"]) == {"machine": {"features": {"imageCache": {"localEnabled": True}}}}
 
 
 def test_template_create_builds_an_uefi_vm_without_cloud_init(cli, home) -> None:
@@ -427,13 +429,13 @@ def test_template_create_builds_an_uefi_vm_without_cloud_init(cli, home) -> None
     }
     assert not any(k.startswith(("ide", "sata", "ipconfig", "ci")) for k in params)
     image = f"/var/lib/vz/template/iso/talos-v1.9.5-{SCHEMATIC[:12]}-nocloud-amd64.raw"
-    download = one(planned, "download_image")["action"]
-    assert download["node"] == "pve02"
+    fetch = one(planned, "fetch_image")["action"]
+    assert fetch["node"] == "pve02"
     assert (
-        f"test -f {image} || wget -nv -O {image}.xz "
+        f"test -f {image} || test -f {image}.xz || wget -nv -O {image}.xz "
         f"https://factory.talos.dev/image/{SCHEMATIC}/v1.9.5/nocloud-amd64.raw.xz"
-    ) in download["script"]
-    assert f"xz -d -f {image}.xz" in one(planned, "decompress_image")["action"]["script"]
+    ) in fetch["script"]
+    assert f"test -f {image} || xz -d -f {image}.xz" in fetch["script"]
     assert one(planned, "import_disk")["action"]["script"].strip() == (
         f"qm set 150 --scsi0 local-lvm:0,import-from={image}"
     )
@@ -488,13 +490,10 @@ def test_template_ssh_steps_run_in_the_simulated_node_shell(cli, home) -> None:
     vms, files = Vms(), shell.NodeFiles()
     node = shell.SimShellExecutor(vms, files)
     for step_id in (
-        "download_image",
-        "decompress_image",
-        "download_image",
-        "decompress_image",
+        "fetch_image",
+        "fetch_image",
         "import_disk",
         "make_template",
-        "show_config",
         "remove_image_files",
     ):
         node.execute(ShellCommand(script=scripts[step_id], node="pve02"))

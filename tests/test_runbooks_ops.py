@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.support.passstore import create_pass_store
 
 OPS = (
     "vm-clone",
@@ -366,9 +367,9 @@ def test_storage_overview_only_reads(cli) -> None:
     assert all(s["reason"] == "read-only" and not s["gated"] for s in steps.values())
 
 
-def test_api_token_bootstrap_creates_the_token_last_and_keeps_only_its_id(cli) -> None:
+def test_api_token_bootstrap_creates_the_token_last_and_stores_its_secret_in_pass(cli) -> None:
     steps = plan(cli, "api-token-bootstrap")
-    assert list(steps)[-1] == "token"
+    assert list(steps)[-2:] == ["token", "token_now"]
     token = steps["token"]
     assert token["display"] == (
         "POST /access/users/runbook@pve/token/runbook  privsep=0 comment=runbook automation token (api-token-bootstrap)"
@@ -383,8 +384,12 @@ def test_api_token_bootstrap_creates_the_token_last_and_keeps_only_its_id(cli) -
         "Sys.PowerMgmt",
     } & set(privs)
     attrs = {s["id"]: s["attributes"] for s in runbook_json(cli, "api-token-bootstrap")["steps"]}
-    assert attrs["token"]["extract"] == '{"full-tokenid": .["full-tokenid"]}'
-    assert "register" not in attrs["token"]
+    assert attrs["token"]["to_pass"] == {
+        "path": "{{ pass_path or credentials.pass_path }}",
+        "lines": ["full-tokenid", "value"],
+        "secret": ["value"],
+    }
+    assert "register" not in attrs["token"] and "show" not in attrs["token"]
 
 
 def test_api_token_bootstrap_refuses_privileges_that_escalate(cli) -> None:
@@ -406,8 +411,11 @@ def test_ansible_provision_hands_the_token_over_in_the_environment_only(cli) -> 
     playbook = steps["playbook"]
     assert playbook["gate_reasons"] == ["marked confirm"]
     assert playbook["action"]["token_env"] == "PROXMOX_API_TOKEN"
-    assert playbook["action"]["script"].splitlines()[-1] == (
-        'ansible-playbook -i "$fleet"/inventory/hosts.yaml "$fleet"/playbooks/talos-provision-vms.yaml --tags workers '
+    assert (
+        playbook["action"]["script"].splitlines()[-1].split()
+        == (
+            'ansible-playbook -i "$fleet"/inventory/hosts.yaml "$fleet"/playbooks/talos-provision-vms.yaml --tags workers'
+        ).split()
     )
     assert "PROXMOX_API_TOKEN" not in playbook["action"]["script"]
     everything = plan(cli, "ansible-provision", "check_mode=true")["playbook"]["action"]["script"]
@@ -484,9 +492,14 @@ def pve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield srv
 
 
-def live(cli: Callable[..., Any], pve: Any, name: str, *args: str) -> Any:
+def live(cli: Callable[..., Any], pve: Any, name: str, *args: str, env: dict[str, str] | None = None) -> Any:
     return cli(
-        "--home", str(pve.home), "run", name, *args, env={"PROXMOX_API_TOKEN": f"{server_token_id()}={TOKEN_SECRET}"}
+        "--home",
+        str(pve.home),
+        "run",
+        name,
+        *args,
+        env={**(env or {}), "PROXMOX_API_TOKEN": f"{server_token_id()}={TOKEN_SECRET}"},
     )
 
 
@@ -544,11 +557,16 @@ def test_node_evacuate_moves_every_vm_round_robin_each_gated_and_leaves_template
     assert "migrate" not in statuses(again), "nothing left to move"
 
 
-def test_api_token_bootstrap_never_records_the_new_tokens_secret(cli, pve) -> None:
-    result = live(cli, pve, "api-token-bootstrap", "--yes", "--json")
+def test_api_token_bootstrap_never_records_the_new_tokens_secret(cli, pve, tmp_path: Path) -> None:
+    store = create_pass_store(tmp_path / "pass")
+    try:
+        result = live(cli, pve, "api-token-bootstrap", "--yes", "--json", env=store.env)
+        assert store.show("proxmox/lab/runbook-token") == f"runbook@pve!runbook\n{NEW_TOKEN_SECRET}\n"
+    finally:
+        store.stop()
     assert result.exit_code == 0, result.output
     token = [s for s in report(result)["steps"] if s["step"] == "token"][0]
-    assert token["output"] == {"full-tokenid": "runbook@pve!runbook"}
+    assert token["output"]["full-tokenid"] == "runbook@pve!runbook" and token["output"]["value"] == "*MASKED*"
     assert NEW_TOKEN_SECRET not in result.output
     assert NEW_TOKEN_SECRET not in recorded(pve.home) and TOKEN_SECRET not in recorded(pve.home)
 

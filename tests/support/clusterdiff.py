@@ -9,8 +9,9 @@ the values it said, and nothing changed that the review did not name. Possible c
 set: they depend on run-time values) may or may not happen, but explain what they name.
 
 What the simulation does not keep (Flux in the cluster, Kubernetes versions, a playbook's effect,
-the Image Factory's schematics)
-cannot be checked here: ``UNCHECKED`` lists those resource kinds.
+the Image Factory's schematics, a ``to_pass`` entry, which a simulated run never writes: see
+tests/test_api_token_bootstrap.py for the real store) cannot be checked here: ``UNCHECKED`` lists
+those resource kinds.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from engine.sim.talosctl.etcd import member_id
 
 USER_CFG = "/etc/pve/user.cfg"
 #: Resource kinds of a change the simulated cluster keeps no state for.
-UNCHECKED = frozenset({"flux", "kubernetes", "ansible-playbook", "factory-schematic"})
+UNCHECKED = frozenset({"flux", "kubernetes", "ansible-playbook", "factory-schematic", "pass-entry"})
 _UNKNOWN_MARK = re.compile(r"\(known after run: [^)]*\)(\])?")
 _SIZE = re.compile(r"(?:^|,)size=([0-9.]+[KMGT]?)(?:,|$)")
 _GUEST_VOLUME = re.compile(r"(?:vm|base)-(\d+)-")
