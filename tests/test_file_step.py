@@ -294,6 +294,16 @@ def test_a_relative_rendered_path_is_refused_before_anything_is_written() -> Non
     assert "must be absolute (/...) or start with ~/" in problem.message
 
 
+def test_a_path_an_earlier_step_names_is_checked_for_what_is_known() -> None:
+    """``{{ steps.x.stdout }}.sha256`` is unknown until the run: validate checks the rest of it."""
+    from engine.runbook.unknown import Unknown
+
+    book = parse_runbook(runbook('path: "{{ p }}{{ rest }}"', "x\n"), "t.md")
+    for rest, problems in ((".sha256", 0), ("/../x", 1), ("/", 1)):
+        action = Renderer("t.md", {"p": Unknown("steps.snap.stdout"), "rest": rest}).action(book.steps[0], {})
+        assert len(rendered_problems(action_as_dict(action), book.steps[0], "t.md")) == problems, rest
+
+
 # ---------------------------------------------------------------------------------------------- masking
 
 

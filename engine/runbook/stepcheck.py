@@ -25,7 +25,12 @@ _SCHEMAS = {
 def rendered_problems(action: dict[str, Any], step: Step, file: str) -> list[Problem]:
     """Every reason the rendered ``action`` (``action_as_dict`` form) must not be sent."""
     problems = []
-    for error in schemas.errors(_SCHEMAS[action["type"]], _placeholders(action)):
+    shaped = _placeholders(action)
+    if action["type"] == "FileWrite" and _UNKNOWN.match(str(action.get("path", ""))):
+        # A path that an earlier step names (``{{ steps.x.stdout }}.sha256``) is checked at run time;
+        # its known rest is still checked here, as if what comes first were an absolute folder.
+        shaped["path"] = "/" + shaped["path"]
+    for error in schemas.errors(_SCHEMAS[action["type"]], shaped):
         for field, message in schemas.explain_all(error, tuple(str(p) for p in error.absolute_path)):
             where = f"step {step.id}" + (f" (rendered {dotted(field)})" if field else " (rendered)")
             problems.append(Problem(file, step.line, where, message))
