@@ -128,3 +128,13 @@ def test_exists_checks_local_paths_for_guards(tmp_path) -> None:
     step = step_of("```local {check: \"exists(d ~ '/secrets.yaml')\"}\ntrue\n```\n")
     assert renderer(d=str(tmp_path)).truth(step, "check", {})
     assert not renderer(d=str(tmp_path / "nope")).truth(step, "check", {})
+
+
+def test_tojson_writes_a_value_known_only_after_run_as_such() -> None:
+    from engine.runbook.render import PLAIN_ENV
+    from engine.runbook.unknown import Unknown, contains_unknown
+
+    shown = PLAIN_ENV.from_string("{{ x | tojson }}").render(x={"vms": Unknown("cluster.vms"), "n": 1})
+    assert shown == '{"n": 1, "vms": "(known after run: cluster.vms)"}' and contains_unknown(shown)
+    with pytest.raises(TypeError):
+        PLAIN_ENV.from_string("{{ x | tojson }}").render(x={"s": {1, 2}})

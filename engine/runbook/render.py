@@ -94,6 +94,13 @@ def exists(path: str) -> bool:
     return os.path.exists(os.path.expanduser(str(path)))
 
 
+def _unknown_as_text(value: Any) -> str:
+    """How ``tojson`` writes what JSON has no form for: an Unknown as its text, anything else refused."""
+    if isinstance(value, Unknown):
+        return str(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _environment(finalize: Any) -> SandboxedEnvironment:
     env = SandboxedEnvironment(
         undefined=StrictUndefined, finalize=finalize, keep_trailing_newline=True, autoescape=False
@@ -103,6 +110,8 @@ def _environment(finalize: Any) -> SandboxedEnvironment:
     env.globals["exists"] = exists
     env.filters["bytes"] = env.globals["bytes"] = to_bytes
     env.filters["tagged"] = tagged
+    # ``| tojson`` of a value a dry-run does not know yet writes it as known after run, not a traceback.
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _unknown_as_text}
     # lipsum(10**8) would keep a validate busy for hours from one line of an ingested page.
     env.globals.pop("lipsum", None)
     return env
