@@ -34,6 +34,7 @@ OPS = (
 )
 STOPS = "stops or restarts a VM"
 UNKNOWN_NODE = "(known after run: steps.where.node)"
+NODE_1031 = "(known after run: cluster.vms[1031].node)"
 
 
 def plan(cli: Callable[..., Any], name: str, *params: str, home: Path = REPO) -> dict[str, dict[str, Any]]:
@@ -80,7 +81,9 @@ def test_vmid_parameters_match_the_ranges_of_cluster_config(cli, name: str) -> N
     params = {p["name"]: p for p in runbook_json(cli, name)["parameters"]}
     for param in ("vmid", "newid"):
         if param in params:
-            assert (params[param]["minimum"], params[param]["maximum"]) == (ranges["vms"]["min"], ranges["vms"]["max"])
+            # newid may be 0, the default: the lowest free VMID of the range
+            low = 0 if param == "newid" and params[param].get("default") == 0 else ranges["vms"]["min"]
+            assert (params[param]["minimum"], params[param]["maximum"]) == (low, ranges["vms"]["max"])
     if "template" in params:
         assert (params["template"]["minimum"], params["template"]["maximum"]) == (
             ranges["templates"]["min"],
@@ -135,27 +138,28 @@ def test_the_config_range_guard_runs_when_the_config_range_is_narrower(cli, make
 
 def test_vm_clone_clones_on_the_templates_node_and_moves_only_when_asked(cli) -> None:
     steps = plan(cli, "vm-clone", "template=101", "newid=1040", "name=web01")
-    assert list(steps) == ["vmid_range", "where", "clone", "move", "result"]
+    assert list(steps) == ["vmid_range", "where", "clone", "tags", "move", "result"]
     assert steps["vmid_range"]["status"] == "skipped"
     assert steps["clone"]["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu/101/clone  newid=1040 name=web01 full=1 storage=local-lvm"
+        "POST /nodes/(known after run: cluster.vms[101].node)/qemu/101/clone  "
+        "newid=(known after run: steps.where) name=web01 full=1 storage=local-lvm"
     )
-    assert "steps.where.existing" in steps["clone"]["reason"]
+    assert "waits for step where" in steps["clone"]["reason"] and "cluster.vms" in steps["clone"]["reason"]
     assert steps["move"]["status"] == "skipped" and steps["move"]["reason"] == "when is false"
     assert not any(s["gated"] for s in steps.values())
 
-    moved = plan(cli, "vm-clone", "template=101", "newid=1040", "name=web01", "target=pve02", "storage=ceph-vm")
+    moved = plan(cli, "vm-clone", "template=101", "name=web01", "target=pve02", "storage=ceph-vm")
     assert "storage=ceph-vm" in moved["clone"]["display"]
     assert moved["move"]["display"] == (
-        "POST /nodes/(known after run: steps.where.from_node)/qemu/1040/migrate  "
-        "target=pve02 online=(known after run: steps.where.online) "
-        "with-local-disks=(known after run: steps.where.online)"
+        'POST /nodes/(known after run: cluster.vms["web01"].node)/qemu/(known after run: steps.where)/migrate  '
+        'target=pve02 online=(known after run: cluster.vms["web01"].status) '
+        'with-local-disks=(known after run: cluster.vms["web01"].status)'
     )
 
 
 def test_a_linked_clone_sends_no_storage(cli) -> None:
     steps = plan(cli, "vm-clone", "template=101", "newid=1040", "name=web01", "full=false")
-    assert steps["clone"]["action"]["params"] == {"newid": "1040", "name": "web01", "full": "0"}
+    assert steps["clone"]["action"]["params"]["full"] == "0" and "storage" not in steps["clone"]["action"]["params"]
 
 
 def test_vm_clone_refuses_a_template_vmid_outside_the_template_range(cli) -> None:
@@ -209,11 +213,10 @@ def test_vm_power_needs_an_action(cli) -> None:
 def test_vm_resize_sends_only_what_was_asked_and_gates_the_disk(cli) -> None:
     steps = plan(cli, "vm-resize", "vmid=1031", "cores=4", "memory=8192", "disk_size=64G")
     assert steps["cpu_memory"]["display"] == (
-        f"PUT /nodes/{UNKNOWN_NODE}/qemu/1031/config  cores=4 memory=8192 "
-        "digest=(known after run: steps.current.digest)"
+        f"PUT /nodes/{NODE_1031}/qemu/1031/config  cores=4 memory=8192 digest=(known after run: steps.current.digest)"
     )
     assert not steps["cpu_memory"]["gated"]
-    assert steps["grow"]["display"] == f"PUT /nodes/{UNKNOWN_NODE}/qemu/1031/resize  disk=scsi0 size=64G"
+    assert steps["grow"]["display"] == f"PUT /nodes/{NODE_1031}/qemu/1031/resize  disk=scsi0 size=64G"
     assert steps["grow"]["gate_reasons"] == ["marked confirm"]
 
     memory_only = plan(cli, "vm-resize", "vmid=1031", "memory=4096")
@@ -590,7 +593,7 @@ def test_vm_clone_skips_its_own_clone_and_refuses_a_vmid_in_use(cli, pve) -> Non
     assert again.exit_code == 0 and statuses(again)["clone"] == "skipped"
     taken = live(cli, pve, "vm-clone", "--param", "template=101", "--param", "newid=1031", "--param", "name=app02")
     assert taken.exit_code == 10, "refused by a read before the first change: no run was made, exit 10"
-    assert "refused: VMID 1031 is already used by web01 on pve01; choose a free VMID" in taken.stderr
+    assert "VMID 1031 is already used by web01 on pve01; choose a free VMID" in taken.stderr
 
 
 def test_vm_power_stop_waits_for_approval_and_a_second_run_changes_nothing(cli, pve) -> None:
@@ -616,5 +619,5 @@ def test_vm_resize_refuses_to_shrink_a_disk(cli, pve) -> None:
     )
     result = live(cli, pve, "vm-resize", "--param", "vmid=1031", "--param", "disk_size=16G")
     assert result.exit_code == 10, "refused before the first change, with no run made"
-    assert "refused: refusing to shrink scsi0 of VM 1031 from 32G to 16G: disks only grow" in result.stderr
+    assert "refusing to shrink scsi0 of VM 1031 from 32G to 16G: disks only grow" in result.stderr
     assert not [r for r in pve.pve.requests if r[0] == "PUT"]

@@ -360,7 +360,14 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     assert image not in node_files and image + ".xz" not in node_files
 
     clone = sim.run("vm-clone", "template=102", "newid=1500", "name=web01", "target=pve02")
-    assert clone.output("result") == {"vmid": 1500, "name": "web01", "node": "pve02", "status": "stopped"}
+    assert clone.output("result") == {
+        "vmid": 1500,
+        "name": "web01",
+        "node": "pve02",
+        "status": "stopped",
+        "tags": "talos",
+    }
+    assert sim.vm_state(102)["config"]["tags"] == "template;talos"  # the clone leaves the template tag behind
     web = sim.vms()[1500]
     assert (web["name"], web["node"], web["status"], web["template"]) == ("web01", "pve02", "stopped", False)
     assert mac(sim.vm_state(1500)["config"]["net0"]) != mac(sim.vm_state(102)["config"]["net0"])  # a MAC of its own

@@ -215,6 +215,8 @@ def test_offline_views_are_unknown_and_missing_items_raise() -> None:
 def test_bytes_and_tagged() -> None:
     assert to_bytes("100G") == 100 * 2**30 and to_bytes("512M") == 512 * 2**20 and to_bytes("2TiB") == 2 * 2**40
     assert to_bytes(42) == 42
+    # a size known only at run time (a dry-run's bytes(steps.current.size)) stays unknown, named by its origin
+    assert describe(to_bytes(Unknown("steps.current.size"))) == "steps.current.size"
     with pytest.raises(ValueError, match="bytes\\(\\) takes a size such as '100G'"):
         to_bytes("lots")
     assert tagged([{"tags": ["a", "b"]}, {"tags": ["a"]}], ["a", "b"]) == [{"tags": ["a", "b"]}]

@@ -23,7 +23,7 @@ from ..load.facts import NOT_READ, Facts
 from ..load.pvetable import GUESTS, Match, fill, table
 from ..runbook.actions import ApiRequest, FileWrite, HttpRequest, ShellCommand, TalosctlCommand
 from ..runbook.unknown import contains_unknown
-from .base import UNKNOWN, Change, FieldChange, Lost, unknown_value
+from .base import UNKNOWN, Change, FieldChange, Lost, is_unknown_value, unknown_value
 from .file import file_changes
 
 DETAIL_LIMIT = 80  # characters of a script line or command shown as a change's detail
@@ -120,6 +120,8 @@ class _PveChange:
                 detail = fill(variant.detail, self.values) if variant.detail else ""
                 break
         ident = fill(rule.id, self.values)
+        # a clone's new VMID known only at run time is named as such, not as the marker's JSON
+        shown = {k: "(known after run)" if is_unknown_value(v) else v for k, v in self.values.items()}
         fields = self._fields()
         if action == "change" and rule.before and not fields and self._read("config") is not NOT_READ:
             return None
@@ -130,7 +132,7 @@ class _PveChange:
             action,
             resource,
             ident,
-            self._name(action, resource, ident),
+            self._name(action, resource, fill(rule.id, shown)),
             tuple(fields),
             tuple(lost),
             detail=detail,

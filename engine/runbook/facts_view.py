@@ -52,9 +52,12 @@ class FactMissing(ValueError):
     """A template asked for a VM, node, storage or VMID range that is not there."""
 
 
-def to_bytes(size: Any) -> int:
+def to_bytes(size: Any) -> int | Unknown:
     """``'100G'`` -> 107374182400: PVE's sizes (K, M, G, T, P; powers of 1024; ``GiB``/``GB`` read
-    the same), or a number of bytes as is. The ``bytes`` filter and function."""
+    the same), or a number of bytes as is. The ``bytes`` filter and function. A size known only at run
+    time (``bytes(steps.current.size)`` in a dry-run) stays unknown, as any value computed from it."""
+    if isinstance(size, Unknown):
+        return size
     if isinstance(size, bool):
         raise ValueError(f"bytes() takes a size such as '100G' or a number of bytes, not {size!r}")
     if isinstance(size, (int, float)):

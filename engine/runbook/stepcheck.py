@@ -48,7 +48,9 @@ def rendered_problems(action: dict[str, Any], step: Step, file: str) -> list[Pro
 
 
 _PLACEHOLDER = "unknown"
-_UNKNOWN = re.compile(r"\(known after run: [^)]*\)")
+# one level of parentheses inside: a fact an earlier step changes says which (``cluster.vms["web01"] (step clone
+# changes which VMs there are).node``)
+_UNKNOWN = re.compile(r"\(known after run: (?:[^()]|\([^()]*\))*\)")
 
 
 def _placeholders(value: Any) -> Any:
