@@ -198,6 +198,14 @@ def test_storage_and_backup_reviews_are_exact(sim: Sim) -> None:
     assert _certain(orphan) == [("destroy", "storage-content", ORPHAN)]
 
 
+def test_iso_upload_review_is_exact(sim: Sim) -> None:
+    from tests.test_library_iso import SHA256, URL
+
+    upload = proved(sim, "iso-upload", f"url={URL}", "node=pve02", f"checksum={SHA256}")
+    assert _certain(upload) == [("download", "file", "pve02:/var/lib/vz/template/iso/debian-12.9.0-amd64-netinst.iso")]
+    assert proved(sim, "iso-upload", f"url={URL}", "node=pve02", f"checksum={SHA256}")["changes"] == []
+
+
 def test_every_shipped_runbook_is_proved() -> None:
     """No runbook escapes the proof: each is reviewed and run by one of the scenarios above."""
     named = set(re.findall(r'proved\(\s*sim,\s*"([a-z0-9-]+)"', Path(__file__).read_text(encoding="utf-8")))

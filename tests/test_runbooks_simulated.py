@@ -85,6 +85,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "disk-orphans",
         "disk-remove-unused",
     ),
+    # tests/test_library_iso.py
+    "iso_upload": ("iso-upload", "iso-list"),
 }
 
 
