@@ -142,7 +142,7 @@ def test_vm_clone_clones_on_the_templates_node_and_moves_only_when_asked(cli) ->
     assert steps["vmid_range"]["status"] == "skipped"
     assert steps["clone"]["display"] == (
         "POST /nodes/(known after run: cluster.vms[101].node)/qemu/101/clone  "
-        "newid=(known after run: steps.where) name=web01 full=1 storage=local-lvm"
+        "newid=1040 name=web01 full=1 storage=local-lvm"
     )
     assert "waits for step where" in steps["clone"]["reason"] and "cluster.vms" in steps["clone"]["reason"]
     assert steps["move"]["status"] == "skipped" and steps["move"]["reason"] == "when is false"
@@ -151,7 +151,7 @@ def test_vm_clone_clones_on_the_templates_node_and_moves_only_when_asked(cli) ->
     moved = plan(cli, "vm-clone", "template=101", "name=web01", "target=pve02", "storage=ceph-vm")
     assert "storage=ceph-vm" in moved["clone"]["display"]
     assert moved["move"]["display"] == (
-        'POST /nodes/(known after run: cluster.vms["web01"].node)/qemu/(known after run: steps.where)/migrate  '
+        'POST /nodes/(known after run: cluster.vms["web01"].node)/qemu/1040/migrate  '
         'target=pve02 online=(known after run: cluster.vms["web01"].status) '
         'with-local-disks=(known after run: cluster.vms["web01"].status)'
     )
