@@ -151,7 +151,7 @@ def test_vm_clone_clones_on_the_templates_node_and_moves_only_when_asked(cli) ->
     moved = plan(cli, "vm-clone", "template=101", "name=web01", "target=pve02", "storage=ceph-vm")
     assert "storage=ceph-vm" in moved["clone"]["display"]
     assert moved["move"]["display"] == (
-        'POST /nodes/(known after run: cluster.vms["web01"].node)/qemu/1040/migrate  '
+        'POST /nodes/(known after run: cluster.vms["web01"].node)/qemu/(known after run: steps.where)/migrate  '
         'target=pve02 online=(known after run: cluster.vms["web01"].status) '
         'with-local-disks=(known after run: cluster.vms["web01"].status)'
     )
