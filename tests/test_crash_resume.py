@@ -80,7 +80,7 @@ CLI_TIMEOUT = 120
 FINISH_ATTEMPTS = 8
 #: Steps the harness approves when a kill left them in doubt without a check (read-only steps are
 #: re-run without a gate): each only prints and fails, or rewrites a file from the profile.
-SAFE_IN_DOUBT = {"template_missing", "vmid_taken", "talos_inputs_missing", "talos_patches"}
+SAFE_IN_DOUBT = {"template_missing", "vmid_taken", "talos_inputs.inputs_missing"}
 SUMMARY = Path(os.environ.get("RUNBOOK_CRASH_SUMMARY", REPO / ".pytest_cache" / "crash-resume-summary.json"))
 #: PVE seconds per task type (``RUNBOOK_CRASH_CLONE_SECS``, default 0: a clone ends with its request;
 #: the sweep in bench/crash.py sets 30, so a clone holds its new VM's lock for 0.6 s and kills catch it in flight).
@@ -249,7 +249,8 @@ def make_rig(root: Path, setup: str) -> Rig:
         (home / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     shutil.copytree(REPO / "clusters", home / "clusters")
     (home / "runbooks").mkdir()
-    shutil.copy(REPO / "runbooks" / "cluster-create.md", home / "runbooks" / "cluster-create.md")
+    for name in ("cluster-create", "talos-cluster-bootstrap"):  # create runs bootstrap's Talos sequence
+        shutil.copy(REPO / "runbooks" / f"{name}.md", home / "runbooks" / f"{name}.md")
     staging = home / "clusters" / "talos-staging.yaml"
     staging.write_text(staging.read_text().replace("~/.config/runbook/talos/staging", str(root / "talos" / "staging")))
     fake = PveProcess.start(root / "pve", home, SECRET, time_scale=TIME_SCALE, listeners=3)
@@ -488,7 +489,7 @@ class _Operator:
         self.run_id: str | None = None
         # Approved up front: the Flux bootstrap is expected, and the steps a kill may leave in doubt
         # without a check are safe to run again (the runbook says what each does).
-        self.approvals = ["flux_bootstrap", *sorted(SAFE_IN_DOUBT)]
+        self.approvals = ["talos.flux", *sorted(SAFE_IN_DOUBT)]
 
     def command(self) -> list[str]:
         approve = [arg for step in self.approvals for arg in ("--approve", step)]
@@ -539,7 +540,7 @@ def reference(
             rig = make_rig(tmp_path_factory.mktemp(f"clean-{setup.replace('/', '-')}-{attempt}"), setup)
             try:
                 started, wall = time.monotonic(), time.time()
-                result = rig.cli("run", "cluster-create", "--profile", rig.profile, "--approve", "flux_bootstrap")
+                result = rig.cli("run", "cluster-create", "--profile", rig.profile, "--approve", "talos.flux")
                 took = time.monotonic() - started
                 assert result.returncode == 0, result.stdout + result.stderr
                 (run_id,) = rig.run_folders()
@@ -596,7 +597,7 @@ def assert_converged(
     # after it in the same step: a kill while it runs (the dead engine's pipes break under it) may
     # repeat it, once per such kill. Everything else must have happened exactly as often as in a clean run.
     flux = ("flux", "bootstrap")
-    in_flight = sum(1 for kill in report.kills if kill["point"] == "step_started flux_bootstrap")
+    in_flight = sum(1 for kill in report.kills if kill["point"] == "step_started talos.flux")
     assert clean_effects[flux] <= done[flux] <= clean_effects[flux] + in_flight, (done[flux], report)
     report.flux_repeats = done[flux] - clean_effects[flux]
     if flux in clean_effects:
@@ -787,12 +788,12 @@ def test_a_read_only_step_killed_in_flight_runs_again_on_resume_without_a_gate(r
 @pytest.mark.parametrize("what", ["apply", "bootstrap"])
 def test_a_run_killed_between_a_talos_change_and_its_marker_resumes_without_help(rig_for: Any, what: str) -> None:
     """The node took its config (or etcd was bootstrapped), the run died before the marker: resume
-    asks the node (talos_configured, talos_etcd_running), does not send it again, writes the marker."""
+    asks the node (talos.configured, talos.etcd_running), does not send it again, writes the marker."""
     rig = rig_for("talos-staging")
     rig.env[f"CRASH_TALOS_SLOW_{what.upper()}"] = "3"
     state = rig.root / "talos-state.json"
     done_key = "applied" if what == "apply" else "bootstrapped"
-    process = rig.start("run", "cluster-create", "--profile", "talos-staging", "--approve", "flux_bootstrap")
+    process = rig.start("run", "cluster-create", "--profile", "talos-staging", "--approve", "talos.flux")
     try:
         wait_for(lambda: state.exists() and json.loads(state.read_text())[done_key], 60, f"the first {what}")
         os.kill(process.pid, signal.SIGKILL)
@@ -804,7 +805,7 @@ def test_a_run_killed_between_a_talos_change_and_its_marker_resumes_without_help
     time.sleep(3.5)  # the talosctl the killed run started has finished
     markers = rig.talos_dir / "state"
     assert not list(markers.glob(f"{done_key}-*")), "the kill came after the marker: nothing to prove"
-    resumed = rig.cli("resume", latest_run(rig, set()), "--approve", "flux_bootstrap")
+    resumed = rig.cli("resume", latest_run(rig, set()), "--approve", "talos.flux")
     assert resumed.returncode == 0, resumed.stderr
     sent = [call for call in rig.talos_calls() if call["key"] and call["key"][0] == what]
     assert [call["exit"] for call in sent] == [0] * len(sent), sent  # never sent again to a node that had it

@@ -228,11 +228,12 @@ def test_a_live_dry_run_previews_against_the_facts_it_read(tmp_path: Path) -> No
     ]
     assert {"cores", "memory", "tags"} <= {f.name for f in clones[0].fields}
     assert all(f.before is None for c in clones for f in c.fields)
-    # Offline nothing is read: whether a VM is cloned depends on the cluster's listing, known only at run
-    # time, so each clone is a possible change (``when`` says why), never counted as certain.
+    # Offline nothing is read: the plan's VMs are cloned (none is marked existing), from a template node
+    # known only at run time, never made up.
     assert offline.session is not None and offline.session.facts is None
     offline_clones = [c for c in offline.changes if c.step == "clone"]
-    assert len(offline_clones) == len(clones) and all("vms_in_use" in c.when for c in offline_clones)
+    assert len(offline_clones) == len(clones)
+    assert all("known after run: plan.template.node" in c.name for c in offline_clones)
 
 
 def test_offline_every_value_before_is_unknown_never_made_up() -> None:

@@ -50,7 +50,8 @@ class Wave:
         profile = self.home / "clusters" / "dev-generic.yaml"  # spread over the nodes: clones are migrated
         profile.write_text(profile.read_text().replace("placement: pack", "placement: spread"))
         (self.home / "runbooks").mkdir()
-        shutil.copy(REPO / "runbooks" / "cluster-create.md", self.home / "runbooks" / "cluster-create.md")
+        for name in ("cluster-create", "talos-cluster-bootstrap"):  # create runs bootstrap's Talos sequence
+            shutil.copy(REPO / "runbooks" / f"{name}.md", self.home / "runbooks" / f"{name}.md")
         self.fake = PveProcess.start(root / "pve", self.home, SECRET, time_scale=TIME_SCALE, listeners=3)
         self.relays: list[Relay] = []
         try:

@@ -138,3 +138,18 @@ def test_tojson_writes_a_value_known_only_after_run_as_such() -> None:
     assert shown == '{"n": 1, "vms": "(known after run: cluster.vms)"}' and contains_unknown(shown)
     with pytest.raises(TypeError):
         PLAIN_ENV.from_string("{{ x | tojson }}").render(x={"s": {1, 2}})
+
+
+def test_a_changes_entry_naming_several_ids_is_one_change_for_each() -> None:
+    from engine.runbook.parser import parse_runbook
+    from engine.runbook.render import Renderer
+
+    text = (
+        "---\nname: t\ndescription: t\n---\n\n## Make\n\n"
+        '```local {changes: {action: create, resource: file, id: ["{{ d }}/a", "{{ d }}/b"]}}\ntouch x\n```\n'
+    )
+    step = parse_runbook(text, "t.md").steps[0]
+    assert Renderer("t.md", {"d": "/srv"}).changes(step, {}) == (
+        {"action": "create", "resource": "file", "id": "/srv/a"},
+        {"action": "create", "resource": "file", "id": "/srv/b"},
+    )

@@ -77,7 +77,7 @@ def test_status_shows_one_table_of_the_profiles_vms_and_talos_health(operator: O
     summary = lines(created)[-2:]
     assert summary[0].startswith("summary: ran ") and ", failed 0" in summary[0]
     assert summary[1].startswith("changed: clone (stg-cp01, stg-cp02, stg-cp03), migrate (stg-cp02, stg-cp03), ")
-    assert "talos_bootstrap" in summary[1] and "vms_in_use" not in summary[1]
+    assert "talos.bootstrap" in summary[1] and "ssh_keys" not in summary[1]
 
     shown = lines(operator.run("cluster-status"))
     at = shown.index("   [ok] vms 0.0s: local script done in 0 s")

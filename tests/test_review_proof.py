@@ -58,10 +58,10 @@ def test_talos_cluster_lifecycle_reviews_are_exact(sim: Sim, tmp_path: Path) -> 
     create = proved(sim, "cluster-create", profile="talos-staging")
     made = [c["id"] for c in create["changes"] if (c["action"], c["resource"]) == ("create", "vm")]
     assert made == ["1031", "1032", "1033"] and create["change_counts"]["start"] == 3
-    # A second create makes nothing; it only writes the Talos patches again (they follow the profile).
+    # A second create changes nothing: the Talos patches and markers already hold what they would be given.
     again = proved(sim, "cluster-create", profile="talos-staging")
-    assert {(action, resource) for action, resource, _ in _certain(again)} == {("write", "file")}
-    assert again["change_summary"].startswith("Plan: 0 to create, 0 to change, 0 to destroy; 3 to write.")
+    assert _certain(again) == []
+    assert again["change_summary"].startswith("Plan: 0 to create, 0 to change, 0 to destroy.")
     proved(sim, "cluster-status", profile="talos-staging")
     backups = tmp_path / "etcd-backups"
     proved(
@@ -207,6 +207,14 @@ def test_vm_library_reviews_are_exact(sim: Sim) -> None:
     assert {("stop", "vm", "1500"), ("replace", "vm", "1500")} <= set(_certain(over))
     new = proved(sim, "vm-restore", f"archive={volid}", "vmid=1600")
     assert ("create", "vm", "1600") in _certain(new)
+
+
+def test_iso_upload_review_is_exact(sim: Sim) -> None:
+    from tests.test_library_iso import SHA256, URL
+
+    upload = proved(sim, "iso-upload", f"url={URL}", "node=pve02", f"checksum={SHA256}")
+    assert _certain(upload) == [("download", "file", "pve02:/var/lib/vz/template/iso/debian-12.9.0-amd64-netinst.iso")]
+    assert proved(sim, "iso-upload", f"url={URL}", "node=pve02", f"checksum={SHA256}")["changes"] == []
 
 
 def test_every_shipped_runbook_is_proved() -> None:

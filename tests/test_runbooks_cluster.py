@@ -118,19 +118,16 @@ def test_every_step_has_an_explicit_id_and_a_description(name: str) -> None:
         assert param.description, (name, param.name)
 
 
-def test_the_talos_steps_of_create_and_bootstrap_are_the_same() -> None:
-    """talos-cluster-bootstrap is the Talos half of cluster-create: same ids, bodies and guards, so
-    what one did the other recognises (create's identity read waits for its VMs without saying so: a dry-run
-    shows it waiting for the step that starts them)."""
-    create = {s.id: s for s in parse_runbook_file(REPO / "runbooks" / "cluster-create.md", "c").steps}
-    bootstrap = {s.id: s for s in parse_runbook_file(REPO / "runbooks" / "talos-cluster-bootstrap.md", "b").steps}
-    shared = [i for i in create if i.startswith("talos_")] + ["kubernetes_nodes", "flux_bootstrap"]
-    assert len(shared) == 16
-    for step_id in shared:
-        a, b = create[step_id], bootstrap[step_id]
-        assert (a.kind, a.body) == (b.kind, b.body), step_id
-        attrs_a, attrs_b = dict(a.attrs), dict(b.attrs)
-        assert attrs_a == attrs_b, step_id
+def test_create_runs_the_talos_sequence_of_bootstrap_instead_of_a_copy() -> None:
+    """talos-cluster-bootstrap holds the one Talos sequence; cluster-create calls it (and its address
+    guard), so no Talos step is written twice and what one runbook did the other recognises."""
+    create = parse_runbook_file(REPO / "runbooks" / "cluster-create.md", "c").steps
+    calls = {s.id: s.body.splitlines()[0] for s in create if s.kind == "runbook"}
+    assert calls == {
+        "talos_inputs": "talos-cluster-bootstrap#refuse-to-bootstrap-without-addresses",
+        "talos": "talos-cluster-bootstrap#talos-sequence",
+    }
+    assert not [s.id for s in create if s.kind in ("talosctl", "file")]
 
 
 # ---------------------------------------------------------------- cluster-create
@@ -138,16 +135,16 @@ def test_the_talos_steps_of_create_and_bootstrap_are_the_same() -> None:
 
 def test_create_plans_clones_from_the_template_node_and_moves_them(cli, home) -> None:
     planned = plan(cli, home, "cluster-create")
-    assert planned["counts"]["gated"] == 1 and gated(planned) == [("flux_bootstrap", None)]
+    assert planned["counts"]["gated"] == 1 and gated(planned) == [("talos.flux", None)]
     clone = one(planned, "clone", "name=stg-cp02")
-    assert clone["status"] == "unknown" and "steps.vms_in_use" in clone["reason"]
+    assert clone["status"] == "unknown" and clone["reason"] == "uses values known only after run"
     assert clone["display"] == (
-        'POST /nodes/(known after run: steps.vms_in_use["101"].node)/qemu/101/clone  '
+        "POST /nodes/(known after run: plan.template.node)/qemu/101/clone  "
         "newid=1032 name=stg-cp02 full=1 storage=local-lvm"
     )
     assert "target" not in clone["action"]["params"]  # no shared storage: clone on the template's node
     migrate = one(planned, "migrate", "name=stg-cp02")
-    assert migrate["action"]["path"] == '/nodes/(known after run: steps.vms_in_use["101"].node)/qemu/1032/migrate'
+    assert migrate["action"]["path"] == "/nodes/(known after run: plan.template.node)/qemu/1032/migrate"
     assert migrate["action"]["params"] == {"target": "pve02", "online": "0"}
     assert [s["item"] for s in entries(planned, "clone")] == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
 
@@ -178,13 +175,13 @@ def test_create_configures_sizes_and_starts_each_vm_on_its_node(cli, home) -> No
 def test_create_bootstraps_talos_once_on_the_first_control_plane(cli, home) -> None:
     planned = plan(cli, home, "cluster-create")
     folder = talos_dir(home)
-    assert argv(one(planned, "talos_secrets")) == ["gen", "secrets", "--output-file", f"{folder}/secrets.yaml"]
-    gen = argv(one(planned, "talos_gen_config"))
+    assert argv(one(planned, "talos.secrets")) == ["gen", "secrets", "--output-file", f"{folder}/secrets.yaml"]
+    gen = argv(one(planned, "talos.gen_config"))
     assert gen[:3] == ["gen", "config", "talos-staging"] and gen[3] == "https://10.20.0.30:6443"
     assert gen[gen.index("--install-image") + 1] == f"factory.talos.dev/installer/{SCHEMATIC}:v1.9.5"
     assert gen[gen.index("--kubernetes-version") + 1] == "1.32.3"
     assert gen[gen.index("--with-secrets") + 1] == f"{folder}/secrets.yaml"
-    applies = entries(planned, "talos_apply")
+    applies = entries(planned, "talos.apply")
     assert [argv(a)[argv(a).index("--nodes") + 1] for a in applies] == list(CPS)
     assert argv(applies[1]) == [
         "apply-config",
@@ -196,14 +193,14 @@ def test_create_bootstraps_talos_once_on_the_first_control_plane(cli, home) -> N
         "--config-patch",
         f"@{folder}/patches/stg-cp02.yaml",
     ]
-    bootstrap = entries(planned, "talos_bootstrap")
+    bootstrap = entries(planned, "talos.bootstrap")
     assert len(bootstrap) == 1
     assert argv(bootstrap[0]) == ["bootstrap", "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
-    assert "steps.talos_identity[0]" in bootstrap[0]["reason"]  # guarded by the marker of this very VM
-    assert argv(one(planned, "talos_kubeconfig"))[:3] == ["kubeconfig", f"{folder}/kubeconfig", "--force"]
-    health = argv(one(planned, "talos_health"))
+    assert "steps.talos.etcd_running[0]" in bootstrap[0]["reason"]  # asks the node before
+    assert argv(one(planned, "talos.kubeconfig"))[:3] == ["kubeconfig", f"{folder}/kubeconfig", "--force"]
+    health = argv(one(planned, "talos.health"))
     assert health[health.index("--control-plane-nodes") + 1] == ",".join(CPS) and "--worker-nodes" not in health
-    flux = one(planned, "flux_bootstrap")
+    flux = one(planned, "talos.flux")
     assert flux["gated"] and flux["gate_reasons"] == ["marked confirm"]
     script = flux["action"]["script"]
     assert "flux bootstrap git --silent" in script
@@ -211,26 +208,11 @@ def test_create_bootstraps_talos_once_on_the_first_control_plane(cli, home) -> N
     assert "--branch=main" in script and "--private-key-file" not in script
 
 
-def test_create_writes_each_node_patch_with_printf_arguments(cli, home) -> None:
+def test_create_writes_each_node_patch_as_the_yaml_talos_expects(cli, home) -> None:
     planned = plan(cli, home, "cluster-create")
-    script = one(planned, "talos_patches", "name=stg-cp02")["action"]["script"]
-    assert "printf '    hostname: %s\\n' stg-cp02" in script
-    assert "printf '          - %s/%s\\n' 10.20.0.32 24" in script
-    assert "printf '            gateway: %s\\n' 10.20.0.1" in script
-    assert "printf '          ip: %s\\n' 10.20.0.30" in script  # the VIP, on a control plane
-    assert "allowSchedulingOnControlPlanes: true" in script  # no workers in staging
-    assert f"> {talos_dir(home)}/patches/stg-cp02.yaml.tmp" in script
-
-
-def test_a_generated_patch_is_the_yaml_talos_expects(cli, home, tmp_path: Path) -> None:
-    """Run the rendered patch script for real and read back what it wrote."""
-    import subprocess
-
-    planned = plan(cli, home, "cluster-create")
-    Path(talos_dir(home), "patches").mkdir(parents=True)
-    script = one(planned, "talos_patches", "name=stg-cp01")["action"]["script"]
-    subprocess.run(["bash", "-eu"], input=script, text=True, check=True, capture_output=True)
-    patch = yaml.safe_load(Path(talos_dir(home), "patches", "stg-cp01.yaml").read_text())
+    action = one(planned, "talos.patches", "name=stg-cp01")["action"]
+    assert action["path"] == f"{talos_dir(home)}/patches/stg-cp01.yaml" and action["mode"] == "0600"
+    patch = yaml.safe_load(action["content"])
     assert patch == {
         "machine": {
             "network": {
@@ -257,18 +239,14 @@ def test_a_generated_patch_is_the_yaml_talos_expects(cli, home, tmp_path: Path) 
 def test_create_for_a_generic_profile_skips_talos_and_flux(cli, home) -> None:
     planned = plan(cli, home, "cluster-create", profile="dev-generic")
     assert gated(planned) == []
-    talos_steps = [
-        s
-        for s in planned["steps"]
-        if s["step"].startswith("talos_") or s["step"] in ("kubernetes_nodes", "flux_bootstrap")
-    ]
+    talos_steps = [s for s in planned["steps"] if s["step"].startswith(("talos.", "talos_inputs."))]
     assert talos_steps and all(s["status"] == "skipped" and s["reason"] == "when is false" for s in talos_steps)
     clone = one(planned, "clone", "name=dev-w02")
-    assert clone["display"].startswith('POST /nodes/(known after run: steps.vms_in_use["102"].node)/qemu/102/clone')
+    assert clone["display"].startswith("POST /nodes/(known after run: plan.template.node)/qemu/102/clone")
     assert clone["action"]["params"]["newid"] == "1212"
-    configure = one(planned, "configure", "name=dev-w01")["action"]["params"]
-    assert configure["ciuser"] == "ops" and configure["ipconfig0"] == "ip=dhcp"
-    assert configure["tags"] == "kubernetes;dev;worker" and configure["net0"] == "virtio=02:70:76:00:04:BB,bridge=vmbr0"
+    # Offline the SSH keys file is not read (a live dry-run reads it): what configure sends waits for it.
+    assert one(planned, "ssh_keys")["status"] == "would_run"
+    assert one(planned, "configure", "name=dev-w01")["waits_for"] == ["ssh_keys"]
 
 
 # ---------------------------------------------------------------- teardown and status
@@ -317,10 +295,10 @@ def test_bootstrap_plans_the_talos_part_only(cli, home) -> None:
     planned = plan(cli, home, "talos-cluster-bootstrap")
     ids = {s["step"] for s in planned["steps"]}
     assert not ids & {"clone", "migrate", "configure", "resize", "start"}
-    assert [argv(s) for s in entries(planned, "talos_bootstrap")] == [
+    assert [argv(s) for s in entries(planned, "bootstrap")] == [
         ["bootstrap", "--nodes", "10.20.0.31", "--endpoints", "10.20.0.31"]
     ]
-    assert gated(planned) == [("flux_bootstrap", None)]
+    assert gated(planned) == [("flux", None)]
     generic = plan(cli, home, "talos-cluster-bootstrap", profile="dev-generic")
     assert one(generic, "not_talos")["status"] == "would_run"  # it refuses
     assert all(s["status"] == "skipped" for s in generic["steps"] if s["step"] not in ("api_version", "not_talos"))

@@ -147,7 +147,7 @@ def test_vm_clone_clones_on_the_templates_node_and_moves_only_when_asked(cli) ->
     assert steps["vmid_range"]["status"] == "skipped"
     assert steps["clone"]["display"] == (
         "POST /nodes/(known after run: cluster.vms[101].node)/qemu/101/clone  "
-        "newid=(known after run: steps.where) name=web01 full=1 storage=local-lvm"
+        "newid=1040 name=web01 full=1 storage=local-lvm"
     )
     assert "waits for step where" in steps["clone"]["reason"] and "cluster.vms" in steps["clone"]["reason"]
     assert steps["move"]["status"] == "skipped" and steps["move"]["reason"] == "when is false"

@@ -87,6 +87,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "disk-orphans",
         "disk-remove-unused",
     ),
+    # tests/test_library_iso.py
+    "iso_upload": ("iso-upload", "iso-list"),
 }
 
 
@@ -252,7 +254,7 @@ def test_talos_cluster_lifecycle(sim: Sim, tmp_path: Path) -> None:
     assert {ip: (row["hostname"], row["state"]) for ip, row in talos.items()} == {
         ip: (name, "healthy") for name, (_vmid, _node, ip) in STAGING.items()
     }
-    assert create.status("flux_bootstrap") == "succeeded"
+    assert create.status("talos.flux") == "succeeded"
     assert (sim.talos_dir("talos-staging") / "kubeconfig").is_file()
 
     status = sim.run("cluster-status", profile="talos-staging")
@@ -299,11 +301,11 @@ def test_talos_cluster_lifecycle(sim: Sim, tmp_path: Path) -> None:
 
     # After cluster-create everything is done already: bootstrap recognises it and skips every change.
     bootstrap = sim.run("talos-cluster-bootstrap", profile="talos-staging")
-    for step in ("talos_apply", "talos_applied_marker"):
+    for step in ("apply", "applied"):
         assert bootstrap.statuses(step) == ["skipped"] * 3
-    for step in ("talos_secrets", "talos_gen_config", "talos_bootstrap", "flux_bootstrap"):
+    for step in ("secrets", "gen_config", "bootstrap[name=stg-cp01]", "flux"):
         assert bootstrap.status(step) == "skipped", step
-    assert bootstrap.status("talos_health") == "succeeded"
+    assert bootstrap.status("health") == "succeeded"
     assert {r["state"] for r in sim.status()["talos"]} == {"healthy"}
 
     teardown = sim.run("cluster-teardown", profile="talos-staging")

@@ -128,7 +128,7 @@ def test_unsupported_command_fails_before_anything_runs(node) -> None:
         ssh(executor, "mkdir -p /root/work\npvesm alloc local-lvm 101 vm-101-disk-9 4G\n")
     assert failed.value.message == (
         "simulation: 'pvesm' is not simulated on PVE nodes (simulated: qm set/template/config/list/status, wget, "
-        "curl, xz -d, test -f, rm -f, mkdir -p, echo) (script line 2)"
+        "curl, xz -d, sha256sum, sha512sum, test -f, rm -f, mv, mkdir -p, echo) (script line 2)"
     )
     assert failed.value.sent is False
     assert not files.is_dir("pve01", "/root/work")

@@ -459,7 +459,11 @@ class Renderer:
         if "changes" not in step.attrs:
             return None
         declared = step.attrs["changes"]
-        entries = declared if isinstance(declared, list) else [declared]
+        entries = [
+            {**entry, "id": one} if isinstance(entry.get("id"), list) else entry
+            for entry in (declared if isinstance(declared, list) else [declared])
+            for one in (entry["id"] if isinstance(entry.get("id"), list) else [None])
+        ]  # an entry naming several ids is one change per id
         rendered = (
             {
                 str(key): self.text(

@@ -38,6 +38,27 @@ STANDARD_DIRS = frozenset(
 SPECIAL_FILES = frozenset({"/dev/null", "/dev/zero", "/dev/urandom"})
 
 
+def download_content(url: str) -> bytes:
+    """What a file downloaded from ``url`` holds in the simulation: one line naming the URL.
+
+    The simulated nodes keep no downloaded bytes, only a size; this stands for them, the same for
+    every download of a URL, so a digest of the file (``sha256sum``) can be computed and checked
+    against one worked out from the URL (a runbook's checksum test)."""
+    return f"simulated content of {url}\n".encode()
+
+
+def file_content(record: dict[str, Any]) -> bytes | None:
+    """A file's simulated content: the text a file step wrote, else what its source stands for
+    (``download_content`` of the URL it came from, marked when ``xz -d`` unpacked it); None for a
+    secret file step's content, which the state never keeps."""
+    if "text" in record:
+        return str(record["text"]).encode()
+    if record.get("source") == "file step":
+        return None
+    data = download_content(str(record.get("source", "")))
+    return data + b"(xz -d)\n" if record.get("decompressed_from") else data
+
+
 class NodeFiles:
     """Files and folders on the simulated nodes, in a JSON-able dict (kept by reference, mutated in place).
 
@@ -82,6 +103,13 @@ class NodeFiles:
     def mkdir(self, node: str, path: str) -> None:
         if not self.is_dir(node, path):
             self._node(node)[path] = {"type": "dir"}
+
+    def move(self, node: str, source: str, target: str) -> None:
+        """Rename a file, or a folder with everything under it, to ``target`` (replacing a file there)."""
+        entries = self._node(node)
+        prefix = source.rstrip("/") + "/"
+        for old in [p for p in entries if p == source or p.startswith(prefix)]:
+            entries[target + old[len(source) :]] = entries.pop(old)
 
     def remove(self, node: str, path: str) -> None:
         """Remove a file, or a folder with everything under it."""

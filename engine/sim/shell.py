@@ -9,10 +9,11 @@ interfaces, so it can be wired to any simulated cluster:
 - ``VmOps`` (the PVE side): find a VM by vmid, list VMs, change a VM's config, make it a template,
   and say which nodes and storages exist;
 - ``NodeFiles`` (files on the nodes): a JSON-able dict ``{node: {path: {"type", "size", ...}}}``,
-  the ``files`` section of the simulation state. Files have a size and a source, never content.
+  the ``files`` section of the simulation state. Files have a size and a source; their content is
+  simulated (``nodefiles.file_content``: a download stands for a line naming its URL).
 
 What is simulated: ``qm set/template/config/list/status``, ``wget``, ``curl``, ``xz -d``/``unxz``,
-``test``/``[``, ``rm``, ``mkdir``, ``echo``, ``cd``, ``hostname``, ``true``/``false``/``:``, ``set``,
+``sha256sum``/``sha512sum`` (and ``--check``), ``test``/``[``, ``rm``, ``mv``, ``mkdir``, ``echo``, ``cd``, ``hostname``, ``true``/``false``/``:``, ``set``,
 ``exit``, ``export``/``NAME=value``, and ``grep``/``head``/``tail`` as filters in a pipe. The
 shell part: ``;``, ``&&``, ``||``, ``|``, ``!``, comments, ``\\`` continuations, single and double quotes,
 ``$'...'``, ``$VAR``/``${VAR}``/``${VAR:-default}`` (an unset variable is an error, as under ``set -u``),
@@ -55,7 +56,10 @@ from .http import Factory
 from .nodefiles import NodeFiles
 from .state import SimVm
 
-SIMULATED = "simulated: qm set/template/config/list/status, wget, curl, xz -d, test -f, rm -f, mkdir -p, echo"
+SIMULATED = (
+    "simulated: qm set/template/config/list/status, wget, curl, xz -d, sha256sum, sha512sum, test -f, rm -f, mv, "
+    "mkdir -p, echo"
+)
 
 
 # ---------------------------------------------------------------- interfaces

@@ -17,9 +17,11 @@ from .builtins import (
     true_command,
 )
 from .curl import curl_command
+from .digest import digest_command
 from .grep import grep_command
 from .head_tail import head_tail_command
 from .mkdir import mkdir_command
+from .mv import mv_command
 from .qm import qm_command
 from .rm import rm_command
 from .test import test_command
@@ -44,6 +46,9 @@ COMMANDS: dict[str, Callable[[Run, list[str], str], Out]] = {
     "[": test_command,
     "rm": rm_command,
     "mkdir": mkdir_command,
+    "mv": mv_command,
+    "sha256sum": digest_command,
+    "sha512sum": digest_command,
     "grep": grep_command,
     "head": head_tail_command,
     "tail": head_tail_command,
