@@ -198,6 +198,17 @@ def test_storage_and_backup_reviews_are_exact(sim: Sim) -> None:
     assert _certain(orphan) == [("destroy", "storage-content", ORPHAN)]
 
 
+def test_vm_library_reviews_are_exact(sim: Sim) -> None:
+    proved(sim, "vm-clone", "template=102", "newid=1500", "name=web01", "target=pve02")
+    assert proved(sim, "vm-status", "vmid=1500")["changes"] == []
+    volid = sim.run("vm-backup", "vmid=1500").output("archive")["volid"]
+    sim.run("vm-power", "vmid=1500", "action=start")
+    over = proved(sim, "vm-restore", "vmid=1500", "overwrite=true")  # its newest backup, found by the run
+    assert {("stop", "vm", "1500"), ("replace", "vm", "1500")} <= set(_certain(over))
+    new = proved(sim, "vm-restore", f"archive={volid}", "vmid=1600")
+    assert ("create", "vm", "1600") in _certain(new)
+
+
 def test_iso_upload_review_is_exact(sim: Sim) -> None:
     from tests.test_library_iso import SHA256, URL
 

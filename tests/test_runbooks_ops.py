@@ -97,12 +97,17 @@ def test_vmid_parameters_match_the_ranges_of_cluster_config(cli, name: str) -> N
 )
 def test_a_vmid_runbook_first_checks_the_vmid_against_the_config_then_finds_the_vm(cli, name: str) -> None:
     steps = runbook_json(cli, name)["steps"]
-    assert [s["id"] for s in steps[:2]] == ["vmid_range", "where"]
+    # vm-restore looks for the backups (read-only) first: which VM it may replace, and on which node, decide together
+    check = "chosen" if name == "vm-restore" else "where"
+    assert steps[0]["id"] == "vmid_range" and check in [s["id"] for s in steps]
     guard = steps[0]
     assert guard["kind"] == "local" and guard["attributes"]["readonly"] is True
     assert "vmid_ranges" in guard["attributes"]["when"] and "exit 1" in guard["body"]
+    found = next(s for s in steps if s["id"] == check)
+    before = steps[1 : steps.index(found)]
+    assert all(s["kind"] == "api" and s["body"].startswith("GET ") for s in before), "only reads before the check"
     # the VM as the cluster lists it: its resources read by the step, or the facts the engine read
-    assert steps[1]["body"].startswith("GET /cluster/resources") or "cluster.vms" in steps[1]["body"]
+    assert found["body"].startswith("GET /cluster/resources") or "cluster.vms" in found["body"]
 
 
 def test_an_out_of_range_vmid_is_refused_before_anything_runs(cli) -> None:
@@ -331,26 +336,24 @@ def test_vm_backup_is_a_snapshot_mode_zstd_vzdump_that_prunes_nothing(cli) -> No
 
 
 ARCHIVE = "local:backup/vzdump-qemu-1031-2026_11_28-10_00_00.vma.zst"
+CHOSEN = "(known after run: steps.chosen.node)"
 
 
 def test_vm_restore_as_a_new_vm_is_not_gated_and_never_forces(cli) -> None:
     steps = plan(cli, "vm-restore", f"archive={ARCHIVE}", "vmid=1050")
-    assert steps["restore"]["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu  vmid=1050 archive={ARCHIVE} storage=local-lvm unique=1"
-    )
-    assert not steps["restore"]["gated"]
-    assert steps["stop_existing"]["status"] == steps["restore_over"]["status"] == "skipped"
+    assert steps["restore"]["display"].startswith(f"POST /nodes/{CHOSEN}/qemu  vmid=1050 archive=")
+    assert steps["restore"]["display"].endswith("storage=local-lvm unique=1")
+    assert not steps["restore"]["gated"] and "force" not in steps["restore"]["display"]
 
 
 def test_vm_restore_over_an_existing_vm_is_gated_and_destructive(cli) -> None:
     steps = plan(cli, "vm-restore", f"archive={ARCHIVE}", "vmid=1031", "overwrite=true", "unique=false")
     over = steps["restore_over"]
-    assert over["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu  vmid=1031 archive={ARCHIVE} storage=local-lvm unique=0 force=1"
-    )
+    assert over["display"].startswith(f"POST /nodes/{CHOSEN}/qemu  vmid=1031 archive=")
+    assert over["display"].endswith("storage=local-lvm unique=0 force=1")
     assert over["gate_reasons"] == ["marked destructive"]
     assert steps["stop_existing"]["gate_reasons"] == ["marked destructive", STOPS]
-    assert not steps["restore"]["gated"] and "steps.where.existing" in steps["restore"]["reason"]
+    assert not steps["restore"]["gated"] and "steps.chosen" in steps["restore"]["reason"]
 
 
 # -- node-evacuate, storage-overview, api-token-bootstrap, ansible-provision ----------------------

@@ -69,6 +69,8 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
         "node-evacuate",
     ),
     "access_and_ansible": ("api-token-bootstrap", "ansible-provision"),
+    # tests/test_library_vm.py
+    "vm_library": ("vm-status",),
     # tests/test_library_inventory.py
     "inventory": ("api-check", "vmid-next", "cluster-health", "node-usage", "vm-list", "vm-delete"),
     # tests/test_library_tags.py
@@ -445,8 +447,10 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     assert (stored["vmid"], stored["node"], stored["content"]) == (1500, "pve03", "backup")
 
     restore = sim.run("vm-restore", f"archive={archive['volid']}", "vmid=1600", "node=pve03")
-    assert restore.output("archive_check")["from_vmid"] == 1500
-    assert restore.output("restored") == {"vmid": 1600, "name": "web01", "node": "pve03", "status": "stopped"}
+    chosen = restore.output("chosen")
+    assert (chosen["volid"], chosen["node"], chosen["replacing"]) == (archive["volid"], "pve03", None)
+    assert restore.output("restored") == {"name": "web01", "status": "stopped"}
+    assert (sim.vms()[1600]["node"], sim.vms()[1600]["status"]) == ("pve03", "stopped")
     restored, original = sim.vm_state(1600)["config"], sim.vm_state(1500)["config"]
     assert restored["scsi0"].startswith("local-lvm:vm-1600-disk-0,") and "size=32G" in restored["scsi0"]
     assert int(restored["cores"]) == 4 and mac(restored["net0"]) != mac(original["net0"])  # unique=true

@@ -38,6 +38,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
@@ -401,8 +402,7 @@ class Runner:
             outputs = self._parallel_items(step, items, wide)
         else:
             outputs = []
-            for index, item in enumerate(items):
-                key = _item_key(item, index)
+            for index, (item, key) in enumerate(zip(items, _item_keys(items), strict=True)):
                 item_entry = PlanEntry(
                     step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
                 )
@@ -417,8 +417,7 @@ class Runner:
         ready: list[tuple[int, str, _Ready, PlanEntry]] = []
         stopped: BaseException | None = None
         mark = len(self.entries)
-        for index, item in enumerate(items):
-            key = _item_key(item, index)
+        for index, (item, key) in enumerate(zip(items, _item_keys(items), strict=True)):
             entry = PlanEntry(
                 step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show"))
             )
@@ -460,7 +459,7 @@ class Runner:
                 self._add(entry)
             return
         outputs: dict[str, list[Any]] = {step.id: [_PENDING] * len(items) for step in steps}
-        keys = [_item_key(item, index) for index, item in enumerate(items)]
+        keys = _item_keys(items)
         name = str(section.name)
 
         def one(step: Step, index: int) -> None:
@@ -500,7 +499,7 @@ class Runner:
 
     def _order_entries(self, mark: int, step_order: dict[str, int], items: Sequence[Any]) -> None:
         """Entries of a concurrent section in plan order (step, then item), whatever order they ended in."""
-        keys = {_item_key(item, index): index for index, item in enumerate(items)}
+        keys = {key: index for index, key in enumerate(_item_keys(items))}
         with self._lock:
             self.entries[mark:] = sorted(
                 self.entries[mark:], key=lambda e: (step_order.get(e.step_id, 0), keys.get(e.item_key or "", 0))
@@ -969,15 +968,32 @@ def _note(entry: PlanEntry, text: str) -> PlanEntry:
     return entry
 
 
+_KEY_FIELDS = ("name", "vmid", "node", "id")
+
+
 def _item_key(item: Any, index: int) -> str:
     """A stable key for a loop item (checkpoints key on it): its name or vmid when it has one."""
     if isinstance(item, dict):
-        for name in ("name", "vmid", "node", "id"):
+        for name in _KEY_FIELDS:
             if name in item:
                 return f"{name}={item[name]}"
     if isinstance(item, (str, int)):
         return str(item)
     return f"#{index}"
+
+
+def _item_keys(items: Sequence[Any]) -> list[str]:
+    """The key of every loop item, each one different: checkpoints key on them, so items that share
+    the first of their identifying fields (``cluster.storages``: a storage of each node, ``local`` on
+    every node) are told apart by all of those fields (``name=local,node=pve02``), else by place. A
+    list whose keys differ keeps the keys ``_item_key`` gives, so a resume finds its checkpoints."""
+    keys = [_item_key(item, index) for index, item in enumerate(items)]
+    counts = Counter(keys)
+    for index, item in enumerate(items):
+        if counts[keys[index]] > 1 and isinstance(item, dict):
+            keys[index] = ",".join(f"{name}={item[name]}" for name in _KEY_FIELDS if name in item)
+    counts = Counter(keys)
+    return [f"{key}#{index}" if counts[key] > 1 else key for index, key in enumerate(keys)]
 
 
 def item_label(item: Any, index: int) -> str:
