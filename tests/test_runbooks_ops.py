@@ -264,7 +264,7 @@ def test_vm_migrate_asks_pve_first_and_moves_online_when_running(cli) -> None:
 def test_snapshot_create_is_guarded_and_refuses_the_reserved_name(cli) -> None:
     steps = plan(cli, "snapshot-create", "vmid=1031", "snapname=pre-upgrade", "description=before 1.10")
     assert steps["snapshot"]["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot  snapname=pre-upgrade description=before 1.10 vmstate=0"
+        f"POST /nodes/{NODE_1031}/qemu/1031/snapshot  snapname=pre-upgrade description=before 1.10 vmstate=0"
     )
     assert "steps.existing.exists" in steps["snapshot"]["reason"] and not steps["snapshot"]["gated"]
     result = cli(
