@@ -290,10 +290,10 @@ def test_snapshot_list_only_reads(cli) -> None:
 
 def test_snapshot_rollback_gates_the_stop_and_the_rollback(cli) -> None:
     steps = plan(cli, "snapshot-rollback", "vmid=1031", "snapname=pre-upgrade", "start=true")
-    assert steps["stop"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/status/stop"
+    assert steps["stop"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/status/stop"
     assert steps["stop"]["gate_reasons"] == ["marked destructive", STOPS]
     assert (
-        steps["rollback"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
+        steps["rollback"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
     )
     assert steps["rollback"]["gate_reasons"] == [
         "marked destructive",
