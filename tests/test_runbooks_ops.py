@@ -197,7 +197,7 @@ def test_vm_power_runs_only_the_asked_action_and_gates_all_but_start(cli, action
     actions = ("start", "shutdown", "stop", "reboot")
     assert [steps[a]["status"] for a in actions] == ["skipped" if a != action else "unknown" for a in actions]
     step = steps[action]
-    assert step["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/status/{action}"
+    assert step["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/status/{action}"
     assert step["gate_reasons"] == reasons and step["gated"] == bool(reasons)
     assert steps["settled"]["reason"].endswith(f"depends on steps.{action}")
 
