@@ -317,7 +317,7 @@ def test_snapshot_delete_is_gated_and_guarded(cli) -> None:
 
 def test_vm_backup_is_a_snapshot_mode_zstd_vzdump_that_prunes_nothing(cli) -> None:
     steps = plan(cli, "vm-backup", "vmid=1031", "storage=backup-nfs")
-    assert steps["backup"]["action"]["path"] == f"/nodes/{UNKNOWN_NODE}/vzdump"
+    assert steps["backup"]["action"]["path"] == f"/nodes/{NODE_1031}/vzdump"
     assert steps["backup"]["action"]["params"] == {
         "vmid": "1031",
         "storage": "backup-nfs",
@@ -327,7 +327,7 @@ def test_vm_backup_is_a_snapshot_mode_zstd_vzdump_that_prunes_nothing(cli) -> No
         "notes-template": "{{guestname}}: manual backup (runbook vm-backup)",
     }
     assert not steps["backup"]["gated"]
-    assert steps["target"]["display"] == f"GET /nodes/{UNKNOWN_NODE}/storage  content=backup"
+    assert steps["target"]["display"] == f"GET /nodes/{NODE_1031}/storage  content=backup"
 
 
 ARCHIVE = "local:backup/vzdump-qemu-1031-2026_11_28-10_00_00.vma.zst"
