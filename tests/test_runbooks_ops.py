@@ -292,9 +292,7 @@ def test_snapshot_rollback_gates_the_stop_and_the_rollback(cli) -> None:
     steps = plan(cli, "snapshot-rollback", "vmid=1031", "snapname=pre-upgrade", "start=true")
     assert steps["stop"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/status/stop"
     assert steps["stop"]["gate_reasons"] == ["marked destructive", STOPS]
-    assert (
-        steps["rollback"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
-    )
+    assert steps["rollback"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
     assert steps["rollback"]["gate_reasons"] == [
         "marked destructive",
         "rolls a VM back to a snapshot (later changes are lost)",
