@@ -202,7 +202,7 @@ def test_vm_power_runs_only_the_asked_action_and_gates_all_but_start(cli, action
     actions = ("start", "shutdown", "stop", "reboot")
     assert [steps[a]["status"] for a in actions] == ["skipped" if a != action else "unknown" for a in actions]
     step = steps[action]
-    assert step["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/status/{action}"
+    assert step["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/status/{action}"
     assert step["gate_reasons"] == reasons and step["gated"] == bool(reasons)
     assert steps["settled"]["reason"].endswith(f"depends on steps.{action}")
 
@@ -269,7 +269,7 @@ def test_vm_migrate_asks_pve_first_and_moves_online_when_running(cli) -> None:
 def test_snapshot_create_is_guarded_and_refuses_the_reserved_name(cli) -> None:
     steps = plan(cli, "snapshot-create", "vmid=1031", "snapname=pre-upgrade", "description=before 1.10")
     assert steps["snapshot"]["display"] == (
-        f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot  snapname=pre-upgrade description=before 1.10 vmstate=0"
+        f"POST /nodes/{NODE_1031}/qemu/1031/snapshot  snapname=pre-upgrade description=before 1.10 vmstate=0"
     )
     assert "steps.existing.exists" in steps["snapshot"]["reason"] and not steps["snapshot"]["gated"]
     result = cli(
@@ -295,11 +295,9 @@ def test_snapshot_list_only_reads(cli) -> None:
 
 def test_snapshot_rollback_gates_the_stop_and_the_rollback(cli) -> None:
     steps = plan(cli, "snapshot-rollback", "vmid=1031", "snapname=pre-upgrade", "start=true")
-    assert steps["stop"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/status/stop"
+    assert steps["stop"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/status/stop"
     assert steps["stop"]["gate_reasons"] == ["marked destructive", STOPS]
-    assert (
-        steps["rollback"]["display"] == f"POST /nodes/{UNKNOWN_NODE}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
-    )
+    assert steps["rollback"]["display"] == f"POST /nodes/{NODE_1031}/qemu/1031/snapshot/pre-upgrade/rollback  start=1"
     assert steps["rollback"]["gate_reasons"] == [
         "marked destructive",
         "rolls a VM back to a snapshot (later changes are lost)",
@@ -322,7 +320,7 @@ def test_snapshot_delete_is_gated_and_guarded(cli) -> None:
 
 def test_vm_backup_is_a_snapshot_mode_zstd_vzdump_that_prunes_nothing(cli) -> None:
     steps = plan(cli, "vm-backup", "vmid=1031", "storage=backup-nfs")
-    assert steps["backup"]["action"]["path"] == f"/nodes/{UNKNOWN_NODE}/vzdump"
+    assert steps["backup"]["action"]["path"] == f"/nodes/{NODE_1031}/vzdump"
     assert steps["backup"]["action"]["params"] == {
         "vmid": "1031",
         "storage": "backup-nfs",
@@ -332,7 +330,7 @@ def test_vm_backup_is_a_snapshot_mode_zstd_vzdump_that_prunes_nothing(cli) -> No
         "notes-template": "{{guestname}}: manual backup (runbook vm-backup)",
     }
     assert not steps["backup"]["gated"]
-    assert steps["target"]["display"] == f"GET /nodes/{UNKNOWN_NODE}/storage  content=backup"
+    assert steps["target"]["display"] == f"GET /nodes/{NODE_1031}/storage  content=backup"
 
 
 ARCHIVE = "local:backup/vzdump-qemu-1031-2026_11_28-10_00_00.vma.zst"
