@@ -54,3 +54,8 @@ def test_a_storage_that_takes_no_backups_is_refused(sim: Sim) -> None:  # noqa: 
     stderr = refused(sim, "vm-backup", "vmid=1500", "storage=local-lvm")
     assert "storage local-lvm does not take backups on this node; storages that do: local" in stderr
     assert not [v for v in sim.volumes("local") if "vzdump-qemu-1500-" in v]
+
+
+def test_storage_overview_of_a_node_that_reports_no_storage_says_so(sim: Sim) -> None:  # noqa: F811
+    stderr = refused(sim, "storage-overview", "node=pve09")
+    assert "no storage reported for node pve09: is it a node of this cluster, and online?" in stderr

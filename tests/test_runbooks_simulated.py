@@ -455,13 +455,13 @@ def test_template_and_vm_operations(sim: Sim) -> None:
     assert restored["scsi0"].startswith("local-lvm:vm-1600-disk-0,") and "size=32G" in restored["scsi0"]
     assert int(restored["cores"]) == 4 and mac(restored["net0"]) != mac(original["net0"])  # unique=true
 
-    overview = sim.run("storage-overview", "node=pve03").output("usage")
-    assert {s["node"] for s in overview["storages"]} == {"pve03"}
-    usage = {s["storage"]: s for s in overview["storages"]}
+    overview = sim.run("storage-overview", "node=pve03")
+    assert {s["node"] for s in overview.output("usage")} == {"pve03"}
+    usage = {s["storage"]: s for s in overview.output("usage")}
     # the disks of 1500 and 1600, 32 GiB each, and the orphan a new simulated cluster has on pve03 (4 GiB)
     assert usage["local-lvm"]["used_gib"] == 64.0 + sim_server.ORPHAN_SIZE / 1024**3
     assert usage["local"]["used_gib"] == int(stored["size"] / 1024**3 * 10) / 10 > 0  # the backup archive
-    assert overview["warnings"] == []
+    assert overview.output("warnings") == []
 
     sim.run("vm-power", "vmid=1500", "action=start")
     evacuate = sim.run("node-evacuate", "node=pve03")

@@ -17,7 +17,9 @@ reads like the sentence above it instead of repeating arithmetic: ``tag_list`` (
 object's PVE ``tags`` include every one given: the engine's one membership rule, the one
 ``engine.load.facts.members`` and the ``tagged`` filter apply, for listings read with ``GET``; a
 test holds the two equal), ``human_size`` (bytes as ``8 GiB``, ``512 MiB``) and
-``human_duration`` (seconds as ``3d 4h``, ``12m 5s``; 0 and null give null).
+``human_duration`` (seconds as ``3d 4h``, ``12m 5s``; 0 and null give null), ``gib`` (bytes as GiB
+with one decimal, for a column of numbers) and ``percent($part; $whole)`` (a whole percent; null when
+the whole is 0).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ FUNCTIONS = (
     "def has_tags($tags): tag_list as $have | all($tags[]; . as $t | $have | index([$t]) != null); "
     'def human_size: if . == null then null elif . >= 1073741824 then "\\((. / 107374182.4 | round) / 10) GiB" '
     'elif . >= 1048576 then "\\(. / 1048576 | round) MiB" elif . >= 1024 then "\\(. / 1024 | round) KiB" else "\\(.) B" end; '
+    "def gib: ((. // 0) / 1073741824 * 10 | floor) / 10; "
+    "def percent($part; $whole): if ($whole // 0) > 0 then (($part // 0) * 100 / $whole | floor) else null end; "
     "def human_duration: if (. // 0) <= 0 then null else floor | [(. / 86400 | floor), (. % 86400 / 3600 | floor), "
     '(. % 3600 / 60 | floor), (. % 60)] as [$d, $h, $m, $s] | if $d > 0 then "\\($d)d \\($h)h" elif $h > 0 then '
     '"\\($h)h \\($m)m" elif $m > 0 then "\\($m)m \\($s)s" else "\\($s)s" end end;\n'
