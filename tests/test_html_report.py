@@ -64,7 +64,7 @@ def test_every_step_sits_where_its_fence_stands_in_the_prose(repo_home: Home) ->
     view = template_plan(repo_home)["view"]
     assert view["title"] == "Runbook title"  # the first heading, lifted out of the prose
     assert view["description"].startswith("The standard runbook format")
-    called = ["before." + s for s in ("vmid_range", "where", "existing", "snapshot", "taken")]
+    called = ["before." + s for s in ("vmid_range", "where", "existing", "too_old", "snapshot", "taken")]
     assert [b["id"] for b in blocks_in_prose(view)] == ["version", "where", *called, "stop", "note"]
     assert view["unplaced"] == []
     prose = [segment["html"] for segment in view["prose"] if segment["html"]]
@@ -321,7 +321,7 @@ def test_a_plan_that_stopped_early_says_why(repo_home: Home) -> None:
     assert "Planning stopped" in html and "where: HTTP 500" in html
     assert [b["entries"][0]["label"] for b in blocks_in_prose(view)][1:] == [
         "not planned (planning stopped before it)"
-    ] * 8
+    ] * 9
 
 
 # ---------------------------------------------------------------- the command line
