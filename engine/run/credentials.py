@@ -16,7 +16,7 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,7 +122,7 @@ def read_pass_secret(pass_path: str, env: Mapping[str, str], *, timeout: float =
 def pass_show(pass_path: str, env: Mapping[str, str], what: str, *, timeout: float = PASS_TIMEOUT) -> str:
     """``pass show pass_path``'s output; every failure is a ``CredentialError`` saying what to do."""
     try:
-        returncode, stdout, stderr = _run_pass(pass_path, env, timeout)
+        returncode, stdout, stderr = run_pass(("show", pass_path), env, timeout)
     except FileNotFoundError:
         raise CredentialError(
             f"pass is not installed (or not on PATH), so {what} in pass entry "
@@ -156,24 +156,27 @@ def pass_show(pass_path: str, env: Mapping[str, str], what: str, *, timeout: flo
     return stdout
 
 
-def _run_pass(pass_path: str, env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:
-    """``pass show`` in its own process group, all of which is killed on timeout.
+def run_pass(
+    args: Sequence[str], env: Mapping[str, str], timeout: float, stdin: str | None = None
+) -> tuple[int, str, str]:
+    """``pass ARGS`` (no shell; ``stdin`` its input) in its own process group, all of which is killed
+    on timeout (``subprocess.TimeoutExpired`` is raised then).
 
     Killing only ``pass`` (a shell script) would leave its gpg holding the output pipes, and
     reading them would then wait as long as gpg does. The partial output of a killed run is
     dropped unread: it may hold the secret.
     """
     with subprocess.Popen(
-        ["pass", "show", pass_path],
+        ["pass", *args],
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     ) as proc:
         try:
-            stdout, stderr = proc.communicate(timeout=timeout)
+            stdout, stderr = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()

@@ -14,8 +14,6 @@ secret was shown nowhere, so the operator knows to recreate what made it.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..load.problems import Problem
 from ..runbook.model import Step
+from .credentials import run_pass
 from .secrets import MASK, Masker, Secret, scrub
 
 ATTRIBUTE = "to_pass"
@@ -149,31 +148,19 @@ def insert(path: str, lines: Sequence[Secret], env: Mapping[str, str], *, timeou
     """``pass insert -m -f path`` with ``lines`` on stdin (no shell, no argument holds a value)."""
     text = "".join(line.reveal() + "\n" for line in lines)
     try:
-        with subprocess.Popen(
-            ["pass", "insert", "--multiline", "--force", path],
-            env=dict(env),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        ) as proc:
-            try:
-                _stdout, stderr = proc.communicate(text, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-                raise PassWriteFailed(
-                    f"`pass insert {path}` did not finish within {timeout:g} s; pass entry '{path}' may not "
-                    f"have been written. {_LOST}"
-                ) from None
+        returncode, _stdout, stderr = run_pass(("insert", "--multiline", "--force", path), env, timeout, stdin=text)
+    except subprocess.TimeoutExpired:
+        raise PassWriteFailed(
+            f"`pass insert {path}` did not finish within {timeout:g} s; pass entry '{path}' may not "
+            f"have been written. {_LOST}"
+        ) from None
     except FileNotFoundError:
         raise PassWriteFailed(
             f"pass is not installed (or not on PATH), so pass entry '{path}' could not be written. {_LOST}"
         ) from None
-    if proc.returncode != 0:
+    if returncode != 0:
         said = scrub(stderr, *lines).strip() or "no message"
         raise PassWriteFailed(
-            f"`pass insert {path}` failed (exit {proc.returncode}): {said}. Pass entry '{path}' was not written. {_LOST}"
+            f"`pass insert {path}` failed (exit {returncode}): {said}. Pass entry '{path}' was not written. {_LOST}"
         )
     return f"stored {len(lines)} line(s) in pass entry '{path}'"
