@@ -27,8 +27,8 @@ from markdown_it import MarkdownIt
 
 from ..load import patterns
 from ..load.problems import InputError, Problem, no_such
-from ..load.yamlsource import load_yaml
 from .context import typed_value
+from .headed import headed_body
 from .model import CALL_KIND, Call, Parameter, Runbook, Step
 from .parser import parameter_value_errors
 from .unknown import contains_unknown
@@ -230,41 +230,25 @@ def _is_template(value: Any) -> bool:
 
 def _target(step: Step, file: str) -> _Target:
     """Read a call's body: the first line ``NAME`` or ``NAME#section``, then a YAML mapping of parameters."""
-    lines = step.body.splitlines()
-    first = next(i for i, text in enumerate(lines) if text.strip() and not text.lstrip().startswith("#"))
-    line = step.body_line + first
-    written = lines[first].strip()
-    match = _TARGET.match(written)
+    body = headed_body(
+        step,
+        file,
+        "body",
+        "after the runbook's name, a runbook step gives its parameters as a YAML mapping (name: value)",
+        within="the call's parameters",
+    )
+    match = _TARGET.match(body.head)
     if match is None:
         raise InputError(
             Problem(
                 file,
-                line,
+                body.line,
                 "body",
                 f"the first line of a runbook step names the runbook to run, as NAME or NAME#section "
-                f"(a heading's anchor, like talos-cluster-bootstrap#talos-sequence); got {written!r}",
+                f"(a heading's anchor, like talos-cluster-bootstrap#talos-sequence); got {body.head!r}",
             )
         )
-    rest = "\n".join(lines[first + 1 :])
-    params: dict[str, Any] = {}
-    where: dict[str, int] = {}
-    if rest.strip():
-        doc = load_yaml(rest, file, first_line=line + 1, within="the call's parameters")
-        if doc.problems:
-            raise InputError(doc.problems)
-        if not isinstance(doc.data, dict):
-            raise InputError(
-                Problem(
-                    file,
-                    line + 1,
-                    "body",
-                    "after the runbook's name, a runbook step gives its parameters as a YAML mapping (name: value)",
-                )
-            )
-        for key, value in doc.data.items():
-            params[str(key)] = value
-            where[str(key)] = doc.line_of((key,)) or line + 1
-    return _Target(match["name"], match["section"] or None, params, where)
+    return _Target(match["name"], match["section"] or None, body.values, body.lines)
 
 
 def _callee_problems(caller: Runbook, step: Step, target: _Target, callee: Runbook) -> list[Problem]:

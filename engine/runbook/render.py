@@ -28,10 +28,10 @@ from jinja2.environment import TemplateExpression
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..load.problems import InputError, Problem
-from ..load.yamlsource import load_yaml
 from .actions import Action, ApiRequest, HttpRequest, ShellCommand, TalosctlCommand
 from .calls import parameter_values
 from .facts_view import tagged, to_bytes
+from .headed import headed_body
 from .model import Call, Step
 from .unknown import Unknown, UnknownValue
 
@@ -190,39 +190,25 @@ class ApiBody:
 
 def split_api_body(step: Step, file: str = "runbook") -> ApiBody:
     """Request line and parameter mapping of an ``api`` step; each value stays a template."""
-    lines = step.body.splitlines()
-    first = next(i for i, text in enumerate(lines) if text.strip() and not text.lstrip().startswith("#"))
-    method, _, path = lines[first].strip().partition(" ")
-    rest = "\n".join(lines[first + 1 :])
-    params: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    if rest.strip():
-        doc = load_yaml(rest, file, first_line=step.body_line + first + 1)
-        if doc.problems:
-            raise InputError(doc.problems)
-        if not isinstance(doc.data, dict):
+    body = headed_body(
+        step,
+        file,
+        f"step {step.id}",
+        "after the request line, an api body is a YAML mapping of parameters (name: value, one per line)",
+    )
+    method, _, path = body.head.partition(" ")
+    for key, value in body.values.items():
+        if not isinstance(value, _SCALARS) and value is not None:
+            hint = ' (a templated value must be quoted: name: "{{ vm.name }}")' if isinstance(value, dict) else ""
             raise InputError(
                 Problem(
                     file,
-                    step.body_line + first + 1,
-                    f"step {step.id}",
-                    "after the request line, an api body is a YAML mapping of parameters (name: value, one per line)",
+                    body.lines[key],
+                    f"step {step.id}: {key}",
+                    f"an API parameter value must be a single value{hint}",
                 )
             )
-        for key, value in doc.data.items():
-            if not isinstance(value, _SCALARS) and value is not None:
-                hint = ' (a templated value must be quoted: name: "{{ vm.name }}")' if isinstance(value, dict) else ""
-                raise InputError(
-                    Problem(
-                        file,
-                        doc.line_of((key,)),
-                        f"step {step.id}: {key}",
-                        f"an API parameter value must be a single value{hint}",
-                    )
-                )
-            params[str(key)] = value
-            lines[str(key)] = doc.line_of((key,)) or step.body_line
-    return ApiBody(method.upper(), path.strip(), params, lines)
+    return ApiBody(method.upper(), path.strip(), body.values, body.lines)
 
 
 class Renderer:
