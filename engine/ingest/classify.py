@@ -5,10 +5,14 @@
   Headers, ``-u``, cookies and TLS options are dropped: the engine authenticates and verifies TLS
   from cluster-config.yaml.
 - ``pvesh get|ls|create|set|delete PATH --k v`` -> ``api`` (also when run over ssh).
-- ``ssh user@host 'cmd'`` and node commands (``qm``, ``pct``, ``pveum``, ``pvesm``, ...) -> ``ssh``.
+- ``qm``/``pct`` subcommands that are one call of the API (``create``, ``start``, ``destroy``...) -> ``api``.
+- ``ssh user@host 'cmd'`` and other node commands (``qm``, ``pct``, ``pveum``, ``pvesm``, ...) -> ``ssh``.
 - ``talosctl ...`` -> ``talosctl`` (``-o json | jq F`` -> ``json`` and ``extract``).
 - ``for X in a b c; do ONE COMMAND; done`` -> that command's step with ``foreach``.
-- anything else -> ``local`` with ``review: true`` (gated until reviewed), the reason recorded.
+- anything else -> ``local``.
+- ``ssh``, ``local`` and ``talosctl`` steps say what they change (``changes``), or that they only read
+  (``readonly``), from ``effects``; an unknown effect is ``review: true`` (gated on every run).
+  Commands that need a terminal become no step: the page's text stays, quoted, as prose.
 
 Values stay as the page wrote them (``$VMID``, ``<NODE_HOST>``, ``local-zfs``) for ``adapt``.
 """
