@@ -233,8 +233,8 @@ def test_page_mixing_ssh_qm_and_talosctl(cli, home, server) -> None:
     )
     members = steps["talosctl_get_members"]
     assert members.body == "talosctl -n {{ cp_ip }} get members -o json\n"  # --talosconfig dropped
-    assert members.attrs == {"id": "talosctl_get_members", "json": True, "readonly": True, "extract": ".spec"}
-    assert steps["look_around"].attrs["readonly"] is True  # kubectl get only reads: not gated
+    assert members.attrs == {"id": "talosctl_get_members", "json": True, "changes": [], "extract": ".spec"}
+    assert steps["look_around"].attrs["changes"] == []  # kubectl get only reads: not gated
     runbook = parse_runbook_file(home.runbooks_dir / "talos-template.md", "x")
     specs = {p.name: p.spec for p in runbook.parameters}
     assert specs["template_vmid"]["default"] == 100 and specs["template_vmid"]["maximum"] == 199  # templates range
@@ -261,7 +261,7 @@ def test_loops_become_foreach_or_stay_flagged_shell(cli, home, server) -> None:
         "foreach": "node_names",
         "as": "node",
         "node": "{{ node }}",
-        "readonly": True,
+        "changes": [],
     }
     backup = steps["back_up_each_vm"]
     assert backup.attrs["review"] is True and "for id in {1001..1003}; do" in backup.body
@@ -299,7 +299,7 @@ def test_placeholders_become_parameters_or_config_values(cli, home, server) -> N
     plan = _dry_run(cli, home, "resize-snapshot", "snap_name=before")
     assert (
         plan["notes_for_people_who_use_templates"]["display"]
-        == 'PUT /nodes/pve01/qemu/1000/config  description="{{name}} backup {% done %}"'
+        == "PUT /nodes/pve01/qemu/1000/config  description={{name}} backup {% done %}"
     )
     assert plan["snapshot_over_the_api"]["display"] == "POST /nodes/pve01/qemu/1000/snapshot  snapname=before vmstate=0"
 
@@ -447,7 +447,7 @@ def test_an_ingested_runbook_runs_for_real_only_as_reviewed(cli, home, tmp_path)
     assert asked.exit_code == 4 and "not recorded" in asked.stderr
     trusted = cli("--home", str(home.root), "trust", "hello", "--yes")
     assert trusted.exit_code == 0 and "trusted hello" in trusted.stdout, trusted.output
-    assert "marked review" not in trusted.stdout  # echo only reads: readonly, so not gated
+    assert "marked review" not in trusted.stdout  # echo only reads (changes: []), so not gated
     ran = cli(*run)
     assert ran.exit_code == 0, ran.output
     assert "hello from ingest" in ran.output

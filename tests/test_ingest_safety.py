@@ -98,12 +98,12 @@ def test_qm_and_pct_become_the_api_call_they_make(src: str, head: str, params: l
         ("qm start $(cat vmid)", "review"),  # computed: kept whole, gated
         ("qm set 100 --delete net1 > /tmp/out", "review"),
         ("qm start", "review"),
-        ("qm config 100 | grep net0", "readonly"),  # a read piped into a read
+        ("qm config 100 | grep net0", "changes"),  # a read piped into a read: changes nothing
     ],
 )
 def test_qm_that_is_not_one_api_call_stays_a_node_command(src: str, attribute: str) -> None:
     kind, attrs, _ = _one(src)
-    assert kind == "ssh" and attrs.get(attribute) is True and "changes" not in attrs
+    assert kind == "ssh" and attrs[attribute] == ([] if attribute == "changes" else True), attrs
 
 
 # ------------------------------------------------------------------ script steps say what they change
@@ -160,14 +160,23 @@ def test_a_destructive_script_step_is_marked_so(src: str) -> None:
         "ls -l /var/lib/vz/template/iso",
     ],
 )
-def test_reads_are_readonly_and_not_gated(src: str) -> None:
+def test_reads_change_nothing_and_are_not_gated(src: str) -> None:
+    """``changes: []``, not ``readonly``: a dry-run of a runbook nobody reviewed never runs the page's shell."""
     _, attrs, _ = _one(src)
-    assert attrs.get("readonly") is True and "review" not in attrs and "changes" not in attrs
+    assert attrs["changes"] == [] and "review" not in attrs and "readonly" not in attrs
 
 
 @pytest.mark.parametrize(
     "src",
-    ["terraform apply", "kubectl exec web -- rm -rf /tmp/x", "talosctl apply-config --file cp.yaml", "make deploy"],
+    [
+        "terraform apply",
+        "kubectl exec web -- rm -rf /tmp/x",
+        "talosctl apply-config --file cp.yaml",  # on the talosconfig's default nodes: not on the line
+        "make deploy",
+        "echo $(rm -rf /tmp/x)",  # a read around a command of its own
+        "cat `ls /etc/pve`",
+        "ls > $(mktemp)",
+    ],
 )
 def test_an_unknown_effect_stays_gated(src: str) -> None:
     _, attrs, _ = _one(src)
@@ -250,7 +259,7 @@ def test_trust_never_removes_the_destroy_gates(cli: Callable[..., Any], make_hom
     plan = json.loads(_run(cli, home, *real, "--dry-run", "--json").stdout)
     gated = {s["step"]: s["gated"] for s in plan["steps"]}
     assert gated == {
-        "before_you_start": False,  # qm list: read-only
+        "before_you_start": False,  # qm list: changes nothing
         "stop_the_guest": True,
         "stop_the_guest_2": True,
         "destroy_it": True,

@@ -171,7 +171,7 @@ def test_api_calls_become_api_drafts(src: str, method: str, path: str, params: l
 @pytest.mark.parametrize(
     ("src", "kind", "why", "gated"),
     [
-        ("kubectl get nodes", "local", None, False),  # only reads: readonly
+        ("kubectl get nodes", "local", None, False),  # only reads: changes: []
         ("curl https://example.com/file.tar.gz -o /tmp/f", "local", None, False),  # declares the download
         ("terraform apply", "local", None, True),  # effect unknown
         ("curl -d @body.json https://h/api2/json/x", "local", "sends data from a file", True),

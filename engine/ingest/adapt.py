@@ -477,7 +477,7 @@ class Adapter:
                 )
         for key, value in draft.attrs.items():
             attrs.setdefault(key, value)
-        if draft.effects:
+        if draft.kind in ("ssh", "local", "talosctl") and not attrs.get("review"):
             attrs["changes"] = self._changes(draft, scope, str(attrs.get("node", "")))
         if draft.kind in ("talosctl",) and draft.extract:
             self._extract(draft, scope, attrs)
@@ -486,8 +486,8 @@ class Adapter:
         return Adapted(draft.kind, attrs, body, draft)
 
     def _changes(self, draft: Draft, scope: Scope, node: str) -> dict[str, Any] | list[dict[str, Any]]:
-        """The step's ``changes:`` (engine/ingest/effects.py), its ids in this cluster's values: the
-        VMID parameter of ``qm importdisk 200``, the node of a file on a node (``NODE:/path``)."""
+        """The step's ``changes:`` (engine/ingest/effects.py; ``[]`` when it only reads), its ids in this
+        cluster's values: the VMID parameter of ``qm importdisk 200``, the node of a file on a node."""
         roles: dict[int, str] = {}
         for command in draft.commands:
             roles.update(_shell_roles(command))

@@ -11,7 +11,7 @@
 - ``for X in a b c; do ONE COMMAND; done`` -> that command's step with ``foreach``.
 - anything else -> ``local``.
 - ``ssh``, ``local`` and ``talosctl`` steps say what they change (``changes``), or that they only read
-  (``readonly``), from ``effects``; an unknown effect is ``review: true`` (gated on every run).
+  (``changes: []``), from ``effects``; an unknown effect is ``review: true`` (gated on every run).
   Commands that need a terminal become no step: the page's text stays, quoted, as prose.
 
 Values stay as the page wrote them (``$VMID``, ``<NODE_HOST>``, ``local-zfs``) for ``adapt``.
@@ -779,16 +779,17 @@ def _interactive(code: Code, command: str, why: str) -> Draft:
 
 
 def _settle(draft: Draft) -> None:
-    """What a script step changes, or that it only reads; unknown effects stay gated (``review: true``).
+    """What a script step changes (``changes``; ``[]`` when it only reads), or, when unknown, that it
+    stays gated (``review: true``).
 
-    A step kept with a warning (shared shell state, a loop, text that could not be parsed) is gated
-    whatever its commands are: the warning is the reason someone must read it."""
+    A read is ``changes: []``, not ``readonly: true``: a dry-run runs read-only steps, and a dry-run
+    of a runbook nobody reviewed yet must not run the page's shell commands on the cluster, however
+    harmless the table says they are. A step kept with a warning (shared shell state, a loop, text
+    that could not be parsed) is gated whatever its commands are: the warning is why someone must
+    read it."""
     reading = effects.read_commands(draft.commands)
     if draft.warnings or reading.kind not in ("change", "read") or not draft.commands:
         draft.attrs["review"] = True
-        return
-    if reading.kind == "read":
-        draft.attrs["readonly"] = True
         return
     draft.effects = reading.effects
     if reading.destructive:

@@ -91,8 +91,9 @@ def read_command(command: Simple) -> Reading:
     words = command.words
     if words and words[0].literal == "sudo":
         words = words[1:]
-    if not words:
-        return Reading("unknown")
+    targets = [t for _, t in command.redirects if t is not None]
+    if not words or any(w.substitutions for w in (*command.words, *command.assigns, *targets)):
+        return Reading("unknown")  # $(...) runs a command of its own, whatever this one is
     entry = table().get(words[0].literal or "")
     if not isinstance(entry, dict):
         return Reading("unknown")
