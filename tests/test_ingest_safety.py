@@ -10,12 +10,14 @@ a real run still stops at every destroy and power gate before it changes anythin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.ingest import effects
 from engine.ingest.adapt import Adapter
 from engine.ingest.classify import Classifier
 from engine.ingest.page import Code
@@ -283,3 +285,25 @@ def test_an_unknown_effect_stays_gated_after_trust(
     assert _run(cli, home, "trust", "deploy", "--yes").exit_code == 0
     refused = _run(cli, home, "run", "deploy")
     assert refused.exit_code == 4 and "ingested command not yet reviewed" in refused.stderr
+
+
+def test_the_effects_table_is_well_formed() -> None:
+    """Every rule of engine/data/ingest-effects.yaml is a read, an interactive reason, or a change
+    whose id template only uses the forms effects.py resolves."""
+    for program, entry in effects.table().items():
+        assert set(entry) <= {"value_options", "rules"}, program
+        options = entry.get("value_options", [])
+        assert options == "all" or all(o.startswith("-") for o in options), program
+        for sub, rules in entry["rules"].items():
+            for rule in rules if isinstance(rules, list) else [rules]:
+                where = f"{program} {sub}"
+                if rule == "read":
+                    continue
+                assert isinstance(rule, dict), where
+                assert set(rule) <= {"with", "interactive", "action", "resource", "id", "destructive"}, where
+                if "action" in rule:
+                    assert re.fullmatch(r"[a-z][a-z-]*", rule["action"]) and rule["resource"], where
+                    for template in rule["id"] if isinstance(rule["id"], list) else [rule["id"]]:
+                        for token in re.findall(r"\{([^{}]*)\}", template):
+                            for alternative in token.split("|"):
+                                assert re.fullmatch(r"node|=.*|\d+|-[-\w]+(,-[-\w]+)*", alternative), where
