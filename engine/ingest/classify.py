@@ -555,7 +555,8 @@ class Classifier:
             draft.params.append((key, value))
             index += 1
         draft.hint = f"{tool} {sub}"
-        draft.notes.append(f"'{tool} {sub}' became an API {method} {shown(path)} (the call {tool} makes)")
+        call_path = f"/nodes/NODE/{guest}" + suffix.format(**values)
+        draft.notes.append(f"'{tool} {sub}' became the API call it makes ({method} {shown(call_path)})")
         return draft
 
     def _pvesh(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
