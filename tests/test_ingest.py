@@ -183,11 +183,11 @@ def test_html_page_with_pre_blocks(cli, home, server) -> None:
         "GET /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\n",
         ".[] | .name",
     )
-    rollback = steps["roll_back"]
-    assert (rollback.kind, rollback.attrs["node"], rollback.body) == (
-        "ssh",
-        "{{ node }}",
-        "qm rollback {{ vmid }} pre-upgrade\n",
+    rollback = steps["roll_back"]  # qm rollback is the API call qm makes, marked destructive
+    assert (rollback.kind, rollback.attrs["destructive"], rollback.body) == (
+        "api",
+        True,
+        "POST /nodes/{{ node }}/qemu/{{ vmid }}/snapshot/pre-upgrade/rollback\n",
     )
     assert (
         parse_runbook_file(home.runbooks_dir / "snap-before-upgrade.md", "x").description
@@ -195,8 +195,11 @@ def test_html_page_with_pre_blocks(cli, home, server) -> None:
     )
     _valid(home, "snap-before-upgrade")
     plan = _dry_run(cli, home, "snap-before-upgrade")
-    assert plan["roll_back"]["gated"] and "qm rollback" in plan["roll_back"]["gate_reasons"]
-    assert plan["roll_back"]["display"] == "(on pve01)\nqm rollback 1104 pre-upgrade"
+    assert (
+        plan["roll_back"]["gated"]
+        and "rolls a VM back to a snapshot (later changes are lost)" in (plan["roll_back"]["gate_reasons"])
+    )
+    assert plan["roll_back"]["display"] == "POST /nodes/pve01/qemu/1104/snapshot/pre-upgrade/rollback"
 
 
 def test_page_mixing_ssh_qm_and_talosctl(cli, home, server) -> None:
@@ -205,27 +208,33 @@ def test_page_mixing_ssh_qm_and_talosctl(cli, home, server) -> None:
     steps = _steps(home, "talos-template")
     assert [(s.id, s.kind) for s in steps.values()] == [
         ("download_the_image", "ssh"),
-        ("qm_create", "ssh"),
-        ("qm_set", "ssh"),
-        ("qm_template", "ssh"),
+        ("qm_create", "api"),
+        ("qm_set", "api"),
+        ("qm_template", "api"),
         ("talosctl_get_members", "talosctl"),
         ("talosctl_health", "talosctl"),
         ("upgrade_one_node", "talosctl"),
         ("look_around", "local"),
     ]
     assert steps["download_the_image"].attrs["node"] == "{{ node }}"
+    assert steps["download_the_image"].attrs["changes"] == {
+        "action": "download",
+        "resource": "file",
+        "id": "{{ node }}:/var/lib/vz/template/iso/talos.raw",
+    }
     assert steps["qm_create"].body == (
-        "qm create {{ template_vmid }} --name talos-template --memory 2048 --net0 "
-        "virtio,bridge={{ defaults.network_bridge }} --scsihw {{ defaults.scsi_controller }} --bios "
-        "{{ defaults.bios }} --cpu {{ defaults.cpu }}\n"
+        'POST /nodes/{{ node }}/qemu\nvmid: "{{ template_vmid }}"\nname: talos-template\nmemory: 2048\n'
+        'net0: "virtio,bridge={{ defaults.network_bridge }}"\nscsihw: "{{ defaults.scsi_controller }}"\n'
+        'bios: "{{ defaults.bios }}"\ncpu: "{{ defaults.cpu }}"\n'
     )
     assert steps["qm_set"].body == (
-        "qm set {{ template_vmid }} --scsi0 {{ defaults.storage }}:0,import-from=/var/lib/vz/template/iso/talos.raw\n"
+        "PUT /nodes/{{ node }}/qemu/{{ template_vmid }}/config\n"
+        'scsi0: "{{ defaults.storage }}:0,import-from=/var/lib/vz/template/iso/talos.raw"\n'
     )
     members = steps["talosctl_get_members"]
     assert members.body == "talosctl -n {{ cp_ip }} get members -o json\n"  # --talosconfig dropped
-    assert members.attrs == {"id": "talosctl_get_members", "json": True, "extract": ".spec"}
-    assert steps["look_around"].attrs["review"] is True
+    assert members.attrs == {"id": "talosctl_get_members", "json": True, "changes": [], "extract": ".spec"}
+    assert steps["look_around"].attrs["changes"] == []  # kubectl get only reads: not gated
     runbook = parse_runbook_file(home.runbooks_dir / "talos-template.md", "x")
     specs = {p.name: p.spec for p in runbook.parameters}
     assert specs["template_vmid"]["default"] == 100 and specs["template_vmid"]["maximum"] == 199  # templates range
@@ -234,9 +243,9 @@ def test_page_mixing_ssh_qm_and_talosctl(cli, home, server) -> None:
     assert "an OVMF VM needs an efidisk0" in result.stderr
     _valid(home, "talos-template")
     plan = _dry_run(cli, home, "talos-template", "cp_ip=10.0.0.31", "node_ip=10.0.0.32")
-    assert plan["qm_create"]["display"].endswith("--bios ovmf --cpu host")
-    assert plan["upgrade_one_node"]["gated"] and plan["look_around"]["gated"]
-    assert "ingested command not yet reviewed" in plan["look_around"]["gate_reasons"]
+    assert plan["qm_create"]["display"].endswith("bios=ovmf cpu=host")
+    assert plan["upgrade_one_node"]["gated"] and not plan["look_around"]["gated"]
+    assert "upgrades and reboots a Talos node" in plan["upgrade_one_node"]["gate_reasons"]
 
 
 def test_loops_become_foreach_or_stay_flagged_shell(cli, home, server) -> None:
@@ -252,6 +261,7 @@ def test_loops_become_foreach_or_stay_flagged_shell(cli, home, server) -> None:
         "foreach": "node_names",
         "as": "node",
         "node": "{{ node }}",
+        "changes": [],
     }
     backup = steps["back_up_each_vm"]
     assert backup.attrs["review"] is True and "for id in {1001..1003}; do" in backup.body
@@ -271,7 +281,9 @@ def test_placeholders_become_parameters_or_config_values(cli, home, server) -> N
     result = _ingest(cli, home, f"{server}/pages/placeholders.md", "resize-snapshot")
     assert result.exit_code == 0, result.output
     steps = _steps(home, "resize-snapshot")
-    assert steps["qm_move_disk"].body == "qm move-disk {{ vmid }} scsi1 {{ defaults.storage }}\n"
+    assert steps["qm_move_disk"].body == (
+        'POST /nodes/{{ node }}/qemu/{{ vmid }}/move_disk\ndisk: scsi1\nstorage: "{{ defaults.storage }}"\n'
+    )
     assert steps["snapshot_over_the_api"].body == (
         'POST /nodes/{{ node }}/qemu/{{ vmid }}/snapshot\nsnapname: "{{ snap_name }}"\nvmstate: 0\n'
     )
@@ -287,7 +299,7 @@ def test_placeholders_become_parameters_or_config_values(cli, home, server) -> N
     plan = _dry_run(cli, home, "resize-snapshot", "snap_name=before")
     assert (
         plan["notes_for_people_who_use_templates"]["display"]
-        == '(on pve01)\nqm set 1000 --description "{{name}} backup {% done %}"'
+        == "PUT /nodes/pve01/qemu/1000/config  description={{name}} backup {% done %}"
     )
     assert plan["snapshot_over_the_api"]["display"] == "POST /nodes/pve01/qemu/1000/snapshot  snapname=before vmstate=0"
 
@@ -435,7 +447,7 @@ def test_an_ingested_runbook_runs_for_real_only_as_reviewed(cli, home, tmp_path)
     assert asked.exit_code == 4 and "not recorded" in asked.stderr
     trusted = cli("--home", str(home.root), "trust", "hello", "--yes")
     assert trusted.exit_code == 0 and "trusted hello" in trusted.stdout, trusted.output
-    assert "marked review (still gated at every run): say_hello" in trusted.stdout
+    assert "marked review" not in trusted.stdout  # echo only reads (changes: []), so not gated
     ran = cli(*run)
     assert ran.exit_code == 0, ran.output
     assert "hello from ingest" in ran.output

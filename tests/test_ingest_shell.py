@@ -169,22 +169,28 @@ def test_api_calls_become_api_drafts(src: str, method: str, path: str, params: l
 
 
 @pytest.mark.parametrize(
-    ("src", "kind", "why"),
+    ("src", "kind", "why", "gated"),
     [
-        ("kubectl get nodes", "local", None),
-        ("curl https://example.com/file.tar.gz -o /tmp/f", "local", None),
-        ("curl -d @body.json https://h/api2/json/x", "local", "sends data from a file"),
-        ("ssh root@pve1 'qm list' | grep running", "local", "pipes the node's output into commands on this machine"),
-        ("talosctl --nodes $(cat ip) health", "local", "talosctl steps run without a shell"),
-        ("qm stop 100 || true", "ssh", "uses ||"),
-        ("ssh admin@pve1 'qm list && pct list'", "ssh", None),
-        ("wget -O /var/lib/vz/template/iso/x.iso https://e/x.iso", "ssh", None),
+        ("kubectl get nodes", "local", None, False),  # only reads: changes: []
+        ("curl https://example.com/file.tar.gz -o /tmp/f", "local", None, False),  # declares the download
+        ("terraform apply", "local", None, True),  # effect unknown
+        ("curl -d @body.json https://h/api2/json/x", "local", "sends data from a file", True),
+        (
+            "ssh root@pve1 'qm list' | grep running",
+            "local",
+            "pipes the node's output into commands on this machine",
+            True,
+        ),
+        ("talosctl --nodes $(cat ip) health", "local", "talosctl steps run without a shell", True),
+        ("qm stop 100 || true", "ssh", "uses ||", True),
+        ("ssh admin@pve1 'qm list && pct list'", "ssh", None, False),
+        ("wget -O /var/lib/vz/template/iso/x.iso https://e/x.iso", "ssh", None, False),
     ],
 )
-def test_what_each_command_becomes(src: str, kind: str, why: str | None) -> None:
+def test_what_each_command_becomes(src: str, kind: str, why: str | None, gated: bool) -> None:
     draft = _draft(src)
     assert draft.kind == kind
-    assert (draft.attrs.get("review") is True) == (kind == "local" or why is not None)
+    assert (draft.attrs.get("review") is True) == gated
     if why:
         assert any(why in w for w in draft.warnings), draft.warnings
 

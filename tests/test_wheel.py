@@ -48,6 +48,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "engine/data/runbooks/cluster-create.md",
         "engine/data/schemas/steps/api.schema.json",
         "engine/data/pve-changes.yaml",
+        "engine/data/ingest-effects.yaml",
         "engine/templates/plan.html.j2",
     ):
         assert shipped in names, f"the wheel lacks {shipped}"

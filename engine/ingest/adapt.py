@@ -30,6 +30,7 @@ import jq
 
 from ..runbook.model import RESERVED_NAMES
 from ..shell.parse import Simple, Word
+from . import effects
 from .classify import CLOSE, OPEN, Classifier, Draft, shown
 
 _TOKEN = re.compile(rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b)")
@@ -476,11 +477,39 @@ class Adapter:
                 )
         for key, value in draft.attrs.items():
             attrs.setdefault(key, value)
+        if draft.kind in ("ssh", "local", "talosctl") and not attrs.get("review"):
+            attrs["changes"] = self._changes(draft, scope, str(attrs.get("node", "")))
         if draft.kind in ("talosctl",) and draft.extract:
             self._extract(draft, scope, attrs)
         if scope.problems:
             raise Unadaptable("; ".join(dict.fromkeys(scope.problems)))
         return Adapted(draft.kind, attrs, body, draft)
+
+    def _changes(self, draft: Draft, scope: Scope, node: str) -> dict[str, Any] | list[dict[str, Any]]:
+        """The step's ``changes:`` (engine/ingest/effects.py; ``[]`` when it only reads), its ids in this
+        cluster's values: the VMID parameter of ``qm importdisk 200``, the node of a file on a node."""
+        roles: dict[int, str] = {}
+        for command in draft.commands:
+            roles.update(_shell_roles(command))
+        entries = []
+        for effect in draft.effects:
+            ids = ["".join(self._id_piece(p, roles, scope, node) for p in pieces) for pieces in effect.ids]
+            entries.append(
+                {"action": effect.action, "resource": effect.resource, "id": ids[0] if len(ids) == 1 else ids}
+            )
+        return entries[0] if len(entries) == 1 else entries
+
+    def _id_piece(self, piece: object, roles: dict[int, str], scope: Scope, node: str) -> str:
+        if piece is effects.NODE:
+            return f"{node}:" if node else ""
+        if isinstance(piece, Word):
+            role = roles.get(piece.start)
+            if piece.literal is None:
+                return serialize(self._word(piece, role, scope))
+            return serialize(self.text(piece.literal, scope, role if role and not role.startswith("opt:") else None))
+        if isinstance(piece, effects.Value):
+            return serialize(self.text(piece.text, scope))
+        return jinja_text(str(piece))
 
     def _loop(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
         var = draft.loop_var or "item"

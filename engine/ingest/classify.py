@@ -5,10 +5,14 @@
   Headers, ``-u``, cookies and TLS options are dropped: the engine authenticates and verifies TLS
   from cluster-config.yaml.
 - ``pvesh get|ls|create|set|delete PATH --k v`` -> ``api`` (also when run over ssh).
-- ``ssh user@host 'cmd'`` and node commands (``qm``, ``pct``, ``pveum``, ``pvesm``, ...) -> ``ssh``.
+- ``qm``/``pct`` subcommands that are one call of the API (``create``, ``start``, ``destroy``...) -> ``api``.
+- ``ssh user@host 'cmd'`` and other node commands (``qm``, ``pct``, ``pveum``, ``pvesm``, ...) -> ``ssh``.
 - ``talosctl ...`` -> ``talosctl`` (``-o json | jq F`` -> ``json`` and ``extract``).
 - ``for X in a b c; do ONE COMMAND; done`` -> that command's step with ``foreach``.
-- anything else -> ``local`` with ``review: true`` (gated until reviewed), the reason recorded.
+- anything else -> ``local``.
+- ``ssh``, ``local`` and ``talosctl`` steps say what they change (``changes``), or that they only read
+  (``changes: []``), from ``effects``; an unknown effect is ``review: true`` (gated on every run).
+  Commands that need a terminal become no step: the page's text stays, quoted, as prose.
 
 Values stay as the page wrote them (``$VMID``, ``<NODE_HOST>``, ``local-zfs``) for ``adapt``.
 """
@@ -32,6 +36,7 @@ from ..shell.parse import (
     iter_simple,
     parse,
 )
+from . import effects
 from .commands import NODE_COMMANDS
 from .page import Code
 
@@ -42,7 +47,39 @@ _STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias
 _NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
 _PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
 _SSH_VALUE_OPTS = frozenset("bcDEeFIiJLlmOopQRSWw")
+_GUEST_POWER = ("start", "stop", "shutdown", "reboot", "reset", "suspend", "resume")
 _JQ_VALUE_OPTS = frozenset({"--arg", "--argjson", "--slurpfile", "--rawfile", "--indent", "-L", "-f", "--from-file"})
+#: ``qm``/``pct`` subcommands that are one call of PVE's API: (tool, subcommand) -> (method, path
+#: after /nodes/{node}/{qemu|lxc}, the positional arguments in order; those not in the path are parameters).
+_GUEST_CALLS: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {
+    **{
+        (tool, sub): call
+        for tool in ("qm", "pct")
+        for sub, call in {
+            "create": ("POST", "", ("vmid",)),
+            "set": ("PUT", "/{vmid}/config", ("vmid",)),
+            "destroy": ("DELETE", "/{vmid}", ("vmid",)),
+            "clone": ("POST", "/{vmid}/clone", ("vmid", "newid")),
+            "template": ("POST", "/{vmid}/template", ("vmid",)),
+            "resize": ("PUT", "/{vmid}/resize", ("vmid", "disk", "size")),
+            "migrate": ("POST", "/{vmid}/migrate", ("vmid", "target")),
+            "snapshot": ("POST", "/{vmid}/snapshot", ("vmid", "snapname")),
+            "rollback": ("POST", "/{vmid}/snapshot/{snapname}/rollback", ("vmid", "snapname")),
+            "delsnapshot": ("DELETE", "/{vmid}/snapshot/{snapname}", ("vmid", "snapname")),
+            **{power: ("POST", f"/{{vmid}}/status/{power}", ("vmid",)) for power in _GUEST_POWER},
+        }.items()
+        if (tool, sub) != ("pct", "reset")
+    },
+    ("pct", "create"): ("POST", "", ("vmid", "ostemplate")),
+    ("qm", "disk resize"): ("PUT", "/{vmid}/resize", ("vmid", "disk", "size")),
+    ("qm", "move-disk"): ("POST", "/{vmid}/move_disk", ("vmid", "disk", "storage")),
+    ("qm", "move_disk"): ("POST", "/{vmid}/move_disk", ("vmid", "disk", "storage")),
+    ("qm", "disk move"): ("POST", "/{vmid}/move_disk", ("vmid", "disk", "storage")),
+    ("pct", "move-volume"): ("POST", "/{vmid}/move_volume", ("vmid", "volume", "storage")),
+}
+#: API calls that lose state or interrupt a guest (besides DELETE): marked ``destructive``, which
+#: ``runbook trust`` never lifts.
+_DESTRUCTIVE_CALL = re.compile(r"/status/(stop|shutdown|reboot|reset|suspend)$|/snapshot/[^/]+/rollback$")
 
 
 @dataclass
@@ -74,6 +111,8 @@ class Draft:
     # foreach
     loop_var: str | None = None
     loop_items: list[str] | None = None
+    # what a script step changes (its ``changes:``), from engine/data/ingest-effects.yaml
+    effects: tuple[effects.Effect, ...] = ()
     # what the reader must know
     notes: list[str] = field(default_factory=list)  # changes made while classifying
     warnings: list[str] = field(default_factory=list)
@@ -114,9 +153,11 @@ class Classifier:
 
     def block(self, code: Code) -> list[Draft]:
         drafts = self._block(code)
-        for draft in drafts:  # a shell command kept with a warning is gated until someone has read it
-            if draft.kind in ("ssh", "local") and draft.warnings:
-                draft.attrs["review"] = True
+        for draft in drafts:
+            if draft.kind in ("ssh", "local", "talosctl"):
+                _settle(draft)
+            elif draft.kind == "api" and (draft.method == "DELETE" or _DESTRUCTIVE_CALL.search(draft.path)):
+                draft.attrs["destructive"] = True  # said in the runbook; the engine's gates hold it anyway
         return drafts
 
     def _block(self, code: Code) -> list[Draft]:
@@ -268,7 +309,13 @@ class Classifier:
             words = words[1:]
             notes.append("dropped sudo: ssh steps run as credentials.ssh_user")
         name = words[0].literal or ""
-        if name == "curl" and any("/api2/json" in w.text for w in words):
+        why = effects.interactive(first)
+        if why:
+            return _interactive(code, text[pipeline.start : pipeline.end], why)
+        guest_call = self._qm_pct(code, text, pipeline, words, None) if name in ("qm", "pct") else None
+        if guest_call is not None:
+            draft = guest_call
+        elif name == "curl" and any("/api2/json" in w.text for w in words):
             draft = self._curl(code, text, pipeline, words)
         elif name == "pvesh":
             draft = self._pvesh(code, text, pipeline, words)
@@ -346,8 +393,6 @@ class Classifier:
             if commands and commands[0].words
             else kind
         )
-        if kind == "local":
-            draft.attrs["review"] = True
         return draft
 
     def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
@@ -461,6 +506,59 @@ class Classifier:
             )
         return self._after(code, text, pipeline, draft, wraps_data=True)
 
+    def _qm_pct(self, code: Code, text: str, pipeline: Pipeline, words: list[Word], host: str | None) -> Draft | None:
+        """``qm start 100`` as ``POST /nodes/{node}/qemu/100/status/start``: a call of PVE's API, whose
+        review shows the change (engine/data/pve-changes.yaml) and which the API schema checks. None when
+        the command is not one of those calls, or cannot be written as one (a pipe, a redirection, a
+        computed argument): it stays an ``ssh`` step."""
+        tool = words[0].literal
+        names = [w.literal or "" for w in words[1:3]]
+        sub = " ".join(names) if names[:1] == ["disk"] else names[0] if names else ""
+        call = _GUEST_CALLS.get((tool or "", sub))
+        first = pipeline.commands[0]
+        if call is None or len(pipeline.commands) > 1 or not isinstance(first, Simple) or first.redirects:
+            return None
+        method, suffix, positional = call
+        rest = words[1 + len(sub.split()) :]
+        args, options = rest[: len(positional)], rest[len(positional) :]
+        if (
+            len(args) < len(positional)
+            or any(w.text.startswith("-") for w in args)
+            or any(w.substitutions for w in rest)
+        ):
+            return None
+        values = {key: word.text for key, word in zip(positional, args, strict=True)}
+        guest = "qemu" if tool == "qm" else "lxc"
+        node = host or f"{OPEN}NODE{CLOSE}"
+        path = f"/nodes/{node}/{guest}" + suffix.format(**values)
+        draft = Draft(
+            "api",
+            code.line,
+            code.heading,
+            method=method,
+            path=path,
+            excerpt=_excerpt(text[pipeline.start : pipeline.end]),
+        )
+        draft.params = [(k, v) for k, v in values.items() if "{" + k + "}" not in suffix]
+        index = 0
+        while index < len(options):
+            word = options[index].text
+            if not re.match(r"^--?[A-Za-z]", word):
+                return None  # an argument the API call has no place for
+            key, sep, value = word.lstrip("-").partition("=")
+            if not sep:
+                following = options[index + 1].text if index + 1 < len(options) else None
+                if following is not None and not re.match(r"^--?[A-Za-z]", following):
+                    value, index = following, index + 1
+                else:
+                    value = "1"
+            draft.params.append((key, value))
+            index += 1
+        draft.hint = f"{tool} {sub}"
+        call_path = f"/nodes/NODE/{guest}" + suffix.format(**values)
+        draft.notes.append(f"'{tool} {sub}' became the API call it makes ({method} {shown(call_path)})")
+        return draft
+
     def _pvesh(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
         verb = words[1].literal if len(words) > 1 else None
         if verb not in _PVESH_METHODS or len(words) < 3:
@@ -536,7 +634,7 @@ class Classifier:
         if "@" in host:
             user, host = host.split("@", 1)
         if not remote_words:
-            return self._review(code, text, pipeline, "opens an interactive ssh session")
+            return _interactive(code, text[pipeline.start : pipeline.end], "opens an interactive login on the host")
         if len(pipeline.commands) > 1:
             return self._review(code, text, pipeline, "pipes the node's output into commands on this machine")
         remote = " ".join(w.text for w in remote_words) if len(remote_words) > 1 else remote_words[0].text
@@ -563,7 +661,15 @@ class Classifier:
                 draft = self._pvesh(code, remote, units[0].pipelines[0], only.words)
                 draft.notes.append("the ssh around pvesh was dropped: the API is called directly")
                 return draft
+            if isinstance(only, Simple) and only.name in ("qm", "pct"):
+                call = self._qm_pct(code, remote, units[0].pipelines[0], only.words, host)
+                if call is not None:
+                    call.notes.append(f"the ssh around {only.name} was dropped: the API is called directly")
+                    return call
         simple = iter_simple(units)
+        why = next((effects.interactive(c) for c in simple if effects.interactive(c)), "")
+        if why:
+            return _interactive(code, text[pipeline.start : pipeline.end], why)
         draft = Draft(
             "ssh",
             code.line,
@@ -664,6 +770,31 @@ class Classifier:
         why = "its body has several commands" if not single else "its list is computed at run time"
         draft.warnings.append(f"this 'for' loop stays a shell loop, because {why}: check it")
         return draft
+
+
+def _interactive(code: Code, command: str, why: str) -> Draft:
+    """A command that needs a terminal: kept in the runbook as prose, never a step."""
+    draft = Draft("prose", code.line, code.heading, original=shown(command), excerpt=_excerpt(command))
+    draft.warnings.append(f"'{_excerpt(command)}' is interactive (it {why}): run it yourself in a terminal")
+    return draft
+
+
+def _settle(draft: Draft) -> None:
+    """What a script step changes (``changes``; ``[]`` when it only reads), or, when unknown, that it
+    stays gated (``review: true``).
+
+    A read is ``changes: []``, not ``readonly: true``: a dry-run runs read-only steps, and a dry-run
+    of a runbook nobody reviewed yet must not run the page's shell commands on the cluster, however
+    harmless the table says they are. A step kept with a warning (shared shell state, a loop, text
+    that could not be parsed) is gated whatever its commands are: the warning is why someone must
+    read it."""
+    reading = effects.read_commands(draft.commands)
+    if draft.warnings or reading.kind not in ("change", "read") or not draft.commands:
+        draft.attrs["review"] = True
+        return
+    draft.effects = reading.effects
+    if reading.destructive:
+        draft.attrs["destructive"] = True
 
 
 def _nothing(code: Code) -> Draft:

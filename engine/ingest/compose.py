@@ -50,6 +50,11 @@ def demoted(item: Demoted) -> str:
 
 
 def _flow(value: Any) -> str:
+    """A value as YAML flow text on the fence line (mappings and lists too: ``changes``)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

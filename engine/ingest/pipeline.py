@@ -94,7 +94,7 @@ def propose(
             changes.append(
                 f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts were left out"
             )
-    drafts = [d for item in planned if isinstance(item, tuple) for d in item[1]]
+    drafts = [d for item in planned if isinstance(item, tuple) for d in item[1] if d.kind != "prose"]
     if not drafts:
         raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
     changes += [f"line {s.line}: {s.what}" for s in classifier.skipped]
@@ -156,6 +156,10 @@ def _render(
             continue
         _, drafts = item
         for draft in drafts:
+            if draft.kind == "prose":  # interactive: the page's command stays, quoted, with why
+                parts.append(demoted(Demoted(draft.line, draft.warnings[0], draft.original)))
+                changes.append(f"line {draft.line}: not made a step: {draft.warnings[0]}")
+                continue
             step_id = ids[id(draft)]
             reason = refused.get(id(draft))
             if reason is None:
@@ -175,8 +179,8 @@ def _render(
             warnings += [f"step {step_id} (line {draft.line}): {w}" for w in draft.warnings]
             if adapted.attrs.get("review") and not draft.warnings:
                 warnings.append(
-                    f"step {step_id} (line {draft.line}): runs '{draft.excerpt}' on this machine; "
-                    "marked review: true (gated) until you have read it"
+                    f"step {step_id} (line {draft.line}): what '{draft.excerpt}' changes is unknown; "
+                    "marked review: true (gated on every run) until you have read it"
                 )
     origin = {
         "source": source.location,
@@ -231,6 +235,8 @@ def _ids(planned: list[Prose | tuple[Code, list[Draft]]]) -> dict[int, str]:
             continue
         code, drafts = item
         for draft in drafts:
+            if draft.kind == "prose":
+                continue
             if draft.register_var:
                 base = _slug(draft.register_var)
             elif draft.comment:
