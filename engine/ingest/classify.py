@@ -74,6 +74,11 @@ class Draft:
     # foreach
     loop_var: str | None = None
     loop_items: list[str] | None = None
+    loop_expr: str | None = None  # a foreach expression (``plan.controlplanes``) instead of the items
+    # the page's shell state where the command stood
+    page_vars: dict[str, str] = field(default_factory=dict)  # NAME=literal in force at this command
+    workdir: str | None = None  # the directory an earlier block cd'ed into
+    addresses: dict[str, str] = field(default_factory=dict)  # page address -> template expression
     # what the reader must know
     notes: list[str] = field(default_factory=list)  # changes made while classifying
     warnings: list[str] = field(default_factory=list)
@@ -109,7 +114,9 @@ class Classifier:
 
     def __init__(self) -> None:
         self.page_vars: dict[str, str] = {}  # NAME=literal set on the page (become parameters)
-        self.captured: dict[str, str] = {}  # NAME=$(curl ...) -> the api draft's variable
+        self.captured: dict[str, Draft] = {}  # NAME=$(curl ...) -> the api draft it became
+        self.secret_vars: set[str] = set()  # NAME=... holding a credential (not copied)
+        self.workdir: str | None = None  # the directory the page cd'ed into, for the blocks after it
         self.skipped: list[Skipped] = []
 
     def block(self, code: Code) -> list[Draft]:
@@ -117,6 +124,14 @@ class Classifier:
         for draft in drafts:  # a shell command kept with a warning is gated until someone has read it
             if draft.kind in ("ssh", "local") and draft.warnings:
                 draft.attrs["review"] = True
+        return drafts
+
+    def _stamp(self, drafts: list[Draft]) -> list[Draft]:
+        """The page's shell state where these commands stood: ``VMID=120`` in one block and
+        ``VMID=121`` in the next are two values, and a ``cd`` holds for the blocks after it."""
+        for draft in drafts:
+            draft.page_vars = dict(self.page_vars)
+            draft.workdir = self.workdir
         return drafts
 
     def _block(self, code: Code) -> list[Draft]:
@@ -130,6 +145,9 @@ class Classifier:
             return [draft]
         if not script.units:
             return []
+        workdir = _cd_block(script)
+        if workdir is not None:
+            return self._stamp(self._cd(code, script, workdir))
         state = _shared_state(script)
         if state:
             simple = iter_simple(script.units)
@@ -145,19 +163,35 @@ class Classifier:
             draft.defined = _defined(simple, script)
             draft.warnings.append(f"kept as one shell script because its commands share shell state ({state})")
             draft.original = shown(text)
-            return [draft]
+            return self._stamp([draft])
         node_block = _node_side(iter_simple(script.units))
         drafts: list[Draft] = []
         previous_end = 0
         for unit in script.units:
             comments = _comments_before(script, unit.start, previous_end)
             previous_end = unit.end
-            made = self._unit(code, script, unit, node_block)
+            made = self._stamp(self._unit(code, script, unit, node_block))
             if made:
                 made[0].comment = comments + made[0].comment
             for draft in made:
                 draft.original = draft.original or shown(text[unit.start : unit.end])
             drafts += made
+        return drafts
+
+    def _cd(self, code: Code, script: Script, workdir: str) -> list[Draft]:
+        """A block that makes a folder and ``cd``s into it: the folder is made by a step, and the
+        blocks after it run there (``adapt`` writes the ``cd`` into each later shell step)."""
+        self.workdir = workdir
+        self.skipped.append(
+            Skipped(code.line, f"'cd {workdir}' is not a step: the steps after it run in {workdir}, as on the page")
+        )
+        drafts = []
+        for pipeline in (p for unit in script.units for p in unit.pipelines):
+            command = pipeline.commands[0]
+            if isinstance(command, Simple) and command.name == "mkdir":
+                draft = self._shell(code, script.source, (pipeline.start, pipeline.end), [command], "local")
+                draft.original = shown(script.source[pipeline.start : pipeline.end])
+                drafts.append(draft)
         return drafts
 
     # -- one line of a script
@@ -213,13 +247,49 @@ class Classifier:
             ]
         if not first.words:
             return self._assignments(code, text, first, pipeline)
+        if _literal_export(first, pipeline):
+            return self._assignments(code, text, Simple([], first.words[1:], [], first.start, first.end), pipeline)
+        if self._shows_capture(code, text, pipeline):
+            return []
         return [self._command(code, text, pipeline, node_block)]
+
+    def _shows_capture(self, code: Code, text: str, pipeline: Pipeline) -> bool:
+        """``echo $RESPONSE | jq F`` after ``RESPONSE=$(curl ...)``: the API step that replaced the
+        capture shows its answer (``F`` as its extract), so no step reads a variable that is gone."""
+        first = pipeline.commands[0]
+        if not isinstance(first, Simple) or first.name not in ("echo", "printf") or len(first.words) != 2:
+            return False
+        names = first.words[1].variables
+        if len(names) != 1 or names[0] not in self.captured or first.words[1].literal is not None:
+            return False
+        draft = self.captured[names[0]]
+        rest = pipeline.commands[1:]
+        if len(rest) > 1 or (rest and not (isinstance(rest[0], Simple) and rest[0].name == "jq")):
+            return False
+        how = "shows its answer"
+        if rest and draft.extract is None:
+            filter_word, args, problem = _jq(rest[0].words)  # type: ignore[union-attr]
+            if problem:
+                return False
+            if filter_word is not None:
+                draft.extract, draft.extract_args = filter_word, args
+                how = f"shows its answer through the page's jq filter (extract: {_excerpt(filter_word.text)})"
+        draft.attrs["show"] = True
+        self.skipped.append(
+            Skipped(
+                code.line,
+                f"'{_excerpt(text[pipeline.start : pipeline.end])}' is not a step: ${names[0]} is the answer of the API "
+                f"step that replaced its assignment, which {how}",
+            )
+        )
+        return True
 
     def _assignments(self, code: Code, text: str, command: Simple, pipeline: Pipeline) -> list[Draft]:
         drafts = []
         for word in command.assigns:
             name, value = assignment(word)
             if _CREDENTIAL_NAME.search(name) or "[redacted]" in value.text:
+                self.secret_vars.add(name)
                 self.skipped.append(
                     Skipped(
                         code.line,
@@ -249,7 +319,7 @@ class Classifier:
                     made = self._pipeline(code, inner, script.units[0].pipelines[0], False)
                     if len(made) == 1 and made[0].kind == "api":
                         made[0].register_var = name
-                        self.captured[name] = name
+                        self.captured[name] = made[0]
                         drafts += made
                         continue
             draft = self._shell(code, text, (pipeline.start, pipeline.end), [command], "local")
@@ -268,8 +338,9 @@ class Classifier:
             words = words[1:]
             notes.append("dropped sudo: ssh steps run as credentials.ssh_user")
         name = words[0].literal or ""
-        if name == "curl" and any("/api2/json" in w.text for w in words):
-            draft = self._curl(code, text, pipeline, words)
+        expanded = [self._expand(w) for w in words] if name == "curl" else []
+        if name == "curl" and any("/api2/json" in w for w in expanded):
+            draft = self._curl(code, text, pipeline, words, expanded)
         elif name == "pvesh":
             draft = self._pvesh(code, text, pipeline, words)
         elif name == "ssh":
@@ -350,9 +421,27 @@ class Classifier:
             draft.attrs["review"] = True
         return draft
 
-    def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+    def _expand(self, word: Word) -> str:
+        """A curl word with the page's own variables put in (``"$PVE/nodes"`` with ``PVE=https://...``;
+        a credential variable as ``[redacted]``), so the call is read as the page meant it."""
+        out = []
+        for part in word.parts:
+            if part.kind == "var" and part.text in self.page_vars:
+                out.append(self.page_vars[part.text])
+            elif part.kind == "var" and part.text in self.secret_vars:
+                out.append("[redacted]")
+            else:
+                out.append(part.text if part.kind == "lit" else part.raw)
+        return "".join(out)
+
+    def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word], expanded: list[str]) -> Draft:
         draft = Draft("api", code.line, code.heading, excerpt=_excerpt(text[pipeline.start : pipeline.end]))
-        call = parse_curl([word.text for word in words[1:]])
+        call = parse_curl(expanded[1:])
+        used = sorted({v for w in words for v in w.variables if v in self.page_vars})
+        if used:
+            draft.notes.append(
+                "read the call with the page's " + ", ".join(f"${v} ({_excerpt(self.page_vars[v])})" for v in used)
+            )
         if len(call.urls) > 1:
             return self._review(code, text, pipeline, "calls more than one URL")
         data: list[tuple[str, str]] = []
@@ -664,6 +753,32 @@ class Classifier:
         why = "its body has several commands" if not single else "its list is computed at run time"
         draft.warnings.append(f"this 'for' loop stays a shell loop, because {why}: check it")
         return draft
+
+
+def _literal_export(command: Simple, pipeline: Pipeline) -> bool:
+    """``export NAME=literal ...``: values set on the page, like plain assignments."""
+    words = command.words
+    return (
+        command.name == "export"
+        and len(pipeline.commands) == 1
+        and len(words) > 1
+        and all(re.match(r"^[A-Za-z_]\w*=", w.text) and assignment(w)[1].literal is not None for w in words[1:])
+    )
+
+
+def _cd_block(script: Script) -> str | None:
+    """The folder of a block that only makes a folder and ``cd``s into it (``mkdir -p D && cd D``)."""
+    commands = [c for unit in script.units for p in unit.pipelines for c in p.commands]
+    if any(unit.background or "||" in unit.ops for unit in script.units):
+        return None
+    if not all(isinstance(c, Simple) and c.name in ("cd", "mkdir") and not c.redirects for c in commands):
+        return None
+    last = commands[-1]
+    assert isinstance(last, Simple)
+    cds = [c for c in commands if isinstance(c, Simple) and c.name == "cd"]
+    if cds != [last] or len(last.words) != 2 or last.words[1].literal in (None, "-"):
+        return None
+    return last.words[1].literal
 
 
 def _nothing(code: Code) -> Draft:
