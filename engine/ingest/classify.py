@@ -78,7 +78,7 @@ class Draft:
     # the page's shell state where the command stood
     page_vars: dict[str, str] = field(default_factory=dict)  # NAME=literal in force at this command
     workdir: str | None = None  # the directory an earlier block cd'ed into
-    addresses: dict[str, str] = field(default_factory=dict)  # page address -> template expression
+    mapped: dict[str, str] = field(default_factory=dict)  # a word of the page -> the expression it becomes
     # what the reader must know
     notes: list[str] = field(default_factory=list)  # changes made while classifying
     warnings: list[str] = field(default_factory=list)
@@ -147,7 +147,7 @@ class Classifier:
             return []
         workdir = _cd_block(script)
         if workdir is not None:
-            return self._stamp(self._cd(code, script, workdir))
+            return self._cd(code, script, workdir)
         state = _shared_state(script)
         if state:
             simple = iter_simple(script.units)
@@ -181,7 +181,6 @@ class Classifier:
     def _cd(self, code: Code, script: Script, workdir: str) -> list[Draft]:
         """A block that makes a folder and ``cd``s into it: the folder is made by a step, and the
         blocks after it run there (``adapt`` writes the ``cd`` into each later shell step)."""
-        self.workdir = workdir
         self.skipped.append(
             Skipped(code.line, f"'cd {workdir}' is not a step: the steps after it run in {workdir}, as on the page")
         )
@@ -192,6 +191,8 @@ class Classifier:
                 draft = self._shell(code, script.source, (pipeline.start, pipeline.end), [command], "local")
                 draft.original = shown(script.source[pipeline.start : pipeline.end])
                 drafts.append(draft)
+        self._stamp(drafts)  # the folder is made where the page stood before its cd
+        self.workdir = workdir
         return drafts
 
     # -- one line of a script
