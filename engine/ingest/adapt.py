@@ -133,7 +133,10 @@ _DERIVED = re.compile(
     r"\b(?:vm|base|subvol)-(?P<volume>\d+)-(?:disk|cloudinit|state)"
     r"|(?:^|(?<=:))(?P<folder>\d+)(?=/(?:vm|base|subvol)-)"
     r"|/images/(?P<images>\d+)(?=/|$)"
+    r"|(?<=[A-Za-z]-)(?P<name>\d{3,})(?![\w.])"
 )
+#: A value left out on the page (``name=...``, a lone ``...``): a blank to fill in.
+_ELLIPSIS = re.compile(r"(?<![\w.])(?:\.\.\.|…)(?![\w.])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1?\d?\d)"
 _ADDRESS = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w.])")
 #: An address written as a blank to fill in: ``192.168.11.xxx``, ``x.x.x.x``.
@@ -332,6 +335,8 @@ class Adapter:
         """``$name`` of the page: a loop variable, a step output, a parameter, or a shell variable kept."""
         if name == scope.loop_var and scope.loop_as:
             return Tmpl(scope.loop_as)
+        if f"${name}" in scope.mapped:
+            return Tmpl(scope.mapped[f"${name}"])
         if name in scope.defined or name in _SHELL_VARS or not re.match(r"[A-Za-z_]", name):
             if scope.kind in ("api", "attr"):
                 scope.problems.append(f"uses the shell variable ${name}, which an api step cannot see")
@@ -371,6 +376,11 @@ class Adapter:
         # VAR=a in one block and VAR=b in the next are two values, so two parameters.
         return Tmpl(self._param(("var", name, value), name.lower(), spec, shown_as))
 
+    def blank(self, key: str) -> Tmpl:
+        """A value the page left out as ``...``: required, since the page gives none."""
+        spec = {"type": "string", "description": f"The value the source left out as '...' ({key})."}
+        return Tmpl(self._param(("blank", key), key.lower(), spec, f"'...' left for {key} on the page"))
+
     def address(self, value: str, base: str) -> Tmpl:
         """An address of the page: its own network's, so a parameter; a blank one (``192.168.11.xxx``)
         is required, with no default, since no value of the page is right here."""
@@ -395,6 +405,12 @@ class Adapter:
             if isinstance(chunk, Tmpl):
                 out.append(chunk)
                 continue
+            mapped = _split_mapped(chunk, scope.mapped)
+            if len(mapped) > 1:
+                plain = replace(scope, mapped={})
+                for piece in mapped:
+                    out += [piece] if isinstance(piece, Tmpl) else self.text(piece, plain) if piece else []
+                continue
             for index, piece in enumerate(_TOKEN.split(chunk)):
                 if not piece:
                     continue
@@ -411,18 +427,7 @@ class Adapter:
     def _values(self, text: str, scope: Scope) -> list[Chunk]:
         """Values inside literal text: words the plan gives (``scope.mapped``), values derived from a
         VMID of the page (``vm-120-disk-0``, ``local:120/``, ``/images/120/``), addresses."""
-        if scope.mapped:
-            keys = "|".join(re.escape(k) for k in sorted(scope.mapped, key=len, reverse=True))
-            pieces = re.split(rf"(?<![\w.-])({keys})(?![\w-]|\.\w)", text)
-            if len(pieces) > 1:
-                out: list[Chunk] = []
-                for index, piece in enumerate(pieces):
-                    if index % 2:
-                        out.append(Tmpl(scope.mapped[piece]))
-                    elif piece:
-                        out += self._values(piece, replace(scope, mapped={}))
-                return out
-        out = []
+        out: list[Chunk] = []
         last, derived = 0, []
         for match in _value_matches(text):
             value = match.group()
@@ -433,6 +438,10 @@ class Adapter:
                 chunk = self.vmid(number, "vmid", str(number))
                 start, end = match.span(next(k for k, g in match.groupdict().items() if g))
                 derived.append(text[start:end])
+            elif match.re is _ELLIPSIS:
+                key = re.search(r"(\w+)=$", text[: match.start()])
+                chunk = self.blank(key[1] if key else "value")
+                start, end = match.span()
             elif _NOT_ADDRESSES.match(value) or scope.kind == "attr":
                 continue
             else:
@@ -882,7 +891,7 @@ class Adapter:
 def _value_matches(text: str) -> list[re.Match[str]]:
     """Derived VMIDs, addresses and blank addresses in ``text``, in order, none overlapping."""
     found = sorted(
-        [*_DERIVED.finditer(text), *_ADDRESS.finditer(text), *_BLANK_ADDRESS.finditer(text)],
+        [*_DERIVED.finditer(text), *_ADDRESS.finditer(text), *_BLANK_ADDRESS.finditer(text), *_ELLIPSIS.finditer(text)],
         key=lambda m: (m.start(), m.re is not _DERIVED, m.re is _ADDRESS),
     )
     out: list[re.Match[str]] = []
@@ -890,6 +899,15 @@ def _value_matches(text: str) -> list[re.Match[str]]:
         if not out or match.start() >= out[-1].end():
             out.append(match)
     return out
+
+
+def _split_mapped(text: str, mapped: dict[str, str]) -> list[Chunk]:
+    """``text`` with each whole word the plan gives (``scope.mapped``) as its expression."""
+    if not mapped:
+        return [text]
+    keys = "|".join(re.escape(k) for k in sorted(mapped, key=len, reverse=True))
+    pieces = re.split(rf"(?<![\w.-])({keys})(?![\w-]|\.\w)", text)
+    return [Tmpl(mapped[p]) if i % 2 else p for i, p in enumerate(pieces)]
 
 
 def _draft_vmids(draft: Draft) -> set[int]:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import re
 
-from .classify import Draft
+from .classify import Draft, shown
 
 _BUILDS = ("gen config", "apply-config", "bootstrap")
-_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+#: A node of the page: an address, a placeholder (``<CP_IP>``, protected as ``⟨CP_IP⟩``) or ``$CP_IP``.
+_NODE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|⟨\w+⟩|\$\{?\w+\}?)$")
 ENDPOINT = "profile.network.api_endpoint | default(talos.vip.ip)"
 ONLY_TALOS = "profile.type == 'talos'"
 
@@ -37,7 +38,7 @@ def builds_talos(drafts: list[Draft]) -> bool:
 
 
 def _option(draft: Draft, *names: str) -> str | None:
-    words = [w.literal or "" for c in draft.commands for w in c.words]
+    words = [w.text for c in draft.commands for w in c.words]
     for index, word in enumerate(words):
         for name in names:
             if word == name and index + 1 < len(words):
@@ -68,9 +69,11 @@ def plan_talos(blocks: list[list[Draft]]) -> list[str]:
         for draft in block:
             group = _group(draft)
             node = _option(draft, "-n", "--nodes") if group else None
-            if group is None or node is None or not _IPV4.match(node):
+            if group is None or node is None or not _NODE.match(node):
                 kept.append(draft)
                 continue
+            if node.startswith("$"):
+                node = "$" + node.strip("${}")  # the name adapt looks $NAME and ${NAME} up by
             planned[group].append(node)
             looped = next((d for d in kept if d.loop_expr == f"plan.{group}"), None)
             if looped is None:
@@ -82,7 +85,7 @@ def plan_talos(blocks: list[list[Draft]]) -> list[str]:
     for group, addresses in planned.items():
         if addresses:
             changes.append(
-                f"apply-config to {', '.join(addresses)} -> one step for each of the profile's planned "
+                f"apply-config to {shown(', '.join(addresses))} -> one step for each of the profile's planned "
                 f"{group[:-1].replace('controlplane', 'control plane')}s (foreach: plan.{group}, to vm.ip)"
             )
     folders = sorted({d.workdir for d in drafts if d.workdir})
@@ -107,7 +110,7 @@ def plan_talos(blocks: list[list[Draft]]) -> list[str]:
         for index, address in enumerate(addresses):
             if index or group == "workers":
                 continue
-            changes.append(f"the page's first control plane {address} -> {{{{ plan.{group}[0].ip }}}} elsewhere")
+            changes.append(f"the page's first control plane {shown(address)} -> {{{{ plan.{group}[0].ip }}}} elsewhere")
     return changes
 
 
