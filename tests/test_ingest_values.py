@@ -17,6 +17,7 @@ from engine.ingest.fetch import Source
 from engine.ingest.pipeline import Proposal, propose
 from engine.load.config import load_config
 from engine.load.home import Home
+from engine.load.pveschema import check_request
 from engine.runbook.parser import parse_runbook
 
 
@@ -97,6 +98,23 @@ def test_a_value_left_out_as_dots_is_a_required_parameter(ingest: Callable[[str]
     proposal = ingest("# x\n\n```bash\npvesh set /nodes/pve1/qemu/120/config --description ...\n```\n")
     assert _params(proposal)["value"].required
     assert 'description: "{{ value }}"' in proposal.text
+
+
+def test_blanks_set_in_variables_are_required_too(ingest: Callable[[str], Proposal]) -> None:
+    page = (
+        "# x\n\n```bash\nIP=10.0.0.xxx\nNAME=...\n"
+        "pvesh set /nodes/pve1/qemu/120/config --ipconfig0 ip=$IP/24 --description $NAME\n```\n"
+    )
+    proposal = ingest(page)
+    params = _params(proposal)
+    assert params["ip"].required and params["name"].required
+    assert 'ipconfig0: "ip={{ ip }}/24"' in proposal.text  # a step, not refused for the blank's format
+
+
+def test_a_value_built_around_a_run_time_value_is_judged_at_run_time() -> None:
+    path, bad = "/nodes/pve01/qemu/1120/config", {"ipconfig0": "ip=nonsense/24"}
+    assert check_request("PUT", path, {"ipconfig0": "ip=unknown/24"}, unknown="unknown") == []
+    assert check_request("PUT", path, bad, unknown="unknown") and check_request("PUT", path, bad)
 
 
 def test_a_loop_over_vmids_the_page_made_parameters_runs_over_them(ingest: Callable[[str], Proposal]) -> None:

@@ -11,7 +11,12 @@
   for a VMID the page makes a template of, or clones from; VMs otherwise).
 - Node and host names become a node parameter restricted to the cluster's nodes, defaulting to
   the cluster node the foreign name was mapped to (in order of appearance).
-- ``for`` loops over VMIDs or nodes become ``foreach`` over a list parameter or ``node_names``.
+- ``for`` loops over VMIDs or nodes become ``foreach`` over a list parameter (or the VMIDs' own
+  parameters) or ``node_names``.
+- Values named after a VMID (volumes, image folders, ``talos-120``) follow its parameter; the page's
+  addresses become parameters, blank ones (``192.168.11.xxx``, ``...``) required ones.
+- A page's ``cd DIR`` holds for the local steps after it; a Talos procedure's words the profile's
+  plan gives (``talosplan``) arrive as ``Draft.mapped``.
 
 Output is text for the composer: step bodies with ``{{ ... }}`` where values were adapted and
 with the page's own ``{{``/``{%`` protected by ``{% raw %}``. In shell bodies a template is left
@@ -367,6 +372,8 @@ class Adapter:
             return chunk
         if _ADDRESS.fullmatch(value) or _BLANK_ADDRESS.fullmatch(value):
             return self.address(value, name.lower())
+        if _ELLIPSIS.fullmatch(value):
+            return self.blank(name)
         kind = "integer" if re.fullmatch(r"-?\d+", value) else "string"
         spec: dict[str, Any] = {
             "type": kind,

@@ -304,8 +304,8 @@ class Classifier:
                     Skipped(
                         code.line,
                         f"{name}={_excerpt(value.literal)} is not a step: where the "
-                        f"page uses ${name}, the runbook uses a parameter (default "
-                        "from this value) or the config's value",
+                        f"page uses ${name} after this, the runbook uses this value: as a "
+                        "parameter or the config's value (listed below)",
                     )
                 )
                 continue
