@@ -156,6 +156,19 @@ def test_a_cd_holds_for_the_local_steps_after_it(ingest: Callable[[str], Proposa
     assert any("'cd ~/work'" in c for c in proposal.changes)
 
 
+def test_a_block_that_starts_with_cd_runs_the_rest_there(ingest: Callable[[str], Proposal]) -> None:
+    page = "# x\n\n```bash\ncd ~/work\nmake build\n```\n\n```bash\nmake install\n```\n"
+    steps = list(_steps(ingest(page)).values())
+    assert [s.body.splitlines()[-2:] for s in steps] == [["cd ~/work", "make build"], ["cd ~/work", "make install"]]
+
+
+def test_a_cd_before_node_commands_stays_with_them(ingest: Callable[[str], Proposal]) -> None:
+    steps = list(
+        _steps(ingest("# x\n\n```bash\ncd /var/lib/vz/images\nqm importdisk 120 a.raw local-lvm\n```\n")).values()
+    )
+    assert len(steps) == 1 and steps[0].kind == "ssh" and "cd /var/lib/vz/images\nqm importdisk" in steps[0].body
+
+
 TALOS = """# Talos
 
 ```bash

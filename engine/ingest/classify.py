@@ -145,9 +145,17 @@ class Classifier:
             return [draft]
         if not script.units:
             return []
-        workdir = _cd_block(script)
-        if workdir is not None:
-            return self._cd(code, script, workdir)
+        prefix = _cd_prefix(script)
+        if prefix is None or _node_side(iter_simple(script.units)):  # a cd on a node stays in its ssh script
+            return self._script(code, text, script)
+        count, workdir = prefix
+        made = self._cd(code, Script(text, script.units[:count], script.comments), workdir)
+        rest = script.units[count:]
+        return made + (self._script(code, text, Script(text, rest, script.comments)) if rest else [])
+
+    def _script(self, code: Code, text: str, script: Script) -> list[Draft]:
+        """The commands of a block (or of what follows its ``cd``): one step each, or one shell step
+        when they share shell state."""
         state = _shared_state(script)
         if state:
             simple = iter_simple(script.units)
@@ -767,19 +775,24 @@ def _literal_export(command: Simple, pipeline: Pipeline) -> bool:
     )
 
 
-def _cd_block(script: Script) -> str | None:
-    """The folder of a block that only makes a folder and ``cd``s into it (``mkdir -p D && cd D``)."""
-    commands = [c for unit in script.units for p in unit.pipelines for c in p.commands]
-    if any(unit.background or "||" in unit.ops for unit in script.units):
-        return None
-    if not all(isinstance(c, Simple) and c.name in ("cd", "mkdir") and not c.redirects for c in commands):
-        return None
-    last = commands[-1]
-    assert isinstance(last, Simple)
-    cds = [c for c in commands if isinstance(c, Simple) and c.name == "cd"]
-    if cds != [last] or len(last.words) != 2 or last.words[1].literal in (None, "-"):
-        return None
-    return last.words[1].literal
+def _cd_prefix(script: Script) -> tuple[int, str] | None:
+    """(lines, folder) when a block starts by making a folder and ``cd``-ing into it (``mkdir -p D &&
+    cd D``, or ``cd D`` alone), on lines of their own; None otherwise."""
+    for count, unit in enumerate(script.units, start=1):
+        commands = [c for p in unit.pipelines for c in p.commands]
+        if unit.background or "||" in unit.ops:
+            return None
+        if not all(isinstance(c, Simple) and c.name in ("cd", "mkdir") and not c.redirects for c in commands):
+            return None
+        cds = [c for c in commands if isinstance(c, Simple) and c.name == "cd"]
+        if not cds:
+            continue
+        last = commands[-1]
+        if cds != [last] or not isinstance(last, Simple) or len(last.words) != 2:
+            return None
+        folder = last.words[1].literal
+        return None if folder in (None, "-") else (count, folder)
+    return None
 
 
 def _nothing(code: Code) -> Draft:
