@@ -181,6 +181,10 @@ talosctl apply-config --insecure -n <CP_IP> --file controlplane.yaml
 talosctl apply-config --insecure -n 192.168.1.60 --file worker.yaml
 talosctl bootstrap -n <CP_IP>
 ```
+
+```bash
+nc -zv <CP_IP> 50000
+```
 """
 
 
@@ -196,6 +200,7 @@ def test_a_talos_procedure_reads_the_profiles_plan(ingest: Callable[[str], Propo
         "talosctl apply-config --insecure -n {{ vm.ip }} --file controlplane.yaml",
         "talosctl apply-config --insecure -n {{ vm.ip }} --file worker.yaml",
         "talosctl bootstrap -n {{ plan.controlplanes[0].ip }}",
+        "nc -zv {{ plan.controlplanes[0].ip }} 50000",
     ]
     loops = [(s.attrs.get("foreach"), s.attrs.get("as")) for s in steps.values()]
     assert loops[2:4] == [("plan.controlplanes", "vm"), ("plan.workers", "vm")]

@@ -26,6 +26,7 @@ joins the pieces back into one word.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -568,8 +569,8 @@ class Adapter:
         folder = serialize(self.text(draft.workdir or "", scope))
         self.change(f"the page's 'cd {draft.workdir}' holds for the commands after it: their steps start with cd")
         lines = body.splitlines(keepends=True)
-        head = [line for line in lines if line.startswith("# ")]
-        return "".join(head) + f"cd {folder}\n" + "".join(lines[len(head) :])
+        head = len(list(itertools.takewhile(lambda line: line.startswith("# "), lines)))  # the review notes
+        return "".join(lines[:head]) + f"cd {folder}\n" + "".join(lines[head:])
 
     def _loop(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
         var = draft.loop_var or "item"

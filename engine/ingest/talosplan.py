@@ -94,23 +94,18 @@ def plan_talos(blocks: list[list[Draft]]) -> list[str]:
             f"the page's working folder {folder} -> the profile's talos.config_dir, where talosctl steps run"
         )
     for draft in drafts:
-        for folder in folders:
-            draft.mapped[folder] = "talos_config_dir"
-        if draft.workdir or any(f in w.text for f in folders for c in draft.commands for w in c.words):
-            draft.attrs.setdefault("when", ONLY_TALOS)
-        if draft.kind != "talosctl":
-            continue
-        draft.attrs.setdefault("when", ONLY_TALOS)
+        draft.mapped.update({folder: "talos_config_dir" for folder in folders})
         for group, addresses in planned.items():
             for index, address in enumerate(addresses):
                 draft.mapped.setdefault(address, f"plan.{group}[{index}].ip")
-        if _sub(draft) == "gen config":
+        words = [w.text for c in draft.commands for w in c.words]
+        if draft.kind == "talosctl" or draft.workdir or any(k in w for k in draft.mapped for w in words):
+            draft.attrs.setdefault("when", ONLY_TALOS)  # it reads the plan, which a Talos profile has
+        if draft.kind == "talosctl" and _sub(draft) == "gen config":
             _gen_config(draft, changes)
-    for group, addresses in planned.items():
-        for index, address in enumerate(addresses):
-            if index or group == "workers":
-                continue
-            changes.append(f"the page's first control plane {shown(address)} -> {{{{ plan.{group}[0].ip }}}} elsewhere")
+    if planned["controlplanes"]:
+        first = shown(planned["controlplanes"][0])
+        changes.append(f"the page's first control plane {first} -> {{{{ plan.controlplanes[0].ip }}}} elsewhere")
     return changes
 
 
