@@ -9,6 +9,10 @@
 - ``talosctl ...`` -> ``talosctl`` (``-o json | jq F`` -> ``json`` and ``extract``).
 - ``for X in a b c; do ONE COMMAND; done`` -> that command's step with ``foreach``.
 - anything else -> ``local`` with ``review: true`` (gated until reviewed), the reason recorded.
+- the page's shell state is followed: ``NAME=literal`` and ``export NAME=literal`` are values (each
+  draft keeps those in force where it stood), a curl URL built from them is read with them,
+  ``echo $VAR | jq F`` after ``VAR=$(curl ...)`` is the API step's extract, and a block opening with
+  ``cd DIR`` sets the folder the later local steps run in.
 
 Values stay as the page wrote them (``$VMID``, ``<NODE_HOST>``, ``local-zfs``) for ``adapt``.
 """
