@@ -11,7 +11,12 @@
   for a VMID the page makes a template of, or clones from; VMs otherwise).
 - Node and host names become a node parameter restricted to the cluster's nodes, defaulting to
   the cluster node the foreign name was mapped to (in order of appearance).
-- ``for`` loops over VMIDs or nodes become ``foreach`` over a list parameter or ``node_names``.
+- ``for`` loops over VMIDs or nodes become ``foreach`` over a list parameter (or the VMIDs' own
+  parameters) or ``node_names``.
+- Values named after a VMID (volumes, image folders, ``talos-120``) follow its parameter; the page's
+  addresses become parameters, blank ones (``192.168.11.xxx``, ``...``) required ones.
+- A page's ``cd DIR`` holds for the local steps after it; a Talos procedure's words the profile's
+  plan gives (``talosplan``) arrive as ``Draft.mapped``.
 
 Output is text for the composer: step bodies with ``{{ ... }}`` where values were adapted and
 with the page's own ``{{``/``{%`` protected by ``{% raw %}``. In shell bodies a template is left
@@ -21,9 +26,10 @@ joins the pieces back into one word.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jq
@@ -127,9 +133,23 @@ _RESERVED = RESERVED_NAMES | {
 }
 _DISK_KEY = re.compile(r"^(scsi|virtio|sata|ide|efidisk|tpmstate|rootfs|mp|unused)\d*$")
 _DISK_VALUE = re.compile(r"^(?P<store>[A-Za-z][\w.-]*):(?P<rest>(\d+(\.\d+)?|0,|vm-|base-|cloudinit|subvol-).*)$")
-_VOLUME_VMID = re.compile(r"\b(vm|base|subvol)-(\d+)-(disk|cloudinit)")
 _TEMPLATE_ROLES = {"bios": "defaults.bios", "scsihw": "defaults.scsi_controller", "machine": "defaults.machine"}
 _QM_NO_VMID = frozenset({"list", "help", "mtunnel", "nbdstop", "importovf", "cleanup"})
+#: Where a value is derived from a VMID: volume names, ``STORE:VMID/`` volume folders, image folders.
+_DERIVED = re.compile(
+    r"\b(?:vm|base|subvol)-(?P<volume>\d+)-(?:disk|cloudinit|state)"
+    r"|(?:^|(?<=:))(?P<folder>\d+)(?=/(?:vm|base|subvol)-)"
+    r"|/images/(?P<images>\d+)(?=/|$)"
+    r"|(?<=[A-Za-z]-)(?P<name>\d{3,})(?![\w.])"
+)
+#: A value left out on the page (``name=...``, a lone ``...``): a blank to fill in.
+_ELLIPSIS = re.compile(r"(?<![\w.])(?:\.\.\.|…)(?![\w.])")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1?\d?\d)"
+_ADDRESS = re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w.])")
+#: An address written as a blank to fill in: ``192.168.11.xxx``, ``x.x.x.x``.
+_BLANK_ADDRESS = re.compile(r"(?<![\w.])(?:(?:\d{1,3}|[xX]{1,3})\.){3}(?:\d{1,3}|[xX]{1,3})(?![\w.])")
+_ADDRESS_KEYS = {"ip": "ip", "gw": "gateway", "gateway": "gateway", "ip6": "ip", "dns": "nameserver"}
+_NOT_ADDRESSES = re.compile(r"^(0\.0\.0\.0|127\.|255\.)")
 
 
 @dataclass(frozen=True)
@@ -151,6 +171,8 @@ class Scope:
     loop_as: str | None = None
     defined: frozenset[str] = frozenset()
     problems: list[str] = field(default_factory=list)
+    page_vars: dict[str, str] = field(default_factory=dict)  # NAME=literal in force where the command stood
+    mapped: dict[str, str] = field(default_factory=dict)  # a word of the page -> its expression here
 
 
 @dataclass
@@ -188,6 +210,8 @@ class Adapter:
         self.warnings: list[str] = []
         self.node_map: dict[str, str] = {}
         self.template_vmids: set[int] = set()
+        self.page_vmids: set[int] = set()  # VMIDs the page acts on: values derived from them follow them
+        self.requires: list[str] = []  # the runbook's requires (profile, for a Talos procedure)
         self.step_ids: dict[str, str] = {}  # captured shell variable -> step id
 
     # ---------------------------------------------------------------- bookkeeping
@@ -318,6 +342,8 @@ class Adapter:
         """``$name`` of the page: a loop variable, a step output, a parameter, or a shell variable kept."""
         if name == scope.loop_var and scope.loop_as:
             return Tmpl(scope.loop_as)
+        if f"${name}" in scope.mapped:
+            return Tmpl(scope.mapped[f"${name}"])
         if name in scope.defined or name in _SHELL_VARS or not re.match(r"[A-Za-z_]", name):
             if scope.kind in ("api", "attr"):
                 scope.problems.append(f"uses the shell variable ${name}, which an api step cannot see")
@@ -325,8 +351,8 @@ class Adapter:
         if name in self.step_ids:
             self.change(f"${name} (set from an API call on the page) -> steps.{self.step_ids[name]}")
             return Tmpl(f"steps.{self.step_ids[name]}")
-        if name in self.classifier.page_vars:
-            return self._page_value(name, self.classifier.page_vars[name], scope)
+        if name in scope.page_vars:
+            return self._page_value(name, scope.page_vars[name], scope)
         return self.placeholder(name, scope, raw)
 
     def _page_value(self, name: str, value: str, scope: Scope) -> Tmpl:
@@ -346,13 +372,37 @@ class Adapter:
             chunk = self.vmid(int(value), "template_vmid" if norm.startswith("TEMPLATE") else "vmid", shown_as)
             self.identities.setdefault(("placeholder", norm), chunk.expr)
             return chunk
+        if _ADDRESS.fullmatch(value) or _BLANK_ADDRESS.fullmatch(value):
+            return self.address(value, name.lower())
+        if _ELLIPSIS.fullmatch(value):
+            return self.blank(name)
         kind = "integer" if re.fullmatch(r"-?\d+", value) else "string"
         spec: dict[str, Any] = {
             "type": kind,
             "description": f"Set to {shown(value)!r} on the source page.",
             "default": int(value) if kind == "integer" else shown(value),
         }
-        return Tmpl(self._param(("var", name), name.lower(), spec, shown_as))
+        # VAR=a in one block and VAR=b in the next are two values, so two parameters.
+        return Tmpl(self._param(("var", name, value), name.lower(), spec, shown_as))
+
+    def blank(self, key: str) -> Tmpl:
+        """A value the page left out as ``...``: required, since the page gives none."""
+        spec = {"type": "string", "description": f"The value the source left out as '...' ({key})."}
+        return Tmpl(self._param(("blank", key), key.lower(), spec, f"'...' left for {key} on the page"))
+
+    def address(self, value: str, base: str) -> Tmpl:
+        """An address of the page: its own network's, so a parameter; a blank one (``192.168.11.xxx``)
+        is required, with no default, since no value of the page is right here."""
+        blank = not _ADDRESS.fullmatch(value)
+        spec: dict[str, Any] = {"type": "string"}
+        if blank:
+            spec["description"] = f"An address of your network: the source left it blank as {value}."
+            why = f"placeholder address {value}"
+        else:
+            spec["description"] = f"An address; the source used {value}, on its own network."
+            spec["default"] = value
+            why = f"address {value} of the source"
+        return Tmpl(self._param(("address", value), base, spec, why))
 
     # ---------------------------------------------------------------- text and roles
 
@@ -364,11 +414,17 @@ class Adapter:
             if isinstance(chunk, Tmpl):
                 out.append(chunk)
                 continue
+            mapped = _split_mapped(chunk, scope.mapped)
+            if len(mapped) > 1:
+                plain = replace(scope, mapped={})
+                for piece in mapped:
+                    out += [piece] if isinstance(piece, Tmpl) else self.text(piece, plain) if piece else []
+                continue
             for index, piece in enumerate(_TOKEN.split(chunk)):
                 if not piece:
                     continue
                 if index % 2 == 0:
-                    out.append(piece)
+                    out += self._values(piece, scope)
                 elif piece.startswith(OPEN):
                     out.append(self.placeholder(piece[1:-1], scope, shown(piece)))
                 elif piece.startswith("$"):
@@ -376,6 +432,39 @@ class Adapter:
                 else:
                     out.append(self.placeholder(piece, scope, piece))
         return _merge(out)
+
+    def _values(self, text: str, scope: Scope) -> list[Chunk]:
+        """Values inside literal text: words the plan gives (``scope.mapped``), values derived from a
+        VMID of the page (``vm-120-disk-0``, ``local:120/``, ``/images/120/``), addresses."""
+        out: list[Chunk] = []
+        last, derived = 0, []
+        for match in _value_matches(text):
+            value = match.group()
+            if match.re is _DERIVED:
+                number = int(next(g for g in match.groups() if g))
+                if number not in self.page_vmids:
+                    continue
+                chunk = self.vmid(number, "vmid", str(number))
+                start, end = match.span(next(k for k, g in match.groupdict().items() if g))
+                derived.append(text[start:end])
+            elif match.re is _ELLIPSIS:
+                key = re.search(r"(\w+)=$", text[: match.start()])
+                chunk = self.blank(key[1] if key else "value")
+                start, end = match.span()
+            elif _NOT_ADDRESSES.match(value) or scope.kind == "attr":
+                continue
+            else:
+                key = re.search(r"(\w+)=$", text[: match.start()])
+                chunk = self.address(value, _ADDRESS_KEYS.get(key[1].lower(), "address") if key else "address")
+                start, end = match.span()
+            out += [text[last:start], chunk]
+            last = end
+        out = _merge(out + [text[last:]])
+        if derived:
+            made = shown("".join(f"{{{{ {c.expr} }}}}" if isinstance(c, Tmpl) else c for c in out))
+            made = made if len(made) <= 90 else made[:87] + "..."
+            self.change(f"'{made}': named after VMID {', '.join(dict.fromkeys(derived))} on the page, so it follows it")
+        return out
 
     def role(self, value: str, role: str) -> list[Chunk]:
         """Literal conventions inside one value: ``local-zfs:32`` -> ``{{ defaults.storage }}:32``."""
@@ -389,8 +478,8 @@ class Adapter:
         if role == "disk":
             match = _DISK_VALUE.match(value)
             if match and not _TOKEN.search(match["store"]) and match["store"] != "none":
-                return [self._default("storage", "storage", match["store"]), ":", *self._volumes(match["rest"])]
-            return self._volumes(value)
+                return [self._default("storage", "storage", match["store"]), ":", match["rest"]]
+            return [value]
         if role == "net":
             match = re.search(r"(?<![\w-])bridge=([\w.-]+)", value)
             if match and not _TOKEN.search(match[1]):
@@ -425,23 +514,12 @@ class Adapter:
             )
         return Tmpl(f"defaults.{key}")
 
-    def _volumes(self, text: str) -> list[Chunk]:
-        """``vm-100-disk-0`` -> ``vm-{{ vmid }}-disk-0`` for VMIDs already made parameters."""
-        out: list[Chunk] = []
-        last = 0
-        for match in _VOLUME_VMID.finditer(text):
-            identity = ("vmid", match[2])
-            if identity not in self.identities:
-                continue
-            out += [text[last : match.start(2)], Tmpl(self.identities[identity])]
-            last = match.end(2)
-        return out + [text[last:]] if last < len(text) or not out else out
-
     # ---------------------------------------------------------------- steps
 
     def scan_templates(self, drafts: list[Draft]) -> None:
         """VMIDs the page makes templates of or clones from: their parameters take the templates range."""
         for draft in drafts:
+            self.page_vmids |= _draft_vmids(draft)
             if draft.kind == "api":
                 match = re.search(r"/(?:qemu|lxc)/(\d+)/(?:template|clone)$", draft.path)
                 if match:
@@ -457,14 +535,18 @@ class Adapter:
                     self.template_vmids.add(int(words[2]))
 
     def adapt(self, draft: Draft, step_id: str) -> Adapted:
-        scope = Scope(draft.kind, defined=frozenset(draft.defined))
+        scope = Scope(draft.kind, defined=frozenset(draft.defined), page_vars=draft.page_vars, mapped=draft.mapped)
         attrs: dict[str, Any] = {"id": step_id}
-        if draft.loop_var is not None and draft.loop_items is not None:
+        if draft.loop_expr is not None:
+            attrs["foreach"], attrs["as"] = draft.loop_expr, draft.loop_var
+        elif draft.loop_var is not None and draft.loop_items is not None:
             self._loop(draft, scope, attrs)
         if draft.kind == "api":
             body = self._api_body(draft, scope, attrs)
         else:
             body = self._shell_body(draft, scope)
+            if draft.kind == "local" and draft.workdir:
+                body = self._in_workdir(draft, scope, body)
             if draft.kind == "ssh":
                 attrs["node"] = self._node_attr(draft, scope)
             if draft.kind == "local" and "Authorization: [redacted]" in body:
@@ -511,6 +593,14 @@ class Adapter:
             return serialize(self.text(piece.text, scope))
         return jinja_text(str(piece))
 
+    def _in_workdir(self, draft: Draft, scope: Scope, body: str) -> str:
+        """A command after the page's ``cd DIR`` runs in DIR, as on the page: each step is its own shell."""
+        folder = serialize(self.text(draft.workdir or "", scope))
+        self.change(f"the page's 'cd {draft.workdir}' holds for the commands after it: their steps start with cd")
+        lines = body.splitlines(keepends=True)
+        head = len(list(itertools.takewhile(lambda line: line.startswith("# "), lines)))  # the review notes
+        return "".join(lines[:head]) + f"cd {folder}\n" + "".join(lines[head:])
+
     def _loop(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
         var = draft.loop_var or "item"
         name = var.lower() if re.fullmatch(r"[a-z_][a-z0-9_]*", var.lower()) else "item"
@@ -529,6 +619,10 @@ class Adapter:
         if re.search(r"node|host|server|pve", var, re.I) and hosts and items:
             attrs["foreach"] = "node_names"
             self.change(f"the loop over {shown_items} runs over the cluster's nodes (foreach: node_names)")
+        elif items and all(i.isdigit() and ("vmid", i) in self.identities for i in items):
+            names = [self.identities[("vmid", i)] for i in items]
+            attrs["foreach"] = "[" + ", ".join(names) + "]"
+            self.change(f"the loop over {shown_items} runs over the VMIDs' parameters ({', '.join(names)})")
         elif items and all(i.isdigit() for i in items):
             low, high = self._range("vms")
             values = [int(i) if low <= int(i) <= high else low + int(i) % (high - low + 1) for i in items]
@@ -595,7 +689,7 @@ class Adapter:
         variables of the runbook's parameters (extract receives them as $name)."""
         word = draft.extract
         assert word is not None
-        inner = Scope("attr", scope.loop_var, scope.loop_as, scope.defined)
+        inner = replace(scope, kind="attr", problems=[])
         pieces: list[str] = []
         for part in word.parts:
             if part.kind == "lit":
@@ -701,7 +795,7 @@ class Adapter:
         first = re.split(r"\.(?![^{]*\})", host, maxsplit=1)[0] if _TOKEN.match(host) else host
         head = _TOKEN.match(first)
         if head and head.end() == len(first):
-            chunks = self.text(first, Scope("attr", scope.loop_var, scope.loop_as, frozenset()))
+            chunks = self.text(first, replace(scope, kind="attr", defined=frozenset(), problems=[]))
         else:
             chunks = [self.node(shown(host))]
         if len(chunks) == 1 and isinstance(chunks[0], Tmpl):
@@ -829,6 +923,42 @@ class Adapter:
             else:
                 out.append(_sh_quote(chunk, quote))
         return out
+
+
+def _value_matches(text: str) -> list[re.Match[str]]:
+    """Derived VMIDs, addresses and blank addresses in ``text``, in order, none overlapping."""
+    found = sorted(
+        [*_DERIVED.finditer(text), *_ADDRESS.finditer(text), *_BLANK_ADDRESS.finditer(text), *_ELLIPSIS.finditer(text)],
+        key=lambda m: (m.start(), m.re is not _DERIVED, m.re is _ADDRESS),
+    )
+    out: list[re.Match[str]] = []
+    for match in found:
+        if not out or match.start() >= out[-1].end():
+            out.append(match)
+    return out
+
+
+def _split_mapped(text: str, mapped: dict[str, str]) -> list[Chunk]:
+    """``text`` with each whole word the plan gives (``scope.mapped``) as its expression."""
+    if not mapped:
+        return [text]
+    keys = "|".join(re.escape(k) for k in sorted(mapped, key=len, reverse=True))
+    pieces = re.split(rf"(?<![\w.-])({keys})(?![\w-]|\.\w)", text)
+    return [Tmpl(mapped[p]) if i % 2 else p for i, p in enumerate(pieces)]
+
+
+def _draft_vmids(draft: Draft) -> set[int]:
+    """The VMIDs a draft acts on, as the page wrote them (its API path and vmid, or qm/pct's VMID)."""
+    found = {int(m) for m in re.findall(r"/(?:qemu|lxc)/(\d+)(?:/|$)", draft.path)}
+    found |= {int(v) for k, v in draft.params if k in ("vmid", "newid") and v.isdigit()}
+    for command in draft.commands:
+        for offset, role in _shell_roles(command).items():
+            word = next((w for w in command.words if w.start == offset), None)
+            if role in ("vmid", "newid") and word is not None and (word.literal or "").isdigit():
+                found.add(int(word.literal or 0))
+    if draft.loop_items and re.search(r"(?i)id", draft.loop_var or ""):
+        found |= {int(i) for i in draft.loop_items if i.isdigit()}
+    return found
 
 
 def _lookup(config: dict[str, Any], expr: str) -> Any:

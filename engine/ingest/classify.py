@@ -13,6 +13,10 @@
 - ``ssh``, ``local`` and ``talosctl`` steps say what they change (``changes``), or that they only read
   (``changes: []``), from ``effects``; an unknown effect is ``review: true`` (gated on every run).
   Commands that need a terminal become no step: the page's text stays, quoted, as prose.
+- the page's shell state is followed: ``NAME=literal`` and ``export NAME=literal`` are values (each
+  draft keeps those in force where it stood), a curl URL built from them is read with them,
+  ``echo $VAR | jq F`` after ``VAR=$(curl ...)`` is the API step's extract, and a block opening with
+  ``cd DIR`` sets the folder the later local steps run in.
 
 Values stay as the page wrote them (``$VMID``, ``<NODE_HOST>``, ``local-zfs``) for ``adapt``.
 """
@@ -113,6 +117,11 @@ class Draft:
     loop_items: list[str] | None = None
     # what a script step changes (its ``changes:``), from engine/data/ingest-effects.yaml
     effects: tuple[effects.Effect, ...] = ()
+    loop_expr: str | None = None  # a foreach expression (``plan.controlplanes``) instead of the items
+    # the page's shell state where the command stood
+    page_vars: dict[str, str] = field(default_factory=dict)  # NAME=literal in force at this command
+    workdir: str | None = None  # the directory an earlier block cd'ed into
+    mapped: dict[str, str] = field(default_factory=dict)  # a word of the page -> the expression it becomes
     # what the reader must know
     notes: list[str] = field(default_factory=list)  # changes made while classifying
     warnings: list[str] = field(default_factory=list)
@@ -148,7 +157,9 @@ class Classifier:
 
     def __init__(self) -> None:
         self.page_vars: dict[str, str] = {}  # NAME=literal set on the page (become parameters)
-        self.captured: dict[str, str] = {}  # NAME=$(curl ...) -> the api draft's variable
+        self.captured: dict[str, Draft] = {}  # NAME=$(curl ...) -> the api draft it became
+        self.secret_vars: set[str] = set()  # NAME=... holding a credential (not copied)
+        self.workdir: str | None = None  # the directory the page cd'ed into, for the blocks after it
         self.skipped: list[Skipped] = []
 
     def block(self, code: Code) -> list[Draft]:
@@ -158,6 +169,14 @@ class Classifier:
                 _settle(draft)
             elif draft.kind == "api" and (draft.method == "DELETE" or _DESTRUCTIVE_CALL.search(draft.path)):
                 draft.attrs["destructive"] = True  # said in the runbook; the engine's gates hold it anyway
+        return drafts
+
+    def _stamp(self, drafts: list[Draft]) -> list[Draft]:
+        """The page's shell state where these commands stood: ``VMID=120`` in one block and
+        ``VMID=121`` in the next are two values, and a ``cd`` holds for the blocks after it."""
+        for draft in drafts:
+            draft.page_vars = dict(self.page_vars)
+            draft.workdir = self.workdir
         return drafts
 
     def _block(self, code: Code) -> list[Draft]:
@@ -171,6 +190,17 @@ class Classifier:
             return [draft]
         if not script.units:
             return []
+        prefix = _cd_prefix(script)
+        if prefix is None or _node_side(iter_simple(script.units)):  # a cd on a node stays in its ssh script
+            return self._script(code, text, script)
+        count, workdir = prefix
+        made = self._cd(code, Script(text, script.units[:count], script.comments), workdir)
+        rest = script.units[count:]
+        return made + (self._script(code, text, Script(text, rest, script.comments)) if rest else [])
+
+    def _script(self, code: Code, text: str, script: Script) -> list[Draft]:
+        """The commands of a block (or of what follows its ``cd``): one step each, or one shell step
+        when they share shell state."""
         state = _shared_state(script)
         if state:
             simple = iter_simple(script.units)
@@ -186,19 +216,36 @@ class Classifier:
             draft.defined = _defined(simple, script)
             draft.warnings.append(f"kept as one shell script because its commands share shell state ({state})")
             draft.original = shown(text)
-            return [draft]
+            return self._stamp([draft])
         node_block = _node_side(iter_simple(script.units))
         drafts: list[Draft] = []
         previous_end = 0
         for unit in script.units:
             comments = _comments_before(script, unit.start, previous_end)
             previous_end = unit.end
-            made = self._unit(code, script, unit, node_block)
+            made = self._stamp(self._unit(code, script, unit, node_block))
             if made:
                 made[0].comment = comments + made[0].comment
             for draft in made:
                 draft.original = draft.original or shown(text[unit.start : unit.end])
             drafts += made
+        return drafts
+
+    def _cd(self, code: Code, script: Script, workdir: str) -> list[Draft]:
+        """A block that makes a folder and ``cd``s into it: the folder is made by a step, and the
+        blocks after it run there (``adapt`` writes the ``cd`` into each later shell step)."""
+        self.skipped.append(
+            Skipped(code.line, f"'cd {workdir}' is not a step: the steps after it run in {workdir}, as on the page")
+        )
+        drafts = []
+        for pipeline in (p for unit in script.units for p in unit.pipelines):
+            command = pipeline.commands[0]
+            if isinstance(command, Simple) and command.name == "mkdir":
+                draft = self._shell(code, script.source, (pipeline.start, pipeline.end), [command], "local")
+                draft.original = shown(script.source[pipeline.start : pipeline.end])
+                drafts.append(draft)
+        self._stamp(drafts)  # the folder is made where the page stood before its cd
+        self.workdir = workdir
         return drafts
 
     # -- one line of a script
@@ -254,13 +301,49 @@ class Classifier:
             ]
         if not first.words:
             return self._assignments(code, text, first, pipeline)
+        if _literal_export(first, pipeline):
+            return self._assignments(code, text, Simple([], first.words[1:], [], first.start, first.end), pipeline)
+        if self._shows_capture(code, text, pipeline):
+            return []
         return [self._command(code, text, pipeline, node_block)]
+
+    def _shows_capture(self, code: Code, text: str, pipeline: Pipeline) -> bool:
+        """``echo $RESPONSE | jq F`` after ``RESPONSE=$(curl ...)``: the API step that replaced the
+        capture shows its answer (``F`` as its extract), so no step reads a variable that is gone."""
+        first = pipeline.commands[0]
+        if not isinstance(first, Simple) or first.name not in ("echo", "printf") or len(first.words) != 2:
+            return False
+        names = first.words[1].variables
+        if len(names) != 1 or names[0] not in self.captured or first.words[1].literal is not None:
+            return False
+        draft = self.captured[names[0]]
+        rest = pipeline.commands[1:]
+        if len(rest) > 1 or (rest and not (isinstance(rest[0], Simple) and rest[0].name == "jq")):
+            return False
+        how = "shows its answer"
+        if rest and draft.extract is None:
+            filter_word, args, problem = _jq(rest[0].words)  # type: ignore[union-attr]
+            if problem:
+                return False
+            if filter_word is not None:
+                draft.extract, draft.extract_args = filter_word, args
+                how = f"shows its answer through the page's jq filter (extract: {_excerpt(filter_word.text)})"
+        draft.attrs["show"] = True
+        self.skipped.append(
+            Skipped(
+                code.line,
+                f"'{_excerpt(text[pipeline.start : pipeline.end])}' is not a step: ${names[0]} is the answer of the API "
+                f"step that replaced its assignment, which {how}",
+            )
+        )
+        return True
 
     def _assignments(self, code: Code, text: str, command: Simple, pipeline: Pipeline) -> list[Draft]:
         drafts = []
         for word in command.assigns:
             name, value = assignment(word)
             if _CREDENTIAL_NAME.search(name) or "[redacted]" in value.text:
+                self.secret_vars.add(name)
                 self.skipped.append(
                     Skipped(
                         code.line,
@@ -274,8 +357,8 @@ class Classifier:
                     Skipped(
                         code.line,
                         f"{name}={_excerpt(value.literal)} is not a step: where the "
-                        f"page uses ${name}, the runbook uses a parameter (default "
-                        "from this value) or the config's value",
+                        f"page uses ${name} after this, the runbook uses this value: as a "
+                        "parameter or the config's value (listed below)",
                     )
                 )
                 continue
@@ -290,7 +373,7 @@ class Classifier:
                     made = self._pipeline(code, inner, script.units[0].pipelines[0], False)
                     if len(made) == 1 and made[0].kind == "api":
                         made[0].register_var = name
-                        self.captured[name] = name
+                        self.captured[name] = made[0]
                         drafts += made
                         continue
             draft = self._shell(code, text, (pipeline.start, pipeline.end), [command], "local")
@@ -313,10 +396,11 @@ class Classifier:
         if why:
             return _interactive(code, text[pipeline.start : pipeline.end], why)
         guest_call = self._qm_pct(code, text, pipeline, words, None) if name in ("qm", "pct") else None
+        expanded = [self._expand(w) for w in words] if name == "curl" else []
         if guest_call is not None:
             draft = guest_call
-        elif name == "curl" and any("/api2/json" in w.text for w in words):
-            draft = self._curl(code, text, pipeline, words)
+        elif name == "curl" and any("/api2/json" in w for w in expanded):
+            draft = self._curl(code, text, pipeline, words, expanded)
         elif name == "pvesh":
             draft = self._pvesh(code, text, pipeline, words)
         elif name == "ssh":
@@ -395,9 +479,27 @@ class Classifier:
         )
         return draft
 
-    def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+    def _expand(self, word: Word) -> str:
+        """A curl word with the page's own variables put in (``"$PVE/nodes"`` with ``PVE=https://...``;
+        a credential variable as ``[redacted]``), so the call is read as the page meant it."""
+        out = []
+        for part in word.parts:
+            if part.kind == "var" and part.text in self.page_vars:
+                out.append(self.page_vars[part.text])
+            elif part.kind == "var" and part.text in self.secret_vars:
+                out.append("[redacted]")
+            else:
+                out.append(part.text if part.kind == "lit" else part.raw)
+        return "".join(out)
+
+    def _curl(self, code: Code, text: str, pipeline: Pipeline, words: list[Word], expanded: list[str]) -> Draft:
         draft = Draft("api", code.line, code.heading, excerpt=_excerpt(text[pipeline.start : pipeline.end]))
-        call = parse_curl([word.text for word in words[1:]])
+        call = parse_curl(expanded[1:])
+        used = sorted({v for w in words for v in w.variables if v in self.page_vars})
+        if used:
+            draft.notes.append(
+                "read the call with the page's " + ", ".join(f"${v} ({_excerpt(self.page_vars[v])})" for v in used)
+            )
         if len(call.urls) > 1:
             return self._review(code, text, pipeline, "calls more than one URL")
         data: list[tuple[str, str]] = []
@@ -795,6 +897,37 @@ def _settle(draft: Draft) -> None:
     draft.effects = reading.effects
     if reading.destructive:
         draft.attrs["destructive"] = True
+
+
+def _literal_export(command: Simple, pipeline: Pipeline) -> bool:
+    """``export NAME=literal ...``: values set on the page, like plain assignments."""
+    words = command.words
+    return (
+        command.name == "export"
+        and len(pipeline.commands) == 1
+        and len(words) > 1
+        and all(re.match(r"^[A-Za-z_]\w*=", w.text) and assignment(w)[1].literal is not None for w in words[1:])
+    )
+
+
+def _cd_prefix(script: Script) -> tuple[int, str] | None:
+    """(lines, folder) when a block starts by making a folder and ``cd``-ing into it (``mkdir -p D &&
+    cd D``, or ``cd D`` alone), on lines of their own; None otherwise."""
+    for count, unit in enumerate(script.units, start=1):
+        commands = [c for p in unit.pipelines for c in p.commands]
+        if unit.background or "||" in unit.ops:
+            return None
+        if not all(isinstance(c, Simple) and c.name in ("cd", "mkdir") and not c.redirects for c in commands):
+            return None
+        cds = [c for c in commands if isinstance(c, Simple) and c.name == "cd"]
+        if not cds:
+            continue
+        last = commands[-1]
+        if cds != [last] or not isinstance(last, Simple) or len(last.words) != 2:
+            return None
+        folder = last.words[1].literal
+        return None if folder in (None, "-") else (count, folder)
+    return None
 
 
 def _nothing(code: Code) -> Draft:

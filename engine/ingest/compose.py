@@ -25,8 +25,16 @@ class Demoted:
     original: str
 
 
-def frontmatter(name: str, description: str, parameters: dict[str, dict[str, Any]], origin: dict[str, str]) -> str:
+def frontmatter(
+    name: str,
+    description: str,
+    parameters: dict[str, dict[str, Any]],
+    origin: dict[str, str],
+    requires: list[str] | None = None,
+) -> str:
     data: dict[str, Any] = {"name": name, "format": FORMAT, "description": description}
+    if requires:
+        data["requires"] = requires
     if parameters:
         data["parameters"] = parameters
     data["origin"] = origin

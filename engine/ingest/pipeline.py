@@ -30,6 +30,7 @@ from .convert import html_to_markdown, text_to_markdown
 from .fetch import Source
 from .page import Code, Prose, split_document
 from .redact import redact, scrub
+from .talosplan import plan_talos
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -98,7 +99,11 @@ def propose(
     if not drafts:
         raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
     changes += [f"line {s.line}: {s.what}" for s in classifier.skipped]
+    talos = plan_talos([item[1] for item in planned if isinstance(item, tuple)])
+    changes += talos
+    drafts = [d for item in planned if isinstance(item, tuple) for d in item[1]]
     adapter = Adapter(config.data, classifier)
+    adapter.requires = ["profile"] if talos else []
     adapter.scan_templates(drafts)
     ids = _ids(planned)
     for draft in drafts:
@@ -188,7 +193,7 @@ def _render(
         "ingested_by": f"runbook {__version__} ingest",
     }
     description = _description(title, source.location)
-    head = frontmatter(name, description, dict(adapter.params), origin)
+    head = frontmatter(name, description, dict(adapter.params), origin, adapter.requires)
     return compose(head, parts), steps, warnings, changes
 
 

@@ -10,6 +10,7 @@ touches one place. The fakepve version is pinned in pyproject.toml.
 from __future__ import annotations
 
 import difflib
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -27,8 +28,8 @@ def check_request(
     """PVE's objections to ``method path`` with ``params``, as (parameter or None, message) pairs.
 
     ``path`` is relative to /api2/json. Path parameters (``node``, ``vmid``) are taken from the path.
-    A path segment or parameter whose value is exactly ``unknown`` (a value known only at run time)
-    is not judged.
+    A path segment whose value is exactly ``unknown`` (a value known only at run time), and a
+    parameter whose value is or contains it, are not judged.
     """
     found = _loaded().match(path)
     if found is None:
@@ -44,8 +45,14 @@ def check_request(
     return [
         (name, f"{name}: {'; '.join(str(message).strip().splitlines())}")
         for name, message in sorted(errors.items())
-        if unknown is None or values.get(name) != unknown
+        if unknown is None or not _holds(values.get(name.split(".")[0]), unknown)
     ]
+
+
+def _holds(value: Any, unknown: str) -> bool:
+    """Whether a value is, or is built around, a value known only at run time (``ip=unknown/24``):
+    its format is judged when it is known."""
+    return value == unknown or (isinstance(value, str) and re.search(rf"(?<!\w){unknown}(?!\w)", value) is not None)
 
 
 def is_task(method: str, path: str) -> bool:
