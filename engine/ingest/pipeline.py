@@ -28,10 +28,12 @@ from .classify import Classifier, Draft
 from .compose import Demoted, compose, demoted, frontmatter, step_fence
 from .convert import html_to_markdown, text_to_markdown
 from .fetch import Source
-from .page import Code, Prose, split_document
+from .page import Code, Document, Prose, as_prose, split_document
 from .redact import redact, scrub
+from .sections import CHECKS, PROCEDURE, WHY_PROSE, PageKind, only_reads, page_kind
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MAX_REFERENCE_STEPS = 3  # a reference page proposes at most this many read-only steps
 
 
 class IngestError(RunbookError):
@@ -61,11 +63,11 @@ def propose(
 ) -> Proposal:
     """The runbook ``source`` becomes in this home, or ``IngestError`` saying why it cannot."""
     if source.format == "html":
-        title, markdown = html_to_markdown(source.text)
+        title, markdown, notes = html_to_markdown(source.text)
     elif source.format == "text":
-        title, markdown = text_to_markdown(source.text)
+        title, markdown, notes = text_to_markdown(source.text)
     else:
-        title, markdown = None, source.text
+        title, markdown, notes = None, source.text, []
     cleaned = redact(markdown)
     title = scrub(title) if title else None
     doc = split_document(cleaned.text, title)
@@ -76,25 +78,23 @@ def propose(
             f"{source.location}: no commands found (no shell code blocks: ```bash, <pre>, or lines "
             "starting with curl, pvesh, ssh, qm, talosctl, ...); nothing to make a runbook of"
         )
-    changes: list[str] = []
+    changes: list[str] = list(notes)
     if cleaned.counts:
         changes.append(
             f"removed credentials from the page ({cleaned.summary()}); they are never copied: the "
             "engine fetches the API token itself when a step runs"
         )
+    changes += doc.notes
+    kind = page_kind(doc.listings)
     classifier = Classifier()
-    planned: list[Prose | tuple[Code, list[Draft]]] = []
-    for block in doc.blocks:
-        if isinstance(block, Prose):
-            planned.append(block)
-            continue
-        drafts = [d for d in classifier.block(block) if d.kind != "none"]
-        planned.append((block, drafts))
-        if block.dropped_output:
-            changes.append(
-                f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts were left out"
-            )
+    planned, said = _plan(doc, classifier, kind)
+    changes += said
     drafts = [d for item in planned if isinstance(item, tuple) for d in item[1]]
+    if not drafts and kind.reference:
+        raise IngestError(
+            f"{source.location}: {kind.said()}, and none of its examples is a read to propose; there is no "
+            "procedure to make a runbook of"
+        )
     if not drafts:
         raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
     changes += [f"line {s.line}: {s.what}" for s in classifier.skipped]
@@ -129,6 +129,72 @@ def propose(
         len(steps),
         review,
     )
+
+
+def _plan(
+    doc: Document, classifier: Classifier, kind: PageKind
+) -> tuple[list[Prose | tuple[Code, list[Draft]]], list[str]]:
+    """Which blocks become steps (with their drafts) and which stay prose, with what was decided and why.
+
+    Procedure blocks become steps; prerequisites and verification blocks too when all they do is
+    read (a check); every other section stays prose, its code kept as a fence that cannot be a step.
+    On a reference page only the first few read-only examples become steps.
+    """
+    planned: list[Prose | tuple[Code, list[Draft]]] = []
+    said: list[str] = [kind.said()] if kind.reference else []
+    told: set[int] = set()
+    proposed = 0
+    for block in doc.blocks:
+        if isinstance(block, Prose):
+            planned.append(block)
+            continue
+        section = block.section
+        if kind.reference:  # the examples stay as the page shows them; its first reads are proposed after them
+            reads = [d for d in classifier.block(block) if d.kind != "none" and _only_reads(d)]
+            reads = reads[: MAX_REFERENCE_STEPS - proposed]
+            proposed += len(reads)
+            planned += [p for p in (as_prose(block),) if p is not None] + ([(block, reads)] if reads else [])
+            continue
+        if block.kind == PROCEDURE:
+            planned.append((block, _drafts(block, classifier, said)))
+            continue
+        elif block.kind in CHECKS:
+            drafts = _drafts(block, classifier, said)
+            if all(_only_reads(d) for d in drafts):
+                planned.append((block, drafts))
+                continue
+            said.append(
+                f"line {block.line}: a command in section '{section.title if section else ''}' that changes "
+                f"something kept as prose: {block.kind} are checks, and only reads run as checks"
+            )
+        elif section is not None and id(section.named) not in told:
+            named = section.named or section
+            told.add(id(named))
+            said.append(f"section '{named.title}' (line {named.line}) kept as prose: {WHY_PROSE[section.kind]}")
+        prose = as_prose(block)
+        if prose is not None:
+            planned.append(prose)
+    if kind.reference:
+        said.append(
+            f"only its read-only examples became steps ({proposed}, at most {MAX_REFERENCE_STEPS}); its endpoint "
+            "lists, parameters and changing examples stay prose"
+        )
+    return planned, said
+
+
+def _drafts(block: Code, classifier: Classifier, said: list[str]) -> list[Draft]:
+    if block.dropped_output:
+        said.append(
+            f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts were left out"
+        )
+    return [d for d in classifier.block(block) if d.kind != "none"]
+
+
+def _only_reads(draft: Draft) -> bool:
+    """A draft that changes nothing: an API GET, or commands that only read (``sections.only_reads``)."""
+    if draft.kind == "api":
+        return draft.method == "GET"
+    return bool(draft.original) and only_reads(draft.original)
 
 
 def _render(
