@@ -105,6 +105,7 @@ def split_document(markdown: str, title: str | None = None) -> Document:
     heading: str | None = None
     rewrites: dict[int, str] = {}
     found: list[tuple[int, int, Code]] = []  # (first source line, line after it, block): lines the block replaces
+    opened: set[int] = set()  # sections whose first paragraph was read
     for index, token in enumerate(tokens):
         if token.type == "heading_open" and token.map is not None:
             heading = tokens[index + 1].content.strip()
@@ -114,15 +115,25 @@ def split_document(markdown: str, title: str | None = None) -> Document:
             continue
         section = outline.current
         if token.type == "inline" and token.map is not None and index and tokens[index - 1].type == "paragraph_open":
+            if section is not None and id(section) not in opened:
+                opened.add(id(section))
+                section.opening(token.content)
             if (section.kind if section else PROCEDURE) in _SCANNED:
                 found += _paragraph_commands(token.content, token.map, heading, section, lines, doc.notes)
             continue
         if token.type not in ("fence", "code_block") or token.map is None:
             continue
+        if section is not None:
+            opened.add(id(section))  # a section's opening is its text before its first code
         language = token.info.strip().split(" ")[0].split("{")[0].lower() if token.type == "fence" else ""
         commands = _is_commands(token.content, language)
         if commands or language in SHELL_LANGUAGES:
             doc.listings.append(token.content)
+        if commands and is_listing(token.content):
+            doc.notes.append(
+                f"line {token.map[0] + 1}: a code block of endpoint lines and parameters kept as prose: it documents "
+                "calls, it does not make them"
+            )
         if not commands or is_listing(token.content):
             if token.type == "fence":
                 rewrites[token.map[0]] = _safe_info(language if not commands else "text")

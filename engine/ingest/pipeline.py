@@ -73,6 +73,9 @@ def propose(
     doc = split_document(cleaned.text, title)
     name = name or _name_from(doc.title, source.location)
     check_name(name)
+    kind = page_kind(doc.listings)
+    if not doc.code and kind.reference:
+        raise IngestError(f"{source.location}: {kind.said()}, and none of its examples is a read to propose")
     if not doc.code:
         raise IngestError(
             f"{source.location}: no commands found (no shell code blocks: ```bash, <pre>, or lines "
@@ -85,16 +88,12 @@ def propose(
             "engine fetches the API token itself when a step runs"
         )
     changes += doc.notes
-    kind = page_kind(doc.listings)
     classifier = Classifier()
     planned, said = _plan(doc, classifier, kind)
     changes += said
     drafts = [d for item in planned if isinstance(item, tuple) for d in item[1]]
     if not drafts and kind.reference:
-        raise IngestError(
-            f"{source.location}: {kind.said()}, and none of its examples is a read to propose; there is no "
-            "procedure to make a runbook of"
-        )
+        raise IngestError(f"{source.location}: {kind.said()}, and none of its examples is a read to propose")
     if not drafts:
         raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
     changes += [f"line {s.line}: {s.what}" for s in classifier.skipped]
@@ -165,12 +164,13 @@ def _plan(
                 continue
             said.append(
                 f"line {block.line}: a command in section '{section.title if section else ''}' that changes "
-                f"something kept as prose: {block.kind} are checks, and only reads run as checks"
+                f"something kept as prose: a {block.kind} section runs only checks that read"
             )
         elif section is not None and id(section.named) not in told:
             named = section.named or section
             told.add(id(named))
-            said.append(f"section '{named.title}' (line {named.line}) kept as prose: {WHY_PROSE[section.kind]}")
+            signal = f" ({named.signal})" if named.signal else ""
+            said.append(f"section '{named.title}' (line {named.line}) kept as prose{signal}: {WHY_PROSE[section.kind]}")
         prose = as_prose(block)
         if prose is not None:
             planned.append(prose)

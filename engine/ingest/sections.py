@@ -44,7 +44,7 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(
             r"troubleshoot|debugging|\bif (?:something|it|things) (?:goes|go|went|fails?)\b|"
             r"\b(?:common|known) (?:problems|issues|errors|pitfalls)\b|\bgotchas\b|\bwhen things go wrong\b|"
-            r"\bfixing\b|\brecover(?:y|ing)? from\b|\berrors?\b and\b"
+            r"\brecover(?:y|ing)? from\b"
         ),
     ),
     (
@@ -59,8 +59,8 @@ _WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         REFERENCE,
         re.compile(
-            r"\breference\b|\bapi endpoints?\b|\bendpoints\b|\bparameters\b|\boptions\b|\bappendix\b|"
-            r"\bglossary\b|\bfurther reading\b|\bsee also\b"
+            r"\breference\b|\bapi endpoints?\b|\bendpoints\b|^(?:parameters|options|arguments|flags)$|"
+            r"\bappendix\b|\bglossary\b|\bfurther reading\b|\bsee also\b"
         ),
     ),
     (
@@ -85,6 +85,14 @@ PARAMETER_LINE = re.compile(
 )
 
 
+# A section whose heading says nothing of its class but whose text opens on something gone wrong.
+TROUBLE_OPENING = re.compile(
+    r"^(?:if|when) (?:you (?:see|get)|[^.]{0,60}\b(?:fails?|failed|does ?n[o']t|did ?n[o']t|won't|cannot|can't|hangs?|"
+    r"is stuck|errors?)\b)",
+    re.I,
+)
+
+
 def heading_class(text: str, parent: str | None) -> tuple[str, bool]:
     """(the class of a section headed ``text`` under a section of class ``parent``, whether its own words said so)."""
     words = " ".join(text.lower().split())
@@ -106,6 +114,12 @@ class Section:
     kind: str
     by_words: bool  # its own heading words gave the class (else inherited or the default)
     named: Section | None = None  # the section whose heading words gave the class (itself, or an ancestor)
+    signal: str = ""  # the content signal that gave the class, when its heading did not
+
+    def opening(self, paragraph: str) -> None:
+        """Read the section's first paragraph: an unclassed one that opens on a failure is troubleshooting."""
+        if self.kind == PROCEDURE and not self.by_words and TROUBLE_OPENING.match(paragraph.strip()):
+            self.kind, self.signal, self.named = TROUBLESHOOTING, "its text opens on something gone wrong", self
 
 
 class Outline:
