@@ -300,3 +300,13 @@ def test_a_plain_text_page_with_root_prompts_ingests(home: Home) -> None:
     assert proposal.steps == 2
     assert "successfully resized" not in proposal.text and "VMID NAME" not in proposal.text
     assert proposal.changes[0] == "'# qm list' is a command after a root prompt, not a heading (and 1 more like it)"
+
+
+def test_a_login_in_prose_is_not_a_command() -> None:
+    doc = split_document("# T\n\nLog in with `ssh root@pve01` and then run `qm list`.\n\n$ ssh -p 22 root@pve01\n")
+    assert [c.text for c in doc.code] == ["qm list\n"]
+    assert doc.notes == [
+        "line 3: 'ssh root@pve01' not taken as a command: it opens a login session",
+        "line 3: command found in a paragraph: qm list",
+        "line 5: 'ssh -p 22 root@pve01' not taken as a command: it opens a login session",
+    ]

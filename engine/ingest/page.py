@@ -24,7 +24,7 @@ from markdown_it import MarkdownIt
 
 from ..runbook.model import STEP_KINDS
 from .commands import COMMAND_WORDS, NODE_COMMANDS
-from .sections import PREREQUISITES, PROCEDURE, VERIFICATION, Outline, Section, is_listing
+from .sections import PREREQUISITES, PROCEDURE, VERIFICATION, Outline, Section, is_listing, is_login
 
 SHELL_LANGUAGES = frozenset(
     {
@@ -170,16 +170,29 @@ def _paragraph_commands(
     A whole line is cut out of the prose and replaced by its block; inline code stays in its sentence
     and its block comes after the paragraph.
     """
-    found: list[tuple[int, int, Code]] = []
-    rows = content.split("\n")
     first, after = span
+    found = _line_commands(content.split("\n"), first, heading, section, lines, notes)
+    cut = {line for start, end, _ in found for line in range(start, end)}
+    found += _inline_commands(content, first, after, cut, heading, section, notes)
+    return sorted(found, key=lambda item: item[0])
+
+
+def _line_commands(
+    rows: list[str], first: int, heading: str | None, section: Section | None, lines: list[str], notes: list[str]
+) -> list[tuple[int, int, Code]]:
+    """Lines of a paragraph that are commands: after a ``$`` prompt, or alone with a command's first word."""
+    found: list[tuple[int, int, Code]] = []
     index = 0
     while index < len(rows):
         row = rows[index].strip()
         prompt = row.startswith("$ ")
         command = row[2:].strip() if prompt else row
         alone = len(rows) == 1 or (index > 0 and rows[index - 1].rstrip().endswith((":", "\\"))) or bool(found)
-        if _line_is_command(command, prompt, alone) and first + index < after:
+        if _line_is_command(command, prompt, alone) and is_login(command):
+            notes.append(
+                f"line {first + index + 1}: {_short(command)!r} not taken as a command: it opens a login session"
+            )
+        elif _line_is_command(command, prompt, alone):
             body, used = [command], 1
             while body[-1].endswith("\\") and index + used < len(rows):
                 body.append(rows[index + used].strip())
@@ -195,7 +208,20 @@ def _paragraph_commands(
             index += used
             continue
         index += 1
-    cut = {line for start, end, _ in found for line in range(start, end)}
+    return found
+
+
+def _inline_commands(
+    content: str,
+    first: int,
+    after: int,
+    cut: set[int],
+    heading: str | None,
+    section: Section | None,
+    notes: list[str],
+) -> list[tuple[int, int, Code]]:
+    """Inline code a paragraph tells the reader to run; its block comes after the paragraph (line ``after``)."""
+    found: list[tuple[int, int, Code]] = []
     for match in re.finditer(r"(?<!`)`([^`\n][^`]*?)`(?!`)", content):
         text = " ".join(match[1].split())
         words = text.removeprefix("$ ").split()
@@ -206,7 +232,9 @@ def _paragraph_commands(
             continue
         sentence = content[_last(_SENTENCE_END, content, match.start()) : match.start()].lower()
         clause = content[_last(_CLAUSE_END, content, match.start()) : match.start()].lower()
-        if _WARNING_WORDS.search(" ".join(sentence.split())):
+        if is_login(text.removeprefix("$ ")):
+            notes.append(f"line {line}: {_short(text)!r} not taken as a command: it opens a login session")
+        elif _WARNING_WORDS.search(" ".join(sentence.split())):
             notes.append(
                 f"line {line}: {_short(text)!r} in a paragraph not taken as a command: the text warns against running it"
             )
@@ -220,7 +248,7 @@ def _paragraph_commands(
                 f"line {line}: {_short(text)!r} in a paragraph not taken as a command: the text mentions it without "
                 "saying to run it"
             )
-    return sorted(found, key=lambda item: item[0])
+    return found
 
 
 def _line_is_command(text: str, prompt: bool, alone: bool) -> bool:

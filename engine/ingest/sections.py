@@ -225,6 +225,12 @@ def only_reads(command: str) -> bool:
     return True
 
 
+def is_login(command: str) -> bool:
+    """``ssh [options] host`` with no command: an interactive session, never a step."""
+    words = command.split()
+    return bool(words) and words[0] == "ssh" and not _after_ssh(words[1:])
+
+
 def _after_ssh(words: list[str]) -> list[str]:
     """The remote command of ``ssh [options] host command``, quotes taken off."""
     index = 0
