@@ -310,3 +310,28 @@ def test_a_login_in_prose_is_not_a_command() -> None:
         "line 3: command found in a paragraph: qm list",
         "line 5: 'ssh -p 22 root@pve01' not taken as a command: it opens a login session",
     ]
+
+
+def test_inside_an_article_the_whole_article_is_kept_even_where_trafilatura_read_less() -> None:
+    para = "<p>" + "A sentence about snapshots that the author repeats on purpose here. " * 3 + "</p>"
+    body = "".join(f"<div class='part{i}'><div>{para}</div></div>" for i in range(100))
+    html = f"<body><main><article><h1>T</h1>{body}<pre><code class='language-bash'>qm list</code></pre></article></main></body>"
+    _, markdown, notes = html_to_markdown(html)
+    assert "qm list" in markdown and markdown.count("repeats on purpose") == 300
+    assert notes[0].startswith(
+        ("HTML: took the page's main content, <article>", "HTML: took the page's main content, <main>")
+    )
+
+
+def test_a_page_without_article_markup_is_cut_to_what_trafilatura_reads() -> None:
+    html = (
+        "<body><div id='content'><h1>Proxmox VE API</h1><div class='text'>"
+        "<p>The API uses a REST like interface and JSON as its data format, over HTTPS on port 8006.</p>"
+        "<p>List the nodes of the cluster with the token you made before, like this:</p>"
+        "<pre>pvesh get /nodes</pre><p>The answer lists every node with its status and its load.</p></div></div>"
+        "<div id='mw-navigation'><div id='mw-panel'><h3>Navigation</h3><pre>pvesh get /version</pre></div></div>"
+        "<div id='footer'>Privacy policy</div></body>"
+    )
+    _, markdown, notes = html_to_markdown(html)
+    assert "pvesh get /nodes" in markdown and "/version" not in markdown and "Privacy" not in markdown
+    assert notes[0] == 'HTML: took the page\'s main content, <div id="content"> (as trafilatura reads it)'

@@ -69,7 +69,7 @@ def html_to_markdown(html: str) -> tuple[str | None, str, list[str]]:
     title = re.sub(r"\s+", " ", title_match[1]).strip() if title_match else None
     soup = BeautifulSoup(html, "html.parser")
     blocks = len(soup.find_all("pre"))
-    main, how = _main_content(soup, html)
+    main, how = _main_content(soup)
     for element in main.find_all(_is_furniture):
         if not element.decomposed:
             element.decompose()
@@ -92,22 +92,31 @@ def html_to_markdown(html: str) -> tuple[str | None, str, list[str]]:
     return (unescape(title) if title else None), re.sub(r"\n{3,}", "\n\n", text).strip() + "\n", notes
 
 
-def _main_content(soup: BeautifulSoup, html: str) -> tuple[Tag, str]:
+def _main_content(soup: BeautifulSoup) -> tuple[Tag, str]:
     """The smallest element holding what trafilatura reads as the page's main text (else <main>, <article>, <body>)."""
     for element in soup.find_all(_ALWAYS_OUT):
         if not element.decomposed:
             element.decompose()
-    read = trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True) or ""
+    for element in soup.find_all(_is_furniture):  # what the markup names furniture, unless it holds the content
+        if not element.decomposed and element.find(["main", "article", "h1"]) is None:
+            element.decompose()
+    read = trafilatura.extract(str(soup), include_comments=False, include_tables=True, favor_recall=True) or ""
     lines = [_letters(line) for line in read.splitlines() if len(line.strip()) >= 12]
+    least = len(_letters(read)) * 9 // 10  # as much text as trafilatura read, give or take what it left out
     best: Tag | None = None
     best_size = 0
     if lines:
         for element in soup.find_all(_CANDIDATES):
             text = _letters(element.get_text())
-            if sum(line in text for line in lines) * 10 >= len(lines) * 9 and (best is None or len(text) < best_size):
+            if len(text) < least or (best is not None and len(text) > best_size):  # ties: the innermost
+                continue
+            if sum(line in text for line in lines) * 10 >= len(lines) * 9:
                 best, best_size = element, len(text)
     if best is not None:
-        return best, f"{_describe(best)} (as trafilatura reads it)"
+        # Inside an <article> or <main>, the whole of it: trafilatura may read less than the author wrote
+        # (it drops repeated paragraphs), and the page's own markup says where its content is.
+        semantic = best if best.name in ("article", "main") else best.find_parent(["article", "main"])
+        return semantic or best, f"{_describe(semantic or best)} (as trafilatura reads it)"
     fallback = soup.find("main") or soup.find("article") or soup.find(attrs={"role": "main"}) or soup.body or soup
     return fallback, f"{_describe(fallback)} (trafilatura found no main text)"
 
