@@ -334,4 +334,4 @@ def test_a_page_without_article_markup_is_cut_to_what_trafilatura_reads() -> Non
     )
     _, markdown, notes = html_to_markdown(html)
     assert "pvesh get /nodes" in markdown and "/version" not in markdown and "Privacy" not in markdown
-    assert notes[0] == 'HTML: took the page\'s main content, <div id="content"> (as trafilatura reads it)'
+    assert notes[0] == 'HTML: took the page\'s main content, <div class="text"> (as trafilatura reads it)'
