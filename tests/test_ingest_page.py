@@ -335,3 +335,8 @@ def test_a_page_without_article_markup_is_cut_to_what_trafilatura_reads() -> Non
     _, markdown, notes = html_to_markdown(html)
     assert "pvesh get /nodes" in markdown and "/version" not in markdown and "Privacy" not in markdown
     assert notes[0] == 'HTML: took the page\'s main content, <div class="text"> (as trafilatura reads it)'
+
+
+def test_a_page_whose_commands_are_all_troubleshooting_says_why_nothing_runs(home: Home) -> None:
+    with pytest.raises(IngestError, match=r"no command that can become a step; section 'Troubleshooting' \(line 3\)"):
+        _propose(home, "# T\n\n## Troubleshooting\n\n```bash\nqm reset 1100\n```\n")

@@ -95,7 +95,8 @@ def propose(
     if not drafts and kind.reference:
         raise IngestError(f"{source.location}: {kind.said()}, and none of its examples is a read to propose")
     if not drafts:
-        raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
+        kept = "".join(f"; {line}" for line in said)  # its commands may all sit in sections that do not run
+        raise IngestError(f"{source.location}: its code blocks hold no command that can become a step{kept}")
     changes += [f"line {s.line}: {s.what}" for s in classifier.skipped]
     adapter = Adapter(config.data, classifier)
     adapter.scan_templates(drafts)
