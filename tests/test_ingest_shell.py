@@ -234,7 +234,7 @@ def test_jq_after_curl_becomes_the_extract_of_the_data(jq_filter: str, extract: 
 
 
 def test_html_keeps_prose_and_fences_pre_blocks() -> None:
-    title, markdown = html_to_markdown(
+    title, markdown, _ = html_to_markdown(
         "<html><head><title>T &amp; U</title><script>x()</script></head><body>"
         "<nav>menu</nav><h1>Head</h1><p>Text <b>bold</b></p>"
         '<pre><code class="language-sh">qm list\n</code></pre></body></html>'
@@ -244,9 +244,9 @@ def test_html_keeps_prose_and_fences_pre_blocks() -> None:
 
 
 def test_plain_text_lines_that_are_commands_are_fenced() -> None:
-    title, markdown = text_to_markdown("Title here\n\nSome words.\n\n$ qm start 100\nqm status 100\n\nMore words.\n")
+    title, markdown, _ = text_to_markdown("Title here\n\nSome words.\n\n$ qm start 100\nqm status 100\n\nMore words.\n")
     assert title == "Title here"
-    assert "```bash\nqm start 100\nqm status 100\n```" in markdown and "More words." in markdown
+    assert "```console\n$ qm start 100\n$ qm status 100\n```" in markdown and "More words." in markdown
 
 
 def test_console_prompts_and_output_lines() -> None:

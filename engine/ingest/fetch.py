@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..errors import RunbookError
+from .commands import COMMAND_WORDS
 from .redact import safe_source
 
 TIMEOUT = 20.0  # seconds, for connecting and for each read
@@ -31,6 +32,7 @@ _TEXT_TYPES = (
     "application/x-shellscript",
 )
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_COMMAND_AFTER_HASH = re.compile(rf"^# (?:{'|'.join(re.escape(w) for w in sorted(COMMAND_WORDS))})(?:\s|$)")
 
 
 class FetchError(RunbookError):
@@ -171,6 +173,8 @@ def _format(text: str, ctype: str | None, suffix: str) -> str:
     head = text.lstrip()[:500].lower()
     if head.startswith(("<!doctype html", "<html")) or re.search(r"<(body|head|pre|div|p)\b", head):
         return "html"
-    if re.search(r"^(```|~~~|#{1,6} )", text, re.M):
+    if re.search(r"^(```|~~~)", text, re.M):
         return "markdown"
+    if suffix != ".txt" and any(not _COMMAND_AFTER_HASH.match(m[0]) for m in re.finditer(r"^#{1,6} .*", text, re.M)):
+        return "markdown"  # a heading; "# qm list" is a command after a root prompt, not one
     return "text"

@@ -28,11 +28,13 @@ from .classify import Classifier, Draft
 from .compose import Demoted, compose, demoted, frontmatter, step_fence
 from .convert import html_to_markdown, text_to_markdown
 from .fetch import Source
-from .page import Code, Prose, split_document
+from .page import Code, Document, Prose, as_prose, split_document
 from .redact import redact, scrub
+from .sections import CHECKS, PROCEDURE, WHY_PROSE, PageKind, page_kind
 from .talosplan import plan_talos
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MAX_REFERENCE_STEPS = 3  # a reference page proposes at most this many read-only steps
 
 
 class IngestError(RunbookError):
@@ -62,42 +64,40 @@ def propose(
 ) -> Proposal:
     """The runbook ``source`` becomes in this home, or ``IngestError`` saying why it cannot."""
     if source.format == "html":
-        title, markdown = html_to_markdown(source.text)
+        title, markdown, notes = html_to_markdown(source.text)
     elif source.format == "text":
-        title, markdown = text_to_markdown(source.text)
+        title, markdown, notes = text_to_markdown(source.text)
     else:
-        title, markdown = None, source.text
+        title, markdown, notes = None, source.text, []
     cleaned = redact(markdown)
     title = scrub(title) if title else None
     doc = split_document(cleaned.text, title)
     name = name or _name_from(doc.title, source.location)
     check_name(name)
+    kind = page_kind(doc.listings)
+    if not doc.code and kind.reference:
+        raise IngestError(f"{source.location}: {kind.said()}, and none of its examples is a read to propose")
     if not doc.code:
         raise IngestError(
             f"{source.location}: no commands found (no shell code blocks: ```bash, <pre>, or lines "
             "starting with curl, pvesh, ssh, qm, talosctl, ...); nothing to make a runbook of"
         )
-    changes: list[str] = []
+    changes: list[str] = list(notes)
     if cleaned.counts:
         changes.append(
             f"removed credentials from the page ({cleaned.summary()}); they are never copied: the "
             "engine fetches the API token itself when a step runs"
         )
+    changes += doc.notes
     classifier = Classifier()
-    planned: list[Prose | tuple[Code, list[Draft]]] = []
-    for block in doc.blocks:
-        if isinstance(block, Prose):
-            planned.append(block)
-            continue
-        drafts = [d for d in classifier.block(block) if d.kind != "none"]
-        planned.append((block, drafts))
-        if block.dropped_output:
-            changes.append(
-                f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts were left out"
-            )
+    planned, said = _plan(doc, classifier, kind)
+    changes += said
     drafts = [d for item in planned if isinstance(item, tuple) for d in item[1] if d.kind != "prose"]
+    if not drafts and kind.reference:
+        raise IngestError(f"{source.location}: {kind.said()}, and none of its examples is a read to propose")
     if not drafts:
-        raise IngestError(f"{source.location}: its code blocks hold no command that can become a step")
+        kept = "".join(f"; {line}" for line in said)  # its commands may all sit in sections that do not run
+        raise IngestError(f"{source.location}: its code blocks hold no command that can become a step{kept}")
     changes += [f"line {s.line}: {s.what}" for s in classifier.skipped]
     talos = plan_talos([item[1] for item in planned if isinstance(item, tuple)])
     changes += talos
@@ -134,6 +134,76 @@ def propose(
         len(steps),
         review,
     )
+
+
+def _plan(
+    doc: Document, classifier: Classifier, kind: PageKind
+) -> tuple[list[Prose | tuple[Code, list[Draft]]], list[str]]:
+    """Which blocks become steps (with their drafts) and which stay prose, with what was decided and why.
+
+    Procedure blocks become steps; prerequisites and verification blocks too when all they do is
+    read (a check); every other section stays prose, its code kept as a fence that cannot be a step.
+    On a reference page only the first few read-only examples become steps.
+    """
+    planned: list[Prose | tuple[Code, list[Draft]]] = []
+    said: list[str] = [kind.said()] if kind.reference else []
+    told: set[int] = set()
+    proposed = 0
+    for block in doc.blocks:
+        if isinstance(block, Prose):
+            planned.append(block)
+            continue
+        section = block.section
+        if kind.reference:  # the examples stay as the page shows them; its first reads are proposed after them
+            reads = [d for d in classifier.block(block) if d.kind != "none" and only_reads(d)]
+            reads = reads[: MAX_REFERENCE_STEPS - proposed]
+            proposed += len(reads)
+            planned += [p for p in (as_prose(block),) if p is not None] + ([(block, reads)] if reads else [])
+            continue
+        if block.kind == PROCEDURE:
+            planned.append((block, _drafts(block, classifier, said)))
+            continue
+        elif block.kind in CHECKS:
+            drafts = _drafts(block, classifier, said)
+            if all(only_reads(d) for d in drafts):
+                planned.append((block, drafts))
+                continue
+            said.append(
+                f"line {block.line}: a command in section '{section.title if section else ''}' that changes "
+                f"something kept as prose: a {block.kind} section runs only checks that read"
+            )
+        elif section is not None and id(section.named) not in told:
+            named = section.named or section
+            told.add(id(named))
+            signal = f" ({named.signal})" if named.signal else ""
+            said.append(f"section '{named.title}' (line {named.line}) kept as prose{signal}: {WHY_PROSE[section.kind]}")
+        prose = as_prose(block)
+        if prose is not None:
+            planned.append(prose)
+    if kind.reference:
+        said.append(
+            f"only its read-only examples became steps ({proposed}, at most {MAX_REFERENCE_STEPS}); its endpoint "
+            "lists, parameters and changing examples stay prose"
+        )
+    return planned, said
+
+
+def _drafts(block: Code, classifier: Classifier, said: list[str]) -> list[Draft]:
+    if block.dropped_output:
+        said.append(
+            f"line {block.line}: {block.dropped_output} line(s) of example output after the prompts were left out"
+        )
+    return [d for d in classifier.block(block) if d.kind != "none"]
+
+
+def only_reads(draft: Draft) -> bool:
+    """A draft that changes nothing: an API GET, or a script the effects table reads as reads only
+    (classify settled it: no ``changes`` and no ``review``), or an interactive command kept as prose."""
+    if draft.kind == "api":
+        return draft.method == "GET"
+    if draft.kind == "prose":
+        return True
+    return bool(draft.commands) and not draft.effects and not draft.attrs.get("review")
 
 
 def _render(
