@@ -31,8 +31,15 @@ import jq
 from ..runbook.model import RESERVED_NAMES
 from ..shell.parse import Simple, Word
 from .classify import CLOSE, OPEN, Classifier, Draft, shown
+from .redact import MARK
 
-_TOKEN = re.compile(rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b)")
+_TOKEN = re.compile(
+    rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b|{re.escape(MARK)})"
+)
+#: Names of values that are credentials: a parameter for one is secret (read at run time, masked).
+_CREDENTIAL = re.compile(r"(?i)(?:^|[\W_])(?:password|passwd|passphrase|secret|token|ticket|csrf|api_?key|pass|pw)$")
+#: A new API token: PVE shows its secret once, in the answer, which ``to_pass`` stores in pass.
+_NEW_TOKEN = re.compile(r"^POST /access/users/(?P<user>[^/\s]+)/token/(?P<token>[^/\s]+)$", re.M)
 _SHELL_VARS = frozenset(
     {
         "HOME",
@@ -150,6 +157,7 @@ class Scope:
     loop_as: str | None = None
     defined: frozenset[str] = frozenset()
     problems: list[str] = field(default_factory=list)
+    hint: str | None = None  # what the value being adapted is for (an option or key), to name a secret
 
 
 @dataclass
@@ -309,9 +317,31 @@ class Adapter:
                 "maximum": high,
             }
             return Tmpl(self._param(("placeholder", norm), base, spec, f"placeholder {shown_as}"))
+        if _CREDENTIAL.search(norm):
+            return self.secret(norm.lower(), f"placeholder {shown_as}")
         kind = "integer" if _INTEGER_NAME.search(norm) else "string"
         spec = {"type": kind, "description": f"Value for {shown_as} in the source."}
         return Tmpl(self._param(("placeholder", norm), norm.lower(), spec, f"placeholder {shown_as}"))
+
+    def secret(self, hint: str | None, what: str) -> Tmpl:
+        """A credential the page held (removed by ``redact``) or named: a required secret parameter.
+
+        Never a literal, never a default: the value is read at run time from ``--secret NAME=SOURCE``
+        (or asked without echo) and masked in every plan, journal and output.
+        """
+        base = _param_name(re.sub(r"^-+", "", hint or "secret"))
+        spec = {
+            "type": "string",
+            "secret": True,
+            "description": f"The {base.replace('_', ' ')} the source page needs here ({what}); given at run time, "
+            "never written down.",
+        }
+        name = self._param(("secret", base), base, spec, what)
+        self.change(
+            f"{what} -> secret parameter {name} (required; give it with --secret {name}=env:VAR or "
+            f"--secret {name}=pass:PATH; masked in every output)"
+        )
+        return Tmpl(name)
 
     def variable(self, name: str, scope: Scope, raw: str) -> Chunk:
         """``$name`` of the page: a loop variable, a step output, a parameter, or a shell variable kept."""
@@ -368,6 +398,12 @@ class Adapter:
                     continue
                 if index % 2 == 0:
                     out.append(piece)
+                elif piece == MARK:
+                    before = "".join(c for c in out[-1:] if isinstance(c, str))
+                    if re.search(r"(?i)authorization:\s*$", before):
+                        out.append(piece)  # a header: api_token_env hands the command the engine's token
+                    else:
+                        out.append(self.secret(_hint(before) or scope.hint, "a credential removed from the page"))
                 elif piece.startswith(OPEN):
                     out.append(self.placeholder(piece[1:-1], scope, shown(piece)))
                 elif piece.startswith("$"):
@@ -540,6 +576,9 @@ class Adapter:
         for key, value in draft.params:
             if not key:
                 continue
+            scope.hint = key
+            if _CREDENTIAL.search(key):
+                value = MARK  # a credential is never copied, even one redact missed: a secret parameter
             if "$(" in value or "`" in value:
                 spec = {"type": "string", "description": f"Value of {key}; the source computed it with a command."}
                 name = self._param(
@@ -557,9 +596,23 @@ class Adapter:
         for key, rendered in params:
             shown_key = key if re.fullmatch(r"[A-Za-z][\w-]*", key) else json.dumps(key)
             lines.append(f"{shown_key}: {_yaml_scalar(rendered)}")
+        scope.hint = None
         if draft.extract:
             self._extract(draft, scope, attrs)
+        self._new_token(lines, attrs)
         return "\n".join(lines) + "\n"
+
+    def _new_token(self, lines: list[str], attrs: dict[str, Any]) -> None:
+        """A call that creates an API token stores the answer's secret in pass, shown nowhere."""
+        match = next(filter(None, map(_NEW_TOKEN.match, lines)), None)
+        if match is None:
+            return
+        path = f"proxmox/{{{{ config.cluster.name }}}}/tokens/{match['user']}/{match['token']}"
+        attrs["to_pass"] = {"path": path, "lines": ["full-tokenid", "value"], "secret": ["value"]}
+        self.change(
+            f"step {attrs['id']}: PVE answers with the new token's secret once; to_pass stores it in the pass "
+            f"entry {path} (line 1 the token id, line 2 the secret) and masks it in every output"
+        )
 
     def _extract(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
         """The page's jq filter as the step's extract: shell variables and placeholders become jq
@@ -681,9 +734,10 @@ class Adapter:
 
     def _shell_body(self, draft: Draft, scope: Scope) -> str:
         source, (start, end) = draft.source, draft.span
-        roles = {}
+        roles, hints = {}, {}
         for command in draft.commands:
             roles.update(_shell_roles(command))
+            hints.update(_secret_hints(command))
         words = sorted(
             {
                 id(w): w for c in draft.commands for w in (*c.assigns, *c.words, *[t for _, t in c.redirects if t])
@@ -697,6 +751,7 @@ class Adapter:
             if word.start < cursor or word.end > end or any(a <= word.start < b for a, b in cuts):
                 continue
             chunks += self._between(source, cursor, word.start, cuts, scope)
+            scope.hint = hints.get(word.start)
             chunks += self._word(word, roles.get(word.start), scope)
             cursor = word.end
         chunks += self._between(source, cursor, end, cuts, scope)
@@ -800,6 +855,21 @@ class Adapter:
             else:
                 out.append(_sh_quote(chunk, quote))
         return out
+
+
+def _hint(before: str) -> str | None:
+    """The name a removed value had in the text just before it (``--password ``, ``password=``), if any."""
+    match = re.search(r"([A-Za-z][\w-]*)\s*[=:]?\s*[\"']?$", before)
+    return match[1] if match and _CREDENTIAL.search(match[1]) else None
+
+
+def _secret_hints(command: Simple) -> dict[int, str]:
+    """For each word holding a removed value, the option before it (``--password [redacted]``)."""
+    hints = {}
+    for previous, word in zip(command.words, command.words[1:], strict=False):
+        if MARK in word.text and previous.text.startswith("-"):
+            hints[word.start] = previous.text
+    return hints
 
 
 def _lookup(config: dict[str, Any], expr: str) -> Any:

@@ -37,7 +37,7 @@ from .page import Code
 
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
 OPEN, CLOSE = "\u27e8", "\u27e9"  # placeholders are protected as ⟨NAME⟩ so '<' is not read as a redirection
-_CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|credential)")
+_CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|credential|ticket|csrf|cookie)")
 _STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias", "read", "shift", "trap", "umask"})
 _NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
 _PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
@@ -276,6 +276,8 @@ class Classifier:
             draft = self._ssh(code, text, pipeline, words)
         elif name == "talosctl":
             draft = self._talosctl(code, text, pipeline, first, words)
+        elif name == "pveum" and [w.literal for w in words[1:4]] == ["user", "token", "add"]:
+            draft = self._pveum_token(code, text, pipeline, words)
         elif name == "pass":
             self.skipped.append(
                 Skipped(
@@ -424,7 +426,14 @@ class Classifier:
                 draft.warnings.append(f"curl option {option} has no equivalent in an api step and was left out")
         if not call.urls:
             return self._review(code, text, pipeline, "has no URL")
-        split = urlsplit(call.urls[0])
+        url, had_userinfo = _without_userinfo(call.urls[0])
+        if had_userinfo:
+            dropped.add("the user and password in the URL (the engine authenticates with the API token)")
+        try:
+            split = urlsplit(url)
+            split.hostname  # noqa: B018 - raises ValueError on a host that is no host ("[x]")
+        except ValueError:
+            return self._review(code, text, pipeline, "calls a URL that cannot be read")
         path = split.path
         if "/api2/json" not in path:
             return self._review(code, text, pipeline, "calls a URL outside /api2/json")
@@ -442,14 +451,7 @@ class Classifier:
                 )
             )
             return _nothing(code)
-        params = []
-        for key, value in query + data:
-            if "[redacted]" in value or _CREDENTIAL_NAME.search(key):
-                draft.warnings.append(
-                    f"the parameter {key} carried a credential and was left out; give it by hand if the call needs it"
-                )
-            else:
-                params.append((key, value))
+        params = query + data  # a credential among them becomes a secret parameter (adapt)
         draft.method, draft.path, draft.params = method, unquote(path), params
         draft.hint = _api_hint(method, path)
         draft.notes += sorted(f"dropped {what}" for what in dropped)
@@ -493,6 +495,37 @@ class Classifier:
         if not draft.path.startswith("/"):
             draft.path = "/" + draft.path
         draft.notes.append(f"'pvesh {verb}' became an API {draft.method} (pvesh is a client of the same API)")
+        return self._after(code, text, pipeline, draft, wraps_data=False)
+
+    def _pveum_token(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+        """``pveum user token add USER TOKENID --opt v``: the API call it makes, so that the secret PVE
+        answers with goes into pass (adapt adds ``to_pass``) instead of a terminal or a journal."""
+        args = [w.text for w in words[4:]]
+        if len(args) < 2 or args[0].startswith("-") or args[1].startswith("-"):
+            return self._review(code, text, pipeline, "is 'pveum user token add' without a user and a token id")
+        draft = Draft(
+            "api",
+            code.line,
+            code.heading,
+            method="POST",
+            path=f"/access/users/{args[0]}/token/{args[1]}",
+            excerpt=_excerpt(text[pipeline.start : pipeline.end]),
+        )
+        index = 2
+        while index < len(args):
+            key, sep, value = args[index].removeprefix("--").partition("=")
+            if not args[index].startswith("--"):
+                return self._review(code, text, pipeline, f"has an argument pveum does not take here ({args[index]})")
+            if not sep:
+                following = args[index + 1] if index + 1 < len(args) else None
+                value, index = (following, index + 1) if following and not following.startswith("--") else ("1", index)
+            if key not in ("output-format", "noborder", "noheader", "quiet"):
+                draft.params.append((key, value))
+            index += 1
+        draft.hint = "post users token"
+        draft.notes.append(
+            "'pveum user token add' became the API call it makes (POST /access/users/USER/token/TOKENID)"
+        )
         return self._after(code, text, pipeline, draft, wraps_data=False)
 
     def _after(self, code: Code, text: str, pipeline: Pipeline, draft: Draft, *, wraps_data: bool) -> Draft:
@@ -664,6 +697,12 @@ class Classifier:
         why = "its body has several commands" if not single else "its list is computed at run time"
         draft.warnings.append(f"this 'for' loop stays a shell loop, because {why}: check it")
         return draft
+
+
+def _without_userinfo(url: str) -> tuple[str, bool]:
+    """``url`` without ``user:password@`` (redacted or not), and whether it had one."""
+    stripped = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/?#\s]*@", r"\1", url, flags=re.I)
+    return stripped, stripped != url
 
 
 def _nothing(code: Code) -> Draft:
