@@ -158,6 +158,7 @@ class Scope:
     defined: frozenset[str] = frozenset()
     problems: list[str] = field(default_factory=list)
     hint: str | None = None  # what the value being adapted is for (an option or key), to name a secret
+    step: str = ""  # the step's id
 
 
 @dataclass
@@ -213,7 +214,13 @@ class Adapter:
         self.params[name] = spec
         self.identities[identity] = name
         default = f", default {json.dumps(spec['default'])}" if "default" in spec else ", required"
-        self.change(f"{why} -> parameter {name} ({spec['type']}{default})")
+        if spec.get("secret"):
+            self.change(
+                f"{why} -> secret parameter {name} (required: give it with --secret {name}=env:VAR or "
+                f"--secret {name}=pass:PATH; masked in every output)"
+            )
+        else:
+            self.change(f"{why} -> parameter {name} ({spec['type']}{default})")
         return name
 
     def _range(self, kind: str) -> tuple[int, int]:
@@ -317,31 +324,29 @@ class Adapter:
                 "maximum": high,
             }
             return Tmpl(self._param(("placeholder", norm), base, spec, f"placeholder {shown_as}"))
-        if _CREDENTIAL.search(norm):
+        if _CREDENTIAL.search(norm) or (scope.hint and _CREDENTIAL.search(scope.hint)):
             return self.secret(norm.lower(), f"placeholder {shown_as}")
         kind = "integer" if _INTEGER_NAME.search(norm) else "string"
         spec = {"type": kind, "description": f"Value for {shown_as} in the source."}
         return Tmpl(self._param(("placeholder", norm), norm.lower(), spec, f"placeholder {shown_as}"))
 
-    def secret(self, hint: str | None, what: str) -> Tmpl:
+    def secret(self, hint: str | None, what: str, scope: Scope | None = None) -> Tmpl:
         """A credential the page held (removed by ``redact``) or named: a required secret parameter.
 
         Never a literal, never a default: the value is read at run time from ``--secret NAME=SOURCE``
-        (or asked without echo) and masked in every plan, journal and output.
+        (or asked without echo) and masked in every plan, journal and output. A value removed from
+        the page is one parameter per step (two removed passwords may differ: each is asked for);
+        one the page names (``$CI_PASSWORD``) is one parameter wherever it is used.
         """
         base = _param_name(re.sub(r"^-+", "", hint or "secret"))
+        identity = ("secret", f"{base} {scope.step}" if scope is not None else base)
         spec = {
             "type": "string",
             "secret": True,
             "description": f"The {base.replace('_', ' ')} the source page needs here ({what}); given at run time, "
             "never written down.",
         }
-        name = self._param(("secret", base), base, spec, what)
-        self.change(
-            f"{what} -> secret parameter {name} (required; give it with --secret {name}=env:VAR or "
-            f"--secret {name}=pass:PATH; masked in every output)"
-        )
-        return Tmpl(name)
+        return Tmpl(self._param(identity, base, spec, what))
 
     def variable(self, name: str, scope: Scope, raw: str) -> Chunk:
         """``$name`` of the page: a loop variable, a step output, a parameter, or a shell variable kept."""
@@ -360,6 +365,8 @@ class Adapter:
 
     def _page_value(self, name: str, value: str, scope: Scope) -> Tmpl:
         norm = re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")
+        if scope.hint and _CREDENTIAL.search(scope.hint):  # set on the page, but given as a password here
+            return self.secret(norm.lower(), f"${name}, set on the page, given as {scope.hint}")
         shown_as = f"${name} (set to {shown(value)!r} on the page)"
         if OPEN in value or value.startswith("YOUR_"):
             inner = value.strip(OPEN + CLOSE)
@@ -403,7 +410,9 @@ class Adapter:
                     if re.search(r"(?i)authorization:\s*$", before):
                         out.append(piece)  # a header: api_token_env hands the command the engine's token
                     else:
-                        out.append(self.secret(_hint(before) or scope.hint, "a credential removed from the page"))
+                        out.append(
+                            self.secret(_hint(before) or scope.hint, "a credential removed from the page", scope)
+                        )
                 elif piece.startswith(OPEN):
                     out.append(self.placeholder(piece[1:-1], scope, shown(piece)))
                 elif piece.startswith("$"):
@@ -492,7 +501,7 @@ class Adapter:
                     self.template_vmids.add(int(words[2]))
 
     def adapt(self, draft: Draft, step_id: str) -> Adapted:
-        scope = Scope(draft.kind, defined=frozenset(draft.defined))
+        scope = Scope(draft.kind, defined=frozenset(draft.defined), step=step_id)
         attrs: dict[str, Any] = {"id": step_id}
         if draft.loop_var is not None and draft.loop_items is not None:
             self._loop(draft, scope, attrs)
@@ -577,7 +586,7 @@ class Adapter:
             if not key:
                 continue
             scope.hint = key
-            if _CREDENTIAL.search(key):
+            if _CREDENTIAL.search(key) and not _TOKEN.fullmatch(value):
                 value = MARK  # a credential is never copied, even one redact missed: a secret parameter
             if "$(" in value or "`" in value:
                 spec = {"type": "string", "description": f"Value of {key}; the source computed it with a command."}
@@ -609,9 +618,10 @@ class Adapter:
             return
         path = f"proxmox/{{{{ config.cluster.name }}}}/tokens/{match['user']}/{match['token']}"
         attrs["to_pass"] = {"path": path, "lines": ["full-tokenid", "value"], "secret": ["value"]}
+        here = path.replace("{{ config.cluster.name }}", str(self.config["cluster"]["name"]))
         self.change(
             f"step {attrs['id']}: PVE answers with the new token's secret once; to_pass stores it in the pass "
-            f"entry {path} (line 1 the token id, line 2 the secret) and masks it in every output"
+            f"entry {here} (line 1 the token id, line 2 the secret) and masks it in every output"
         )
 
     def _extract(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:

@@ -114,6 +114,12 @@ class Classifier:
 
     def block(self, code: Code) -> list[Draft]:
         drafts = self._block(code)
+        for draft in drafts:
+            if draft.kind in ("ssh", "local") and any(_new_token(c.words) for c in draft.commands):
+                draft.warnings.append(
+                    "it creates an API token, whose secret it prints once: that output would be shown and "
+                    "journaled. Make it an api step (POST /access/users/USER/token/TOKENID) with to_pass"
+                )
         for draft in drafts:  # a shell command kept with a warning is gated until someone has read it
             if draft.kind in ("ssh", "local") and draft.warnings:
                 draft.attrs["review"] = True
@@ -276,7 +282,7 @@ class Classifier:
             draft = self._ssh(code, text, pipeline, words)
         elif name == "talosctl":
             draft = self._talosctl(code, text, pipeline, first, words)
-        elif name == "pveum" and [w.literal for w in words[1:4]] == ["user", "token", "add"]:
+        elif _new_token(words):
             draft = self._pveum_token(code, text, pipeline, words)
         elif name == "pass":
             self.skipped.append(
@@ -596,6 +602,10 @@ class Classifier:
                 draft = self._pvesh(code, remote, units[0].pipelines[0], only.words)
                 draft.notes.append("the ssh around pvesh was dropped: the API is called directly")
                 return draft
+            if isinstance(only, Simple) and _new_token(only.words):
+                draft = self._pveum_token(code, remote, units[0].pipelines[0], only.words)
+                draft.notes.append("the ssh around pveum was dropped: the API is called directly")
+                return draft
         simple = iter_simple(units)
         draft = Draft(
             "ssh",
@@ -697,6 +707,12 @@ class Classifier:
         why = "its body has several commands" if not single else "its list is computed at run time"
         draft.warnings.append(f"this 'for' loop stays a shell loop, because {why}: check it")
         return draft
+
+
+def _new_token(words: list[Word]) -> bool:
+    """``[sudo] pveum user token add ...``: a command that prints a new API token's secret."""
+    literal = [w.literal for w in words[:5]]
+    return literal[literal[:1] == ["sudo"] :][:4] == ["pveum", "user", "token", "add"]
 
 
 def _without_userinfo(url: str) -> tuple[str, bool]:

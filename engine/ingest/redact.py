@@ -39,6 +39,8 @@ _VALUE = rf"(?:{_SUBST}|[^\s\"'\\`])+"
 # In prose a value ends before markdown's closing punctuation (emphasis, code spans, links).
 _PROSE_VALUE = r"[^\s\"'\\`*_()\[\]<>|]+(?:[*_][^\s\"'\\`*_()\[\]<>|]+)*"
 _NOT_MARKED = r"(?!\[redacted\])"
+# A reference to a variable ($PASSWORD, ${TOKEN}) holds no secret: adapt turns it into a secret parameter.
+_KEPT = r"(?!\[redacted\]|\$\{?[A-Za-z_]\w*\}?(?![\w\[]))"
 _FENCE = re.compile(r"^\s{0,3}(?:>\s*)*(`{3,}|~{3,})")
 
 Rule = tuple[str, re.Pattern[str], str | Callable[[re.Match[str]], str]]
@@ -92,7 +94,7 @@ _LINE_RULES: tuple[Rule, ...] = (
     (
         "password option",
         re.compile(
-            rf"(?i)(--(?:password|passwd|passphrase|secret|token)(?:[= ])\s*)(?:([\"'])(?!\[redacted\])[^\"'\n]+(?=\2)|{_NOT_MARKED}[^\s\"']+)"
+            rf"(?i)(--(?:password|passwd|passphrase|secret|token)(?:[= ])\s*)(?:([\"']){_KEPT}[^\"'\n]+(?=\2)|{_KEPT}[^\s\"']+)"
         ),
         lambda m: m[1] + (m[2] or "") + MARK,
     ),
@@ -109,10 +111,11 @@ _LINE_RULES: tuple[Rule, ...] = (
 )
 
 # A value in quotes keeps its quotes (the replacement is ``prefix + quote + MARK``, the closing one stays).
-_QUOTED = r"([\"'])(?!\[redacted\])[^\"'\n]+(?=\2)"
-_ASSIGNED_CODE = re.compile(rf"(?i)(\b[\w-]*(?:{_KEYWORDS})\s*=\s*)(?:{_QUOTED}|{_NOT_MARKED}(?![\"']){_VALUE})")
-_ASSIGNED_PROSE = re.compile(rf"(?i)(\b[\w-]*(?:{_KEYWORDS})\s*=\s*)(?:{_QUOTED}|{_NOT_MARKED}{_PROSE_VALUE})")
-_LABELLED_CODE = re.compile(rf"(?i)(\b[\w-]*(?:{_KEYWORDS}):\s*)(?:{_QUOTED}|{_NOT_MARKED}(?![\"']){_VALUE})")
+_QUOTED = rf"([\"']){_KEPT}[^\"'\n]+(?=\2)"
+_ASSIGNED_CODE = re.compile(rf"(?i)(\b[\w-]*(?:{_KEYWORDS})\s*=\s*)(?:{_QUOTED}|{_KEPT}(?![\"']){_VALUE})")
+# ``[redacted](...)`` would read as a link: a command substitution in prose is left (it holds no secret).
+_ASSIGNED_PROSE = re.compile(rf"(?i)(\b[\w-]*(?:{_KEYWORDS})\s*=\s*)(?:{_QUOTED}|{_KEPT}(?!\$\(){_PROSE_VALUE})")
+_LABELLED_CODE = re.compile(rf"(?i)(\b[\w-]*(?:{_KEYWORDS}):\s*)(?:{_QUOTED}|{_KEPT}(?![\"']){_VALUE})")
 _LABELLED_PROSE = re.compile(
     rf"(?i)(\b[\w-]*(?:{_KEYWORDS})(?:\*\*|__|\*|_)?:(?:\*\*|__|\*|_)?\s*(?:`)?){_NOT_MARKED}({_PROSE_VALUE})"
 )
@@ -191,14 +194,15 @@ def _detected(text: str, counts: dict[str, int]) -> str:
         found = list(_process_line_based_plugins(list(enumerate(lines, start=1)), "page.md"))
     for secret in found:
         value = secret.secret_value or ""
-        if secret.type in _SKIPPED_TYPES or len(value) < 6 or MARK in value or _DIGEST.fullmatch(value):
+        if secret.type in _SKIPPED_TYPES or not value or _DIGEST.fullmatch(value):
             continue
         index = secret.line_number - 1
-        line = lines[index]
-        start = line.find(value)
+        line, start = lines[index], lines[index].find(value)
         while start >= 0:
-            end = start + len(value)
-            end += _TOKEN_CHARS.match(line, end).end() - end  # type: ignore[union-attr]
+            end = _TOKEN_CHARS.match(line, start + len(value)).end()  # type: ignore[union-attr]
+            if end - start < 8 or MARK in line[start:end]:  # a word, or a prefix with nothing after it
+                start = line.find(value, end)
+                continue
             line = line[:start] + MARK + line[end:]
             counts["detected secret"] = counts.get("detected secret", 0) + 1
             start = line.find(value, start + len(MARK))
