@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +62,12 @@ THROWAWAY = "run-time-Secret-4d1c"
             "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\n-----END OPENSSH PRIVATE KEY-----",
             "b3BlbnNzaC1rZXktdjE",
         ),
+        # A Talos or Kubernetes config pasted on a page: its private keys are base64-encoded PEM blocks.
+        (
+            "    key: " + base64.b64encode(b"-----BEGIN ED25519 PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIE").decode(),
+            "LS0tLS1CRUdJTiBFRDI1NTE5",
+        ),
+        ("  aescbcEncryptionSecret: z01mye6j16bspJYtTB/5SFX8j7Ahzr/35ZoL3ZbMhGY=", "z01mye6j16bspJYtTB"),
         # What only detect-secrets knows: vendors' token formats (and the whole token, not its prefix).
         ("export AWS_ACCESS_KEY_ID=AKIAZ3MHPLQT7XYVW4RB", "AKIAZ3MHPLQT7XYVW4RB"),
         ("gh auth with ghp_4fKq9ZbLmN2pXr7TvW1yS8dA3cE6hJ0uI5oQ today", "4fKq9ZbLmN2pXr7TvW1yS8dA3cE6hJ0uI5oQ"),
@@ -84,6 +91,9 @@ def test_each_form_of_a_credential_is_removed(text: str, secret: str) -> None:
         '```bash\necho "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  talos.iso" | sha256sum -c\n```',
         "factory.talos.dev/installer/ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515:v1.9.5",
         "pvesh set /access/acl --path / --roles PVEVMAdmin --tokens 'ci@pve!automation'",
+        'cluster:\n  endpoint: "https://203.0.113.17:6443"\n  ip = "198.51.100.23"',
+        "    crt: " + base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIBPzCB8qADAgECAhEA").decode(),
+        "Send the **Authorization:** header with every call.",
     ],
 )
 def test_prose_and_public_values_are_left_alone(text: str) -> None:
@@ -105,6 +115,7 @@ def _rendered(text: str) -> list[tuple[str, str]]:
     "text",
     [
         "**Creating an API Token:** tickets expire. **Password:** hunter22 and _secret: s3cr3t!x_ end.",
+        "**Authorization:** `Authorization: PVEAPIToken=root@pam!ci=abcdef123456` and **Cookie:** *PVEAuthCookie=x*",
         "Use `Authorization: PVEAPIToken=root@pam!ci=5c0e2d9a-8b1f-4c3e-9d7a-2e6f4b8c1a90` (see *Tokens*).",
         "Log in ([how](https://pve.example/wiki#login)) with token=abc123) and `password=x1y2z3`.",
         "| key | value |\n|---|---|\n| value | 5c0e2d9a-8b1f-4c3e-9d7a-2e6f4b8c1a90 |\n| ticket | PVE:a@pam:6752A1F0::Zx9= |",

@@ -23,6 +23,7 @@ are UUIDs and telling them apart from other UUIDs is guesswork.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,52 +64,61 @@ _BLOCK_RULES: tuple[Rule, ...] = (
         ),
         MARK,
     ),
+    ("private key", re.compile(r"\bLS0tLS1CRUdJTi[A-Za-z0-9+/]{8,}={0,2}"), lambda m: _pem_key(m[0])),
     ("CSRF token", re.compile(r"\b[0-9A-F]{8}:[A-Za-z0-9+/]{20,}={0,2}(?![\w+/])"), MARK),
     ("JSON web token", re.compile(r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]*"), MARK),
     ("UUID", re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"), MARK),
 )
 
-# Line rules, the same in code and prose: labelled values whose label says what they are.
-_LINE_RULES: tuple[Rule, ...] = (
-    (
-        "Authorization header",
-        re.compile(
-            rf"(?i)(\bauthorization\s*[:=]\s*)(?:(?:bearer|basic|pveapitoken)\b[ =]?)?"
-            rf"(?:\s*{_NOT_MARKED}{_VALUE})?"
+
+def _line_rules(value: str) -> tuple[Rule, ...]:
+    """Labelled values whose label says what they are; ``value`` is how far a value runs (code or prose)."""
+    return (
+        (
+            "Authorization header",
+            re.compile(
+                rf"(?i)(\bauthorization\s*[:=]\s*)(?:(?:bearer|basic|pveapitoken)\b[ =]?\s*)?"
+                rf"{_NOT_MARKED}(?![*_]){value}"
+            ),
+            rf"\g<1>{MARK}",
         ),
-        rf"\g<1>{MARK}",
-    ),
-    ("API token", re.compile(rf"(?i)(\bPVEAPIToken\s*=\s*){_NOT_MARKED}{_VALUE}"), rf"\g<1>{MARK}"),
-    ("API token", re.compile(r"(?i)(\b[\w.-]+@[\w.-]+![\w.-]+\s*=\s*)[\w-]{8,}"), rf"\g<1>{MARK}"),
-    (
-        "cookie or CSRF token",
-        re.compile(rf"(?i)(\b(?:P[VMB][EMS]AuthCookie|CSRFPreventionToken|cookie)\s*[:=]\s*){_NOT_MARKED}{_VALUE}"),
-        rf"\g<1>{MARK}",
-    ),
-    ("bearer token", re.compile(r"(?i)(\bbearer\s+)(?!\[redacted\])[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1>{MARK}"),
-    (
-        "password or secret",  # "ticket": "...", 'password': '...' (JSON, Python, YAML with quotes)
-        re.compile(rf"(?i)([\"'][\w-]*(?:{_KEYWORDS})[\"']\s*[:=]\s*[\"']){_NOT_MARKED}[^\"'\n]+(?=[\"'])"),
-        rf"\g<1>{MARK}",
-    ),
-    (
-        "password option",
-        re.compile(
-            rf"(?i)(--(?:password|passwd|passphrase|secret|token)(?:[= ])\s*)(?:([\"']){_KEPT}[^\"'\n]+(?=\2)|{_KEPT}[^\s\"']+)"
+        ("API token", re.compile(rf"(?i)(\bPVEAPIToken\s*=\s*){_NOT_MARKED}{value}"), rf"\g<1>{MARK}"),
+        ("API token", re.compile(r"(?i)(\b[\w.-]+@[\w.-]+![\w.-]+\s*=\s*)[\w-]{8,}"), rf"\g<1>{MARK}"),
+        (
+            "cookie or CSRF token",
+            re.compile(
+                rf"(?i)(\b(?:P[VMB][EMS]AuthCookie|CSRFPreventionToken|cookie)\s*[:=]\s*){_NOT_MARKED}(?![*_]){value}"
+            ),
+            rf"\g<1>{MARK}",
         ),
-        lambda m: m[1] + (m[2] or "") + MARK,
-    ),
-    (
-        "user:password",
-        re.compile(r"((?:^|\s)(?:-u|--user)\s+[\"']?[^\s:\"']+:)(?!\[redacted\])[^\s\"']+"),
-        rf"\g<1>{MARK}",
-    ),
-    (
-        "URL password",
-        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@\"'\[\]]+:)(?!\[redacted\])[^\s/@\"']+(?=@)"),
-        rf"\g<1>{MARK}",
-    ),
-)
+        ("bearer token", re.compile(r"(?i)(\bbearer\s+)(?!\[redacted\])[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1>{MARK}"),
+        (
+            "password or secret",  # "ticket": "...", 'password': '...' (JSON, Python, YAML with quotes)
+            re.compile(rf"(?i)([\"'][\w-]*(?:{_KEYWORDS})[\"']\s*[:=]\s*[\"']){_NOT_MARKED}[^\"'\n]+(?=[\"'])"),
+            rf"\g<1>{MARK}",
+        ),
+        (
+            "password option",
+            re.compile(
+                rf"(?i)(--(?:password|passwd|passphrase|secret|token)(?:[= ])\s*)(?:([\"']){_KEPT}[^\"'\n]+(?=\2)|{_KEPT}[^\s\"']+)"
+            ),
+            lambda m: m[1] + (m[2] or "") + MARK,
+        ),
+        (
+            "user:password",
+            re.compile(r"((?:^|\s)(?:-u|--user)\s+[\"']?[^\s:\"']+:)(?!\[redacted\])[^\s\"']+"),
+            rf"\g<1>{MARK}",
+        ),
+        (
+            "URL password",
+            re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@\"'\[\]]+:)(?!\[redacted\])[^\s/@\"']+(?=@)"),
+            rf"\g<1>{MARK}",
+        ),
+    )
+
+
+_CODE_RULES = _line_rules(_VALUE)
+_PROSE_RULES = _line_rules(_PROSE_VALUE)
 
 # A value in quotes keeps its quotes (the replacement is ``prefix + quote + MARK``, the closing one stays).
 _QUOTED = rf"([\"']){_KEPT}[^\"'\n]+(?=\2)"
@@ -148,7 +158,7 @@ def redact(text: str) -> Redacted:
     fence: str | None = None
     for index, line in enumerate(lines):
         opening = _FENCE.match(line)
-        line = apply(_LINE_RULES, line)
+        line = apply(_CODE_RULES if fence is not None else _PROSE_RULES, line)
         line = _labelled(line, code=fence is not None, counts=counts)
         lines[index] = line
         if opening and (fence is None or opening[1].startswith(fence)):
@@ -175,6 +185,12 @@ def _labelled(line: str, *, code: bool, counts: dict[str, int]) -> str:
     return _LABELLED_PROSE.sub(prose, _ASSIGNED_PROSE.sub(replace, line))
 
 
+def _pem_key(encoded: str) -> str:
+    """A base64-encoded PEM block (Talos and Kubernetes configs): a private key goes, a certificate stays."""
+    head = base64.b64decode(encoded[:64] + "=" * (-len(encoded[:64]) % 4), validate=False)
+    return f"{MARK} (private key)" if b"PRIVATE KEY" in head else encoded
+
+
 def _looks_secret(value: str) -> bool:
     """A word of a sentence is no secret; a value with digits or symbols in it may be one."""
     return len(value) >= 6 and bool(re.search(r"[0-9!@#$%^&+=/~]", value)) and not value.startswith(("http", "/"))
@@ -190,7 +206,8 @@ _DIGEST = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # sha1/sha256 checksums and 
 def _detected(text: str, counts: dict[str, int]) -> str:
     """What detect-secrets finds in ``text`` after the rules, replaced where it stands."""
     lines = text.split("\n")
-    with default_settings():
+    with default_settings() as settings:
+        settings.disable_plugins("IPPublicDetector")  # an address is no secret, and adapt must see it
         found = list(_process_line_based_plugins(list(enumerate(lines, start=1)), "page.md"))
     for secret in found:
         value = secret.secret_value or ""
