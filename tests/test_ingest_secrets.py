@@ -181,6 +181,12 @@ def test_a_password_the_procedure_needs_is_a_required_secret_parameter(
     assert 'password: "{{ password }}"' in user.body
     assert MARK not in "".join(step.body for step in runbook.steps), "never a literal placeholder as a value"
     assert "secret parameter password" in result.stdout
+    token = next(s for s in runbook.steps if "token/nightly" in s.body)
+    assert token.kind == "api" and token.attrs["to_pass"] == {
+        "path": "proxmox/{{ config.cluster.name }}/tokens/backup@pve/nightly",
+        "lines": ["full-tokenid", "value"],
+        "secret": ["value"],
+    }
     for value in ("Bk-Pass!2024", "Other-Pass-99", "5c0e2d9a"):
         assert value not in result.stdout + result.stderr + text
     # Without the secret the dry-run says which one and how to give it.
@@ -200,6 +206,21 @@ def test_a_password_the_procedure_needs_is_a_required_secret_parameter(
     )
     assert given.exit_code == 0, given.stdout + given.stderr
     assert "password=*MASKED*" in given.stdout and THROWAWAY not in given.stdout + given.stderr
+
+
+def test_a_token_made_inside_a_shell_script_is_gated_with_a_warning(
+    cli: Callable[..., Any], make_home: Callable[..., Home], tmp_path: Path
+) -> None:
+    """Where the call cannot be an api step with to_pass, the step that would print the secret waits for review."""
+    home = make_home()
+    page = (
+        "# Token\n\n```bash\ncd /root\nssh root@pve1 pveum user token add ci@pve t2 --privsep 0 | tee token.txt\n```\n"
+    )
+    result, _ = _ingest(cli, home, _page(tmp_path, page), "token-script")
+    runbook = parse_runbook_file(home.runbooks_dir / "token-script.md", "runbooks/token-script.md")
+    (step,) = runbook.steps
+    assert step.attrs.get("review") is True
+    assert "it creates an API token, whose secret it prints once" in result.stderr + result.stdout
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,7 @@ from .page import Code
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
 OPEN, CLOSE = "\u27e8", "\u27e9"  # placeholders are protected as ⟨NAME⟩ so '<' is not read as a redirection
 _CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|credential|ticket|csrf|cookie)")
+_PRINTS_TOKEN = re.compile(r"\bpveum\s+user\s+token\s+add\b")  # also over ssh, in a loop, in a script
 _STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias", "read", "shift", "trap", "umask"})
 _NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
 _PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
@@ -115,7 +116,7 @@ class Classifier:
     def block(self, code: Code) -> list[Draft]:
         drafts = self._block(code)
         for draft in drafts:
-            if draft.kind in ("ssh", "local") and any(_new_token(c.words) for c in draft.commands):
+            if draft.kind in ("ssh", "local") and _PRINTS_TOKEN.search(draft.source[draft.span[0] : draft.span[1]]):
                 draft.warnings.append(
                     "it creates an API token, whose secret it prints once: that output would be shown and "
                     "journaled. Make it an api step (POST /access/users/USER/token/TOKENID) with to_pass"
@@ -379,9 +380,10 @@ class Classifier:
             if option in ("-X", "--request", "-G", "--get", *DATA_OPTIONS):
                 pass  # the method and the parameters, read above
             elif option in ("-H", "--header"):
-                header = (value or "").split(":", 1)[0].strip().lower()
+                written = (value or "").split(":", 1)[0].strip()
+                header = written.lower()
                 if header in ("authorization", "cookie", "csrfpreventiontoken") or "[redacted]" in (value or ""):
-                    dropped.add("the Authorization header (the engine sends the API token itself)")
+                    dropped.add(f"the {written} header (the engine sends the API token itself)")
                 elif header not in ("content-type", "accept"):
                     draft.warnings.append(f"curl header '{header}' was not kept (api steps send PVE's own headers)")
             elif option in ("-u", "--user", "-b", "--cookie", "-c", "--cookie-jar"):
@@ -506,7 +508,7 @@ class Classifier:
     def _pveum_token(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
         """``pveum user token add USER TOKENID --opt v``: the API call it makes, so that the secret PVE
         answers with goes into pass (adapt adds ``to_pass``) instead of a terminal or a journal."""
-        args = [w.text for w in words[4:]]
+        args = [w.text for w in words[5 if words[0].literal == "sudo" else 4 :]]
         if len(args) < 2 or args[0].startswith("-") or args[1].startswith("-"):
             return self._review(code, text, pipeline, "is 'pveum user token add' without a user and a token id")
         draft = Draft(

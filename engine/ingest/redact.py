@@ -38,7 +38,9 @@ _KEYWORDS = r"password|passwd|passphrase|secret|token|ticket|csrf|api[_-]?key|ap
 _SUBST = r"\$\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)"
 _VALUE = rf"(?:{_SUBST}|[^\s\"'\\`])+"
 # In prose a value ends before markdown's closing punctuation (emphasis, code spans, links).
-_PROSE_VALUE = r"[^\s\"'\\`*_()\[\]<>|]+(?:[*_][^\s\"'\\`*_()\[\]<>|]+)*"
+# A command substitution or a value already marked inside it is taken whole.
+_PROSE_PART = rf"(?:{_SUBST}|\[redacted\]|[^\s\"'\\`*_()\[\]<>|])+"
+_PROSE_VALUE = rf"{_PROSE_PART}(?:[*_]{_PROSE_PART})*"
 _NOT_MARKED = r"(?!\[redacted\])"
 # A reference to a variable ($PASSWORD, ${TOKEN}) holds no secret: adapt turns it into a secret parameter.
 _KEPT = r"(?!\[redacted\]|\$\{?[A-Za-z_]\w*\}?(?![\w\[]))"
