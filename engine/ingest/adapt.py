@@ -38,8 +38,15 @@ from ..runbook.model import RESERVED_NAMES
 from ..shell.parse import Simple, Word
 from . import effects
 from .classify import CLOSE, OPEN, Classifier, Draft, shown
+from .redact import MARK
 
-_TOKEN = re.compile(rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b)")
+_TOKEN = re.compile(
+    rf"({OPEN}[^{CLOSE}]+{CLOSE}|\$\{{[A-Za-z_]\w*\}}|\$[A-Za-z_]\w*|\bYOUR_[A-Z0-9_]+\b|{re.escape(MARK)})"
+)
+#: Names of values that are credentials: a parameter for one is secret (read at run time, masked).
+_CREDENTIAL = re.compile(r"(?i)(?:^|[\W_])(?:password|passwd|passphrase|secret|token|ticket|csrf|api_?key|pass|pw)$")
+#: A new API token: PVE shows its secret once, in the answer, which ``to_pass`` stores in pass.
+_NEW_TOKEN = re.compile(r"^POST /access/users/(?P<user>[^/\s]+)/token/(?P<token>[^/\s]+)$", re.M)
 _SHELL_VARS = frozenset(
     {
         "HOME",
@@ -173,6 +180,8 @@ class Scope:
     problems: list[str] = field(default_factory=list)
     page_vars: dict[str, str] = field(default_factory=dict)  # NAME=literal in force where the command stood
     mapped: dict[str, str] = field(default_factory=dict)  # a word of the page -> its expression here
+    hint: str | None = None  # what the value being adapted is for (an option or key), to name a secret
+    step: str = ""  # the step's id
 
 
 @dataclass
@@ -230,7 +239,13 @@ class Adapter:
         self.params[name] = spec
         self.identities[identity] = name
         default = f", default {json.dumps(spec['default'])}" if "default" in spec else ", required"
-        self.change(f"{why} -> parameter {name} ({spec['type']}{default})")
+        if spec.get("secret"):
+            self.change(
+                f"{why} -> secret parameter {name} (required: give it with --secret {name}=env:VAR or "
+                f"--secret {name}=pass:PATH; masked in every output)"
+            )
+        else:
+            self.change(f"{why} -> parameter {name} ({spec['type']}{default})")
         return name
 
     def _range(self, kind: str) -> tuple[int, int]:
@@ -334,9 +349,29 @@ class Adapter:
                 "maximum": high,
             }
             return Tmpl(self._param(("placeholder", norm), base, spec, f"placeholder {shown_as}"))
+        if _CREDENTIAL.search(norm) or (scope.hint and _CREDENTIAL.search(scope.hint)):
+            return self.secret(norm.lower(), f"placeholder {shown_as}")
         kind = "integer" if _INTEGER_NAME.search(norm) else "string"
         spec = {"type": kind, "description": f"Value for {shown_as} in the source."}
         return Tmpl(self._param(("placeholder", norm), norm.lower(), spec, f"placeholder {shown_as}"))
+
+    def secret(self, hint: str | None, what: str, scope: Scope | None = None) -> Tmpl:
+        """A credential the page held (removed by ``redact``) or named: a required secret parameter.
+
+        Never a literal, never a default: the value is read at run time from ``--secret NAME=SOURCE``
+        (or asked without echo) and masked in every plan, journal and output. A value removed from
+        the page is one parameter per step (two removed passwords may differ: each is asked for);
+        one the page names (``$CI_PASSWORD``) is one parameter wherever it is used.
+        """
+        base = _param_name(re.sub(r"^-+", "", hint or "secret"))
+        identity = ("secret", f"{base} {scope.step}" if scope is not None else base)
+        spec = {
+            "type": "string",
+            "secret": True,
+            "description": f"The {base.replace('_', ' ')} the source page needs here ({what}); given at run time, "
+            "never written down.",
+        }
+        return Tmpl(self._param(identity, base, spec, what))
 
     def variable(self, name: str, scope: Scope, raw: str) -> Chunk:
         """``$name`` of the page: a loop variable, a step output, a parameter, or a shell variable kept."""
@@ -357,6 +392,8 @@ class Adapter:
 
     def _page_value(self, name: str, value: str, scope: Scope) -> Tmpl:
         norm = re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")
+        if scope.hint and _CREDENTIAL.search(scope.hint):  # set on the page, but given as a password here
+            return self.secret(norm.lower(), f"${name}, set on the page, given as {scope.hint}")
         shown_as = f"${name} (set to {shown(value)!r} on the page)"
         if OPEN in value or value.startswith("YOUR_"):
             inner = value.strip(OPEN + CLOSE)
@@ -425,6 +462,14 @@ class Adapter:
                     continue
                 if index % 2 == 0:
                     out += self._values(piece, scope)
+                elif piece == MARK:
+                    before = "".join(c for c in out[-1:] if isinstance(c, str))
+                    if re.search(r"(?i)authorization:\s*$", before):
+                        out.append(piece)  # a header: api_token_env hands the command the engine's token
+                    else:
+                        out.append(
+                            self.secret(_hint(before) or scope.hint, "a credential removed from the page", scope)
+                        )
                 elif piece.startswith(OPEN):
                     out.append(self.placeholder(piece[1:-1], scope, shown(piece)))
                 elif piece.startswith("$"):
@@ -535,7 +580,13 @@ class Adapter:
                     self.template_vmids.add(int(words[2]))
 
     def adapt(self, draft: Draft, step_id: str) -> Adapted:
-        scope = Scope(draft.kind, defined=frozenset(draft.defined), page_vars=draft.page_vars, mapped=draft.mapped)
+        scope = Scope(
+            draft.kind,
+            defined=frozenset(draft.defined),
+            page_vars=draft.page_vars,
+            mapped=draft.mapped,
+            step=step_id,
+        )
         attrs: dict[str, Any] = {"id": step_id}
         if draft.loop_expr is not None:
             attrs["foreach"], attrs["as"] = draft.loop_expr, draft.loop_var
@@ -663,6 +714,9 @@ class Adapter:
         for key, value in draft.params:
             if not key:
                 continue
+            scope.hint = key
+            if _CREDENTIAL.search(key) and not _TOKEN.fullmatch(value):
+                value = MARK  # a credential is never copied, even one redact missed: a secret parameter
             if "$(" in value or "`" in value:
                 spec = {"type": "string", "description": f"Value of {key}; the source computed it with a command."}
                 name = self._param(
@@ -680,9 +734,24 @@ class Adapter:
         for key, rendered in params:
             shown_key = key if re.fullmatch(r"[A-Za-z][\w-]*", key) else json.dumps(key)
             lines.append(f"{shown_key}: {_yaml_scalar(rendered)}")
+        scope.hint = None
         if draft.extract:
             self._extract(draft, scope, attrs)
+        self._new_token(lines, attrs)
         return "\n".join(lines) + "\n"
+
+    def _new_token(self, lines: list[str], attrs: dict[str, Any]) -> None:
+        """A call that creates an API token stores the answer's secret in pass, shown nowhere."""
+        match = next(filter(None, map(_NEW_TOKEN.match, lines)), None)
+        if match is None:
+            return
+        path = f"proxmox/{{{{ config.cluster.name }}}}/tokens/{match['user']}/{match['token']}"
+        attrs["to_pass"] = {"path": path, "lines": ["full-tokenid", "value"], "secret": ["value"]}
+        here = path.replace("{{ config.cluster.name }}", str(self.config["cluster"]["name"]))
+        self.change(
+            f"step {attrs['id']}: PVE answers with the new token's secret once; to_pass stores it in the pass "
+            f"entry {here} (line 1 the token id, line 2 the secret) and masks it in every output"
+        )
 
     def _extract(self, draft: Draft, scope: Scope, attrs: dict[str, Any]) -> None:
         """The page's jq filter as the step's extract: shell variables and placeholders become jq
@@ -804,9 +873,10 @@ class Adapter:
 
     def _shell_body(self, draft: Draft, scope: Scope) -> str:
         source, (start, end) = draft.source, draft.span
-        roles = {}
+        roles, hints = {}, {}
         for command in draft.commands:
             roles.update(_shell_roles(command))
+            hints.update(_secret_hints(command))
         words = sorted(
             {
                 id(w): w for c in draft.commands for w in (*c.assigns, *c.words, *[t for _, t in c.redirects if t])
@@ -820,6 +890,7 @@ class Adapter:
             if word.start < cursor or word.end > end or any(a <= word.start < b for a, b in cuts):
                 continue
             chunks += self._between(source, cursor, word.start, cuts, scope)
+            scope.hint = hints.get(word.start)
             chunks += self._word(word, roles.get(word.start), scope)
             cursor = word.end
         chunks += self._between(source, cursor, end, cuts, scope)
@@ -959,6 +1030,21 @@ def _draft_vmids(draft: Draft) -> set[int]:
     if draft.loop_items and re.search(r"(?i)id", draft.loop_var or ""):
         found |= {int(i) for i in draft.loop_items if i.isdigit()}
     return found
+
+
+def _hint(before: str) -> str | None:
+    """The name a removed value had in the text just before it (``--password ``, ``password=``), if any."""
+    match = re.search(r"([A-Za-z][\w-]*)\s*[=:]?\s*[\"']?$", before)
+    return match[1] if match and _CREDENTIAL.search(match[1]) else None
+
+
+def _secret_hints(command: Simple) -> dict[int, str]:
+    """For each word holding a removed value, the option before it (``--password [redacted]``)."""
+    hints = {}
+    for previous, word in zip(command.words, command.words[1:], strict=False):
+        if MARK in word.text and previous.text.startswith("-"):
+            hints[word.start] = previous.text
+    return hints
 
 
 def _lookup(config: dict[str, Any], expr: str) -> Any:

@@ -46,7 +46,8 @@ from .page import Code
 
 PLACEHOLDER = re.compile(r"(?<![<\w])<([A-Za-z][A-Za-z0-9_-]*)>(?!>)")
 OPEN, CLOSE = "\u27e8", "\u27e9"  # placeholders are protected as ⟨NAME⟩ so '<' is not read as a redirection
-_CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|credential)")
+_CREDENTIAL_NAME = re.compile(r"(?i)(token|secret|passw|passphrase|api_?key|credential|ticket|csrf|cookie)")
+_PRINTS_TOKEN = re.compile(r"\bpveum\s+user\s+token\s+add\b")  # also over ssh, in a loop, in a script
 _STATE_COMMANDS = frozenset({"cd", "pushd", "popd", "source", ".", "set", "alias", "read", "shift", "trap", "umask"})
 _NODE_PATHS = re.compile(r"^/(var/lib/vz|etc/pve|var/lib/pve|mnt/pve)/")
 _PVESH_METHODS = {"get": "GET", "ls": "GET", "create": "POST", "set": "PUT", "delete": "DELETE"}
@@ -165,8 +166,13 @@ class Classifier:
     def block(self, code: Code) -> list[Draft]:
         drafts = self._block(code)
         for draft in drafts:
+            if draft.kind in ("ssh", "local") and _PRINTS_TOKEN.search(draft.source[draft.span[0] : draft.span[1]]):
+                draft.warnings.append(
+                    "it creates an API token, whose secret it prints once: that output would be shown and "
+                    "journaled. Make it an api step (POST /access/users/USER/token/TOKENID) with to_pass"
+                )
             if draft.kind in ("ssh", "local", "talosctl"):
-                _settle(draft)
+                _settle(draft)  # a step kept with a warning is gated until someone has read it
             elif draft.kind == "api" and (draft.method == "DELETE" or _DESTRUCTIVE_CALL.search(draft.path)):
                 draft.attrs["destructive"] = True  # said in the runbook; the engine's gates hold it anyway
         return drafts
@@ -407,6 +413,8 @@ class Classifier:
             draft = self._ssh(code, text, pipeline, words)
         elif name == "talosctl":
             draft = self._talosctl(code, text, pipeline, first, words)
+        elif _new_token(words):
+            draft = self._pveum_token(code, text, pipeline, words)
         elif name == "pass":
             self.skipped.append(
                 Skipped(
@@ -518,9 +526,10 @@ class Classifier:
             if option in ("-X", "--request", "-G", "--get", *DATA_OPTIONS):
                 pass  # the method and the parameters, read above
             elif option in ("-H", "--header"):
-                header = (value or "").split(":", 1)[0].strip().lower()
+                written = (value or "").split(":", 1)[0].strip()
+                header = written.lower()
                 if header in ("authorization", "cookie", "csrfpreventiontoken") or "[redacted]" in (value or ""):
-                    dropped.add("the Authorization header (the engine sends the API token itself)")
+                    dropped.add(f"the {written} header (the engine sends the API token itself)")
                 elif header not in ("content-type", "accept"):
                     draft.warnings.append(f"curl header '{header}' was not kept (api steps send PVE's own headers)")
             elif option in ("-u", "--user", "-b", "--cookie", "-c", "--cookie-jar"):
@@ -571,7 +580,14 @@ class Classifier:
                 draft.warnings.append(f"curl option {option} has no equivalent in an api step and was left out")
         if not call.urls:
             return self._review(code, text, pipeline, "has no URL")
-        split = urlsplit(call.urls[0])
+        url, had_userinfo = _without_userinfo(call.urls[0])
+        if had_userinfo:
+            dropped.add("the user and password in the URL (the engine authenticates with the API token)")
+        try:
+            split = urlsplit(url)
+            split.hostname  # noqa: B018 - raises ValueError on a host that is no host ("[x]")
+        except ValueError:
+            return self._review(code, text, pipeline, "calls a URL that cannot be read")
         path = split.path
         if "/api2/json" not in path:
             return self._review(code, text, pipeline, "calls a URL outside /api2/json")
@@ -589,14 +605,7 @@ class Classifier:
                 )
             )
             return _nothing(code)
-        params = []
-        for key, value in query + data:
-            if "[redacted]" in value or _CREDENTIAL_NAME.search(key):
-                draft.warnings.append(
-                    f"the parameter {key} carried a credential and was left out; give it by hand if the call needs it"
-                )
-            else:
-                params.append((key, value))
+        params = query + data  # a credential among them becomes a secret parameter (adapt)
         draft.method, draft.path, draft.params = method, unquote(path), params
         draft.hint = _api_hint(method, path)
         draft.notes += sorted(f"dropped {what}" for what in dropped)
@@ -695,6 +704,37 @@ class Classifier:
         draft.notes.append(f"'pvesh {verb}' became an API {draft.method} (pvesh is a client of the same API)")
         return self._after(code, text, pipeline, draft, wraps_data=False)
 
+    def _pveum_token(self, code: Code, text: str, pipeline: Pipeline, words: list[Word]) -> Draft:
+        """``pveum user token add USER TOKENID --opt v``: the API call it makes, so that the secret PVE
+        answers with goes into pass (adapt adds ``to_pass``) instead of a terminal or a journal."""
+        args = [w.text for w in words[5 if words[0].literal == "sudo" else 4 :]]
+        if len(args) < 2 or args[0].startswith("-") or args[1].startswith("-"):
+            return self._review(code, text, pipeline, "is 'pveum user token add' without a user and a token id")
+        draft = Draft(
+            "api",
+            code.line,
+            code.heading,
+            method="POST",
+            path=f"/access/users/{args[0]}/token/{args[1]}",
+            excerpt=_excerpt(text[pipeline.start : pipeline.end]),
+        )
+        index = 2
+        while index < len(args):
+            key, sep, value = args[index].removeprefix("--").partition("=")
+            if not args[index].startswith("--"):
+                return self._review(code, text, pipeline, f"has an argument pveum does not take here ({args[index]})")
+            if not sep:
+                following = args[index + 1] if index + 1 < len(args) else None
+                value, index = (following, index + 1) if following and not following.startswith("--") else ("1", index)
+            if key not in ("output-format", "noborder", "noheader", "quiet"):
+                draft.params.append((key, value))
+            index += 1
+        draft.hint = "post users token"
+        draft.notes.append(
+            "'pveum user token add' became the API call it makes (POST /access/users/USER/token/TOKENID)"
+        )
+        return self._after(code, text, pipeline, draft, wraps_data=False)
+
     def _after(self, code: Code, text: str, pipeline: Pipeline, draft: Draft, *, wraps_data: bool) -> Draft:
         """The pipeline after an API call: ``| jq FILTER`` becomes the extract; anything else is dropped."""
         rest = [c for c in pipeline.commands[1:]]
@@ -768,6 +808,10 @@ class Classifier:
                 if call is not None:
                     call.notes.append(f"the ssh around {only.name} was dropped: the API is called directly")
                     return call
+            if isinstance(only, Simple) and _new_token(only.words):
+                draft = self._pveum_token(code, remote, units[0].pipelines[0], only.words)
+                draft.notes.append("the ssh around pveum was dropped: the API is called directly")
+                return draft
         simple = iter_simple(units)
         why = next((effects.interactive(c) for c in simple if effects.interactive(c)), "")
         if why:
@@ -928,6 +972,18 @@ def _cd_prefix(script: Script) -> tuple[int, str] | None:
         folder = last.words[1].literal
         return None if folder in (None, "-") else (count, folder)
     return None
+
+
+def _new_token(words: list[Word]) -> bool:
+    """``[sudo] pveum user token add ...``: a command that prints a new API token's secret."""
+    literal = [w.literal for w in words[:5]]
+    return literal[literal[:1] == ["sudo"] :][:4] == ["pveum", "user", "token", "add"]
+
+
+def _without_userinfo(url: str) -> tuple[str, bool]:
+    """``url`` without ``user:password@`` (redacted or not), and whether it had one."""
+    stripped = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/?#\s]*@", r"\1", url, flags=re.I)
+    return stripped, stripped != url
 
 
 def _nothing(code: Code) -> Draft:

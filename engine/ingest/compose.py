@@ -67,6 +67,10 @@ def _flow(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return json.dumps(value)
+    if isinstance(value, dict):  # to_pass: {path: ..., lines: [...], secret: [...]}
+        return "{" + ", ".join(f"{key}: {_flow(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(item) for item in value) + "]"
     text = str(value)
     if _BARE.fullmatch(text) and text.lower() not in _YAML_WORDS:
         return text

@@ -86,7 +86,8 @@ def propose(
     if cleaned.counts:
         changes.append(
             f"removed credentials from the page ({cleaned.summary()}); they are never copied: the "
-            "engine fetches the API token itself when a step runs"
+            "engine fetches the API token itself when a step runs, and a value a step needs is a secret "
+            "parameter, given at run time"
         )
     changes += doc.notes
     classifier = Classifier()

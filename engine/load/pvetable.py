@@ -22,7 +22,7 @@ from ..resources import data
 TABLE_FILE = "pve-changes.yaml"
 #: What ``{guest}`` in a rule's path stands for, and the resource it names.
 GUESTS = {"qemu": "vm", "lxc": "container"}
-_VAR = re.compile(r"\{([A-Za-z_-]+)\}")
+_VAR = re.compile(r"\{([A-Za-z_-]+)(\?)?\}")  # {name}; {name?} is left out when the call has no such value
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,9 @@ class Table:
 
 
 def fill(template: str, values: Mapping[str, Any], missing: str = "?") -> str:
-    """``template`` with each ``{name}`` replaced by its value (``missing`` when there is none)."""
-    return _VAR.sub(lambda m: str(values[m[1]]) if m[1] in values else missing, template)
+    """``template`` with each ``{name}`` replaced by its value (``missing`` when there is none; nothing
+    for an optional ``{name?}``, as in an ACL's id, which names users, groups or tokens)."""
+    return _VAR.sub(lambda m: str(values[m[1]]) if m[1] in values else "" if m[2] else missing, template)
 
 
 @lru_cache(maxsize=64)
