@@ -14,7 +14,7 @@ params: {name: value}            # --param for the dry-run (required parameters)
 secrets: {name: env:VAR}         # --secret for the dry-run; VAR is set to a throw-away value
 before: [[cluster-create, talos-staging]]  # shipped runbooks run first on the simulated cluster
 changes:                         # the dry-run's change set, in order: "ACTION RESOURCE ID"
-  - create vm 1120               #   ("... ?" when it depends on run-time values)
+  - create vm 1120               #   ("... ?" when it depends on run-time values; the home as <home>)
 vms: [1120]                      # the only VMIDs anything in the runbook may name or touch
 max_steps: 10                    # optional upper bound on steps
 absent: [text]                   # never in the runbook, ingest's output or the dry-run's
@@ -69,8 +69,9 @@ def named_vmids(text: str) -> set[int]:
     return {int(m) for pattern in _VMID_PLACES for m in pattern.findall(text)}
 
 
-def change_line(change: dict[str, Any]) -> str:
-    line = f"{change['action']} {change['resource']} {change['id']}"
+def change_line(change: dict[str, Any], home: Path) -> str:
+    """``ACTION RESOURCE ID`` (`` ?`` when it depends on run-time values); the test's home shown as <home>."""
+    line = f"{change['action']} {change['resource']} {change['id']}".replace(str(home), "<home>")
     return line + " ?" if change.get("when") else line
 
 
@@ -117,7 +118,7 @@ def test_a_page_ingests_into_what_it_meant(
     assert review.exit_code == 0, f"{page.name}: dry-run failed:\n{review.stdout}\n{review.stderr}\n\n{text}"
     data = json.loads(review.stdout)
 
-    changes = [change_line(c) for c in data["changes"]]
+    changes = [change_line(c, home.root) for c in data["changes"]]
     assert changes == want.get("changes", []), f"{page.name}: the review's change set\n\n{text}"
     meant = set(want.get("vms", []))
     touched = {

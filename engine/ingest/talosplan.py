@@ -12,6 +12,10 @@ endpoint and config folder). So the runbook ``requires: [profile]`` and reads th
 - the folder the page ``cd``s into is the profile's config folder (``talos_config_dir``), which
   is where talosctl steps run: relative paths such as ``controlplane.yaml`` keep working.
 
+A page that creates its own VMs (``qm create``, a clone) and builds Talos on them is not tied: the
+profile's plan describes the profile's VMs, and the page meant its own, so their addresses stay
+the runbook's parameters.
+
 Pure: it rewrites drafts in place and returns what it changed, for ingest's list of adaptations.
 """
 
@@ -24,6 +28,7 @@ from .classify import Draft, shown
 _BUILDS = ("gen config", "apply-config", "bootstrap")
 #: A node of the page: an address, a placeholder (``<CP_IP>``, protected as ``⟨CP_IP⟩``) or ``$CP_IP``.
 _NODE = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|⟨\w+⟩|\$\{?\w+\}?)$")
+_CREATES = re.compile(r"^/nodes/[^/]+/(?:qemu|lxc)(?:/[^/]+/clone)?/?$")
 ENDPOINT = "profile.network.api_endpoint | default(talos.vip.ip)"
 ONLY_TALOS = "profile.type == 'talos'"
 
@@ -35,6 +40,11 @@ def _sub(draft: Draft) -> str:
 def builds_talos(drafts: list[Draft]) -> bool:
     """Whether the page generates, applies or bootstraps Talos machine configs."""
     return any(d.kind == "talosctl" and _sub(d).startswith(_BUILDS) for d in drafts)
+
+
+def creates_vms(drafts: list[Draft]) -> bool:
+    """Whether the page creates or clones VMs (``qm create``, ``pvesh create /nodes/N/qemu``, a clone)."""
+    return any(d.kind == "api" and d.method == "POST" and _CREATES.search(d.path) for d in drafts)
 
 
 def _option(draft: Draft, *names: str) -> str | None:
@@ -62,6 +72,11 @@ def plan_talos(blocks: list[list[Draft]]) -> list[str]:
     drafts = [d for block in blocks for d in block]
     if not builds_talos(drafts):
         return []
+    if creates_vms(drafts):
+        return [
+            "the page builds Talos on VMs it creates itself: its node addresses stay this runbook's parameters "
+            "(a profile's plan describes its own VMs, which this page did not mean)"
+        ]
     changes = ["the page builds a Talos cluster: the runbook requires: [profile] and reads the profile's plan"]
     planned: dict[str, list[str]] = {"controlplanes": [], "workers": []}
     for block in blocks:
