@@ -112,6 +112,27 @@ def test_commands_in_paragraphs_are_found_and_each_finding_is_said() -> None:
     assert "pvesh create" not in prose and "$ qm resize" not in prose  # a command line is replaced by its step
 
 
+def test_commands_a_sentence_gives_as_examples_are_not_steps() -> None:
+    text = (
+        "# T\n\nFor example, to see the containers, run `talosctl containers`, or `talosctl containers -k` for\n"
+        "the k8s.io namespace. To view a log, use `talosctl logs kubelet` or `talosctl logs -k etcd`.\n"
+    )
+    doc = split_document(text)
+    assert [c.text for c in doc.code] == ["talosctl logs kubelet\n"]
+    assert (
+        "line 3: 'talosctl containers' in a paragraph not taken as a command: the text gives it as an example"
+        in doc.notes
+    )
+    assert any("'talosctl logs -k etcd'" in n and "example" in n for n in doc.notes)
+
+
+def test_a_prompt_drawn_by_a_zsh_theme_is_a_prompt() -> None:
+    doc = split_document(
+        "# T\n\n```\n❯ talosctl disks -n 10.1.0.20\nNODE  DEV  MODEL\n10.1.0.20  /dev/sda  QEMU\n```\n"
+    )
+    assert [(c.text, c.dropped_output) for c in doc.code] == [("talosctl disks -n 10.1.0.20\n", 2)]
+
+
 def test_prose_lines_that_start_like_a_command_word_are_not_commands() -> None:
     doc = split_document("# T\n\nThe test\nVM boots fast.\n\nssh into the node and look around.\n\ncat the file.\n")
     assert doc.code == []

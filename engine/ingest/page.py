@@ -43,7 +43,8 @@ SHELL_LANGUAGES = frozenset(
     }
 )
 _MAYBE_SHELL = frozenset({"", "text", "plaintext", "plain", "none", "code"})
-_PROMPT = re.compile(r"^(?:\$|[\w.-]+@[\w.-]+(?::[^\s#$]*)?[#$]|[\w.-]+[#$])\s")
+# Shell prompts: ``$``, ``user@host:~#``, ``host$``, and the arrows zsh themes print (``❯``, ``➜``, ``λ``).
+_PROMPT = re.compile(r"^(?:\$|[❯➜λ»]|[\w.-]+@[\w.-]+(?::[^\s#$]*)?[#$]|[\w.-]+[#$])\s")
 _FENCE_LINE = re.compile(r"^(?P<lead>(?:\s*>)*\s*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _MARKDOWN = MarkdownIt("commonmark")
 # First words that make a line of prose, or inline code, a command without a prompt before it: words
@@ -54,6 +55,8 @@ _RUN_WORDS = re.compile(r"\b(?:run|running|type|typing|execute|executing|enter|i
 _WARNING_WORDS = re.compile(
     r"\b(?:never|do not|don't|must not|mustn't|should not|shouldn't|avoid|instead of|rather than|careful)\b"
 )
+# A sentence giving examples ("for example, run `a`, or `b`"): what it shows is not a step of the procedure.
+_EXAMPLE_WORDS = re.compile(r"\b(?:for example|for instance|e\.g\.|such as)\b")
 _CLAUSE_END = re.compile(r"[.,;:!?](?=\s)|\n\n")
 _SENTENCE_END = re.compile(r"[.;!?](?=\s)|\n\n")
 
@@ -237,6 +240,10 @@ def _inline_commands(
         elif _WARNING_WORDS.search(" ".join(sentence.split())):
             notes.append(
                 f"line {line}: {_short(text)!r} in a paragraph not taken as a command: the text warns against running it"
+            )
+        elif _EXAMPLE_WORDS.search(" ".join(sentence.split())) or re.search(r"`\s*,?\s*or\s*$", sentence):
+            notes.append(
+                f"line {line}: {_short(text)!r} in a paragraph not taken as a command: the text gives it as an example"
             )
         elif _RUN_WORDS.search(clause):
             notes.append(f"line {line}: command found in a paragraph: {_short(text)}")
