@@ -241,7 +241,11 @@ def _inline_commands(
             notes.append(
                 f"line {line}: {_short(text)!r} in a paragraph not taken as a command: the text warns against running it"
             )
-        elif _EXAMPLE_WORDS.search(" ".join(sentence.split())) or re.search(r"`\s*,?\s*or\s*$", sentence):
+        elif (
+            _EXAMPLE_WORDS.search(" ".join(sentence.split()))
+            or re.search(r"`\s*,?\s*or\s*$", sentence)  # the second of "use `a` or `b`"
+            or re.match(r"\s*,?\s*or\s+`", content[match.end() :])  # the first of them
+        ):
             notes.append(
                 f"line {line}: {_short(text)!r} in a paragraph not taken as a command: the text gives it as an example"
             )
