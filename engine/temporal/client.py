@@ -1,0 +1,96 @@
+"""``runbook run ... --temporal``: start the run as a workflow and follow it, printing its progress.
+
+The run goes on without this process: Ctrl-C here stops following, not the run (it says how to
+look at it again). One run per profile at a time: a second start of the same workflow id while one
+runs is refused, naming the run that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from .. import exitcodes
+from ..errors import RunbookError
+from . import contract as c
+from .settings import TemporalSettings
+
+#: How often the follower asks the workflow for new progress events (seconds).
+POLL = 0.3
+
+
+class TemporalUnreachable(RunbookError):
+    exit_code = exitcodes.NOT_STARTED
+
+
+class RunGoing(RunbookError):
+    exit_code = exitcodes.LOCKED
+
+
+async def connect(settings: TemporalSettings, consequence: str) -> Client:
+    """A client of Temporal at ``settings.address``; an error saying so, and ``consequence``, when it cannot be reached."""
+    try:
+        return await Client.connect(settings.address, namespace=settings.namespace)
+    except (RPCError, RuntimeError, OSError) as exc:
+        reason = str(exc).split("ConnectError(")[-1].split(")")[0] if "ConnectError" in str(exc) else str(exc)
+        raise TemporalUnreachable(
+            f"cannot reach Temporal at {settings.address} (namespace {settings.namespace}): {reason}. {consequence}"
+        ) from None
+
+
+def start_and_follow(
+    settings: TemporalSettings, workflow_id: str, start: c.RunStart, on_event: Callable[[c.Event], None]
+) -> c.Ending:
+    """Start the run's workflow on the cluster's task queue and follow it to its end."""
+    return asyncio.run(_start_and_follow(settings, workflow_id, start, on_event))
+
+
+async def _start_and_follow(
+    settings: TemporalSettings, workflow_id: str, start: c.RunStart, on_event: Callable[[c.Event], None]
+) -> c.Ending:
+    client = await connect(settings, "Nothing ran and no run was made")
+    try:
+        handle: WorkflowHandle[Any, c.Ending] = await client.start_workflow(
+            c.WORKFLOW,
+            start,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            result_type=c.Ending,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            execution_timeout=timedelta(days=7),
+        )
+    except WorkflowAlreadyStartedError:
+        going = client.get_workflow_handle(workflow_id)
+        described = await going.describe()
+        raise RunGoing(
+            f"a run of the same profile is going on Temporal (workflow {workflow_id}, run "
+            f"{described.run_id}): one run per profile at a time. Wait for it, or look at it: "
+            f"temporal workflow show --workflow-id {workflow_id} --address {settings.address}"
+        ) from None
+    return await _follow(handle, on_event)
+
+
+async def _follow(handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.Event], None]) -> c.Ending:
+    seen = 0
+    result = asyncio.ensure_future(handle.result())
+    while True:
+        finished = result.done()
+        events = await handle.query("events", seen, result_type=list[c.Event])
+        for event in events:
+            on_event(event)
+        seen += len(events)
+        if finished:
+            break
+        await asyncio.wait([result], timeout=POLL)
+    try:
+        return result.result()
+    except WorkflowFailureError as exc:
+        return c.Ending("failed", exitcodes.FAILED, f"the run's workflow failed: {exc.cause or exc}")
