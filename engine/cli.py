@@ -9,7 +9,6 @@ stderr with a documented exit code, never as a traceback: they are ``RunbookErro
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -859,7 +858,7 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
         started_by=current_who(),
         simulate=run.simulate,
         concurrency=run.concurrency or 16,
-        heartbeat_seconds=float(os.environ.get("RUNBOOK_TEMPORAL_HEARTBEAT", "30")),
+        heartbeat_seconds=settings.heartbeat_seconds,
     )
     where = workflow_id(config.data, run.profile, run.name)
     click.echo(

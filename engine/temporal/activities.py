@@ -34,7 +34,7 @@ from ..load.home import Home
 from ..load.problems import InputError
 from ..run.dispatch import Dispatcher
 from ..run.execution import Begun, Outcome, begin_run, reopen_run
-from ..run.journal import RUN_FILE
+from ..run.journal import RUN_FILE, UnknownRun
 from ..run.runner import GateStop, PlanEntry, StepError
 from ..run.schedule import Task, width
 from ..run.secretparams import SecretInput
@@ -230,6 +230,14 @@ class Activities:
                     concurrency=start.concurrency,
                     secrets=SecretInput(start.secret_sources),
                 )
+            except UnknownRun:
+                resources.close()
+                # Retried: another worker of the queue may hold it. Never rebuilt from nothing here.
+                raise ApplicationError(
+                    f"this worker's home ({self.home.root}) does not hold run {start.run_id}: the workers of one "
+                    "task queue must share one home (docs/temporal.md)",
+                    type="RunNotHere",
+                ) from None
             except BaseException:
                 resources.close()
                 raise

@@ -15,6 +15,7 @@ class TemporalSettings:
     address: str
     namespace: str
     task_queue: str
+    heartbeat_seconds: float = 30.0
 
 
 def task_queue_of(config: dict[str, Any]) -> str:
@@ -33,6 +34,7 @@ def settings(config: dict[str, Any], address: str | None) -> TemporalSettings | 
         address=address or str(section["address"]),
         namespace=str(section.get("namespace") or "default"),
         task_queue=task_queue_of(config),
+        heartbeat_seconds=float(section.get("heartbeat_seconds") or 30.0),
     )
 
 
