@@ -751,10 +751,9 @@ def run_cmd(
         config = _config_or_fail(home)
         on_temporal = None if dry_run else _temporal_settings(config, temporal_address)
         if on_temporal is not None:
-            from .run.secretparams import split_sources
-
+            # Only where the secrets are (env:VAR, pass:PATH) travels: the worker reads their values.
+            sources = dict(_secrets(secret_sources, interactive=False).sources)
             run = _TemporalRun(name, profile_name, given, simulate, yes, approve, concurrency)
-            sources = split_sources(dict(item.partition("=")[::2] for item in secret_sources))
             _finish(_run_on_temporal(config, on_temporal, run, sources, as_json), as_json)
             return
         if temporal_address is not None:

@@ -297,3 +297,39 @@ def test_a_worker_killed_in_the_clone_wave_is_replaced_and_the_cluster_is_a_clea
         assert SECRET not in out + err + rig.every_byte()
     finally:
         rig.stop()
+
+
+def test_runbook_server_serves_on_loopback_with_its_state_in_the_home_and_stops_on_ctrl_c(sim_home: Path) -> None:
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(RUNBOOK), "server", "--port", str(port), "--headless"],
+        env=_env(sim_home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: server.poll() is not None or _answers(f"127.0.0.1:{port}"), 60, "runbook server to answer")
+        assert server.poll() is None, server.communicate()
+        assert (sim_home / ".runbook" / "temporal.db").is_file()
+        outward = _outward_address()
+        if outward is not None:  # loopback only: not reachable on the machine's own address
+            with socket.socket() as probe:
+                assert probe.connect_ex((outward, port)) != 0
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "Temporal dev server stopped" in err
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its way out, None without one (no packet is sent: a UDP socket is only pointed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if address.startswith("127.") else address
