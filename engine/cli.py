@@ -860,16 +860,33 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
         heartbeat_seconds=settings.heartbeat_seconds,
     )
     where = workflow_id(config.data, run.profile, run.name)
-    click.echo(
-        f"run {start.run_id} on Temporal at {settings.address} (workflow {where}, task queue {settings.task_queue})",
-        err=True,
-    )
+    started: list[bool] = []
+
+    def begun() -> None:
+        started.append(True)
+        click.echo(
+            f"run {start.run_id} started on Temporal at {settings.address} (workflow {where}, task queue "
+            f"{settings.task_queue})",
+            err=True,
+        )
+
     with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
 
         def shown(event: Any) -> None:
             progress(event.kind, PlanEntry(**event.entry))
 
-        ending = start_and_follow(settings, where, start, shown)
+        try:
+            ending = start_and_follow(settings, where, start, shown, begun)
+        except KeyboardInterrupt:
+            if not started:
+                raise _Interrupted("interrupted before the run started: nothing was changed") from None
+            return Outcome(
+                "interrupted",
+                exitcodes.INTERRUPTED,
+                f"stopped following run {start.run_id}; it goes on on the workers. Follow it again: temporal "
+                f"workflow show --workflow-id {where} --address {settings.address} --follow",
+                run_id=start.run_id,
+            )
     return Outcome(ending.status, ending.exit_code, ending.message, run_id=start.run_id)
 
 

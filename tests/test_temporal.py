@@ -189,7 +189,7 @@ def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, tempor
     workers.start(env)
     run = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "on Temporal at " + temporal in run.stderr and "workflow runbook/lab/talos-staging" in run.stderr
+    assert "started on Temporal at " + temporal in run.stderr and "workflow runbook/lab/talos-staging" in run.stderr
     run_id = run.stdout.split()[1]
     assert run.stdout.strip() == f"run {run_id} succeeded"
     # The progress the CLI followed is the local run's: each step item's line.
@@ -208,6 +208,36 @@ def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, tempor
     # One activity per step item (three clones, three of each per-VM step...), never the runner in one.
     assert names.count("runbook-step-item") >= len(shown["steps"]) > 20
     assert names[0] == "runbook-open-run" and names[-1] == "runbook-close-run"
+
+
+def test_the_run_goes_on_when_the_command_following_it_is_interrupted(
+    sim_home: Path, temporal: str, workers: Workers
+) -> None:
+    env = _env(sim_home)
+    workers.start(env)
+    follower = subprocess.Popen(
+        [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stderr is not None
+    heading = follower.stderr.readline()
+    assert heading.startswith("run ") and "started on Temporal" in heading, heading  # the workflow exists
+    run_id = heading.split()[1]
+    follower.send_signal(signal.SIGINT)
+    _, err = follower.communicate(timeout=TIMEOUT)
+    assert follower.returncode == 130, err
+    assert f"stopped following run {run_id}; it goes on on the workers" in err
+
+    def finished() -> str | None:
+        shown = _cli(env, "runs", "show", run_id, "--json")
+        status = json.loads(shown.stdout)["status"] if shown.returncode == 0 else None
+        return status if status not in (None, "running") else None
+
+    assert wait_for(finished, TIMEOUT, "the run to end without its follower") == "succeeded"
 
 
 def test_a_gate_nobody_approved_stops_the_run_before_any_change(

@@ -46,14 +46,22 @@ async def connect(settings: TemporalSettings, consequence: str) -> Client:
 
 
 def start_and_follow(
-    settings: TemporalSettings, workflow_id: str, start: c.RunStart, on_event: Callable[[c.Event], None]
+    settings: TemporalSettings,
+    workflow_id: str,
+    start: c.RunStart,
+    on_event: Callable[[c.Event], None],
+    on_started: Callable[[], None],
 ) -> c.Ending:
-    """Start the run's workflow on the cluster's task queue and follow it to its end."""
-    return asyncio.run(_start_and_follow(settings, workflow_id, start, on_event))
+    """Start the run's workflow on the cluster's task queue (then ``on_started``) and follow it to its end."""
+    return asyncio.run(_start_and_follow(settings, workflow_id, start, on_event, on_started))
 
 
 async def _start_and_follow(
-    settings: TemporalSettings, workflow_id: str, start: c.RunStart, on_event: Callable[[c.Event], None]
+    settings: TemporalSettings,
+    workflow_id: str,
+    start: c.RunStart,
+    on_event: Callable[[c.Event], None],
+    on_started: Callable[[], None],
 ) -> c.Ending:
     client = await connect(settings, "Nothing ran and no run was made")
     try:
@@ -75,6 +83,7 @@ async def _start_and_follow(
             f"{described.run_id}): one run per profile at a time. Wait for it, or look at it: "
             f"temporal workflow show --workflow-id {workflow_id} --address {settings.address}"
         ) from None
+    on_started()
     return await _follow(handle, on_event)
 
 
