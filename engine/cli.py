@@ -749,7 +749,7 @@ def run_cmd(
         home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
         given = _params(params)
         config = _config_or_fail(home)
-        on_temporal = None if dry_run else _temporal_settings(config, temporal_address)
+        on_temporal = None if dry_run else _temporal_settings(home, config, temporal_address)
         if on_temporal is not None:
             # Only where the secrets are (env:VAR, pass:PATH) travels: the worker reads their values.
             sources = dict(_secrets(secret_sources, interactive=False).sources)
@@ -814,11 +814,11 @@ def _run(
         )
 
 
-def _temporal_settings(config: Any, address: str | None) -> Any:
+def _temporal_settings(home: Home, config: Any, address: str | None) -> Any:
     """Where the run goes on Temporal, or None for a local run; temporalio is not imported for a local one."""
     from .temporal.settings import settings
 
-    return settings(config.data, address)
+    return settings(config.data, address, home.root)
 
 
 @dataclass(frozen=True)
@@ -1485,7 +1485,7 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
     """
     home = _home(ctx)
     config = _config_or_fail(home)
-    settings = _temporal_settings(config, temporal_address)
+    settings = _temporal_settings(home, config, temporal_address)
     if settings is None:
         raise _BadArgument(
             "runbook worker needs Temporal's address: --temporal HOST:PORT, or execution.temporal in "
@@ -1518,3 +1518,24 @@ def completion_cmd(shell: str) -> None:
     completion = get_completion_class(shell)
     assert completion is not None  # click ships all three
     click.echo(completion(main, {}, "runbook", "_RUNBOOK_COMPLETE").source())
+
+
+def entry() -> None:
+    """The ``runbook`` command: ``main``, except that once a command used Temporal's SDK the process
+    ends with ``os._exit`` after its output is flushed. The SDK's Rust runtime keeps threads that can
+    abort CPython's finalisation ("PyGILState_Release", temporalio sdk-python issue 300), which would
+    turn a clean exit code into SIGABRT."""
+    try:
+        main()
+    except SystemExit as exc:
+        if "temporalio" not in sys.modules:
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from engine.temporal.server import binary, command
+from tests.support.tls_front import TlsFront, make_certificates
 from tests.support.waiting import wait_for
 from tests.test_crash_resume import SECRET, SLOW_CLONE, TASK_SECS, effects, reference, snapshot
 
@@ -76,11 +77,13 @@ def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-def _on_temporal(home: Path, address: str) -> None:
-    """Point the home's cluster-config.yaml at the server, with short heartbeats."""
+def _on_temporal(home: Path, address: str, tls: dict[str, str] | None = None) -> None:
+    """Point the home's cluster-config.yaml at the server, with short heartbeats (and ``tls``)."""
     path = home / "cluster-config.yaml"
     config = yaml.safe_load(path.read_text())
     config["execution"] = {"temporal": {"address": address, "heartbeat_seconds": HEARTBEAT}}
+    if tls is not None:
+        config["execution"]["temporal"]["tls"] = tls
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -111,6 +114,7 @@ class Workers:
                 worker.send_signal(signal.SIGTERM)
         for worker in self.started:
             worker.communicate(timeout=30)
+        self.started.clear()
 
 
 @pytest.fixture
@@ -250,6 +254,41 @@ def test_a_gate_nobody_approved_stops_the_run_before_any_change(
     assert "nothing was changed" in run.stderr and "talos.flux" in run.stderr
     status = json.loads(_cli(env, "sim", "status", "--json").stdout)
     assert not [vm for vm in status.get("vms", ()) if not vm["template"]]
+
+
+def test_runs_go_over_mutual_tls_and_a_certificate_the_server_does_not_trust_is_refused(
+    sim_home: Path, temporal: str, workers: Workers, tmp_path: Path
+) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    make_certificates(certs)
+    host, port = temporal.rsplit(":", 1)
+    front = TlsFront(certs, (host, int(port))).start()
+    try:
+        address = f"127.0.0.1:{front.port}"
+        mutual = {"ca_file": "certs/ca.crt", "cert_file": "certs/client.crt", "key_file": "certs/client.key"}
+        shutil.copytree(certs, sim_home / "certs")  # paths relative to the home
+        _on_temporal(sim_home, address, mutual)
+        env = _env(sim_home)
+        workers.start(env)
+        run = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+        assert run.returncode == 0, run.stderr[-4000:]
+        assert f"started on Temporal at {address}" in run.stderr
+
+        stranger = {**mutual, "cert_file": "certs/stranger.crt", "key_file": "certs/stranger.key"}
+        for tls in (stranger, {"ca_file": "certs/ca.crt"}):  # a certificate the CA did not sign; none at all
+            _on_temporal(sim_home, address, tls)
+            refused = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+            assert refused.returncode == 10, refused.stderr
+            assert f"cannot reach Temporal at {address}" in refused.stderr and "no run was made" in refused.stderr
+
+        _on_temporal(sim_home, address, {**mutual, "key_file": "certs/missing.key"})
+        unreadable = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+        assert unreadable.returncode == 10, unreadable.stderr
+        assert "execution.temporal.tls.key_file in cluster-config.yaml: cannot read" in unreadable.stderr
+    finally:
+        workers.stop()  # while the front still answers: a worker says goodbye to the server as it stops
+        front.stop()
 
 
 def test_a_wrong_temporal_address_is_located(sim_home: Path) -> None:

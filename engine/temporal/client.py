@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, TLSConfig
 
 from .. import exitcodes
 from ..errors import RunbookError
 from . import contract as c
-from .settings import TemporalSettings
+from .settings import TemporalSettings, Tls
 
 #: How often the follower asks the workflow for new progress events (seconds).
 POLL = 0.3
@@ -36,13 +37,36 @@ class RunGoing(RunbookError):
 
 async def connect(settings: TemporalSettings, consequence: str) -> Client:
     """A client of Temporal at ``settings.address``; an error saying so, and ``consequence``, when it cannot be reached."""
+    tls = _tls(settings.tls, consequence) if settings.tls is not None else False
     try:
-        return await Client.connect(settings.address, namespace=settings.namespace)
+        return await Client.connect(settings.address, namespace=settings.namespace, tls=tls)
     except (RPCError, RuntimeError, OSError) as exc:
         reason = str(exc).split("ConnectError(")[-1].split(")")[0] if "ConnectError" in str(exc) else str(exc)
         raise TemporalUnreachable(
             f"cannot reach Temporal at {settings.address} (namespace {settings.namespace}): {reason}. {consequence}"
         ) from None
+
+
+def _tls(given: Tls, consequence: str) -> TLSConfig:
+    """The SDK's TLS settings, the files read now; an unreadable one is named with its setting."""
+
+    def read(path: Path | None, field: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise TemporalUnreachable(
+                f"execution.temporal.tls.{field} in cluster-config.yaml: cannot read {path}: "
+                f"{exc.strerror or exc}. {consequence}"
+            ) from None
+
+    return TLSConfig(
+        server_root_ca_cert=read(given.ca_file, "ca_file"),
+        client_cert=read(given.cert_file, "cert_file"),
+        client_private_key=read(given.key_file, "key_file"),
+        domain=given.server_name,
+    )
 
 
 def start_and_follow(
