@@ -5,10 +5,12 @@ starting and following runs, as an operator would.
 - a simulated ``cluster-create`` through Temporal: the VMs exist afterwards, the run's journal is
   in the worker's home in the local format, and every step item was an activity of its own;
 - a real run against the simulated PVE cluster in a process of its own (``tests/support/pve_process``,
-  the crash harness's rig) whose worker is SIGKILLed in the middle of the clone wave, once its
-  journal records the first clone's task: a second worker finishes the run, and the cluster and
-  every change made are exactly a clean local run's (no VM twice, none missing); the API token,
-  which only the workers have, is nowhere in the workflow's whole history;
+  the crash harness's rig) whose worker is SIGKILLed at a journal record (``KILLS``: in the clone
+  wave, in a pipeline's middle, in the Talos sequence): a second worker finishes the run, and the
+  cluster and every change made are exactly a clean local run's (no VM twice, none missing); a second
+  run of the profile meanwhile is refused (the workflow id); the API token, which only the workers
+  have, is nowhere in the workflow's whole history, payloads decoded;
+- mutual TLS through a TLS front; the run going on when the command following it is interrupted;
 - what stays local: without ``--temporal`` nothing imports ``temporalio``; a gate nobody approved
   stops the run before it changes anything; a wrong address in cluster-config.yaml is located.
 
@@ -320,20 +322,40 @@ def test_a_local_run_never_imports_temporalio(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ a worker lost in the middle of a run
 
 
-def test_a_worker_killed_in_the_clone_wave_is_replaced_and_the_cluster_is_a_clean_runs(
-    temporal: str, workers: Workers, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+#: Where a worker is killed: just after the journal's ``nth`` record of ``kind`` for ``step``. In the
+#: clone wave (clones still running on the cluster), in a pipeline's middle (an item between two of
+#: its steps, others in flight), and in the Talos sequence (files the first worker wrote in the home).
+KILLS = (
+    ("task_started", "clone", 1),
+    ("step_finished", "configure", 2),
+    ("step_started", "talos.apply", 1),
+)
+
+
+@pytest.mark.parametrize(("kind", "step", "nth"), KILLS)
+def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
+    kind: str,
+    step: str,
+    nth: int,
+    temporal: str,
+    workers: Workers,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
 ) -> None:
-    from tests.test_crash_resume import make_rig
+    from tests.test_crash_resume import SAFE_IN_DOUBT, make_rig
 
     clean, clean_effects, _ = reference("talos-staging", tmp_path_factory)
     rig = make_rig(tmp_path / "rig", "talos-staging")
     try:
-        rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})  # clones still running at the kill
+        rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})  # clones still running at a kill
         _on_temporal(rig.home, temporal)
         first = workers.start(rig.env)  # the workers alone have the API token (in their environment)
         operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
+        # Approved up front, as the crash harness's operator does: Flux, and the steps without a check
+        # that a kill may leave in doubt (each safe to run again).
+        approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
         run = subprocess.Popen(
-            [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", "--approve", "talos.flux"],
+            [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", *approve],
             env=operator,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -341,11 +363,14 @@ def test_a_worker_killed_in_the_clone_wave_is_replaced_and_the_cluster_is_a_clea
             text=True,
         )
 
-        def clone_started() -> bool:
-            journals = list((rig.home / ".runbook" / "runs").glob("*/journal.jsonl"))
-            return any('"type":"task_started","step":"clone"' in path.read_text() for path in journals)
+        def reached() -> bool:
+            for path in (rig.home / ".runbook" / "runs").glob("*/journal.jsonl"):
+                records = [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1]]  # whole records
+                if sum(1 for r in records if r["type"] == kind and r.get("step") == step) >= nth:
+                    return True
+            return False
 
-        wait_for(lambda: run.poll() is not None or clone_started(), TIMEOUT, "the first clone's task_started record")
+        wait_for(lambda: run.poll() is not None or reached(), TIMEOUT, f"the journal's {kind} {step} #{nth}")
         assert run.poll() is None, run.communicate()
         first.kill()  # SIGKILL: no goodbye to Temporal, a clone task left running on the cluster
         first.wait()

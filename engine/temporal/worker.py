@@ -36,6 +36,8 @@ async def _serve(home: Home, config: ClusterConfig, settings: TemporalSettings, 
             activity_executor=pool,
             max_concurrent_activities=MAX_ITEMS,
             graceful_shutdown_timeout=timedelta(seconds=5),
+            # A workflow task waiting for this (lost) worker goes to another after a heartbeat's time, as a step does.
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.heartbeat_seconds),
         )
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
