@@ -256,6 +256,9 @@ def test_a_gate_nobody_approved_stops_the_run_before_any_change(
     assert "nothing was changed" in run.stderr and "talos.flux" in run.stderr
     status = json.loads(_cli(env, "sim", "status", "--json").stdout)
     assert not [vm for vm in status.get("vms", ()) if not vm["template"]]
+    unknown = _cli(env, "run", "cluster-craete", "--profile", "talos-staging", "--simulate", "--yes")
+    assert unknown.returncode == 1, unknown.stderr  # the worker's answer, as a local run gives it
+    assert "cluster-craete" in unknown.stderr and "cluster-create" in unknown.stderr
 
 
 def test_runs_go_over_mutual_tls_and_a_certificate_the_server_does_not_trust_is_refused(

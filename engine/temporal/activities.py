@@ -29,6 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from .. import exitcodes
+from ..errors import RunbookError
 from ..load.config import ClusterConfig
 from ..load.home import Home
 from ..load.problems import InputError
@@ -101,9 +102,9 @@ class Activities:
                 run = self._run(start, 0)  # this activity was retried after the run was made
             else:
                 resources = ExitStack()
-                dispatcher = self._dispatcher(start, resources)
                 approver = UpFront(start)
                 try:
+                    dispatcher = self._dispatcher(start, resources)
                     begun = begin_run(
                         self.home,
                         start.runbook,
@@ -118,6 +119,11 @@ class Activities:
                         concurrency=start.concurrency,
                         secrets=SecretInput(start.secret_sources),
                     )
+                except RunbookError as exc:  # the home, the runbook, its inputs: nothing to retry
+                    resources.close()
+                    said = "\n".join(line.removeprefix("error: ") for line in exc.lines())
+                    ending = c.Ending("failed", exc.exit_code, said)
+                    return c.Opened(events=self._taken(), outcome=ending)
                 except BaseException:
                     resources.close()
                     raise
