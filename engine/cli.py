@@ -869,11 +869,19 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
             f"{settings.task_queue})",
             err=True,
         )
+        if run.simulate:
+            click.echo(
+                "SIMULATED cluster: the workers' own (their home's .runbook/sim/); no real node is contacted", err=True
+            )
 
     with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+        entries: list[PlanEntry] = []
 
         def shown(event: Any) -> None:
-            progress(event.kind, PlanEntry(**event.entry))
+            entry = PlanEntry(**event.entry)
+            if event.kind == "step":
+                entries.append(entry)  # for --json's last line, as a local run's
+            progress(event.kind, entry)
 
         try:
             ending = start_and_follow(settings, where, start, shown, begun)
@@ -887,7 +895,9 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
                 f"workflow show --workflow-id {where} --address {settings.address} --follow",
                 run_id=start.run_id,
             )
-    return Outcome(ending.status, ending.exit_code, ending.message, run_id=start.run_id)
+    return Outcome(
+        ending.status, ending.exit_code, ending.message, run_id=start.run_id, entries=entries, warnings=ending.warnings
+    )
 
 
 def _save_plan(path: Path, outcome: Any, name: str, simulate: bool) -> None:

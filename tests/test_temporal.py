@@ -209,6 +209,10 @@ def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, tempor
     assert shown["status"] == "succeeded"
     clones = [s for s in shown["steps"] if s["step"] == "clone"]
     assert sorted(s["item"] for s in clones) == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
+    journal = (sim_home / ".runbook" / "runs" / run_id / "journal.jsonl").read_text().splitlines()
+    approvals = [json.loads(line) for line in journal if '"type":"gate_approved"' in line]
+    assert [a["step"] for a in approvals] == ["talos.flux"]
+    assert approvals[0]["by"].endswith(" via --yes (run on Temporal)")  # who started it, as given
 
     names = _activities(_history(temporal, "runbook/lab/talos-staging"))
     # One activity per step item (three clones, three of each per-VM step...), never the runner in one.

@@ -64,7 +64,7 @@ class _Run:
     start: c.RunStart
     begun: Begun
     sections: list[Section]
-    masker: Any
+    dispatcher: Dispatcher
     resources: ExitStack
     lock: threading.Lock = field(default_factory=threading.Lock)
     current: _Section | None = None
@@ -129,8 +129,10 @@ class Activities:
                     raise
                 if isinstance(begun, Outcome):
                     resources.close()
-                    ending = c.Ending(begun.status, begun.exit_code, begun.message)
-                    return c.Opened(events=self._taken(), warnings=begun.warnings, outcome=ending)
+                    ending = c.Ending(
+                        begun.status, begun.exit_code, begun.message, begun.warnings + dispatcher.warnings
+                    )
+                    return c.Opened(events=self._taken(), outcome=ending)
                 run = self._keep(start, begun, dispatcher, resources)
             plans = [
                 c.SectionPlan([step.id for step in section.steps], width(section.steps[0], start.concurrency, False))
@@ -190,7 +192,7 @@ class Activities:
                 run.begun.record.close()
                 run.resources.close()
             message = close.message or f"run {close.run_id} succeeded"
-            return c.Ending(close.status, _EXIT[close.status], message)
+            return c.Ending(close.status, _EXIT[close.status], message, list(run.dispatcher.warnings))
 
     # ------------------------------------------------------------------ the run as this worker holds it
 
@@ -212,7 +214,7 @@ class Activities:
     def _keep(self, start: c.RunStart, begun: Begun, dispatcher: Dispatcher, resources: ExitStack) -> _Run:
         runner = begun.runner
         runner.journal = _Heartbeating(runner.journal, self._beat)
-        run = _Run(start, begun, runner.sections(), dispatcher.masker, resources)
+        run = _Run(start, begun, runner.sections(), dispatcher, resources)
         self._runs[start.run_id] = run
         return run
 
@@ -222,7 +224,7 @@ class Activities:
         with self._runs_lock:
             run = self._runs.get(start.run_id)
             if run is not None:
-                self._beat.masker = run.masker
+                self._beat.masker = run.dispatcher.masker
                 return run
             resources = ExitStack()
             try:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, TLSConfig
@@ -116,7 +116,12 @@ async def _follow(handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.E
     result = asyncio.ensure_future(handle.result())
     while True:
         finished = result.done()
-        events = await handle.query("events", seen, result_type=list[c.Event])
+        try:
+            events = await handle.query("events", seen, result_type=list[c.Event])
+        except (RPCError, WorkflowQueryFailedError):
+            # No worker answers for now (the events are kept in the workflow: asked again next time),
+            # or none will any more after the end: the lines left unprinted are in the journal.
+            events = []
         for event in events:
             on_event(event)
         seen += len(events)

@@ -68,6 +68,7 @@ class Ending:
     status: str
     exit_code: int
     message: str
+    warnings: list[str] = field(default_factory=list)  # what the worker found the operator must know
 
 
 @dataclass

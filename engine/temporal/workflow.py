@@ -9,6 +9,7 @@ reads a file or the cluster: an activity does (``engine.temporal.activities``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
@@ -43,7 +44,7 @@ class RunWorkflow:
         )
         self._events += opened.events
         if opened.outcome is not None:
-            return opened.outcome
+            return dataclasses.replace(opened.outcome, warnings=opened.warnings + opened.outcome.warnings)
         for number, section in enumerate(opened.sections):
             ref = c.SectionRef(start.run_id, number, start)
             items: c.Items = await workflow.execute_activity(
@@ -54,8 +55,12 @@ class RunWorkflow:
             if failure is None:
                 await workflow.execute_activity(c.END_SECTION, ref, **self._options(start, _SHORT))
                 continue
-            return await self._close(start, failure)
-        return await self._close(start, None)
+            return self._warned(await self._close(start, failure), opened)
+        return self._warned(await self._close(start, None), opened)
+
+    @staticmethod
+    def _warned(ending: c.Ending, opened: c.Opened) -> c.Ending:
+        return dataclasses.replace(ending, warnings=opened.warnings + ending.warnings)
 
     async def _section(
         self, start: c.RunStart, number: int, section: c.SectionPlan, count: int
