@@ -20,6 +20,7 @@ Short heartbeats (``execution.temporal.heartbeat_seconds: 2``) make a lost worke
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -248,6 +249,50 @@ def test_the_run_goes_on_when_the_command_following_it_is_interrupted(
         return status if status not in (None, "running") else None
 
     assert wait_for(finished, TIMEOUT, "the run to end without its follower") == "succeeded"
+
+
+PASSWORD = "tmp0ral-Hunter2-9b1e-c0ffee"
+SECRET_RUNBOOK = """---
+name: secret-on-worker
+description: Uses a secret parameter the worker reads, for the tests.
+format: 2
+parameters:
+  db_password:
+    type: string
+    secret: true
+    description: The database password.
+---
+
+# Secret on the worker
+
+## Keep a digest of it
+
+```local {id: digest, changes: {action: write, resource: file, id: "OUT"}}
+printf '%s' {{ db_password }} | sha256sum | cut -d' ' -f1 > OUT
+```
+
+## Print it, as a careless tool would
+
+```local {id: careless, changes: [], show: true}
+printf 'password=%s\\n' {{ db_password }}
+```
+"""
+
+
+def test_a_secret_parameter_is_read_by_the_worker_and_never_enters_the_history(
+    sim_home: Path, temporal: str, workers: Workers, tmp_path: Path
+) -> None:
+    out = tmp_path / "digest.txt"
+    (sim_home / "runbooks" / "secret-on-worker.md").write_text(SECRET_RUNBOOK.replace("OUT", str(out)))
+    operator = _env(sim_home)
+    workers.start({**operator, "DB_PW": PASSWORD})  # only the worker has the value
+    run = _cli(operator, "run", "secret-on-worker", "--secret", "db_password=env:DB_PW", "--yes")
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert out.read_text().strip() == hashlib.sha256(PASSWORD.encode()).hexdigest()  # the step had the value
+    assert "password=*MASKED*" in run.stderr  # the careless step's output, shown masked
+    history = _decoded(_history(temporal, "runbook/lab/runbook-secret-on-worker"))
+    assert '"secret_sources":{"db_password":"env:DB_PW"}' in history  # where it is, not what it is
+    assert PASSWORD not in history and PASSWORD not in run.stdout + run.stderr
 
 
 def test_a_gate_nobody_approved_stops_the_run_before_any_change(
