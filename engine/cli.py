@@ -821,6 +821,20 @@ def _temporal_settings(home: Home, config: Any, address: str | None) -> Any:
     return settings(config.data, address, home.root)
 
 
+class _NoTemporalSdk(RunbookError):
+    exit_code = exitcodes.TOOL_MISSING
+
+
+def _needs_temporal_sdk() -> None:
+    """Refuse, saying what to install, when Temporal's SDK is not there (it is an extra: local runs need none)."""
+    import importlib.util
+
+    if importlib.util.find_spec("temporalio") is None:
+        raise _NoTemporalSdk(
+            "runs on Temporal need the temporal extra, which is not installed: pip install 'runbook[temporal]'"
+        )
+
+
 @dataclass(frozen=True)
 class _TemporalRun:
     """What ``runbook run`` was asked, for a run on Temporal."""
@@ -843,8 +857,10 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
     from .run.journal import current_who, new_run_id
     from .run.runner import PlanEntry
     from .temporal import contract
-    from .temporal.client import start_and_follow
     from .temporal.settings import workflow_id
+
+    _needs_temporal_sdk()
+    from .temporal.client import start_and_follow
 
     start = contract.RunStart(
         run_id=new_run_id(run.name, datetime.now(UTC)),
@@ -1501,6 +1517,7 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
             "runbook worker needs Temporal's address: --temporal HOST:PORT, or execution.temporal in "
             f"{home.shown(home.config_path)}"
         )
+    _needs_temporal_sdk()
     from .temporal.worker import serve
 
     def ready() -> None:

@@ -355,6 +355,23 @@ def test_a_wrong_temporal_address_is_located(sim_home: Path) -> None:
     assert "execution.temporal.address" in run.stderr and "HOST:PORT" in run.stderr
 
 
+def test_without_the_temporal_extra_a_run_on_temporal_says_what_to_install(sim_home: Path) -> None:
+    probe = (
+        "import sys\n"
+        "sys.modules['temporalio'] = None  # as if the extra were not installed\n"
+        "import importlib.util\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'temporalio' else spec(name, *a)\n"
+        "from engine.cli import main\n"
+        "main(['worker'])\n"
+    )
+    probe = "import importlib.util\nspec = importlib.util.find_spec\n" + probe
+    checked = subprocess.run(
+        [sys.executable, "-c", probe], env=_env(sim_home), capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 9, checked.stderr
+    assert "pip install 'runbook[temporal]'" in checked.stderr
+
+
 def test_a_local_run_never_imports_temporalio(tmp_path: Path) -> None:
     probe = (
         "import sys\n"
