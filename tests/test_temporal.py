@@ -310,6 +310,20 @@ def test_a_gate_nobody_approved_stops_the_run_before_any_change(
     assert "cluster-craete" in unknown.stderr and "cluster-create" in unknown.stderr
 
 
+HELLO = """---
+name: hello
+description: One local step, for the tests.
+format: 2
+---
+
+# Hello
+
+```local {id: hello, changes: []}
+echo hello
+```
+"""
+
+
 def test_runs_go_over_mutual_tls_and_a_certificate_the_server_does_not_trust_is_refused(
     sim_home: Path, temporal: str, workers: Workers, tmp_path: Path
 ) -> None:
@@ -323,21 +337,22 @@ def test_runs_go_over_mutual_tls_and_a_certificate_the_server_does_not_trust_is_
         mutual = {"ca_file": "certs/ca.crt", "cert_file": "certs/client.crt", "key_file": "certs/client.key"}
         shutil.copytree(certs, sim_home / "certs")  # paths relative to the home
         _on_temporal(sim_home, address, mutual)
+        (sim_home / "runbooks" / "hello.md").write_text(HELLO)
         env = _env(sim_home)
         workers.start(env)
-        run = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+        run = _cli(env, "run", "hello")
         assert run.returncode == 0, run.stderr[-4000:]
-        assert f"started on Temporal at {address}" in run.stderr
+        assert f"started on Temporal at {address}" in run.stderr and "[ok] hello" in run.stderr
 
         stranger = {**mutual, "cert_file": "certs/stranger.crt", "key_file": "certs/stranger.key"}
         for tls in (stranger, {"ca_file": "certs/ca.crt"}):  # a certificate the CA did not sign; none at all
             _on_temporal(sim_home, address, tls)
-            refused = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+            refused = _cli(env, "run", "hello")
             assert refused.returncode == 10, refused.stderr
             assert f"cannot reach Temporal at {address}" in refused.stderr and "no run was made" in refused.stderr
 
         _on_temporal(sim_home, address, {**mutual, "key_file": "certs/missing.key"})
-        unreadable = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+        unreadable = _cli(env, "run", "hello")
         assert unreadable.returncode == 10, unreadable.stderr
         assert "execution.temporal.tls.key_file in cluster-config.yaml: cannot read" in unreadable.stderr
     finally:
