@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -692,6 +693,13 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
     help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
     "Default: 16, and never more than a step's own parallel.",
 )
+@click.option(
+    "--temporal",
+    "temporal_address",
+    metavar="HOST:PORT",
+    help="Run on Temporal at this address (default: execution.temporal in cluster-config.yaml): the run "
+    "is a workflow served by 'runbook worker'; this command follows it. See docs/temporal.md.",
+)
 @click.pass_context
 def run_cmd(
     ctx: click.Context,
@@ -708,6 +716,7 @@ def run_cmd(
     html_path: Path | None,
     out_path: Path | None,
     concurrency: int | None,
+    temporal_address: str | None,
 ) -> None:
     """Run runbook NAME against the cluster (with --dry-run: show what it would do; with --out, save
     that plan for 'runbook apply').
@@ -739,8 +748,17 @@ def run_cmd(
             )
         home = _home(ctx) if simulate or (dry_run and offline) else _own_home(ctx, "a run against a real cluster")
         given = _params(params)
-        secrets = _secrets(secret_sources, sys.stdin.isatty() and not as_json)
         config = _config_or_fail(home)
+        on_temporal = None if dry_run else _temporal_settings(home, config, temporal_address)
+        if on_temporal is not None:
+            # Only where the secrets are (env:VAR, pass:PATH) travels: the worker reads their values.
+            sources = dict(_secrets(secret_sources, interactive=False).sources)
+            run = _TemporalRun(name, profile_name, given, simulate, yes, approve, concurrency)
+            _finish(_run_on_temporal(config, on_temporal, run, sources, as_json), as_json)
+            return
+        if temporal_address is not None:
+            raise _BadArgument("--temporal runs a run on Temporal: a dry-run is made here, without it")
+        secrets = _secrets(secret_sources, sys.stdin.isatty() and not as_json)
         with _executors(home, config, simulate) as dispatcher:
             if dry_run:
                 _dry_run(
@@ -794,6 +812,108 @@ def _run(
             ahead=None if yes else approver.ahead,
             secrets=secrets,
         )
+
+
+def _temporal_settings(home: Home, config: Any, address: str | None) -> Any:
+    """Where the run goes on Temporal, or None for a local run; temporalio is not imported for a local one."""
+    from .temporal.settings import settings
+
+    return settings(config.data, address, home.root)
+
+
+class _NoTemporalSdk(RunbookError):
+    exit_code = exitcodes.TOOL_MISSING
+
+
+def _needs_temporal_sdk() -> None:
+    """Refuse, saying what to install, when Temporal's SDK is not there (it is an extra: local runs need none)."""
+    import importlib.util
+
+    if importlib.util.find_spec("temporalio") is None:
+        raise _NoTemporalSdk(
+            "runs on Temporal need the temporal extra, which is not installed: pip install 'runbook[temporal]'"
+        )
+
+
+@dataclass(frozen=True)
+class _TemporalRun:
+    """What ``runbook run`` was asked, for a run on Temporal."""
+
+    name: str
+    profile: str | None
+    given: dict[str, str]
+    simulate: bool
+    yes: bool
+    approve: tuple[str, ...]
+    concurrency: int | None
+
+
+def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dict[str, str], as_json: bool) -> Any:
+    """Start the run as a workflow on the cluster's task queue and follow it with the usual progress."""
+    from datetime import UTC, datetime
+
+    from .report.progress import Progress
+    from .run.execution import Outcome
+    from .run.journal import current_who, new_run_id
+    from .run.runner import PlanEntry
+    from .temporal import contract
+    from .temporal.settings import workflow_id
+
+    _needs_temporal_sdk()
+    from .temporal.client import start_and_follow
+
+    start = contract.RunStart(
+        run_id=new_run_id(run.name, datetime.now(UTC)),
+        runbook=run.name,
+        profile=run.profile,
+        params=run.given,
+        secret_sources=sources,
+        approve_all=run.yes,
+        approve=list(run.approve),
+        started_by=current_who(),
+        simulate=run.simulate,
+        concurrency=run.concurrency or 16,
+        heartbeat_seconds=settings.heartbeat_seconds,
+    )
+    where = workflow_id(config.data, run.profile, run.name)
+    started: list[bool] = []
+
+    def begun() -> None:
+        started.append(True)
+        click.echo(
+            f"run {start.run_id} started on Temporal at {settings.address} (workflow {where}, task queue "
+            f"{settings.task_queue})",
+            err=True,
+        )
+        if run.simulate:
+            click.echo(
+                "SIMULATED cluster: the workers' own (their home's .runbook/sim/); no real node is contacted", err=True
+            )
+
+    with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+        entries: list[PlanEntry] = []
+
+        def shown(event: Any) -> None:
+            entry = PlanEntry(**event.entry)
+            if event.kind == "step":
+                entries.append(entry)  # for --json's last line, as a local run's
+            progress(event.kind, entry)
+
+        try:
+            ending = start_and_follow(settings, where, start, shown, begun)
+        except KeyboardInterrupt:
+            if not started:
+                raise _Interrupted("interrupted before the run started: nothing was changed") from None
+            return Outcome(
+                "interrupted",
+                exitcodes.INTERRUPTED,
+                f"stopped following run {start.run_id}; it goes on on the workers. Follow it again: temporal "
+                f"workflow show --workflow-id {where} --address {settings.address} --follow",
+                run_id=start.run_id,
+            )
+    return Outcome(
+        ending.status, ending.exit_code, ending.message, run_id=start.run_id, entries=entries, warnings=ending.warnings
+    )
 
 
 def _save_plan(path: Path, outcome: Any, name: str, simulate: bool) -> None:
@@ -1332,6 +1452,84 @@ def sim_reset_cmd(ctx: click.Context) -> None:
     )
 
 
+@main.command("server")
+@click.option("--port", type=click.IntRange(1, 65535), default=7233, show_default=True, help="The gRPC port.")
+@click.option(
+    "--ui-port",
+    type=click.IntRange(1, 65535),
+    help="The web UI's port (default: the gRPC port + 1000); see --headless.",
+)
+@click.option("--headless", is_flag=True, help="No web UI.")
+@click.pass_context
+def server_cmd(ctx: click.Context, port: int, ui_port: int | None, headless: bool) -> None:
+    """Start the embedded Temporal dev server, for runs on Temporal on this machine (docs/temporal.md).
+
+    On loopback only, in the foreground (Ctrl-C stops it), its state in .runbook/temporal.db, so runs
+    and their history outlive it. For a team across machines, point execution.temporal in
+    cluster-config.yaml at a production Temporal cluster instead.
+    """
+    import signal
+    import subprocess
+
+    from .temporal.server import DB_FILE, command
+
+    home = _own_home(ctx, "runbook server (its state is kept in the home)")
+    home.state_dir.mkdir(parents=True, exist_ok=True)
+    db = home.state_dir / DB_FILE
+    argv = command(db, port, None if headless else (ui_port or port + 1000))
+    click.echo(f"Temporal dev server on 127.0.0.1:{port}, state in {home.shown(db)}; Ctrl-C stops it", err=True)
+    if not headless:
+        click.echo(f"web UI: http://127.0.0.1:{ui_port or port + 1000}", err=True)
+    child = subprocess.Popen(argv, start_new_session=True)
+    before = signal.signal(signal.SIGTERM, lambda _n, _f: child.terminate())
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        child.terminate()  # the server stops cleanly on SIGTERM, its database closed
+        code = child.wait()
+        click.echo("Temporal dev server stopped", err=True)
+        code = 0
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    sys.exit(0 if code in (0, -signal.SIGTERM) else code)
+
+
+@main.command("worker")
+@click.option(
+    "--temporal",
+    "temporal_address",
+    metavar="HOST:PORT",
+    help="Temporal's address (default: execution.temporal in cluster-config.yaml).",
+)
+@click.pass_context
+def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
+    """Serve runs on Temporal for this home's cluster (one task queue per cluster) until Ctrl-C.
+
+    Steps run here, with this machine's credentials (its pass store or environment), which never
+    enter the workflow's history; each run's journal is kept in this home, as for a local run.
+    Several workers may serve one cluster when they share this home (docs/temporal.md).
+    """
+    home = _home(ctx)
+    config = _config_or_fail(home)
+    settings = _temporal_settings(home, config, temporal_address)
+    if settings is None:
+        raise _BadArgument(
+            "runbook worker needs Temporal's address: --temporal HOST:PORT, or execution.temporal in "
+            f"{home.shown(home.config_path)}"
+        )
+    _needs_temporal_sdk()
+    from .temporal.worker import serve
+
+    def ready() -> None:
+        click.echo(
+            f"worker for cluster {config.data['cluster']['name']}: task queue {settings.task_queue} at "
+            f"{settings.address} (namespace {settings.namespace}); Ctrl-C stops it",
+            err=True,
+        )
+
+    serve(home, config, settings, ready)
+
+
 @main.command("completion")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion_cmd(shell: str) -> None:
@@ -1347,3 +1545,24 @@ def completion_cmd(shell: str) -> None:
     completion = get_completion_class(shell)
     assert completion is not None  # click ships all three
     click.echo(completion(main, {}, "runbook", "_RUNBOOK_COMPLETE").source())
+
+
+def entry() -> None:
+    """The ``runbook`` command: ``main``, except that once a command used Temporal's SDK the process
+    ends with ``os._exit`` after its output is flushed. The SDK's Rust runtime keeps threads that can
+    abort CPython's finalisation ("PyGILState_Release", temporalio sdk-python issue 300), which would
+    turn a clean exit code into SIGABRT."""
+    try:
+        main()
+    except SystemExit as exc:
+        if "temporalio" not in sys.modules:
+            raise
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        import os
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)

@@ -340,6 +340,110 @@ def start_run(
     return outcome
 
 
+@dataclass
+class Begun:
+    """A run made and ready for its first step, for a driver that runs its steps itself (a Temporal
+    workflow: engine/temporal); the driver ends it with ``RunRecord.run_finished``."""
+
+    session: Session
+    record: RunRecord
+    runner: Runner
+    warnings: list[str]
+
+
+def begin_run(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    *,
+    run_id: str,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    ahead: AskAhead,
+    mode: str,
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
+    secrets: SecretInput | SecretParams = NO_SECRETS,
+) -> Outcome | Begun:
+    """``start_run`` up to its first step, with the same checks in the same order (read the cluster,
+    trust, preflight, tasks in flight and locks, gates ahead), under the id ``run_id`` its driver
+    chose; an Outcome when the run stops before it is made. No profile lock: the driver keeps one
+    run per profile at a time (a Temporal workflow id)."""
+    try:
+        session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
+        cluster = _identity(session, dispatcher)
+    except _UNREADABLE as exc:
+        return _not_started(exc)
+    refused = _untrusted(home, session)
+    if refused is not None:
+        return refused
+    ready = _ready(session, dispatcher)
+    if isinstance(ready, Outcome):
+        return ready
+    try:
+        session = _settled(home, session, dispatcher, _cluster_notes(on_event), name=name, profile=profile, given=given)
+    except (StepFailed, StaleLock) as exc:
+        return Outcome(
+            "failed",
+            exitcodes.NOT_STARTED,
+            f"cannot start: {_message(exc)}\nNothing ran and no run was made: once that is resolved, run again",
+            session,
+        )
+    refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
+    if refused is not None:
+        return refused
+    record = RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster))
+    runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
+    return Begun(session, record, runner, ready + _notes(session))
+
+
+def reopen_run(
+    home: Home,
+    run_id: str,
+    *,
+    dispatcher: Dispatcher,
+    approver: Approver,
+    on_event: Callable[[str, PlanEntry], None] | None = None,
+    concurrency: int | None = None,
+    secrets: SecretInput = NO_SECRETS,
+) -> Begun:
+    """A run ``begin_run`` made, taken over by another process of its driver (a Temporal worker that
+    replaces one that died): read back from its journal as a resume reads it (finished steps are not
+    redone, steps in doubt are checked, their tasks followed to their end)."""
+    loaded = load_run(home.state_dir, run_id)
+    meta = loaded.meta
+    path = runbook_path(home, meta.runbook)
+    given = {k: _as_param(v) for k, v in (meta.parameters or {}).items()}
+    session = _prepare(
+        home,
+        str(path),
+        meta.profile,
+        given,
+        dispatcher,
+        placed=meta.placement,
+        secrets=secrets.over(meta.secret_parameters),
+    )
+    record, before = RunRecord.resume(home.state_dir, run_id)
+    done = {(k.step, k.item): s.outputs for k, s in before.state.steps.items() if s.status == "finished"}
+    session = _settled(
+        home,
+        session,
+        dispatcher,
+        _cluster_notes(on_event),
+        name=str(path),
+        profile=meta.profile,
+        given=given,
+        resumed=(before.state, record, done),
+        placed=meta.placement,
+    )
+    doubt = frozenset((k.step, k.item) for k in before.state.in_doubt if (k.step, k.item) not in done)
+    runner = _real_runner(
+        session, record, dispatcher, approver, on_event, concurrency, done=done, check_unfinished=doubt
+    )
+    return Begun(session, record, runner, list(loaded.warnings))
+
+
 def _real_runner(
     session: Session,
     record: RunRecord,

@@ -505,6 +505,67 @@ class Runner:
                 self.entries[mark:], key=lambda e: (step_order.get(e.step_id, 0), keys.get(e.item_key or "", 0))
             )
 
+    # ------------------------------------------------------------------ driven one task at a time
+
+    def sections(self) -> list[Section]:
+        """The run's sections (``engine.run.sections``), for a driver that runs them itself."""
+        groups, problems = sections(self.runbook)
+        if problems:
+            raise InputError(problems)
+        return groups
+
+    def section_items(self, section: Section) -> tuple[list[Any], list[str | None]]:
+        """The items ``section`` goes through, rendered now with the outputs published so far, and
+        their keys; a step without ``foreach`` has one item, None, with no key."""
+        first = section.steps[0]
+        if section.name is None and "foreach" not in first.attrs:
+            return [None], [None]
+        self._fresh(first, PlanEntry(first.id, first.kind, first.title, first.line))
+        items = self.renderer.items(first)
+        return items, list(_item_keys(items))
+
+    def run_task(
+        self, section: Section, items: list[Any], keys: list[str | None], outputs: dict[str, list[Any]], task: Task
+    ) -> Any:
+        """One step of one item, as the step loop runs it (done before? guards, render, checks, gate,
+        execute with its retries, record); its output goes into ``outputs`` (``pending_outputs``).
+
+        What a Temporal activity runs (engine/temporal): the driver decides which task runs when
+        (``engine.run.schedule``), this runs it. Raises as the loop does (StepError, GateStop, InputError).
+        """
+        step = section.steps[task.stage]
+        key = keys[task.item]
+        entry = PlanEntry(step.id, step.kind, step.title, step.line, item_key=key, show=bool(step.attrs.get("show")))
+        local: dict[str, Any] = {}
+        if key is not None:
+            local = {step.loop_var: items[task.item], "loop_index": task.item}
+        if section.name is not None:
+            local["steps"] = self._item_view(outputs, str(section.name), task.item)
+        output = self._item(step, key, local, entry)
+        outputs[step.id][task.item] = output
+        return output
+
+    def pending_outputs(self, section: Section, count: int) -> dict[str, list[Any]]:
+        """The outputs of ``section``'s steps, by step, none produced yet."""
+        return {step.id: [_PENDING] * count for step in section.steps}
+
+    def has_output(self, outputs: dict[str, list[Any]], step_id: str, item: int) -> bool:
+        return outputs[step_id][item] is not _PENDING
+
+    def end_section(self, section: Section, keys: list[str | None], outputs: dict[str, list[Any]]) -> None:
+        """Every task of ``section`` ran: its steps' outputs become ``steps.<id>`` for the steps after it."""
+        single = keys == [None]
+        for step in section.steps:
+            values = outputs[step.id]
+            self._publish(step, values[0] if single else values)
+
+    def run_section(self, section: Section) -> None:
+        """One section the usual way (how a driver that lost its state catches up, as a resume does)."""
+        if section.name is None:
+            self._step_items(section.steps[0])
+        else:
+            self._pipeline(section)
+
     # ------------------------------------------------------------------ one item
 
     def _waiting(self, step: Step, entry: PlanEntry, reason: str) -> str:

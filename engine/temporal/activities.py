@@ -1,0 +1,394 @@
+"""The worker's side of a run on Temporal: every activity, and what the worker keeps of each run.
+
+A step item is one activity (``run_task``), never the whole runner. The activity renders the step
+itself, on the worker, from the run's inputs and the outputs of the steps before it, exactly as the
+local step loop does (``Runner.run_task``); those outputs stay on the worker, in memory and in the
+run's journal in the worker's home (``.runbook/runs/RUN_ID/``, the local format, so ``runs show``
+and the HTML report read it as they read a local run). The history gets progress events without
+outputs (a ``show`` step's output, masked, excepted) and a digest of each output.
+
+A worker that takes over a run another worker began (it died: Temporal retries the activity here
+once its heartbeat stopped) reads the run back from the journal as ``runbook resume`` does
+(``execution.reopen_run``); so the workers of one queue share one home (one machine, or a shared
+folder): see docs/temporal.md. The task a step started is in the activity's heartbeat (its UPID):
+the retry follows that task to its end instead of sending the step again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from .. import exitcodes
+from ..errors import RunbookError
+from ..load.config import ClusterConfig
+from ..load.home import Home
+from ..load.problems import InputError
+from ..run.dispatch import Dispatcher
+from ..run.execution import Begun, Outcome, begin_run, reopen_run
+from ..run.journal import RUN_FILE, UnknownRun
+from ..run.runner import GateStop, PlanEntry, StepError
+from ..run.schedule import Task, width
+from ..run.secretparams import SecretInput
+from ..run.sections import Section
+from ..runbook.actions import StepFailed, TaskFollow
+from . import contract as c
+from .approvals import UpFront
+
+_EXIT = {"succeeded": exitcodes.OK, "failed": exitcodes.FAILED, "stopped_at_gate": exitcodes.GATE}
+
+
+@dataclass
+class _Section:
+    """The section the run is in: its items (rendered on this worker) and its steps' outputs so far."""
+
+    number: int
+    items: list[Any]
+    keys: list[str | None]
+    outputs: dict[str, list[Any]]
+
+
+@dataclass
+class _Run:
+    """One run as this worker holds it."""
+
+    start: c.RunStart
+    begun: Begun
+    sections: list[Section]
+    dispatcher: Dispatcher
+    resources: ExitStack
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    current: _Section | None = None
+
+
+class _Beat(threading.local):
+    """What the activity running on this thread reports: its events (masked with ``masker``), and
+    the task its step started (``task[0]``, read by its heartbeat thread)."""
+
+    events: list[c.Event] | None = None
+    masker: Any = None
+    task: list[dict[str, Any] | None] | None = None
+
+
+class Activities:
+    """The activities of one worker, serving one home (its cluster-config.yaml: one cluster)."""
+
+    def __init__(self, home: Home, config: ClusterConfig):
+        self.home = home
+        self.config = config
+        self._runs: dict[str, _Run] = {}
+        self._runs_lock = threading.Lock()
+        self._beat = _Beat()
+
+    def all(self) -> list[Any]:
+        return [self.open_run, self.section_items, self.run_task, self.end_section, self.close_run]
+
+    # ------------------------------------------------------------------ the activities
+
+    @activity.defn(name=c.OPEN)
+    def open_run(self, start: c.RunStart) -> c.Opened:
+        """Make the run (the same checks as a local run, before its first change) and say its sections."""
+        with self._beating(start):
+            if (self.home.state_dir / "runs" / start.run_id / RUN_FILE).exists():
+                run = self._run(start, 0)  # this activity was retried after the run was made
+            else:
+                resources = ExitStack()
+                approver = UpFront(start)
+                try:
+                    dispatcher = self._dispatcher(start, resources)
+                    begun = begin_run(
+                        self.home,
+                        start.runbook,
+                        start.profile,
+                        start.params,
+                        run_id=start.run_id,
+                        dispatcher=dispatcher,
+                        approver=approver,
+                        ahead=approver.ahead,
+                        mode="simulate" if start.simulate else "run",
+                        on_event=self._on_event,
+                        concurrency=start.concurrency,
+                        secrets=SecretInput(start.secret_sources),
+                    )
+                except RunbookError as exc:  # the home, the runbook, its inputs: nothing to retry
+                    resources.close()
+                    said = "\n".join(line.removeprefix("error: ") for line in exc.lines())
+                    ending = c.Ending("failed", exc.exit_code, said)
+                    return c.Opened(events=self._taken(), outcome=ending)
+                except BaseException:
+                    resources.close()
+                    raise
+                if isinstance(begun, Outcome):
+                    resources.close()
+                    ending = c.Ending(
+                        begun.status, begun.exit_code, begun.message, begun.warnings + dispatcher.warnings
+                    )
+                    return c.Opened(events=self._taken(), outcome=ending)
+                run = self._keep(start, begun, dispatcher, resources)
+            plans = [
+                c.SectionPlan([step.id for step in section.steps], width(section.steps[0], start.concurrency, False))
+                for section in run.sections
+            ]
+            return c.Opened(plans, self._taken(), run.begun.warnings)
+
+    @activity.defn(name=c.ITEMS)
+    def section_items(self, ref: c.SectionRef) -> c.Items:
+        """Render the section's ``foreach`` (with the facts and outputs so far): how many items it has."""
+        with self._beating(ref.start):
+            run = self._run(ref.start, ref.section)
+            with run.lock:
+                current = self._section(run, ref.section)
+            return c.Items(len(current.items), self._taken())
+
+    @activity.defn(name=c.TASK)
+    def run_task(self, ref: c.TaskRef) -> c.TaskDone:
+        """One step of one item: render, guards, gate, execute, journal; what the step loop does for it."""
+        with self._beating(ref.start):
+            run = self._run(ref.start, ref.section)
+            with run.lock:
+                current = self._section(run, ref.section)
+                section = run.sections[ref.section]
+                for stage in range(ref.stage):  # a pipeline item's earlier steps, when another worker ran them
+                    if not run.begun.runner.has_output(current.outputs, section.steps[stage].id, ref.item):
+                        self._task(run, current, Task(ref.item, stage))
+            self._followed(run, section, current, ref)
+            self._task(run, current, Task(ref.item, ref.stage))
+            return c.TaskDone(self._taken())
+
+    @activity.defn(name=c.END_SECTION)
+    def end_section(self, ref: c.SectionRef) -> None:
+        """The section is through: its outputs become ``steps.<id>`` for the sections after it."""
+        with self._beating(ref.start):
+            run = self._run(ref.start, ref.section)
+            with run.lock:
+                current = self._section(run, ref.section)
+                section = run.sections[ref.section]
+                for item in range(len(current.items)):  # items another worker ran: their outputs, from the journal
+                    for stage, step in enumerate(section.steps):
+                        if not run.begun.runner.has_output(current.outputs, step.id, item):
+                            self._task(run, current, Task(item, stage))
+                run.begun.runner.end_section(section, current.keys, current.outputs)
+                run.current = None
+
+    @activity.defn(name=c.CLOSE)
+    def close_run(self, close: c.Close) -> c.Ending:
+        """Record how the run ended in its journal and let go of what the worker held for it."""
+        with self._beating(close.start):
+            run = self._run(close.start, None)
+            try:
+                run.begun.record.run_finished(close.status)
+            finally:
+                with self._runs_lock:
+                    self._runs.pop(close.run_id, None)
+                run.begun.record.close()
+                run.resources.close()
+            message = close.message or f"run {close.run_id} succeeded"
+            return c.Ending(close.status, _EXIT[close.status], message, list(run.dispatcher.warnings))
+
+    # ------------------------------------------------------------------ the run as this worker holds it
+
+    def _dispatcher(self, start: c.RunStart, resources: ExitStack) -> Dispatcher:
+        """The run's executors: the real cluster's, with this worker's credentials, or the simulated one."""
+        if not start.simulate:
+            dispatcher = Dispatcher(self.config.data, self.home.root)
+            resources.callback(dispatcher.close)
+            self._beat.masker = dispatcher.masker
+            return dispatcher
+        from ..sim.wiring import Simulation
+
+        simulation = resources.enter_context(Simulation(self.home, self.config, start.run_id))
+        dispatcher = simulation.dispatcher()
+        resources.callback(dispatcher.close)
+        self._beat.masker = dispatcher.masker
+        return dispatcher
+
+    def _keep(self, start: c.RunStart, begun: Begun, dispatcher: Dispatcher, resources: ExitStack) -> _Run:
+        runner = begun.runner
+        runner.journal = _Heartbeating(runner.journal, self._beat)
+        run = _Run(start, begun, runner.sections(), dispatcher, resources)
+        self._runs[start.run_id] = run
+        return run
+
+    def _run(self, start: c.RunStart, section: int | None) -> _Run:
+        """The run as this worker holds it; read back from its journal when another worker began it, and
+        caught up to ``section`` (None: only to be closed)."""
+        with self._runs_lock:
+            run = self._runs.get(start.run_id)
+            if run is not None:
+                self._beat.masker = run.dispatcher.masker
+                return run
+            resources = ExitStack()
+            try:
+                dispatcher = self._dispatcher(start, resources)
+                begun = reopen_run(
+                    self.home,
+                    start.run_id,
+                    dispatcher=dispatcher,
+                    approver=UpFront(start),
+                    on_event=self._on_event,
+                    concurrency=start.concurrency,
+                    secrets=SecretInput(start.secret_sources),
+                )
+            except UnknownRun:
+                resources.close()
+                # Retried: another worker of the queue may hold it. Never rebuilt from nothing here.
+                raise ApplicationError(
+                    f"this worker's home ({self.home.root}) does not hold run {start.run_id}: the workers of one "
+                    "task queue must share one home (docs/temporal.md)",
+                    type="RunNotHere",
+                ) from None
+            except BaseException:
+                resources.close()
+                raise
+            run = self._keep(start, begun, dispatcher, resources)
+            for earlier in run.sections[: section or 0]:
+                # The sections the workflow went through, the usual way (steps finished are not
+                # redone, read-only steps read again), so the steps after them see their outputs.
+                self._guarded(lambda earlier=earlier: run.begun.runner.run_section(earlier))
+            return run
+
+    def _section(self, run: _Run, number: int) -> _Section:
+        """The section ``number`` of the run, its items rendered once (on the first ask)."""
+        if run.current is None or run.current.number != number:
+            section = run.sections[number]
+            items, keys = self._guarded(lambda: run.begun.runner.section_items(section))
+            run.current = _Section(number, items, keys, run.begun.runner.pending_outputs(section, len(items)))
+        return run.current
+
+    def _task(self, run: _Run, current: _Section, task: Task) -> None:
+        section = run.sections[current.number]
+        self._guarded(lambda: run.begun.runner.run_task(section, current.items, current.keys, current.outputs, task))
+
+    def _followed(self, run: _Run, section: Section, current: _Section, ref: c.TaskRef) -> None:
+        """A retried step whose earlier attempt started a PVE task (its UPID in the last heartbeat): follow
+        that task to its end and take its result as the step's, instead of sending the step again. A task
+        that failed, or a step that post-processes its result (``extract``, ``json``), is left to the
+        step's ``check``, as a resume does (``engine.run.settle``)."""
+        details = activity.info().heartbeat_details
+        task = details[0] if details and isinstance(details[0], dict) else None
+        step = section.steps[ref.stage]
+        key = current.keys[ref.item]
+        runner = run.begun.runner
+        if task is None or task.get("step") != step.id or task.get("item") != key or (step.id, key) in runner.done:
+            return
+        if {"extract", "json"} & set(step.attrs):
+            return
+        note = self._note(step.id, key)
+        note(f"following task {task['upid']} that the step started before its worker was lost")
+        try:
+            output = runner.executor.execute(TaskFollow(task["upid"]), note).data  # type: ignore[union-attr]
+        except StepFailed as failure:
+            if not (isinstance(failure.data, dict) and failure.data.get("exitstatus")):
+                raise
+            return
+        run.begun.record.step_finished(step.id, key, output, 0.0)
+        runner.done[(step.id, key)] = output
+
+    # ------------------------------------------------------------------ what the activity reports
+
+    def _on_event(self, kind: str, entry: PlanEntry) -> None:
+        """The runner's progress, into the events of the activity running on this thread."""
+        events = self._beat.events
+        if events is not None:
+            events.append(_event(kind, entry, self._beat.masker))
+
+    def _note(self, step: str, key: str | None) -> Any:
+        entry = PlanEntry(step, "api", None, 0, item_key=key)
+
+        def note(text: str) -> None:
+            entry.reason = text
+            self._on_event("progress", entry)
+
+        return note
+
+    def _taken(self) -> list[c.Event]:
+        events = self._beat.events or []
+        self._beat.events = []
+        return events
+
+    @contextmanager
+    def _beating(self, start: c.RunStart) -> Iterator[None]:
+        """Heartbeat while the activity runs (a third of the timeout apart), with the task its step
+        started, so that a lost worker is noticed quickly and the next attempt can follow that task."""
+        task: list[dict[str, Any] | None] = [None]
+        self._beat.events, self._beat.task, self._beat.masker = [], task, None
+        stop = threading.Event()
+        context = contextvars.copy_context()  # the activity's context: heartbeat() works from the thread
+
+        def loop() -> None:
+            while not stop.wait(max(0.2, start.heartbeat_seconds / 3)):
+                context.run(activity.heartbeat, *([task[0]] if task[0] else []))
+
+        thread = threading.Thread(target=loop, name="runbook-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def _guarded(self, work: Any) -> Any:
+        """Run ``work``; what the run decided (a step failed, a gate, a problem) ends the activity for
+        good (never retried), with the events so far; anything else is retried by Temporal."""
+        try:
+            return work()
+        except StepError as exc:
+            raise self._final(c.STEP_FAILED, f"step '{exc.entry.label}' failed: {exc.message}") from None
+        except GateStop as stop:
+            entry = stop.entry
+            raise self._final(
+                c.GATE_STOP,
+                f"stopped before gated step '{entry.label}' ({'; '.join(entry.gate_reasons)}); nothing of it "
+                f"ran. Approve it when starting the run: --approve {entry.step_id} (or --yes)",
+            ) from None
+        except InputError as exc:
+            raise self._final(c.PROBLEMS, "\n".join(str(p) for p in exc.problems)) from None
+
+    def _final(self, kind: str, message: str) -> ApplicationError:
+        events = [_as_dict(event) for event in self._taken()]
+        return ApplicationError(message, events, type=kind, non_retryable=True)
+
+
+class _Heartbeating:
+    """The run's journal, telling the heartbeat of the activity on this thread which task its step started."""
+
+    def __init__(self, journal: Any, beat: _Beat):
+        self._journal = journal
+        self._beat = beat
+
+    def task_started(self, step: str, item: str | None, upid: str, node: str) -> None:
+        self._journal.task_started(step, item, upid, node)
+        holder = self._beat.task
+        if holder is not None:
+            holder[0] = {"step": step, "item": item, "upid": upid, "node": node}
+            activity.heartbeat(holder[0])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+
+def _event(kind: str, entry: PlanEntry, masker: Any) -> c.Event:
+    """A progress event as it enters history: the entry without its output (a ``show`` step's, masked,
+    excepted), and the output's digest."""
+    data = entry.as_dict()
+    output = data.pop("output", None)
+    digest = None
+    if kind == "step" and output is not None:
+        text = json.dumps(output, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        if entry.show:
+            data["output"] = masker.mask_data(output) if masker is not None else None
+    return c.Event(kind, json.loads(json.dumps(data, default=str)), digest)
+
+
+def _as_dict(event: c.Event) -> dict[str, Any]:
+    return {"kind": event.kind, "entry": event.entry, "output_sha256": event.output_sha256}

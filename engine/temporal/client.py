@@ -1,0 +1,134 @@
+"""``runbook run ... --temporal``: start the run as a workflow and follow it, printing its progress.
+
+The run goes on without this process: Ctrl-C here stops following, not the run (it says how to
+look at it again). One run per profile at a time: a second start of the same workflow id while one
+runs is refused, naming the run that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, TLSConfig
+
+from .. import exitcodes
+from ..errors import RunbookError
+from . import contract as c
+from .settings import TemporalSettings, Tls
+
+#: How often the follower asks the workflow for new progress events (seconds).
+POLL = 0.3
+
+
+class TemporalUnreachable(RunbookError):
+    exit_code = exitcodes.NOT_STARTED
+
+
+class RunGoing(RunbookError):
+    exit_code = exitcodes.LOCKED
+
+
+async def connect(settings: TemporalSettings, consequence: str) -> Client:
+    """A client of Temporal at ``settings.address``; an error saying so, and ``consequence``, when it cannot be reached."""
+    tls = _tls(settings.tls, consequence) if settings.tls is not None else False
+    try:
+        return await Client.connect(settings.address, namespace=settings.namespace, tls=tls)
+    except (RPCError, RuntimeError, OSError) as exc:
+        reason = str(exc).split("ConnectError(")[-1].split(")")[0] if "ConnectError" in str(exc) else str(exc)
+        raise TemporalUnreachable(
+            f"cannot reach Temporal at {settings.address} (namespace {settings.namespace}): {reason}. {consequence}"
+        ) from None
+
+
+def _tls(given: Tls, consequence: str) -> TLSConfig:
+    """The SDK's TLS settings, the files read now; an unreadable one is named with its setting."""
+
+    def read(path: Path | None, field: str) -> bytes | None:
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise TemporalUnreachable(
+                f"execution.temporal.tls.{field} in cluster-config.yaml: cannot read {path}: "
+                f"{exc.strerror or exc}. {consequence}"
+            ) from None
+
+    return TLSConfig(
+        server_root_ca_cert=read(given.ca_file, "ca_file"),
+        client_cert=read(given.cert_file, "cert_file"),
+        client_private_key=read(given.key_file, "key_file"),
+        domain=given.server_name,
+    )
+
+
+def start_and_follow(
+    settings: TemporalSettings,
+    workflow_id: str,
+    start: c.RunStart,
+    on_event: Callable[[c.Event], None],
+    on_started: Callable[[], None],
+) -> c.Ending:
+    """Start the run's workflow on the cluster's task queue (then ``on_started``) and follow it to its end."""
+    return asyncio.run(_start_and_follow(settings, workflow_id, start, on_event, on_started))
+
+
+async def _start_and_follow(
+    settings: TemporalSettings,
+    workflow_id: str,
+    start: c.RunStart,
+    on_event: Callable[[c.Event], None],
+    on_started: Callable[[], None],
+) -> c.Ending:
+    client = await connect(settings, "Nothing ran and no run was made")
+    try:
+        handle: WorkflowHandle[Any, c.Ending] = await client.start_workflow(
+            c.WORKFLOW,
+            start,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            result_type=c.Ending,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            execution_timeout=timedelta(days=7),
+        )
+    except WorkflowAlreadyStartedError:
+        going = client.get_workflow_handle(workflow_id)
+        described = await going.describe()
+        raise RunGoing(
+            f"a run of the same profile is going on Temporal (workflow {workflow_id}, run "
+            f"{described.run_id}): one run per profile at a time. Wait for it, or look at it: "
+            f"temporal workflow show --workflow-id {workflow_id} --address {settings.address}"
+        ) from None
+    on_started()
+    return await _follow(handle, on_event)
+
+
+async def _follow(handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.Event], None]) -> c.Ending:
+    seen = 0
+    result = asyncio.ensure_future(handle.result())
+    while True:
+        finished = result.done()
+        try:
+            events = await handle.query("events", seen, result_type=list[c.Event])
+        except (RPCError, WorkflowQueryFailedError):
+            # No worker answers for now (the events are kept in the workflow: asked again next time),
+            # or none will any more after the end: the lines left unprinted are in the journal.
+            events = []
+        for event in events:
+            on_event(event)
+        seen += len(events)
+        if finished:
+            break
+        await asyncio.wait([result], timeout=POLL)
+    try:
+        return result.result()
+    except WorkflowFailureError as exc:
+        return c.Ending("failed", exitcodes.FAILED, f"the run's workflow failed: {exc.cause or exc}")

@@ -1,0 +1,116 @@
+"""What the client, the workflow and the activities hand each other: plain dataclasses, JSON in history.
+
+Everything here enters the workflow's history, which outlives the run and is readable by anyone
+who may read the namespace, so none of it holds a secret: parameters are the non-secret ones,
+secret parameters travel as their sources (``env:VAR``, ``pass:PATH``: where the worker reads
+them, never the value), and step outputs are left on the worker (its journal) except a ``show``
+step's, masked, with a digest of each (``Event.output_sha256``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+WORKFLOW = "runbook-run"
+OPEN = "runbook-open-run"
+ITEMS = "runbook-section-items"
+TASK = "runbook-step-item"
+END_SECTION = "runbook-end-section"
+CLOSE = "runbook-close-run"
+
+#: ApplicationError types an activity raises for what the run decided, never retried.
+STEP_FAILED = "StepFailed"
+GATE_STOP = "GateStop"
+PROBLEMS = "RunbookProblems"
+REFUSED = "RunRefused"
+
+
+@dataclass
+class RunStart:
+    """The workflow's input: what ``runbook run`` was asked, and who asked."""
+
+    run_id: str
+    runbook: str
+    profile: str | None
+    params: dict[str, str]
+    secret_sources: dict[str, str]
+    approve_all: bool
+    approve: list[str]
+    started_by: str
+    simulate: bool = False
+    concurrency: int = 16
+    heartbeat_seconds: float = 30.0
+    step_timeout_seconds: float = 6 * 3600.0
+
+
+@dataclass
+class Event:
+    """A progress event of the run, as the CLI following it prints it (``engine.report.progress``)."""
+
+    kind: str  # start | step | progress
+    entry: dict[str, Any]
+    output_sha256: str | None = None
+
+
+@dataclass
+class SectionPlan:
+    """One section of the run (``engine.run.sections``): its steps and how many items may be in flight."""
+
+    steps: list[str]
+    width: int
+
+
+@dataclass
+class Ending:
+    """How the run ended, as the CLI prints it."""
+
+    status: str
+    exit_code: int
+    message: str
+    warnings: list[str] = field(default_factory=list)  # what the worker found the operator must know
+
+
+@dataclass
+class Opened:
+    """``open_run``'s answer: the sections to drive, or the outcome that ended the run before it was made."""
+
+    sections: list[SectionPlan] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    outcome: Ending | None = None
+
+
+@dataclass
+class SectionRef:
+    run_id: str
+    section: int
+    start: RunStart
+
+
+@dataclass
+class Items:
+    count: int
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class TaskRef:
+    run_id: str
+    section: int
+    item: int
+    stage: int
+    start: RunStart
+
+
+@dataclass
+class TaskDone:
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class Close:
+    run_id: str
+    status: str  # succeeded | failed | stopped_at_gate
+    message: str
+    start: RunStart

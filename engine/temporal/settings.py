@@ -1,0 +1,65 @@
+"""Where a run on Temporal goes: the server's address, the namespace, the cluster's task queue, TLS.
+
+From ``execution.temporal`` in cluster-config.yaml, or ``--temporal ADDRESS`` (which overrides the
+address). Pure: no ``temporalio`` here, so the CLI reads it without the SDK.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS to the frontend (files resolved against the home); ``cert_file`` and ``key_file``: mutual TLS."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TemporalSettings:
+    address: str
+    namespace: str
+    task_queue: str
+    heartbeat_seconds: float = 30.0
+    tls: Tls | None = None
+
+
+def task_queue_of(config: dict[str, Any]) -> str:
+    """One queue per cluster, so that a step never reaches a worker serving another cluster."""
+    given = ((config.get("execution") or {}).get("temporal") or {}).get("task_queue")
+    return str(given or f"runbook/{config['cluster']['name']}")
+
+
+def settings(config: dict[str, Any], address: str | None, home: Path) -> TemporalSettings | None:
+    """The settings for this home, or None: the run is local (no ``--temporal``, no ``execution.temporal``)."""
+    section = (config.get("execution") or {}).get("temporal")
+    if address is None and section is None:
+        return None
+    section = section or {}
+    tls = section.get("tls")
+    return TemporalSettings(
+        address=address or str(section["address"]),
+        namespace=str(section.get("namespace") or "default"),
+        task_queue=task_queue_of(config),
+        heartbeat_seconds=float(section.get("heartbeat_seconds") or 30.0),
+        tls=None if tls is None else _tls(tls, home),
+    )
+
+
+def _tls(section: dict[str, Any], home: Path) -> Tls:
+    def path(key: str) -> Path | None:
+        given = section.get(key)
+        return None if given is None else home / Path(str(given)).expanduser()
+
+    return Tls(path("ca_file"), path("cert_file"), path("key_file"), section.get("server_name"))
+
+
+def workflow_id(config: dict[str, Any], profile: str | None, runbook: str) -> str:
+    """One run per profile at a time: the workflow id is the profile's (the runbook's without one)."""
+    return f"runbook/{config['cluster']['name']}/{profile or 'runbook-' + runbook.lstrip('_')}"
