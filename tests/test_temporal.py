@@ -19,182 +19,44 @@ Short heartbeats (``execution.temporal.heartbeat_seconds: 2``) make a lost worke
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from engine.temporal.server import binary, command
+from tests.support.temporal_rig import (
+    REPO,
+    RUNBOOK,
+    TIMEOUT,
+    Workers,
+    activities,
+    answers,
+    cli_env,
+    decoded,
+    free_port,
+    on_temporal,
+    run_cli,
+    workflow_history,
+)
+from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
+from tests.support.temporal_rig import temporal as temporal  # noqa: F401
+from tests.support.temporal_rig import workers as workers  # noqa: F401
 from tests.support.tls_front import TlsFront, make_certificates
 from tests.support.waiting import wait_for
 from tests.test_crash_resume import SECRET, SLOW_CLONE, TASK_SECS, effects, reference, snapshot
 
-REPO = Path(__file__).resolve().parent.parent
-RUNBOOK = Path(sys.executable).parent / "runbook"
-HEARTBEAT = 2
-TIMEOUT = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _answers(address: str) -> bool:
-    probe = subprocess.run(
-        [str(binary()), "operator", "cluster", "health", "--address", address],
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return probe.returncode == 0 and "SERVING" in probe.stdout
-
-
-@pytest.fixture(scope="module")
-def temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Temporal dev server on a free loopback port, its state in a fresh file; stopped at the end."""
-    folder = tmp_path_factory.mktemp("temporal")
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(command(folder / "temporal.db", port, None), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: server.poll() is not None or _answers(address), 60, "the Temporal dev server to answer")
-        assert server.poll() is None, (folder / "server.log").read_text()
-        yield address
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-
-
-def _on_temporal(home: Path, address: str, tls: dict[str, str] | None = None) -> None:
-    """Point the home's cluster-config.yaml at the server, with short heartbeats (and ``tls``)."""
-    path = home / "cluster-config.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["execution"] = {"temporal": {"address": address, "heartbeat_seconds": HEARTBEAT}}
-    if tls is not None:
-        config["execution"]["temporal"]["tls"] = tls
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-class Workers:
-    """``runbook worker`` processes started by a test, each stopped (or already killed) at its end."""
-
-    def __init__(self) -> None:
-        self.started: list[subprocess.Popen[str]] = []
-
-    def start(self, env: dict[str, str]) -> subprocess.Popen[str]:
-        worker = subprocess.Popen(
-            [str(RUNBOOK), "worker"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.started.append(worker)
-        assert worker.stderr is not None
-        line = worker.stderr.readline()  # the worker says it is ready once it polls the task queue
-        assert "task queue runbook/lab" in line, line + worker.stderr.read()
-        return worker
-
-    def stop(self) -> None:
-        for worker in self.started:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in self.started:
-            worker.communicate(timeout=30)
-        self.started.clear()
-
-
-@pytest.fixture
-def workers() -> Iterator[Workers]:
-    made = Workers()
-    yield made
-    made.stop()
-
-
-def _history(address: str, workflow: str) -> str:
-    shown = subprocess.run(
-        [str(binary()), "workflow", "show", "--workflow-id", workflow, "--address", address, "--output", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert shown.returncode == 0, shown.stderr
-    return shown.stdout
-
-
-def _decoded(history: str) -> str:
-    """The history with every payload's data decoded (the JSON holds it in base64): what a reader of it learns."""
-    texts: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, dict):
-            if isinstance(value.get("data"), str) and "metadata" in value:
-                texts.append(base64.b64decode(value["data"]).decode("utf-8", "replace"))
-            for inner in value.values():
-                walk(inner)
-        elif isinstance(value, list):
-            for inner in value:
-                walk(inner)
-
-    walk(json.loads(history))
-    return "\n".join([history, *texts])
-
-
-def _activities(history: str) -> list[str]:
-    events = json.loads(history)["events"]
-    return [
-        event["activityTaskScheduledEventAttributes"]["activityType"]["name"]
-        for event in events
-        if "activityTaskScheduledEventAttributes" in event
-    ]
-
-
-# ------------------------------------------------------------------ a simulated run through Temporal
-
-
-@pytest.fixture
-def sim_home(tmp_path: Path, temporal: str) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(REPO / "cluster-config.yaml", home / "cluster-config.yaml")
-    for folder in ("clusters", "runbooks"):
-        shutil.copytree(REPO / folder, home / folder)
-    _on_temporal(home, temporal)
-    return home
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNBOOK_", "PROXMOX_"))}
-    env.update(RUNBOOK_HOME=str(home), COLUMNS="400")
-    return env
-
-
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(RUNBOOK), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT
-    )
-
 
 def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, temporal: str, workers: Workers) -> None:
-    env = _env(sim_home)
+    env = cli_env(sim_home)
     workers.start(env)
-    run = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+    run = run_cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
     assert run.returncode == 0, run.stderr[-4000:]
     assert "started on Temporal at " + temporal in run.stderr and "workflow runbook/lab/talos-staging" in run.stderr
     run_id = run.stdout.split()[1]
@@ -202,11 +64,11 @@ def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, tempor
     # The progress the CLI followed is the local run's: each step item's line.
     assert "-> clone[stg-cp01] (api)" in run.stderr and "[ok] clone[stg-cp03]" in run.stderr
 
-    status = json.loads(_cli(env, "sim", "status", "--json").stdout)
+    status = json.loads(run_cli(env, "sim", "status", "--json").stdout)
     made = sorted((vm["vmid"], vm["name"], vm["status"]) for vm in status["vms"] if not vm["template"])
     assert made == [(1031, "stg-cp01", "running"), (1032, "stg-cp02", "running"), (1033, "stg-cp03", "running")]
 
-    shown = json.loads(_cli(env, "runs", "show", run_id, "--json").stdout)
+    shown = json.loads(run_cli(env, "runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "succeeded"
     clones = [s for s in shown["steps"] if s["step"] == "clone"]
     assert sorted(s["item"] for s in clones) == ["name=stg-cp01", "name=stg-cp02", "name=stg-cp03"]
@@ -215,7 +77,7 @@ def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, tempor
     assert [a["step"] for a in approvals] == ["talos.flux"]
     assert approvals[0]["by"].endswith(" via --yes (run on Temporal)")  # who started it, as given
 
-    names = _activities(_history(temporal, "runbook/lab/talos-staging"))
+    names = activities(workflow_history(temporal, "runbook/lab/talos-staging"))
     # One activity per step item (three clones, three of each per-VM step...), never the runner in one.
     assert names.count("runbook-step-item") >= len(shown["steps"]) > 20
     assert names[0] == "runbook-open-run" and names[-1] == "runbook-close-run"
@@ -224,7 +86,7 @@ def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, tempor
 def test_the_run_goes_on_when_the_command_following_it_is_interrupted(
     sim_home: Path, temporal: str, workers: Workers
 ) -> None:
-    env = _env(sim_home)
+    env = cli_env(sim_home)
     workers.start(env)
     follower = subprocess.Popen(
         [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes"],
@@ -244,7 +106,7 @@ def test_the_run_goes_on_when_the_command_following_it_is_interrupted(
     assert f"stopped following run {run_id}; it goes on on the workers" in err
 
     def finished() -> str | None:
-        shown = _cli(env, "runs", "show", run_id, "--json")
+        shown = run_cli(env, "runs", "show", run_id, "--json")
         status = json.loads(shown.stdout)["status"] if shown.returncode == 0 else None
         return status if status not in (None, "running") else None
 
@@ -284,13 +146,13 @@ def test_a_secret_parameter_is_read_by_the_worker_and_never_enters_the_history(
 ) -> None:
     out = tmp_path / "digest.txt"
     (sim_home / "runbooks" / "secret-on-worker.md").write_text(SECRET_RUNBOOK.replace("OUT", str(out)))
-    operator = _env(sim_home)
+    operator = cli_env(sim_home)
     workers.start({**operator, "DB_PW": PASSWORD})  # only the worker has the value
-    run = _cli(operator, "run", "secret-on-worker", "--secret", "db_password=env:DB_PW", "--yes")
+    run = run_cli(operator, "run", "secret-on-worker", "--secret", "db_password=env:DB_PW", "--yes")
     assert run.returncode == 0, run.stderr[-4000:]
     assert out.read_text().strip() == hashlib.sha256(PASSWORD.encode()).hexdigest()  # the step had the value
     assert "password=*MASKED*" in run.stderr  # the careless step's output, shown masked
-    history = _decoded(_history(temporal, "runbook/lab/runbook-secret-on-worker"))
+    history = decoded(workflow_history(temporal, "runbook/lab/runbook-secret-on-worker"))
     assert '"secret_sources":{"db_password":"env:DB_PW"}' in history  # where it is, not what it is
     assert PASSWORD not in history and PASSWORD not in run.stdout + run.stderr
 
@@ -298,14 +160,14 @@ def test_a_secret_parameter_is_read_by_the_worker_and_never_enters_the_history(
 def test_a_gate_nobody_approved_stops_the_run_before_any_change(
     sim_home: Path, temporal: str, workers: Workers
 ) -> None:
-    env = _env(sim_home)
+    env = cli_env(sim_home)
     workers.start(env)
-    run = _cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate")
+    run = run_cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate")
     assert run.returncode == 4, run.stderr[-4000:]
     assert "nothing was changed" in run.stderr and "talos.flux" in run.stderr
-    status = json.loads(_cli(env, "sim", "status", "--json").stdout)
+    status = json.loads(run_cli(env, "sim", "status", "--json").stdout)
     assert not [vm for vm in status.get("vms", ()) if not vm["template"]]
-    unknown = _cli(env, "run", "cluster-craete", "--profile", "talos-staging", "--simulate", "--yes")
+    unknown = run_cli(env, "run", "cluster-craete", "--profile", "talos-staging", "--simulate", "--yes")
     assert unknown.returncode == 1, unknown.stderr  # the worker's answer, as a local run gives it
     assert "cluster-craete" in unknown.stderr and "cluster-create" in unknown.stderr
 
@@ -336,23 +198,23 @@ def test_runs_go_over_mutual_tls_and_a_certificate_the_server_does_not_trust_is_
         address = f"127.0.0.1:{front.port}"
         mutual = {"ca_file": "certs/ca.crt", "cert_file": "certs/client.crt", "key_file": "certs/client.key"}
         shutil.copytree(certs, sim_home / "certs")  # paths relative to the home
-        _on_temporal(sim_home, address, mutual)
+        on_temporal(sim_home, address, mutual)
         (sim_home / "runbooks" / "hello.md").write_text(HELLO)
-        env = _env(sim_home)
+        env = cli_env(sim_home)
         workers.start(env)
-        run = _cli(env, "run", "hello")
+        run = run_cli(env, "run", "hello")
         assert run.returncode == 0, run.stderr[-4000:]
         assert f"started on Temporal at {address}" in run.stderr and "[ok] hello" in run.stderr
 
         stranger = {**mutual, "cert_file": "certs/stranger.crt", "key_file": "certs/stranger.key"}
         for tls in (stranger, {"ca_file": "certs/ca.crt"}):  # a certificate the CA did not sign; none at all
-            _on_temporal(sim_home, address, tls)
-            refused = _cli(env, "run", "hello")
+            on_temporal(sim_home, address, tls)
+            refused = run_cli(env, "run", "hello")
             assert refused.returncode == 10, refused.stderr
             assert f"cannot reach Temporal at {address}" in refused.stderr and "no run was made" in refused.stderr
 
-        _on_temporal(sim_home, address, {**mutual, "key_file": "certs/missing.key"})
-        unreadable = _cli(env, "run", "hello")
+        on_temporal(sim_home, address, {**mutual, "key_file": "certs/missing.key"})
+        unreadable = run_cli(env, "run", "hello")
         assert unreadable.returncode == 10, unreadable.stderr
         assert "execution.temporal.tls.key_file in cluster-config.yaml: cannot read" in unreadable.stderr
     finally:
@@ -365,7 +227,7 @@ def test_a_wrong_temporal_address_is_located(sim_home: Path) -> None:
     config = yaml.safe_load(path.read_text())
     config["execution"]["temporal"]["address"] = "localhost"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    run = _cli(_env(sim_home), "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
+    run = run_cli(cli_env(sim_home), "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
     assert run.returncode == 3, run.stderr
     assert "execution.temporal.address" in run.stderr and "HOST:PORT" in run.stderr
 
@@ -381,7 +243,7 @@ def test_without_the_temporal_extra_a_run_on_temporal_says_what_to_install(sim_h
     )
     probe = "import importlib.util\nspec = importlib.util.find_spec\n" + probe
     checked = subprocess.run(
-        [sys.executable, "-c", probe], env=_env(sim_home), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", probe], env=cli_env(sim_home), capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 9, checked.stderr
     assert "pip install 'runbook[temporal]'" in checked.stderr
@@ -398,7 +260,7 @@ def test_a_local_run_never_imports_temporalio(tmp_path: Path) -> None:
         "assert 'temporalio' not in sys.modules, 'a local run imported temporalio'\n"
     )
     checked = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO, env=_env(REPO), capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", probe], cwd=REPO, env=cli_env(REPO), capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stderr
 
@@ -432,7 +294,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
     rig = make_rig(tmp_path / "rig", "talos-staging")
     try:
         rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})  # clones still running at a kill
-        _on_temporal(rig.home, temporal)
+        on_temporal(rig.home, temporal)
         first = workers.start(rig.env)  # the workers alone have the API token (in their environment)
         operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
         # Approved up front, as the crash harness's operator does: Flux, and the steps without a check
@@ -458,7 +320,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
         assert run.poll() is None, run.communicate()
         first.kill()  # SIGKILL: no goodbye to Temporal, a clone task left running on the cluster
         first.wait()
-        second = _cli(operator, "run", "cluster-create", "--profile", "talos-staging", "--yes")
+        second = run_cli(operator, "run", "cluster-create", "--profile", "talos-staging", "--yes")
         assert second.returncode == 6, second.stderr  # one run per profile: the workflow id, not a lock file
         assert "a run of the same profile is going on Temporal (workflow runbook/lab/talos-staging" in second.stderr
         workers.start(rig.env)
@@ -469,7 +331,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
         assert done == clean_effects, f"{done - clean_effects} extra, {clean_effects - done} missing"
         assert not [f for f in failed if "already exists" in f], failed
 
-        history = _decoded(_history(temporal, "runbook/lab/talos-staging"))
+        history = decoded(workflow_history(temporal, "runbook/lab/talos-staging"))
         assert '"step_id":"clone"' in history and '"runbook":"cluster-create"' in history  # decoded: the scan reads it
         assert SECRET not in history, "the API token entered the workflow's history"
         assert SECRET not in out + err + rig.every_byte()
@@ -478,17 +340,17 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
 
 
 def test_runbook_server_serves_on_loopback_with_its_state_in_the_home_and_stops_on_ctrl_c(sim_home: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(RUNBOOK), "server", "--port", str(port), "--headless"],
-        env=_env(sim_home),
+        env=cli_env(sim_home),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        wait_for(lambda: server.poll() is not None or _answers(f"127.0.0.1:{port}"), 60, "runbook server to answer")
+        wait_for(lambda: server.poll() is not None or answers(f"127.0.0.1:{port}"), 60, "runbook server to answer")
         assert server.poll() is None, server.communicate()
         assert (sim_home / ".runbook" / "temporal.db").is_file()
         outward = _outward_address()
