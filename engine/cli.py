@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -861,6 +861,7 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
 
     _needs_temporal_sdk()
     from .temporal.client import start_and_follow
+    from .temporal.identity import started
 
     start = contract.RunStart(
         run_id=new_run_id(run.name, datetime.now(UTC)),
@@ -875,6 +876,7 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
         concurrency=run.concurrency or 16,
         heartbeat_seconds=settings.heartbeat_seconds,
     )
+    start.starter = _signed_as(settings, started(start.run_id), "Nothing ran and no run was made")
     where = workflow_id(config.data, run.profile, run.name)
     started: list[bool] = []
 
@@ -1528,6 +1530,105 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
         )
 
     serve(home, config, settings, ready)
+
+
+def _signed_as(settings: Any, message: str, consequence: str) -> Any:
+    """This command's identity, signed with its mTLS client key when it has one (engine/temporal/identity.py)."""
+    from .temporal.identity import of_this_process
+
+    return of_this_process(settings.tls, message, consequence)
+
+
+def _on_temporal_for(ctx: click.Context, temporal_address: str | None, doing: str) -> Any:
+    home = _home(ctx)
+    config = _config_or_fail(home)
+    settings = _temporal_settings(home, config, temporal_address)
+    if settings is None:
+        raise _BadArgument(
+            f"{doing} needs Temporal's address: --temporal HOST:PORT, or execution.temporal in "
+            f"{home.shown(home.config_path)}"
+        )
+    _needs_temporal_sdk()
+    return settings
+
+
+_TEMPORAL_OPTION = click.option(
+    "--temporal",
+    "temporal_address",
+    metavar="HOST:PORT",
+    help="Temporal's address (default: execution.temporal in cluster-config.yaml).",
+)
+
+
+@main.command("approvals")
+@_TEMPORAL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per waiting gate.")
+@click.pass_context
+def approvals_cmd(ctx: click.Context, temporal_address: str | None, as_json: bool) -> None:
+    """List the gates runs on Temporal wait at, for this home's cluster, each with its change set.
+
+    Approve one with 'runbook approve RUN_ID STEP', or end its run there with 'runbook reject'.
+    """
+    settings = _on_temporal_for(ctx, temporal_address, "runbook approvals")
+    from .temporal.client import waiting
+
+    gates = waiting(settings)
+    if as_json:
+        for gate in gates:
+            _emit_json(asdict(gate))
+        return
+    if not gates:
+        click.echo(f"no gate waits on Temporal at {settings.address} (task queue {settings.task_queue})")
+        return
+    for gate in gates:
+        click.echo(f"{gate.run_id}  {gate.label}  waiting since {gate.since}: {'; '.join(gate.reasons)}")
+        if gate.display:
+            click.echo(f"  would run: {gate.display}")
+        for line in gate.changes:
+            click.echo(line)
+
+
+def _decide(
+    ctx: click.Context, temporal_address: str | None, run_id: str, step: str, approve: bool, reason: str
+) -> None:
+    settings = _on_temporal_for(ctx, temporal_address, "runbook approve" if approve else "runbook reject")
+    from .temporal import contract
+    from .temporal.client import decide
+    from .temporal.identity import decided
+
+    def make(gate: Any) -> Any:
+        decision = contract.Decision(run_id, gate.step, gate.item, approve, contract.Identity(""), reason)
+        decision.by = _signed_as(settings, decided(decision), "Nothing was decided")
+        return decision
+
+    done = decide(settings, run_id, step, make)
+    verb = "approved" if approve else "rejected"
+    click.echo(f"{verb} {step} of run {run_id} as {done.by.name} ({done.by.how}) at {done.at}")
+
+
+@main.command("approve")
+@click.argument("run_id")
+@click.argument("step")
+@_TEMPORAL_OPTION
+@click.pass_context
+def approve_cmd(ctx: click.Context, run_id: str, step: str, temporal_address: str | None) -> None:
+    """Approve the gate a run on Temporal waits at (STEP, or STEP[ITEM]); the run goes on.
+
+    Who approves is the subject of this machine's mTLS client certificate (execution.temporal.tls),
+    checked by the worker; without one, the OS user, recorded as unauthenticated.
+    """
+    _decide(ctx, temporal_address, run_id, step, True, "")
+
+
+@main.command("reject")
+@click.argument("run_id")
+@click.argument("step")
+@click.option("--reason", default="", help="Why, recorded in the run's journal.")
+@_TEMPORAL_OPTION
+@click.pass_context
+def reject_cmd(ctx: click.Context, run_id: str, step: str, reason: str, temporal_address: str | None) -> None:
+    """Reject the gate a run on Temporal waits at: the run ends there (failed), nothing of the step runs."""
+    _decide(ctx, temporal_address, run_id, step, False, reason)
 
 
 @main.command("completion")

@@ -18,7 +18,10 @@ Record schema (every record also has ``seq``, counting from 1, ``ts``, ISO 8601 
 - ``step_skipped``: ``step``, ``item``, ``reason`` (``when_false`` or ``check_true``)
 - ``step_failed``: ``step``, ``item``, ``error``, ``duration``
 - ``gate_waiting``: ``step``, ``item``
-- ``gate_approved``: ``step``, ``item``, ``by`` (user@host)
+- ``gate_approved``: ``step``, ``item``, ``by`` (user@host; on Temporal, who approved: a client
+  certificate's subject, with ``authenticated``, ``how`` and ``at`` when approved while the run waited)
+- ``gate_rejected``: ``step``, ``item``, ``by``, ``reason`` (on Temporal: ``runbook reject``), with
+  ``authenticated``, ``how``, ``at``
 - ``run_finished``: ``status`` (``succeeded``, ``failed``, ``stopped_at_gate``, or ``interrupted``: Ctrl-C
   or SIGTERM; steps in flight on worker threads finished first, so the last records may follow it)
 
@@ -66,6 +69,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
     "step_failed": (*_STEP, "error", "duration"),
     "gate_waiting": _STEP,
     "gate_approved": (*_STEP, "by"),
+    "gate_rejected": (*_STEP, "by", "reason"),
     "run_finished": ("status",),
 }
 RUN_ID = re.compile(r"\d{8}-\d{6}-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{4}")
@@ -265,6 +269,8 @@ class RunState:
         elif kind == "gate_approved":
             self.gate = None
             self.approved.append(StepKey(record["step"], record["item"]))
+        elif kind == "gate_rejected":
+            self.gate = StepKey(record["step"], record["item"])  # where the run stopped
         else:
             key = StepKey(record["step"], record["item"])
             before = self.steps.get(key, StepState(key, "in_doubt"))
@@ -447,8 +453,12 @@ class RunRecord:
     def gate_waiting(self, step: str, item: str | None) -> None:
         self._append("gate_waiting", step=step, item=item)
 
-    def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None:
-        self._append("gate_approved", step=step, item=item, by=by or current_who())
+    def gate_approved(self, step: str, item: str | None, by: str | None = None, **detail: Any) -> None:
+        """``detail``: how ``by`` was authenticated and when (an approval given while a run on Temporal waited)."""
+        self._append("gate_approved", step=step, item=item, by=by or current_who(), **detail)
+
+    def gate_rejected(self, step: str, item: str | None, by: str, reason: str, **detail: Any) -> None:
+        self._append("gate_rejected", step=step, item=item, by=by, reason=reason, **detail)
 
     def run_finished(self, status: str) -> None:
         if status not in FINAL_STATUSES:

@@ -17,6 +17,7 @@ the retry follows that task to its end instead of sending the step again.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import hashlib
 import json
 import threading
@@ -33,16 +34,19 @@ from ..errors import RunbookError
 from ..load.config import ClusterConfig
 from ..load.home import Home
 from ..load.problems import InputError
+from ..report.changes import change_lines
 from ..run.dispatch import Dispatcher
 from ..run.execution import Begun, Outcome, begin_run, reopen_run
 from ..run.journal import RUN_FILE, UnknownRun
+from ..run.preview import Previewer
 from ..run.runner import GateStop, PlanEntry, StepError
 from ..run.schedule import Task, width
 from ..run.secretparams import SecretInput
 from ..run.sections import Section
-from ..runbook.actions import StepFailed, TaskFollow
+from ..runbook.actions import StepFailed, TaskFollow, action_from_dict
 from . import contract as c
-from .approvals import UpFront
+from .approvals import Approvals, GateWaits, check, detail
+from .settings import four_eyes, settings
 
 _EXIT = {"succeeded": exitcodes.OK, "failed": exitcodes.FAILED, "stopped_at_gate": exitcodes.GATE}
 
@@ -66,6 +70,7 @@ class _Run:
     sections: list[Section]
     dispatcher: Dispatcher
     resources: ExitStack
+    approvals: Approvals
     lock: threading.Lock = field(default_factory=threading.Lock)
     current: _Section | None = None
 
@@ -90,7 +95,7 @@ class Activities:
         self._beat = _Beat()
 
     def all(self) -> list[Any]:
-        return [self.open_run, self.section_items, self.run_task, self.end_section, self.close_run]
+        return [self.open_run, self.section_items, self.run_task, self.end_section, self.close_run, self.check_decision]
 
     # ------------------------------------------------------------------ the activities
 
@@ -102,7 +107,7 @@ class Activities:
                 run = self._run(start, 0)  # this activity was retried after the run was made
             else:
                 resources = ExitStack()
-                approver = UpFront(start)
+                approver = self._approvals(start)
                 try:
                     dispatcher = self._dispatcher(start, resources)
                     begun = begin_run(
@@ -133,7 +138,7 @@ class Activities:
                         begun.status, begun.exit_code, begun.message, begun.warnings + dispatcher.warnings
                     )
                     return c.Opened(events=self._taken(), outcome=ending)
-                run = self._keep(start, begun, dispatcher, resources)
+                run = self._keep(start, begun, dispatcher, resources, approver)
             plans = [
                 c.SectionPlan([step.id for step in section.steps], width(section.steps[0], start.concurrency, False))
                 for section in run.sections
@@ -154,6 +159,8 @@ class Activities:
         """One step of one item: render, guards, gate, execute, journal; what the step loop does for it."""
         with self._beating(ref.start):
             run = self._run(ref.start, ref.section)
+            if ref.decision is not None:
+                run.approvals.decisions[(ref.decision.step, ref.decision.item)] = ref.decision
             with run.lock:
                 current = self._section(run, ref.section)
                 section = run.sections[ref.section]
@@ -185,6 +192,11 @@ class Activities:
         with self._beating(close.start):
             run = self._run(close.start, None)
             try:
+                rejected = close.rejected
+                if rejected is not None:
+                    run.begun.record.gate_rejected(
+                        rejected.step, rejected.item, rejected.by.name, rejected.reason, **detail(rejected)
+                    )
                 run.begun.record.run_finished(close.status)
             finally:
                 with self._runs_lock:
@@ -194,7 +206,33 @@ class Activities:
             message = close.message or f"run {close.run_id} succeeded"
             return c.Ending(close.status, _EXIT[close.status], message, list(run.dispatcher.warnings))
 
+    @activity.defn(name=c.CHECK_DECISION)
+    def check_decision(self, asked: c.DecisionCheck) -> c.Decision:
+        """Who approves or rejects, as this worker checks it (their certificate against its CA for clients),
+        and whether ``gates.four_eyes`` lets them; a refusal, said, is never retried."""
+        found = settings(self.config.data, None, self.home.root)
+        client_ca = found.tls.client_ca_file if found is not None and found.tls is not None else None
+        try:
+            return check(asked.decision, asked.start, client_ca, four_eyes(self.config.data))
+        except ValueError as refused:
+            raise ApplicationError(str(refused), type=c.REFUSED, non_retryable=True) from None
+
     # ------------------------------------------------------------------ the run as this worker holds it
+
+    def _approvals(self, start: c.RunStart) -> Approvals:
+        return Approvals(start, lambda entry: self._changes(start.run_id, entry))
+
+    def _changes(self, run_id: str, entry: PlanEntry) -> list[str]:
+        """The change set of a gated item, as the dry-run's review shows it (read live, read-only)."""
+        run = self._runs.get(run_id)
+        if run is None or entry.action is None:
+            return []
+        try:
+            found = Previewer(run.begun.session.facts, run.dispatcher)(action_from_dict(entry.action), entry.step_id)
+        except StepFailed as failure:
+            return [f"  (its change set could not be read: {failure.message})"]
+        lines = change_lines([dataclasses.replace(change, step=entry.step_id, item=entry.item_key) for change in found])
+        return list(run.dispatcher.masker.mask_data(lines))
 
     def _dispatcher(self, start: c.RunStart, resources: ExitStack) -> Dispatcher:
         """The run's executors: the real cluster's, with this worker's credentials, or the simulated one."""
@@ -211,10 +249,12 @@ class Activities:
         self._beat.masker = dispatcher.masker
         return dispatcher
 
-    def _keep(self, start: c.RunStart, begun: Begun, dispatcher: Dispatcher, resources: ExitStack) -> _Run:
+    def _keep(
+        self, start: c.RunStart, begun: Begun, dispatcher: Dispatcher, resources: ExitStack, approvals: Approvals
+    ) -> _Run:
         runner = begun.runner
-        runner.journal = _Heartbeating(runner.journal, self._beat)
-        run = _Run(start, begun, runner.sections(), dispatcher, resources)
+        runner.journal = _Heartbeating(runner.journal, self._beat, approvals)
+        run = _Run(start, begun, runner.sections(), dispatcher, resources, approvals)
         self._runs[start.run_id] = run
         return run
 
@@ -227,13 +267,14 @@ class Activities:
                 self._beat.masker = run.dispatcher.masker
                 return run
             resources = ExitStack()
+            approvals = self._approvals(start)
             try:
                 dispatcher = self._dispatcher(start, resources)
                 begun = reopen_run(
                     self.home,
                     start.run_id,
                     dispatcher=dispatcher,
-                    approver=UpFront(start),
+                    approver=approvals,
                     on_event=self._on_event,
                     concurrency=start.concurrency,
                     secrets=SecretInput(start.secret_sources),
@@ -249,7 +290,7 @@ class Activities:
             except BaseException:
                 resources.close()
                 raise
-            run = self._keep(start, begun, dispatcher, resources)
+            run = self._keep(start, begun, dispatcher, resources, approvals)
             for earlier in run.sections[: section or 0]:
                 # The sections the workflow went through, the usual way (steps finished are not
                 # redone, read-only steps read again), so the steps after them see their outputs.
@@ -352,18 +393,27 @@ class Activities:
             ) from None
         except InputError as exc:
             raise self._final(c.PROBLEMS, "\n".join(str(p) for p in exc.problems)) from None
+        except GateWaits as waits:
+            raise self._final(
+                c.GATE_WAITS, f"gated step '{waits.waiting.label}' waits for approval", waits.waiting
+            ) from None
 
-    def _final(self, kind: str, message: str) -> ApplicationError:
+    def _final(self, kind: str, message: str, *more: Any) -> ApplicationError:
         events = [_as_dict(event) for event in self._taken()]
-        return ApplicationError(message, events, type=kind, non_retryable=True)
+        return ApplicationError(message, events, *more, type=kind, non_retryable=True)
 
 
 class _Heartbeating:
     """The run's journal, telling the heartbeat of the activity on this thread which task its step started."""
 
-    def __init__(self, journal: Any, beat: _Beat):
+    def __init__(self, journal: Any, beat: _Beat, approvals: Approvals):
         self._journal = journal
         self._beat = beat
+        self._approvals = approvals
+
+    def gate_approved(self, step: str, item: str | None, by: str | None = None) -> None:
+        """With how the approver was authenticated, and when, for an approval given while the run waited."""
+        self._journal.gate_approved(step, item, by, **self._approvals.record)
 
     def task_started(self, step: str, item: str | None, upid: str, node: str) -> None:
         self._journal.task_started(step, item, upid, node)

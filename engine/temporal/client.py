@@ -13,9 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowQueryFailedError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, TLSConfig
 
 from .. import exitcodes
@@ -132,3 +138,60 @@ async def _follow(handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.E
         return result.result()
     except WorkflowFailureError as exc:
         return c.Ending("failed", exitcodes.FAILED, f"the run's workflow failed: {exc.cause or exc}")
+
+
+class DecisionRefused(RunbookError):
+    exit_code = exitcodes.REFUSED
+
+
+class NothingWaits(RunbookError):
+    exit_code = exitcodes.PROBLEMS
+
+
+def waiting(settings: TemporalSettings) -> list[c.Waiting]:
+    """Every gate a run of this cluster waits at (the running workflows of its task queue, each asked)."""
+    return asyncio.run(_waiting(settings))
+
+
+async def _waiting(settings: TemporalSettings) -> list[c.Waiting]:
+    client = await connect(settings, "Nothing was listed")
+    return await _waiting_on(client, settings)
+
+
+async def _waiting_on(client: Client, settings: TemporalSettings) -> list[c.Waiting]:
+    query = f"WorkflowType = '{c.WORKFLOW}' AND ExecutionStatus = 'Running' AND TaskQueue = '{settings.task_queue}'"
+    found: list[c.Waiting] = []
+    async for execution in client.list_workflows(query):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        try:
+            found += await handle.query("approvals", result_type=list[c.Waiting], rpc_timeout=timedelta(seconds=10))
+        except (RPCError, WorkflowQueryFailedError):
+            continue  # no worker answers for it now: it is listed again once one does
+    return sorted(found, key=lambda w: (w.since, w.run_id, w.label))
+
+
+def decide(settings: TemporalSettings, run_id: str, step: str, make: Callable[[c.Waiting], c.Decision]) -> c.Decision:
+    """Send the decision ``make`` returns for the gate of ``run_id`` named ``step`` (``step``, ``step[item]``,
+    or its label); the decision as the worker checked it."""
+    return asyncio.run(_decide(settings, run_id, step, make))
+
+
+async def _decide(
+    settings: TemporalSettings, run_id: str, step: str, make: Callable[[c.Waiting], c.Decision]
+) -> c.Decision:
+    client = await connect(settings, "Nothing was decided")
+    gates = [gate for gate in await _waiting_on(client, settings) if gate.run_id == run_id]
+    named = [gate for gate in gates if step in (gate.label, gate.step, f"{gate.step}[{gate.item}]")]
+    if len(named) != 1:
+        waits = ", ".join(gate.label for gate in gates) or "no gate"
+        what = "names several of its gates: name one as STEP[ITEM]" if named else "is not a gate it waits at"
+        raise NothingWaits(f"run {run_id} on Temporal at {settings.address}: {step} {what} (it waits at: {waits})")
+    gate = named[0]
+    handle = client.get_workflow_handle(gate.workflow_id)
+    try:
+        return await handle.execute_update("decide", make(gate), result_type=c.Decision)
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        while cause is not None and not isinstance(cause, ApplicationError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        raise DecisionRefused(f"{gate.label} of run {run_id}: {getattr(cause, 'message', None) or exc}") from None

@@ -18,12 +18,32 @@ ITEMS = "runbook-section-items"
 TASK = "runbook-step-item"
 END_SECTION = "runbook-end-section"
 CLOSE = "runbook-close-run"
+CHECK_DECISION = "runbook-check-decision"
 
 #: ApplicationError types an activity raises for what the run decided, never retried.
 STEP_FAILED = "StepFailed"
 GATE_STOP = "GateStop"
 PROBLEMS = "RunbookProblems"
 REFUSED = "RunRefused"
+GATE_WAITS = "GateWaits"  # the step met a gate nobody approved yet: the workflow waits for a decision
+GATE_REJECTED = "GateRejected"
+
+
+@dataclass
+class Identity:
+    """Who started a run or decided a gate, as the worker can check it.
+
+    With mutual TLS, ``name`` is the subject of the client certificate the command connected with,
+    ``certificate`` that certificate (PEM) and ``signature`` its key's signature of what was done
+    (``engine.temporal.identity``): the worker checks both against the CA it trusts for clients. Without
+    it, ``name`` is the OS user (``user@host``), a claim nobody checked: ``authenticated`` stays False.
+    """
+
+    name: str
+    authenticated: bool = False
+    how: str = "OS user, unauthenticated"
+    certificate: str | None = None
+    signature: str | None = None
 
 
 @dataclass
@@ -42,6 +62,7 @@ class RunStart:
     concurrency: int = 16
     heartbeat_seconds: float = 30.0
     step_timeout_seconds: float = 6 * 3600.0
+    starter: Identity | None = None  # who started it, signed when over mutual TLS (four-eyes compares with it)
 
 
 @dataclass
@@ -95,12 +116,50 @@ class Items:
 
 
 @dataclass
+class Waiting:
+    """A gate the run waits at: what ``runbook approvals`` lists, and the key a decision names."""
+
+    run_id: str
+    step: str
+    item: str | None
+    label: str
+    reasons: list[str]
+    display: str  # what the step would send or run, rendered (secret parameters masked)
+    changes: list[str]  # its change set, as the dry-run's review shows it
+    since: str = ""  # ISO 8601 UTC, the workflow's time when it began to wait
+    workflow_id: str = ""
+
+
+@dataclass
+class Decision:
+    """``runbook approve`` / ``runbook reject`` of one waiting gate; ``at`` and ``checked`` set by the workflow."""
+
+    run_id: str
+    step: str
+    item: str | None
+    approve: bool
+    by: Identity
+    reason: str = ""
+    at: str = ""
+    checked: str = ""  # how the worker checked ``by``: "mTLS client certificate, verified" / "unauthenticated"
+
+
+@dataclass
+class DecisionCheck:
+    """What the worker checks a decision against: the run's starter (four-eyes)."""
+
+    decision: Decision
+    start: RunStart
+
+
+@dataclass
 class TaskRef:
     run_id: str
     section: int
     item: int
     stage: int
     start: RunStart
+    decision: Decision | None = None  # the approval of this item's gate, once given
 
 
 @dataclass
@@ -114,3 +173,4 @@ class Close:
     status: str  # succeeded | failed | stopped_at_gate
     message: str
     start: RunStart
+    rejected: Decision | None = None  # the rejection that ended the run, journaled as gate_rejected

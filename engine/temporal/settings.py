@@ -19,6 +19,7 @@ class Tls:
     cert_file: Path | None = None
     key_file: Path | None = None
     server_name: str | None = None
+    client_ca_file: Path | None = None  # the CA of the operators' client certificates (approvals); default ca_file
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,13 @@ def _tls(section: dict[str, Any], home: Path) -> Tls:
         given = section.get(key)
         return None if given is None else home / Path(str(given)).expanduser()
 
-    return Tls(path("ca_file"), path("cert_file"), path("key_file"), section.get("server_name"))
+    ca = path("ca_file")
+    return Tls(ca, path("cert_file"), path("key_file"), section.get("server_name"), path("client_ca_file") or ca)
+
+
+def four_eyes(config: dict[str, Any]) -> bool:
+    """``gates.four_eyes``: a gate is approved by someone other than who started the run, both authenticated."""
+    return bool((config.get("gates") or {}).get("four_eyes"))
 
 
 def workflow_id(config: dict[str, Any], profile: str | None, runbook: str) -> str:

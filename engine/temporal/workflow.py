@@ -31,14 +31,55 @@ ATTEMPTS = 5
 class RunWorkflow:
     def __init__(self) -> None:
         self._events: list[c.Event] = []
+        self._start: c.RunStart | None = None
+        self._waiting: dict[tuple[str, str | None], c.Waiting] = {}
+        self._decided: dict[tuple[str, str | None], c.Decision] = {}
+        self._rejected: c.Decision | None = None
 
     @workflow.query(name="events")
     def events(self, since: int) -> list[c.Event]:
         """The progress events from number ``since`` on: what the CLI following the run prints."""
         return self._events[since:]
 
+    @workflow.query(name="approvals")
+    def approvals(self) -> list[c.Waiting]:
+        """The gates the run waits at: what ``runbook approvals`` lists."""
+        return list(self._waiting.values())
+
+    @workflow.update(name="decide")
+    async def decide(self, decision: c.Decision) -> c.Decision:
+        """``runbook approve`` / ``reject``: checked by a worker (who, four-eyes), then the waiting step
+        goes on (its next activity carries the approval) or the run ends there."""
+        assert self._start is not None
+        stamped = dataclasses.replace(decision, at=workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"))
+        try:
+            checked: c.Decision = await workflow.execute_activity(
+                c.CHECK_DECISION,
+                c.DecisionCheck(stamped, self._start),
+                result_type=c.Decision,
+                **self._options(self._start, _SHORT),
+            )
+        except ActivityError as error:
+            cause = error.cause if isinstance(error.cause, ApplicationError) else error
+            raise ApplicationError(str(cause.message if isinstance(cause, ApplicationError) else cause)) from None
+        key = (decision.step, decision.item)
+        if key in self._waiting and key not in self._decided:  # the first decision counts
+            self._decided[key] = checked
+        return self._decided.get(key, checked)
+
+    @decide.validator
+    def _decidable(self, decision: c.Decision) -> None:
+        """Refused before it enters history: a decision for a gate the run does not wait at."""
+        key = (decision.step, decision.item)
+        if self._start is None or decision.run_id != self._start.run_id or key not in self._waiting:
+            waiting = ", ".join(w.label for w in self._waiting.values()) or "none"
+            raise ValueError(f"run {decision.run_id} does not wait at {decision.step}; it waits at: {waiting}")
+        if key in self._decided:
+            raise ValueError(f"the gate of {self._waiting[key].label} was decided already")
+
     @workflow.run
     async def run(self, start: c.RunStart) -> c.Ending:
+        self._start = start
         opened: c.Opened = await workflow.execute_activity(
             c.OPEN, start, result_type=c.Opened, **self._options(start, _SHORT)
         )
@@ -72,10 +113,7 @@ class RunWorkflow:
         while not schedule.done:
             for task in schedule.start():
                 ref = c.TaskRef(start.run_id, number, task.item, task.stage, start)
-                call = workflow.execute_activity(
-                    c.TASK, ref, result_type=c.TaskDone, **self._options(start, start.step_timeout_seconds)
-                )
-                running[asyncio.ensure_future(call)] = task
+                running[asyncio.ensure_future(self._task(ref))] = task
             ended, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
             for handle in sorted(ended, key=lambda h: running[h]):  # one order on every replay
                 task = running.pop(handle)
@@ -93,11 +131,49 @@ class RunWorkflow:
                 first = first or cause
         return first
 
+    async def _task(self, ref: c.TaskRef) -> c.TaskDone:
+        """One step item's activity; when it meets a gate nobody approved, wait for the decision, then
+        run it again with the approval, or end it (rejected: nothing of the step ran)."""
+        options = self._options(ref.start, ref.start.step_timeout_seconds)
+        while True:
+            try:
+                return await workflow.execute_activity(c.TASK, ref, result_type=c.TaskDone, **options)
+            except ActivityError as error:
+                cause = error.cause
+                if not (isinstance(cause, ApplicationError) and cause.type == c.GATE_WAITS):
+                    raise
+            self._events += [c.Event(**event) for event in cause.details[0]]
+            waiting = c.Waiting(**cause.details[1])
+            waiting.since = workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+            waiting.workflow_id = workflow.info().workflow_id
+            key = (waiting.step, waiting.item)
+            self._waiting[key] = waiting
+            self._note(waiting, f"waits for approval: runbook approve {ref.run_id} {_named(waiting)} (or reject)")
+            await workflow.wait_condition(lambda key=key: key in self._decided)
+            decision = self._decided[key]
+            del self._waiting[key]
+            said = f"{decision.by.name} ({decision.by.how}) at {decision.at}"
+            if not decision.approve:
+                self._rejected = decision
+                self._note(waiting, f"rejected by {said}")
+                why = f": {decision.reason}" if decision.reason else ""
+                raise ApplicationError(
+                    f"gated step '{waiting.label}' was rejected by {said}{why}; nothing of it ran",
+                    type=c.GATE_REJECTED,
+                )
+            self._note(waiting, f"approved by {said}")
+            ref = dataclasses.replace(ref, decision=decision)
+
+    def _note(self, waiting: c.Waiting, text: str) -> None:
+        entry = {"step_id": waiting.step, "kind": "gate", "title": None, "line": 0, "item_key": waiting.item}
+        self._events.append(c.Event("progress", {**entry, "reason": text}))
+
     async def _close(self, start: c.RunStart, failure: ApplicationError | None) -> c.Ending:
         status = "succeeded"
         if failure is not None:
             status = "stopped_at_gate" if failure.type == c.GATE_STOP else "failed"
-        close = c.Close(start.run_id, status, failure.message if failure is not None else "", start)
+        message = failure.message if failure is not None else ""
+        close = c.Close(start.run_id, status, message, start, self._rejected)
         return await workflow.execute_activity(c.CLOSE, close, result_type=c.Ending, **self._options(start, _SHORT))
 
     @staticmethod
@@ -110,6 +186,11 @@ class RunWorkflow:
                 initial_interval=timedelta(seconds=1),
                 maximum_interval=timedelta(seconds=30),
                 maximum_attempts=ATTEMPTS,
-                non_retryable_error_types=[c.STEP_FAILED, c.GATE_STOP, c.PROBLEMS, c.REFUSED],
+                non_retryable_error_types=[c.STEP_FAILED, c.GATE_STOP, c.PROBLEMS, c.REFUSED, c.GATE_WAITS],
             ),
         }
+
+
+def _named(waiting: c.Waiting) -> str:
+    """The STEP argument of ``runbook approve`` for this gate: ``step`` or ``step[item]``."""
+    return waiting.step if waiting.item is None else f"'{waiting.step}[{waiting.item}]'"

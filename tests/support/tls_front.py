@@ -62,12 +62,14 @@ def _signed(
 
 
 def make_certificates(folder: Path) -> None:
-    """``ca``, ``server`` (127.0.0.1), ``client`` (signed by ``ca``) and ``stranger`` (self-signed), .crt and .key."""
+    """``ca``, ``server`` (127.0.0.1), ``client`` and ``reviewer`` (signed by ``ca``: two operators) and
+    ``stranger`` (self-signed), .crt and .key."""
     ca_cert, ca_key = _signed("runbook test CA", None, ca=True, usage=[])
     issuer = (ca_cert.subject, ca_key)
     _write(folder, "ca", ca_cert, ca_key)
     _write(folder, "server", *_signed("temporal", issuer, ca=False, usage=[ExtendedKeyUsageOID.SERVER_AUTH]))
     _write(folder, "client", *_signed("operator", issuer, ca=False, usage=[ExtendedKeyUsageOID.CLIENT_AUTH]))
+    _write(folder, "reviewer", *_signed("reviewer", issuer, ca=False, usage=[ExtendedKeyUsageOID.CLIENT_AUTH]))
     _write(folder, "stranger", *_signed("stranger", None, ca=False, usage=[ExtendedKeyUsageOID.CLIENT_AUTH]))
 
 

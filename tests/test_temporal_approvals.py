@@ -1,0 +1,202 @@
+"""Gates of runs on Temporal as approvals (docs/temporal.md, "Gates as approvals"), end to end: a real
+dev server, a real worker, the run followed by one ``runbook`` process while others, each with a home
+of its own (another operator's machine), list what waits, approve it or reject it.
+
+- a gated step waits in the workflow (no terminal, no ``--yes``); ``runbook approvals`` shows it
+  with its change set; under ``gates.four_eyes`` the starter's own approval and an unauthenticated
+  one are refused, another operator's (their mTLS client certificate, checked by the worker) lets the
+  run go on; the journal keeps who approved, how they were authenticated and when;
+- a rejected gate ends the run, failed, with nothing of that step or after it run, the rejection in
+  the journal; a decision for a gate the run does not wait at is refused, naming the ones it does.
+
+The waits are triggered by the journal's ``gate_waiting`` record, not by sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.temporal_rig import (
+    RUNBOOK,
+    TIMEOUT,
+    Workers,
+    cli_env,
+    decoded,
+    on_temporal,
+    run_cli,
+    workflow_history,
+)
+from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
+from tests.support.temporal_rig import temporal as temporal  # noqa: F401
+from tests.support.temporal_rig import workers as workers  # noqa: F401
+from tests.support.tls_front import TlsFront, make_certificates
+from tests.support.waiting import wait_for
+
+GATED = """---
+name: gated
+description: A gated change between two steps, for the approval tests.
+format: 2
+---
+
+# Gated
+
+```local {id: before, changes: []}
+echo before
+```
+
+## Describe the template
+
+```api {id: describe, confirm: true}
+PUT /nodes/pve01/qemu/101/config
+description: approved change
+```
+
+## After it
+
+```local {id: after, changes: []}
+echo after
+```
+"""
+WORKFLOW = "runbook/lab/runbook-gated"
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(RUNBOOK), "run", "gated", "--simulate"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _records(home: Path) -> list[dict[str, Any]]:
+    journals = list((home / ".runbook" / "runs").glob("*/journal.jsonl"))
+    if not journals:
+        return []
+    return [json.loads(line) for line in journals[0].read_bytes().split(b"\n")[:-1]]
+
+
+def _waits(home: Path, run: subprocess.Popen[str]) -> str:
+    """The run id, once its journal says the gate waits (the run must still be going)."""
+    wait_for(
+        lambda: run.poll() is not None or any(r["type"] == "gate_waiting" for r in _records(home)),
+        TIMEOUT,
+        "the gate to wait",
+    )
+    assert run.poll() is None, run.communicate()
+    return str(_records(home)[0]["run_id"])
+
+
+def _machine(tmp_path: Path, home: Path, name: str, address: str, tls: dict[str, str] | None) -> dict[str, str]:
+    """Another operator's machine: a home of its own (the same cluster), pointed at ``address``."""
+    other = tmp_path / name
+    other.mkdir()
+    shutil.copy(home / "cluster-config.yaml", other / "cluster-config.yaml")
+    if tls is not None:
+        shutil.copytree(home / "certs", other / "certs")
+    on_temporal(other, address, tls)
+    return cli_env(other)
+
+
+def test_a_gate_waits_for_another_operators_authenticated_approval(
+    sim_home: Path, temporal: str, workers: Workers, tmp_path: Path
+) -> None:
+    certs = sim_home / "certs"
+    certs.mkdir()
+    make_certificates(certs)
+    host, port = temporal.rsplit(":", 1)
+    front = TlsFront(certs, (host, int(port))).start()
+    try:
+        address = f"127.0.0.1:{front.port}"
+        mutual = {"ca_file": "certs/ca.crt", "cert_file": "certs/client.crt", "key_file": "certs/client.key"}
+        on_temporal(sim_home, address, mutual)
+        config = yaml.safe_load((sim_home / "cluster-config.yaml").read_text())
+        config["gates"] = {"four_eyes": True}
+        (sim_home / "cluster-config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (sim_home / "runbooks" / "gated.md").write_text(GATED)
+        env = cli_env(sim_home)  # the operator who starts the run (certificate CN=operator); the worker's home
+        workers.start(env)
+        run = _start(env)
+        run_id = _waits(sim_home, run)
+
+        reviewer = _machine(
+            tmp_path,
+            sim_home,
+            "reviewer",
+            address,
+            {**mutual, "cert_file": "certs/reviewer.crt", "key_file": "certs/reviewer.key"},
+        )
+        listed = run_cli(reviewer, "approvals")
+        assert listed.returncode == 0, listed.stderr
+        assert f"{run_id}  describe  waiting since " in listed.stdout and "marked confirm" in listed.stdout
+        assert "PUT /nodes/pve01/qemu/101/config" in listed.stdout
+        assert "~ vm 101" in listed.stdout and "description" in listed.stdout  # the change set, as reviewed
+
+        own = run_cli(env, "approve", run_id, "describe")
+        assert own.returncode == 7, own.stderr
+        assert "gates.four_eyes is on: CN=operator started run" in own.stderr
+        anonymous = run_cli(_machine(tmp_path, sim_home, "laptop", temporal, None), "approve", run_id, "describe")
+        assert anonymous.returncode == 7, anonymous.stderr
+        assert "must come from an authenticated operator" in anonymous.stderr and "unauthenticated" in anonymous.stderr
+        assert run.poll() is None  # still waiting: neither counted
+
+        approved = run_cli(reviewer, "approve", run_id, "describe")
+        assert approved.returncode == 0, approved.stderr
+        assert (
+            f"approved describe of run {run_id} as CN=reviewer (mTLS client certificate, verified)" in approved.stdout
+        )
+        out, err = run.communicate(timeout=TIMEOUT)
+        assert run.returncode == 0, err[-4000:]
+        assert "waits for approval: runbook approve " + run_id + " describe" in err
+        assert "approved by CN=reviewer (mTLS client certificate, verified)" in err and "[ok] after" in err
+        assert run_cli(reviewer, "approvals").stdout.startswith("no gate waits")
+
+        records = _records(sim_home)
+        approval = next(r for r in records if r["type"] == "gate_approved")
+        assert approval["by"] == "CN=reviewer" and approval["authenticated"] is True
+        assert approval["how"] == "mTLS client certificate, verified" and approval["at"].endswith("Z")
+        assert [r["step"] for r in records if r["type"] == "step_finished"] == ["before", "describe", "after"]
+        history = decoded(workflow_history(temporal, WORKFLOW))
+        for key in ("client.key", "reviewer.key"):  # signed with, never sent
+            assert (certs / key).read_text().split("\n")[1] not in history
+    finally:
+        workers.stop()
+        front.stop()
+
+
+def test_a_rejected_gate_ends_the_run_with_nothing_after_it_run(
+    sim_home: Path, temporal: str, workers: Workers
+) -> None:
+    (sim_home / "runbooks" / "gated.md").write_text(GATED)
+    env = cli_env(sim_home)
+    workers.start(env)
+    run = _start(env)
+    run_id = _waits(sim_home, run)
+
+    wrong = run_cli(env, "approve", run_id, "after")
+    assert wrong.returncode == 1, wrong.stderr
+    assert "after is not a gate it waits at (it waits at: describe)" in wrong.stderr
+
+    rejected = run_cli(env, "reject", run_id, "describe", "--reason", "not during the freeze")
+    assert rejected.returncode == 0, rejected.stderr
+    assert "(OS user, unauthenticated)" in rejected.stdout  # no mTLS: recorded as such, nobody's word checked
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 5, err[-4000:]
+    assert "gated step 'describe' was rejected by " in err and "not during the freeze; nothing of it ran" in err
+
+    records = _records(sim_home)
+    rejection = next(r for r in records if r["type"] == "gate_rejected")
+    assert rejection["step"] == "describe" and rejection["reason"] == "not during the freeze"
+    assert rejection["authenticated"] is False and rejection["how"] == "OS user, unauthenticated"
+    assert [r["step"] for r in records if r["type"] == "step_started"] == ["before"]
+    assert records[-1]["type"] == "run_finished" and records[-1]["status"] == "failed"
+    shown = json.loads(run_cli(env, "runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "failed"
