@@ -848,35 +848,51 @@ class _TemporalRun:
     concurrency: int | None
 
 
-def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dict[str, str], as_json: bool) -> Any:
-    """Start the run as a workflow on the cluster's task queue and follow it with the usual progress."""
-    from datetime import UTC, datetime
-
-    from .report.progress import Progress
-    from .run.execution import Outcome
-    from .run.journal import current_who, new_run_id
-    from .run.runner import PlanEntry
+def _run_start(
+    config: Any, settings: Any, run: _TemporalRun, sources: dict[str, str], run_id: str, schedule: str
+) -> Any:
+    """The workflow's input for ``run``, signed by this command under mutual TLS (who started it).
+    A scheduled run has no run id yet (the workflow draws one per run): the schedule is what is signed."""
+    from .run.journal import current_who
     from .temporal import contract
-    from .temporal.settings import workflow_id
-
-    _needs_temporal_sdk()
-    from .temporal.client import start_and_follow
-    from .temporal.identity import started
+    from .temporal.identity import scheduled, started
+    from .temporal.settings import approval_timeout
 
     start = contract.RunStart(
-        run_id=new_run_id(run.name, datetime.now(UTC)),
+        run_id=run_id,
         runbook=run.name,
         profile=run.profile,
         params=run.given,
         secret_sources=sources,
         approve_all=run.yes,
         approve=list(run.approve),
-        started_by=current_who(),
+        started_by=current_who() if not schedule else f"schedule {schedule} (added by {current_who()})",
         simulate=run.simulate,
         concurrency=run.concurrency or 16,
         heartbeat_seconds=settings.heartbeat_seconds,
+        approval_timeout_seconds=approval_timeout(config.data),
+        schedule=schedule,
     )
-    start.starter = _signed_as(settings, started(start.run_id), "Nothing ran and no run was made")
+    message = scheduled(schedule) if schedule else started(run_id)
+    consequence = "No schedule was added" if schedule else "Nothing ran and no run was made"
+    start.starter = _signed_as(settings, message, consequence)
+    return start
+
+
+def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dict[str, str], as_json: bool) -> Any:
+    """Start the run as a workflow on the cluster's task queue and follow it with the usual progress."""
+    from datetime import UTC, datetime
+
+    from .report.progress import Progress
+    from .run.execution import Outcome
+    from .run.journal import new_run_id
+    from .run.runner import PlanEntry
+    from .temporal.settings import workflow_id
+
+    _needs_temporal_sdk()
+    from .temporal.client import start_and_follow
+
+    start = _run_start(config, settings, run, sources, new_run_id(run.name, datetime.now(UTC)), "")
     where = workflow_id(config.data, run.profile, run.name)
     started: list[bool] = []
 
@@ -1629,6 +1645,110 @@ def approve_cmd(ctx: click.Context, run_id: str, step: str, temporal_address: st
 def reject_cmd(ctx: click.Context, run_id: str, step: str, reason: str, temporal_address: str | None) -> None:
     """Reject the gate a run on Temporal waits at: the run ends there (failed), nothing of the step runs."""
     _decide(ctx, temporal_address, run_id, step, False, reason)
+
+
+@main.group("schedule")
+def schedule_cmd() -> None:
+    """Recurring runs on Temporal Schedules (docs/temporal.md): add, list, trigger, remove.
+
+    A time that comes while a run the schedule started still goes is skipped (overlap policy: skip).
+    """
+
+
+def _schedule_of(ctx: click.Context, temporal_address: str | None, name: str, profile: str | None) -> Any:
+    settings = _on_temporal_for(ctx, temporal_address, "runbook schedule")
+    config = _config_or_fail(_home(ctx))
+    from .temporal.schedules import schedule_id
+
+    return settings, config, schedule_id(config.data["cluster"]["name"], name, profile)
+
+
+@schedule_cmd.command("add")
+@click.argument("name", shell_complete=_complete_runbooks)
+@click.option("--cron", required=True, metavar="EXPR", help="When, as a cron expression in UTC: '0 3 * * *'.")
+@click.option("--profile", "profile_name", metavar="P", shell_complete=_complete_profiles, help="The profile.")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter; repeatable.")
+@click.option("--secret", "secret_sources", multiple=True, metavar="NAME=SOURCE", help=_SECRET_HELP)
+@click.option("--simulate", is_flag=True, help="Each run against the workers' simulated cluster.")
+@_TEMPORAL_OPTION
+@click.pass_context
+def schedule_add_cmd(
+    ctx: click.Context,
+    name: str,
+    cron: str,
+    profile_name: str | None,
+    params: tuple[str, ...],
+    secret_sources: tuple[str, ...],
+    simulate: bool,
+    temporal_address: str | None,
+) -> None:
+    """Run NAME at every time --cron names, on this home's cluster. Its gates wait for 'runbook approve'
+    (listed by 'runbook approvals') for at most gates.approval_timeout, then the run fails there."""
+    settings, config, sid = _schedule_of(ctx, temporal_address, name, profile_name)
+    _load_runbook(_home(ctx), name)  # a runbook that is not there is named now, not at 3 a.m.
+    from .temporal.schedules import add
+    from .temporal.settings import workflow_id
+
+    sources = dict(_secrets(secret_sources, interactive=False).sources)
+    run = _TemporalRun(name, profile_name, _params(params), simulate, False, (), None)
+    start = _run_start(config, settings, run, sources, "", sid)
+    add(settings, sid, workflow_id(config.data, profile_name, name), cron, start)
+    click.echo(f"schedule {sid}: {name} at '{cron}' (UTC); a run still going when the next time comes: skipped")
+
+
+@schedule_cmd.command("list")
+@_TEMPORAL_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
+@click.pass_context
+def schedule_list_cmd(ctx: click.Context, temporal_address: str | None, as_json: bool) -> None:
+    """The schedules of this home's cluster: when, what, the next time, runs started and skipped."""
+    settings = _on_temporal_for(ctx, temporal_address, "runbook schedule")
+    config = _config_or_fail(_home(ctx))
+    from .temporal.schedules import listed
+
+    found = listed(settings, f"runbook/{config.data['cluster']['name']}/schedule/")
+    if as_json:
+        for entry in found:
+            _emit_json(asdict(entry))
+        return
+    if not found:
+        click.echo(f"no schedule on Temporal at {settings.address} for cluster {config.data['cluster']['name']}")
+    for entry in found:
+        nxt = entry.next_runs[0] if entry.next_runs else "never"
+        going = f", running: {', '.join(entry.running)}" if entry.running else ""
+        click.echo(
+            f"{entry.id}  '{entry.cron}'  {entry.runbook}{' --profile ' + entry.profile if entry.profile else ''}  "
+            f"next {nxt}; {entry.runs} started, {entry.skipped} skipped (a run still going){going}; "
+            f"added by {entry.added_by}"
+        )
+
+
+@schedule_cmd.command("trigger")
+@click.argument("name", shell_complete=_complete_runbooks)
+@click.option("--profile", "profile_name", metavar="P", shell_complete=_complete_profiles, help="The profile.")
+@_TEMPORAL_OPTION
+@click.pass_context
+def schedule_trigger_cmd(ctx: click.Context, name: str, profile_name: str | None, temporal_address: str | None) -> None:
+    """Start the schedule's run now (skipped, as at its times, while a run it started still goes)."""
+    settings, _, sid = _schedule_of(ctx, temporal_address, name, profile_name)
+    from .temporal.schedules import trigger
+
+    trigger(settings, sid)
+    click.echo(f"schedule {sid} triggered")
+
+
+@schedule_cmd.command("remove")
+@click.argument("name", shell_complete=_complete_runbooks)
+@click.option("--profile", "profile_name", metavar="P", shell_complete=_complete_profiles, help="The profile.")
+@_TEMPORAL_OPTION
+@click.pass_context
+def schedule_remove_cmd(ctx: click.Context, name: str, profile_name: str | None, temporal_address: str | None) -> None:
+    """Remove the schedule: no run starts from it any more (a run it started goes on)."""
+    settings, _, sid = _schedule_of(ctx, temporal_address, name, profile_name)
+    from .temporal.schedules import remove
+
+    remove(settings, sid)
+    click.echo(f"schedule {sid} removed")
 
 
 @main.command("completion")

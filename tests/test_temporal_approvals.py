@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from tests.support.temporal_rig import (
+    REPO,
     RUNBOOK,
     TIMEOUT,
     Workers,
@@ -200,3 +201,57 @@ def test_a_rejected_gate_ends_the_run_with_nothing_after_it_run(
     assert records[-1]["type"] == "run_finished" and records[-1]["status"] == "failed"
     shown = json.loads(run_cli(env, "runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "failed"
+
+
+def test_a_scheduled_runs_gate_met_with_nobody_there_waits_then_fails_the_run_at_its_timeout(
+    sim_home: Path, temporal: str, workers: Workers
+) -> None:
+    (sim_home / "runbooks" / "gated.md").write_text(GATED)
+    path = sim_home / "cluster-config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["gates"] = {"approval_timeout": "4s"}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    env = cli_env(sim_home)
+    workers.start(env)
+    added = run_cli(env, "schedule", "add", "gated", "--cron", "0 3 * * *", "--simulate")
+    assert added.returncode == 0, added.stderr
+    assert "schedule runbook/lab/schedule/gated: gated at '0 3 * * *'" in added.stdout
+    again = run_cli(env, "schedule", "add", "gated", "--cron", "0 4 * * *", "--simulate")
+    assert again.returncode == 6 and "exists already: remove it first" in again.stderr, again.stderr
+    bad = run_cli(env, "schedule", "add", "gated", "--cron", "at three", "--profile", "talos-staging")
+    assert bad.returncode == 2 and "--cron 'at three': Temporal refused it" in bad.stderr, bad.stderr
+
+    assert run_cli(env, "schedule", "trigger", "gated").returncode == 0
+    wait_for(lambda: any(r["type"] == "gate_waiting" for r in _records(sim_home)), TIMEOUT, "the scheduled gate")
+    listed = run_cli(env, "approvals")
+    assert "describe  waiting since" in listed.stdout and "~ vm 101" in listed.stdout, listed.stdout + listed.stderr
+    assert run_cli(env, "schedule", "trigger", "gated").returncode == 0  # while its run waits: skipped
+
+    def ended() -> dict[str, Any] | None:
+        records = _records(sim_home)
+        return records[-1] if records and records[-1]["type"] == "run_finished" else None
+
+    assert wait_for(ended, TIMEOUT, "the run to end at its approval timeout")["status"] == "failed"
+    records = _records(sim_home)
+    timeout = next(r for r in records if r["type"] == "gate_rejected")
+    assert timeout["reason"] == "no decision within 4s (gates.approval_timeout)" and timeout["by"] == "nobody"
+    assert [r["step"] for r in records if r["type"] == "step_started"] == ["before"]
+    assert len(list((sim_home / ".runbook" / "runs").iterdir())) == 1  # the second time was skipped, not queued
+
+    shown = run_cli(env, "schedule", "list")
+    assert "runbook/lab/schedule/gated  '0 3 * * *'  gated  next " in shown.stdout, shown.stderr
+    assert "1 started, 1 skipped (a run still going)" in shown.stdout
+    assert run_cli(env, "schedule", "remove", "gated").returncode == 0
+    assert run_cli(env, "schedule", "list").stdout.startswith("no schedule on Temporal")
+    gone = run_cli(env, "schedule", "remove", "gated")
+    assert gone.returncode == 1 and "no schedule runbook/lab/schedule/gated" in gone.stderr, gone.stderr
+
+
+def test_approvals_and_schedules_without_temporal_say_where_to_set_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO / "cluster-config.yaml", home / "cluster-config.yaml")
+    for args in (("approvals",), ("approve", "20261203-120000-gated-abcd", "describe"), ("schedule", "list")):
+        said = run_cli(cli_env(home), *args)
+        assert said.returncode == 2, said.stderr
+        assert "needs Temporal's address: --temporal HOST:PORT, or execution.temporal in" in said.stderr

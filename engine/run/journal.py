@@ -97,17 +97,18 @@ class UnknownRun(JournalError):
         self.suggestions = suggestions
 
 
-def new_run_id(runbook_name: str, now: datetime) -> str:
+def new_run_id(runbook_name: str, now: datetime, chance: str | None = None) -> str:
     """``20261128-142233-cluster-create-3f9a``: UTC time first so ids sort by start, then the runbook, then chance.
 
     UTC keeps the order right across DST changes and machines in different zones (``run.json`` has
     the full timestamp with its offset). The slug keeps only ``[a-z0-9-]``, so the id is a safe
     folder name whatever the runbook is called. Four random hex digits separate runs of the same
     runbook started in the same second; ``RunRecord.create`` refuses an existing folder, so a
-    collision is an error to retry, never an overwrite.
+    collision is an error to retry, never an overwrite. ``chance``: those digits, drawn by the caller
+    (a Temporal workflow, which must draw them from its own deterministic random).
     """
     slug = re.sub(r"[^a-z0-9]+", "-", runbook_name.lower()).strip("-")[:_SLUG_MAX].strip("-") or "run"
-    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{slug}-{secrets.token_hex(2)}"
+    return f"{now.astimezone(UTC):%Y%m%d-%H%M%S}-{slug}-{chance or secrets.token_hex(2)}"
 
 
 def current_who() -> str:

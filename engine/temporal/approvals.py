@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import contract as c
-from .identity import decided, started, verified
+from .identity import decided, scheduled, started, verified
 
 
 class GateWaits(Exception):
@@ -78,7 +78,8 @@ def check(decision: c.Decision, start: c.RunStart, client_ca: Path | None, four_
     name, authenticated, how = verified(decision.by, decided(decision), client_ca)
     checked = c.Identity(name, authenticated, how)
     if four_eyes and decision.approve:
-        starter, starter_known, starter_how = verified(start.starter, started(start.run_id), client_ca)
+        signed = scheduled(start.schedule) if start.schedule else started(start.run_id)
+        starter, starter_known, starter_how = verified(start.starter, signed, client_ca)
         if not authenticated:
             raise ValueError(
                 f"gates.four_eyes is on: an approval must come from an authenticated operator (a client "

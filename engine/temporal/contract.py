@@ -63,6 +63,8 @@ class RunStart:
     heartbeat_seconds: float = 30.0
     step_timeout_seconds: float = 6 * 3600.0
     starter: Identity | None = None  # who started it, signed when over mutual TLS (four-eyes compares with it)
+    approval_timeout_seconds: float = 24 * 3600.0  # a gate waits this long for a decision, then the run fails
+    schedule: str = ""  # the schedule that starts it (its run_id then chosen by the workflow, per run)
 
 
 @dataclass

@@ -35,6 +35,11 @@ def started(run_id: str) -> str:
     return f"runbook start {run_id}"
 
 
+def scheduled(schedule: str) -> str:
+    """What the operator adding a schedule signs: they start each of its runs."""
+    return f"runbook schedule {schedule}"
+
+
 def decided(decision: c.Decision) -> str:
     """What an approver (or rejecter) signs: the decision, the run, the step and item; nothing else replays it."""
     verb = "approve" if decision.approve else "reject"

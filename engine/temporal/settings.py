@@ -62,6 +62,20 @@ def _tls(section: dict[str, Any], home: Path) -> Tls:
     return Tls(ca, path("cert_file"), path("key_file"), section.get("server_name"), path("client_ca_file") or ca)
 
 
+#: How long a gate waits for a decision by default (``gates.approval_timeout``): a day.
+APPROVAL_TIMEOUT = 24 * 3600.0
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def approval_timeout(config: dict[str, Any]) -> float:
+    """``gates.approval_timeout`` (``90s``, ``30m``, ``24h``, ``7d``; the schema checks the form) in seconds."""
+    given = (config.get("gates") or {}).get("approval_timeout")
+    if given is None:
+        return APPROVAL_TIMEOUT
+    text = str(given)
+    return float(int(text[:-1]) * _UNITS[text[-1]])
+
+
 def four_eyes(config: dict[str, Any]) -> bool:
     """``gates.four_eyes``: a gate is approved by someone other than who started the run, both authenticated."""
     return bool((config.get("gates") or {}).get("four_eyes"))

@@ -17,6 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from ..run.journal import new_run_id
     from ..run.schedule import Schedule, Task
     from . import contract as c
 
@@ -79,6 +80,9 @@ class RunWorkflow:
 
     @workflow.run
     async def run(self, start: c.RunStart) -> c.Ending:
+        if not start.run_id:  # started by a schedule: a run id of its own each time, drawn deterministically
+            chance = f"{workflow.random().randrange(16**4):04x}"
+            start = dataclasses.replace(start, run_id=new_run_id(start.runbook, workflow.now(), chance))
         self._start = start
         opened: c.Opened = await workflow.execute_activity(
             c.OPEN, start, result_type=c.Opened, **self._options(start, _SHORT)
@@ -149,7 +153,12 @@ class RunWorkflow:
             key = (waiting.step, waiting.item)
             self._waiting[key] = waiting
             self._note(waiting, f"waits for approval: runbook approve {ref.run_id} {_named(waiting)} (or reject)")
-            await workflow.wait_condition(lambda key=key: key in self._decided)
+            try:
+                await workflow.wait_condition(
+                    lambda key=key: key in self._decided, timeout=timedelta(seconds=ref.start.approval_timeout_seconds)
+                )
+            except TimeoutError:
+                self._decided[key] = self._timed_out(ref.start, waiting)
             decision = self._decided[key]
             del self._waiting[key]
             said = f"{decision.by.name} ({decision.by.how}) at {decision.at}"
@@ -163,6 +172,21 @@ class RunWorkflow:
                 )
             self._note(waiting, f"approved by {said}")
             ref = dataclasses.replace(ref, decision=decision)
+
+    @staticmethod
+    def _timed_out(start: c.RunStart, waiting: c.Waiting) -> c.Decision:
+        """The rejection a gate gets when nobody decided within ``gates.approval_timeout``."""
+        took = f"{start.approval_timeout_seconds:g}s"
+        return c.Decision(
+            start.run_id,
+            waiting.step,
+            waiting.item,
+            False,
+            c.Identity("nobody", how="gates.approval_timeout"),
+            f"no decision within {took} (gates.approval_timeout)",
+            workflow.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "unauthenticated",
+        )
 
     def _note(self, waiting: c.Waiting, text: str) -> None:
         entry = {"step_id": waiting.step, "kind": "gate", "title": None, "line": 0, "item_key": waiting.item}
