@@ -879,7 +879,14 @@ def _run_start(
     return start
 
 
-def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dict[str, str], as_json: bool) -> Any:
+def _run_on_temporal(
+    config: Any,
+    settings: Any,
+    run: _TemporalRun,
+    sources: dict[str, str],
+    as_json: bool,
+    plan: tuple[dict[str, Any], str] | None = None,
+) -> Any:
     """Start the run as a workflow on the cluster's task queue and follow it with the usual progress."""
     from datetime import UTC, datetime
 
@@ -893,6 +900,8 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
     from .temporal.client import start_and_follow
 
     start = _run_start(config, settings, run, sources, new_run_id(run.name, datetime.now(UTC)), "")
+    if plan is not None:  # a saved plan: the worker checks it still holds, and holds each step to it
+        start.plan, start.plan_file = plan
     where = workflow_id(config.data, run.profile, run.name)
     started: list[bool] = []
 
@@ -1136,6 +1145,13 @@ class _PlanNotApproved(RunbookError):
     metavar="N",
     help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time.",
 )
+@click.option(
+    "--temporal",
+    "temporal_address",
+    metavar="HOST:PORT",
+    help="Apply it on Temporal at this address (default: execution.temporal in cluster-config.yaml); its "
+    "gates then wait for 'runbook approve' unless --yes. See docs/temporal.md.",
+)
 @click.pass_context
 def apply_cmd(
     ctx: click.Context,
@@ -1144,6 +1160,7 @@ def apply_cmd(
     secret_sources: tuple[str, ...],
     as_json: bool,
     concurrency: int | None,
+    temporal_address: str | None,
 ) -> None:
     """Run exactly the plan saved by 'runbook run NAME --dry-run --out PLAN'.
 
@@ -1168,6 +1185,14 @@ def apply_cmd(
         if not simulate:
             _not_example(home, "applying a plan to a real cluster")
         config = _config_or_fail(home)
+        on_temporal = _temporal_settings(home, config, temporal_address)
+        if on_temporal is not None:
+            # Its gates wait in the workflow for runbook approve (--yes: approved with the plan).
+            sources = dict(_secrets(secret_sources, interactive=False).sources)
+            run = _TemporalRun(str(document["runbook"]), document.get("profile"), {}, simulate, yes, (), concurrency)
+            plan = (dict(document), str(plan_file))
+            _finish(_run_on_temporal(config, on_temporal, run, sources, as_json, plan), as_json)
+            return
         gates = [str(gate["step"]) for gate in document.get("gates") or () if gate.get("certain")]
         interactive = sys.stdin.isatty() and not as_json
         click.echo(f"plan {plan_file}: {document.get('runbook')} — {document.get('change_summary')}", err=True)
@@ -1578,7 +1603,7 @@ _TEMPORAL_OPTION = click.option(
 
 @main.command("approvals")
 @_TEMPORAL_OPTION
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per waiting gate.")
+@click.option("--json", "as_json", is_flag=True, help="The waiting gates as a JSON list.")
 @click.pass_context
 def approvals_cmd(ctx: click.Context, temporal_address: str | None, as_json: bool) -> None:
     """List the gates runs on Temporal wait at, for this home's cluster, each with its change set.
@@ -1590,8 +1615,7 @@ def approvals_cmd(ctx: click.Context, temporal_address: str | None, as_json: boo
 
     gates = waiting(settings)
     if as_json:
-        for gate in gates:
-            _emit_json(asdict(gate))
+        _emit_json([asdict(gate) for gate in gates])
         return
     if not gates:
         click.echo(f"no gate waits on Temporal at {settings.address} (task queue {settings.task_queue})")
@@ -1698,7 +1722,7 @@ def schedule_add_cmd(
 
 @schedule_cmd.command("list")
 @_TEMPORAL_OPTION
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per schedule.")
+@click.option("--json", "as_json", is_flag=True, help="The schedules as a JSON list.")
 @click.pass_context
 def schedule_list_cmd(ctx: click.Context, temporal_address: str | None, as_json: bool) -> None:
     """The schedules of this home's cluster: when, what, the next time, runs started and skipped."""
@@ -1708,8 +1732,7 @@ def schedule_list_cmd(ctx: click.Context, temporal_address: str | None, as_json:
 
     found = listed(settings, f"runbook/{config.data['cluster']['name']}/schedule/")
     if as_json:
-        for entry in found:
-            _emit_json(asdict(entry))
+        _emit_json([asdict(entry) for entry in found])
         return
     if not found:
         click.echo(f"no schedule on Temporal at {settings.address} for cluster {config.data['cluster']['name']}")

@@ -255,3 +255,44 @@ def test_approvals_and_schedules_without_temporal_say_where_to_set_it(tmp_path: 
         said = run_cli(cli_env(home), *args)
         assert said.returncode == 2, said.stderr
         assert "needs Temporal's address: --temporal HOST:PORT, or execution.temporal in" in said.stderr
+
+
+def test_a_saved_plan_applied_on_temporal_is_checked_by_the_worker_and_its_gate_approved_the_same_way(
+    sim_home: Path, temporal: str, workers: Workers, tmp_path: Path
+) -> None:
+    (sim_home / "runbooks" / "gated.md").write_text(GATED)
+    (sim_home / "runbooks" / "other.md").write_text(GATED.replace("approved change", "someone else's change").replace("name: gated", "name: other"))
+    env = cli_env(sim_home)
+    workers.start(env)
+    moved, plan = tmp_path / "moved.json", tmp_path / "plan.json"
+    saved = run_cli(env, "run", "gated", "--simulate", "--dry-run", "--out", str(moved))
+    assert saved.returncode == 0, saved.stderr
+    changed = run_cli(env, "run", "other", "--simulate", "--yes")  # vm 101 changes after the review
+    assert changed.returncode == 0, changed.stderr
+    refused = run_cli(env, "apply", str(moved))
+    assert refused.returncode == 7, refused.stderr[-4000:]
+    assert "started on Temporal" in refused.stderr and "the cluster moved since the plan was made" in refused.stderr
+
+    assert run_cli(env, "run", "gated", "--simulate", "--dry-run", "--out", str(plan)).returncode == 0
+    before = {path.name for path in (sim_home / ".runbook" / "runs").iterdir()}
+    applying = subprocess.Popen(
+        [str(RUNBOOK), "apply", str(plan)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def waiting() -> list[dict[str, Any]]:
+        listed = run_cli(env, "approvals", "--json")
+        return [gate for gate in json.loads(listed.stdout or "[]") if gate["run_id"] not in before]
+
+    gate = wait_for(lambda: applying.poll() is not None or waiting(), TIMEOUT, "the plan's gate to wait")
+    assert applying.poll() is None, applying.communicate()
+    assert gate[0]["step"] == "describe" and "description" in "\n".join(gate[0]["changes"])
+    approved = run_cli(env, "approve", gate[0]["run_id"], "describe")
+    assert approved.returncode == 0, approved.stderr
+    _, err = applying.communicate(timeout=TIMEOUT)
+    assert applying.returncode == 0, err[-4000:]
+    assert "[ok] describe" in err and "[ok] after" in err

@@ -365,16 +365,22 @@ def begin_run(
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
     secrets: SecretInput | SecretParams = NO_SECRETS,
+    expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
+    prepared: tuple[Session, ClusterIdentity | None] | None = None,
 ) -> Outcome | Begun:
     """``start_run`` up to its first step, with the same checks in the same order (read the cluster,
     trust, preflight, tasks in flight and locks, gates ahead), under the id ``run_id`` its driver
     chose; an Outcome when the run stops before it is made. No profile lock: the driver keeps one
-    run per profile at a time (a Temporal workflow id)."""
-    try:
-        session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
-        cluster = _identity(session, dispatcher)
-    except _UNREADABLE as exc:
-        return _not_started(exc)
+    run per profile at a time (a Temporal workflow id). ``expected`` and ``prepared`` as for ``start_run``
+    (a saved plan applied)."""
+    if prepared is not None:
+        session, cluster = prepared
+    else:
+        try:
+            session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
+            cluster = _identity(session, dispatcher)
+        except _UNREADABLE as exc:
+            return _not_started(exc)
     refused = _untrusted(home, session)
     if refused is not None:
         return refused
@@ -394,7 +400,7 @@ def begin_run(
     if refused is not None:
         return refused
     record = RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster))
-    runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency)
+    runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency, expected=expected)
     return Begun(session, record, runner, ready + _notes(session))
 
 
@@ -407,10 +413,12 @@ def reopen_run(
     on_event: Callable[[str, PlanEntry], None] | None = None,
     concurrency: int | None = None,
     secrets: SecretInput = NO_SECRETS,
+    expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
 ) -> Begun:
     """A run ``begin_run`` made, taken over by another process of its driver (a Temporal worker that
     replaces one that died): read back from its journal as a resume reads it (finished steps are not
-    redone, steps in doubt are checked, their tasks followed to their end)."""
+    redone, steps in doubt are checked, their tasks followed to their end); ``expected``: the saved
+    plan it applies, as ``begin_run`` had it."""
     loaded = load_run(home.state_dir, run_id)
     meta = loaded.meta
     path = runbook_path(home, meta.runbook)
@@ -439,7 +447,15 @@ def reopen_run(
     )
     doubt = frozenset((k.step, k.item) for k in before.state.in_doubt if (k.step, k.item) not in done)
     runner = _real_runner(
-        session, record, dispatcher, approver, on_event, concurrency, done=done, check_unfinished=doubt
+        session,
+        record,
+        dispatcher,
+        approver,
+        on_event,
+        concurrency,
+        done=done,
+        check_unfinished=doubt,
+        expected=expected,
     )
     return Begun(session, record, runner, list(loaded.warnings))
 
@@ -884,6 +900,31 @@ def apply_plan(
     an input changed or anything it was planned against moved on the cluster, exit 8 when another
     cluster answers. Its gates are approved by whoever applies it (``approver``); each changing
     step must send what the plan reviewed, or the run stops before sending it."""
+    checked = check_plan(home, document, where, dispatcher, secrets)
+    if isinstance(checked, Outcome):
+        return checked
+    session, cluster, given = checked
+    return start_run(
+        home,
+        session.runbook.name,
+        document.get("profile"),
+        given,
+        dispatcher=dispatcher,
+        approver=approver,
+        mode=mode,
+        on_event=on_event,
+        concurrency=concurrency,
+        expected=plan_expected(document),
+        prepared=(session, cluster),
+    )
+
+
+def check_plan(
+    home: Home, document: Mapping[str, Any], where: str, dispatcher: Dispatcher, secrets: SecretInput = NO_SECRETS
+) -> Outcome | tuple[Session, ClusterIdentity | None, dict[str, str]]:
+    """What must still hold to apply the saved plan ``document``: its inputs, the cluster that answers,
+    what it was planned against; the session, cluster identity and parameters to run it with, or the
+    Outcome refusing it (nothing changed)."""
     given = {key: _as_param(value) for key, value in (document.get("parameters") or {}).items()}
     try:
         session = _prepare(
@@ -930,24 +971,16 @@ def apply_plan(
             + "\nReview again and save a new plan",
             session,
         )
-    expected = {
+    return session, cluster, given
+
+
+def plan_expected(document: Mapping[str, Any]) -> dict[tuple[str, str | None], dict[str, Any] | None]:
+    """What each step of the saved plan must send (None: it was skipped), checked as it runs."""
+    return {
         (str(step["step"]), step.get("item")): (step.get("action") if step["status"] == "would_run" else None)
         for step in document.get("steps") or ()
         if step["status"] in ("would_run", "skipped")
     }
-    return start_run(
-        home,
-        session.runbook.name,
-        document.get("profile"),
-        given,
-        dispatcher=dispatcher,
-        approver=approver,
-        mode=mode,
-        on_event=on_event,
-        concurrency=concurrency,
-        expected=expected,
-        prepared=(session, cluster),
-    )
 
 
 def _read_or_none(dispatcher: Dispatcher, path: str) -> Any:

@@ -36,10 +36,10 @@ from ..load.home import Home
 from ..load.problems import InputError
 from ..report.changes import change_lines
 from ..run.dispatch import Dispatcher
-from ..run.execution import Begun, Outcome, begin_run, reopen_run
+from ..run.execution import Begun, Outcome, begin_run, check_plan, plan_expected, reopen_run
 from ..run.journal import RUN_FILE, UnknownRun
 from ..run.preview import Previewer
-from ..run.runner import GateStop, PlanEntry, StepError
+from ..run.runner import GateStop, PlanDiverged, PlanEntry, StepError
 from ..run.schedule import Task, width
 from ..run.secretparams import SecretInput
 from ..run.sections import Section
@@ -110,20 +110,7 @@ class Activities:
                 approver = self._approvals(start)
                 try:
                     dispatcher = self._dispatcher(start, resources)
-                    begun = begin_run(
-                        self.home,
-                        start.runbook,
-                        start.profile,
-                        start.params,
-                        run_id=start.run_id,
-                        dispatcher=dispatcher,
-                        approver=approver,
-                        ahead=approver.ahead,
-                        mode="simulate" if start.simulate else "run",
-                        on_event=self._on_event,
-                        concurrency=start.concurrency,
-                        secrets=SecretInput(start.secret_sources),
-                    )
+                    begun = self._begin(start, dispatcher, approver)
                 except RunbookError as exc:  # the home, the runbook, its inputs: nothing to retry
                     resources.close()
                     said = "\n".join(line.removeprefix("error: ") for line in exc.lines())
@@ -144,6 +131,34 @@ class Activities:
                 for section in run.sections
             ]
             return c.Opened(plans, self._taken(), run.begun.warnings)
+
+    def _begin(self, start: c.RunStart, dispatcher: Dispatcher, approver: Approvals) -> Begun | Outcome:
+        """``begin_run``; for a saved plan (``runbook apply``), after the checks ``apply_plan`` makes
+        (inputs, cluster, what it was planned against), each changing step held to what the plan reviewed."""
+        secrets = SecretInput(start.secret_sources)
+        prepared, expected, given = None, None, start.params
+        if start.plan is not None:
+            checked = check_plan(self.home, start.plan, start.plan_file, dispatcher, secrets)
+            if isinstance(checked, Outcome):
+                return checked
+            session, cluster, given = checked
+            prepared, expected = (session, cluster), plan_expected(start.plan)
+        return begin_run(
+            self.home,
+            start.runbook,
+            start.profile,
+            given,
+            run_id=start.run_id,
+            dispatcher=dispatcher,
+            approver=approver,
+            ahead=approver.ahead,
+            mode="simulate" if start.simulate else "run",
+            on_event=self._on_event,
+            concurrency=start.concurrency,
+            secrets=secrets,
+            expected=expected,
+            prepared=prepared,
+        )
 
     @activity.defn(name=c.ITEMS)
     def section_items(self, ref: c.SectionRef) -> c.Items:
@@ -278,6 +293,7 @@ class Activities:
                     on_event=self._on_event,
                     concurrency=start.concurrency,
                     secrets=SecretInput(start.secret_sources),
+                    expected=plan_expected(start.plan) if start.plan is not None else None,
                 )
             except UnknownRun:
                 resources.close()
@@ -393,6 +409,14 @@ class Activities:
             ) from None
         except InputError as exc:
             raise self._final(c.PROBLEMS, "\n".join(str(p) for p in exc.problems)) from None
+        except PlanDiverged as diverged:
+            entry = diverged.entry
+            raise self._final(
+                c.REFUSED,
+                f"step '{entry.label}' is not what the plan reviewed: {entry.error}; nothing of it was sent. "
+                "The cluster or a step's output moved between the review and now: review again, then apply "
+                "the new plan",
+            ) from None
         except GateWaits as waits:
             raise self._final(
                 c.GATE_WAITS, f"gated step '{waits.waiting.label}' waits for approval", waits.waiting

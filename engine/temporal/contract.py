@@ -65,6 +65,8 @@ class RunStart:
     starter: Identity | None = None  # who started it, signed when over mutual TLS (four-eyes compares with it)
     approval_timeout_seconds: float = 24 * 3600.0  # a gate waits this long for a decision, then the run fails
     schedule: str = ""  # the schedule that starts it (its run_id then chosen by the workflow, per run)
+    plan: dict[str, Any] | None = None  # a saved plan applied (``runbook apply``): sealed, secret-free
+    plan_file: str = ""  # where the operator had it, for messages
 
 
 @dataclass
