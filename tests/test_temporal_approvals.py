@@ -7,7 +7,12 @@ of its own (another operator's machine), list what waits, approve it or reject i
   one are refused, another operator's (their mTLS client certificate, checked by the worker) lets the
   run go on; the journal keeps who approved, how they were authenticated and when;
 - a rejected gate ends the run, failed, with nothing of that step or after it run, the rejection in
-  the journal; a decision for a gate the run does not wait at is refused, naming the ones it does.
+  the journal; a decision for a gate the run does not wait at is refused, naming the ones it does;
+- schedules: added (a second add and a bad cron refused), triggered; the scheduled run's gate, met with
+  nobody there, waits (listed) and fails the run at ``gates.approval_timeout``; a trigger while it
+  waits is skipped (overlap: skip); listed with its counts, removed;
+- a saved plan applied on Temporal: refused by the worker when the cluster moved since the review;
+  else its gate waits and is approved the same way.
 
 The waits are triggered by the journal's ``gate_waiting`` record, not by sleeping.
 """
@@ -261,7 +266,9 @@ def test_a_saved_plan_applied_on_temporal_is_checked_by_the_worker_and_its_gate_
     sim_home: Path, temporal: str, workers: Workers, tmp_path: Path
 ) -> None:
     (sim_home / "runbooks" / "gated.md").write_text(GATED)
-    (sim_home / "runbooks" / "other.md").write_text(GATED.replace("approved change", "someone else's change").replace("name: gated", "name: other"))
+    (sim_home / "runbooks" / "other.md").write_text(
+        GATED.replace("approved change", "someone else's change").replace("name: gated", "name: other")
+    )
     env = cli_env(sim_home)
     workers.start(env)
     moved, plan = tmp_path / "moved.json", tmp_path / "plan.json"
@@ -296,3 +303,14 @@ def test_a_saved_plan_applied_on_temporal_is_checked_by_the_worker_and_its_gate_
     _, err = applying.communicate(timeout=TIMEOUT)
     assert applying.returncode == 0, err[-4000:]
     assert "[ok] describe" in err and "[ok] after" in err
+
+
+def test_a_wrong_gates_setting_is_located(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    config = (REPO / "cluster-config.yaml").read_text()
+    (home / "cluster-config.yaml").write_text(config + "gates:\n  approval_timeout: tomorrow\n  four_eye: true\n")
+    said = run_cli(cli_env(home), "approvals")
+    assert said.returncode == 3, said.stderr
+    assert "gates.approval_timeout: an approval timeout is a number and a unit: 90s, 30m, 24h, 7d" in said.stderr
+    assert "gates.four_eye: unknown field 'four_eye': did you mean 'four_eyes'?" in said.stderr
