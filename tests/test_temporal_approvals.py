@@ -72,9 +72,9 @@ echo after
 WORKFLOW = "runbook/lab/runbook-gated"
 
 
-def _start(env: dict[str, str]) -> subprocess.Popen[str]:
+def _start(env: dict[str, str], *more: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [str(RUNBOOK), "run", "gated", "--simulate"],
+        [str(RUNBOOK), "run", "gated", "--simulate", *more],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -130,7 +130,7 @@ def test_a_gate_waits_for_another_operators_authenticated_approval(
         (sim_home / "runbooks" / "gated.md").write_text(GATED)
         env = cli_env(sim_home)  # the operator who starts the run (certificate CN=operator); the worker's home
         workers.start(env)
-        run = _start(env)
+        run = _start(env, "--yes")  # under four-eyes, the starter's own --yes approves nothing
         run_id = _waits(sim_home, run)
 
         reviewer = _machine(

@@ -235,7 +235,7 @@ class Activities:
     # ------------------------------------------------------------------ the run as this worker holds it
 
     def _approvals(self, start: c.RunStart) -> Approvals:
-        return Approvals(start, lambda entry: self._changes(start.run_id, entry))
+        return Approvals(start, lambda entry: self._changes(start.run_id, entry), four_eyes(self.config.data))
 
     def _changes(self, run_id: str, entry: PlanEntry) -> list[str]:
         """The change set of a gated item, as the dry-run's review shows it (read live, read-only)."""

@@ -28,9 +28,10 @@ class GateWaits(Exception):
 class Approvals:
     """The approver of a run on a worker: up front from the start, else the decision its activity carries."""
 
-    def __init__(self, start: c.RunStart, changes: Callable[[Any], list[str]]):
-        self.all = start.approve_all
-        self.ids = set(start.approve)
+    def __init__(self, start: c.RunStart, changes: Callable[[Any], list[str]], four_eyes: bool):
+        # Under four-eyes the starter's own --yes/--approve approve nothing: their gates wait for someone else.
+        self.all = start.approve_all and not four_eyes
+        self.ids = set() if four_eyes else set(start.approve)
         self.start = start
         self.changes = changes  # an entry -> its change set's lines, as the dry-run shows them
         self.decisions: dict[tuple[str, str | None], c.Decision] = {}  # by (step, item): from the activities
