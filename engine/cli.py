@@ -1623,7 +1623,7 @@ def approvals_cmd(ctx: click.Context, temporal_address: str | None, as_json: boo
     for gate in gates:
         click.echo(f"{gate.run_id}  {gate.label}  waiting since {gate.since}: {'; '.join(gate.reasons)}")
         if gate.display:
-            click.echo(f"  would run: {gate.display}")
+            click.echo("  would run: " + gate.display.replace("\n", "\n    "))
         for line in gate.changes:
             click.echo(line)
 

@@ -8,6 +8,7 @@ of its own (another operator's machine), list what waits, approve it or reject i
   run go on; the journal keeps who approved, how they were authenticated and when;
 - a rejected gate ends the run, failed, with nothing of that step or after it run, the rejection in
   the journal; a decision for a gate the run does not wait at is refused, naming the ones it does;
+  items of one step wait each for their own decision, and one rejected ends the others' wait;
 - schedules: added (a second add and a bad cron refused), triggered; the scheduled run's gate, met with
   nobody there, waits (listed) and fails the run at ``gates.approval_timeout``; a trigger while it
   waits is skipped (overlap: skip); listed with its counts, removed;
@@ -314,3 +315,56 @@ def test_a_wrong_gates_setting_is_located(tmp_path: Path) -> None:
     assert said.returncode == 3, said.stderr
     assert "gates.approval_timeout: an approval timeout is a number and a unit: 90s, 30m, 24h, 7d" in said.stderr
     assert "gates.four_eye: unknown field 'four_eye': did you mean 'four_eyes'?" in said.stderr
+
+
+PAIR = """---
+name: pair
+description: Two gated items at once, for the approval tests.
+format: 2
+---
+
+# Pair
+
+```local {id: each, changes: [], confirm: true, foreach: "['a', 'b']", as: n, parallel: 2}
+echo {{ n }}
+```
+
+```local {id: after, changes: []}
+echo after
+```
+"""
+
+
+def test_items_wait_each_for_their_own_decision_and_a_rejection_ends_the_others_wait(
+    sim_home: Path, temporal: str, workers: Workers
+) -> None:
+    (sim_home / "runbooks" / "pair.md").write_text(PAIR)
+    env = cli_env(sim_home)
+    workers.start(env)
+    run = subprocess.Popen(
+        [str(RUNBOOK), "run", "pair"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(
+        lambda: run.poll() is not None or sum(r["type"] == "gate_waiting" for r in _records(sim_home)) == 2,
+        TIMEOUT,
+        "both items' gates to wait",
+    )
+    run_id = str(_records(sim_home)[0]["run_id"])
+    listed = run_cli(env, "approvals").stdout
+    assert f"{run_id}  each[a]  waiting" in listed and f"{run_id}  each[b]  waiting" in listed
+    assert "  would run: (locally)\n    echo a" in listed
+    both = run_cli(env, "approve", run_id, "each")
+    assert both.returncode == 1 and "each names several of its gates: name one as STEP[ITEM]" in both.stderr
+
+    assert run_cli(env, "reject", run_id, "each[a]").returncode == 0
+    _, err = run.communicate(timeout=TIMEOUT)
+    assert run.returncode == 5, err[-4000:]
+    assert "each[b]: not run: the run stopped before anyone decided" in err
+    assert [r["type"] for r in _records(sim_home)][-2:] == ["gate_rejected", "run_finished"]
+    assert not [r for r in _records(sim_home) if r["type"] == "step_started"]
+    assert run_cli(env, "approvals").stdout.startswith("no gate waits")

@@ -36,6 +36,7 @@ class RunWorkflow:
         self._waiting: dict[tuple[str, str | None], c.Waiting] = {}
         self._decided: dict[tuple[str, str | None], c.Decision] = {}
         self._rejected: c.Decision | None = None
+        self._stopping = False  # a task of the section failed (or was rejected): gates still waiting end too
 
     @workflow.query(name="events")
     def events(self, since: int) -> list[c.Event]:
@@ -127,6 +128,7 @@ class RunWorkflow:
                     schedule.finished(task)
                     continue
                 schedule.failed(task)
+                self._stopping = True
                 cause = error.cause if isinstance(error, ActivityError) else error
                 if not isinstance(cause, ApplicationError):
                     cause = ApplicationError(str(cause), type=c.STEP_FAILED)
@@ -155,15 +157,21 @@ class RunWorkflow:
             self._note(waiting, f"waits for approval: runbook approve {ref.run_id} {_named(waiting)} (or reject)")
             try:
                 await workflow.wait_condition(
-                    lambda key=key: key in self._decided, timeout=timedelta(seconds=ref.start.approval_timeout_seconds)
+                    lambda key=key: key in self._decided or self._stopping,
+                    timeout=timedelta(seconds=ref.start.approval_timeout_seconds),
                 )
             except TimeoutError:
                 self._decided[key] = self._timed_out(ref.start, waiting)
-            decision = self._decided[key]
             del self._waiting[key]
+            if key not in self._decided:  # another task of the section failed or was rejected meanwhile
+                self._note(waiting, "not run: the run stopped before anyone decided")
+                raise ApplicationError(
+                    f"gated step '{waiting.label}' not run: the run stopped before anyone decided", type=c.STEP_FAILED
+                )
+            decision = self._decided[key]
             said = f"{decision.by.name} ({decision.by.how}) at {decision.at}"
             if not decision.approve:
-                self._rejected = decision
+                self._rejected = self._rejected or decision
                 self._note(waiting, f"rejected by {said}")
                 why = f": {decision.reason}" if decision.reason else ""
                 raise ApplicationError(
