@@ -67,7 +67,11 @@ class RunWorkflow:
         key = (decision.step, decision.item)
         if key in self._waiting and key not in self._decided:  # the first decision counts
             self._decided[key] = checked
-        return self._decided.get(key, checked)
+        counted = self._decided.get(key)
+        if counted is not checked:  # another decision (or the run's end) came first, while this one was checked
+            first = f"decided by {counted.by.name} at {counted.at}" if counted is not None else "not waiting any more"
+            raise ApplicationError(f"not counted: the gate was {first}")
+        return checked
 
     @decide.validator
     def _decidable(self, decision: c.Decision) -> None:
