@@ -1530,6 +1530,91 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
     serve(home, config, settings, ready)
 
 
+@main.command("init")
+@click.argument("directory", type=click.Path(file_okay=True, path_type=Path), default=".")
+@click.pass_context
+def init_cmd(ctx: click.Context, directory: Path) -> None:
+    """Make a new runbook home in DIRECTORY (default: here): cluster-config.yaml, clusters/ with an
+    example profile, and runbooks/ with the shipped library and its manifest. Never overwrites.
+    """
+    from .init.scaffold import make_home
+
+    home = make_home(directory)
+    _init_done(home, "the example cluster-config.yaml: edit it for your cluster")
+
+
+def _init_done(home: Home, config_note: str) -> None:
+    from .init.library import MANIFEST
+
+    click.echo(f"new runbook home in {home.root}")
+    click.echo(f"  cluster-config.yaml   {config_note}")
+    click.echo("  clusters/             an example profile (dev-generic.yaml); 'runbook profiles new NAME' adds yours")
+    click.echo(f"  runbooks/             the shipped library; runbooks/{MANIFEST} records it as shipped")
+    click.echo(f"next: cd {home.root} && runbook validate")
+
+
+@main.group("library")
+def library_cmd() -> None:
+    """The shipped runbook library in your home: what a newer runbook changed, what you edited."""
+
+
+@library_cmd.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def library_status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the shipped runbooks that the installed runbook changed or added, and those you edited.
+
+    \b
+    update            unedited here, changed in the installed version: 'runbook library update' copies it
+    new               shipped by the installed version, not in this home yet: update adds it
+    edited            you changed it; the installed version ships what you started from
+    edited+changed    you changed it and so did the installed version: update shows the difference
+    removed           you deleted it: update leaves it deleted
+    no longer shipped the installed version dropped it: yours stays
+    """
+    from .init import library
+
+    home = _own_home(ctx, "runbook library status")
+    entries = library.status(home)
+    if as_json:
+        _emit_json([{"file": e.file, "state": e.state} for e in entries])
+        return
+    changed = [e for e in entries if e.state != library.CURRENT]
+    current = len(entries) - len(changed)
+    if not changed:
+        click.echo(f"all {current} shipped runbooks are as the installed version ships them")
+        return
+    table = Table("RUNBOOK", "STATE")
+    for entry in changed:
+        table.add_row(entry.file, entry.state)
+    table.print()
+    click.echo(f"{current} more as shipped")
+
+
+@library_cmd.command("update")
+@click.option("--adopt", is_flag=True, help="In a home without a manifest, record the files equal to the shipped ones.")
+@click.pass_context
+def library_update_cmd(ctx: click.Context, adopt: bool) -> None:
+    """Bring the runbooks you did not edit up to the installed version; never overwrite an edited one
+    (its difference to the shipped one is shown instead).
+    """
+    from .init import library
+
+    home = _own_home(ctx, "runbook library update")
+    report = library.update(home, adopt=adopt)
+    for name in report.copied:
+        click.echo(f"updated  runbooks/{name}")
+    for name, diff in report.kept:
+        click.echo(f"kept     runbooks/{name}: you edited it and the installed version changed it; merge by hand:")
+        click.echo(diff, nl=False)
+    for name in report.reviews_void:
+        click.echo(
+            f"note: your review of {name} was of its old content; review it again before a real run: runbook trust {name}"
+        )
+    if not report.copied and not report.kept:
+        click.echo("nothing to update: every runbook you did not edit is as the installed version ships it")
+
+
 @main.command("completion")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion_cmd(shell: str) -> None:
