@@ -9,6 +9,7 @@ stderr with a documented exit code, never as a traceback: they are ``RunbookErro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -1532,15 +1533,136 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
 
 @main.command("init")
 @click.argument("directory", type=click.Path(file_okay=True, path_type=Path), default=".")
+@click.option("--from", "from_url", metavar="https://NODE:8006", help="Read this cluster to write cluster-config.yaml.")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --from: the cluster CA (/etc/pve/pve-root-ca.pem on a node) to verify the node with.",
+)
+@click.option("--fingerprint", metavar="SHA256", help="With --from: the node certificate's SHA-256 fingerprint.")
+@click.option("--pass-path", metavar="ENTRY", help="With --from: the pass entry holding the API token.")
+@click.option(
+    "--token-env",
+    metavar="VAR",
+    default="PROXMOX_API_TOKEN",
+    show_default=True,
+    help="With --from: the variable holding user@realm!tokenid=secret, used instead of pass when set.",
+)
+@click.option("--ssh-user", default="root", show_default=True, help="With --from: the user SSH steps log in as.")
+@click.option("--simulate", is_flag=True, help="Read the simulated cluster instead of a real one (to try init out).")
 @click.pass_context
-def init_cmd(ctx: click.Context, directory: Path) -> None:
+def init_cmd(
+    ctx: click.Context,
+    directory: Path,
+    from_url: str | None,
+    ca_file: Path | None,
+    fingerprint: str | None,
+    pass_path: str | None,
+    token_env: str,
+    ssh_user: str,
+    simulate: bool,
+) -> None:
     """Make a new runbook home in DIRECTORY (default: here): cluster-config.yaml, clusters/ with an
     example profile, and runbooks/ with the shipped library and its manifest. Never overwrites.
-    """
-    from .init.scaffold import make_home
 
-    home = make_home(directory)
-    _init_done(home, "the example cluster-config.yaml: edit it for your cluster")
+    With --from (or --simulate), cluster-config.yaml is written from what the cluster reports: its
+    nodes, storages, bridges, templates and the VMIDs in use, each guess marked GUESSED. The node's
+    certificate is checked before the token is sent: with --ca-file, --fingerprint, or (with
+    neither) by showing its fingerprint for you to confirm on a terminal.
+    """
+    from .init.scaffold import check_target, make_home
+
+    check_target(directory)
+    if from_url is None and not simulate:
+        if ca_file or fingerprint or pass_path:
+            raise _BadArgument("--ca-file, --fingerprint and --pass-path go with --from https://NODE:8006")
+        _init_done(make_home(directory), "the example cluster-config.yaml: edit it for your cluster")
+        return
+    written = _init_read(directory, from_url, ca_file, fingerprint, pass_path, token_env, ssh_user, simulate)
+    home = make_home(directory, written.config, written.profile)
+    seen = written.discovery
+    _init_done(
+        home,
+        f"cluster {seen.name}: {len(seen.nodes)} node(s), {len(seen.templates)} template(s), "
+        f"{len(seen.vmids)} VMIDs in use; {written.guessed} line(s) marked GUESSED to check",
+    )
+
+
+def _init_read(
+    directory: Path,
+    from_url: str | None,
+    ca_file: Path | None,
+    fingerprint: str | None,
+    pass_path: str | None,
+    token_env: str,
+    ssh_user: str,
+    simulate: bool,
+) -> Any:
+    """Read the cluster for ``runbook init --from`` (or the simulated one): the texts to write."""
+    from .init import contact
+    from .init.configtext import Access
+    from .init.fromcluster import from_cluster
+    from .run.dispatch import Dispatcher
+
+    if simulate:
+        if from_url or ca_file or fingerprint:
+            raise _BadArgument("--simulate reads the simulated cluster: leave out --from, --ca-file and --fingerprint")
+        from .load.config import load_config
+        from .load.home import example_home
+
+        example = example_home()
+        access = Access(8006, pass_path, token_env, "~/.config/runbook/pve-root-ca.pem", None, ssh_user)
+        with _executors(example, load_config(example), True) as dispatcher:
+            return from_cluster(dispatcher, None, access, simulated=True)
+    assert from_url is not None
+    endpoint = contact.parse_endpoint(from_url)
+    if ca_file and fingerprint:
+        raise _BadArgument("--ca-file and --fingerprint both given: a node's certificate is checked one way; give one")
+    if not pass_path and token_env not in os.environ:
+        raise _BadArgument(
+            f"init --from needs the API token: give --pass-path ENTRY (a pass entry: line 1 user@realm!tokenid, "
+            f"line 2 the secret), or export {token_env}=user@realm!tokenid=secret"
+        )
+    ca = contact.ca_file(ca_file) if ca_file else None
+    pin = contact.normal_fingerprint(fingerprint) if fingerprint else None
+    if ca is None and pin is None:
+        pin = _confirm_fingerprint(endpoint, contact.presented_fingerprint(endpoint))
+    credentials: dict[str, Any] = {"token_env": token_env, "ssh_user": ssh_user}
+    if pass_path:
+        credentials["pass_path"] = pass_path
+    tls = {"ca_file": ca} if ca else {"fingerprint": pin}
+    dispatcher = Dispatcher(contact.provisional_config(endpoint, credentials, tls), directory.resolve())
+    try:
+        access = Access(endpoint.port, pass_path, token_env, ca, pin, ssh_user)
+        return from_cluster(dispatcher, endpoint.host, access)
+    except RunbookError as exc:
+        raise _NotRead(f"cannot read the cluster at {endpoint.url}: {exc}\nNothing was written") from None
+    finally:
+        dispatcher.close()
+
+
+class _NotRead(RunbookError):
+    """init --from could not read the cluster (unreachable, TLS, token): nothing was written."""
+
+    exit_code = exitcodes.NOT_STARTED
+
+
+def _confirm_fingerprint(endpoint: Any, presented: str) -> str:
+    """Show the node certificate's fingerprint and have the operator confirm it on a terminal."""
+    shown = (
+        f"{endpoint.url} presents a certificate with SHA-256 fingerprint\n  {presented}\n"
+        "Compare it with the node's own (on the node: pvenode cert info, or openssl x509 -noout -fingerprint "
+        "-sha256 -in /etc/pve/local/pve-ssl.pem)."
+    )
+    if not sys.stdin.isatty():
+        raise _NotConfirmed(
+            f"{shown} Nothing was sent. Once it matches, run again with --fingerprint {presented} "
+            "(or verify with the cluster CA: --ca-file)"
+        )
+    click.echo(shown, err=True)
+    if not click.confirm("Is it the same?", default=False, err=True):
+        raise _NotConfirmed("the fingerprint was not confirmed; nothing was sent and nothing was written")
+    return presented
 
 
 def _init_done(home: Home, config_note: str) -> None:
