@@ -354,6 +354,111 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
         sys.exit(exitcodes.PROBLEMS)
 
 
+@profiles_cmd.command("new")
+@click.argument("name")
+@click.option("--type", "kind", type=click.Choice(["generic", "talos"]), default="generic", show_default=True)
+@click.option("--description", default="", help="One line saying what the cluster is for.")
+@click.option("--controlplanes", type=click.IntRange(0, 100), help="Control-plane VMs (default: talos 3, generic 1).")
+@click.option("--workers", type=click.IntRange(0, 100), help="Worker VMs (default: talos 0, generic 2).")
+@click.option("--cores", type=click.IntRange(1, 512), default=2, show_default=True, help="vCPUs of each VM.")
+@click.option("--memory", type=click.IntRange(16), default=4096, show_default=True, help="Memory of each VM in MB.")
+@click.option("--disk", default="32G", show_default=True, help="Disk of each VM, like 32G.")
+@click.option("--placement", type=click.Choice(["spread", "pack"]), default="spread", show_default=True)
+@click.option("--template", type=int, help="VMID of the template to clone (default: the one your profiles use).")
+@click.option("--start-vmid", type=int, help="First VMID (default: after every other profile's).")
+@click.option("--tag", "tags", multiple=True, help="A tag every VM carries; repeatable (default: NAME).")
+@click.option("--ip", "first_ip", metavar="ADDRESS", help="First VM's address; the others follow it.")
+@click.option("--gateway", metavar="ADDRESS")
+@click.option("--prefix-length", type=click.IntRange(1, 128))
+@click.option("--nameserver", "nameservers", multiple=True, metavar="ADDRESS", help="Repeatable.")
+@click.option("--vip", metavar="ADDRESS", help="Talos: the control plane's virtual IP (the API endpoint).")
+@click.option("-i", "--interactive", is_flag=True, help="Ask for each value, the flags' values as defaults.")
+@click.pass_context
+def profiles_new_cmd(ctx: click.Context, name: str, interactive: bool, **given: Any) -> None:
+    """Write clusters/NAME.yaml, a new profile, from flags or (with -i) questions. It is checked as
+    'runbook validate' checks profiles (names, VMIDs and addresses clear of your other profiles)
+    and written only when it passes.
+    """
+    from .init.newprofile import Answers, defaults, write
+
+    home = _own_home(ctx, "runbook profiles new")
+    config = _config_or_fail(home)
+    start, template = defaults(home, config)
+    answers = Answers(
+        name=name,
+        type=given["kind"],
+        description=given["description"],
+        controlplanes=given["controlplanes"],
+        workers=given["workers"],
+        cores=given["cores"],
+        memory=given["memory"],
+        disk=given["disk"],
+        placement=given["placement"],
+        template=given["template"] if given["template"] is not None else template,
+        start_vmid=given["start_vmid"] if given["start_vmid"] is not None else start,
+        tags=list(given["tags"]),
+        first_ip=given["first_ip"],
+        gateway=given["gateway"],
+        prefix_length=given["prefix_length"],
+        nameservers=list(given["nameservers"]),
+        vip=given["vip"],
+    )
+    if interactive:
+        _ask_profile(answers)
+    missing = [flag for flag, value in (("--template VMID", answers.template),) if value is None]
+    if answers.type == "talos":  # the Talos runbooks give every node a static address
+        if answers.prefix_length is None:
+            answers.prefix_length = 24
+        missing += [
+            flag
+            for flag, value in (
+                ("--vip ADDRESS", answers.vip),
+                ("--ip ADDRESS", answers.first_ip),
+                ("--gateway ADDRESS", answers.gateway),
+            )
+            if not value
+        ]
+    if missing:
+        raise _BadArgument(f"profiles new {name} needs {' and '.join(missing)} (or -i to be asked)")
+    path, data = write(home, config, answers)
+    nodes = data["nodes"]
+    click.echo(
+        f"wrote {home.shown(path)}: {nodes['controlplane']['count']} control plane(s), "
+        f"{nodes['workers']['count']} worker(s) from template {data['template']}, tags {', '.join(data['tags'])}"
+    )
+    click.echo(f"next: runbook run cluster-create --profile {name} --dry-run")
+
+
+def _ask_profile(answers: Any) -> None:
+    """Ask for each value on the terminal, what is known so far as the default."""
+    ask = click.prompt
+    answers.type = ask("type", default=answers.type, type=click.Choice(["generic", "talos"]), err=True)
+    talos = answers.type == "talos"
+    answers.controlplanes = ask(
+        "control-plane VMs", default=answers.controlplanes or (3 if talos else 1), type=click.IntRange(0, 100), err=True
+    )
+    answers.workers = ask(
+        "worker VMs",
+        default=answers.workers if answers.workers is not None else (0 if talos else 2),
+        type=int,
+        err=True,
+    )
+    answers.cores = ask("vCPUs per VM", default=answers.cores, type=click.IntRange(1, 512), err=True)
+    answers.memory = ask("memory per VM (MB)", default=answers.memory, type=click.IntRange(16), err=True)
+    answers.disk = ask("disk per VM", default=answers.disk, err=True)
+    answers.placement = ask("placement", default=answers.placement, type=click.Choice(["spread", "pack"]), err=True)
+    answers.template = ask("template VMID", default=answers.template, type=int, err=True)
+    answers.start_vmid = ask("first VMID", default=answers.start_vmid, type=int, err=True)
+    answers.tags = ask("tags (comma-separated)", default=",".join(answers.tags or [answers.name]), err=True).split(",")
+    answers.tags = [tag.strip() for tag in answers.tags if tag.strip()]
+    answers.first_ip = ask("first VM's address (empty: DHCP)", default=answers.first_ip or "", err=True) or None
+    if answers.first_ip:
+        answers.gateway = ask("gateway", default=answers.gateway or "", err=True) or None
+        answers.prefix_length = ask("prefix length", default=answers.prefix_length or 24, type=int, err=True)
+    if talos:
+        answers.vip = ask("control-plane VIP", default=answers.vip, err=True)
+
+
 def _profile_summary(data: dict[str, Any], file: str) -> dict[str, Any]:
     nodes = data["nodes"]
     return {
