@@ -160,3 +160,34 @@ def test_from_the_simulated_cluster(tmp_path: Path, run: Callable[..., Result]) 
     assert text.startswith("# Read from the SIMULATED cluster")
     assert [n["name"] for n in yaml.safe_load(text)["cluster"]["nodes"]] == ["pve01", "pve02", "pve03"]
     assert run("--home", str(target), "validate").exit_code == 0
+
+
+@pytest.mark.parametrize("answer", ["y", "n"])
+def test_fingerprint_confirmed_on_a_terminal(tmp_path: Path, pve: FakePveServer, store: PassStore, answer: str) -> None:
+    """On a terminal the fingerprint is shown and asked about; only a yes lets the token go out."""
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "ops"
+    env = store.full_env({k: v for k, v in os.environ.items() if k != "PROXMOX_API_TOKEN"})
+    controller, terminal = os.openpty()
+    try:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "runbook"), "init", str(target), "--from", pve.url,
+             "--pass-path", PASS_PATH],
+            stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        )  # fmt: skip
+        os.write(controller, f"{answer}\n".encode())
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        os.close(controller)
+        os.close(terminal)
+    assert pve.fingerprint in stderr and "Is it the same?" in stderr
+    assert SECRET not in stdout + stderr
+    if answer == "y":
+        assert process.returncode == 0, stderr
+        assert yaml.safe_load((target / "cluster-config.yaml").read_text())["tls"] == {"fingerprint": pve.fingerprint}
+    else:
+        assert process.returncode == 4 and "the fingerprint was not confirmed; nothing was sent" in stderr
+        assert not target.exists() and pve.pve.requests == []
