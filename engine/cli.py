@@ -9,6 +9,7 @@ stderr with a documented exit code, never as a traceback: they are ``RunbookErro
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -351,6 +352,111 @@ def profiles_cmd(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"error: {problem}", err=True)
     if problems:
         sys.exit(exitcodes.PROBLEMS)
+
+
+@profiles_cmd.command("new")
+@click.argument("name")
+@click.option("--type", "kind", type=click.Choice(["generic", "talos"]), default="generic", show_default=True)
+@click.option("--description", default="", help="One line saying what the cluster is for.")
+@click.option("--controlplanes", type=click.IntRange(0, 100), help="Control-plane VMs (default: talos 3, generic 1).")
+@click.option("--workers", type=click.IntRange(0, 100), help="Worker VMs (default: talos 0, generic 2).")
+@click.option("--cores", type=click.IntRange(1, 512), default=2, show_default=True, help="vCPUs of each VM.")
+@click.option("--memory", type=click.IntRange(16), default=4096, show_default=True, help="Memory of each VM in MB.")
+@click.option("--disk", default="32G", show_default=True, help="Disk of each VM, like 32G.")
+@click.option("--placement", type=click.Choice(["spread", "pack"]), default="spread", show_default=True)
+@click.option("--template", type=int, help="VMID of the template to clone (default: the one your profiles use).")
+@click.option("--start-vmid", type=int, help="First VMID (default: after every other profile's).")
+@click.option("--tag", "tags", multiple=True, help="A tag every VM carries; repeatable (default: NAME).")
+@click.option("--ip", "first_ip", metavar="ADDRESS", help="First VM's address; the others follow it.")
+@click.option("--gateway", metavar="ADDRESS")
+@click.option("--prefix-length", type=click.IntRange(1, 128))
+@click.option("--nameserver", "nameservers", multiple=True, metavar="ADDRESS", help="Repeatable.")
+@click.option("--vip", metavar="ADDRESS", help="Talos: the control plane's virtual IP (the API endpoint).")
+@click.option("-i", "--interactive", is_flag=True, help="Ask for each value, the flags' values as defaults.")
+@click.pass_context
+def profiles_new_cmd(ctx: click.Context, name: str, interactive: bool, **given: Any) -> None:
+    """Write clusters/NAME.yaml, a new profile, from flags or (with -i) questions. It is checked as
+    'runbook validate' checks profiles (names, VMIDs and addresses clear of your other profiles)
+    and written only when it passes.
+    """
+    from .init.newprofile import Answers, defaults, write
+
+    home = _own_home(ctx, "runbook profiles new")
+    config = _config_or_fail(home)
+    start, template = defaults(home, config)
+    answers = Answers(
+        name=name,
+        type=given["kind"],
+        description=given["description"],
+        controlplanes=given["controlplanes"],
+        workers=given["workers"],
+        cores=given["cores"],
+        memory=given["memory"],
+        disk=given["disk"],
+        placement=given["placement"],
+        template=given["template"] if given["template"] is not None else template,
+        start_vmid=given["start_vmid"] if given["start_vmid"] is not None else start,
+        tags=list(given["tags"]),
+        first_ip=given["first_ip"],
+        gateway=given["gateway"],
+        prefix_length=given["prefix_length"],
+        nameservers=list(given["nameservers"]),
+        vip=given["vip"],
+    )
+    if interactive:
+        _ask_profile(answers)
+    missing = [flag for flag, value in (("--template VMID", answers.template),) if value is None]
+    if answers.type == "talos":  # the Talos runbooks give every node a static address
+        if answers.prefix_length is None:
+            answers.prefix_length = 24
+        missing += [
+            flag
+            for flag, value in (
+                ("--vip ADDRESS", answers.vip),
+                ("--ip ADDRESS", answers.first_ip),
+                ("--gateway ADDRESS", answers.gateway),
+            )
+            if not value
+        ]
+    if missing:
+        raise _BadArgument(f"profiles new {name} needs {' and '.join(missing)} (or -i to be asked)")
+    path, data = write(home, config, answers)
+    nodes = data["nodes"]
+    click.echo(
+        f"wrote {home.shown(path)}: {nodes['controlplane']['count']} control plane(s), "
+        f"{nodes['workers']['count']} worker(s) from template {data['template']}, tags {', '.join(data['tags'])}"
+    )
+    click.echo(f"next: runbook run cluster-create --profile {name} --dry-run")
+
+
+def _ask_profile(answers: Any) -> None:
+    """Ask for each value on the terminal, what is known so far as the default."""
+    ask = click.prompt
+    answers.type = ask("type", default=answers.type, type=click.Choice(["generic", "talos"]), err=True)
+    talos = answers.type == "talos"
+    answers.controlplanes = ask(
+        "control-plane VMs", default=answers.controlplanes or (3 if talos else 1), type=click.IntRange(0, 100), err=True
+    )
+    answers.workers = ask(
+        "worker VMs",
+        default=answers.workers if answers.workers is not None else (0 if talos else 2),
+        type=int,
+        err=True,
+    )
+    answers.cores = ask("vCPUs per VM", default=answers.cores, type=click.IntRange(1, 512), err=True)
+    answers.memory = ask("memory per VM (MB)", default=answers.memory, type=click.IntRange(16), err=True)
+    answers.disk = ask("disk per VM", default=answers.disk, err=True)
+    answers.placement = ask("placement", default=answers.placement, type=click.Choice(["spread", "pack"]), err=True)
+    answers.template = ask("template VMID", default=answers.template, type=int, err=True)
+    answers.start_vmid = ask("first VMID", default=answers.start_vmid, type=int, err=True)
+    answers.tags = ask("tags (comma-separated)", default=",".join(answers.tags or [answers.name]), err=True).split(",")
+    answers.tags = [tag.strip() for tag in answers.tags if tag.strip()]
+    answers.first_ip = ask("first VM's address (empty: DHCP)", default=answers.first_ip or "", err=True) or None
+    if answers.first_ip:
+        answers.gateway = ask("gateway", default=answers.gateway or "", err=True) or None
+        answers.prefix_length = ask("prefix length", default=answers.prefix_length or 24, type=int, err=True)
+    if talos:
+        answers.vip = ask("control-plane VIP", default=answers.vip, err=True)
 
 
 def _profile_summary(data: dict[str, Any], file: str) -> dict[str, Any]:
@@ -1571,6 +1677,212 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
         )
 
     serve(home, config, settings, ready)
+
+
+@main.command("init")
+@click.argument("directory", type=click.Path(file_okay=True, path_type=Path), default=".")
+@click.option("--from", "from_url", metavar="https://NODE:8006", help="Read this cluster to write cluster-config.yaml.")
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --from: the cluster CA (/etc/pve/pve-root-ca.pem on a node) to verify the node with.",
+)
+@click.option("--fingerprint", metavar="SHA256", help="With --from: the node certificate's SHA-256 fingerprint.")
+@click.option("--pass-path", metavar="ENTRY", help="With --from: the pass entry holding the API token.")
+@click.option(
+    "--token-env",
+    metavar="VAR",
+    default="PROXMOX_API_TOKEN",
+    show_default=True,
+    help="With --from: the variable holding user@realm!tokenid=secret, used instead of pass when set.",
+)
+@click.option("--ssh-user", default="root", show_default=True, help="With --from: the user SSH steps log in as.")
+@click.option("--simulate", is_flag=True, help="Read the simulated cluster instead of a real one (to try init out).")
+@click.pass_context
+def init_cmd(
+    ctx: click.Context,
+    directory: Path,
+    from_url: str | None,
+    ca_file: Path | None,
+    fingerprint: str | None,
+    pass_path: str | None,
+    token_env: str,
+    ssh_user: str,
+    simulate: bool,
+) -> None:
+    """Make a new runbook home in DIRECTORY (default: here): cluster-config.yaml, clusters/ with an
+    example profile, and runbooks/ with the shipped library and its manifest. Never overwrites.
+
+    With --from (or --simulate), cluster-config.yaml is written from what the cluster reports: its
+    nodes, storages, bridges, templates and the VMIDs in use, each guess marked GUESSED. The node's
+    certificate is checked before the token is sent: with --ca-file, --fingerprint, or (with
+    neither) by showing its fingerprint for you to confirm on a terminal.
+    """
+    from .init.scaffold import check_target, make_home
+
+    check_target(directory)
+    if from_url is None and not simulate:
+        if ca_file or fingerprint or pass_path:
+            raise _BadArgument("--ca-file, --fingerprint and --pass-path go with --from https://NODE:8006")
+        _init_done(make_home(directory), "the example cluster-config.yaml: edit it for your cluster")
+        return
+    written = _init_read(directory, from_url, ca_file, fingerprint, pass_path, token_env, ssh_user, simulate)
+    home = make_home(directory, written.config, written.profile)
+    seen = written.discovery
+    _init_done(
+        home,
+        f"cluster {seen.name}: {len(seen.nodes)} node(s), {len(seen.templates)} template(s), "
+        f"{len(seen.vmids)} VMIDs in use; {written.guessed} line(s) marked GUESSED to check",
+    )
+
+
+def _init_read(
+    directory: Path,
+    from_url: str | None,
+    ca_file: Path | None,
+    fingerprint: str | None,
+    pass_path: str | None,
+    token_env: str,
+    ssh_user: str,
+    simulate: bool,
+) -> Any:
+    """Read the cluster for ``runbook init --from`` (or the simulated one): the texts to write."""
+    from .init import contact
+    from .init.configtext import Access
+    from .init.fromcluster import from_cluster
+    from .run.dispatch import Dispatcher
+
+    if simulate:
+        if from_url or ca_file or fingerprint:
+            raise _BadArgument("--simulate reads the simulated cluster: leave out --from, --ca-file and --fingerprint")
+        from .load.config import load_config
+        from .load.home import example_home
+
+        example = example_home()
+        access = Access(8006, pass_path, token_env, "~/.config/runbook/pve-root-ca.pem", None, ssh_user)
+        with _executors(example, load_config(example), True) as dispatcher:
+            return from_cluster(dispatcher, None, access, simulated=True)
+    assert from_url is not None
+    endpoint = contact.parse_endpoint(from_url)
+    if ca_file and fingerprint:
+        raise _BadArgument("--ca-file and --fingerprint both given: a node's certificate is checked one way; give one")
+    if not pass_path and token_env not in os.environ:
+        raise _BadArgument(
+            f"init --from needs the API token: give --pass-path ENTRY (a pass entry: line 1 user@realm!tokenid, "
+            f"line 2 the secret), or export {token_env}=user@realm!tokenid=secret"
+        )
+    ca = contact.ca_file(ca_file) if ca_file else None
+    pin = contact.normal_fingerprint(fingerprint) if fingerprint else None
+    if ca is None and pin is None:
+        pin = _confirm_fingerprint(endpoint, contact.presented_fingerprint(endpoint))
+    credentials: dict[str, Any] = {"token_env": token_env, "ssh_user": ssh_user}
+    if pass_path:
+        credentials["pass_path"] = pass_path
+    tls = {"ca_file": ca} if ca else {"fingerprint": pin}
+    dispatcher = Dispatcher(contact.provisional_config(endpoint, credentials, tls), directory.resolve())
+    try:
+        access = Access(endpoint.port, pass_path, token_env, ca, pin, ssh_user)
+        return from_cluster(dispatcher, endpoint.host, access)
+    except RunbookError as exc:
+        raise _NotRead(f"cannot read the cluster at {endpoint.url}: {exc}\nNothing was written") from None
+    finally:
+        dispatcher.close()
+
+
+class _NotRead(RunbookError):
+    """init --from could not read the cluster (unreachable, TLS, token): nothing was written."""
+
+    exit_code = exitcodes.NOT_STARTED
+
+
+def _confirm_fingerprint(endpoint: Any, presented: str) -> str:
+    """Show the node certificate's fingerprint and have the operator confirm it on a terminal."""
+    shown = (
+        f"{endpoint.url} presents a certificate with SHA-256 fingerprint\n  {presented}\n"
+        "Compare it with the node's own (on the node: pvenode cert info, or openssl x509 -noout -fingerprint "
+        "-sha256 -in /etc/pve/local/pve-ssl.pem)."
+    )
+    if not sys.stdin.isatty():
+        raise _NotConfirmed(
+            f"{shown} Nothing was sent. Once it matches, run again with --fingerprint {presented} "
+            "(or verify with the cluster CA: --ca-file)"
+        )
+    click.echo(shown, err=True)
+    if not click.confirm("Is it the same?", default=False, err=True):
+        raise _NotConfirmed("the fingerprint was not confirmed; nothing was sent and nothing was written")
+    return presented
+
+
+def _init_done(home: Home, config_note: str) -> None:
+    from .init.library import MANIFEST
+
+    click.echo(f"new runbook home in {home.root}")
+    click.echo(f"  cluster-config.yaml   {config_note}")
+    click.echo("  clusters/             an example profile (dev-generic.yaml); 'runbook profiles new NAME' adds yours")
+    click.echo(f"  runbooks/             the shipped library; runbooks/{MANIFEST} records it as shipped")
+    click.echo(f"next: cd {home.root} && runbook validate")
+
+
+@main.group("library")
+def library_cmd() -> None:
+    """The shipped runbook library in your home: what a newer runbook changed, what you edited."""
+
+
+@library_cmd.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def library_status_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List the shipped runbooks that the installed runbook changed or added, and those you edited.
+
+    \b
+    update            unedited here, changed in the installed version: 'runbook library update' copies it
+    new               shipped by the installed version, not in this home yet: update adds it
+    edited            you changed it; the installed version ships what you started from
+    edited+changed    you changed it and so did the installed version: update shows the difference
+    removed           you deleted it: update leaves it deleted
+    no longer shipped the installed version dropped it: yours stays
+    """
+    from .init import library
+
+    home = _own_home(ctx, "runbook library status")
+    entries = library.status(home)
+    if as_json:
+        _emit_json([{"file": e.file, "state": e.state} for e in entries])
+        return
+    changed = [e for e in entries if e.state != library.CURRENT]
+    current = len(entries) - len(changed)
+    if not changed:
+        click.echo(f"all {current} shipped runbooks are as the installed version ships them")
+        return
+    table = Table("RUNBOOK", "STATE")
+    for entry in changed:
+        table.add_row(entry.file, entry.state)
+    table.print()
+    click.echo(f"{current} more as shipped")
+
+
+@library_cmd.command("update")
+@click.option("--adopt", is_flag=True, help="In a home without a manifest, record the files equal to the shipped ones.")
+@click.pass_context
+def library_update_cmd(ctx: click.Context, adopt: bool) -> None:
+    """Bring the runbooks you did not edit up to the installed version; never overwrite an edited one
+    (its difference to the shipped one is shown instead).
+    """
+    from .init import library
+
+    home = _own_home(ctx, "runbook library update")
+    report = library.update(home, adopt=adopt)
+    for name in report.copied:
+        click.echo(f"updated  runbooks/{name}")
+    for name, diff in report.kept:
+        click.echo(f"kept     runbooks/{name}: you edited it and the installed version changed it; merge by hand:")
+        click.echo(diff, nl=False)
+    for name in report.reviews_void:
+        click.echo(
+            f"note: your review of {name} was of its old content; review it again before a real run: runbook trust {name}"
+        )
+    if not report.copied and not report.kept:
+        click.echo("nothing to update: every runbook you did not edit is as the installed version ships it")
 
 
 def _signed_as(settings: Any, message: str, consequence: str) -> Any:

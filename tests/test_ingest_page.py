@@ -366,3 +366,13 @@ def test_a_page_without_article_markup_is_cut_to_what_trafilatura_reads() -> Non
 def test_a_page_whose_commands_are_all_troubleshooting_says_why_nothing_runs(home: Home) -> None:
     with pytest.raises(IngestError, match=r"no command that can become a step; section 'Troubleshooting' \(line 3\)"):
         _propose(home, "# T\n\n## Troubleshooting\n\n```bash\nqm reset 1100\n```\n")
+
+
+def test_a_block_a_paragraph_introduces_as_an_example_is_prose(home: Home) -> None:
+    page = (
+        "# Get the image\n\n## Download\n\n```bash\ncurl -L -o /tmp/talos.iso https://factory.talos.dev/image/<schematic>/v1.9.5/metal-amd64.iso\n```\n\n"
+        "For example, with the default schematic:\n\n```bash\ncurl -L -o /tmp/talos.iso https://factory.talos.dev/image/376567/v1.9.5/metal-amd64.iso\n```\n"
+    )
+    proposal = _propose(home, page)
+    assert proposal.steps == 1 and "{{ schematic }}" in proposal.text
+    assert any("'For example ...' kept as prose" in c for c in proposal.changes)

@@ -161,7 +161,12 @@ def _plan(
             proposed += len(reads)
             planned += [p for p in (as_prose(block),) if p is not None] + ([(block, reads)] if reads else [])
             continue
-        if block.kind == PROCEDURE:
+        if block.kind == PROCEDURE and _introduced_as_example(planned, block):
+            said.append(
+                f"line {block.line}: the block after 'For example ...' kept as prose: it shows an instance of "
+                "what the page does, not a step of its own"
+            )
+        elif block.kind == PROCEDURE:
             planned.append((block, _drafts(block, classifier, said)))
             continue
         elif block.kind in CHECKS:
@@ -187,6 +192,18 @@ def _plan(
             "lists, parameters and changing examples stay prose"
         )
     return planned, said
+
+
+_EXAMPLE_LEAD = re.compile(r"^(?:for example|for instance|e\.g\.|example:)", re.I)
+
+
+def _introduced_as_example(planned: list[Prose | tuple[Code, list[Draft]]], block: Code) -> bool:
+    """A fence right after a paragraph that opens with "For example" (and leads into it with a colon):
+    an instance of the page's procedure (often its generic block again with values), not a step."""
+    if block.found or not planned or not isinstance(planned[-1], Prose):
+        return False
+    paragraphs = [p.strip() for p in planned[-1].text.split("\n\n") if p.strip()]
+    return bool(paragraphs) and bool(_EXAMPLE_LEAD.match(paragraphs[-1])) and paragraphs[-1].endswith(":")
 
 
 def _drafts(block: Code, classifier: Classifier, said: list[str]) -> list[Draft]:
