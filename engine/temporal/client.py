@@ -8,6 +8,7 @@ runs is refused, naming the run that holds it.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -93,7 +94,35 @@ async def _start_and_follow(
     on_event: Callable[[c.Event], None],
     on_started: Callable[[], None],
 ) -> c.Ending:
+    stop = _stop_on_signals()
+    try:
+        return await _started_and_followed(settings, workflow_id, start, on_event, on_started, stop)
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().remove_signal_handler(number)
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """Ctrl-C and SIGTERM set the event the follower checks at each poll, rather than cancelling a task
+    inside the SDK's calls, which may take the cancellation for its own and go on following."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+    return stop
+
+
+async def _started_and_followed(
+    settings: TemporalSettings,
+    workflow_id: str,
+    start: c.RunStart,
+    on_event: Callable[[c.Event], None],
+    on_started: Callable[[], None],
+    stop: asyncio.Event,
+) -> c.Ending:
     client = await connect(settings, "Nothing ran and no run was made")
+    if stop.is_set():
+        raise KeyboardInterrupt  # before the workflow exists: nothing started
     try:
         handle: WorkflowHandle[Any, c.Ending] = await client.start_workflow(
             c.WORKFLOW,
@@ -114,10 +143,12 @@ async def _start_and_follow(
             f"temporal workflow show --workflow-id {workflow_id} --address {settings.address}"
         ) from None
     on_started()
-    return await _follow(handle, on_event)
+    return await _follow(handle, on_event, stop)
 
 
-async def _follow(handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.Event], None]) -> c.Ending:
+async def _follow(
+    handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.Event], None], stop: asyncio.Event | None = None
+) -> c.Ending:
     seen = 0
     result = asyncio.ensure_future(handle.result())
     while True:
@@ -133,6 +164,8 @@ async def _follow(handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.E
         seen += len(events)
         if finished:
             break
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt  # stop following; the run goes on on the workers
         await asyncio.wait([result], timeout=POLL)
     try:
         return result.result()
