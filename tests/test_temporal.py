@@ -355,7 +355,7 @@ def test_runbook_server_serves_on_loopback_with_its_state_in_the_home_and_stops_
                 assert probe.connect_ex((outward, port)) != 0
     finally:
         server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=30)
+        _, err = server.communicate(timeout=TIMEOUT)  # the dev server flushes its database first: slow under load
     assert server.returncode == 0, err
     assert "Temporal dev server stopped" in err
 
