@@ -25,6 +25,12 @@ GATE_STOP = "GateStop"
 PROBLEMS = "RunbookProblems"
 REFUSED = "RunRefused"
 
+#: The workflow's memo (in visibility: ``runbook runs --temporal`` lists runs from it, no worker needed):
+#: the run's id, runbook, profile and starter, set at start, and ``status``, upserted by the workflow
+#: as the run goes (``running`` while none is set; ``waiting`` while a gate waits; the ending's status).
+MEMO_KEYS = ("run_id", "runbook", "profile", "started_by", "simulate")
+MEMO_STATUS = "status"
+
 
 @dataclass
 class RunStart:
@@ -42,6 +48,12 @@ class RunStart:
     concurrency: int = 16
     heartbeat_seconds: float = 30.0
     step_timeout_seconds: float = 6 * 3600.0
+    resume: bool = False  # ``runbook resume``: the run is in the workers' home; never made anew
+
+
+def memo(start: RunStart) -> dict[str, Any]:
+    """What visibility shows of a run (``MEMO_KEYS``): nothing secret, nothing a worker must answer."""
+    return {key: getattr(start, key) for key in MEMO_KEYS}
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Event:
     kind: str  # start | step | progress
     entry: dict[str, Any]
     output_sha256: str | None = None
+    seq: str = ""  # unique in the run (activity, attempt, number): the follower prints each event once
 
 
 @dataclass

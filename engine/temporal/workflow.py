@@ -39,6 +39,11 @@ class RunWorkflow:
 
     @workflow.run
     async def run(self, start: c.RunStart) -> c.Ending:
+        ending = await self._run(start)
+        workflow.upsert_memo({c.MEMO_STATUS: ending.status})  # what ``runbook runs --temporal`` lists
+        return ending
+
+    async def _run(self, start: c.RunStart) -> c.Ending:
         opened: c.Opened = await workflow.execute_activity(
             c.OPEN, start, result_type=c.Opened, **self._options(start, _SHORT)
         )
