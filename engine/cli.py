@@ -901,9 +901,10 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
 
     with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
         entries: list[PlanEntry] = []
+        held: dict[Any, PlanEntry] = {}
 
         def shown(event: Any) -> None:
-            entry = PlanEntry(**event.entry)
+            entry = _followed_entry(held, event)
             if event.kind == "step":
                 entries.append(entry)  # for --json's last line, as a local run's
             progress(event.kind, entry)
@@ -923,6 +924,22 @@ def _run_on_temporal(config: Any, settings: Any, run: _TemporalRun, sources: dic
     return Outcome(
         ending.status, ending.exit_code, ending.message, run_id=start.run_id, entries=entries, warnings=ending.warnings
     )
+
+
+def _followed_entry(held: dict[Any, Any], event: Any) -> Any:
+    """One entry per step item across its events, as a local run hands them to Progress, which keys an
+    item's lines by its entry (a new object per event could take a finished one's place, and its lines)."""
+    from .run.runner import PlanEntry
+
+    key = (event.entry.get("step_id"), event.entry.get("item_key"))
+    entry = held.get(key)
+    if entry is None:
+        entry = held[key] = PlanEntry(**event.entry)
+    else:
+        entry.__dict__.update(event.entry)
+    if event.kind == "step":
+        del held[key]
+    return entry
 
 
 def _temporal_of(home: Home, address: str | None) -> Any:
@@ -1123,10 +1140,11 @@ def _follow_on_temporal(
     from .run.runner import PlanEntry
 
     entries: list[PlanEntry] = []
+    held: dict[Any, PlanEntry] = {}
     with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
 
         def shown(event: Any) -> None:
-            entry = PlanEntry(**event.entry)
+            entry = _followed_entry(held, event)
             if event.kind == "step":
                 entries.append(entry)
             progress(event.kind, entry)

@@ -9,6 +9,8 @@ in processes of their own, one of them in a second home that holds no run (anoth
 - a run whose step failed is resumed on Temporal from the other home: the finished step is not
   redone, the failed one runs again, the run succeeds; ``runs show`` says it was resumed; the secret
   parameter only the worker has is in no history of it, payloads decoded.
+- clone slots are held in the workflow: with ``limits.clones_per_template: 1`` and two workers, the
+  clones of ``cluster-create`` never overlap on the cluster (each starts after the one before ended).
 """
 
 from __future__ import annotations
@@ -18,12 +20,25 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from tests.support.temporal_rig import RUNBOOK, TIMEOUT, Workers, cli_env, decoded, run_cli, workflow_history
+from tests.support.temporal_rig import (
+    RUNBOOK,
+    TIMEOUT,
+    Workers,
+    cli_env,
+    decoded,
+    on_temporal,
+    run_cli,
+    workflow_history,
+)
 from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
 from tests.support.temporal_rig import temporal as temporal  # noqa: F401
 from tests.support.temporal_rig import workers as workers  # noqa: F401
+from tests.test_temporal import (
+    test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs as replaced,
+)
 
 HOLD = """---
 name: hold
@@ -215,3 +230,62 @@ def test_a_resume_the_workers_cannot_begin_says_why_and_runs_nothing(
     assert f"cannot resume run {run_id}: tls.ca_file" in resumed.stderr and "Nothing ran" in resumed.stderr
     assert len(count.read_text().splitlines()) == 1
     assert listed(env, temporal)[run_id]["status"] == "failed"
+
+
+#: More points where a worker is killed (test_temporal.KILLS has the clone wave, a pipeline's middle and
+#: the Talos sequence): just after the run was made (its open), and at the end of the clone section.
+MORE_KILLS = (("run_started", None, 1), ("step_finished", "clone", 3))
+
+
+@pytest.mark.parametrize(("kind", "step", "nth"), MORE_KILLS)
+def test_a_worker_killed_at_the_open_or_a_sections_end_is_replaced(
+    kind: str,
+    step: str | None,
+    nth: int,
+    temporal: str,
+    workers: Workers,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> None:
+    replaced(kind, step, nth, temporal, workers, tmp_path_factory, tmp_path)  # type: ignore[arg-type]
+
+
+CLONE_SECS = 1.5  # each clone task runs this long (real seconds) on the cluster: the next may start only after it
+
+
+def test_clone_slots_are_held_in_the_workflow_so_clones_never_overlap(
+    temporal: str, workers: Workers, tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    from tests.test_crash_resume import SAFE_IN_DOUBT, TASK_SECS, TIME_SCALE, make_rig
+
+    rig = make_rig(tmp_path / "rig", "talos-staging")
+    try:
+        rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": CLONE_SECS / TIME_SCALE})
+        on_temporal(rig.home, temporal)
+        path = rig.home / "cluster-config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config.setdefault("limits", {})["clones_per_template"] = 1
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        workers.start(rig.env)
+        workers.start(rig.env)
+        operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
+        approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
+        run = run_cli(operator, "run", "cluster-create", "--profile", "talos-staging", *approve)
+        assert run.returncode == 0, run.stderr[-4000:]
+        waited = [line for line in run.stderr.splitlines() if "waiting for a clone slot of template 101" in line]
+        assert len(waited) == 2, run.stderr  # two clones waited, each said so as it waited
+
+        run_id = run.stderr.split()[1]
+        journal = (rig.home / ".runbook" / "runs" / run_id / "journal.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in journal]
+        starts = sorted(
+            datetime.fromisoformat(r["ts"]) for r in records if r["type"] == "task_started" and r["step"] == "clone"
+        )
+        assert len(starts) == 3
+        gaps = [(later - earlier).total_seconds() for earlier, later in zip(starts, starts[1:])]
+        # A clone's task is journaled as it starts; the next starts only once that one ended.
+        assert min(gaps) >= CLONE_SECS * 0.9, gaps
+    finally:
+        rig.stop()

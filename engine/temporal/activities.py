@@ -16,6 +16,7 @@ the retry follows that task to its end instead of sending the step again.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import hashlib
 import json
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from .. import exitcodes
@@ -37,12 +39,13 @@ from ..run.dispatch import Dispatcher
 from ..run.execution import Begun, Outcome, begin_run, reopen_run
 from ..run.journal import RUN_FILE, UnknownRun
 from ..run.runner import GateStop, PlanEntry, StepError
-from ..run.schedule import Task, width
+from ..run.schedule import CloneLimits, Task, width
 from ..run.secretparams import SecretInput
 from ..run.sections import Section
 from ..runbook.actions import StepFailed, TaskFollow
 from . import contract as c
 from .approvals import UpFront
+from .slots import WorkflowSlots
 
 _EXIT = {"succeeded": exitcodes.OK, "failed": exitcodes.FAILED, "stopped_at_gate": exitcodes.GATE}
 
@@ -89,9 +92,16 @@ class _Beat(threading.local):
 class Activities:
     """The activities of one worker, serving one home (its cluster-config.yaml: one cluster)."""
 
-    def __init__(self, home: Home, config: ClusterConfig):
+    def __init__(self, home: Home, config: ClusterConfig, client: Client):
         self.home = home
         self.config = config
+        limits = config.data.get("limits") or {}
+        # Clone limits hold across the run's workers: its slots are held in its workflow.
+        self._slots = WorkflowSlots(
+            CloneLimits(limits.get("clones_per_template"), limits.get("clones_per_storage")),
+            client,
+            asyncio.get_running_loop(),
+        )
         self._runs: dict[str, _Run] = {}
         self._runs_lock = threading.Lock()
         self._beat = _Beat()
@@ -251,6 +261,7 @@ class Activities:
     def _keep(self, start: c.RunStart, begun: Begun, dispatcher: Dispatcher, resources: ExitStack) -> _Run:
         runner = begun.runner
         runner.journal = _Heartbeating(runner.journal, self._beat)
+        runner.limits = self._slots  # type: ignore[assignment]
         run = _Run(start, begun, runner.sections(), dispatcher, resources)
         self._runs[start.run_id] = run
         return run

@@ -19,6 +19,11 @@ TASK = "runbook-step-item"
 END_SECTION = "runbook-end-section"
 CLOSE = "runbook-close-run"
 
+#: The run's clone slots, held in its workflow (engine/temporal/slots.py): an update that returns once
+#: the slot is taken, and a signal that gives it back.
+SLOT = "clone-slot"
+SLOT_FREED = "clone-slot-freed"
+
 #: ApplicationError types an activity raises for what the run decided, never retried.
 STEP_FAILED = "StepFailed"
 GATE_STOP = "GateStop"
@@ -119,6 +124,15 @@ class TaskRef:
 @dataclass
 class TaskDone:
     events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class SlotAsk:
+    """A clone asking its slots: ``[kind, name, limit]`` each (``schedule.CloneLimits.slots``), for
+    ``holder``, its step's activity (a retried attempt holds what the earlier one took)."""
+
+    holder: str
+    slots: list[list[Any]]
 
 
 @dataclass

@@ -29,7 +29,7 @@ HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 async def _serve(home: Home, config: ClusterConfig, settings: TemporalSettings, ready: asyncio.Event) -> None:
     client = await connect(settings, "The worker did not start")
-    activities = Activities(home, config)
+    activities = Activities(home, config, client)
     with ThreadPoolExecutor(max_workers=MAX_ITEMS, thread_name_prefix="runbook-activity") as pool:
         worker = Worker(
             client,

@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from ..run.schedule import Schedule, Task
+    from ..run.schedule import CloneLimits, Clones, Schedule, Slot, Task
     from . import contract as c
 
 #: Activities that only prepare or end a run: short, retried a few times (a worker lost, the cluster unreachable).
@@ -31,6 +31,28 @@ ATTEMPTS = 5
 class RunWorkflow:
     def __init__(self) -> None:
         self._events: list[c.Event] = []
+        self._clones = Clones(CloneLimits())  # every worker's clones of this run (engine/temporal/slots.py)
+        self._holding: dict[str, tuple[tuple[Slot, int], ...]] = {}
+
+    @workflow.update(name=c.SLOT)
+    async def clone_slot(self, ask: c.SlotAsk) -> None:
+        """Return once ``ask``'s slots are taken for it (at once when its activity already holds them)."""
+        slots = tuple(((str(kind), str(name)), int(limit)) for kind, name, limit in ask.slots)
+        while ask.holder not in self._holding:
+            # Several clones waiting wake together when a slot frees: each checks again, one takes it.
+            await workflow.wait_condition(lambda: ask.holder in self._holding or self._clones.full(slots) is None)
+            if ask.holder not in self._holding and self._clones.full(slots) is None:
+                self._clones.take(slots)
+                self._holding[ask.holder] = slots
+
+    @workflow.signal(name=c.SLOT_FREED)
+    def clone_slot_freed(self, holder: str) -> None:
+        self._free(holder)
+
+    def _free(self, holder: str) -> None:
+        slots = self._holding.pop(holder, None)
+        if slots is not None:
+            self._clones.release(slots)
 
     @workflow.query(name="events")
     def events(self, since: int) -> list[c.Event]:
@@ -78,12 +100,17 @@ class RunWorkflow:
             for task in schedule.start():
                 ref = c.TaskRef(start.run_id, number, task.item, task.stage, start)
                 call = workflow.execute_activity(
-                    c.TASK, ref, result_type=c.TaskDone, **self._options(start, start.step_timeout_seconds)
+                    c.TASK,
+                    ref,
+                    result_type=c.TaskDone,
+                    activity_id=_activity_id(number, task),
+                    **self._options(start, start.step_timeout_seconds),
                 )
                 running[asyncio.ensure_future(call)] = task
             ended, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
             for handle in sorted(ended, key=lambda h: running[h]):  # one order on every replay
                 task = running.pop(handle)
+                self._free(_activity_id(number, task))  # its clone's slot, if a lost worker kept it
                 error = handle.exception()
                 if error is None:
                     self._events += handle.result().events
@@ -118,3 +145,8 @@ class RunWorkflow:
                 non_retryable_error_types=[c.STEP_FAILED, c.GATE_STOP, c.PROBLEMS, c.REFUSED],
             ),
         }
+
+
+def _activity_id(section: int, task: Task) -> str:
+    """A step item's activity id, which holds its clone slots (``SlotAsk.holder``)."""
+    return f"task-{section}-{task.item}-{task.stage}"
