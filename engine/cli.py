@@ -647,6 +647,7 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
 
 
 def _temporal_option(doing: str) -> Callable[[Any], Any]:
+    """``--temporal ADDRESS`` for a command that reads or resumes runs on Temporal (saying what it does there)."""
     return click.option(
         "--temporal",
         "temporal_address",
