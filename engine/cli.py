@@ -752,6 +752,16 @@ def _executors(home: Home, config: Any, simulate: bool) -> Iterator[Any]:
         simulation.close()
 
 
+def _temporal_option(doing: str) -> Callable[[Any], Any]:
+    """``--temporal ADDRESS`` for a command that reads or resumes runs on Temporal (saying what it does there)."""
+    return click.option(
+        "--temporal",
+        "temporal_address",
+        metavar="ADDRESS",
+        help=f"Temporal's address (default: execution.temporal in cluster-config.yaml): {doing}. See docs/temporal.md.",
+    )
+
+
 @main.command("run")
 @click.argument("name", shell_complete=_complete_runbooks)
 @click.option(
@@ -1025,9 +1035,10 @@ def _run_on_temporal(
 
     with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
         entries: list[PlanEntry] = []
+        held: dict[Any, PlanEntry] = {}
 
         def shown(event: Any) -> None:
-            entry = PlanEntry(**event.entry)
+            entry = _followed_entry(held, event)
             if event.kind == "step":
                 entries.append(entry)  # for --json's last line, as a local run's
             progress(event.kind, entry)
@@ -1046,6 +1057,249 @@ def _run_on_temporal(
             )
     return Outcome(
         ending.status, ending.exit_code, ending.message, run_id=start.run_id, entries=entries, warnings=ending.warnings
+    )
+
+
+def _followed_entry(held: dict[Any, Any], event: Any) -> Any:
+    """One entry per step item across its events, as a local run hands them to Progress, which keys an
+    item's lines by its entry (a new object per event could take a finished one's place, and its lines)."""
+    from .run.runner import PlanEntry
+
+    key = (event.entry.get("step_id"), event.entry.get("item_key"))
+    entry = held.get(key)
+    if entry is None:
+        entry = held[key] = PlanEntry(**event.entry)
+    else:
+        entry.__dict__.update(event.entry)
+    if event.kind == "step":
+        del held[key]
+    return entry
+
+
+def _temporal_of(home: Home, address: str | None) -> Any:
+    """Temporal's settings for runs/resume (--temporal or execution.temporal), or None; the SDK checked."""
+    settings = _temporal_settings(home, _config_or_fail(home), address)
+    if settings is not None:
+        _needs_temporal_sdk()
+    return settings
+
+
+def _list_temporal_runs(settings: Any, local: list[Any], as_json: bool) -> None:
+    """``runbook runs`` with Temporal: the cluster's runs there, then this home's runs that are not."""
+    from .temporal.runs import list_runs
+
+    remote = list_runs(settings)
+    ids = {run.run_id for run in remote}
+    rows = [
+        {
+            "run_id": run.run_id,
+            "runbook": run.runbook,
+            "profile": run.profile,
+            "status": run.status,
+            "started": run.started.isoformat(timespec="seconds") if run.started else None,
+            "finished": run.finished.isoformat(timespec="seconds") if run.finished else None,
+            "on": "temporal",
+            "workflow_id": run.workflow_id,
+            "started_by": run.started_by,
+            "mode": "simulate" if run.simulate else "run",
+            "resumes": len(run.executions) - 1,
+        }
+        for run in remote
+    ] + [
+        {**r.__dict__, "last_step": str(r.last_step) if r.last_step else None, "on": "local"}
+        for r in local
+        if r.run_id not in ids
+    ]
+    rows.sort(key=lambda row: row["run_id"], reverse=True)
+    if as_json:
+        _emit_json({"runs": rows, "temporal": {"address": settings.address, "task_queue": settings.task_queue}})
+        return
+    if not rows:
+        click.echo(f"no runs yet, here or on Temporal at {settings.address} (task queue {settings.task_queue})")
+        return
+    table = Table("RUN", "RUNBOOK", "PROFILE", "STATUS", "ON", "STARTED", keep=5)
+    for row in rows:
+        table.add_row(
+            row["run_id"], row["runbook"] or "?", row["profile"] or "-", row["status"], row["on"], row["started"] or "?"
+        )
+    table.print()
+
+
+def _show_temporal_run(settings: Any, run_id: str, as_json: bool) -> None:
+    """``runbook runs show`` of a run on Temporal: from its history, on any machine."""
+    from .run.journal import UnknownRun
+    from .temporal.runs import show_run
+
+    shown = show_run(settings, run_id)
+    if shown is None:
+        raise UnknownRun(
+            f"no run {run_id} on Temporal at {settings.address} (task queue {settings.task_queue}), nor in this home",
+            [],
+        )
+    run, start = shown.run, shown.start
+    steps = [
+        {
+            "step": entry["step_id"],
+            "item": entry.get("item_key"),
+            "label": entry.get("item_label") or entry.get("item_key"),
+            "status": entry.get("status"),
+            "duration": entry.get("duration"),
+            "error": entry.get("error"),
+            "reason": entry.get("reason") or None,
+        }
+        for entry in shown.entries
+    ]
+    if as_json:
+        _emit_json(
+            {
+                "run_id": run.run_id,
+                "status": run.status,
+                "on": "temporal",
+                "workflow_id": run.workflow_id,
+                "resumes": len(run.executions) - 1,
+                "meta": {
+                    "run_id": run.run_id,
+                    "runbook": run.runbook,
+                    "profile": run.profile,
+                    "who": run.started_by,
+                    "started_at": run.started.isoformat(timespec="seconds") if run.started else None,
+                    "mode": "simulate" if run.simulate else "run",
+                    "parameters": start.params,
+                    "secret_parameters": start.secret_sources,
+                },
+                "steps": steps,
+            }
+        )
+        return
+    click.echo(f"run {run.run_id}: {run.runbook}" + (f" on profile {run.profile}" if run.profile else ""))
+    click.echo(f"on Temporal at {settings.address}: workflow {run.workflow_id}, task queue {settings.task_queue}")
+    resumed = len(run.executions) - 1
+    click.echo(
+        f"status: {run.status}   started {run.started.isoformat(timespec='seconds') if run.started else '?'} by "
+        f"{run.started_by}   mode {'simulate' if run.simulate else 'run'}"
+        + (f"   resumed {resumed}x" if resumed else "")
+    )
+    if start.params:
+        click.echo("parameters: " + ", ".join(f"{k}={v!r}" for k, v in start.params.items()))
+    if start.secret_sources:
+        sources = ", ".join(f"{k} from {v}" for k, v in start.secret_sources.items())
+        click.echo(f"secret parameters (values never recorded): {sources}")
+    for step in steps:
+        took = f" {step['duration']:.1f}s" if step["duration"] is not None else ""
+        extra = f": {step['error']}" if step["error"] else (f": {step['reason']}" if step["reason"] else "")
+        label = step["step"] + (f"[{step['item']}]" if step["item"] else "")
+        click.echo(f"  {step['status']:<9} {label}{took}{extra}")
+
+
+@dataclass(frozen=True)
+class _TemporalResume:
+    """What ``runbook resume`` was asked, for a run that may be on Temporal."""
+
+    run_id: str
+    force: bool
+    secret_sources: tuple[str, ...]
+    yes: bool
+    approve: tuple[str, ...]
+    concurrency: int | None
+
+
+def _resume_on_temporal(settings: Any, wanted: _TemporalResume, as_json: bool, explicit: bool) -> Any:
+    """Resume a run on Temporal (a new workflow execution of it: the workers read its journal and do not
+    redo finished steps) or follow it when it still goes; None when Temporal never had it (a local run)."""
+    import dataclasses
+
+    from .run.execution import Outcome
+    from .run.journal import UnknownRun, current_who
+    from .temporal.identity import started
+    from .temporal.runs import find_run, original_start
+
+    run = find_run(settings, wanted.run_id)
+    if run is None:
+        if explicit:
+            raise UnknownRun(
+                f"no run {wanted.run_id} on Temporal at {settings.address} (task queue {settings.task_queue})", []
+            )
+        return None
+    if wanted.force or wanted.secret_sources:
+        raise _BadArgument(
+            "--force and --secret are for runs resumed here: a run on Temporal is resumed by its workers, with "
+            "the secret sources it was started with"
+        )
+    if run.status == "succeeded":
+        return Outcome(
+            "succeeded", exitcodes.OK, f"run {run.run_id} already succeeded; nothing to do", run_id=run.run_id
+        )
+    if run.going:
+        click.echo(
+            f"run {run.run_id} is still going on Temporal (workflow {run.workflow_id}, status {run.status}): "
+            "following it",
+            err=True,
+        )
+        return _follow_on_temporal(settings, run.run_id, lambda on_event: _follow_run(settings, run, on_event), as_json)
+    # Who resumes starts this execution (four-eyes compares approvals with them, signed as for a start);
+    # a scheduled run's first input had no run id (its workflow drew it): the run's own is given here.
+    start = dataclasses.replace(
+        original_start(settings, run),
+        run_id=run.run_id,
+        resume=True,
+        approve_all=wanted.yes,
+        approve=list(wanted.approve),
+        started_by=current_who(),
+        heartbeat_seconds=settings.heartbeat_seconds,
+        schedule="",
+        starter=_signed_as(settings, started(run.run_id), "Nothing was changed"),
+    )
+    if wanted.concurrency:
+        start = dataclasses.replace(start, concurrency=wanted.concurrency)
+
+    def begun() -> None:
+        click.echo(f"run {run.run_id} resumed on Temporal at {settings.address} (workflow {run.workflow_id})", err=True)
+
+    from .temporal.client import start_and_follow
+
+    return _follow_on_temporal(
+        settings,
+        run.run_id,
+        lambda on_event: start_and_follow(settings, run.workflow_id, start, on_event, begun),
+        as_json,
+    )
+
+
+def _follow_run(settings: Any, run: Any, on_event: Callable[[Any], None]) -> Any:
+    from .temporal.client import follow
+
+    return follow(settings, run.workflow_id, on_event)
+
+
+def _follow_on_temporal(
+    settings: Any, run_id: str, follow: Callable[[Callable[[Any], None]], Any], as_json: bool
+) -> Any:
+    """Print a run's progress as ``follow`` hands its events, to its ending (an Outcome); Ctrl-C stops following."""
+    from .report.progress import Progress
+    from .run.execution import Outcome
+    from .run.runner import PlanEntry
+
+    entries: list[PlanEntry] = []
+    held: dict[Any, PlanEntry] = {}
+    with Progress(as_json=as_json, stream=sys.stdout if as_json else sys.stderr) as progress:
+
+        def shown(event: Any) -> None:
+            entry = _followed_entry(held, event)
+            if event.kind == "step":
+                entries.append(entry)
+            progress(event.kind, entry)
+
+        try:
+            ending = follow(shown)
+        except KeyboardInterrupt:
+            return Outcome(
+                "interrupted",
+                exitcodes.INTERRUPTED,
+                f"stopped following run {run_id}; it goes on on the workers. Follow it again: runbook resume {run_id}",
+                run_id=run_id,
+            )
+    return Outcome(
+        ending.status, ending.exit_code, ending.message, run_id=run_id, entries=entries, warnings=ending.warnings
     )
 
 
@@ -1193,6 +1447,7 @@ def _write_html(path: Path, make_view: Callable[[], dict[str, Any]]) -> None:
     help="Run at most N items at once (steps with parallel, pipelines); 1 runs one at a time. "
     "Default: 16, and never more than a step's own parallel.",
 )
+@_temporal_option("resume a run on Temporal (or follow it, when it is still going)")
 @click.pass_context
 def resume_cmd(
     ctx: click.Context,
@@ -1203,9 +1458,13 @@ def resume_cmd(
     approve: tuple[str, ...],
     as_json: bool,
     concurrency: int | None,
+    temporal_address: str | None,
 ) -> None:
     """Continue run RUN_ID where it stopped: finished steps are not redone, a step that started but
-    never finished is re-checked (its check guard, or a gate when it has none)."""
+    never finished is re-checked (its check guard, or a gate when it has none).
+
+    A run on Temporal (with --temporal or execution.temporal) is resumed there, by the workers; when it
+    is still going, this says so and follows it."""
     from .report.progress import Progress
     from .run.execution import resume_run
     from .run.journal import load_run
@@ -1213,6 +1472,12 @@ def resume_cmd(
     with _json_on_error(as_json, _finished_event):
         home = _home(ctx)
         config = _config_or_fail(home)
+        on_temporal = _temporal_of(home, temporal_address)
+        if on_temporal is not None:
+            wanted = _TemporalResume(run_id, force, secret_sources, yes, approve, concurrency)
+            outcome = _resume_on_temporal(on_temporal, wanted, as_json, explicit=temporal_address is not None)
+            if outcome is not None:
+                _finish(outcome, as_json)
         # A simulated run resumes on the simulated cluster and a real one on the real cluster, always.
         simulate = load_run(home.state_dir, run_id).meta.mode == "simulate"
         if not simulate:
@@ -1330,8 +1595,9 @@ def apply_cmd(
 
 @main.group("runs", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@_temporal_option("list the cluster's runs on Temporal too, from any machine")
 @click.pass_context
-def runs_cmd(ctx: click.Context, as_json: bool) -> None:
+def runs_cmd(ctx: click.Context, as_json: bool, temporal_address: str | None) -> None:
     """List runs, newest first, with their status (see 'runs show RUN_ID')."""
     if ctx.invoked_subcommand is not None:
         return
@@ -1339,6 +1605,10 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
 
     home = _home(ctx)
     runs = list_runs(home.state_dir)
+    on_temporal = _temporal_of(home, temporal_address)
+    if on_temporal is not None:
+        _list_temporal_runs(on_temporal, runs, as_json)
+        return
     if as_json:
         _emit_json({"runs": [{**r.__dict__, "last_step": str(r.last_step) if r.last_step else None} for r in runs]})
         return
@@ -1368,12 +1638,24 @@ def runs_cmd(ctx: click.Context, as_json: bool) -> None:
     metavar="PATH",
     help="Also write the run as one self-contained HTML page (steps in the runbook's prose).",
 )
+@_temporal_option("show a run on Temporal, from any machine (a run in this home is shown from its journal)")
 @click.pass_context
-def runs_show_cmd(ctx: click.Context, run_id: str, as_json: bool, html_path: Path | None) -> None:
+def runs_show_cmd(
+    ctx: click.Context, run_id: str, as_json: bool, html_path: Path | None, temporal_address: str | None
+) -> None:
     """Show one run: its inputs, and each step's outcome, duration and error."""
-    from .run.journal import load_run
+    from .run.journal import RUN_FILE, load_run
 
     home = _home(ctx)
+    on_temporal = _temporal_of(home, temporal_address)
+    if on_temporal is not None and (temporal_address or not (home.state_dir / "runs" / run_id / RUN_FILE).exists()):
+        if html_path:
+            raise _BadArgument(
+                "--html is written from the run's journal, which is in the workers' home: run 'runbook runs "
+                f"show {run_id} --html PATH' there"
+            )
+        _show_temporal_run(on_temporal, run_id, as_json)
+        return
     run = load_run(home.state_dir, run_id)
     if html_path:
         from .report.html import run_view

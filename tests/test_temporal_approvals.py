@@ -7,11 +7,13 @@ of its own (another operator's machine), list what waits, approve it or reject i
   one are refused, another operator's (their mTLS client certificate, checked by the worker) lets the
   run go on; the journal keeps who approved, how they were authenticated and when;
 - a rejected gate ends the run, failed, with nothing of that step or after it run, the rejection in
-  the journal; a decision for a gate the run does not wait at is refused, naming the ones it does;
+  the journal (``runbook runs``: ``waiting``, then ``failed``); a decision for a gate the run does not
+  wait at is refused, naming the ones it does;
   items of one step wait each for their own decision, and one rejected ends the others' wait;
 - schedules: added (a second add and a bad cron refused), triggered; the scheduled run's gate, met with
   nobody there, waits (listed) and fails the run at ``gates.approval_timeout``; a trigger while it
-  waits is skipped (overlap: skip); listed with its counts, removed;
+  waits is skipped (overlap: skip); listed with its counts, removed; ``runbook runs`` lists the
+  scheduled run by the run id its workflow drew, ``waiting`` while its gate waits, then ``failed``;
 - a saved plan applied on Temporal: refused by the worker when the cluster moved since the review;
   else its gate waits and is approved the same way.
 
@@ -102,6 +104,14 @@ def _waits(home: Path, run: subprocess.Popen[str]) -> str:
     return str(_records(home)[0]["run_id"])
 
 
+def _listed(env: dict[str, str], run_id: str, status: str) -> dict[str, Any] | None:
+    """The run as ``runbook runs`` lists it from Temporal's visibility (its memo), once it has ``status``."""
+    listed = run_cli(env, "runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    run = next((r for r in json.loads(listed.stdout)["runs"] if r["run_id"] == run_id), None)
+    return run if run is not None and run["on"] == "temporal" and run["status"] == status else None
+
+
 def _machine(tmp_path: Path, home: Path, name: str, address: str, tls: dict[str, str] | None) -> dict[str, str]:
     """Another operator's machine: a home of its own (the same cluster), pointed at ``address``."""
     other = tmp_path / name
@@ -187,6 +197,7 @@ def test_a_rejected_gate_ends_the_run_with_nothing_after_it_run(
     workers.start(env)
     run = _start(env)
     run_id = _waits(sim_home, run)
+    wait_for(lambda: _listed(env, run_id, "waiting"), TIMEOUT, "runs to list the run as waiting")
 
     wrong = run_cli(env, "approve", run_id, "after")
     assert wrong.returncode == 1, wrong.stderr
@@ -207,6 +218,7 @@ def test_a_rejected_gate_ends_the_run_with_nothing_after_it_run(
     assert records[-1]["type"] == "run_finished" and records[-1]["status"] == "failed"
     shown = json.loads(run_cli(env, "runs", "show", run_id, "--json").stdout)
     assert shown["status"] == "failed"
+    wait_for(lambda: _listed(env, run_id, "failed"), TIMEOUT, "runs to list the run as failed")
 
 
 def test_a_scheduled_runs_gate_met_with_nobody_there_waits_then_fails_the_run_at_its_timeout(
@@ -215,7 +227,7 @@ def test_a_scheduled_runs_gate_met_with_nobody_there_waits_then_fails_the_run_at
     (sim_home / "runbooks" / "gated.md").write_text(GATED)
     path = sim_home / "cluster-config.yaml"
     config = yaml.safe_load(path.read_text())
-    config["gates"] = {"approval_timeout": "4s"}
+    config["gates"] = {"approval_timeout": "10s"}  # time for the commands run while it waits
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = cli_env(sim_home)
     workers.start(env)
@@ -231,6 +243,9 @@ def test_a_scheduled_runs_gate_met_with_nobody_there_waits_then_fails_the_run_at
     wait_for(lambda: any(r["type"] == "gate_waiting" for r in _records(sim_home)), TIMEOUT, "the scheduled gate")
     listed = run_cli(env, "approvals")
     assert "describe  waiting since" in listed.stdout and "~ vm 101" in listed.stdout, listed.stdout + listed.stderr
+    run_id = str(_records(sim_home)[0]["run_id"])  # drawn by the workflow: its memo names the run by it
+    scheduled = wait_for(lambda: _listed(env, run_id, "waiting"), TIMEOUT, "runs to list the scheduled run")
+    assert scheduled["runbook"] == "gated" and scheduled["started_by"].startswith("schedule "), scheduled
     assert run_cli(env, "schedule", "trigger", "gated").returncode == 0  # while its run waits: skipped
 
     def ended() -> dict[str, Any] | None:
@@ -240,9 +255,10 @@ def test_a_scheduled_runs_gate_met_with_nobody_there_waits_then_fails_the_run_at
     assert wait_for(ended, TIMEOUT, "the run to end at its approval timeout")["status"] == "failed"
     records = _records(sim_home)
     timeout = next(r for r in records if r["type"] == "gate_rejected")
-    assert timeout["reason"] == "no decision within 4s (gates.approval_timeout)" and timeout["by"] == "nobody"
+    assert timeout["reason"] == "no decision within 10s (gates.approval_timeout)" and timeout["by"] == "nobody"
     assert [r["step"] for r in records if r["type"] == "step_started"] == ["before"]
     assert len(list((sim_home / ".runbook" / "runs").iterdir())) == 1  # the second time was skipped, not queued
+    wait_for(lambda: _listed(env, run_id, "failed"), TIMEOUT, "runs to list the scheduled run as failed")
 
     shown = run_cli(env, "schedule", "list")
     assert "runbook/lab/schedule/gated  '0 3 * * *'  gated  next " in shown.stdout, shown.stderr

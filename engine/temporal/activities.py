@@ -16,6 +16,7 @@ the retry follows that task to its end instead of sending the step again.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import hashlib
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from .. import exitcodes
@@ -40,13 +42,14 @@ from ..run.execution import Begun, Outcome, begin_run, check_plan, plan_expected
 from ..run.journal import RUN_FILE, UnknownRun
 from ..run.preview import Previewer
 from ..run.runner import GateStop, PlanDiverged, PlanEntry, StepError
-from ..run.schedule import Task, width
+from ..run.schedule import CloneLimits, Task, width
 from ..run.secretparams import SecretInput
 from ..run.sections import Section
 from ..runbook.actions import StepFailed, TaskFollow, action_from_dict
 from . import contract as c
 from .approvals import Approvals, GateWaits, check, detail
 from .settings import four_eyes, settings
+from .slots import WorkflowSlots
 
 _EXIT = {"succeeded": exitcodes.OK, "failed": exitcodes.FAILED, "stopped_at_gate": exitcodes.GATE}
 
@@ -75,21 +78,35 @@ class _Run:
     current: _Section | None = None
 
 
+#: The last progress events an activity's heartbeat carries (the follower prints them as they happen).
+BEAT_EVENTS = 50
+
+
 class _Beat(threading.local):
-    """What the activity running on this thread reports: its events (masked with ``masker``), and
-    the task its step started (``task[0]``, read by its heartbeat thread)."""
+    """What the activity running on this thread reports: its events (masked with ``masker``, numbered
+    from ``prefix``), and the task its step started (``task[0]``); ``wake`` makes its heartbeat thread
+    send both now."""
 
     events: list[c.Event] | None = None
     masker: Any = None
     task: list[dict[str, Any] | None] | None = None
+    prefix: str = ""
+    wake: threading.Event | None = None
 
 
 class Activities:
     """The activities of one worker, serving one home (its cluster-config.yaml: one cluster)."""
 
-    def __init__(self, home: Home, config: ClusterConfig):
+    def __init__(self, home: Home, config: ClusterConfig, client: Client):
         self.home = home
         self.config = config
+        limits = config.data.get("limits") or {}
+        # Clone limits hold across the run's workers: its slots are held in its workflow.
+        self._slots = WorkflowSlots(
+            CloneLimits(limits.get("clones_per_template"), limits.get("clones_per_storage")),
+            client,
+            asyncio.get_running_loop(),
+        )
         self._runs: dict[str, _Run] = {}
         self._runs_lock = threading.Lock()
         self._beat = _Beat()
@@ -103,7 +120,13 @@ class Activities:
     def open_run(self, start: c.RunStart) -> c.Opened:
         """Make the run (the same checks as a local run, before its first change) and say its sections."""
         with self._beating(start):
-            if (self.home.state_dir / "runs" / start.run_id / RUN_FILE).exists():
+            made = (self.home.state_dir / "runs" / start.run_id / RUN_FILE).exists()
+            if start.resume:
+                resumed = self._resumed(start, made)
+                if isinstance(resumed, c.Opened):
+                    return resumed
+                run = resumed
+            elif made:
                 run = self._run(start, 0)  # this activity was retried after the run was made
             else:
                 resources = ExitStack()
@@ -214,10 +237,7 @@ class Activities:
                     )
                 run.begun.record.run_finished(close.status)
             finally:
-                with self._runs_lock:
-                    self._runs.pop(close.run_id, None)
-                run.begun.record.close()
-                run.resources.close()
+                self._let_go(close.run_id)
             message = close.message or f"run {close.run_id} succeeded"
             return c.Ending(close.status, _EXIT[close.status], message, list(run.dispatcher.warnings))
 
@@ -264,11 +284,39 @@ class Activities:
         self._beat.masker = dispatcher.masker
         return dispatcher
 
+    def _resumed(self, start: c.RunStart, made: bool) -> c.Opened | _Run:
+        """``runbook resume`` of a run on Temporal: read back from its journal as a local resume reads it
+        (finished steps are not redone); a run this home does not hold, or one that cannot be read back
+        (the cluster unreachable), ends the resume with nothing run and says why."""
+        if made:
+            self._let_go(start.run_id)  # what an earlier workflow of the run left held here: read anew
+            try:
+                return self._run(start, 0)
+            except RunbookError as exc:
+                said = f"cannot resume run {start.run_id}: {exc}\nNothing ran: once that is resolved, resume again"
+        else:
+            said = (
+                f"the workers' home does not hold run {start.run_id}: a run on Temporal is resumed by the workers "
+                "of its task queue, which share the home holding its journal (docs/temporal.md). Nothing ran"
+            )
+        return c.Opened(events=self._taken(), outcome=c.Ending("failed", exitcodes.NOT_STARTED, said))
+
+    def _let_go(self, run_id: str) -> None:
+        """Close what this worker holds of the run (its journal, executors), if anything."""
+        with self._runs_lock:
+            run = self._runs.pop(run_id, None)
+        if run is not None:
+            try:
+                run.begun.record.close()
+            finally:
+                run.resources.close()
+
     def _keep(
         self, start: c.RunStart, begun: Begun, dispatcher: Dispatcher, resources: ExitStack, approvals: Approvals
     ) -> _Run:
         runner = begun.runner
         runner.journal = _Heartbeating(runner.journal, self._beat, approvals)
+        runner.limits = self._slots  # type: ignore[assignment]
         run = _Run(start, begun, runner.sections(), dispatcher, resources, approvals)
         self._runs[start.run_id] = run
         return run
@@ -356,7 +404,11 @@ class Activities:
         """The runner's progress, into the events of the activity running on this thread."""
         events = self._beat.events
         if events is not None:
-            events.append(_event(kind, entry, self._beat.masker))
+            event = _event(kind, entry, self._beat.masker)
+            event.seq = f"{self._beat.prefix}.{len(events)}"
+            events.append(event)
+            if self._beat.wake is not None:
+                self._beat.wake.set()  # the line is in the next heartbeat, where the follower reads it
 
     def _note(self, step: str, key: str | None) -> Any:
         entry = PlanEntry(step, "api", None, 0, item_key=key)
@@ -374,16 +426,26 @@ class Activities:
 
     @contextmanager
     def _beating(self, start: c.RunStart) -> Iterator[None]:
-        """Heartbeat while the activity runs (a third of the timeout apart), with the task its step
-        started, so that a lost worker is noticed quickly and the next attempt can follow that task."""
+        """Heartbeat while the activity runs (a third of the timeout apart, and at each progress event),
+        with the task its step started and its last events: a lost worker is noticed quickly, the next
+        attempt can follow that task, and the CLI following the run prints each line as it happens
+        (the SDK sends at most one heartbeat a second: ``worker.HEARTBEAT_THROTTLE``)."""
         task: list[dict[str, Any] | None] = [None]
-        self._beat.events, self._beat.task, self._beat.masker = [], task, None
-        stop = threading.Event()
+        events: list[c.Event] = []
+        stop, wake = threading.Event(), threading.Event()
+        info = activity.info()
+        self._beat.events, self._beat.task, self._beat.masker, self._beat.wake = events, task, None, wake
+        # An item's activity runs again under its id once its gate is decided: the scheduling tells them apart.
+        self._beat.prefix = f"{info.activity_id}.{info.attempt}.{info.scheduled_time:%H%M%S%f}"
         context = contextvars.copy_context()  # the activity's context: heartbeat() works from the thread
 
         def loop() -> None:
-            while not stop.wait(max(0.2, start.heartbeat_seconds / 3)):
-                context.run(activity.heartbeat, *([task[0]] if task[0] else []))
+            while True:
+                wake.wait(max(0.2, start.heartbeat_seconds / 3))
+                wake.clear()
+                if stop.is_set():
+                    return
+                context.run(activity.heartbeat, task[0], [_as_dict(event) for event in events[-BEAT_EVENTS:]])
 
         thread = threading.Thread(target=loop, name="runbook-heartbeat", daemon=True)
         thread.start()
@@ -391,7 +453,9 @@ class Activities:
             yield
         finally:
             stop.set()
+            wake.set()
             thread.join()
+            self._beat.wake = None
 
     def _guarded(self, work: Any) -> Any:
         """Run ``work``; what the run decided (a step failed, a gate, a problem) ends the activity for
@@ -444,7 +508,8 @@ class _Heartbeating:
         holder = self._beat.task
         if holder is not None:
             holder[0] = {"step": step, "item": item, "upid": upid, "node": node}
-            activity.heartbeat(holder[0])
+            if self._beat.wake is not None:
+                self._beat.wake.set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._journal, name)
@@ -465,4 +530,4 @@ def _event(kind: str, entry: PlanEntry, masker: Any) -> c.Event:
 
 
 def _as_dict(event: c.Event) -> dict[str, Any]:
-    return {"kind": event.kind, "entry": event.entry, "output_sha256": event.output_sha256}
+    return {"kind": event.kind, "entry": event.entry, "output_sha256": event.output_sha256, "seq": event.seq}

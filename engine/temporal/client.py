@@ -133,6 +133,7 @@ async def _started_and_followed(
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             execution_timeout=timedelta(days=7),
+            memo=c.memo(start),
         )
     except WorkflowAlreadyStartedError:
         going = client.get_workflow_handle(workflow_id)
@@ -143,13 +144,43 @@ async def _started_and_followed(
             f"temporal workflow show --workflow-id {workflow_id} --address {settings.address}"
         ) from None
     on_started()
-    return await _follow(handle, on_event, stop)
+    return await _follow(client, handle, on_event, stop)
+
+
+def follow(settings: TemporalSettings, workflow_id: str, on_event: Callable[[c.Event], None]) -> c.Ending:
+    """Follow the running workflow ``workflow_id`` to its end, printing its progress from its start."""
+
+    async def main() -> c.Ending:
+        client = await connect(settings, "Nothing was changed")
+        stop = _stop_on_signals()
+        try:
+            handle = client.get_workflow_handle(workflow_id, result_type=c.Ending)
+            return await _follow(client, handle, on_event, stop)
+        finally:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().remove_signal_handler(number)
+
+    return asyncio.run(main())
 
 
 async def _follow(
-    handle: WorkflowHandle[Any, c.Ending], on_event: Callable[[c.Event], None], stop: asyncio.Event | None = None
+    client: Client,
+    handle: WorkflowHandle[Any, c.Ending],
+    on_event: Callable[[c.Event], None],
+    stop: asyncio.Event | None = None,
 ) -> c.Ending:
+    """Print the run's progress events once each: those of the activities that ended (the workflow's
+    ``events`` query), and those of the running ones as they happen (their heartbeats)."""
     seen = 0
+    printed: set[str] = set()
+
+    def show(events: list[c.Event]) -> None:
+        for event in events:
+            if event.seq and event.seq in printed:
+                continue
+            printed.add(event.seq)
+            on_event(event)
+
     result = asyncio.ensure_future(handle.result())
     while True:
         finished = result.done()
@@ -159,18 +190,37 @@ async def _follow(
             # No worker answers for now (the events are kept in the workflow: asked again next time),
             # or none will any more after the end: the lines left unprinted are in the journal.
             events = []
-        for event in events:
-            on_event(event)
+        show(events)
         seen += len(events)
         if finished:
             break
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt  # stop following; the run goes on on the workers
+        show(await live_events(client, handle))
         await asyncio.wait([result], timeout=POLL)
     try:
         return result.result()
     except WorkflowFailureError as exc:
-        return c.Ending("failed", exitcodes.FAILED, f"the run's workflow failed: {exc.cause or exc}")
+        cause: BaseException = exc
+        while cause.__cause__ is not None:  # "Activity task failed" says less than what failed it
+            cause = cause.__cause__
+        return c.Ending("failed", exitcodes.FAILED, f"the run's workflow failed: {cause}")
+
+
+async def live_events(client: Client, handle: WorkflowHandle[Any, Any]) -> list[c.Event]:
+    """The progress events of the workflow's running activities, from their last heartbeats."""
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return []
+    events: list[c.Event] = []
+    for pending in described.raw_description.pending_activities:
+        if not pending.HasField("heartbeat_details"):
+            continue
+        details = await client.data_converter.decode(pending.heartbeat_details.payloads)
+        if len(details) > 1 and isinstance(details[1], list):
+            events += [c.Event(**event) for event in details[1] if isinstance(event, dict)]
+    return events
 
 
 class DecisionRefused(RunbookError):

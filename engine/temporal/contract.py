@@ -20,6 +20,11 @@ END_SECTION = "runbook-end-section"
 CLOSE = "runbook-close-run"
 CHECK_DECISION = "runbook-check-decision"
 
+#: The run's clone slots, held in its workflow (engine/temporal/slots.py): an update that returns once
+#: the slot is taken, and a signal that gives it back.
+SLOT = "clone-slot"
+SLOT_FREED = "clone-slot-freed"
+
 #: ApplicationError types an activity raises for what the run decided, never retried.
 STEP_FAILED = "StepFailed"
 GATE_STOP = "GateStop"
@@ -46,6 +51,13 @@ class Identity:
     signature: str | None = None
 
 
+#: The workflow's memo (in visibility: ``runbook runs --temporal`` lists runs from it, no worker needed):
+#: the run's id, runbook, profile and starter, set at start, and ``status``, upserted by the workflow
+#: as the run goes (``running`` while none is set; ``waiting`` while a gate waits; the ending's status).
+MEMO_KEYS = ("run_id", "runbook", "profile", "started_by", "simulate")
+MEMO_STATUS = "status"
+
+
 @dataclass
 class RunStart:
     """The workflow's input: what ``runbook run`` was asked, and who asked."""
@@ -67,6 +79,12 @@ class RunStart:
     schedule: str = ""  # the schedule that starts it (its run_id then chosen by the workflow, per run)
     plan: dict[str, Any] | None = None  # a saved plan applied (``runbook apply``): sealed, secret-free
     plan_file: str = ""  # where the operator had it, for messages
+    resume: bool = False  # ``runbook resume``: the run is in the workers' home; never made anew
+
+
+def memo(start: RunStart) -> dict[str, Any]:
+    """What visibility shows of a run (``MEMO_KEYS``): nothing secret, nothing a worker must answer."""
+    return {key: getattr(start, key) for key in MEMO_KEYS}
 
 
 @dataclass
@@ -76,6 +94,7 @@ class Event:
     kind: str  # start | step | progress
     entry: dict[str, Any]
     output_sha256: str | None = None
+    seq: str = ""  # unique in the run (activity, attempt, number): the follower prints each event once
 
 
 @dataclass
@@ -169,6 +188,15 @@ class TaskRef:
 @dataclass
 class TaskDone:
     events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class SlotAsk:
+    """A clone asking its slots: ``[kind, name, limit]`` each (``schedule.CloneLimits.slots``), for
+    ``holder``, its step's activity (a retried attempt holds what the earlier one took)."""
+
+    holder: str
+    slots: list[list[Any]]
 
 
 @dataclass

@@ -22,11 +22,14 @@ from .workflow import RunWorkflow
 
 #: Step items in flight on one worker at once (the runner's own bound, ``--concurrency``'s maximum).
 MAX_ITEMS = 64
+#: At most one heartbeat a second per activity reaches the server: its progress events go with it, so the
+#: CLI following a run prints a step's lines within about a second (the SDK's default: 80% of the timeout).
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 async def _serve(home: Home, config: ClusterConfig, settings: TemporalSettings, ready: asyncio.Event) -> None:
     client = await connect(settings, "The worker did not start")
-    activities = Activities(home, config)
+    activities = Activities(home, config, client)
     with ThreadPoolExecutor(max_workers=MAX_ITEMS, thread_name_prefix="runbook-activity") as pool:
         worker = Worker(
             client,
@@ -36,6 +39,8 @@ async def _serve(home: Home, config: ClusterConfig, settings: TemporalSettings, 
             activity_executor=pool,
             max_concurrent_activities=MAX_ITEMS,
             graceful_shutdown_timeout=timedelta(seconds=5),
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             # A workflow task waiting for this (lost) worker goes to another after a heartbeat's time, as a step does.
             sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.heartbeat_seconds),
         )

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ..run.journal import new_run_id
-    from ..run.schedule import Schedule, Task
+    from ..run.schedule import CloneLimits, Clones, Schedule, Slot, Task
     from . import contract as c
 
 #: Activities that only prepare or end a run: short, retried a few times (a worker lost, the cluster unreachable).
@@ -37,6 +37,28 @@ class RunWorkflow:
         self._decided: dict[tuple[str, str | None], c.Decision] = {}
         self._rejected: c.Decision | None = None
         self._stopping = False  # a task of the section failed (or was rejected): gates still waiting end too
+        self._clones = Clones(CloneLimits())  # every worker's clones of this run (engine/temporal/slots.py)
+        self._holding: dict[str, tuple[tuple[Slot, int], ...]] = {}
+
+    @workflow.update(name=c.SLOT)
+    async def clone_slot(self, ask: c.SlotAsk) -> None:
+        """Return once ``ask``'s slots are taken for it (at once when its activity already holds them)."""
+        slots = tuple(((str(kind), str(name)), int(limit)) for kind, name, limit in ask.slots)
+        while ask.holder not in self._holding:
+            # Several clones waiting wake together when a slot frees: each checks again, one takes it.
+            await workflow.wait_condition(lambda: ask.holder in self._holding or self._clones.full(slots) is None)
+            if ask.holder not in self._holding and self._clones.full(slots) is None:
+                self._clones.take(slots)
+                self._holding[ask.holder] = slots
+
+    @workflow.signal(name=c.SLOT_FREED)
+    def clone_slot_freed(self, holder: str) -> None:
+        self._free(holder)
+
+    def _free(self, holder: str) -> None:
+        slots = self._holding.pop(holder, None)
+        if slots is not None:
+            self._clones.release(slots)
 
     @workflow.query(name="events")
     def events(self, since: int) -> list[c.Event]:
@@ -88,7 +110,13 @@ class RunWorkflow:
         if not start.run_id:  # started by a schedule: a run id of its own each time, drawn deterministically
             chance = f"{workflow.random().randrange(16**4):04x}"
             start = dataclasses.replace(start, run_id=new_run_id(start.runbook, workflow.now(), chance))
+            workflow.upsert_memo(c.memo(start))  # the schedule gave no memo: visibility lists the run by this id
         self._start = start
+        ending = await self._run(start)
+        workflow.upsert_memo({c.MEMO_STATUS: ending.status})  # what ``runbook runs --temporal`` lists
+        return ending
+
+    async def _run(self, start: c.RunStart) -> c.Ending:
         opened: c.Opened = await workflow.execute_activity(
             c.OPEN, start, result_type=c.Opened, **self._options(start, _SHORT)
         )
@@ -122,10 +150,11 @@ class RunWorkflow:
         while not schedule.done:
             for task in schedule.start():
                 ref = c.TaskRef(start.run_id, number, task.item, task.stage, start)
-                running[asyncio.ensure_future(self._task(ref))] = task
+                running[asyncio.ensure_future(self._task(ref, _activity_id(number, task)))] = task
             ended, _ = await workflow.wait(list(running), return_when=asyncio.FIRST_COMPLETED)
             for handle in sorted(ended, key=lambda h: running[h]):  # one order on every replay
                 task = running.pop(handle)
+                self._free(_activity_id(number, task))  # its clone's slot, if a lost worker kept it
                 error = handle.exception()
                 if error is None:
                     self._events += handle.result().events
@@ -141,13 +170,16 @@ class RunWorkflow:
                 first = first or cause
         return first
 
-    async def _task(self, ref: c.TaskRef) -> c.TaskDone:
-        """One step item's activity; when it meets a gate nobody approved, wait for the decision, then
-        run it again with the approval, or end it (rejected: nothing of the step ran)."""
+    async def _task(self, ref: c.TaskRef, activity_id: str) -> c.TaskDone:
+        """One step item's activity (``activity_id``: it holds the item's clone slots); when it meets a gate
+        nobody approved, wait for the decision, then run it again with the approval (the same id: the same
+        item), or end it (rejected: nothing of the step ran)."""
         options = self._options(ref.start, ref.start.step_timeout_seconds)
         while True:
             try:
-                return await workflow.execute_activity(c.TASK, ref, result_type=c.TaskDone, **options)
+                return await workflow.execute_activity(
+                    c.TASK, ref, result_type=c.TaskDone, activity_id=activity_id, **options
+                )
             except ActivityError as error:
                 cause = error.cause
                 if not (isinstance(cause, ApplicationError) and cause.type == c.GATE_WAITS):
@@ -158,6 +190,7 @@ class RunWorkflow:
             waiting.workflow_id = workflow.info().workflow_id
             key = (waiting.step, waiting.item)
             self._waiting[key] = waiting
+            workflow.upsert_memo({c.MEMO_STATUS: "waiting"})  # ``runbook runs --temporal`` shows it waits
             self._note(waiting, f"waits for approval: runbook approve {ref.run_id} {_named(waiting)} (or reject)")
             try:
                 await workflow.wait_condition(
@@ -167,6 +200,8 @@ class RunWorkflow:
             except TimeoutError:
                 self._decided[key] = self._timed_out(ref.start, waiting)
             del self._waiting[key]
+            if not self._waiting:
+                workflow.upsert_memo({c.MEMO_STATUS: None})  # running again: no status until the run's end
             if key not in self._decided:  # another task of the section failed or was rejected meanwhile
                 self._note(waiting, "not run: the run stopped before anyone decided")
                 raise ApplicationError(
@@ -230,3 +265,8 @@ class RunWorkflow:
 def _named(waiting: c.Waiting) -> str:
     """The STEP argument of ``runbook approve`` for this gate: ``step`` or ``step[item]``."""
     return waiting.step if waiting.item is None else f"'{waiting.step}[{waiting.item}]'"
+
+
+def _activity_id(section: int, task: Task) -> str:
+    """A step item's activity id, which holds its clone slots (``SlotAsk.holder``)."""
+    return f"task-{section}-{task.item}-{task.stage}"
