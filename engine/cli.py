@@ -1938,7 +1938,8 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
 
     Steps run here, with this machine's credentials (its pass store or environment), which never
     enter the workflow's history; each run's journal is kept in this home, as for a local run.
-    Several workers may serve one cluster when they share this home (docs/temporal.md).
+    Several workers may serve one cluster when they share this home (docs/temporal.md): a run stays
+    on the worker that opened it, and another takes it over from its journal when that one is lost.
     """
     home = _home(ctx)
     config = _config_or_fail(home)
@@ -1951,10 +1952,11 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
     _needs_temporal_sdk()
     from .temporal.worker import serve
 
-    def ready() -> None:
+    def ready(own: str) -> None:
         click.echo(
             f"worker for cluster {config.data['cluster']['name']}: task queue {settings.task_queue} at "
-            f"{settings.address} (namespace {settings.namespace}); Ctrl-C stops it",
+            f"{settings.address} (namespace {settings.namespace}), and {own} for the runs it holds; "
+            "Ctrl-C stops it",
             err=True,
         )
 

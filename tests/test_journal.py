@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from engine.run.journal import (
+    HOLDER_FILE,
     JOURNAL_FILE,
     RUN_FILE,
     RUN_ID,
@@ -20,6 +21,7 @@ from engine.run.journal import (
     RunMeta,
     RunRecord,
     RunState,
+    RunTaken,
     StepKey,
     UnknownRun,
     list_runs,
@@ -347,3 +349,35 @@ def test_task_history_is_the_shortest_recent_duration_of_each_task_type(tmp_path
     assert task_history(tmp_path / "runs") == {"qmclone": 8.0, "qmstart": 2.0}
     assert task_history(tmp_path / "runs", runs=1) == {"qmclone": 8.0}
     assert task_history(tmp_path / "nowhere") == {}
+
+
+def test_a_worker_that_took_a_run_over_fences_out_the_one_before(tmp_path: Path) -> None:
+    """Two Temporal workers on one run's journal: once B names itself the holder, A can write nothing
+    more (it was only slow, not lost), and the journal stays one sequence with no gap or duplicate."""
+    run_id = new_run_id("cluster-create", NOW)
+    first = RunRecord.create(tmp_path, meta(run_id), holder="runbook/lab/worker/a")
+    first.step_started("clone", "stg-cp01", {"kind": "api"})
+    second, before = RunRecord.resume(tmp_path, run_id, holder="runbook/lab/worker/b")
+    assert [r["type"] for r in before.records] == ["run_started", "step_started"]  # read after taking the hold
+
+    with pytest.raises(RunTaken) as taken:
+        first.step_finished("clone", "stg-cp01", {"vmid": 1031}, 1.0)
+    assert str(taken.value).startswith(f"run {run_id} was taken over by runbook/lab/worker/b (this worker, ")
+    second.step_finished("clone", "stg-cp01", {"vmid": 1031}, 1.0)
+    first.close()
+    second.close()
+
+    run = load_run(tmp_path, run_id)
+    assert [(r["seq"], r["type"]) for r in run.records] == [
+        (1, "run_started"),
+        (2, "step_started"),
+        (3, "run_resumed"),
+        (4, "step_finished"),
+    ]
+    assert json.loads((run.folder / HOLDER_FILE).read_text())["holder"] == "runbook/lab/worker/b"
+
+
+def test_a_local_run_has_no_holder_file(tmp_path: Path) -> None:
+    with start(tmp_path) as record:
+        record.step_started("clone", None, {"kind": "api"})
+    assert not (record.folder / HOLDER_FILE).exists()

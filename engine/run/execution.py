@@ -367,12 +367,13 @@ def begin_run(
     secrets: SecretInput | SecretParams = NO_SECRETS,
     expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
     prepared: tuple[Session, ClusterIdentity | None] | None = None,
+    holder: str | None = None,
 ) -> Outcome | Begun:
     """``start_run`` up to its first step, with the same checks in the same order (read the cluster,
     trust, preflight, tasks in flight and locks, gates ahead), under the id ``run_id`` its driver
     chose; an Outcome when the run stops before it is made. No profile lock: the driver keeps one
     run per profile at a time (a Temporal workflow id). ``expected`` and ``prepared`` as for ``start_run``
-    (a saved plan applied)."""
+    (a saved plan applied); ``holder``: the worker that writes the journal (``RunRecord``)."""
     if prepared is not None:
         session, cluster = prepared
     else:
@@ -399,7 +400,7 @@ def begin_run(
     refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
     if refused is not None:
         return refused
-    record = RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster))
+    record = RunRecord.create(home.state_dir, _meta(session, run_id, mode, cluster), holder)
     runner = _real_runner(session, record, dispatcher, approver, on_event, concurrency, expected=expected)
     return Begun(session, record, runner, ready + _notes(session))
 
@@ -414,11 +415,12 @@ def reopen_run(
     concurrency: int | None = None,
     secrets: SecretInput = NO_SECRETS,
     expected: Mapping[tuple[str, str | None], dict[str, Any] | None] | None = None,
+    holder: str | None = None,
 ) -> Begun:
     """A run ``begin_run`` made, taken over by another process of its driver (a Temporal worker that
     replaces one that died): read back from its journal as a resume reads it (finished steps are not
     redone, steps in doubt are checked, their tasks followed to their end); ``expected``: the saved
-    plan it applies, as ``begin_run`` had it."""
+    plan it applies, as ``begin_run`` had it; ``holder``: the worker taking it (``RunRecord.resume``)."""
     loaded = load_run(home.state_dir, run_id)
     meta = loaded.meta
     path = runbook_path(home, meta.runbook)
@@ -432,7 +434,7 @@ def reopen_run(
         placed=meta.placement,
         secrets=secrets.over(meta.secret_parameters),
     )
-    record, before = RunRecord.resume(home.state_dir, run_id)
+    record, before = RunRecord.resume(home.state_dir, run_id, holder=holder)
     done = {(k.step, k.item): s.outputs for k, s in before.state.steps.items() if s.status == "finished"}
     session = _settled(
         home,

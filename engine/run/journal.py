@@ -30,11 +30,19 @@ they do not know, so later versions may add some.
 
 No ``Secret`` is ever written: every record (and ``run.json``) is walked before it is serialised,
 and a Secret anywhere in it is a TypeError naming where, before a byte reaches the disk.
+
+A run driven by Temporal workers has a holder: ``runs/<id>/holder.json`` names the worker that
+writes its journal now. A worker that takes the run over (the one before seemed lost) names itself
+there, under an exclusive ``flock`` of the journal, before it reads the journal back; every record a
+holder appends is written under that lock after checking the file still names it. So a worker that
+was only slow, not lost, can write nothing more once another took the run: its next record is
+refused (``RunTaken``), and the journal never gets two writers or two records with one ``seq``.
 """
 
 from __future__ import annotations
 
 import difflib
+import fcntl
 import getpass
 import json
 import math
@@ -43,6 +51,8 @@ import re
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import MISSING, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +85,7 @@ RECORD_FIELDS: dict[str, tuple[str, ...]] = {
 RUN_ID = re.compile(r"\d{8}-\d{6}-[a-z0-9]+(?:-[a-z0-9]+)*-[0-9a-f]{4}")
 RUN_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
+HOLDER_FILE = "holder.json"
 _SLUG_MAX = 40
 _EXCERPT = 60
 #: How many earlier runs' journals are read to learn how long tasks of each kind take.
@@ -87,6 +98,10 @@ Record = dict[str, Any]
 
 class JournalError(RunbookError):
     """A run record cannot be read or written as it should; the message names the file (and line)."""
+
+
+class RunTaken(JournalError):
+    """Another holder took the run over (``holder.json`` names it): this one may write no more of it."""
 
 
 class UnknownRun(JournalError):
@@ -362,12 +377,14 @@ def _parse_record(raw: bytes, seq: int) -> Record:
 
 class RunRecord:
     """An open run folder that journal records are appended to; one writer process at a time (the
-    profile lock). Within it, threads may append at once (items of a parallel step): each record
-    gets the next ``seq`` and is written whole, in ``seq`` order."""
+    profile lock, or for a run on Temporal its ``holder``: see the module's docstring). Within it,
+    threads may append at once (items of a parallel step): each record gets the next ``seq`` and is
+    written whole, in ``seq`` order."""
 
-    def __init__(self, folder: Path, meta: RunMeta, fd: int, next_seq: int):
+    def __init__(self, folder: Path, meta: RunMeta, fd: int, next_seq: int, holder: str | None = None):
         self.folder = folder
         self.meta = meta
+        self.holder = holder
         self._fd: int | None = fd
         self._seq = next_seq
         self._lock = threading.Lock()
@@ -377,11 +394,12 @@ class RunRecord:
         return self.meta.run_id
 
     @classmethod
-    def create(cls, state_dir: Path, meta: RunMeta) -> RunRecord:
+    def create(cls, state_dir: Path, meta: RunMeta, holder: str | None = None) -> RunRecord:
         """Make ``runs/<id>/`` with its ``run.json`` and a journal holding ``run_started``.
 
         Everything is checked before anything is created, so a bad meta (a Secret in the
         parameters) leaves no folder behind. An existing folder is an error, never overwritten.
+        ``holder``: the Temporal worker that writes the journal (``holder.json``, written first).
         """
         if not RUN_ID.fullmatch(meta.run_id):
             raise ValueError(f"{meta.run_id!r} is not a run id (see new_run_id)")
@@ -394,37 +412,47 @@ class RunRecord:
         folder.mkdir(mode=0o700)
         _fsync_dir(runs)
         _write_atomic(folder / RUN_FILE, text)
+        if holder is not None:
+            _write_atomic(folder / HOLDER_FILE, _serialise(_holding(holder), HOLDER_FILE))
         fd = os.open(folder / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         _fsync_dir(folder)
-        record = cls(folder, meta, fd, 1)
+        record = cls(folder, meta, fd, 1, holder)
         record._append("run_started", run_id=meta.run_id, process=ProcessIdentity.current().as_dict())
         return record
 
     @classmethod
-    def resume(cls, state_dir: Path, run_id: str, who: str | None = None) -> tuple[RunRecord, LoadedRun]:
+    def resume(
+        cls, state_dir: Path, run_id: str, who: str | None = None, holder: str | None = None
+    ) -> tuple[RunRecord, LoadedRun]:
         """Reopen a run for appending, after the caller holds its profile lock; records ``run_resumed``.
 
         A torn last record is cut off first (and noted in ``run_resumed.repaired``): appending after
         it would glue the next record onto the fragment and turn it into damage in the middle. The
-        LoadedRun is the run as it was before resuming, for deciding what to redo.
+        LoadedRun is the run as it was before resuming, for deciding what to redo. ``holder``: a
+        Temporal worker taking the run over names itself in ``holder.json`` first, under the
+        journal's lock, and reads the journal after: the worker before it can add nothing since.
         """
         run = load_run(state_dir, run_id)
         path = run.folder / JOURNAL_FILE
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            data = path.read_bytes()
-            _, _, good_end = _parse_journal(data, path)
-            repaired: dict[str, str] = {}
-            if good_end < len(data):
-                os.ftruncate(fd, good_end)
-                repaired["repaired"] = f"cut a torn last record of {len(data) - good_end} bytes"
-            if good_end and data[good_end - 1 : good_end] != b"\n":
-                _write_all_once(fd, b"\n", path)  # the last record was whole but its newline never landed
-            os.fsync(fd)
+            with _locked(fd, holder is not None):
+                if holder is not None:
+                    _write_atomic(run.folder / HOLDER_FILE, _serialise(_holding(holder), HOLDER_FILE))
+                    run = load_run(state_dir, run_id)  # with what the holder before wrote until now
+                data = path.read_bytes()
+                _, _, good_end = _parse_journal(data, path)
+                repaired: dict[str, str] = {}
+                if good_end < len(data):
+                    os.ftruncate(fd, good_end)
+                    repaired["repaired"] = f"cut a torn last record of {len(data) - good_end} bytes"
+                if good_end and data[good_end - 1 : good_end] != b"\n":
+                    _write_all_once(fd, b"\n", path)  # the last record was whole but its newline never landed
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             raise
-        record = cls(run.folder, run.meta, fd, len(run.records) + 1)
+        record = cls(run.folder, run.meta, fd, len(run.records) + 1, holder)
         record._append(
             "run_resumed",
             who=who or current_who(),
@@ -490,9 +518,11 @@ class RunRecord:
         whole lines in ``seq`` order with no gap; the fsync is outside it, so threads share the
         disk flush instead of queueing for it (a writer's fsync also covers the lines before its own).
         """
-        with self._lock:
+        with self._lock, _locked(self._fd, self.holder is not None):
             if self._fd is None:
                 raise JournalError(f"{self.folder / JOURNAL_FILE} is closed; no more records can be written")
+            if self.holder is not None:
+                self._check_holder()
             record = {
                 "seq": self._seq,
                 "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
@@ -508,6 +538,37 @@ class RunRecord:
             self._seq += 1
             fd = self._fd
         os.fsync(fd)
+
+    def _check_holder(self) -> None:
+        """Refuse to write once ``holder.json`` names another holder (it took the run over)."""
+        path = self.folder / HOLDER_FILE
+        try:
+            now = json.loads(path.read_text(encoding="utf-8")).get("holder")
+        except (OSError, ValueError, AttributeError) as exc:
+            raise JournalError(f"{path}: cannot read who holds the run ({exc}); no record written") from None
+        if now != self.holder:
+            raise RunTaken(
+                f"run {self.run_id} was taken over by {now} (this worker, {self.holder}, seemed lost to "
+                "Temporal); it writes no more of the run, and what its step was doing is checked by the new holder"
+            )
+
+
+def _holding(holder: str) -> dict[str, str]:
+    return {"holder": holder, "since": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+@contextmanager
+def _locked(fd: int | None, wanted: bool) -> Iterator[None]:
+    """An exclusive ``flock`` of the journal while a holder checks ``holder.json`` and writes (when ``wanted``)."""
+    if not wanted or fd is None:
+        yield
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        with suppress(OSError):  # a failed write closed the fd, which let go of the lock already
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)

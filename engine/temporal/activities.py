@@ -7,11 +7,13 @@ run's journal in the worker's home (``.runbook/runs/RUN_ID/``, the local format,
 and the HTML report read it as they read a local run). The history gets progress events without
 outputs (a ``show`` step's output, masked, excepted) and a digest of each output.
 
-A worker that takes over a run another worker began (it died: Temporal retries the activity here
-once its heartbeat stopped) reads the run back from the journal as ``runbook resume`` does
-(``execution.reopen_run``); so the workers of one queue share one home (one machine, or a shared
-folder): see docs/temporal.md. The task a step started is in the activity's heartbeat (its UPID):
-the retry follows that task to its end instead of sending the step again.
+A run sticks to the worker that opened it (the workflow sends its activities to that worker's own
+task queue, ``worker``). A worker that takes over a run another worker began (that one was lost:
+``take_run``) reads the run back from the journal as ``runbook resume`` does
+(``execution.reopen_run``), naming itself the journal's holder first so the worker before it can
+write no more of it; so the workers of one queue share one home (one machine, or a shared folder):
+see docs/temporal.md. The task a step started is in the activity's heartbeat (its UPID): the retry
+follows that task to its end instead of sending the step again.
 """
 
 from __future__ import annotations
@@ -97,9 +99,10 @@ class _Beat(threading.local):
 class Activities:
     """The activities of one worker, serving one home (its cluster-config.yaml: one cluster)."""
 
-    def __init__(self, home: Home, config: ClusterConfig, client: Client):
+    def __init__(self, home: Home, config: ClusterConfig, client: Client, worker: str):
         self.home = home
         self.config = config
+        self.worker = worker  # this worker's own task queue, where the runs it holds send their activities
         limits = config.data.get("limits") or {}
         # Clone limits hold across the run's workers: its slots are held in its workflow.
         self._slots = WorkflowSlots(
@@ -112,7 +115,15 @@ class Activities:
         self._beat = _Beat()
 
     def all(self) -> list[Any]:
-        return [self.open_run, self.section_items, self.run_task, self.end_section, self.close_run, self.check_decision]
+        return [
+            self.open_run,
+            self.take_run,
+            self.section_items,
+            self.run_task,
+            self.end_section,
+            self.close_run,
+            self.check_decision,
+        ]
 
     # ------------------------------------------------------------------ the activities
 
@@ -153,7 +164,16 @@ class Activities:
                 c.SectionPlan([step.id for step in section.steps], width(section.steps[0], start.concurrency, False))
                 for section in run.sections
             ]
-            return c.Opened(plans, self._taken(), run.begun.warnings)
+            return c.Opened(plans, self._taken(), run.begun.warnings, worker=self.worker)
+
+    @activity.defn(name=c.TAKE)
+    def take_run(self, ref: c.SectionRef) -> c.Taken:
+        """Take the run over from a worker that was lost: read it back from its journal (this worker named
+        its holder first), caught up to the section it is in; its later activities come here."""
+        with self._beating(ref.start):
+            self._let_go(ref.run_id)  # what this worker held of it before is stale: read anew
+            self._run(ref.start, ref.section)
+            return c.Taken(self.worker, self._taken())
 
     def _begin(self, start: c.RunStart, dispatcher: Dispatcher, approver: Approvals) -> Begun | Outcome:
         """``begin_run``; for a saved plan (``runbook apply``), after the checks ``apply_plan`` makes
@@ -181,6 +201,7 @@ class Activities:
             secrets=secrets,
             expected=expected,
             prepared=prepared,
+            holder=self.worker,
         )
 
     @activity.defn(name=c.ITEMS)
@@ -342,6 +363,7 @@ class Activities:
                     concurrency=start.concurrency,
                     secrets=SecretInput(start.secret_sources),
                     expected=plan_expected(start.plan) if start.plan is not None else None,
+                    holder=self.worker,
                 )
             except UnknownRun:
                 resources.close()

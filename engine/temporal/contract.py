@@ -19,6 +19,9 @@ TASK = "runbook-step-item"
 END_SECTION = "runbook-end-section"
 CLOSE = "runbook-close-run"
 CHECK_DECISION = "runbook-check-decision"
+#: A run sticks to the worker that opened it (its own task queue, ``worker.worker_queue``); when that
+#: worker is lost, any worker of the cluster's queue takes the run over from its journal.
+TAKE = "runbook-take-run"
 
 #: The run's clone slots, held in its workflow (engine/temporal/slots.py): an update that returns once
 #: the slot is taken, and a signal that gives it back.
@@ -123,6 +126,15 @@ class Opened:
     events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     outcome: Ending | None = None
+    worker: str = ""  # the task queue of the worker that opened the run: every later activity of it goes there
+
+
+@dataclass
+class Taken:
+    """``take_run``'s answer: the task queue of the worker that took the run over."""
+
+    worker: str
+    events: list[Event] = field(default_factory=list)
 
 
 @dataclass

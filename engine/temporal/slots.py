@@ -1,8 +1,9 @@
 """Clone slots of a run on Temporal, held in its workflow rather than in one worker's memory.
 
 ``limits.clones_per_template`` and ``clones_per_storage`` say how many clones PVE may run at once.
-Locally the runner counts them in its process (``engine.run.concurrency.CloneSlots``); on Temporal the
-step items of one run may run on several workers, so the count is kept where every one of them
+Locally the runner counts them in its process (``engine.run.concurrency.CloneSlots``); on Temporal a
+run's items run on the worker holding it, but a worker lost during a clone leaves its task running
+on the cluster while another worker takes the run over, so the count is kept where every worker
 reaches it: the run's workflow, which keeps a ``schedule.Clones`` (pure, deterministic) and grants a
 slot through an update (``c.SLOT``) that returns once the slot is taken. A slot is given back by a
 signal when the clone's task ended (``c.SLOT_FREED``), and in any case when its step's activity ends

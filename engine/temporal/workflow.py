@@ -4,6 +4,13 @@ Deterministic by construction: the only decisions taken here come from ``engine.
 (pure: no clock, thread, I/O or randomness) and from the activities' results, which Temporal keeps
 in the history, so a replay on any worker takes the same decisions. Nothing here renders a template,
 reads a file or the cluster: an activity does (``engine.temporal.activities``).
+
+A run sticks to one worker: the worker that opens it (any worker of the cluster's task queue) says
+its own task queue, and every later activity of the run goes there, so its journal, its outputs in
+memory and its local files (the Talos config folder) have one writer. An activity that waits there
+longer than a heartbeat's time (``schedule_to_start_timeout``) means that worker is lost: once
+nothing of the run still runs on it, any worker of the cluster's queue takes the run over from its
+journal (``c.TAKE``) and the run goes on there.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from ..run.journal import new_run_id
@@ -39,6 +47,10 @@ class RunWorkflow:
         self._stopping = False  # a task of the section failed (or was rejected): gates still waiting end too
         self._clones = Clones(CloneLimits())  # every worker's clones of this run (engine/temporal/slots.py)
         self._holding: dict[str, tuple[tuple[Slot, int], ...]] = {}
+        self._worker = ""  # the task queue of the worker holding the run: its activities go there
+        self._flying: dict[str, int] = {}  # activities of the run in flight, per worker
+        self._taking = False  # a take-over is under way
+        self._at = 0  # the section the run is in (a worker taking it over catches up to it)
 
     @workflow.update(name=c.SLOT)
     async def clone_slot(self, ask: c.SlotAsk) -> None:
@@ -123,18 +135,76 @@ class RunWorkflow:
         self._events += opened.events
         if opened.outcome is not None:
             return dataclasses.replace(opened.outcome, warnings=opened.warnings + opened.outcome.warnings)
+        self._worker = opened.worker
         for number, section in enumerate(opened.sections):
+            self._at = number
             ref = c.SectionRef(start.run_id, number, start)
-            items: c.Items = await workflow.execute_activity(
-                c.ITEMS, ref, result_type=c.Items, **self._options(start, _SHORT)
-            )
+            items: c.Items = await self._on_worker(c.ITEMS, ref, _SHORT, result_type=c.Items)
             self._events += items.events
             failure = await self._section(start, number, section, items.count)
             if failure is None:
-                await workflow.execute_activity(c.END_SECTION, ref, **self._options(start, _SHORT))
+                await self._on_worker(c.END_SECTION, ref, _SHORT)
                 continue
             return self._warned(await self._close(start, failure), opened)
+        self._at = len(opened.sections)
         return self._warned(await self._close(start, None), opened)
+
+    async def _on_worker(
+        self, name: str, arg: object, timeout: timedelta, *, result_type: type | None = None, activity_id: str = ""
+    ) -> object:
+        """Activity ``name`` of the run on the worker holding it; when that worker is lost (the activity
+        waited there a heartbeat's time, no worker taking it), the run is taken over by another worker
+        and the activity goes there."""
+        start = self._start
+        assert start is not None
+        while True:
+            worker = self._worker
+            self._flying[worker] = self._flying.get(worker, 0) + 1
+            try:
+                return await workflow.execute_activity(
+                    name,
+                    arg,
+                    result_type=result_type,
+                    activity_id=activity_id or None,
+                    task_queue=worker,
+                    schedule_to_start_timeout=timedelta(seconds=start.heartbeat_seconds),
+                    **self._options(start, timeout),
+                )
+            except ActivityError as error:
+                if not (isinstance(error.cause, ActivityTimeout) and error.cause.type == TimeoutType.SCHEDULE_TO_START):
+                    raise
+            finally:
+                self._flying[worker] -= 1
+            await self._take_over(start, worker)
+
+    async def _take_over(self, start: c.RunStart, lost: str) -> None:
+        """Have any worker of the cluster's queue take the run over from ``lost``, once nothing of the run
+        runs there any more (a worker that was slow rather than lost finishes what it had first)."""
+        if self._taking:
+            await workflow.wait_condition(lambda: not self._taking)
+        if self._worker != lost:
+            return  # another activity of the run had it taken over already
+        self._taking = True
+        try:
+            await workflow.wait_condition(lambda: self._flying.get(lost, 0) == 0)
+            self._say(
+                f"the worker holding the run ({lost}) took none of its activities for {start.heartbeat_seconds:g}s: "
+                "another worker of the queue takes the run over from its journal"
+            )
+            ref = c.SectionRef(start.run_id, self._at, start)
+            taken: c.Taken = await workflow.execute_activity(
+                c.TAKE, ref, result_type=c.Taken, **self._options(start, _SHORT)
+            )
+            self._events += taken.events
+            self._worker = taken.worker
+            self._say(f"the run is now held by worker {taken.worker}")
+        finally:
+            self._taking = False
+
+    def _say(self, text: str) -> None:
+        """A progress line of the run itself (not of one step) for the CLI following it."""
+        entry = {"step_id": "run", "kind": "run", "title": None, "line": 0, "item_key": None}
+        self._events.append(c.Event("progress", {**entry, "reason": text}))
 
     @staticmethod
     def _warned(ending: c.Ending, opened: c.Opened) -> c.Ending:
@@ -174,12 +244,13 @@ class RunWorkflow:
         """One step item's activity (``activity_id``: it holds the item's clone slots); when it meets a gate
         nobody approved, wait for the decision, then run it again with the approval (the same id: the same
         item), or end it (rejected: nothing of the step ran)."""
-        options = self._options(ref.start, ref.start.step_timeout_seconds)
+        limit = timedelta(seconds=ref.start.step_timeout_seconds)
         while True:
             try:
-                return await workflow.execute_activity(
-                    c.TASK, ref, result_type=c.TaskDone, activity_id=activity_id, **options
+                done: c.TaskDone = await self._on_worker(
+                    c.TASK, ref, limit, result_type=c.TaskDone, activity_id=activity_id
                 )
+                return done
             except ActivityError as error:
                 cause = error.cause
                 if not (isinstance(cause, ApplicationError) and cause.type == c.GATE_WAITS):
@@ -245,13 +316,13 @@ class RunWorkflow:
             status = "stopped_at_gate" if failure.type == c.GATE_STOP else "failed"
         message = failure.message if failure is not None else ""
         close = c.Close(start.run_id, status, message, start, self._rejected)
-        return await workflow.execute_activity(c.CLOSE, close, result_type=c.Ending, **self._options(start, _SHORT))
+        ending: c.Ending = await self._on_worker(c.CLOSE, close, _SHORT, result_type=c.Ending)
+        return ending
 
     @staticmethod
-    def _options(start: c.RunStart, timeout: timedelta | float) -> dict:
-        limit = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+    def _options(start: c.RunStart, timeout: timedelta) -> dict:
         return {
-            "start_to_close_timeout": limit,
+            "start_to_close_timeout": timeout,
             "heartbeat_timeout": timedelta(seconds=start.heartbeat_seconds),
             "retry_policy": RetryPolicy(
                 initial_interval=timedelta(seconds=1),

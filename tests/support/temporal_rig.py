@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -80,6 +81,7 @@ class Workers:
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[str]] = []
+        self.queue_of: dict[int, str] = {}  # a worker's pid -> its own task queue (where the runs it holds go)
 
     def start(self, env: dict[str, str]) -> subprocess.Popen[str]:
         worker = subprocess.Popen(
@@ -94,6 +96,9 @@ class Workers:
         assert worker.stderr is not None
         line = worker.stderr.readline()  # the worker says it is ready once it polls the task queue
         assert "task queue runbook/lab" in line, line + worker.stderr.read()
+        own = re.search(r"and (\S+) for the runs it holds", line)
+        assert own is not None, line
+        self.queue_of[worker.pid] = own.group(1)
         return worker
 
     def stop(self) -> None:
