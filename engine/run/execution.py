@@ -270,6 +270,56 @@ def _lock_name(session: Session) -> str:
     return session.profile.name if session.profile else f"runbook-{session.runbook.name.lstrip('_')}"
 
 
+def _opened(
+    home: Home,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+    dispatcher: Dispatcher,
+    secrets: SecretInput | SecretParams,
+    prepared: tuple[Session, ClusterIdentity | None] | None,
+) -> Outcome | tuple[Session, ClusterIdentity | None, list[str]]:
+    """What every real run does before it takes its lock: prepare (or take the ``prepared`` session),
+    read the cluster's identity, refuse an untrusted runbook, run the preflight; the session, the
+    cluster and the preflight's warnings, or the Outcome that stops the run with nothing made."""
+    if prepared is not None:
+        session, cluster = prepared
+    else:
+        try:
+            session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
+            cluster = _identity(session, dispatcher)
+        except _UNREADABLE as exc:
+            return _not_started(exc)
+    refused = _untrusted(home, session)
+    if refused is not None:
+        return refused
+    ready = _ready(session, dispatcher)
+    if isinstance(ready, Outcome):
+        return ready
+    return session, cluster, ready
+
+
+def _settled_to_start(
+    home: Home,
+    session: Session,
+    dispatcher: Dispatcher,
+    on_event: Callable[[str, PlanEntry], None] | None,
+    name: str,
+    profile: str | None,
+    given: Mapping[str, str],
+) -> Outcome | Session:
+    """``_settled`` for a new run (tasks in flight, stale locks); an Outcome when that stops it before it is made."""
+    try:
+        return _settled(home, session, dispatcher, _cluster_notes(on_event), name=name, profile=profile, given=given)
+    except (StepFailed, StaleLock) as exc:
+        return Outcome(
+            "failed",
+            exitcodes.NOT_STARTED,
+            f"cannot start: {_message(exc)}\nNothing ran and no run was made: once that is resolved, run again",
+            session,
+        )
+
+
 def start_run(
     home: Home,
     name: str,
@@ -294,20 +344,10 @@ def start_run(
     before anything changes; a gate it leaves unapproved ends the run there (exit 4), with no run
     made. Without it, each gate is asked when it is met (library callers that approve everything).
     """
-    if prepared is not None:
-        session, cluster = prepared
-    else:
-        try:
-            session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
-            cluster = _identity(session, dispatcher)
-        except _UNREADABLE as exc:
-            return _not_started(exc)
-    refused = _untrusted(home, session)
-    if refused is not None:
-        return refused
-    ready = _ready(session, dispatcher)
-    if isinstance(ready, Outcome):
-        return ready
+    opened = _opened(home, name, profile, given, dispatcher, secrets, prepared)
+    if isinstance(opened, Outcome):
+        return opened
+    session, cluster, ready = opened
     run_id = new_run_id(session.runbook.name, datetime.now(UTC))
     lock = ProfileLock(home.state_dir, _lock_name(session), run_id)
     try:
@@ -315,17 +355,10 @@ def start_run(
     except LockHeld as exc:
         return Outcome("locked", exitcodes.LOCKED, str(exc), session)
     try:
-        try:
-            session = _settled(
-                home, session, dispatcher, _cluster_notes(on_event), name=name, profile=profile, given=given
-            )
-        except (StepFailed, StaleLock) as exc:
-            return Outcome(
-                "failed",
-                exitcodes.NOT_STARTED,
-                f"cannot start: {_message(exc)}\nNothing ran and no run was made: once that is resolved, run again",
-                session,
-            )
+        settled = _settled_to_start(home, session, dispatcher, on_event, name, profile, given)
+        if isinstance(settled, Outcome):
+            return settled
+        session = settled
         refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
         if refused is not None:
             refused.warnings[:0] = [note] if note else []  # a reclaimed lock is said, whatever follows
@@ -374,29 +407,14 @@ def begin_run(
     chose; an Outcome when the run stops before it is made. No profile lock: the driver keeps one
     run per profile at a time (a Temporal workflow id). ``expected`` and ``prepared`` as for ``start_run``
     (a saved plan applied); ``holder``: the worker that writes the journal (``RunRecord``)."""
-    if prepared is not None:
-        session, cluster = prepared
-    else:
-        try:
-            session = _prepare(home, name, profile, given, dispatcher, secrets=secrets)
-            cluster = _identity(session, dispatcher)
-        except _UNREADABLE as exc:
-            return _not_started(exc)
-    refused = _untrusted(home, session)
-    if refused is not None:
-        return refused
-    ready = _ready(session, dispatcher)
-    if isinstance(ready, Outcome):
-        return ready
-    try:
-        session = _settled(home, session, dispatcher, _cluster_notes(on_event), name=name, profile=profile, given=given)
-    except (StepFailed, StaleLock) as exc:
-        return Outcome(
-            "failed",
-            exitcodes.NOT_STARTED,
-            f"cannot start: {_message(exc)}\nNothing ran and no run was made: once that is resolved, run again",
-            session,
-        )
+    opened = _opened(home, name, profile, given, dispatcher, secrets, prepared)
+    if isinstance(opened, Outcome):
+        return opened
+    session, cluster, ready = opened
+    settled = _settled_to_start(home, session, dispatcher, on_event, name, profile, given)
+    if isinstance(settled, Outcome):
+        return settled
+    session = settled
     refused = _ask_ahead(ahead, session, dispatcher, "This run will meet these gates")
     if refused is not None:
         return refused
