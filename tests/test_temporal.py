@@ -33,7 +33,6 @@ import yaml
 
 from tests.support.temporal_rig import (
     REPO,
-    RUNBOOK,
     TIMEOUT,
     Workers,
     activities,
@@ -43,6 +42,7 @@ from tests.support.temporal_rig import (
     free_port,
     on_temporal,
     run_cli,
+    start_cli,
     workflow_history,
 )
 from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
@@ -88,14 +88,7 @@ def test_the_run_goes_on_when_the_command_following_it_is_interrupted(
 ) -> None:
     env = cli_env(sim_home)
     workers.start(env)
-    follower = subprocess.Popen(
-        [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    follower = start_cli(env, "run", "cluster-create", "--profile", "talos-staging", "--simulate", "--yes")
     assert follower.stderr is not None
     heading = follower.stderr.readline()
     assert heading.startswith("run ") and "started on Temporal" in heading, heading  # the workflow exists
@@ -296,14 +289,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
         # Approved up front, as the crash harness's operator does: Flux, and the steps without a check
         # that a kill may leave in doubt (each safe to run again).
         approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
-        run = subprocess.Popen(
-            [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", *approve],
-            env=operator,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_cli(operator, "run", "cluster-create", "--profile", "talos-staging", *approve)
 
         def reached() -> bool:
             for path in (rig.home / ".runbook" / "runs").glob("*/journal.jsonl"):
@@ -337,14 +323,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
 
 def test_runbook_server_serves_on_loopback_with_its_state_in_the_home_and_stops_on_ctrl_c(sim_home: Path) -> None:
     port = free_port()
-    server = subprocess.Popen(
-        [str(RUNBOOK), "server", "--port", str(port), "--headless"],
-        env=cli_env(sim_home),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = start_cli(cli_env(sim_home), "server", "--port", str(port), "--headless")
     try:
         wait_for(lambda: server.poll() is not None or answers(f"127.0.0.1:{port}"), 60, "runbook server to answer")
         assert server.poll() is None, server.communicate()

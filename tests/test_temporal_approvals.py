@@ -32,13 +32,13 @@ import yaml
 
 from tests.support.temporal_rig import (
     REPO,
-    RUNBOOK,
     TIMEOUT,
     Workers,
     cli_env,
     decoded,
     on_temporal,
     run_cli,
+    start_cli,
     workflow_history,
 )
 from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
@@ -76,14 +76,7 @@ WORKFLOW = "runbook/lab/runbook-gated"
 
 
 def _start(env: dict[str, str], *more: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(RUNBOOK), "run", "gated", "--simulate", *more],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_cli(env, "run", "gated", "--simulate", *more)
 
 
 def _records(home: Path) -> list[dict[str, Any]]:
@@ -299,14 +292,7 @@ def test_a_saved_plan_applied_on_temporal_is_checked_by_the_worker_and_its_gate_
 
     assert run_cli(env, "run", "gated", "--simulate", "--dry-run", "--out", str(plan)).returncode == 0
     before = {path.name for path in (sim_home / ".runbook" / "runs").iterdir()}
-    applying = subprocess.Popen(
-        [str(RUNBOOK), "apply", str(plan)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    applying = start_cli(env, "apply", str(plan))
 
     def waiting() -> list[dict[str, Any]]:
         listed = run_cli(env, "approvals", "--json")
@@ -357,14 +343,7 @@ def test_items_wait_each_for_their_own_decision_and_a_rejection_ends_the_others_
     (sim_home / "runbooks" / "pair.md").write_text(PAIR)
     env = cli_env(sim_home)
     workers.start(env)
-    run = subprocess.Popen(
-        [str(RUNBOOK), "run", "pair"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start_cli(env, "run", "pair")
     wait_for(
         lambda: run.poll() is not None or sum(r["type"] == "gate_waiting" for r in _records(sim_home)) == 2,
         TIMEOUT,

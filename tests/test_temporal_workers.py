@@ -11,20 +11,19 @@ worker processes, the crash harness's simulated PVE cluster in a process of its 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from engine.run.journal import HOLDER_FILE, load_run
 from tests.support.temporal_rig import (
-    RUNBOOK,
     TIMEOUT,
     Workers,
     cli_env,
     decoded,
     on_temporal,
     run_cli,
+    start_cli,
     workflow_history,
 )
 from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
@@ -75,14 +74,7 @@ def test_the_worker_holding_a_run_is_killed_and_the_other_live_worker_takes_it_o
         started = {workers.queue_of[w.pid]: w for w in (workers.start(rig.env), workers.start(rig.env))}
         operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
         approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
-        run = subprocess.Popen(
-            [str(RUNBOOK), "run", "cluster-create", "--profile", "talos-staging", *approve],
-            env=operator,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        run = start_cli(operator, "run", "cluster-create", "--profile", "talos-staging", *approve)
         runs = rig.home / ".runbook" / "runs"
 
         def cloning() -> bool:

@@ -175,6 +175,18 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
+def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``runbook ARGS`` started in a process of its own, its output piped, for a test to act while it goes."""
+    return subprocess.Popen(
+        [str(RUNBOOK), *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(RUNBOOK), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT
