@@ -16,6 +16,7 @@ from engine.load.problems import InputError
 from engine.run.runner import Runner, StepError
 from engine.runbook.actions import Result, ShellCommand, StepFailed
 from engine.runbook.parser import parse_runbook
+from tests.support.approvers import Yes
 
 HEAD = "---\nname: t\ndescription: d\n---\n"
 
@@ -31,13 +32,6 @@ class Local:
         assert isinstance(action, ShellCommand)
         self.scripts.append(action.script)
         return self.local.execute(action, progress)
-
-
-class Yes:
-    who = "test"
-
-    def approve(self, entry: Any) -> bool:
-        return True
 
 
 def run(body: str) -> tuple[list[Any], Local]:

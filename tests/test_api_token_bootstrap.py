@@ -22,26 +22,17 @@ from engine.run.execution import start_run
 from engine.run.topass import insert
 from engine.runbook.actions import ApiRequest
 from engine.sim.wiring import Simulation
-from tests.support.passstore import PassStore, create_pass_store
+from tests.support.approvers import Yes
+from tests.support.passstore import PassStore, pass_store
 
 #: credentials.pass_path of the shipped cluster-config.yaml: where runbook reads its token.
 ENTRY = "proxmox/lab/runbook-token"
 
 
-class Yes:
-    who = "test"
-
-    def approve(self, entry: Any) -> bool:
-        return True
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    made = create_pass_store(tmp_path_factory.mktemp("pass"))
-    try:
+    with pass_store(tmp_path_factory.mktemp("pass")) as made:
         yield made
-    finally:
-        made.stop()
 
 
 def _recorded(home: Home) -> str:

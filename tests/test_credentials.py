@@ -17,7 +17,7 @@ import pytest
 
 from engine.run.credentials import DEFAULT_TOKEN_ENV, CredentialError, TokenSource, resolve_token
 from engine.run.secrets import MASK
-from tests.support.passstore import PassStore, create_pass_store
+from tests.support.passstore import PassStore, pass_store
 
 TOKEN_ID = "root@pam!runbook"
 SECRET = "sekret-5f1d2c7a-91e0-4c8b-a6d3-0e2f4b6c8d10"
@@ -36,11 +36,8 @@ ENTRIES: dict[str, str | list[str]] = {
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    store = create_pass_store(tmp_path_factory.mktemp("pass"), entries=ENTRIES)
-    try:
-        yield store
-    finally:
-        store.stop()
+    with pass_store(tmp_path_factory.mktemp("pass"), entries=ENTRIES) as made:
+        yield made
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ from engine.run.secretparams import SecretInput
 from engine.run.topass import insert
 from engine.runbook.parser import parse_runbook_file
 from engine.sim.wiring import Simulation
-from tests.support.passstore import PassStore, create_pass_store
+from tests.support.approvers import Yes
+from tests.support.passstore import PassStore, pass_store
 
 CORPUS = Path(__file__).resolve().parent / "ingest_corpus"
 SECRET_PAGES = ("api-automation-login.md", "ci-user-token.html")
@@ -225,16 +226,8 @@ def test_a_token_made_inside_a_shell_script_is_gated_with_a_warning(
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    made = create_pass_store(tmp_path_factory.mktemp("pass"))
-    try:
+    with pass_store(tmp_path_factory.mktemp("pass")) as made:
         yield made
-    finally:
-        made.stop()
-
-
-class _Yes:
-    def approve(self, entry: Any) -> bool:
-        return True
 
 
 def test_a_new_tokens_secret_goes_into_pass_and_nowhere_else(
@@ -265,7 +258,7 @@ def test_a_new_tokens_secret_goes_into_pass_and_nowhere_else(
                 None,
                 {},
                 dispatcher=dispatcher,
-                approver=_Yes(),
+                approver=Yes(),
                 on_event=lambda kind, entry: events.append(json.dumps(entry.as_dict(), default=str)),
                 secrets=SecretInput({"password": "env:CI_USER_PASSWORD"}),
             )

@@ -13,16 +13,13 @@ from click.testing import Result
 
 from tests.support.cluster import PASS_PATH, SECRET, TOKEN_ID, seed_cluster
 from tests.support.fakepve_server import FakePveServer
-from tests.support.passstore import PassStore, create_pass_store
+from tests.support.passstore import PassStore, pass_store
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    store = create_pass_store(tmp_path_factory.mktemp("pass"), entries={PASS_PATH: [TOKEN_ID, SECRET]})
-    try:
-        yield store
-    finally:
-        store.stop()
+    with pass_store(tmp_path_factory.mktemp("pass"), entries={PASS_PATH: [TOKEN_ID, SECRET]}) as made:
+        yield made
 
 
 @pytest.fixture

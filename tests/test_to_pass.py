@@ -25,7 +25,8 @@ from engine.run.secrets import Secret
 from engine.run.topass import insert
 from engine.runbook.actions import ApiRequest
 from engine.sim.wiring import Simulation
-from tests.support.passstore import PassStore, create_pass_store
+from tests.support.approvers import Yes
+from tests.support.passstore import PassStore, pass_store
 
 ENTRY = "proxmox/lab/runbook"
 
@@ -64,20 +65,10 @@ printf 'later sees %s for %s\\n' {{ steps.token.value }} {{ steps.token["full-to
 """
 
 
-class Yes:
-    who = "test"
-
-    def approve(self, entry: Any) -> bool:
-        return True
-
-
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PassStore]:
-    made = create_pass_store(tmp_path_factory.mktemp("pass"))
-    try:
+    with pass_store(tmp_path_factory.mktemp("pass")) as made:
         yield made
-    finally:
-        made.stop()
 
 
 def _home(make_home: Callable[..., Home], text: str = RUNBOOK) -> Home:

@@ -9,6 +9,7 @@ import pytest
 from engine.run.runner import Runner, StepError
 from engine.runbook.actions import Result
 from engine.runbook.parser import parse_runbook
+from tests.support.approvers import Yes
 
 HEAD = "---\nname: t\nformat: 2\ndescription: d\n---\n"
 
@@ -22,13 +23,6 @@ class Counting:
     def execute(self, action: Any, progress: Any) -> Result:
         self.calls += 1
         return Result({"status": "running" if self.calls >= 3 else "stopped"})
-
-
-class Yes:
-    who = "test"
-
-    def approve(self, entry: Any) -> bool:
-        return True
 
 
 def run(body: str, executor: Counting) -> list:
