@@ -1125,10 +1125,11 @@ def _list_temporal_runs(settings: Any, local: list[Any], as_json: bool) -> None:
     table.print()
 
 
-def _show_temporal_run(settings: Any, run_id: str, as_json: bool) -> None:
-    """``runbook runs show`` of a run on Temporal: from its history, on any machine."""
+def _show_temporal_run(home: Home, settings: Any, run_id: str, as_json: bool, html_path: Path | None) -> None:
+    """``runbook runs show`` of a run on Temporal: from its history, on any machine; ``--html`` from the
+    journal the history amounts to (``temporal.runs.recorded``), with this home's runbook for the prose."""
     from .run.journal import UnknownRun
-    from .temporal.runs import show_run
+    from .temporal.runs import recorded, show_run
 
     shown = show_run(settings, run_id)
     if shown is None:
@@ -1136,6 +1137,10 @@ def _show_temporal_run(settings: Any, run_id: str, as_json: bool) -> None:
             f"no run {run_id} on Temporal at {settings.address} (task queue {settings.task_queue}), nor in this home",
             [],
         )
+    if html_path:
+        from .report.html import run_view
+
+        _write_html(html_path, lambda: run_view(home, recorded(shown)))
     run, start = shown.run, shown.start
     steps = [
         {
@@ -1649,12 +1654,7 @@ def runs_show_cmd(
     home = _home(ctx)
     on_temporal = _temporal_of(home, temporal_address)
     if on_temporal is not None and (temporal_address or not (home.state_dir / "runs" / run_id / RUN_FILE).exists()):
-        if html_path:
-            raise _BadArgument(
-                "--html is written from the run's journal, which is in the workers' home: run 'runbook runs "
-                f"show {run_id} --html PATH' there"
-            )
-        _show_temporal_run(on_temporal, run_id, as_json)
+        _show_temporal_run(home, on_temporal, run_id, as_json, html_path)
         return
     run = load_run(home.state_dir, run_id)
     if html_path:

@@ -164,7 +164,8 @@ class Activities:
                 c.SectionPlan([step.id for step in section.steps], width(section.steps[0], start.concurrency, False))
                 for section in run.sections
             ]
-            return c.Opened(plans, self._taken(), run.begun.warnings, worker=self.worker)
+            meta = run.begun.record.meta.as_dict()
+            return c.Opened(plans, self._taken(), run.begun.warnings, worker=self.worker, meta=meta)
 
     @activity.defn(name=c.TAKE)
     def take_run(self, ref: c.SectionRef) -> c.Taken:

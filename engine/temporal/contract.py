@@ -127,6 +127,7 @@ class Opened:
     warnings: list[str] = field(default_factory=list)
     outcome: Ending | None = None
     worker: str = ""  # the task queue of the worker that opened the run: every later activity of it goes there
+    meta: dict[str, Any] | None = None  # the run's run.json (secret-free): its record, read from history anywhere
 
 
 @dataclass

@@ -2,21 +2,25 @@
 
 What a run is, is read from Temporal, not from a home: visibility lists the cluster's workflows
 (their memo: run id, runbook, profile, starter, status), and a run's history holds its step entries
-(the progress events its activities returned), so the machine asking needs neither the workers'
-home nor a worker answering. A run resumed on Temporal is several workflow executions of one
-workflow id with the same run id in their memo: they are one run here, the latest its status.
+(the progress events its activities returned) and its ``run.json`` (the open activity's answer), so
+the machine asking needs neither the workers' home nor a worker answering. A run resumed on Temporal
+is several workflow executions of one workflow id with the same run id in their memo: they are one
+run here, the latest its status. ``recorded`` turns a run's history into the journal's own form (a
+``LoadedRun``), so the HTML report of a run on Temporal is written on any machine as a local run's is.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
+from ..run.journal import FINAL_STATUSES, LoadedRun, Record, RunMeta, RunState
 from . import contract as c
 from .client import connect, live_events
 from .settings import TemporalSettings
@@ -30,7 +34,7 @@ _CLOSED = {
     WorkflowExecutionStatus.TIMED_OUT: "timed_out",
 }
 #: What the workflow's activities return, by activity: each holds progress events.
-_RESULTS: dict[str, type] = {c.OPEN: c.Opened, c.ITEMS: c.Items, c.TASK: c.TaskDone}
+_RESULTS: dict[str, type] = {c.OPEN: c.Opened, c.TAKE: c.Taken, c.ITEMS: c.Items, c.TASK: c.TaskDone}
 
 
 @dataclass
@@ -122,6 +126,8 @@ class Shown:
     run: TemporalRun
     start: c.RunStart
     entries: list[dict[str, Any]]
+    meta: dict[str, Any] | None = None  # the run's run.json, as the worker that opened it made it
+    resumed_by: list[str] = field(default_factory=list)  # who started each later execution (a resume)
 
 
 def show_run(settings: TemporalSettings, run_id: str) -> Shown | None:
@@ -134,10 +140,14 @@ def show_run(settings: TemporalSettings, run_id: str) -> Shown | None:
             return None
         entries: dict[tuple[str, str | None], dict[str, Any]] = {}
         start: c.RunStart | None = None
+        meta: dict[str, Any] | None = None
+        resumed_by: list[str] = []
         for execution in run.executions:
             handle = client.get_workflow_handle(run.workflow_id, run_id=execution)
-            begun, events = await _history(client, handle)
-            start = start or begun
+            begun, events, opened = await _history(client, handle)
+            if start is not None:
+                resumed_by.append(begun.started_by)
+            start, meta = start or begun, meta or opened
             for event in events:
                 _merge(entries, event)
         if run.going:
@@ -146,7 +156,7 @@ def show_run(settings: TemporalSettings, run_id: str) -> Shown | None:
                 if event.kind == "start":
                     _merge(entries, replace(event, kind="step", entry={**event.entry, "status": "running"}))
         assert start is not None  # every execution's history begins with its input
-        return Shown(run, start, list(entries.values()))
+        return Shown(run, start, list(entries.values()), meta, resumed_by)
 
     return asyncio.run(main())
 
@@ -168,16 +178,20 @@ def original_start(settings: TemporalSettings, run: TemporalRun) -> c.RunStart:
 
     async def main() -> c.RunStart:
         client = await connect(settings, "Nothing was changed")
-        start, _ = await _history(client, client.get_workflow_handle(run.workflow_id, run_id=run.executions[0]))
+        start, _, _ = await _history(client, client.get_workflow_handle(run.workflow_id, run_id=run.executions[0]))
         return start
 
     return asyncio.run(main())
 
 
-async def _history(client: Client, handle: WorkflowHandle[Any, Any]) -> tuple[c.RunStart, list[c.Event]]:
-    """One execution's input and the progress events its activities returned (or failed with)."""
+async def _history(
+    client: Client, handle: WorkflowHandle[Any, Any]
+) -> tuple[c.RunStart, list[c.Event], dict[str, Any] | None]:
+    """One execution's input, the progress events its activities returned (or failed with), and the
+    run's run.json when this execution opened the run."""
     convert = client.data_converter
     start: c.RunStart | None = None
+    meta: dict[str, Any] | None = None
     scheduled: dict[int, str] = {}
     events: list[c.Event] = []
     async for event in handle.fetch_history_events():
@@ -190,11 +204,75 @@ async def _history(client: Client, handle: WorkflowHandle[Any, Any]) -> tuple[c.
             done = event.activity_task_completed_event_attributes
             kind = _RESULTS.get(scheduled.get(done.scheduled_event_id, ""))
             if kind is not None and done.result.payloads:
-                events += (await convert.decode(done.result.payloads, [kind]))[0].events
+                result = (await convert.decode(done.result.payloads, [kind]))[0]
+                events += result.events
+                meta = getattr(result, "meta", None) or meta
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
             details = event.activity_task_failed_event_attributes.failure.application_failure_info.details
             if details.payloads:
                 given = (await convert.decode(details.payloads))[0]
                 events += [c.Event(**item) for item in given if isinstance(item, dict)]
     assert start is not None, "a workflow history begins with its start"
-    return start, events
+    return start, events, meta
+
+
+#: How a step item's latest entry is told in the journal's records.
+_ENDED = {"succeeded": "step_finished", "skipped": "step_skipped", "failed": "step_failed"}
+
+
+def recorded(shown: Shown) -> LoadedRun:
+    """The run as its journal reads, built from its history: its ``run.json`` (from the open activity's
+    answer) and, per step item, the records its latest entry stands for. Outputs are not in history
+    (only their digests), so finished steps have none here; the report does not show outputs."""
+    run = shown.run
+    started = (run.started or run.finished or datetime.now(UTC)).isoformat()
+    where = f"workflow {run.workflow_id}"
+    meta = RunMeta.from_dict(shown.meta, where) if shown.meta else _meta(shown, started)
+    process = {"pid": 0, "host": f"temporal ({where})"}
+    records: list[Record] = [{"type": "run_started", "ts": started, "run_id": run.run_id, "process": process}]
+    records += [
+        {"type": "run_resumed", "ts": started, "who": who, "engine_version": meta.engine_version, "process": process}
+        for who in shown.resumed_by
+    ]
+    for entry in shown.entries:
+        key = {"ts": started, "step": entry["step_id"], "item": entry.get("item_key")}
+        status = entry.get("status")
+        if status == "stopped_at_gate":
+            records.append({"type": "gate_waiting", **key})
+            continue
+        records.append({"type": "step_started", **key, "action": entry.get("action")})
+        duration = entry.get("duration") or 0.0
+        ended = _ENDED.get(str(status))
+        if ended == "step_finished":
+            records.append({"type": ended, **key, "outputs": None, "duration": duration})
+        elif ended == "step_skipped":
+            records.append({"type": ended, **key, "reason": entry.get("reason") or "skipped"})
+        elif ended == "step_failed":
+            records.append({"type": ended, **key, "error": entry.get("error") or "", "duration": duration})
+    if run.status in FINAL_STATUSES:
+        ended_at = (run.finished or run.started or datetime.now(UTC)).isoformat()
+        records.append({"type": "run_finished", "ts": ended_at, "status": run.status})
+    for number, record in enumerate(records, start=1):
+        record["seq"] = number
+    notes = [f"read from Temporal's history of {where}: step outputs stay in the workers' journal"]
+    return LoadedRun(Path(run.run_id), meta, records, notes, RunState.from_records(records))
+
+
+def _meta(shown: Shown, started: str) -> RunMeta:
+    """A run.json for a run whose history does not hold one (it ended before the run was made)."""
+    start = shown.start
+    return RunMeta(
+        run_id=shown.run.run_id,
+        runbook=start.runbook,
+        runbook_file=f"runbooks/{start.runbook}.md",
+        runbook_sha256="",
+        profile=start.profile,
+        profile_file=f"clusters/{start.profile}.yaml" if start.profile else None,
+        profile_sha256=None,
+        cluster_config_sha256="",
+        parameters=dict(start.params),
+        mode="simulate" if start.simulate else "run",
+        started_at=started,
+        who=start.started_by,
+        secret_parameters=dict(start.secret_sources) or None,
+    )
