@@ -1963,8 +1963,14 @@ def worker_cmd(ctx: click.Context, temporal_address: str | None) -> None:
     serve(home, config, settings, ready)
 
 
+def _no_home(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        raise click.UsageError("init makes a home in DIRECTORY (runbook init DIR); --home names one that exists")
+
+
 @main.command("init")
 @click.argument("directory", type=click.Path(file_okay=True, path_type=Path), default=".")
+@click.option("--home", hidden=True, expose_value=False, callback=_no_home)
 @click.option("--from", "from_url", metavar="https://NODE:8006", help="Read this cluster to write cluster-config.yaml.")
 @click.option(
     "--ca-file",

@@ -60,6 +60,13 @@ def test_init_never_overwrites(tmp_path: Path, cli: Callable[..., Result]) -> No
     assert refused.exit_code == 1 and f"{afile} exists and is not a folder" in refused.stderr
 
 
+def test_init_takes_its_folder_as_an_argument_not_home(tmp_path: Path, cli: Callable[..., Result]) -> None:
+    assert "--home" not in cli("init", "--help").output  # the global option means nothing here
+    refused = cli("init", str(tmp_path / "ops"), "--home", str(tmp_path / "other"))
+    assert refused.exit_code == 2 and "init makes a home in DIRECTORY (runbook init DIR)" in refused.stderr
+    assert not (tmp_path / "ops").exists() and not (tmp_path / "other").exists()
+
+
 def test_status_and_update_keep_edits(tmp_path: Path, cli: Callable[..., Result], newer: Path) -> None:
     target = tmp_path / "ops"
     assert cli("init", str(target)).exit_code == 0
