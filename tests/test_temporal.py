@@ -26,7 +26,9 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -50,7 +52,7 @@ from tests.support.temporal_rig import temporal as temporal  # noqa: F401
 from tests.support.temporal_rig import workers as workers  # noqa: F401
 from tests.support.tls_front import TlsFront, make_certificates
 from tests.support.waiting import wait_for
-from tests.test_crash_resume import SECRET, SLOW_CLONE, TASK_SECS, effects, reference, snapshot
+from tests.test_crash_resume import SECRET, SLOW_CLONE, TASK_SECS, Rig, effects, reference, snapshot
 
 
 def test_a_simulated_cluster_create_runs_through_temporal(sim_home: Path, temporal: str, workers: Workers) -> None:
@@ -257,6 +259,37 @@ def test_a_local_run_never_imports_temporalio(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ a worker lost in the middle of a run
 
 
+def slow_clones_on_temporal(root: Path, temporal: str) -> Rig:
+    """The crash harness's simulated cluster in a process of its own, its home on Temporal, its clones
+    slow enough to be still running when a worker is killed."""
+    from tests.test_crash_resume import make_rig
+
+    rig = make_rig(root, "talos-staging")
+    rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})
+    on_temporal(rig.home, temporal)
+    return rig
+
+
+def create_as_operator(rig: Rig) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """``cluster-create`` started by an operator who has no API token (the workers alone do), approving up
+    front what the crash harness's operator approves: Flux, and the steps without a check that a kill
+    may leave in doubt (each safe to run again). The run following, and the operator's environment."""
+    from tests.test_crash_resume import SAFE_IN_DOUBT
+
+    operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
+    approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
+    return start_cli(operator, "run", "cluster-create", "--profile", "talos-staging", *approve), operator
+
+
+def assert_as_clean(rig: Rig, clean: tuple[dict[str, Any], Counter[tuple[str, ...]], Any]) -> None:
+    """The cluster and every change made are exactly a clean local run's (``reference``): no VM twice, none missing."""
+    snapshot_clean, effects_clean, _ = clean
+    assert snapshot(rig) == snapshot_clean
+    done, failed = effects(rig)
+    assert done == effects_clean, f"{done - effects_clean} extra, {effects_clean - done} missing"
+    assert not [f for f in failed if "already exists" in f], failed
+
+
 #: Where a worker is killed: just after the journal's ``nth`` record of ``kind`` for ``step``. In the
 #: clone wave (clones still running on the cluster), in a pipeline's middle (an item between two of
 #: its steps, others in flight), and in the Talos sequence (files the first worker wrote in the home).
@@ -277,19 +310,11 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
     tmp_path_factory: pytest.TempPathFactory,
     tmp_path: Path,
 ) -> None:
-    from tests.test_crash_resume import SAFE_IN_DOUBT, make_rig
-
-    clean, clean_effects, _ = reference("talos-staging", tmp_path_factory)
-    rig = make_rig(tmp_path / "rig", "talos-staging")
+    clean = reference("talos-staging", tmp_path_factory)
+    rig = slow_clones_on_temporal(tmp_path / "rig", temporal)
     try:
-        rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})  # clones still running at a kill
-        on_temporal(rig.home, temporal)
         first = workers.start(rig.env)  # the workers alone have the API token (in their environment)
-        operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
-        # Approved up front, as the crash harness's operator does: Flux, and the steps without a check
-        # that a kill may leave in doubt (each safe to run again).
-        approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
-        run = start_cli(operator, "run", "cluster-create", "--profile", "talos-staging", *approve)
+        run, operator = create_as_operator(rig)
 
         def reached() -> bool:
             for path in (rig.home / ".runbook" / "runs").glob("*/journal.jsonl"):
@@ -308,10 +333,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_cluster_is_a_clean_runs(
         workers.start(rig.env)
         out, err = run.communicate(timeout=TIMEOUT)
         assert run.returncode == 0, err[-4000:]
-        assert snapshot(rig) == clean
-        done, failed = effects(rig)
-        assert done == clean_effects, f"{done - clean_effects} extra, {clean_effects - done} missing"
-        assert not [f for f in failed if "already exists" in f], failed
+        assert_as_clean(rig, clean)
 
         history = decoded(workflow_history(temporal, "runbook/lab/talos-staging"))
         assert '"step_id":"clone"' in history and '"runbook":"cluster-create"' in history  # decoded: the scan reads it

@@ -21,16 +21,15 @@ from tests.support.temporal_rig import (
     Workers,
     cli_env,
     decoded,
-    on_temporal,
     run_cli,
-    start_cli,
     workflow_history,
 )
 from tests.support.temporal_rig import sim_home as sim_home  # noqa: F401 - fixtures, shared
 from tests.support.temporal_rig import temporal as temporal  # noqa: F401
 from tests.support.temporal_rig import workers as workers  # noqa: F401
 from tests.support.waiting import wait_for
-from tests.test_crash_resume import SECRET, SLOW_CLONE, TASK_SECS, effects, reference, snapshot
+from tests.test_crash_resume import SECRET, reference
+from tests.test_temporal import assert_as_clean, create_as_operator, slow_clones_on_temporal
 
 
 def scheduled(history: str) -> list[tuple[str, str]]:
@@ -64,17 +63,11 @@ def test_a_run_served_by_two_live_workers_stays_on_the_one_that_opened_it(
 def test_the_worker_holding_a_run_is_killed_and_the_other_live_worker_takes_it_over(
     temporal: str, workers: Workers, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    from tests.test_crash_resume import SAFE_IN_DOUBT, make_rig
-
-    clean, clean_effects, _ = reference("talos-staging", tmp_path_factory)
-    rig = make_rig(tmp_path / "rig", "talos-staging")
+    clean = reference("talos-staging", tmp_path_factory)
+    rig = slow_clones_on_temporal(tmp_path / "rig", temporal)
     try:
-        rig.fake.call("set_task_secs", {**TASK_SECS, "qmclone": SLOW_CLONE})  # clones still running at the kill
-        on_temporal(rig.home, temporal)
         started = {workers.queue_of[w.pid]: w for w in (workers.start(rig.env), workers.start(rig.env))}
-        operator = {k: v for k, v in rig.env.items() if k != "PROXMOX_API_TOKEN"}
-        approve = [arg for name in ("talos.flux", *sorted(SAFE_IN_DOUBT)) for arg in ("--approve", name)]
-        run = start_cli(operator, "run", "cluster-create", "--profile", "talos-staging", *approve)
+        run, _ = create_as_operator(rig)
         runs = rig.home / ".runbook" / "runs"
 
         def cloning() -> bool:
@@ -92,10 +85,7 @@ def test_the_worker_holding_a_run_is_killed_and_the_other_live_worker_takes_it_o
         out, err = run.communicate(timeout=TIMEOUT)
         assert run.returncode == 0, err[-4000:]
         assert f"the worker holding the run ({holder})" in err and f"the run is now held by worker {other}" in err
-        assert snapshot(rig) == clean
-        done, failed = effects(rig)
-        assert done == clean_effects, f"{done - clean_effects} extra, {clean_effects - done} missing"
-        assert not [f for f in failed if "already exists" in f], failed
+        assert_as_clean(rig, clean)
 
         assert json.loads((folder / HOLDER_FILE).read_text())["holder"] == other
         journal = load_run(rig.home / ".runbook", folder.name)
